@@ -1,0 +1,39 @@
+# One obvious way in: `make run` and `make test` install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := bubblewrap git
+
+.PHONY: install run test test-fast bench clean system-packages
+
+install: $(STAMP) system-packages
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import bot, gidgethub, sqlalchemy, pytest_aiohttp"
+	touch $(STAMP)
+
+# Debian packages the sandbox (and later the dashboard tests) need; installed only when missing.
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (install them with apt-get as root)"; fi; \
+	fi
+
+run: install
+	$(BIN)/codegenapp serve
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

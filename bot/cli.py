@@ -1,0 +1,155 @@
+"""The `codegenapp` command (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure_logging
+
+log = logging.getLogger("codegenapp")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codegenapp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the web app (and a worker, unless --no-worker)")
+    serve.add_argument("--host", help="listen address (default HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default PORT or 3001)")
+    serve.add_argument("--no-worker", action="store_true", help="do not run jobs in this process")
+
+    commands.add_parser("worker", help="run a standalone worker")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+
+    projects = commands.add_parser("projects", help="projects (one per repository)")
+    projects_commands = projects.add_subparsers(dest="projects_command", required=True, metavar="ACTION")
+    listing = projects_commands.add_parser("list", help="list projects")
+    listing.add_argument("--all", action="store_true", help="include archived projects")
+
+    secrets = commands.add_parser("secrets", help="project secrets (stored encrypted)")
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    set_secret = secrets_commands.add_parser("set", help="set a secret; the value is read from standard input")
+    set_secret.add_argument("repository", metavar="OWNER/REPO")
+    set_secret.add_argument("name", metavar="NAME")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"codegenapp: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker)
+    commands = {"worker": run_worker, "migrate": run_migrate, "projects": list_projects, "secrets": set_secret}
+    try:
+        return asyncio.run(commands[args.command](settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def serve(settings: Settings, *, host: str | None, port: int | None, with_worker: bool) -> int:
+    from aiohttp import web
+
+    from bot.services import SchemaOutOfDate
+    from bot.web import create_app
+
+    if not settings.app_configured:
+        log.warning("GitHub App not configured (%s missing): webhooks answer 503 until it is; see %s/",
+                    ", ".join(settings.missing_app_settings), settings.public_url)
+    try:
+        web.run_app(create_app(settings, with_worker=with_worker), host=host or settings.host,
+                    port=port or settings.port, print=lambda line: log.info("%s", line.strip()),
+                    access_log=None, shutdown_timeout=15)
+    except SchemaOutOfDate as exc:
+        print(f"codegenapp: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def run_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.services import start_services
+
+    services = await start_services(settings, with_worker=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("worker running; SIGTERM or Ctrl-C stops it after the running jobs finish")
+    await stop.wait()
+    await services.close()
+    return 0
+
+
+async def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot import migrate
+    from bot.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        before = await migrate.current_revision(db)
+        after = await migrate.upgrade(db)
+    finally:
+        await db.dispose()
+    print(f"schema at {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+    return 0
+
+
+async def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    from bot.crypto import Crypto
+    from bot.services import prepare_database
+    from bot.store import Store
+
+    return Store(await prepare_database(settings), Crypto(settings.encryption_key), github_url=settings.github_url)
+
+
+async def list_projects(settings: Settings, args: argparse.Namespace) -> int:
+    store = await _store(settings)
+    try:
+        projects = await store.projects.list_projects(include_archived=args.all)
+    finally:
+        await store.close()
+    if not projects:
+        print("no projects yet: install the GitHub App on a repository")
+        return 0
+    width = max(len(p.name) for p in projects)
+    print(f"{'REPOSITORY':<{width}}  {'INSTALLATION':>12}  STATE     ID")
+    for p in projects:
+        state = "archived" if p.archived_at else "active"
+        print(f"{p.name:<{width}}  {p.installation_id or '-':>12}  {state:<8}  {p.id}")
+    return 0
+
+
+async def set_secret(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store import InvalidSecret
+
+    value = sys.stdin.read()
+    if value.endswith("\n"):
+        value = value[:-1]
+    store = await _store(settings)
+    try:
+        project = await store.projects.get_project_by_name(args.repository)
+        if project is None:
+            print(f"codegenapp: no project for {args.repository} (see `codegenapp projects list`)", file=sys.stderr)
+            return 1
+        try:
+            await store.projects.set_secret(project.id, args.name, value)
+        except InvalidSecret as exc:
+            print(f"codegenapp: {exc}", file=sys.stderr)
+            return 1
+        await store.audit.record("secret.set", actor="cli", project_id=project.id,
+                                 installation_id=project.installation_id, details={"name": args.name})
+    finally:
+        await store.close()
+    print(f"secret {args.name} set for {args.repository}")
+    return 0

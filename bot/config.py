@@ -1,0 +1,239 @@
+"""All configuration, read and validated in one place.
+
+Names follow Probot's where Probot has one (APP_ID, PRIVATE_KEY, WEBHOOK_SECRET, ...). Values come from
+the environment, then a `.env` file in the working directory; the environment wins. Every problem found
+is reported at once, each with a sentence a maintainer can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from dotenv import dotenv_values
+
+WEBHOOK_PATH = "/api/v1/webhooks/github"
+DEFAULT_PORT = 3001
+
+
+class ConfigError(Exception):
+    """One or more configuration problems; `problems` holds a sentence for each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    public_url: str = ""
+    app_id: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    github_client_id: str | None = None
+    github_client_secret: str | None = field(default=None, repr=False)
+    github_api_url: str = "https://api.github.com"
+    github_url: str = "https://github.com"
+    jwt_secret_key: str = field(default="", repr=False)
+    encryption_key: str = field(default="", repr=False)
+    codegen_api_url: str = "https://api.codegen.com"
+    codegen_api_key: str | None = field(default=None, repr=False)
+    codegen_org_id: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "pretty"
+    max_webhook_bytes: int = 25 * 1024 * 1024
+    github_writes_per_minute: int = 80
+    github_writes_per_hour: int = 500
+    worker_concurrency: int = 8
+    job_max_attempts: int = 5
+    job_lease_seconds: float = 60.0
+
+    @property
+    def app_configured(self) -> bool:
+        return bool(self.app_id and self.private_key and self.webhook_secrets)
+
+    @property
+    def missing_app_settings(self) -> list[str]:
+        names = [("APP_ID", self.app_id), ("PRIVATE_KEY or PRIVATE_KEY_PATH", self.private_key),
+                 ("WEBHOOK_SECRET", self.webhook_secrets)]
+        return [name for name, value in names if not value]
+
+    @property
+    def webhook_url(self) -> str:
+        return self.public_url.rstrip("/") + WEBHOOK_PATH
+
+    @property
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor."""
+        values = [self.private_key, self.github_client_secret, self.jwt_secret_key, self.encryption_key,
+                  self.codegen_api_key, *self.webhook_secrets]
+        return [v for v in values if v]
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+
+def _read_environment(environ: Mapping[str, str] | None, dotenv_path: Path | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if dotenv_path is not None and dotenv_path.is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return {k: v for k, v in values.items() if v != ""}
+
+
+def _check_private_key(pem: str) -> str | None:
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return "PRIVATE_KEY is not a PEM RSA private key (expected the .pem file GitHub generated for the App)"
+    if not isinstance(key, RSAPrivateKey):
+        return "PRIVATE_KEY is not a PEM RSA private key (it is a different key type)"
+    return None
+
+
+def _check_url(name: str, value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{name} must be an http(s) URL, got {value!r}"
+    return None
+
+
+def _int(values: dict[str, str], name: str, default: int, problems: list[str], *, minimum: int = 1) -> int:
+    raw = values.get(name)
+    if raw is None:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        problems.append(f"{name} must be a whole number, got {raw!r}")
+        return default
+    if number < minimum:
+        problems.append(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def load_or_create_key(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+    """Read a generated key from DATA_DIR, or create it with mode 0600."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = Path(".env"),
+                  create_keys: bool = True) -> Settings:
+    """Build Settings from the environment (and `.env`), or raise ConfigError listing every problem."""
+    values = _read_environment(environ, dotenv_path)
+    problems: list[str] = []
+
+    data_dir = Path(values.get("DATA_DIR", "./data")).expanduser().resolve()
+    database_url = values.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'codegenapp.db'}"
+    if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        if database_url.startswith(("postgres://", "postgresql://")):
+            database_url = "postgresql+asyncpg://" + database_url.split("://", 1)[1]
+        elif database_url.startswith("sqlite://"):
+            database_url = "sqlite+aiosqlite://" + database_url.split("://", 1)[1]
+        else:
+            problems.append("DATABASE_URL must be a sqlite:// or postgresql:// URL, "
+                            f"got {database_url.split('://', 1)[0]!r}")
+
+    host = values.get("HOST", "127.0.0.1")
+    port = _int(values, "PORT", DEFAULT_PORT, problems)
+    if not 0 < port < 65536:
+        problems.append(f"PORT must be between 1 and 65535, got {port}")
+
+    private_key = values.get("PRIVATE_KEY")
+    key_path = values.get("PRIVATE_KEY_PATH")
+    if private_key is None and key_path is not None:
+        try:
+            private_key = Path(key_path).expanduser().read_text()
+        except OSError as exc:
+            problems.append(f"PRIVATE_KEY_PATH {key_path!r} cannot be read: {exc.strerror}")
+    if private_key is not None:
+        # Probot lets the key be given with literal "\n" sequences in one line.
+        private_key = private_key.replace("\\n", "\n").strip() + "\n"
+        if problem := _check_private_key(private_key):
+            problems.append(problem)
+
+    app_id = values.get("APP_ID")
+    if app_id is not None and not app_id.isdigit():
+        problems.append(f"APP_ID must be the App's numeric id, got {app_id!r}")
+
+    webhook_secrets = tuple(s.strip() for s in values.get("WEBHOOK_SECRET", "").split(",") if s.strip())
+
+    github_api_url = values.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+    github_url = values.get("GITHUB_URL", "https://github.com").rstrip("/")
+    for name, url in (("GITHUB_API_URL", github_api_url), ("GITHUB_URL", github_url)):
+        if problem := _check_url(name, url):
+            problems.append(problem)
+
+    public_url = values.get("PUBLIC_URL", f"http://{host}:{port}").rstrip("/")
+    if problem := _check_url("PUBLIC_URL", public_url):
+        problems.append(problem)
+
+    log_level = values.get("LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        problems.append(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {log_level!r}")
+    log_format = values.get("LOG_FORMAT", "pretty").lower()
+    if log_format not in ("json", "pretty"):
+        problems.append(f"LOG_FORMAT must be json or pretty, got {log_format!r}")
+
+    encryption_key = values.get("ENCRYPTION_KEY")
+    if encryption_key is not None:
+        try:
+            Fernet(encryption_key.encode())
+        except (ValueError, TypeError):
+            problems.append("ENCRYPTION_KEY must be a Fernet key (32 url-safe base64-encoded bytes); "
+                            "unset it to have one generated into DATA_DIR")
+
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        public_url=public_url,
+        app_id=app_id,
+        private_key=private_key,
+        webhook_secrets=webhook_secrets,
+        github_client_id=values.get("GITHUB_CLIENT_ID"),
+        github_client_secret=values.get("GITHUB_CLIENT_SECRET"),
+        github_api_url=github_api_url,
+        github_url=github_url,
+        codegen_api_url=values.get("CODEGEN_API_URL", "https://api.codegen.com").rstrip("/"),
+        codegen_api_key=values.get("CODEGEN_API_KEY"),
+        codegen_org_id=values.get("CODEGEN_ORG_ID"),
+        log_level=log_level,
+        log_format=log_format,
+        max_webhook_bytes=_int(values, "MAX_WEBHOOK_BYTES", 25 * 1024 * 1024, problems),
+        github_writes_per_minute=_int(values, "GITHUB_WRITES_PER_MINUTE", 80, problems),
+        github_writes_per_hour=_int(values, "GITHUB_WRITES_PER_HOUR", 500, problems),
+        worker_concurrency=_int(values, "WORKER_CONCURRENCY", 8, problems),
+        job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
+        job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
+    )
+    if problems:
+        raise ConfigError(problems)
+
+    if create_keys:
+        jwt_secret = values.get("JWT_SECRET_KEY") or load_or_create_key(
+            data_dir / "jwt-secret-key", lambda: secrets.token_urlsafe(48))
+        enc_key = encryption_key or load_or_create_key(
+            data_dir / "encryption-key", lambda: Fernet.generate_key().decode())
+        settings = replace(settings, jwt_secret_key=jwt_secret, encryption_key=enc_key)
+    return settings

@@ -1,0 +1,73 @@
+"""Every Prometheus metric the app exports, in one registry."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DELIVERIES = Counter(
+    "codegenapp_webhook_deliveries_total",
+    "Webhook deliveries accepted and stored, by event.",
+    ["event"],
+    registry=REGISTRY,
+)
+DUPLICATE_DELIVERIES = Counter(
+    "codegenapp_webhook_duplicates_total",
+    "Deliveries whose X-GitHub-Delivery id was already stored.",
+    registry=REGISTRY,
+)
+SIGNATURE_FAILURES = Counter(
+    "codegenapp_webhook_signature_failures_total",
+    "Deliveries refused because the signature was missing, sha1-only or wrong.",
+    registry=REGISTRY,
+)
+REJECTED_DELIVERIES = Counter(
+    "codegenapp_webhook_rejected_total",
+    "Deliveries refused for a reason other than the signature.",
+    ["reason"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "codegenapp_job_queue_depth",
+    "Jobs waiting or running, by state (refreshed on scrape).",
+    ["state"],
+    registry=REGISTRY,
+)
+JOB_OUTCOMES = Counter(
+    "codegenapp_jobs_total",
+    "Finished job attempts, by kind and outcome (done, retry, dead, released).",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+JOB_DURATION = Histogram(
+    "codegenapp_job_duration_seconds",
+    "Time a job attempt ran, by kind.",
+    ["kind"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+    registry=REGISTRY,
+)
+GITHUB_REQUESTS = Counter(
+    "codegenapp_github_requests_total",
+    "Requests made to the GitHub API, by method and response status (or 'error').",
+    ["method", "status"],
+    registry=REGISTRY,
+)
+GITHUB_RATE_LIMIT_REMAINING = Gauge(
+    "codegenapp_github_rate_limit_remaining",
+    "x-ratelimit-remaining from the latest GitHub response, by installation ('app' for the JWT).",
+    ["installation"],
+    registry=REGISTRY,
+)
+GITHUB_WRITES_DEFERRED = Counter(
+    "codegenapp_github_writes_deferred_total",
+    "Writes held back by the per-installation pacing.",
+    registry=REGISTRY,
+)
+GITHUB_WRITES_COALESCED = Counter(
+    "codegenapp_github_writes_coalesced_total",
+    "Progress updates replaced by a newer update to the same resource before being sent.",
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

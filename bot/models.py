@@ -1,0 +1,219 @@
+"""Database tables. Column meanings follow the seed design's models where it has them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both SQLite (which drops the zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Installation(Base):
+    __tablename__ = "installations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    account_login: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    account_type: Mapped[str | None] = mapped_column(String(32))
+    repository_selection: Mapped[str | None] = mapped_column(String(16))
+    permissions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    suspended_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("github_repo_id", name="uq_projects_repo"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    installation_id: Mapped[int | None] = mapped_column(ForeignKey("installations.id"), index=True)
+    github_repo_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(255))  # owner/repo
+    github_url: Mapped[str] = mapped_column(String(512))
+    webhook_url: Mapped[str | None] = mapped_column(String(512))
+    default_branch: Mapped[str | None] = mapped_column(String(255))
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    repository_rules: Mapped[str] = mapped_column(Text, default="")
+    setup_commands: Mapped[list[Any]] = mapped_column(default=list)
+    validate_commands: Mapped[list[Any]] = mapped_column(default=list)
+    auto_merge_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_confirm_plans: Mapped[bool] = mapped_column(Boolean, default=False)
+    planning_statement: Mapped[str] = mapped_column(Text, default="")
+    pinned: Mapped[bool] = mapped_column(Boolean, default=True)
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def owner(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    @property
+    def repo(self) -> str:
+        return self.name.split("/", 1)[1]
+
+
+class ProjectSecret(Base):
+    """A project secret; the value is Fernet-encrypted and never read back by the API."""
+
+    __tablename__ = "project_secrets"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_project_secret_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class User(Base):
+    """A GitHub user who logged in to the dashboard; tokens are Fernet-encrypted."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    login: Mapped[str] = mapped_column(String(255))
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    token_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AgentRun(Base):
+    __tablename__ = "agent_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    target_text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    plan_generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    pr_created: Mapped[bool] = mapped_column(Boolean, default=False)
+    validation_status: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class ValidationState(Base):
+    __tablename__ = "validation_states"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    agent_run_id: Mapped[str | None] = mapped_column(ForeignKey("agent_runs.id"))
+    pr_number: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str] = mapped_column(String(40))
+    check_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    deployment_status: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default="queued")
+    conclusion: Mapped[str | None] = mapped_column(String(32))
+    test_results: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    auto_merge_eligible: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class Delivery(Base):
+    """A webhook delivery exactly as received (payload is the JSON text)."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # X-GitHub-Delivery
+    event: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(String(64))
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+JOB_QUEUED = "queued"
+JOB_RUNNING = "running"
+JOB_DONE = "done"
+JOB_DEAD = "dead"
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "run_after"),
+        UniqueConstraint("dedupe_key", name="uq_jobs_dedupe_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    delivery_id: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=JOB_QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Append-only: what the bot did, for whom, when."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(255))
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    project_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    delivery_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WorkerHeartbeat(Base):
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    running_jobs: Mapped[int] = mapped_column(Integer, default=0)

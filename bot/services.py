@@ -1,0 +1,100 @@
+"""The app's long-lived parts, built once from Settings and shared by the web app, the worker and the CLI."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from bot import migrate
+from bot.config import Settings
+from bot.crypto import Crypto
+from bot.db import Database
+from bot.events import EventBus
+from bot.redact import PROCESS_REDACTOR
+
+if TYPE_CHECKING:
+    from bot.github import GitHubClients
+    from bot.store import Store
+    from worker.runner import Worker
+
+log = logging.getLogger(__name__)
+
+JOB_WEBHOOK = "webhook"
+
+
+class SchemaOutOfDate(Exception):
+    pass
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: "Store"
+    http: aiohttp.ClientSession
+    bus: EventBus = field(default_factory=EventBus)
+    github: "GitHubClients | None" = None
+    worker: "Worker | None" = None
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.github is not None:
+            await self.github.close()
+        await self.http.close()
+        await self.store.close()
+
+
+async def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Database:
+    """Open the database; SQLite is migrated in place, PostgreSQL must be migrated with `codegenapp migrate`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    if db.is_sqlite and migrate_sqlite:
+        await migrate.upgrade(db)
+    else:
+        current, head = await migrate.current_revision(db), migrate.head_revision()
+        if current != head:
+            await db.dispose()
+            raise SchemaOutOfDate(f"database schema is at {current or 'nothing'}, the app needs {head}: "
+                                  "run `codegenapp migrate` first")
+    return db
+
+
+def github_clients(settings: Settings, http: aiohttp.ClientSession) -> "GitHubClients | None":
+    if not settings.app_configured:
+        return None
+    from bot.github import GitHubClientConfig, GitHubClients
+    assert settings.app_id is not None and settings.private_key is not None
+    return GitHubClients(http, GitHubClientConfig(
+        app_id=settings.app_id, private_key=settings.private_key, api_url=settings.github_api_url,
+        user_agent=f"codegenapp/{settings.app_id}", writes_per_minute=settings.github_writes_per_minute,
+        writes_per_hour=settings.github_writes_per_hour))
+
+
+async def start_services(settings: Settings, *, with_worker: bool = True) -> Services:
+    from bot.store import Store
+    for value in settings.secret_values:
+        PROCESS_REDACTOR.add(value)
+    db = await prepare_database(settings)
+    store = Store(db, Crypto(settings.encryption_key), github_url=settings.github_url)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=10))
+    services = Services(settings=settings, store=store, http=http)
+    services.github = github_clients(settings, http)
+    if with_worker:
+        services.worker = build_worker(services)
+        await services.worker.start()
+    return services
+
+
+def build_worker(services: Services) -> "Worker":
+    from handlers import handle_delivery
+    from worker.runner import Worker
+
+    async def run_webhook(job):  # type: ignore[no-untyped-def]
+        await handle_delivery(services, job)
+
+    return Worker(services.store, {JOB_WEBHOOK: run_webhook}, bus=services.bus,
+                  concurrency=services.settings.worker_concurrency,
+                  lease_seconds=services.settings.job_lease_seconds)

@@ -1,0 +1,32 @@
+"""The repository layer: every database read and write of the app goes through `Store`."""
+
+from __future__ import annotations
+
+from bot.crypto import Crypto
+from bot.db import Database
+from bot.store.audit import AuditStore, HeartbeatStore
+from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
+from bot.store.jobs import ClaimedJob, JobStore
+from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
+
+__all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
+           "InvalidSecret"]
+
+
+class Store:
+    def __init__(self, db: Database, crypto: Crypto, *, github_url: str = "https://github.com") -> None:
+        self.db = db
+        self.deliveries = DeliveryStore(db)
+        self.jobs = JobStore(db)
+        self.projects = ProjectStore(db, crypto, github_url=github_url)
+        self.audit = AuditStore(db)
+        self.heartbeats = HeartbeatStore(db)
+
+    async def ping(self) -> None:
+        from sqlalchemy import text
+        async with self.db.read() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.deliveries.close()
+        await self.db.dispose()

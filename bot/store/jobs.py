@@ -1,0 +1,135 @@
+"""The durable job queue's storage: claim with a lease, heartbeat, finish, retry, dead-letter.
+
+Every state change is one statement, so nothing is read and then written back (no lost updates on
+SQLite, no double claims on PostgreSQL, where the claim also uses FOR UPDATE SKIP LOCKED).
+Finishing and failing are fenced by the lease owner: a worker whose lease expired and was taken over
+cannot overwrite the new owner's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+
+from bot.db import Database
+from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
+from bot.store.dialect import upsert_insert
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    delivery_id: str | None
+    args: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+_CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts)
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def enqueue(self, kind: str, *, args: dict[str, Any] | None = None, delivery_id: str | None = None,
+                      dedupe_key: str | None = None, run_after: datetime | None = None,
+                      max_attempts: int = 5) -> int | None:
+        """Add a job; with a dedupe_key that is already queued or known, adds nothing and returns None."""
+        values = {"kind": kind, "args": args or {}, "delivery_id": delivery_id, "dedupe_key": dedupe_key,
+                  "status": JOB_QUEUED, "attempts": 0, "max_attempts": max_attempts,
+                  "run_after": run_after or utcnow(), "created_at": utcnow()}
+        async with self._db.write() as session:
+            if dedupe_key is None:
+                return (await session.execute(insert(Job).values(values).returning(Job.id))).scalar_one()
+            stmt = (upsert_insert(self._db, Job).values(values)
+                    .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Job.id))
+            return (await session.execute(stmt)).scalar_one_or_none()
+
+    async def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        if limit <= 0:
+            return []
+        now = utcnow()
+        claimable = or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
+                        and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now))
+        candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(limit)
+        if not self._db.is_sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        stmt = (update(Job)
+                .where(Job.id.in_(candidates.scalar_subquery()), claimable)
+                .values(status=JOB_RUNNING, lease_owner=owner,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1)
+                .returning(*_CLAIM_COLUMNS)
+                .execution_options(synchronize_session=False))
+        async with self._db.write() as session:
+            rows = (await session.execute(stmt)).all()
+        return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
+
+    async def extend_leases(self, owner: str, job_ids: list[int], *, lease_seconds: float) -> set[int]:
+        """Heartbeat: push the leases this worker still holds; returns the ids it still holds."""
+        if not job_ids:
+            return set()
+        stmt = (update(Job)
+                .where(Job.id.in_(job_ids), Job.lease_owner == owner, Job.status == JOB_RUNNING)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+                .returning(Job.id)
+                .execution_options(synchronize_session=False))
+        async with self._db.write() as session:
+            return set((await session.execute(stmt)).scalars())
+
+    async def complete_many(self, owner: str, job_ids: list[int]) -> set[int]:
+        if not job_ids:
+            return set()
+        stmt = (update(Job)
+                .where(Job.id.in_(job_ids), Job.lease_owner == owner, Job.status == JOB_RUNNING)
+                .values(status=JOB_DONE, finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
+                        last_error=None)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False))
+        async with self._db.write() as session:
+            return set((await session.execute(stmt)).scalars())
+
+    async def fail(self, owner: str, job_id: int, *, error: str, retry_at: datetime | None) -> bool:
+        """Record a failed attempt: back to the queue at retry_at, or dead-lettered when None."""
+        values: dict[str, Any] = {"last_error": error[-20_000:], "lease_owner": None, "lease_expires_at": None}
+        if retry_at is None:
+            values.update(status=JOB_DEAD, finished_at=utcnow())
+        else:
+            values.update(status=JOB_QUEUED, run_after=retry_at)
+        return await self._fenced_update(owner, job_id, values)
+
+    async def release(self, owner: str, job_id: int) -> bool:
+        """Give a job back untried (shutdown): it keeps its place and does not spend an attempt."""
+        return await self._fenced_update(owner, job_id, {
+            "status": JOB_QUEUED, "lease_owner": None, "lease_expires_at": None,
+            "attempts": Job.attempts - 1})
+
+    async def _fenced_update(self, owner: str, job_id: int, values: dict[str, Any]) -> bool:
+        stmt = (update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JOB_RUNNING)
+                .values(**values)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False))
+        async with self._db.write() as session:
+            return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def get(self, job_id: int) -> Job | None:
+        async with self._db.read() as session:
+            return await session.get(Job, job_id)
+
+    async def for_delivery(self, delivery_id: str) -> list[Job]:
+        async with self._db.read() as session:
+            return list((await session.execute(select(Job).where(Job.delivery_id == delivery_id))).scalars())
+
+    async def counts(self) -> dict[str, int]:
+        async with self._db.read() as session:
+            rows = (await session.execute(
+                select(Job.status, func.count()).where(Job.status.in_([JOB_QUEUED, JOB_RUNNING, JOB_DEAD]))
+                .group_by(Job.status))).all()
+        counts = {JOB_QUEUED: 0, JOB_RUNNING: 0, JOB_DEAD: 0}
+        counts.update({status: n for status, n in rows})
+        return counts

@@ -1,0 +1,87 @@
+"""The aiohttp application: thin routes over the services."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot import metrics, webhooks
+from bot.config import WEBHOOK_PATH, Settings
+from bot.models import utcnow
+from bot.services import Services, start_services
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_STALE_SECONDS = 120
+
+
+def create_app(settings: Settings, *, with_worker: bool = True) -> web.Application:
+    app = web.Application(client_max_size=settings.max_webhook_bytes)
+    app["settings"] = settings
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services = await start_services(settings, with_worker=with_worker)
+        app["services"] = services
+        yield
+        await services.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post(WEBHOOK_PATH, webhooks.receive)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/", index)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    services: Services = request.app["services"]
+    report: dict[str, object] = {"app_configured": services.settings.app_configured}
+    healthy = True
+    try:
+        await services.store.ping()
+        report["database"] = {"ok": True, "dialect": "sqlite" if services.store.db.is_sqlite else "postgresql"}
+        report["queue"] = await services.store.jobs.counts()
+        beat = await services.store.heartbeats.latest()
+        if beat is None:
+            report["worker"] = {"ok": False, "reason": "no worker has reported"}
+        else:
+            age = (utcnow() - beat.seen_at).total_seconds()
+            report["worker"] = {"ok": age < HEARTBEAT_STALE_SECONDS, "last_heartbeat": beat.seen_at.isoformat(),
+                                "age_seconds": round(age, 1), "running_jobs": beat.running_jobs,
+                                "worker_id": beat.worker_id}
+    except Exception as exc:  # noqa: BLE001 - health must answer whatever broke
+        healthy = False
+        report["database"] = {"ok": False, "error": type(exc).__name__}
+    report["status"] = "ok" if healthy else "unavailable"
+    return web.json_response(report, status=200 if healthy else 503)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    services: Services = request.app["services"]
+    try:
+        for state, count in (await services.store.jobs.counts()).items():
+            metrics.QUEUE_DEPTH.labels(state).set(count)
+    except Exception:  # noqa: BLE001 - metrics stay available when the database is not
+        log.exception("could not refresh queue depth")
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def index(request: web.Request) -> web.Response:
+    settings: Settings = request.app["settings"]
+    if settings.app_configured:
+        body = (f"<h1>CodegenApp</h1><p>GitHub App {html.escape(settings.app_id or '')} is configured. "
+                f"Webhooks are received at <code>{html.escape(settings.webhook_url)}</code>.</p>"
+                '<p><a href="/health">Health</a> · <a href="/metrics">Metrics</a></p>')
+    else:
+        missing = ", ".join(settings.missing_app_settings)
+        body = ("<h1>CodegenApp is not configured yet</h1>"
+                f"<p>Set {html.escape(missing)} in the environment or in <code>.env</code> and restart. "
+                "Create the App on GitHub from <code>app.yml</code> (README, “Registering the App”) with "
+                f"the webhook URL <code>{html.escape(settings.webhook_url)}</code>.</p>"
+                "<p>Until then the webhook endpoint answers 503.</p>")
+    page = f"<!doctype html><html lang=en><meta charset=utf-8><title>CodegenApp</title><body>{body}</body></html>"
+    return web.Response(text=page, content_type="text/html")

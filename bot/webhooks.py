@@ -1,0 +1,160 @@
+"""Webhook ingress: verify, parse, store with its job in one transaction, acknowledge.
+
+Nothing is handled inside the request; the worker runs handlers from the stored delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from bot import metrics
+from bot.logs import delivery_id_var
+from bot.services import JOB_WEBHOOK, Services
+from bot.store import ClaimedJob, IncomingDelivery
+
+log = logging.getLogger(__name__)
+
+MAX_DELIVERY_ID_LENGTH = 64
+
+
+class WebhookRejected(Exception):
+    def __init__(self, status: int, reason: str, *, metric: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.metric = metric
+
+
+@dataclass(frozen=True)
+class ParsedDelivery:
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    payload_json: str
+    payload: dict[str, Any]
+
+
+def verify_signature(body: bytes, headers: Mapping[str, str], secrets: tuple[str, ...]) -> None:
+    """Accept only a valid `X-Hub-Signature-256` made with one of the configured secrets."""
+    signature = headers.get("X-Hub-Signature-256")
+    if not signature:
+        if headers.get("X-Hub-Signature"):
+            raise WebhookRejected(401, "only a sha1 signature (X-Hub-Signature) was sent; "
+                                       "X-Hub-Signature-256 is required", metric="signature")
+        raise WebhookRejected(401, "the delivery is not signed (no X-Hub-Signature-256)", metric="signature")
+    algorithm, _, digest = signature.partition("=")
+    if algorithm != "sha256" or not digest:
+        raise WebhookRejected(401, "X-Hub-Signature-256 is not of the form sha256=<hex>", metric="signature")
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected, digest.lower()):
+            return
+    raise WebhookRejected(401, "the signature does not match the webhook secret", metric="signature")
+
+
+def parse_delivery(body: bytes, headers: Mapping[str, str]) -> ParsedDelivery:
+    event = headers.get("X-GitHub-Event", "").strip()
+    delivery_id = headers.get("X-GitHub-Delivery", "").strip()
+    if not event:
+        raise WebhookRejected(400, "missing X-GitHub-Event header", metric="malformed")
+    if not delivery_id or len(delivery_id) > MAX_DELIVERY_ID_LENGTH:
+        raise WebhookRejected(400, "missing or overlong X-GitHub-Delivery header", metric="malformed")
+    content_type = headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/json":
+            text = body.decode("utf-8")
+        elif content_type == "application/x-www-form-urlencoded":
+            form = parse_qs(body.decode("ascii"), strict_parsing=True)
+            if len(form.get("payload", [])) != 1:
+                raise WebhookRejected(400, "form-encoded delivery without exactly one payload field",
+                                      metric="malformed")
+            text = form["payload"][0]
+        else:
+            raise WebhookRejected(415, f"unsupported content type {content_type!r}; "
+                                       "expected application/json or application/x-www-form-urlencoded",
+                                  metric="content_type")
+        payload = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookRejected(400, f"body is not valid JSON: {exc}", metric="malformed") from exc
+    if not isinstance(payload, dict):
+        raise WebhookRejected(400, "payload is not a JSON object", metric="malformed")
+    action = payload.get("action") if isinstance(payload.get("action"), str) else None
+    installation = payload.get("installation")
+    installation_id = installation.get("id") if isinstance(installation, dict) else None
+    if not isinstance(installation_id, int) or isinstance(installation_id, bool):
+        installation_id = None
+    return ParsedDelivery(delivery_id, event, action, installation_id, text, payload)
+
+
+def _reject(exc: WebhookRejected) -> web.Response:
+    if exc.metric == "signature":
+        metrics.SIGNATURE_FAILURES.inc()
+    else:
+        metrics.REJECTED_DELIVERIES.labels(exc.metric).inc()
+    log.warning("webhook refused (%d): %s", exc.status, exc.reason)
+    return web.json_response({"error": exc.reason}, status=exc.status)
+
+
+async def receive(request: web.Request) -> web.StreamResponse:
+    services: Services = request.app["services"]
+    settings = services.settings
+    if not settings.app_configured:
+        missing = ", ".join(settings.missing_app_settings)
+        return web.json_response({"error": f"the GitHub App is not configured: set {missing} "
+                                           "(see README, or open / to register the App)"}, status=503)
+    if request.content_length is not None and request.content_length > settings.max_webhook_bytes:
+        return _reject(WebhookRejected(413, f"body larger than {settings.max_webhook_bytes} bytes",
+                                       metric="too_large"))
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _reject(WebhookRejected(413, f"body larger than {settings.max_webhook_bytes} bytes",
+                                       metric="too_large"))
+    try:
+        verify_signature(body, request.headers, settings.webhook_secrets)
+        delivery = parse_delivery(body, request.headers)
+    except WebhookRejected as exc:
+        return _reject(exc)
+    delivery_id_var.set(delivery.id)
+
+    if delivery.event == "ping":
+        log.info("ping from hook %s", delivery.payload.get("hook_id"))
+        return web.json_response({"status": "pong", "zen": delivery.payload.get("zen")})
+
+    worker = services.worker
+    lease_owner = worker.worker_id if worker is not None and worker.try_reserve() else None
+    try:
+        stored = await services.store.deliveries.store(IncomingDelivery(
+            id=delivery.id, event=delivery.event, action=delivery.action,
+            installation_id=delivery.installation_id, payload=delivery.payload_json, job_kind=JOB_WEBHOOK,
+            max_attempts=settings.job_max_attempts, lease_owner=lease_owner,
+            lease_seconds=settings.job_lease_seconds))
+    except BaseException:
+        if lease_owner is not None:
+            worker.cancel_reservation()  # type: ignore[union-attr]
+        raise
+    if stored.duplicate:
+        if lease_owner is not None:
+            worker.cancel_reservation()  # type: ignore[union-attr]
+        metrics.DUPLICATE_DELIVERIES.inc()
+        return web.json_response({"status": "duplicate", "delivery": delivery.id}, status=200)
+
+    metrics.DELIVERIES.labels(delivery.event).inc()
+    if worker is not None:
+        if lease_owner is not None:
+            assert stored.job_id is not None
+            worker.run_reserved(ClaimedJob(stored.job_id, JOB_WEBHOOK, delivery.id, {}, 1,
+                                           settings.job_max_attempts))
+        else:
+            worker.wake()
+    return web.json_response({"status": "accepted", "delivery": delivery.id}, status=202)

@@ -1,0 +1,49 @@
+"""Event handlers: one gidgethub Router per concern, composed here (the bedevere shape)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from gidgethub import routing, sansio
+
+from handlers import authorization, installation
+from handlers.context import EventContext
+from handlers.payloads import installation_ref, repo_ref
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from bot.store import ClaimedJob
+
+log = logging.getLogger(__name__)
+
+router = routing.Router(installation.router, authorization.router)
+
+# Events the installation handlers record completely themselves.
+_SELF_RECORDING = {"installation", "installation_repositories"}
+
+
+async def record_unseen_installation(event: sansio.Event, ctx: EventContext) -> None:
+    """An event from an installation we missed (the app was down for installation.created) still
+    works: the installation and the repository's project are recorded from the payload."""
+    if event.event in _SELF_RECORDING or ctx.installation_id is None:
+        return
+    repository = event.data.get("repository")
+    owner = repository.get("owner", {}).get("login") if isinstance(repository, dict) else None
+    store = ctx.services.store.projects
+    await store.upsert_installation(installation_ref(event.data["installation"], fallback_login=owner),
+                                    only_if_missing=True)
+    if isinstance(repository, dict) and "id" in repository and "full_name" in repository:
+        await store.upsert_projects(ctx.installation_id, [repo_ref(repository)], only_if_missing=True)
+
+
+async def handle_delivery(services: "Services", job: "ClaimedJob") -> None:
+    assert job.delivery_id is not None
+    delivery = await services.store.deliveries.get(job.delivery_id)
+    if delivery is None:
+        raise LookupError(f"delivery {job.delivery_id} is not stored")
+    event = sansio.Event(json.loads(delivery.payload), event=delivery.event, delivery_id=delivery.id)
+    ctx = EventContext(services, event)
+    await record_unseen_installation(event, ctx)
+    await router.dispatch(event, ctx)

@@ -1,0 +1,16 @@
+"""A user revoked the App's authorization: forget every token we hold for them."""
+
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+
+from handlers.context import EventContext
+
+router = routing.Router()
+
+
+@router.register("github_app_authorization", action="revoked")
+async def authorization_revoked(event: sansio.Event, ctx: EventContext) -> None:
+    sender = event.data["sender"]
+    forgot = await ctx.services.store.projects.forget_user_tokens(sender["id"])
+    await ctx.audit("github_app_authorization.revoked", actor=sender.get("login"), tokens_forgotten=forgot)

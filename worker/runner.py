@@ -1,0 +1,181 @@
+"""The worker: claims jobs with a lease, runs them with bounded concurrency, heartbeats, and finishes
+(done, retry with backoff, dead-letter). Jobs run at least once; handlers are written to be idempotent,
+so a job repeated after a crash (its side effects happened, its completion did not) does no harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from bot import metrics
+from bot.events import EventBus
+from bot.logs import job_context
+from bot.models import utcnow
+from bot.store import ClaimedJob, Store
+from bot.store.batch import GroupCommit
+from worker.policy import exhausted_by_lease_expiry, lost_leases, retry_delay
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[ClaimedJob], Awaitable[None]]
+
+
+class Worker:
+    def __init__(self, store: Store, handlers: dict[str, JobHandler], *, bus: EventBus | None = None,
+                 concurrency: int = 8, lease_seconds: float = 60.0, poll_interval: float = 1.0,
+                 worker_id: str | None = None) -> None:
+        self.store = store
+        self.handlers = handlers
+        self.bus = bus or EventBus()
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._reserved = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._started_at = utcnow()
+        self._completions: GroupCommit[int, bool] = GroupCommit(self._complete_batch)
+
+    # capacity shared with the ingress, which may hand jobs over already leased to this worker
+    def try_reserve(self) -> bool:
+        if self._stopping or len(self._running) + self._reserved >= self.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def cancel_reservation(self) -> None:
+        self._reserved -= 1
+
+    def run_reserved(self, job: ClaimedJob) -> None:
+        self._reserved -= 1
+        self._spawn(job)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._running)
+
+    async def start(self) -> None:
+        self._started_at = utcnow()
+        await self.store.heartbeats.beat(self.worker_id, running_jobs=0, started_at=self._started_at)
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="worker-claim-loop")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
+        log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
+
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Stop claiming; let running jobs finish within `grace` seconds, then give the rest back."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace)
+        for task in list(self._running.values()):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        await self._completions.close()
+        await self.store.heartbeats.remove(self.worker_id)
+        log.info("worker %s stopped", self.worker_id)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.concurrency - len(self._running) - self._reserved
+            claimed: list[ClaimedJob] = []
+            if free > 0:
+                try:
+                    claimed = await self.store.jobs.claim(self.worker_id, limit=free,
+                                                          lease_seconds=self.lease_seconds)
+                except Exception:  # the database may be briefly unavailable; try again next round
+                    log.exception("claiming jobs failed")
+                for job in claimed:
+                    self._spawn(job)
+            if claimed and len(claimed) == free:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            except TimeoutError:
+                pass
+
+    def _spawn(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._running[job.id] = task
+
+    async def _run(self, job: ClaimedJob) -> None:
+        started = time.monotonic()
+        outcome = "done"
+        with job_context(job.id, job.delivery_id):
+            try:
+                if exhausted_by_lease_expiry(job.attempts, job.max_attempts):
+                    raise RuntimeError(f"lease expired {job.max_attempts} times (the worker running it died)")
+                handler = self.handlers.get(job.kind)
+                if handler is None:
+                    raise LookupError(f"no handler for job kind {job.kind!r}")
+                await handler(job)
+            except asyncio.CancelledError:
+                outcome = "released"
+                await asyncio.shield(self.store.jobs.release(self.worker_id, job.id))
+                raise
+            except Exception as exc:
+                outcome = await self._record_failure(job, exc)
+            else:
+                await self._completions.submit(job.id)
+            finally:
+                self._running.pop(job.id, None)
+                metrics.JOB_OUTCOMES.labels(job.kind, outcome).inc()
+                metrics.JOB_DURATION.labels(job.kind).observe(time.monotonic() - started)
+                self.bus.publish("job.finished", job_id=job.id, kind=job.kind, outcome=outcome,
+                                 delivery_id=job.delivery_id, attempts=job.attempts)
+                self._wake.set()
+
+    async def _record_failure(self, job: ClaimedJob, exc: Exception) -> str:
+        delay = retry_delay(job.attempts, job.max_attempts)
+        error = "".join(traceback.format_exception(exc))
+        retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
+        await self.store.jobs.fail(self.worker_id, job.id, error=error, retry_at=retry_at)
+        if delay is None:
+            log.error("job %s (%s) dead after %d attempts: %s", job.id, job.kind, job.attempts, exc)
+            return "dead"
+        log.warning("job %s (%s) attempt %d failed, retrying in %.0fs: %s", job.id, job.kind,
+                    job.attempts, delay, exc)
+        return "retry"
+
+    async def _complete_batch(self, job_ids: list[int]) -> list[bool]:
+        finished = await self.store.jobs.complete_many(self.worker_id, job_ids)
+        return [job_id in finished for job_id in job_ids]
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.5, self.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                running = list(self._running)
+                held = await self.store.jobs.extend_leases(self.worker_id, running,
+                                                           lease_seconds=self.lease_seconds)
+                for job_id in lost_leases(running, held):
+                    task = self._running.get(job_id)
+                    if task is not None and not task.done():
+                        log.warning("job %s: lease taken over by another worker; stopping it here", job_id)
+                        task.cancel()
+                await self.store.heartbeats.beat(self.worker_id, running_jobs=len(self._running),
+                                                 started_at=self._started_at)
+            except Exception:
+                log.exception("worker heartbeat failed")
