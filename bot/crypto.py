@@ -11,6 +11,10 @@ class Crypto:
     def __init__(self, key: str) -> None:
         self._fernet = Fernet(key.encode())
 
+    @staticmethod
+    def generate_key() -> str:
+        return Fernet.generate_key().decode()
+
     def encrypt(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode()
 

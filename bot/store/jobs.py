@@ -59,8 +59,11 @@ class JobStore:
         candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(limit)
         if not self._db.is_sqlite:
             candidates = candidates.with_for_update(skip_locked=True)
+        # A CTE, not `id IN (subquery)`: PostgreSQL may run an IN-subquery more than once, and with
+        # SKIP LOCKED each run picks other rows, so a claim could take more than `limit` jobs.
+        chosen = candidates.cte("chosen")
         stmt = (update(Job)
-                .where(Job.id.in_(candidates.scalar_subquery()), claimable)
+                .where(Job.id == chosen.c.id, claimable)
                 .values(status=JOB_RUNNING, lease_owner=owner,
                         lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1)
                 .returning(*_CLAIM_COLUMNS)

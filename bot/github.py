@@ -1,0 +1,446 @@
+"""The one GitHub client of the app.
+
+`GitHubClients` hands out `gidgethub.aiohttp.GitHubAPI` objects:
+
+- `app()` authenticates every request with the App JWT (RS256, iss = app id; gidgethub caches it).
+- `installation(id)` puts `token ghs_...` from the token cache on every request, so a long-lived
+  object keeps working after its token rotates. Tokens are cached (cachetools) until 5 minutes
+  before their `expires_at`; concurrent callers share one fetch; every token is added to
+  `bot.redact.PROCESS_REDACTOR` as soon as it arrives.
+
+Both retry inside `_request` (before gidgethub deciphers and raises): 5xx and network errors with
+exponential backoff and jitter, 403/429 rate limits as `retry-after` / `x-ratelimit-reset` say,
+at most `max_attempts` tries, never a single wait above `max_retry_wait` (beyond it the response
+is handed to gidgethub, which raises).
+
+Writes of an installation (POST/PATCH/PUT/DELETE; GraphQL only for mutations) go through one
+sender task per installation: one at a time, within `writes_per_minute` / `writes_per_hour`,
+important ones first, progress PATCHes coalesced (see `bot.pacing`). Reads are never paced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import cachetools
+import gidgethub.aiohttp
+
+from bot import metrics
+from bot.pacing import (
+    WriteQueue,
+    QueuedWrite,
+    backoff_delay,
+    is_write,
+    next_write_time,
+    parse_json_body,
+    prune_sent_times,
+    retry_delay,
+    url_path,
+)
+from bot.redact import PROCESS_REDACTOR
+
+log = logging.getLogger(__name__)
+
+TOKEN_REFRESH_MARGIN = 5 * 60.0  # drop a cached installation token this long before it expires
+DEFAULT_TOKEN_LIFETIME = 60 * 60.0  # if a token response has no usable expires_at
+TOKEN_CACHE_SIZE = 10_000
+
+Response = tuple[int, Mapping[str, str], bytes]
+
+
+class GitHubClientClosed(RuntimeError):
+    """The GitHubClients was closed: queued writes and new token fetches fail with this."""
+
+
+@dataclass(frozen=True)
+class GitHubClientConfig:
+    app_id: str
+    private_key: str  # PEM
+    api_url: str = "https://api.github.com"
+    user_agent: str = "codegenapp"
+    writes_per_minute: int = 80
+    writes_per_hour: int = 500
+    max_attempts: int = 4  # total tries for retryable failures
+    max_retry_wait: float = 60.0  # longest single wait honoured (Retry-After/reset/backoff)
+
+    def __repr__(self) -> str:  # never print the key
+        return (
+            f"GitHubClientConfig(app_id={self.app_id!r}, api_url={self.api_url!r}, "
+            f"writes_per_minute={self.writes_per_minute}, writes_per_hour={self.writes_per_hour}, "
+            f"max_attempts={self.max_attempts}, max_retry_wait={self.max_retry_wait})"
+        )
+
+
+class _AppAPI(gidgethub.aiohttp.GitHubAPI):
+    """Authenticated as the App (JWT built and cached by gidgethub)."""
+
+    def __init__(self, clients: GitHubClients) -> None:
+        cfg = clients.config
+        super().__init__(
+            clients._session,
+            cfg.user_agent,
+            app_id=cfg.app_id,
+            private_key=cfg.private_key,
+            base_url=cfg.api_url,
+        )
+        self._clients = clients
+
+    async def _request(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Response:
+        return await self._clients._execute("app", None, method, url, headers, body)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._clients._sleep(seconds)
+
+
+class _InstallationAPI(gidgethub.aiohttp.GitHubAPI):
+    """Authenticated as one installation; the token is looked up per request."""
+
+    def __init__(self, clients: GitHubClients, installation_id: int) -> None:
+        cfg = clients.config
+        super().__init__(clients._session, cfg.user_agent, base_url=cfg.api_url)
+        self._clients = clients
+        self.installation_id = installation_id
+
+    async def _request(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Response:
+        return await self._clients._installation_request(self.installation_id, method, url, headers, body)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._clients._sleep(seconds)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    headers: Mapping[str, str]
+    body: bytes
+    future: asyncio.Future[Response]
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    # A caller may have stopped waiting (cancelled); don't warn "exception never retrieved".
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _Pacer:
+    """The write lane of one installation: a queue and at most one sender task."""
+
+    def __init__(self, clients: GitHubClients, installation_id: int) -> None:
+        self.clients = clients
+        self.installation_id = installation_id
+        self.queue: WriteQueue[_Waiter] = WriteQueue()
+        self.sent: deque[float] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.holding = False  # the sender is sleeping for the rate window
+
+    async def submit(self, method: str, url: str, headers: Mapping[str, str], body: bytes, parsed: Any) -> Response:
+        if self.clients._closed:
+            raise GitHubClientClosed("GitHub client is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Response] = loop.create_future()
+        fut.add_done_callback(_consume_exception)
+        entry, coalesced = self.queue.push(method, url, parsed, _Waiter(headers, body, fut))
+        if coalesced:
+            metrics.GITHUB_WRITES_COALESCED.inc()
+        if self.holding:
+            self._mark_deferred(entry)
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run(), name=f"github-writes-{self.installation_id}")
+        # Shielded: one caller giving up must not cancel a write other callers share.
+        return await asyncio.shield(fut)
+
+    @staticmethod
+    def _mark_deferred(entry: QueuedWrite[_Waiter]) -> None:
+        if not entry.deferred:
+            entry.deferred = True
+            metrics.GITHUB_WRITES_DEFERRED.inc()
+
+    async def _wait_for_window(self) -> None:
+        c = self.clients
+        now = c._clock()
+        prune_sent_times(self.sent, now)
+        t = next_write_time(self.sent, now, c.config.writes_per_minute, c.config.writes_per_hour)
+        if t > now:
+            self.holding = True
+            for entry in self.queue:
+                self._mark_deferred(entry)
+            try:
+                await c._sleep(t - now)
+            finally:
+                self.holding = False
+
+    async def _run(self) -> None:
+        while self.queue:
+            await self._wait_for_window()
+            # Pop only now: whatever arrived while we slept competes on priority and coalesces.
+            entry = self.queue.pop()
+            if entry is None:
+                break
+            await self._send(entry)
+
+    async def _send(self, entry: QueuedWrite[_Waiter]) -> None:
+        c = self.clients
+        waiters = entry.payloads
+        if len(waiters) == 1:
+            headers, body = waiters[0].headers, waiters[0].body
+        else:
+            body = json.dumps(entry.body).encode("utf-8")
+            headers = {k: v for k, v in waiters[-1].headers.items() if k.lower() != "content-length"}
+            headers["content-length"] = str(len(body))
+
+        async def before_attempt(attempt: int) -> None:
+            if attempt > 1:  # a retry is one more write for the window
+                await self._wait_for_window()
+            self.sent.append(c._clock())
+
+        try:
+            result = await c._execute(
+                str(self.installation_id),
+                self.installation_id,
+                entry.method,
+                entry.path,
+                headers,
+                body,
+                before_attempt=before_attempt,
+            )
+        except asyncio.CancelledError:
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(GitHubClientClosed("GitHub client closed while sending"))
+            raise
+        except Exception as exc:  # handed to every caller; the sender lives on
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(exc)
+        else:
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_result(result)
+
+
+class GitHubClients:
+    """Factory of GitHub API clients sharing one token cache, retry policy and write pacing."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        config: GitHubClientConfig,
+        *,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if config.writes_per_minute <= 0 or config.writes_per_hour <= 0 or config.max_attempts < 1:
+            raise ValueError("writes_per_minute, writes_per_hour and max_attempts must be positive")
+        self._session = session
+        self.config = config
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock: Callable[[], float] = time.time  # for x-ratelimit-reset / expires_at
+        self._random: Callable[[], float] = random.random  # backoff jitter
+        PROCESS_REDACTOR.add(config.private_key)
+        # installation id -> (token, clock time at which to stop using it)
+        self._tokens: cachetools.TLRUCache[int, tuple[str, float]] = cachetools.TLRUCache(
+            maxsize=TOKEN_CACHE_SIZE, ttu=lambda _key, value, _now: value[1], timer=clock
+        )
+        self._token_fetches: dict[int, asyncio.Task[str]] = {}
+        self._token_generation: dict[int, int] = {}
+        self._pacers: dict[int, _Pacer] = {}
+        self._app_api: _AppAPI | None = None
+        self._closed = False
+
+    # --- public API ------------------------------------------------------------------------
+
+    def app(self) -> gidgethub.aiohttp.GitHubAPI:
+        if self._app_api is None:
+            self._app_api = _AppAPI(self)
+        return self._app_api
+
+    def installation(self, installation_id: int) -> gidgethub.aiohttp.GitHubAPI:
+        return _InstallationAPI(self, int(installation_id))
+
+    async def installation_token(self, installation_id: int) -> str:
+        if self._closed:
+            raise GitHubClientClosed("GitHub client is closed")
+        iid = int(installation_id)
+        cached = self._tokens.get(iid)
+        if cached is not None:
+            return cached[0]
+        task = self._token_fetches.get(iid)
+        if task is None:
+            generation = self._token_generation.get(iid, 0)
+            task = asyncio.get_running_loop().create_task(
+                self._fetch_token(iid, generation), name=f"github-token-{iid}"
+            )
+            self._token_fetches[iid] = task
+            task.add_done_callback(lambda t, iid=iid: self._token_fetch_done(iid, t))
+        return await asyncio.shield(task)
+
+    def forget_installation(self, installation_id: int) -> None:
+        iid = int(installation_id)
+        self._tokens.pop(iid, None)
+        # A fetch already under way still answers its waiters but is not cached.
+        self._token_generation[iid] = self._token_generation.get(iid, 0) + 1
+        self._token_fetches.pop(iid, None)
+        pacer = self._pacers.get(iid)
+        if pacer is not None and not pacer.queue and (pacer.task is None or pacer.task.done()):
+            del self._pacers[iid]
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks: list[asyncio.Task[Any]] = [
+            p.task for p in self._pacers.values() if p.task is not None and not p.task.done()
+        ]
+        tasks += [t for t in self._token_fetches.values() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for pacer in self._pacers.values():
+            for entry in pacer.queue.drain():
+                for w in entry.payloads:
+                    if not w.future.done():
+                        w.future.set_exception(GitHubClientClosed("GitHub client closed before sending"))
+        self._token_fetches.clear()
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def _token_fetch_done(self, iid: int, task: asyncio.Task[str]) -> None:
+        if self._token_fetches.get(iid) is task:
+            del self._token_fetches[iid]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters may all have gone
+
+    async def _fetch_token(self, iid: int, generation: int) -> str:
+        data = await self.app().post(
+            "/app/installations/{installation_id}/access_tokens",
+            {"installation_id": iid},
+            data=b"",
+        )
+        token = data["token"]
+        PROCESS_REDACTOR.add(token)
+        lifetime = DEFAULT_TOKEN_LIFETIME
+        expires_at = data.get("expires_at")
+        if isinstance(expires_at, str):
+            try:
+                when = datetime.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=datetime.timezone.utc)
+                lifetime = when.timestamp() - self._wall_clock()
+            except ValueError:
+                log.warning("installation %s: unparseable token expires_at; assuming one hour", iid)
+        if self._token_generation.get(iid, 0) == generation and not self._closed:
+            # Not stored at all if it is already within the margin (TLRUCache drops it).
+            self._tokens[iid] = (token, self._clock() + lifetime - TOKEN_REFRESH_MARGIN)
+        log.info("installation %s: new access token (valid %.0f s)", iid, lifetime)
+        return token
+
+    def _drop_token(self, iid: int, token: str) -> None:
+        cached = self._tokens.get(iid)
+        if cached is not None and cached[0] == token:
+            self._tokens.pop(iid, None)
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _pacer(self, iid: int) -> _Pacer:
+        pacer = self._pacers.get(iid)
+        if pacer is None:
+            pacer = self._pacers[iid] = _Pacer(self, iid)
+        return pacer
+
+    async def _installation_request(
+        self, iid: int, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Response:
+        parsed = parse_json_body(body) if body and method.upper() != "GET" else None
+        if is_write(method, url, parsed):
+            return await self._pacer(iid).submit(method.upper(), url, headers, body, parsed)
+        return await self._execute(str(iid), iid, method, url, headers, body)
+
+    async def _execute(
+        self,
+        label: str,
+        iid: int | None,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        before_attempt: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Response:
+        """Send one request with retries; returns the last response for gidgethub to decipher.
+
+        With `iid`, requests without an authorization header get the installation token.
+        Network errors after the last attempt propagate.
+        """
+        cfg = self.config
+        inject_token = iid is not None and not any(k.lower() == "authorization" for k in headers)
+        token_renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            if before_attempt is not None:
+                await before_attempt(attempt)
+            send_headers = dict(headers)
+            token = None
+            if inject_token:
+                assert iid is not None
+                token = await self.installation_token(iid)
+                send_headers["authorization"] = f"token {token}"
+            try:
+                async with self._session.request(method, url, headers=send_headers, data=body) as resp:
+                    status, resp_headers, data = resp.status, resp.headers, await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                metrics.GITHUB_REQUESTS.labels(method, "error").inc()
+                if attempt >= cfg.max_attempts:
+                    raise
+                delay = backoff_delay(attempt, self._random(), cap=cfg.max_retry_wait)
+                log.warning(
+                    "GitHub %s %s failed (%s); retry %d in %.1f s",
+                    method, url_path(url), type(exc).__name__, attempt, delay,
+                )
+                await self._sleep(delay)
+                continue
+            metrics.GITHUB_REQUESTS.labels(method, str(status)).inc()
+            remaining = resp_headers.get("x-ratelimit-remaining")
+            if remaining is not None:
+                try:
+                    metrics.GITHUB_RATE_LIMIT_REMAINING.labels(label).set(float(remaining))
+                except ValueError:
+                    pass
+            if status == 401 and token is not None and not token_renewed and attempt < cfg.max_attempts:
+                # Revoked or rotated under us: fetch a new token once.
+                assert iid is not None
+                self._drop_token(iid, token)
+                token_renewed = True
+                continue
+            if attempt >= cfg.max_attempts:
+                return status, resp_headers, data
+            delay = retry_delay(
+                status,
+                resp_headers,
+                data,
+                attempt,
+                now_epoch=self._wall_clock(),
+                rand=self._random(),
+                cap=cfg.max_retry_wait,
+            )
+            if delay is None:
+                return status, resp_headers, data
+            if delay > cfg.max_retry_wait:
+                log.warning(
+                    "GitHub %s %s: %d asks to wait %.0f s (> %.0f s); giving up",
+                    method, url_path(url), status, delay, cfg.max_retry_wait,
+                )
+                return status, resp_headers, data
+            log.warning(
+                "GitHub %s %s: %d; retry %d in %.1f s", method, url_path(url), status, attempt, delay
+            )
+            await self._sleep(delay)

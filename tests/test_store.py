@@ -1,0 +1,104 @@
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from bot.models import JOB_QUEUED, JOB_RUNNING, Job, ProjectSecret
+from bot.store import IncomingDelivery, InstallationRef, InvalidSecret, RepoRef, Store
+
+
+def incoming(delivery_id: str, **overrides) -> IncomingDelivery:
+    values = dict(id=delivery_id, event="pull_request", action="opened", installation_id=7,
+                  payload='{"action": "opened"}', job_kind="webhook", max_attempts=5)
+    values.update(overrides)
+    return IncomingDelivery(**values)
+
+
+async def test_delivery_is_stored_with_its_job_once(store: Store) -> None:
+    first = await store.deliveries.store(incoming("d-1"))
+    again = await store.deliveries.store(incoming("d-1"))
+    assert not first.duplicate and first.job_id is not None
+    assert again.duplicate and again.job_id is None
+    jobs = await store.jobs.for_delivery("d-1")
+    assert [(j.id, j.status, j.kind) for j in jobs] == [(first.job_id, JOB_QUEUED, "webhook")]
+    stored = await store.deliveries.get("d-1")
+    assert (stored.event, stored.action, stored.installation_id) == ("pull_request", "opened", 7)
+
+
+async def test_concurrent_deliveries_share_transactions_and_never_double(store: Store) -> None:
+    ids = [f"d-{i % 150}" for i in range(300)]  # every id twice, arriving together
+    results = await asyncio.gather(*(store.deliveries.store(incoming(i)) for i in ids))
+    accepted = [i for i, r in zip(ids, results) if not r.duplicate]
+    assert sorted(accepted) == sorted(set(ids))
+    assert await store.deliveries.count() == 150
+    assert (await store.jobs.counts())[JOB_QUEUED] == 150
+
+
+async def test_a_delivery_can_be_stored_already_leased_to_a_worker(store: Store) -> None:
+    stored = await store.deliveries.store(incoming("d-2", lease_owner="w1", lease_seconds=30))
+    job = await store.jobs.get(stored.job_id)
+    assert (job.status, job.lease_owner, job.attempts) == (JOB_RUNNING, "w1", 1)
+    assert await store.jobs.claim("w2", limit=10, lease_seconds=30) == []
+
+
+async def test_installations_and_projects_follow_github(store: Store) -> None:
+    projects = store.projects
+    await projects.upsert_installation(InstallationRef(id=1, account_login="octo-org", account_type="Organization"))
+    await projects.upsert_projects(1, [RepoRef(10, "octo-org/one"), RepoRef(11, "octo-org/two", private=True)])
+    assert [p.name for p in await projects.list_projects()] == ["octo-org/one", "octo-org/two"]
+
+    await projects.upsert_projects(1, [RepoRef(10, "octo-org/renamed")])
+    assert (await projects.get_project_by_name("octo-org/renamed")).github_repo_id == 10
+
+    assert await projects.archive_projects([11]) == ["octo-org/two"]
+    assert [p.name for p in await projects.list_projects()] == ["octo-org/renamed"]
+    assert len(await projects.list_projects(include_archived=True)) == 2
+
+    # re-added: the same project comes back with its settings, not a new one
+    archived = await projects.get_project_by_name("octo-org/two")
+    await projects.upsert_projects(1, [RepoRef(11, "octo-org/two")])
+    revived = await projects.get_project_by_name("octo-org/two")
+    assert revived.id == archived.id and revived.archived_at is None
+
+    assert sorted(await projects.mark_installation_deleted(1)) == ["octo-org/renamed", "octo-org/two"]
+    assert (await projects.get_installation(1)).deleted_at is not None
+    assert await projects.list_projects() == []
+
+
+async def test_only_if_missing_does_not_overwrite(store: Store) -> None:
+    projects = store.projects
+    await projects.upsert_installation(InstallationRef(id=2, account_login="real-login", account_type="User"))
+    await projects.upsert_installation(InstallationRef(id=2, account_login="guess"), only_if_missing=True)
+    assert (await projects.get_installation(2)).account_login == "real-login"
+
+
+async def test_secrets_are_encrypted_and_replaced_by_name(store: Store) -> None:
+    await store.projects.upsert_installation(InstallationRef(id=3, account_login="o"))
+    await store.projects.upsert_projects(3, [RepoRef(30, "o/r")])
+    project = await store.projects.get_project_by_name("o/r")
+    await store.projects.set_secret(project.id, "API_TOKEN", "first-value")
+    await store.projects.set_secret(project.id, "API_TOKEN", "second-value")
+    assert await store.projects.secret_values(project.id) == {"API_TOKEN": "second-value"}
+    assert [name for name, _ in await store.projects.secret_names(project.id)] == ["API_TOKEN"]
+    async with store.db.read() as session:
+        raw = (await session.execute(select(ProjectSecret.value_encrypted))).scalar_one()
+    assert "second-value" not in raw
+    with pytest.raises(InvalidSecret, match="must match"):
+        await store.projects.set_secret(project.id, "lower", "x")
+    with pytest.raises(InvalidSecret, match="64 KiB"):
+        await store.projects.set_secret(project.id, "BIG", "x" * (64 * 1024 + 1))
+
+
+async def test_revoked_user_tokens_are_forgotten(store: Store) -> None:
+    await store.projects.save_user(99, "mona", access_token="ghu_token")
+    assert await store.projects.forget_user_tokens(99)
+    assert (await store.projects.get_user(99)).access_token_encrypted is None
+    assert not await store.projects.forget_user_tokens(100)
+
+
+async def test_audit_log_is_appended(store: Store) -> None:
+    await store.audit.record("merge", actor="mona", project_id="p1", details={"sha": "abc"})
+    await store.audit.record("refuse", actor="hubot", project_id="p1")
+    events = await store.audit.list(project_id="p1")
+    assert [(e.action, e.actor) for e in events] == [("refuse", "hubot"), ("merge", "mona")]
+    assert events[1].details == {"sha": "abc"}

@@ -1,0 +1,144 @@
+"""The worker over a real database: outcomes, graceful stop, and recovery from a SIGKILLed process."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.events import EventBus, wait_for
+from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED
+from bot.store import ClaimedJob, Store
+from worker.runner import Worker
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_worker(store: Store, handlers, **options) -> Worker:
+    return Worker(store, handlers, bus=EventBus(), lease_seconds=5, poll_interval=0.05, **options)
+
+
+async def test_jobs_run_and_finish_with_their_outcomes(store: Store) -> None:
+    async def ok(job: ClaimedJob) -> None:
+        pass
+
+    async def broken(job: ClaimedJob) -> None:
+        raise ValueError("handler bug")
+
+    worker = make_worker(store, {"ok": ok, "broken": broken})
+    with worker.bus.subscribe() as events:
+        await worker.start()
+        try:
+            done_id = await store.jobs.enqueue("ok")
+            retry_id = await store.jobs.enqueue("broken", max_attempts=3)
+            dead_id = await store.jobs.enqueue("broken", max_attempts=1)
+            unknown_id = await store.jobs.enqueue("no-such-kind", max_attempts=1)
+            worker.wake()
+            outcomes = {}
+            for _ in range(4):
+                event = await wait_for(events, "job.finished")
+                outcomes[event.data["job_id"]] = event.data["outcome"]
+        finally:
+            await worker.stop()
+    assert outcomes == {done_id: "done", retry_id: "retry", dead_id: "dead", unknown_id: "dead"}
+    assert (await store.jobs.get(done_id)).status == JOB_DONE
+    retried = await store.jobs.get(retry_id)
+    assert retried.status == JOB_QUEUED and "handler bug" in retried.last_error
+    assert (await store.jobs.get(dead_id)).status == JOB_DEAD
+    assert "no handler for job kind 'no-such-kind'" in (await store.jobs.get(unknown_id)).last_error
+
+
+async def test_concurrency_limit_is_respected(store: Store) -> None:
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+    three_running = asyncio.Event()
+
+    async def slow(job: ClaimedJob) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            three_running.set()
+        await release.wait()
+        running -= 1
+
+    worker = make_worker(store, {"slow": slow}, concurrency=3)
+    with worker.bus.subscribe() as events:
+        for _ in range(7):
+            await store.jobs.enqueue("slow")
+        await worker.start()
+        try:
+            await asyncio.wait_for(three_running.wait(), 5)
+            release.set()
+            for _ in range(7):
+                await wait_for(events, "job.finished")
+        finally:
+            await worker.stop()
+    assert peak == 3
+
+
+async def test_stop_releases_unfinished_jobs_without_spending_an_attempt(store: Store) -> None:
+    started = asyncio.Event()
+
+    async def forever(job: ClaimedJob) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    worker = make_worker(store, {"forever": forever})
+    job_id = await store.jobs.enqueue("forever")
+    await worker.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await worker.stop(grace=0.05)
+    job = await store.jobs.get(job_id)
+    assert (job.status, job.attempts, job.lease_owner) == (JOB_QUEUED, 0, None)
+
+
+async def _read_line(process: asyncio.subprocess.Process, expected: str, timeout: float = 20) -> str:
+    async with asyncio.timeout(timeout):
+        while True:
+            line = (await process.stdout.readline()).decode().strip()
+            if not line and process.stdout.at_eof():
+                raise AssertionError(f"worker exited before printing {expected!r}")
+            if line.startswith(expected):
+                return line
+
+
+async def _worker_process(database_url: str, mode: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.worker_process", database_url, mode,
+                                                cwd=PROJECT_ROOT, env=env, stdout=asyncio.subprocess.PIPE)
+
+
+@pytest.mark.slow
+async def test_a_job_whose_worker_was_killed_runs_again_after_its_lease_expires(store: Store, database_url: str) -> None:
+    job_id = await store.jobs.enqueue("probe")
+    doomed = await _worker_process(database_url, "hang")
+    try:
+        assert await _read_line(doomed, "started") == f"started {job_id} 1"
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        await doomed.wait()
+    survivor = await _worker_process(database_url, "finish")
+    try:
+        assert await _read_line(survivor, "started") == f"started {job_id} 2"
+        await _read_line(survivor, "finished")
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        await survivor.wait()
+    job = await store.jobs.get(job_id)
+    assert (job.status, job.attempts) == (JOB_DONE, 2)
+
+
+@pytest.mark.slow
+async def test_sigterm_gives_the_running_job_back(store: Store, database_url: str) -> None:
+    job_id = await store.jobs.enqueue("probe")
+    process = await _worker_process(database_url, "hang")
+    await _read_line(process, "started")
+    process.send_signal(signal.SIGTERM)
+    await _read_line(process, "stopped")
+    assert await process.wait() == 0
+    job = await store.jobs.get(job_id)
+    assert (job.status, job.attempts) == (JOB_QUEUED, 0)
