@@ -1,0 +1,371 @@
+"""bot.github over real HTTP on 127.0.0.1 against FakeGitHub.
+
+Time is injected: `Clock.sleep` records each wait, advances the fake clock by it and returns at
+once (or, when gated, blocks until the test opens the gate), so pacing for a minute takes no time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import gidgethub
+import pytest
+
+from bot import metrics
+from bot.github import GitHubClientClosed, GitHubClientConfig, GitHubClients
+from bot.redact import PROCESS_REDACTOR
+from tests.fakes.github import FakeGitHub
+
+APP_ID = "12345"
+TOKENS = "/app/installations/*/access_tokens"
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Clock:
+    """A monotonic clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.gate: asyncio.Event | None = None  # when set up, the next sleep blocks until it is set
+        self.waiting = asyncio.Event()  # a sleep is blocked on the gate
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            self.waiting.set()
+            await gate.wait()
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Let other tasks run until `predicate` holds (no timed sleeps), failing after `timeout`."""
+
+    async def spin() -> None:
+        while not predicate():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(spin(), timeout)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def make_clients(
+    session: aiohttp.ClientSession, fake_github: FakeGitHub, app_private_key: str, clock: Clock
+) -> AsyncIterator[Callable[..., GitHubClients]]:
+    made: list[GitHubClients] = []
+
+    def make(**overrides: Any) -> GitHubClients:
+        config = GitHubClientConfig(app_id=APP_ID, private_key=app_private_key, api_url=fake_github.api_url, **overrides)
+        clients = GitHubClients(session, config, sleep=clock.sleep, clock=clock)
+        clients._random = lambda: 0.5  # deterministic jitter
+        made.append(clients)
+        return clients
+
+    yield make
+    for clients in made:
+        await clients.close()
+
+
+@pytest.fixture
+def github(fake_github: FakeGitHub) -> FakeGitHub:
+    fake_github.add_installation(1, "octo", repos=["one"])
+    fake_github.add_installation(2, "acme", repos=["two"])
+    return fake_github
+
+
+def tokens_used(fake: FakeGitHub, method: str, glob: str) -> list[str]:
+    return [c.headers["authorization"] for c in fake.calls_to(method, glob)]
+
+
+# --- authentication and tokens ----------------------------------------------------------------
+
+
+async def test_app_client_uses_the_jwt(github: FakeGitHub, make_clients) -> None:
+    clients = make_clients()
+    app = await clients.app().getitem("/app")
+    assert app["id"] == 12345
+    assert tokens_used(github, "GET", "/app")[0].startswith("bearer ")
+    assert sample("codegenapp_github_rate_limit_remaining", installation="app") > 0
+
+
+async def test_token_fetched_once_shared_and_reused(github: FakeGitHub, make_clients) -> None:
+    clients = make_clients()
+    gh = clients.installation(1)
+    repos = await asyncio.gather(*[gh.getitem("/repos/octo/one") for _ in range(10)])
+    assert {r["full_name"] for r in repos} == {"octo/one"}
+    # A fresh client object for the same installation reuses the cached token too.
+    await clients.installation(1).getitem("/repos/octo/one")
+    token = await clients.installation_token(1)
+
+    assert len(github.calls_to("POST", TOKENS)) == 1
+    assert github.calls_to("POST", TOKENS)[0].headers["authorization"].startswith("bearer ")
+    assert set(tokens_used(github, "GET", "/repos/octo/one")) == {f"token {token}"}
+    assert token.startswith("ghs_") and PROCESS_REDACTOR.redact(f"x {token} y") == "x *** y"
+    assert sample("codegenapp_github_rate_limit_remaining", installation="1") > 0
+
+
+async def test_long_lived_client_follows_token_refresh_near_expiry(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    clients = make_clients()
+    gh = clients.installation(1)
+    await gh.getitem("/repos/octo/one")
+    first = await clients.installation_token(1)
+    clock.now += 3200  # the token (1 h) is still more than 5 min from expiry
+    await gh.getitem("/repos/octo/one")
+    assert len(github.calls_to("POST", TOKENS)) == 1
+    clock.now += 200  # now within 5 min of expiry: the same object gets a new token
+    await gh.getitem("/repos/octo/one")
+    assert len(github.calls_to("POST", TOKENS)) == 2
+    second = await clients.installation_token(1)
+    assert second != first
+    assert tokens_used(github, "GET", "/repos/octo/one") == [f"token {first}"] * 2 + [f"token {second}"]
+
+
+async def test_rejected_token_is_replaced_once(github: FakeGitHub, make_clients) -> None:
+    clients = make_clients()
+    gh = clients.installation(1)
+    await gh.getitem("/repos/octo/one")
+    github.expire_tokens(1)  # GitHub now answers 401 to the cached token
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    assert [c.status for c in github.calls_to("GET", "/repos/octo/one")] == [200, 401, 200]
+    assert len(github.calls_to("POST", TOKENS)) == 2
+    assert len(github.take_errors()) == 1  # the 401, provoked on purpose
+
+
+async def test_forget_installation_drops_the_token(github: FakeGitHub, make_clients) -> None:
+    clients = make_clients()
+    first = await clients.installation_token(1)
+    clients.forget_installation(1)
+    assert await clients.installation_token(1) != first
+    assert len(github.calls_to("POST", TOKENS)) == 2
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+async def test_502_is_retried_with_backoff_then_succeeds(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    clients = make_clients()
+    gh = clients.installation(1)
+    await clients.installation_token(1)
+    before = sample("codegenapp_github_requests_total", method="GET", status="502")
+    github.fail_next("GET", "/repos/octo/one", status=502, times=2)
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    assert [c.status for c in github.calls_to("GET", "/repos/octo/one")] == [502, 502, 200]
+    assert clock.sleeps == [0.75, 1.5]  # exponential, jitter 0.5 of the upper half
+    assert sample("codegenapp_github_requests_total", method="GET", status="502") == before + 2
+
+
+async def test_502_on_a_write_is_retried(github: FakeGitHub, make_clients) -> None:
+    gh = make_clients().installation(1)
+    github.fail_next("POST", "/repos/octo/one/issues/1/comments", status=502)
+    comment = await gh.post("/repos/octo/one/issues/1/comments", data={"body": "hello"})
+    assert comment["body"] == "hello"
+    assert [c.status for c in github.calls_to("POST", "/repos/octo/one/issues/*/comments")] == [502, 201]
+
+
+async def test_gives_up_after_max_attempts(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    gh = make_clients(max_attempts=3).installation(1)
+    await gh.getitem("/repos/octo/one")
+    github.fail_next("GET", "/repos/octo/one", status=503, times=3)
+    with pytest.raises(gidgethub.GitHubBroken):
+        await gh.getitem("/repos/octo/one")
+    assert len(github.calls_to("GET", "/repos/octo/one")) == 4
+    assert len(clock.sleeps) == 2
+
+
+async def test_network_errors_are_retried(github: FakeGitHub, make_clients, monkeypatch, clock: Clock) -> None:
+    gh = make_clients().installation(1)
+    await gh.getitem("/repos/octo/one")
+    real = aiohttp.ClientSession.request
+    failures = [aiohttp.ClientConnectionError("reset by peer"), asyncio.TimeoutError()]
+
+    class Failing:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        async def __aenter__(self) -> None:
+            raise self.exc
+
+        async def __aexit__(self, *args: object) -> None:
+            return None
+
+    def flaky(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> Any:
+        return Failing(failures.pop(0)) if failures else real(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "request", flaky)
+    errors_before = sample("codegenapp_github_requests_total", method="GET", status="error")
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    assert len(clock.sleeps) == 2
+    assert sample("codegenapp_github_requests_total", method="GET", status="error") == errors_before + 2
+
+
+async def test_retry_after_is_honoured(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    gh = make_clients().installation(1)
+    github.rate_limit_next("POST", "/repos/octo/one/issues/1/comments", retry_after=3)
+    comment = await gh.post("/repos/octo/one/issues/1/comments", data={"body": "after the limit"})
+    assert comment["body"] == "after the limit"
+    assert [c.status for c in github.calls_to("POST", "/repos/octo/one/issues/*/comments")] == [403, 201]
+    assert clock.sleeps == [3.0]
+    assert len(github.comments) == 1
+
+
+async def test_wait_beyond_the_maximum_gives_up(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    gh = make_clients(max_retry_wait=2.0).installation(1)
+    github.rate_limit_next("GET", "/repos/octo/one", retry_after=30)
+    with pytest.raises(gidgethub.BadRequest) as caught:
+        await gh.getitem("/repos/octo/one")
+    assert caught.value.status_code == 403
+    assert clock.sleeps == []
+    assert len(github.calls_to("GET", "/repos/octo/one")) == 1
+
+
+# --- write pacing -----------------------------------------------------------------------------
+
+
+async def test_installations_interleave_but_one_installation_never_overlaps(
+    github: FakeGitHub, make_clients, monkeypatch
+) -> None:
+    """A slow fake (20 ms a request) shows what is in flight at once."""
+    clients = make_clients()
+    await asyncio.gather(clients.installation_token(1), clients.installation_token(2))
+    in_flight: dict[Any, int] = defaultdict(int)
+    peak: dict[Any, int] = defaultdict(int)
+    original = github._process
+
+    async def slow(request, call, bucket):  # type: ignore[no-untyped-def]
+        credential = call.headers.get("authorization", "").partition(" ")[2]
+        iid = github.tokens[credential]["installation_id"]
+        keys = [(call.method == "GET", iid), (call.method == "GET", "all")]
+        for key in keys:
+            in_flight[key] += 1
+            peak[key] = max(peak[key], in_flight[key])
+        try:
+            await asyncio.sleep(0.02)
+            return await original(request, call, bucket)
+        finally:
+            for key in keys:
+                in_flight[key] -= 1
+
+    monkeypatch.setattr(github, "_process", slow)
+    one, two = clients.installation(1), clients.installation(2)
+    results = await asyncio.gather(
+        *[one.post("/repos/octo/one/issues/1/comments", data={"body": f"one {i}"}) for i in range(4)],
+        *[two.post("/repos/acme/two/issues/1/comments", data={"body": f"two {i}"}) for i in range(4)],
+        *[one.getitem("/repos/octo/one") for _ in range(3)],
+    )
+    assert [r["body"] for r in results[:8]] == [f"one {i}" for i in range(4)] + [f"two {i}" for i in range(4)]
+    writes = (False, 1), (False, 2), (False, "all")
+    assert [peak[key] for key in writes] == [1, 1, 2]  # one at a time per installation, both at once
+    assert peak[(True, 1)] == 3  # reads are not paced (nor held behind the writes)
+    assert len(github.calls_to("POST", "/repos/*/*/issues/*/comments")) == 8
+
+
+async def test_held_back_writes_go_by_priority_and_progress_coalesces(
+    github: FakeGitHub, make_clients, clock: Clock
+) -> None:
+    clients = make_clients(writes_per_minute=1)
+    gh = clients.installation(1)
+    sha = "a" * 40
+    run = await gh.post("/repos/octo/one/check-runs", data={"name": "ci", "head_sha": sha, "status": "in_progress"})
+    deferred, coalesced = sample("codegenapp_github_writes_deferred_total"), sample("codegenapp_github_writes_coalesced_total")
+
+    gate = clock.gate = asyncio.Event()
+    comment = asyncio.create_task(gh.post("/repos/octo/one/issues/1/comments", data={"body": "queued"}))
+    await asyncio.wait_for(clock.waiting.wait(), 2)  # the sender waits for the minute to pass
+    assert clock.sleeps == [60.0]
+    progress = [
+        asyncio.create_task(
+            clients.installation(1).patch(
+                f"/repos/octo/one/check-runs/{run['id']}",
+                data={"output": {"title": f"step {i}", "summary": f"{i * 25}%"}},
+            )
+        )
+        for i in range(1, 4)
+    ]
+    create = asyncio.create_task(gh.post("/repos/octo/one/check-runs", data={"name": "lint", "head_sha": sha}))
+    queue = clients._pacers[1].queue
+    await until(lambda: len(queue) == 3 and queue.peek().coalesced == 0 and sum(e.coalesced for e in queue) == 2)
+
+    # Reads are never paced: this goes out while the writes wait.
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    assert not comment.done()
+
+    gate.set()
+    created, posted, *updates = await asyncio.wait_for(asyncio.gather(create, comment, *progress), 2)
+    assert created["name"] == "lint" and posted["body"] == "queued"
+    # Every caller of a coalesced update got the response of the one PATCH that was sent.
+    assert [u["output"]["title"] for u in updates] == ["step 3"] * 3
+
+    writes = [c for c in github.calls if c.method in ("POST", "PATCH") and "/access_tokens" not in c.path]
+    assert [(c.method, c.path.rsplit("/", 1)[-1]) for c in writes] == [
+        ("POST", "check-runs"),  # the first, sent at once
+        ("POST", "check-runs"),  # creating a check run jumps the queue
+        ("POST", "comments"),
+        ("PATCH", str(run["id"])),  # three progress updates, one request: the latest
+    ]
+    assert writes[-1].json == {"output": {"title": "step 3", "summary": "75%"}}
+    assert github.check_runs[run["id"]]["output"]["summary"] == "75%"
+    assert clock.sleeps == [60.0, 60.0, 60.0]  # one write a minute
+    assert sample("codegenapp_github_writes_deferred_total") == deferred + 3
+    assert sample("codegenapp_github_writes_coalesced_total") == coalesced + 2
+
+
+async def test_hourly_limit_holds_writes(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    gh = make_clients(writes_per_minute=80, writes_per_hour=2).installation(1)
+    for i in range(3):
+        await gh.post("/repos/octo/one/issues/1/comments", data={"body": str(i)})
+    assert clock.sleeps == [3600.0]
+    assert len(github.comments) == 3
+
+
+async def test_completion_goes_before_earlier_queued_writes(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    clients = make_clients(writes_per_minute=1)
+    gh = clients.installation(1)
+    run = await gh.post("/repos/octo/one/check-runs", data={"name": "ci", "head_sha": "b" * 40, "status": "in_progress"})
+    gate = clock.gate = asyncio.Event()
+    comment = asyncio.create_task(gh.post("/repos/octo/one/issues/1/comments", data={"body": "c"}))
+    await asyncio.wait_for(clock.waiting.wait(), 2)
+    done = asyncio.create_task(gh.patch(f"/repos/octo/one/check-runs/{run['id']}", data={"conclusion": "success"}))
+    await until(lambda: len(clients._pacers[1].queue) == 2)
+    gate.set()
+    completed, _ = await asyncio.wait_for(asyncio.gather(done, comment), 2)
+    assert completed["status"] == "completed" and completed["conclusion"] == "success"
+    later = [c.method for c in github.calls if c.method in ("POST", "PATCH") and "/access_tokens" not in c.path][1:]
+    assert later == ["PATCH", "POST"]
+
+
+async def test_close_fails_queued_writes(github: FakeGitHub, make_clients, clock: Clock) -> None:
+    clients = make_clients(writes_per_minute=1)
+    gh = clients.installation(1)
+    await gh.post("/repos/octo/one/issues/1/comments", data={"body": "sent"})
+    clock.gate = asyncio.Event()  # never opened: close() comes first
+    queued = asyncio.create_task(gh.post("/repos/octo/one/issues/1/comments", data={"body": "never"}))
+    await asyncio.wait_for(clock.waiting.wait(), 2)
+    await clients.close()
+    with pytest.raises(GitHubClientClosed):
+        await asyncio.wait_for(queued, 2)
+    with pytest.raises(GitHubClientClosed):
+        await gh.post("/repos/octo/one/issues/1/comments", data={"body": "after close"})
+    assert [c["body"] for c in github.comments.values()] == ["sent"]
