@@ -1,0 +1,503 @@
+"""pipeline.sandbox against the real bubblewrap and real processes (skipped, with the reason, without bwrap)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.sandbox import (
+    CGROUP_PARENT,
+    CGROUP_ROOT,
+    DEFAULT_SANDBOX_UID,
+    WORKSPACE_MOUNT,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+)
+
+BWRAP = shutil.which("bwrap")
+needs_bwrap = pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
+SHORT = Limits(timeout_seconds=20)
+
+
+@pytest.fixture(scope="module")
+def probed() -> Sandbox:
+    if BWRAP is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+    sandbox = asyncio.run(Sandbox.probe())
+    if not sandbox.capabilities.sandboxed:
+        pytest.skip(f"bubblewrap does not work here: {sandbox.capabilities.notes}")
+    return sandbox
+
+
+@pytest.fixture
+def sandbox(probed: Sandbox) -> Sandbox:
+    return probed
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "data" / "workspaces" / "pr-1"
+    ws.mkdir(parents=True)
+    (ws / "README.md").write_text("checked out\n")
+    return ws
+
+
+def marker() -> str:
+    return f"sbxmark{uuid.uuid4().hex[:12]}"
+
+
+def processes_matching(text: str) -> list[int]:
+    """Host pids whose command line contains `text` (what `pgrep -f` does, without the pgrep process)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def own_cgroups() -> list[Path]:
+    return [p for c in ("memory", "pids") for p in (CGROUP_ROOT / c / CGROUP_PARENT).glob(f"run-{os.getpid()}-*")]
+
+
+class Chunks:
+    """on_output collector that can wait (with a bound) until some text has been streamed."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.changed = asyncio.Event()
+
+    async def __call__(self, chunk: str) -> None:
+        self.text += chunk
+        self.changed.set()
+
+    async def wait_for(self, needle: str, timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while needle not in self.text:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+# ------------------------------------------------------------------------------------------- basics
+
+
+@needs_bwrap
+def test_probe_reports_layers(sandbox: Sandbox) -> None:
+    caps = sandbox.capabilities
+    described = caps.describe()
+    assert described["mode"] == "bwrap" and described["sandboxed"] is True
+    layers = described["layers"]
+    for layer in ("user_namespace", "mount_namespace", "pid_namespace", "net_namespace", "capabilities_dropped",
+                  "no_new_privs", "rlimits"):
+        assert layers[layer] is True, layer
+    if os.geteuid() == 0:
+        assert layers["dedicated_uid"] is True and caps.uid == DEFAULT_SANDBOX_UID
+    try:
+        import pyseccomp  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert layers["seccomp"] is True, caps.notes
+    print(caps.summary(), caps.notes)
+
+
+@needs_bwrap
+async def test_written_files_are_usable_by_the_app(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run(
+        "echo built > out.txt && mkdir -p locked/deep && echo x > locked/deep/f && chmod 000 locked/deep locked "
+        "&& cat README.md && pwd && echo \"home=$HOME\"", workspace=workspace, limits=SHORT)
+    assert result.exit_code == 0, result.output
+    assert result.signal is None and not result.timed_out
+    assert f"checked out\n{WORKSPACE_MOUNT}\nhome={WORKSPACE_MOUNT}\n" == result.output
+    assert (workspace / "out.txt").read_text() == "built\n"
+    shutil.rmtree(workspace)  # even the mode-000 directories
+    assert not workspace.exists()
+
+
+@needs_bwrap
+async def test_exit_codes_and_signals(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run("echo oops >&2; exit 3", workspace=workspace, limits=SHORT)
+    assert (result.exit_code, result.signal, result.output) == (3, None, "oops\n")
+    result = await sandbox.run("kill -TERM $$", workspace=workspace, limits=SHORT)
+    assert (result.exit_code, result.signal) == (143, 15)
+
+
+@needs_bwrap
+async def test_background_jobs_do_not_outlive_the_command(sandbox: Sandbox, workspace: Path) -> None:
+    mark = marker()
+    result = await sandbox.run(f"sh -c 'sleep 1000; : {mark}' & echo started", workspace=workspace, limits=SHORT)
+    assert result.exit_code == 0 and result.output == "started\n"
+    assert result.duration_seconds < 5
+    assert processes_matching(mark) == []
+    assert own_cgroups() == []
+
+
+# ---------------------------------------------------------------------------------------- isolation
+
+
+@needs_bwrap
+async def test_environment_is_clean(sandbox: Sandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "host-secret")
+    monkeypatch.setenv("PRIVATE_KEY_PATH", "/srv/app/key.pem")
+    result = await sandbox.run(
+        "env; echo ---; ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; echo; echo ---; "
+        "cat /proc/[0-9]*/environ | tr '\\0' '\\n'",
+        workspace=workspace, env={"GIVEN": "by-caller", "TERM": "xterm"}, limits=SHORT)
+    assert result.exit_code == 0, result.output
+    env_part, pids_part, environs = result.output.split("---\n")
+    env = dict(line.split("=", 1) for line in env_part.splitlines())
+    assert env["GIVEN"] == "by-caller" and env["TERM"] == "xterm" and env["CI"] == "true"
+    assert env["HOME"] == WORKSPACE_MOUNT and env["LANG"] == "C.UTF-8"
+    assert "WEBHOOK_SECRET" not in env and "PRIVATE_KEY_PATH" not in env
+    pids = [int(p) for p in pids_part.split()]
+    assert pids and max(pids) < 50, pids  # only the sandbox's own pid namespace
+    assert "host-secret" not in result.output and "PRIVATE_KEY_PATH" not in environs
+    assert "by-caller" in environs
+
+
+@needs_bwrap
+async def test_data_dir_and_host_files_are_invisible(sandbox: Sandbox, workspace: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    key = data_dir / "private-key.pem"
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nsecret\n")
+    db = data_dir / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table t (secret text)")
+        conn.execute("insert into t values ('db-secret')")
+    conn.close()
+    script = (
+        f"cat {key} {db} /etc/shadow /root/.bashrc 2>&1; "
+        "ls / | tr '\\n' ' '; echo; "
+        "ls /root /home /var /run /sys /opt 2>&1; echo FOUND:; "
+        "find / -path /proc -prune -o -path /usr -prune -o \\( -name private-key.pem -o -name app.db \\) -print"
+    )
+    result = await sandbox.run(script, workspace=workspace, limits=SHORT)
+    assert "secret" not in result.output
+    assert f"cat: {key}: No such file or directory" in result.output
+    assert f"cat: {db}: No such file or directory" in result.output
+    top = next(line for line in result.output.splitlines() if line.startswith("bin "))
+    assert set(top.split()) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+                                "workspace"}
+    for name in ("/root", "/home", "/var", "/run", "/sys", "/opt"):
+        assert f"ls: cannot access '{name}': No such file or directory" in result.output
+    assert result.output.split("FOUND:\n")[1] == ""
+
+
+@needs_bwrap
+async def test_unprivileged_and_read_only(sandbox: Sandbox, workspace: Path) -> None:
+    script = (
+        "id -u; grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status; "
+        "touch /usr/x 2>&1; touch /x 2>&1; touch /etc/passwd 2>&1; "
+        "touch /tmp/ok && echo tmp-writable; "
+        "unshare -U true 2>&1 || echo no-nested-userns; "
+        "unshare -n true 2>&1 || echo no-netns"
+    )
+    result = await sandbox.run(script, workspace=workspace, limits=SHORT)
+    lines = result.output.splitlines()
+    uid = int(lines[0])
+    assert uid != 0
+    if os.geteuid() == 0:
+        assert uid == DEFAULT_SANDBOX_UID
+    assert "CapEff:\t0000000000000000" in lines and "CapPrm:\t0000000000000000" in lines
+    assert "NoNewPrivs:\t1" in lines
+    if sandbox.capabilities.seccomp:
+        assert "Seccomp:\t2" in lines
+    assert "touch: cannot touch '/usr/x': Read-only file system" in lines
+    assert "touch: cannot touch '/x': Read-only file system" in lines
+    assert any(line.startswith("touch: cannot touch '/etc/passwd'") for line in lines)
+    assert "tmp-writable" in lines and "no-nested-userns" in lines and "no-netns" in lines
+
+
+@needs_bwrap
+async def test_read_only_binds(sandbox: Sandbox, workspace: Path, tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "tool.sh").write_text("echo tool-ran\n")
+    result = await sandbox.run(f"sh {tools}/tool.sh; touch {tools}/new 2>&1", workspace=workspace,
+                               read_only_binds=[tools], limits=SHORT)
+    assert result.output.startswith("tool-ran\n")
+    assert "Read-only file system" in result.output
+    link = tmp_path / "current-tools"
+    link.symlink_to(tools)
+    result = await sandbox.run(f"sh {link}/tool.sh", workspace=workspace, read_only_binds=[link], limits=SHORT)
+    assert result.output == "tool-ran\n"  # visible at the path the caller gave
+    with pytest.raises(ValueError):
+        await sandbox.run("true", workspace=workspace, read_only_binds=[Path("/")])
+    with pytest.raises(ValueError):
+        await sandbox.run("true", workspace=workspace, read_only_binds=[Path("relative")])
+
+
+async def _listener() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello-from-host\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+CONNECT = (
+    "python3 -c \"import socket,sys\n"
+    "try:\n"
+    "    s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n"
+    "    print(s.recv(100).decode().strip())\n"
+    "except OSError as e:\n"
+    "    print('connect-failed', e.errno)\n"
+    "\" {port}; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | tr '\\n' ' '"
+)
+
+
+@needs_bwrap
+async def test_no_network_by_default(sandbox: Sandbox, workspace: Path) -> None:
+    server, port = await _listener()
+    async with server:
+        result = await sandbox.run(CONNECT.format(port=port), workspace=workspace, limits=SHORT)
+    first, interfaces = result.output.splitlines()
+    assert first == "connect-failed 111"  # ECONNREFUSED: a private loopback only
+    assert interfaces.split() == ["lo"]
+
+
+@needs_bwrap
+async def test_network_true_shares_the_host_network(sandbox: Sandbox, workspace: Path) -> None:
+    server, port = await _listener()
+    async with server:
+        result = await sandbox.run(CONNECT.format(port=port), workspace=workspace, network=True, limits=SHORT)
+    assert result.output.splitlines()[0] == "hello-from-host", result.output
+
+
+# ------------------------------------------------------------------------------------------- limits
+
+
+FORK_COUNT = (
+    "python3 -c \"import os, time\n"
+    "n = 0\n"
+    "try:\n"
+    "    while n < 10000:\n"
+    "        if os.fork() == 0:\n"
+    "            time.sleep(60); os._exit(0)\n"
+    "        n += 1\n"
+    "except OSError as e:\n"
+    "    print('forks', n, 'errno', e.errno)\n"
+    "\""
+)
+
+
+@needs_bwrap
+async def test_process_limit_contains_forks(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run(FORK_COUNT, workspace=workspace, limits=Limits(timeout_seconds=20, max_processes=32))
+    words = result.output.split()
+    assert words[:1] == ["forks"], result.output
+    assert int(words[1]) < 32 and words[3] == "11"  # EAGAIN
+    host = await asyncio.create_subprocess_exec("true")
+    assert await host.wait() == 0  # the host can still fork
+    assert own_cgroups() == []
+
+
+@needs_bwrap
+async def test_memory_hog_is_stopped(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run(
+        "python3 -c \"b = b'x' * (1024 ** 3); print('survived')\"", workspace=workspace,
+        limits=Limits(timeout_seconds=20, memory_bytes=256 * 1024**2))
+    assert "survived" not in result.output
+    assert result.exit_code != 0
+    assert "MemoryError" in result.output or result.signal == 9, result
+    if sandbox.capabilities.cgroup_memory:
+        assert "[sandbox] memory limit of 256 MiB exceeded" in result.output
+
+
+@needs_bwrap
+async def test_file_size_limit(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run("head -c 5000000 /dev/zero > big; echo rc=$?", workspace=workspace,
+                               limits=Limits(timeout_seconds=20, max_file_bytes=1024**2))
+    assert (workspace / "big").stat().st_size == 1024**2
+    assert "rc=0" not in result.output
+
+
+@needs_bwrap
+async def test_wall_clock_timeout_kills_everything(sandbox: Sandbox, workspace: Path) -> None:
+    mark = marker()
+    result = await sandbox.run(f"sh -c 'sleep 1000; : {mark}' & echo looping; while :; do :; done; : {mark}",
+                               workspace=workspace, limits=Limits(timeout_seconds=0.5))
+    assert result.timed_out and result.exit_code is None and result.signal == 9
+    assert result.output.startswith("looping\n")
+    assert "[sandbox] wall-clock timeout of 0.5 s exceeded" in result.output
+    assert 0.5 <= result.duration_seconds < 5
+    assert processes_matching(mark) == []
+    assert own_cgroups() == []
+
+
+@needs_bwrap
+async def test_output_cap_keeps_head_and_tail(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run("seq 1 100000; echo FINAL-ERROR >&2", workspace=workspace,
+                               limits=Limits(timeout_seconds=20, max_output_bytes=4000))
+    total = len("".join(f"{i}\n" for i in range(1, 100001))) + len("FINAL-ERROR\n")
+    assert result.output.startswith("1\n2\n3\n")
+    assert result.output.endswith("99999\n100000\nFINAL-ERROR\n")
+    assert result.output_truncated_bytes == total - 4000
+    assert f"\n… {total - 4000} bytes omitted …\n" in result.output
+
+
+# ------------------------------------------------------------------------------ streaming, cancelling
+
+
+@needs_bwrap
+async def test_output_streams_while_running(sandbox: Sandbox, workspace: Path) -> None:
+    os.mkfifo(workspace / "go")
+    chunks = Chunks()
+    task = asyncio.create_task(sandbox.run("echo started; read line < go; echo \"got $line\"",
+                                           workspace=workspace, on_output=chunks, limits=SHORT))
+    await chunks.wait_for("started\n")
+    assert not task.done()  # the output arrived while the command was still blocked
+
+    def release() -> None:
+        with open(workspace / "go", "w") as fifo:
+            fifo.write("go\n")
+
+    await asyncio.to_thread(release)
+    result = await asyncio.wait_for(task, 20)
+    assert result.output == chunks.text == "started\ngot go\n"
+
+
+@needs_bwrap
+async def test_failing_on_output_does_not_break_the_run(sandbox: Sandbox, workspace: Path) -> None:
+    async def broken(chunk: str) -> None:
+        raise RuntimeError("check run update failed")
+
+    result = await sandbox.run("echo hi; exit 4", workspace=workspace, on_output=broken, limits=SHORT)
+    assert (result.exit_code, result.output) == (4, "hi\n")
+
+
+@needs_bwrap
+async def test_cancellation_kills_the_tree(sandbox: Sandbox, workspace: Path) -> None:
+    mark = marker()
+    chunks = Chunks()
+    task = asyncio.create_task(sandbox.run(
+        f"sh -c 'sleep 1000; : {mark}' & sh -c 'sleep 1000; : {mark}' & echo ready; sleep 1000; : {mark}",
+        workspace=workspace, on_output=chunks, limits=SHORT))
+    await chunks.wait_for("ready")
+    assert len(processes_matching(mark)) >= 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert processes_matching(mark) == []  # gone before CancelledError reached us
+    assert own_cgroups() == []
+
+
+# ------------------------------------------------------------------------------------ no bubblewrap
+
+
+async def test_without_bwrap_it_refuses(workspace: Path) -> None:
+    sandbox = await Sandbox.probe(bwrap="/nonexistent/bwrap")
+    caps = sandbox.capabilities
+    assert not caps.sandboxed and caps.describe()["mode"] == "unavailable"
+    assert any("/nonexistent/bwrap" in note for note in caps.notes)
+    with pytest.raises(SandboxUnavailable, match="bubblewrap"):
+        await sandbox.run("touch should-not-exist", workspace=workspace)
+    assert not (workspace / "should-not-exist").exists()
+
+
+async def test_without_bwrap_allow_unsandboxed_runs(workspace: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "host-secret")
+    sandbox = await Sandbox.probe(bwrap="/nonexistent/bwrap", allow_unsandboxed=True)
+    assert sandbox.capabilities.describe()["mode"] == "unsandboxed"
+    mark = marker()
+    result = await sandbox.run(f"sh -c 'sleep 1000; : {mark}' & env; pwd; echo made > f; exit 5",
+                               workspace=workspace, env={"GIVEN": "1"}, limits=SHORT)
+    assert result.exit_code == 5
+    assert "GIVEN=1" in result.output and "CI=true" in result.output
+    assert f"HOME={workspace.resolve()}" in result.output and "host-secret" not in result.output
+    assert (workspace / "f").read_text() == "made\n"
+    assert "SANDBOX DISABLED" in caplog.text
+    assert processes_matching(mark) == []  # the process group is killed after the command
+
+
+async def test_unsandboxed_timeout(workspace: Path) -> None:
+    sandbox = await Sandbox.probe(bwrap="/nonexistent/bwrap", allow_unsandboxed=True)
+    mark = marker()
+    result = await sandbox.run(f"sh -c 'sleep 1000; : {mark}' & while :; do :; done", workspace=workspace,
+                               limits=Limits(timeout_seconds=0.3))
+    assert result.timed_out and result.exit_code is None
+    assert processes_matching(mark) == []
+
+
+def test_never_as_root_uid() -> None:
+    if os.geteuid() != 0:
+        with pytest.raises(ValueError):
+            Sandbox(uid=os.getuid() + 1)
+    else:
+        with pytest.raises(ValueError):
+            Sandbox(uid=0)
+
+
+def test_limits_validation() -> None:
+    with pytest.raises(ValueError):
+        Limits(timeout_seconds=0)
+
+
+# ------------------------------------------------------------------------------------------- slow
+
+
+@needs_bwrap
+@pytest.mark.slow
+async def test_shell_fork_bomb_is_contained(sandbox: Sandbox, workspace: Path) -> None:
+    mark = marker()
+    chunks = Chunks()
+    task = asyncio.create_task(sandbox.run(f"bomb() {{ bomb | bomb & }}; bomb; sleep 1000; : {mark}",
+                                           workspace=workspace, on_output=chunks,
+                                           limits=Limits(timeout_seconds=3, max_processes=64)))
+    await chunks.wait_for("fork")  # "Cannot fork": the limit is being hit while the bomb runs
+    host = await asyncio.create_subprocess_exec("true")
+    assert await host.wait() == 0  # meanwhile the host can still fork
+    result = await task
+    assert result.timed_out
+    host = await asyncio.create_subprocess_exec("true")
+    assert await host.wait() == 0
+    assert processes_matching(mark) == []
+    assert own_cgroups() == []
+
+
+@needs_bwrap
+@pytest.mark.slow
+async def test_cpu_seconds_limit(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run("while :; do :; done", workspace=workspace,
+                               limits=Limits(timeout_seconds=20, cpu_seconds=1))
+    assert not result.timed_out and result.signal in (24, 9)  # SIGXCPU at the soft limit
+    assert result.duration_seconds < 10
+
+
+@needs_bwrap
+async def test_no_file_descriptors_or_mounts_leak(sandbox: Sandbox, workspace: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    result = await sandbox.run("ls /proc/self/fd | tr '\\n' ' '", workspace=workspace, read_only_binds=[extra],
+                               env={"TOKEN": "given-secret"}, limits=SHORT)
+    # 0-2 plus the directory ls itself is reading: no O_PATH fd of the workspace, no memfds
+    assert result.output.split() == ["0", "1", "2", "3"]
+    with open("/proc/self/mountinfo") as f:
+        assert "codegenapp-sandbox" not in f.read()  # the bind staging stayed in the child's own namespace
+
+
+@needs_bwrap
+async def test_concurrent_runs_are_independent(sandbox: Sandbox, tmp_path: Path) -> None:
+    workspaces = []
+    for i in range(6):
+        ws = tmp_path / f"ws{i}"
+        ws.mkdir()
+        workspaces.append(ws)
+    results = await asyncio.gather(*(
+        sandbox.run(f"echo {i} > mine; ls", workspace=ws, limits=SHORT) for i, ws in enumerate(workspaces)))
+    assert [r.output for r in results] == ["mine\n"] * 6
+    assert [(ws / "mine").read_text() for ws in workspaces] == [f"{i}\n" for i in range(6)]
