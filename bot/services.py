@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
+from aiohttp import web
 
 from bot import migrate
 from bot.config import Settings
@@ -45,6 +46,10 @@ class Services:
             await self.github.close()
         await self.http.close()
         await self.store.close()
+
+
+SERVICES = web.AppKey("services", Services)
+SETTINGS = web.AppKey("settings", Settings)
 
 
 async def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Database:

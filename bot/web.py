@@ -11,7 +11,7 @@ from aiohttp import web
 from bot import metrics, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.models import utcnow
-from bot.services import Services, start_services
+from bot.services import SERVICES, SETTINGS, Services, start_services
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,11 @@ HEARTBEAT_STALE_SECONDS = 120
 
 def create_app(settings: Settings, *, with_worker: bool = True) -> web.Application:
     app = web.Application(client_max_size=settings.max_webhook_bytes)
-    app["settings"] = settings
+    app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await start_services(settings, with_worker=with_worker)
-        app["services"] = services
+        app[SERVICES] = services
         yield
         await services.close()
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, with_worker: bool = True) -> web.Applicati
 
 
 async def health(request: web.Request) -> web.Response:
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     report: dict[str, object] = {"app_configured": services.settings.app_configured}
     healthy = True
     try:
@@ -60,7 +60,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     try:
         for state, count in (await services.store.jobs.counts()).items():
             metrics.QUEUE_DEPTH.labels(state).set(count)
@@ -71,7 +71,7 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    settings: Settings = request.app["settings"]
+    settings: Settings = request.app[SETTINGS]
     if settings.app_configured:
         body = (f"<h1>CodegenApp</h1><p>GitHub App {html.escape(settings.app_id or '')} is configured. "
                 f"Webhooks are received at <code>{html.escape(settings.webhook_url)}</code>.</p>"

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot import metrics
 from bot.logs import delivery_id_var
-from bot.services import JOB_WEBHOOK, Services
+from bot.services import JOB_WEBHOOK, SERVICES, Services
 from bot.store import ClaimedJob, IncomingDelivery
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _reject(exc: WebhookRejected) -> web.Response:
 
 
 async def receive(request: web.Request) -> web.StreamResponse:
-    services: Services = request.app["services"]
+    services: Services = request.app[SERVICES]
     settings = services.settings
     if not settings.app_configured:
         missing = ", ".join(settings.missing_app_settings)

@@ -15,7 +15,7 @@ from bot.config import Settings, load_settings
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.events import AppEvent, wait_for
-from bot.services import Services
+from bot.services import SERVICES, Services
 from bot.store import Store
 from bot.web import create_app
 from tests.fakes.fixtures import *  # noqa: F401,F403 - app_private_key, fake_github
@@ -85,7 +85,7 @@ async def start_bot(aiohttp_server, make_settings, fake_github) -> AsyncIterator
         app = create_app(make_settings(**env))
         server = await aiohttp_server(app)
         url = str(server.make_url("/")).rstrip("/")
-        return BotUnderTest(url, app["services"], WebhookSender(session, url, WEBHOOK_SECRET))
+        return BotUnderTest(url, app[SERVICES], WebhookSender(session, url, WEBHOOK_SECRET))
 
     yield start
     await session.close()

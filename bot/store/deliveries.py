@@ -83,7 +83,7 @@ class DeliveryStore:
 def _job_row(delivery: IncomingDelivery, now: datetime) -> dict[str, object]:
     row: dict[str, object] = {"kind": delivery.job_kind, "delivery_id": delivery.id, "args": {},
                               "status": JOB_QUEUED, "attempts": 0, "max_attempts": delivery.max_attempts,
-                              "run_after": now, "created_at": now}
+                              "run_after": now, "created_at": now, "lease_owner": None, "lease_expires_at": None}
     if delivery.lease_owner is not None:
         row.update(status=JOB_RUNNING, attempts=1, lease_owner=delivery.lease_owner,
                    lease_expires_at=now + timedelta(seconds=delivery.lease_seconds))

@@ -1,0 +1,201 @@
+"""Ingest benchmark: signed `pull_request.opened` deliveries against a running `codegenapp serve`.
+
+Starts the recording fake GitHub in this process and `codegenapp serve` as a subprocess (SQLite in a
+temporary DATA_DIR), sends N deliveries at concurrency C spread over many installations or one, and
+prints:
+  - ack latency p50/p99 (send → 202),
+  - send → the handler's first GitHub call for that delivery p50/p99 (the `in_progress` check run once
+    the pipeline handles pull requests; "n/a" while no handler calls GitHub for them),
+  - deliveries/s end to end (first send → every job finished),
+  - the server's peak RSS, and the largest write rate any one installation saw.
+
+    .venv/bin/python bench/ingest.py [-n 2000] [-c 32] [--installations 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.fixtures import generate_private_key_pem  # noqa: E402
+from tests.fakes.github import FakeGitHub  # noqa: E402
+from tests.ghfixtures import fixtures_dir  # noqa: E402
+from tests.webhook_sender import WebhookSender  # noqa: E402
+
+SECRET = "bench-webhook-secret"
+APP_ID = 12345
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_payload() -> dict:
+    directory = fixtures_dir()
+    if directory is not None:
+        return json.loads((directory / "webhooks" / "pull_request" / "opened.json").read_text())
+    return {"action": "opened", "number": 1,
+            "pull_request": {"number": 1, "head": {"sha": "0" * 40, "ref": "feature"},
+                             "base": {"sha": "1" * 40, "ref": "main"}, "draft": False, "state": "open"},
+            "repository": {"id": 1, "full_name": "octo/repo", "name": "repo", "owner": {"login": "octo"}},
+            "sender": {"login": "octocat", "id": 1}}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+async def jobs_done(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(url + "/metrics") as response:
+        text = await response.text()
+    return sum(float(m) for m in re.findall(r'codegenapp_jobs_total\{kind="webhook",outcome="\w+"\} ([0-9.e+]+)', text))
+
+
+def max_writes_per_minute(calls) -> tuple[int, int]:
+    """The most writes any one installation made in a sliding 60 s window, and in flight at once."""
+    by_installation: dict[int, list[float]] = {}
+    for call in calls:
+        if call.method in ("POST", "PATCH", "PUT", "DELETE") and call.installation_id is not None \
+                and "/access_tokens" not in call.path:
+            by_installation.setdefault(call.installation_id, []).append(call.at)
+    worst = 0
+    for times in by_installation.values():
+        times.sort()
+        start = 0
+        for end, t in enumerate(times):
+            while t - times[start] > 60:
+                start += 1
+            worst = max(worst, end - start + 1)
+    return worst, len(by_installation)
+
+
+async def run(n: int, concurrency: int, installations: int) -> None:
+    key = generate_private_key_pem()
+    fake = FakeGitHub(app_id=APP_ID, private_key_pem=key)
+    await fake.start()
+    repos = []
+    for i in range(installations):
+        full_name = f"org{i}/repo{i}"
+        fake.add_installation(1000 + i, f"org{i}", repos=[full_name])
+        repos.append((1000 + i, full_name, 500 + i))
+
+    data_dir = tempfile.mkdtemp(prefix="codegenapp-bench-")
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": data_dir, "PORT": str(port), "APP_ID": str(APP_ID), "PRIVATE_KEY": key,
+           "WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": fake.api_url, "GITHUB_URL": fake.base_url,
+           "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": str(max(8, concurrency))}
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "serve", cwd=data_dir, env=env)
+    url = f"http://127.0.0.1:{port}"
+    template = base_payload()
+    ack: list[float] = []
+    sent_at: dict[str, float] = {}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            for _ in range(200):
+                try:
+                    async with session.get(url + "/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            sender = WebhookSender(session, url, SECRET)
+            payloads = []
+            for i in range(n):
+                installation_id, full_name, repo_id = repos[i % len(repos)]
+                payload = copy.deepcopy(template)
+                payload["installation"] = {"id": installation_id, "node_id": "x"}
+                payload["repository"].update(id=repo_id, full_name=full_name, name=full_name.split("/")[1])
+                payload["repository"]["owner"]["login"] = full_name.split("/")[0]
+                sha = f"{i:040x}"
+                payload["pull_request"]["head"]["sha"] = sha
+                payloads.append((sha, json.dumps(payload).encode()))
+
+            queue: asyncio.Queue = asyncio.Queue()
+            for item in payloads:
+                queue.put_nowait(item)
+            errors = 0
+
+            async def client() -> None:
+                nonlocal errors
+                while not queue.empty():
+                    sha, body = queue.get_nowait()
+                    started = time.perf_counter()
+                    sent_at[sha] = time.monotonic()
+                    answer = await sender.send("pull_request", body)
+                    ack.append(time.perf_counter() - started)
+                    if answer.status != 202:
+                        errors += 1
+
+            began = time.monotonic()
+            await asyncio.gather(*(client() for _ in range(concurrency)))
+            sending = time.monotonic() - began
+            done = 0.0
+            deadline = time.monotonic() + 120
+            while done < n and time.monotonic() < deadline:
+                done = await jobs_done(session, url)
+                if done < n:
+                    await asyncio.sleep(0.02)
+            end_to_end = time.monotonic() - began
+            rss = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        await server.wait()
+        await fake.close()
+
+    first_call: dict[str, float] = {}
+    for call in fake.calls:
+        if call.method == "POST" and call.path.endswith("/check-runs") and isinstance(call.json, dict):
+            first_call.setdefault(call.json.get("head_sha", ""), call.at)
+    to_check_run = [first_call[sha] - sent_at[sha] for sha in sent_at if sha in first_call]
+    worst_rate, active = max_writes_per_minute(fake.calls)
+
+    print(f"deliveries {n}, concurrency {concurrency}, installations {installations}")
+    print(f"  ack latency          p50 {percentile(ack, 50) * 1000:7.2f} ms   p99 {percentile(ack, 99) * 1000:7.2f} ms")
+    if to_check_run:
+        print(f"  send -> check run    p50 {percentile(to_check_run, 50) * 1000:7.2f} ms   "
+              f"p99 {percentile(to_check_run, 99) * 1000:7.2f} ms   ({len(to_check_run)} of {n})")
+    else:
+        print("  send -> check run    n/a (no handler calls GitHub for pull_request yet)")
+    print(f"  sending took {sending:.2f} s ({n / sending:.0f}/s acked); all jobs finished after "
+          f"{end_to_end:.2f} s: {done / end_to_end:.0f} deliveries/s end to end")
+    print(f"  peak RSS of the server {rss:.1f} MB")
+    print(f"  errors {errors}; jobs finished {done:.0f}/{n}; most writes by one installation in 60 s: "
+          f"{worst_rate} (limit 80) over {active} installations")
+    print(f"  mean ack {statistics.mean(ack) * 1000:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=2000, help="deliveries")
+    parser.add_argument("-c", "--concurrency", type=int, default=32)
+    parser.add_argument("--installations", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(run(args.n, args.concurrency, args.installations))
+
+
+if __name__ == "__main__":
+    main()
