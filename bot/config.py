@@ -143,12 +143,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     problems: list[str] = []
 
     data_dir = Path(values.get("DATA_DIR", "./data")).expanduser().resolve()
-    database_url = values.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'codegenapp.db'}"
-    if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+    database_url = values.get("DATABASE_URL") or f"sqlite:///{data_dir / 'codegenapp.db'}"
+    if not database_url.startswith(("sqlite://", "postgresql+asyncpg://")):
         if database_url.startswith(("postgres://", "postgresql://")):
             database_url = "postgresql+asyncpg://" + database_url.split("://", 1)[1]
-        elif database_url.startswith("sqlite://"):
-            database_url = "sqlite+aiosqlite://" + database_url.split("://", 1)[1]
+        elif database_url.startswith("sqlite+"):
+            database_url = "sqlite://" + database_url.split("://", 1)[1]
         else:
             problems.append("DATABASE_URL must be a sqlite:// or postgresql:// URL, "
                             f"got {database_url.split('://', 1)[0]!r}")

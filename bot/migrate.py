@@ -29,18 +29,15 @@ def head_revision() -> str:
 
 
 async def current_revision(db: Database) -> str | None:
-    async with db.write_engine.connect() as conn:
-        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+    return await db.read(lambda conn: MigrationContext.configure(conn).get_current_revision())
 
 
 async def upgrade(db: Database) -> str:
     """Bring the schema to the newest revision; returns it."""
-    async with db.write_engine.begin() as conn:
-        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))
+    await db.write(lambda conn: command.upgrade(alembic_config(conn), "head"))
     return head_revision()
 
 
 async def autogenerate(db: Database, message: str) -> None:
     """Developer helper: write a new revision from the difference between models and schema."""
-    async with db.write_engine.begin() as conn:
-        await conn.run_sync(lambda c: command.revision(alembic_config(c), message=message, autogenerate=True))
+    await db.write(lambda conn: command.revision(alembic_config(conn), message=message, autogenerate=True))

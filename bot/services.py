@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
+from cachetools import LRUCache
 from aiohttp import web
 
 from bot import migrate
@@ -38,6 +39,8 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     github: "GitHubClients | None" = None
     worker: "Worker | None" = None
+    # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
+    seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
 
     async def close(self) -> None:
         if self.worker is not None:

@@ -5,7 +5,6 @@ Nothing is handled inside the request; the worker runs handlers from the stored 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -56,7 +55,7 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secrets: tuple[str
     if algorithm != "sha256" or not digest:
         raise WebhookRejected(401, "X-Hub-Signature-256 is not of the form sha256=<hex>", metric="signature")
     for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        expected = hmac.digest(secret.encode(), body, "sha256").hex()
         if hmac.compare_digest(expected, digest.lower()):
             return
     raise WebhookRejected(401, "the signature does not match the webhook secret", metric="signature")
@@ -136,7 +135,8 @@ async def receive(request: web.Request) -> web.StreamResponse:
     try:
         stored = await services.store.deliveries.store(IncomingDelivery(
             id=delivery.id, event=delivery.event, action=delivery.action,
-            installation_id=delivery.installation_id, payload=delivery.payload_json, job_kind=JOB_WEBHOOK,
+            installation_id=delivery.installation_id, payload=delivery.payload_json, parsed=delivery.payload,
+            job_kind=JOB_WEBHOOK,
             max_attempts=settings.job_max_attempts, lease_owner=lease_owner,
             lease_seconds=settings.job_lease_seconds))
     except BaseException:

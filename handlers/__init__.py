@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -30,12 +29,17 @@ async def record_unseen_installation(event: sansio.Event, ctx: EventContext) -> 
     if event.event in _SELF_RECORDING or ctx.installation_id is None:
         return
     repository = event.data.get("repository")
+    repo_id = repository.get("id") if isinstance(repository, dict) and "full_name" in repository else None
+    seen = ctx.services.seen_repositories
+    if (ctx.installation_id, repo_id) in seen:
+        return
     owner = repository.get("owner", {}).get("login") if isinstance(repository, dict) else None
     store = ctx.services.store.projects
     await store.upsert_installation(installation_ref(event.data["installation"], fallback_login=owner),
                                     only_if_missing=True)
-    if isinstance(repository, dict) and "id" in repository and "full_name" in repository:
+    if repo_id is not None:
         await store.upsert_projects(ctx.installation_id, [repo_ref(repository)], only_if_missing=True)
+    seen[(ctx.installation_id, repo_id)] = True
 
 
 async def handle_delivery(services: "Services", job: "ClaimedJob") -> None:
@@ -43,7 +47,7 @@ async def handle_delivery(services: "Services", job: "ClaimedJob") -> None:
     delivery = await services.store.deliveries.get(job.delivery_id)
     if delivery is None:
         raise LookupError(f"delivery {job.delivery_id} is not stored")
-    event = sansio.Event(json.loads(delivery.payload), event=delivery.event, delivery_id=delivery.id)
+    event = sansio.Event(delivery.data(), event=delivery.event, delivery_id=delivery.id)
     ctx = EventContext(services, event)
     await record_unseen_installation(event, ctx)
     await router.dispatch(event, ctx)

@@ -42,7 +42,7 @@ def make_settings(tmp_path: Path, app_private_key: str) -> Callable[..., Setting
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return f"sqlite:///{tmp_path / 'test.db'}"
     return request.getfixturevalue("postgres_cluster").create_database()
 
 

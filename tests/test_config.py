@@ -14,7 +14,7 @@ def test_defaults_without_an_app(tmp_path: Path) -> None:
     settings = load(tmp_path)
     assert not settings.app_configured
     assert settings.port == 3001
-    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'codegenapp.db'}"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'codegenapp.db'}"
     assert settings.public_url == "http://127.0.0.1:3001"
     assert settings.webhook_url == "http://127.0.0.1:3001/api/v1/webhooks/github"
     assert settings.missing_app_settings == ["APP_ID", "PRIVATE_KEY or PRIVATE_KEY_PATH", "WEBHOOK_SECRET"]

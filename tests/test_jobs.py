@@ -11,8 +11,7 @@ from bot.store import Store
 
 
 async def expire_leases(store: Store) -> None:
-    async with store.db.write() as session:
-        await session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    await store.db.write(lambda conn: conn.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1))))
 
 
 async def test_claim_run_complete(store: Store) -> None:
@@ -41,8 +40,7 @@ async def test_failed_job_waits_for_its_retry_then_dead_letters(store: Store) ->
     await store.jobs.claim("w", limit=1, lease_seconds=30)
     assert await store.jobs.fail("w", job_id, error="boom 1", retry_at=utcnow() + timedelta(hours=1))
     assert await store.jobs.claim("w", limit=1, lease_seconds=30) == []
-    async with store.db.write() as session:
-        await session.execute(update(Job).values(run_after=utcnow() - timedelta(seconds=1)))
+    await store.db.write(lambda conn: conn.execute(update(Job).values(run_after=utcnow() - timedelta(seconds=1))))
     [job] = await store.jobs.claim("w", limit=1, lease_seconds=30)
     assert job.attempts == 2
     await store.jobs.fail("w", job_id, error="boom 2", retry_at=None)

@@ -80,8 +80,7 @@ async def test_secrets_are_encrypted_and_replaced_by_name(store: Store) -> None:
     await store.projects.set_secret(project.id, "API_TOKEN", "second-value")
     assert await store.projects.secret_values(project.id) == {"API_TOKEN": "second-value"}
     assert [name for name, _ in await store.projects.secret_names(project.id)] == ["API_TOKEN"]
-    async with store.db.read() as session:
-        raw = (await session.execute(select(ProjectSecret.value_encrypted))).scalar_one()
+    raw = await store.db.read(lambda conn: conn.execute(select(ProjectSecret.value_encrypted)).scalar_one())
     assert "second-value" not in raw
     with pytest.raises(InvalidSecret, match="must match"):
         await store.projects.set_secret(project.id, "lower", "x")

@@ -42,6 +42,10 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._reserved = 0
         self._wake = asyncio.Event()
+        # Whether jobs may be waiting in the database beyond what this worker holds: set when the
+        # ingress could not hand a job over, or a claim filled every free slot. Finishing a job only
+        # triggers a claim then, instead of an empty claim transaction after every job.
+        self._backlog = True
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -63,6 +67,8 @@ class Worker:
         self._spawn(job)
 
     def wake(self) -> None:
+        """A job was queued for any worker to claim."""
+        self._backlog = True
         self._wake.set()
 
     @property
@@ -107,8 +113,10 @@ class Worker:
                     log.exception("claiming jobs failed")
                 for job in claimed:
                     self._spawn(job)
-            if claimed and len(claimed) == free:
-                continue
+            if free > 0:
+                self._backlog = len(claimed) == free
+                if self._backlog:
+                    continue
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
@@ -144,7 +152,8 @@ class Worker:
                 metrics.JOB_DURATION.labels(job.kind).observe(time.monotonic() - started)
                 self.bus.publish("job.finished", job_id=job.id, kind=job.kind, outcome=outcome,
                                  delivery_id=job.delivery_id, attempts=job.attempts)
-                self._wake.set()
+                if self._backlog or outcome == "retry":
+                    self._wake.set()
 
     async def _record_failure(self, job: ClaimedJob, exc: Exception) -> str:
         delay = retry_delay(job.attempts, job.max_attempts)

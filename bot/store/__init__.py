@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.store.audit import AuditStore, HeartbeatStore
@@ -23,9 +25,7 @@ class Store:
         self.heartbeats = HeartbeatStore(db)
 
     async def ping(self) -> None:
-        from sqlalchemy import text
-        async with self.db.read() as session:
-            await session.execute(text("SELECT 1"))
+        await self.db.read(lambda conn: conn.execute(text("SELECT 1")))
 
     async def close(self) -> None:
         await self.deliveries.close()

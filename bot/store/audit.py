@@ -11,7 +11,7 @@ from sqlalchemy import delete, insert, select
 
 from bot.db import Database
 from bot.models import AuditEvent, WorkerHeartbeat, utcnow
-from bot.store.dialect import upsert_insert
+from bot.store.sql import entities, entity, upsert_insert
 
 
 class AuditStore:
@@ -21,10 +21,9 @@ class AuditStore:
     async def record(self, action: str, *, actor: str | None = None, installation_id: int | None = None,
                      project_id: str | None = None, delivery_id: str | None = None,
                      details: dict[str, Any] | None = None) -> None:
-        async with self._db.write() as session:
-            await session.execute(insert(AuditEvent).values(
-                at=utcnow(), action=action, actor=actor, installation_id=installation_id,
-                project_id=project_id, delivery_id=delivery_id, details=details or {}))
+        stmt = insert(AuditEvent).values(at=utcnow(), action=action, actor=actor, installation_id=installation_id,
+                                         project_id=project_id, delivery_id=delivery_id, details=details or {})
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def list(self, *, project_id: str | None = None, installation_id: int | None = None,
                    limit: int = 100) -> list[AuditEvent]:
@@ -33,8 +32,7 @@ class AuditStore:
             stmt = stmt.where(AuditEvent.project_id == project_id)
         if installation_id is not None:
             stmt = stmt.where(AuditEvent.installation_id == installation_id)
-        async with self._db.read() as session:
-            return list((await session.execute(stmt)).scalars())
+        return await self._db.read(lambda conn: entities(conn, stmt))
 
 
 class HeartbeatStore:
@@ -48,14 +46,12 @@ class HeartbeatStore:
             seen_at=now, running_jobs=running_jobs)
         stmt = stmt.on_conflict_do_update(index_elements=["worker_id"],
                                           set_={"seen_at": now, "running_jobs": running_jobs})
-        async with self._db.write() as session:
-            await session.execute(stmt)
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def latest(self) -> WorkerHeartbeat | None:
-        async with self._db.read() as session:
-            return (await session.execute(
-                select(WorkerHeartbeat).order_by(WorkerHeartbeat.seen_at.desc()).limit(1))).scalars().first()
+        stmt = select(WorkerHeartbeat).order_by(WorkerHeartbeat.seen_at.desc())
+        return await self._db.read(lambda conn: entity(conn, stmt))
 
     async def remove(self, worker_id: str) -> None:
-        async with self._db.write() as session:
-            await session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id))
+        stmt = delete(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
+        await self._db.write(lambda conn: conn.execute(stmt))

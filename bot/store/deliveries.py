@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, insert, select
+from cachetools import LRUCache
+from sqlalchemy import Connection, func, insert, select
 
 from bot.db import Database
 from bot.models import JOB_QUEUED, JOB_RUNNING, Delivery, Job, utcnow
 from bot.store.batch import GroupCommit
-from bot.store.dialect import upsert_insert
+from bot.store.sql import upsert_insert
+
+_INSERT_JOBS = insert(Job).returning(Job.id, Job.delivery_id)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class IncomingDelivery:
     # (no claim round trip); if that worker dies the lease expires and any worker takes it.
     lease_owner: str | None = None
     lease_seconds: float = 60.0
+    parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -34,10 +40,28 @@ class StoredDelivery:
     job_id: int | None = None
 
 
+@dataclass(frozen=True)
+class DeliveryRecord:
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    payload: str
+    received_at: datetime
+    parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def data(self) -> dict[str, Any]:
+        return self.parsed if self.parsed is not None else json.loads(self.payload)
+
+
 class DeliveryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._batcher: GroupCommit[IncomingDelivery, StoredDelivery] = GroupCommit(self._store_batch)
+        # Deliveries just stored are read back by the worker moments later: keep them in memory.
+        self._recent: LRUCache[str, DeliveryRecord] = LRUCache(maxsize=256)
+        self._insert = (upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"])
+                        .returning(Delivery.id))
 
     async def store(self, delivery: IncomingDelivery) -> StoredDelivery:
         return await self._batcher.submit(delivery)
@@ -47,44 +71,48 @@ class DeliveryStore:
         first_by_id: dict[str, IncomingDelivery] = {}
         for item in items:
             first_by_id.setdefault(item.id, item)
-        async with self._db.write() as session:
-            stmt = (upsert_insert(self._db, Delivery)
-                    .values([{"id": d.id, "event": d.event, "action": d.action,
-                              "installation_id": d.installation_id, "payload": d.payload,
-                              "received_at": now} for d in first_by_id.values()])
-                    .on_conflict_do_nothing(index_elements=["id"])
-                    .returning(Delivery.id))
-            inserted = set((await session.execute(stmt)).scalars())
-            job_ids: dict[str, int] = {}
-            if inserted:
-                rows = [_job_row(first_by_id[delivery_id], now) for delivery_id in inserted]
-                result = await session.execute(insert(Job).values(rows).returning(Job.id, Job.delivery_id))
-                job_ids = {delivery_id: job_id for job_id, delivery_id in result}
+
+        def work(conn: Connection) -> tuple[set[str], dict[str, int]]:
+            rows = [{"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
+                     "payload": d.payload, "received_at": now} for d in first_by_id.values()]
+            inserted = {row.id for row in conn.execute(self._insert, rows)}
+            if not inserted:
+                return inserted, {}
+            jobs = [_job_row(first_by_id[delivery_id], now) for delivery_id in inserted]
+            return inserted, {row.delivery_id: row.id for row in conn.execute(_INSERT_JOBS, jobs)}
+
+        inserted, job_ids = await self._db.write(work)
         results: list[StoredDelivery] = []
         for item in items:
             if item.id in inserted and first_by_id[item.id] is item:
+                self._recent[item.id] = DeliveryRecord(item.id, item.event, item.action, item.installation_id,
+                                                       item.payload, now, item.parsed)
                 results.append(StoredDelivery(duplicate=False, job_id=job_ids[item.id]))
             else:
                 results.append(StoredDelivery(duplicate=True))
         return results
 
-    async def get(self, delivery_id: str) -> Delivery | None:
-        async with self._db.read() as session:
-            return await session.get(Delivery, delivery_id)
+    async def get(self, delivery_id: str) -> DeliveryRecord | None:
+        # Each delivery is read once by its job: hand the cached copy over and drop it (a retry reads the row).
+        if (recent := self._recent.pop(delivery_id, None)) is not None:
+            return recent
+        stmt = select(Delivery.id, Delivery.event, Delivery.action, Delivery.installation_id, Delivery.payload,
+                      Delivery.received_at).where(Delivery.id == delivery_id)
+        row = await self._db.read(lambda conn: conn.execute(stmt).first())
+        return DeliveryRecord(*row) if row is not None else None
 
     async def count(self) -> int:
-        async with self._db.read() as session:
-            return (await session.execute(select(func.count()).select_from(Delivery))).scalar_one()
+        return await self._db.read(lambda conn: conn.execute(select(func.count()).select_from(Delivery)).scalar_one())
 
     async def close(self) -> None:
         await self._batcher.close()
 
 
 def _job_row(delivery: IncomingDelivery, now: datetime) -> dict[str, object]:
-    row: dict[str, object] = {"kind": delivery.job_kind, "delivery_id": delivery.id, "args": {},
-                              "status": JOB_QUEUED, "attempts": 0, "max_attempts": delivery.max_attempts,
-                              "run_after": now, "created_at": now, "lease_owner": None, "lease_expires_at": None}
-    if delivery.lease_owner is not None:
-        row.update(status=JOB_RUNNING, attempts=1, lease_owner=delivery.lease_owner,
-                   lease_expires_at=now + timedelta(seconds=delivery.lease_seconds))
-    return row
+    leased = delivery.lease_owner is not None
+    return {"kind": delivery.job_kind, "delivery_id": delivery.id, "args": {}, "dedupe_key": None,
+            "status": JOB_RUNNING if leased else JOB_QUEUED, "attempts": 1 if leased else 0,
+            "max_attempts": delivery.max_attempts, "run_after": now, "created_at": now,
+            "lease_owner": delivery.lease_owner,
+            "lease_expires_at": now + timedelta(seconds=delivery.lease_seconds) if leased else None,
+            "last_error": None, "finished_at": None}

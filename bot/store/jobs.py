@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from bot.db import Database
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
-from bot.store.dialect import upsert_insert
+from bot.store.sql import upsert_insert
 
 
 @dataclass(frozen=True)
@@ -32,44 +32,57 @@ class ClaimedJob:
 _CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts)
 
 
+def _claim_statement(*, skip_locked: bool) -> Any:
+    now = bindparam("now")
+    claimable = or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
+                    and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now))
+    candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(bindparam("limit"))
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE, not `id IN (subquery)`: PostgreSQL may run an IN-subquery more than once, and with
+    # SKIP LOCKED each run picks other rows, so a claim could take more than `limit` jobs.
+    chosen = candidates.cte("chosen")
+    return (update(Job)
+            .where(Job.id == chosen.c.id, claimable)
+            .values(status=JOB_RUNNING, lease_owner=bindparam("owner"), lease_expires_at=bindparam("lease_until"),
+                    attempts=Job.attempts + 1)
+            .returning(*_CLAIM_COLUMNS))
+
+
+# Built once: constructing statements costs more than running them on the hot path.
+_COMPLETE = (update(Job)
+             .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("owner"),
+                    Job.status == JOB_RUNNING)
+             .values(status=JOB_DONE, finished_at=bindparam("now"), lease_owner=None, lease_expires_at=None,
+                     last_error=None)
+             .returning(Job.id))
+
+
 class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._claim = _claim_statement(skip_locked=not db.is_sqlite)
 
     async def enqueue(self, kind: str, *, args: dict[str, Any] | None = None, delivery_id: str | None = None,
                       dedupe_key: str | None = None, run_after: datetime | None = None,
                       max_attempts: int = 5) -> int | None:
-        """Add a job; with a dedupe_key that is already queued or known, adds nothing and returns None."""
+        """Add a job; with a dedupe_key that is already known, adds nothing and returns None."""
         values = {"kind": kind, "args": args or {}, "delivery_id": delivery_id, "dedupe_key": dedupe_key,
                   "status": JOB_QUEUED, "attempts": 0, "max_attempts": max_attempts,
                   "run_after": run_after or utcnow(), "created_at": utcnow()}
-        async with self._db.write() as session:
-            if dedupe_key is None:
-                return (await session.execute(insert(Job).values(values).returning(Job.id))).scalar_one()
+        if dedupe_key is None:
+            stmt = insert(Job).values(values).returning(Job.id)
+        else:
             stmt = (upsert_insert(self._db, Job).values(values)
                     .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Job.id))
-            return (await session.execute(stmt)).scalar_one_or_none()
+        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
     async def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedJob]:
         if limit <= 0:
             return []
         now = utcnow()
-        claimable = or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
-                        and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now))
-        candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(limit)
-        if not self._db.is_sqlite:
-            candidates = candidates.with_for_update(skip_locked=True)
-        # A CTE, not `id IN (subquery)`: PostgreSQL may run an IN-subquery more than once, and with
-        # SKIP LOCKED each run picks other rows, so a claim could take more than `limit` jobs.
-        chosen = candidates.cte("chosen")
-        stmt = (update(Job)
-                .where(Job.id == chosen.c.id, claimable)
-                .values(status=JOB_RUNNING, lease_owner=owner,
-                        lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=Job.attempts + 1)
-                .returning(*_CLAIM_COLUMNS)
-                .execution_options(synchronize_session=False))
-        async with self._db.write() as session:
-            rows = (await session.execute(stmt)).all()
+        params = {"now": now, "limit": limit, "owner": owner, "lease_until": now + timedelta(seconds=lease_seconds)}
+        rows = await self._db.write(lambda conn: conn.execute(self._claim, params).all())
         return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
     async def extend_leases(self, owner: str, job_ids: list[int], *, lease_seconds: float) -> set[int]:
@@ -79,22 +92,14 @@ class JobStore:
         stmt = (update(Job)
                 .where(Job.id.in_(job_ids), Job.lease_owner == owner, Job.status == JOB_RUNNING)
                 .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-                .returning(Job.id)
-                .execution_options(synchronize_session=False))
-        async with self._db.write() as session:
-            return set((await session.execute(stmt)).scalars())
+                .returning(Job.id))
+        return await self._db.write(lambda conn: set(conn.execute(stmt).scalars()))
 
     async def complete_many(self, owner: str, job_ids: list[int]) -> set[int]:
         if not job_ids:
             return set()
-        stmt = (update(Job)
-                .where(Job.id.in_(job_ids), Job.lease_owner == owner, Job.status == JOB_RUNNING)
-                .values(status=JOB_DONE, finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
-                        last_error=None)
-                .returning(Job.id)
-                .execution_options(synchronize_session=False))
-        async with self._db.write() as session:
-            return set((await session.execute(stmt)).scalars())
+        params = {"ids": job_ids, "owner": owner, "now": utcnow()}
+        return await self._db.write(lambda conn: set(conn.execute(_COMPLETE, params).scalars()))
 
     async def fail(self, owner: str, job_id: int, *, error: str, retry_at: datetime | None) -> bool:
         """Record a failed attempt: back to the queue at retry_at, or dead-lettered when None."""
@@ -115,24 +120,23 @@ class JobStore:
         stmt = (update(Job)
                 .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JOB_RUNNING)
                 .values(**values)
-                .returning(Job.id)
-                .execution_options(synchronize_session=False))
-        async with self._db.write() as session:
-            return (await session.execute(stmt)).scalar_one_or_none() is not None
+                .returning(Job.id))
+        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
 
-    async def get(self, job_id: int) -> Job | None:
-        async with self._db.read() as session:
-            return await session.get(Job, job_id)
+    async def get(self, job_id: int) -> Any:
+        return await self._db.read(lambda conn: conn.execute(select(Job.__table__).where(Job.id == job_id)).first())
 
-    async def for_delivery(self, delivery_id: str) -> list[Job]:
-        async with self._db.read() as session:
-            return list((await session.execute(select(Job).where(Job.delivery_id == delivery_id))).scalars())
+    async def for_delivery(self, delivery_id: str) -> list[Any]:
+        stmt = select(Job.__table__).where(Job.delivery_id == delivery_id).order_by(Job.id)
+        return await self._db.read(lambda conn: conn.execute(stmt).all())
 
     async def counts(self) -> dict[str, int]:
-        async with self._db.read() as session:
-            rows = (await session.execute(
-                select(Job.status, func.count()).where(Job.status.in_([JOB_QUEUED, JOB_RUNNING, JOB_DEAD]))
-                .group_by(Job.status))).all()
-        counts = {JOB_QUEUED: 0, JOB_RUNNING: 0, JOB_DEAD: 0}
-        counts.update({status: n for status, n in rows})
-        return counts
+        stmt = (select(Job.status, func.count()).where(Job.status.in_([JOB_QUEUED, JOB_RUNNING, JOB_DEAD]))
+                .group_by(Job.status))
+
+        def work(conn: Connection) -> dict[str, int]:
+            counts = {JOB_QUEUED: 0, JOB_RUNNING: 0, JOB_DEAD: 0}
+            counts.update({status: n for status, n in conn.execute(stmt)})
+            return counts
+
+        return await self._db.read(work)

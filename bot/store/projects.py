@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import Installation, Project, ProjectSecret, User, new_id, utcnow
-from bot.store.dialect import upsert_insert
+from bot.store.sql import entities, entity, upsert_insert
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 MAX_SECRET_BYTES = 64 * 1024
@@ -63,28 +63,29 @@ class ProjectStore:
         else:
             changing = {k: v for k, v in values.items() if k not in ("id", "created_at")}
             stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=changing)
-        async with self._db.write() as session:
-            await session.execute(stmt)
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def mark_installation_deleted(self, installation_id: int) -> list[str]:
         """Forget an uninstalled installation; its projects are archived, not deleted. Returns their names."""
         now = utcnow()
-        async with self._db.write() as session:
-            await session.execute(update(Installation).where(Installation.id == installation_id)
-                                  .values(deleted_at=now, updated_at=now))
-            result = await session.execute(
+
+        def work(conn: Connection) -> list[str]:
+            conn.execute(update(Installation).where(Installation.id == installation_id)
+                         .values(deleted_at=now, updated_at=now))
+            return list(conn.execute(
                 update(Project).where(Project.installation_id == installation_id, Project.archived_at.is_(None))
-                .values(archived_at=now, updated_at=now).returning(Project.name))
-            return list(result.scalars())
+                .values(archived_at=now, updated_at=now).returning(Project.name)).scalars())
+
+        return await self._db.write(work)
 
     async def set_installation_suspended(self, installation_id: int, suspended_at: datetime | None) -> None:
-        async with self._db.write() as session:
-            await session.execute(update(Installation).where(Installation.id == installation_id)
-                                  .values(suspended_at=suspended_at, updated_at=utcnow()))
+        stmt = (update(Installation).where(Installation.id == installation_id)
+                .values(suspended_at=suspended_at, updated_at=utcnow()))
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def get_installation(self, installation_id: int) -> Installation | None:
-        async with self._db.read() as session:
-            return await session.get(Installation, installation_id)
+        return await self._db.read(lambda conn: entity(conn, select(Installation)
+                                                       .where(Installation.id == installation_id)))
 
     # projects
     async def upsert_projects(self, installation_id: int, repos: list[RepoRef], *,
@@ -93,49 +94,53 @@ class ProjectStore:
         if not repos:
             return
         now = utcnow()
-        async with self._db.write() as session:
-            for repo in repos:
-                values: dict[str, Any] = {
-                    "id": new_id(), "installation_id": installation_id, "github_repo_id": repo.id,
-                    "name": repo.full_name, "github_url": f"{self._github_url}/{repo.full_name}",
-                    "private": repo.private, "default_branch": repo.default_branch,
-                    "repository_rules": "", "setup_commands": [], "validate_commands": [],
-                    "auto_merge_enabled": False, "auto_confirm_plans": False, "planning_statement": "",
-                    "pinned": True, "created_at": now, "updated_at": now}
-                stmt = upsert_insert(self._db, Project).values(values)
-                if only_if_missing:
-                    stmt = stmt.on_conflict_do_nothing(index_elements=["github_repo_id"])
-                else:
-                    changing = {"installation_id": installation_id, "name": repo.full_name,
-                                "github_url": values["github_url"], "private": repo.private,
-                                "archived_at": None, "updated_at": now}
-                    if repo.default_branch:
-                        changing["default_branch"] = repo.default_branch
-                    stmt = stmt.on_conflict_do_update(index_elements=["github_repo_id"], set_=changing)
-                await session.execute(stmt)
+        statements = []
+        for repo in repos:
+            values: dict[str, Any] = {
+                "id": new_id(), "installation_id": installation_id, "github_repo_id": repo.id,
+                "name": repo.full_name, "github_url": f"{self._github_url}/{repo.full_name}",
+                "private": repo.private, "default_branch": repo.default_branch,
+                "repository_rules": "", "setup_commands": [], "validate_commands": [],
+                "auto_merge_enabled": False, "auto_confirm_plans": False, "planning_statement": "",
+                "pinned": True, "created_at": now, "updated_at": now}
+            stmt = upsert_insert(self._db, Project).values(values)
+            if only_if_missing:
+                stmt = stmt.on_conflict_do_nothing(index_elements=["github_repo_id"])
+            else:
+                changing = {"installation_id": installation_id, "name": repo.full_name,
+                            "github_url": values["github_url"], "private": repo.private,
+                            "archived_at": None, "updated_at": now}
+                if repo.default_branch:
+                    changing["default_branch"] = repo.default_branch
+                stmt = stmt.on_conflict_do_update(index_elements=["github_repo_id"], set_=changing)
+            statements.append(stmt)
+
+        def work(conn: Connection) -> None:
+            for stmt in statements:
+                conn.execute(stmt)
+
+        await self._db.write(work)
 
     async def archive_projects(self, repo_ids: list[int]) -> list[str]:
         if not repo_ids:
             return []
         now = utcnow()
-        async with self._db.write() as session:
-            result = await session.execute(
-                update(Project).where(Project.github_repo_id.in_(repo_ids), Project.archived_at.is_(None))
+        stmt = (update(Project).where(Project.github_repo_id.in_(repo_ids), Project.archived_at.is_(None))
                 .values(archived_at=now, updated_at=now).returning(Project.name))
-            return list(result.scalars())
+        return await self._db.write(lambda conn: list(conn.execute(stmt).scalars()))
 
     async def list_projects(self, *, include_archived: bool = False) -> list[Project]:
         stmt = select(Project).order_by(Project.name)
         if not include_archived:
             stmt = stmt.where(Project.archived_at.is_(None))
-        async with self._db.read() as session:
-            return list((await session.execute(stmt)).scalars())
+        return await self._db.read(lambda conn: entities(conn, stmt))
 
     async def get_project_by_name(self, full_name: str) -> Project | None:
-        async with self._db.read() as session:
-            return (await session.execute(
-                select(Project).where(Project.name == full_name).order_by(Project.archived_at.is_not(None))
-            )).scalars().first()
+        stmt = select(Project).where(Project.name == full_name).order_by(Project.archived_at.is_not(None))
+        return await self._db.read(lambda conn: entity(conn, stmt))
+
+    async def get_project(self, project_id: str) -> Project | None:
+        return await self._db.read(lambda conn: entity(conn, select(Project).where(Project.id == project_id)))
 
     # secrets
     async def set_secret(self, project_id: str, name: str, value: str) -> None:
@@ -149,31 +154,25 @@ class ProjectStore:
         stmt = stmt.on_conflict_do_update(index_elements=["project_id", "name"],
                                           set_={"value_encrypted": stmt.excluded.value_encrypted,
                                                 "updated_at": stmt.excluded.updated_at})
-        async with self._db.write() as session:
-            await session.execute(stmt)
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def secret_names(self, project_id: str) -> list[tuple[str, datetime]]:
-        async with self._db.read() as session:
-            rows = await session.execute(select(ProjectSecret.name, ProjectSecret.updated_at)
-                                         .where(ProjectSecret.project_id == project_id)
-                                         .order_by(ProjectSecret.name))
-            return [(name, updated) for name, updated in rows]
+        stmt = (select(ProjectSecret.name, ProjectSecret.updated_at).where(ProjectSecret.project_id == project_id)
+                .order_by(ProjectSecret.name))
+        return await self._db.read(lambda conn: [(name, updated) for name, updated in conn.execute(stmt)])
 
     async def secret_values(self, project_id: str) -> dict[str, str]:
-        async with self._db.read() as session:
-            rows = await session.execute(select(ProjectSecret.name, ProjectSecret.value_encrypted)
-                                         .where(ProjectSecret.project_id == project_id))
-            return {name: self._crypto.decrypt(token) for name, token in rows}
+        stmt = select(ProjectSecret.name, ProjectSecret.value_encrypted).where(ProjectSecret.project_id == project_id)
+        rows = await self._db.read(lambda conn: conn.execute(stmt).all())
+        return {name: self._crypto.decrypt(token) for name, token in rows}
 
     # users
     async def forget_user_tokens(self, user_id: int) -> bool:
-        async with self._db.write() as session:
-            result = await session.execute(
-                update(User).where(User.id == user_id)
+        stmt = (update(User).where(User.id == user_id)
                 .values(access_token_encrypted=None, refresh_token_encrypted=None, token_expires_at=None,
                         updated_at=utcnow())
                 .returning(User.id))
-            return result.scalar_one_or_none() is not None
+        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
 
     async def save_user(self, user_id: int, login: str, *, access_token: str | None) -> None:
         token = self._crypto.encrypt(access_token) if access_token else None
@@ -181,10 +180,8 @@ class ProjectStore:
                                                     created_at=utcnow(), updated_at=utcnow())
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={
             "login": login, "access_token_encrypted": token, "updated_at": utcnow()})
-        async with self._db.write() as session:
-            await session.execute(stmt)
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def get_user(self, user_id: int) -> User | None:
-        async with self._db.read() as session:
-            return await session.get(User, user_id)
+        return await self._db.read(lambda conn: entity(conn, select(User).where(User.id == user_id)))
 
