@@ -326,7 +326,7 @@ class GitHubClients:
             data=b"",
         )
         token = data["token"]
-        PROCESS_REDACTOR.add(token)
+        PROCESS_REDACTOR.add(token, ephemeral=True)
         lifetime = DEFAULT_TOKEN_LIFETIME
         expires_at = data.get("expires_at")
         if isinstance(expires_at, str):

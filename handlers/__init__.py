@@ -48,6 +48,7 @@ async def handle_delivery(services: "Services", job: "ClaimedJob") -> None:
     if delivery is None:
         raise LookupError(f"delivery {job.delivery_id} is not stored")
     event = sansio.Event(delivery.data(), event=delivery.event, delivery_id=delivery.id)
+    log.debug("handling %s%s", delivery.event, f".{delivery.action}" if delivery.action else "")
     ctx = EventContext(services, event)
     await record_unseen_installation(event, ctx)
     await router.dispatch(event, ctx)

@@ -149,3 +149,21 @@ async def test_health_and_metrics(bot) -> None:
 def _has_fixtures() -> bool:
     from tests.ghfixtures import fixtures_dir
     return fixtures_dir() is not None
+
+
+async def test_log_lines_of_a_job_carry_its_delivery_id_and_no_secret(bot) -> None:
+    import io
+    import logging
+
+    from bot.logs import configure_logging
+    stream = io.StringIO()
+    handler = configure_logging("DEBUG", "json", stream=stream)
+    try:
+        await bot.deliver("issues", {"action": "opened", "installation": {"id": 5}}, delivery_id="traced-1")
+        await bot.webhooks.send("issues", {"action": "opened"}, delivery_id="traced-2", secret="wrong-secret")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    handled = [line for line in lines if line["message"] == "handling issues.opened"]
+    assert handled and handled[0]["delivery_id"] == "traced-1" and "job_id" in handled[0]
+    assert WEBHOOK_SECRET not in stream.getvalue()

@@ -31,3 +31,11 @@ def test_log_lines_never_carry_a_known_secret() -> None:
         logging.getLogger().removeHandler(handler)
     assert "ghs_supersecrettoken" not in stream.getvalue()
     assert '"message": "token is ***"' in stream.getvalue()
+
+
+def test_ephemeral_values_are_bounded_to_the_newest() -> None:
+    redactor = Redactor(["permanent-secret"], max_ephemeral=2)
+    for token in ("ghs_token_one", "ghs_token_two", "ghs_token_three"):
+        redactor.add(token, ephemeral=True)
+    assert redactor.redact("ghs_token_one ghs_token_two ghs_token_three permanent-secret") == \
+        "ghs_token_one *** *** ***"

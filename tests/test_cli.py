@@ -1,0 +1,100 @@
+"""The `codegenapp` command, run as a real process."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.config import load_settings
+from bot.crypto import Crypto
+from bot.db import Database
+from bot.store import InstallationRef, RepoRef, Store
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def codegenapp(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), **env},
+                          cwd=Path(env["DATA_DIR"]).parent, timeout=60)  # no stray .env is read
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"DATA_DIR": str(tmp_path / "data")}
+
+
+async def add_project(env: dict[str, str], full_name: str) -> None:
+    settings = load_settings(env, dotenv_path=None)
+    store = Store(Database(settings.database_url), Crypto(settings.encryption_key))
+    try:
+        await store.projects.upsert_installation(InstallationRef(id=1, account_login=full_name.split("/")[0]))
+        await store.projects.upsert_projects(1, [RepoRef(77, full_name)])
+    finally:
+        await store.close()
+
+
+async def test_migrate_then_projects_and_secrets(env: dict[str, str]) -> None:
+    migrated = codegenapp("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.startswith("schema at ")
+    assert "no projects yet" in codegenapp("projects", "list", env=env).stdout
+
+    await add_project(env, "octo/widgets")
+    listing = codegenapp("projects", "list", env=env)
+    assert "octo/widgets" in listing.stdout and "active" in listing.stdout
+
+    stored = codegenapp("secrets", "set", "octo/widgets", "API_TOKEN", env=env, stdin="s3cret-value\n")
+    assert stored.returncode == 0, stored.stderr
+    assert "s3cret-value" not in stored.stdout + stored.stderr
+    settings = load_settings(env, dotenv_path=None)
+    store = Store(Database(settings.database_url), Crypto(settings.encryption_key))
+    try:
+        project = await store.projects.get_project_by_name("octo/widgets")
+        assert await store.projects.secret_values(project.id) == {"API_TOKEN": "s3cret-value"}  # one newline stripped
+    finally:
+        await store.close()
+
+    bad_name = codegenapp("secrets", "set", "octo/widgets", "lower-case", env=env, stdin="x")
+    assert bad_name.returncode == 1 and "must match [A-Z_][A-Z0-9_]*" in bad_name.stderr
+    unknown = codegenapp("secrets", "set", "octo/nothing", "A", env=env, stdin="x")
+    assert unknown.returncode == 1 and "no project for octo/nothing" in unknown.stderr
+
+
+def test_bad_configuration_is_explained_and_nothing_starts(env: dict[str, str]) -> None:
+    result = codegenapp("serve", env={**env, "PRIVATE_KEY": "nope", "APP_ID": "x", "PORT": "0"})
+    assert result.returncode == 2
+    assert "PRIVATE_KEY is not a PEM RSA private key" in result.stderr
+    assert "APP_ID must be the App's numeric id, got 'x'" in result.stderr
+    assert "PORT must be between 1 and 65535, got 0" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+async def test_serve_starts_without_an_app_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--port", str(port), cwd=Path(env["DATA_DIR"]).parent,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), **env}, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(20):
+            while b"Running on" not in await process.stderr.readline():
+                pass
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{port}/api/v1/webhooks/github", data=b"{}") as response:
+                assert response.status == 503
+            async with session.get(f"http://127.0.0.1:{port}/health") as response:
+                assert (await response.json())["app_configured"] is False
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 20) == 0
