@@ -15,6 +15,28 @@ they return are the live state: mutating them (``pull["mergeable"] = False``) ch
 Path globs (``wait_for_call``, ``calls_to``, ``fail_next``, ``rate_limit_next``) match the path
 without ``/api/v3``: ``*`` matches within one segment, ``**`` across segments, ``?`` one character;
 the method may be ``"*"``.
+
+**Git over smart HTTP.** ``git_repo("acme/widgets")`` creates a real bare repository under ``git_root``
+(a temporary directory the fake owns and deletes on ``close()``) and returns a ``tests.gitrepos.GitRepo``
+to build commits with. It is served at ``{base_url}/acme/widgets.git`` (``.git`` optional, names
+case-insensitive) by ``git http-backend`` as CGI: ``info/refs``, ``git-upload-pack`` (protocol v2) and
+``git-receive-pack``. Authentication as on GitHub: HTTP Basic, any username (``x-access-token`` by
+convention), the password a live installation token (or a user token). Reads of a public repository
+need no credentials; a private one without credentials gets 401 + ``WWW-Authenticate: Basic
+realm="GitHub"`` (git's normal challenge, not an error); a bad or expired token 401, a token that cannot
+see a private repository 404 ("Repository not found."), a push without ``contents: write`` on the
+repository 403 - those are recorded in ``Call.errors`` like API errors. Git requests are recorded as
+Calls with the full path (``/acme/widgets.git/git-upload-pack``), ``operation`` "git-upload-pack" /
+"git-receive-pack" and the token's ``installation_id``; they use no REST rate limit and are not checked
+against the REST description. ``fail_next`` works on them too. ``refs/pull/*`` are hidden from pushes
+(as on GitHub); a successful push updates the fake's branch state and the head of open pulls on the
+pushed branch (including their ``refs/pull/N/head``).
+
+Git and the pull state: ``add_pull`` points ``refs/pull/N/head`` of the base repository's git repository
+(when there is one) at ``head_sha`` if that commit exists there or in the head repository's git
+repository (copied over, like GitHub's fork network). Shas that are no commit (the usual fake ones)
+are left alone. ``add_pull_from_repo`` does the same with shas read from the branches. Commits made
+through a ``GitRepo`` from ``git_repo()`` update the fake's branch state (``GET .../branches/{b}``).
 """
 
 from __future__ import annotations
@@ -28,7 +50,9 @@ import json
 import math
 import re
 import secrets
+import shutil
 import string
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -47,6 +71,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Specification
 
 from tests.ghfixtures import REST_OPERATIONS, find_rest_spec
+from tests.gitrepos import GitRepo, git_env
 
 API_PREFIX = "/api/v3"
 DOCS_URL = "https://docs.github.com/rest"
@@ -99,6 +124,13 @@ _ID_STARTS = {
 }
 _INTERNAL_RUN_KEYS = ("annotations", "actions", "images")
 _EXAMPLE_REPO = "octocat/Hello-World"
+# Smart HTTP paths of a repository: /{owner}/{repo}[.git]/{info/refs,git-upload-pack,git-receive-pack}
+_GIT_PATH = re.compile(
+    r"/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?"
+    r"/(?P<service>info/refs|git-upload-pack|git-receive-pack)"
+)
+_GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
+GIT_TIMEOUT_S = 60.0
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -446,6 +478,24 @@ def _reason(status: int) -> str:
         return "Error"
 
 
+def _parse_cgi(output: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a CGI response (headers end at the first empty line)."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = output.partition(separator)
+        if found:
+            break
+    else:
+        return 502, {}, b"malformed CGI response\n"
+    status, headers = 200, {}
+    for line in head.decode("latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "status":
+            status = int(value.split()[0])
+        elif name.strip():
+            headers[name.strip()] = value.strip()
+    return status, headers, body
+
+
 def _looks_like_jwt(credential: str) -> bool:
     return credential.count(".") == 2
 
@@ -564,6 +614,8 @@ class FakeGitHub:
         self._comment_issue: dict[int, tuple[str, int]] = {}
         self._suites: dict[tuple[str, str], int] = {}
         self._used_manifest_codes: set[str] = set()
+        self._git_root: Path | None = None
+        self._git_repos: dict[str, GitRepo] = {}  # lower-case full name -> repository
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -581,6 +633,10 @@ class FakeGitHub:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._git_root is not None:
+            shutil.rmtree(self._git_root, ignore_errors=True)
+            self._git_root = None
+            self._git_repos.clear()
 
     async def __aenter__(self) -> FakeGitHub:
         await self.start()
@@ -768,6 +824,7 @@ class FakeGitHub:
         if state == "closed":
             pull["closed_at"] = _iso(_now())
         self.pulls[(repo.full_name, number)] = pull
+        self._git_point_pull_ref(repo, number, head_repo, head_sha)
         return pull
 
     def set_pull_files(
@@ -840,6 +897,228 @@ class FakeGitHub:
             if installation_id is None or info["installation_id"] == installation_id:
                 info["expires_at"] = past
 
+    # ------------------------------------------------------------------ git repositories
+
+    @property
+    def git_root(self) -> Path:
+        """Where the bare repositories live: ``<git_root>/<owner>/<repo>.git`` (lower case)."""
+        if self._git_root is None:
+            self._require_started()
+            self._git_root = Path(tempfile.mkdtemp(prefix="fakegithub-git-"))
+        return self._git_root
+
+    def git_repo(self, full_name: str) -> GitRepo:
+        """The real git repository of ``full_name`` (created empty the first time; the repository must
+        have been added with ``add_repo``/``add_installation`` or by ``add_pull`` for a fork)."""
+        state = self._repo_state(full_name)
+        key = state.full_name.lower()
+        if key not in self._git_repos:
+            owner, name = key.split("/")
+            self._git_repos[key] = GitRepo.init(
+                self.git_root / owner / f"{name}.git",
+                default_branch=state.data["default_branch"],
+                on_ref_update=lambda ref, sha: self._git_ref_updated(key, ref, sha),
+            )
+            # As on GitHub: refs/pull/* are advertised to fetches but cannot be pushed to.
+            for setting, value in (
+                ("receive.hideRefs", "refs/pull"),
+                ("uploadpack.allowAnySHA1InWant", "true"),
+                ("http.receivepack", "true"),
+                ("gc.auto", "0"),
+                ("core.logAllRefUpdates", "false"),
+            ):
+                self._git_repos[key].git("config", setting, value)
+        return self._git_repos[key]
+
+    def add_pull_from_repo(
+        self,
+        full_name: str,
+        number: int,
+        *,
+        head_ref: str = "feature",
+        base_ref: str = "main",
+        head_full_name: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """``add_pull`` with ``head_sha``/``base_sha`` taken from the branches of the git repositories
+        (the head branch from ``head_full_name``'s repository for a fork, which must exist then);
+        ``refs/pull/{number}/head`` of the base repository is pointed at the head. ``options`` go to
+        ``add_pull`` (``user_login``, ``draft``, ``title``...)."""
+        base_git = self.git_repo(full_name)
+        head_git = self.git_repo(head_full_name) if head_full_name is not None else base_git
+        return self.add_pull(
+            full_name,
+            number,
+            head_sha=head_git.rev_parse(f"refs/heads/{head_ref}"),
+            base_sha=base_git.rev_parse(f"refs/heads/{base_ref}"),
+            head_ref=head_ref,
+            base_ref=base_ref,
+            head_full_name=head_full_name,
+            **options,
+        )
+
+    def _git_ref_updated(self, key: str, ref: str, sha: str | None) -> None:
+        state = self._repos.get(key)
+        if state is None or not ref.startswith("refs/heads/"):
+            return
+        branch = ref.removeprefix("refs/heads/")
+        if sha is None:
+            state.branches.pop(branch, None)
+        else:
+            state.branches[branch] = sha
+
+    def _git_point_pull_ref(self, base: _RepoState, number: int, head: _RepoState, head_sha: str) -> None:
+        """refs/pull/N/head of the base repository's git repository -> head_sha, when it is a commit there
+        or in the head repository's git repository (GitHub shares objects across a fork network)."""
+        base_git = self._git_repos.get(base.full_name.lower())
+        if base_git is None or not re.fullmatch(r"[0-9a-f]{40}", head_sha):
+            return
+        ref = f"refs/pull/{number}/head"
+        if base_git.has_commit(head_sha):
+            base_git.set_ref(ref, head_sha)
+            return
+        head_git = self._git_repos.get(head.full_name.lower())
+        if head_git is not None and head_git is not base_git and head_git.has_commit(head_sha):
+            base_git.fetch_from(head_git, head_sha, ref)
+
+    def _git_after_push(self, key: str) -> None:
+        """Sync the fake's branches with the pushed repository, and move open pulls whose head branch moved."""
+        state, git = self._repos.get(key), self._git_repos.get(key)
+        if state is None or git is None:
+            return
+        heads = {ref.removeprefix("refs/heads/"): sha for ref, sha in git.refs("refs/heads/").items()}
+        state.branches = dict(heads)  # the git repository is the truth once it is pushed to
+        for (full, number), pull in self.pulls.items():
+            if (
+                pull["state"] == "open"
+                and pull["head"]["repo"]["full_name"].lower() == key
+                and heads.get(pull["head"]["ref"], pull["head"]["sha"]) != pull["head"]["sha"]
+            ):
+                pull["head"]["sha"] = heads[pull["head"]["ref"]]
+                pull["updated_at"] = _iso(_now())
+                self._git_point_pull_ref(self._repo_state(full), number, state, pull["head"]["sha"])
+
+    async def _serve_git(self, request: web.Request, call: Call, found: re.Match[str]) -> web.StreamResponse:
+        service = request.query.get("service") if found["service"] == "info/refs" else found["service"]
+        call.operation = service if service in _GIT_SERVICES else None
+        full_name = f"{found['owner']}/{found['repo']}"
+        state = self._repos.get(full_name.lower())
+        if call.operation is None:
+            call.errors.append("dumb HTTP git (info/refs without ?service=) is not served by GitHub")
+            return self._git_text(403, "Dumb HTTP protocol is not supported.")
+        if (request.method, found["service"]) not in (("GET", "info/refs"), ("POST", service)):
+            call.errors.append(f"{request.method} is not how git calls {found['service']}")
+            return self._git_text(405, "Method Not Allowed")
+        push = service == "git-receive-pack"
+        problem = self._git_access_problem(call, state, full_name, push=push)
+        if problem is not None:
+            return problem
+        assert state is not None
+        key = state.full_name.lower()
+        if key not in self._git_repos:
+            call.errors.append(f"{state.full_name} has no git repository: call fake.git_repo({state.full_name!r})")
+            return self._git_text(404, "Repository not found.")
+        fault = self._take_fault(call)
+        if fault is not None:
+            return web.Response(status=fault.status, text=_reason(fault.status), headers=fault.headers)
+        body = await request.read()
+        owner, name = key.split("/")
+        env = git_env(
+            {
+                "GIT_PROJECT_ROOT": str(self.git_root),
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "PATH_INFO": f"/{owner}/{name}.git/{found['service']}",
+                "REQUEST_METHOD": request.method,
+                "QUERY_STRING": request.query_string,
+                "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)),  # aiohttp has already undone chunking and gzip
+                "REMOTE_USER": self._git_user(call) or "",
+                "REMOTE_ADDR": request.remote or "127.0.0.1",
+                "HTTP_GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "GATEWAY_INTERFACE": "CGI/1.1",
+            }
+        )
+        process = await asyncio.create_subprocess_exec(
+            "git",
+            "http-backend",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(body), GIT_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            call.errors.append(f"git http-backend took more than {GIT_TIMEOUT_S}s")
+            return self._git_text(504, "Gateway Timeout")
+        status, headers, payload = _parse_cgi(out)
+        if process.returncode != 0 or status >= 500:
+            call.errors.append(f"git http-backend failed ({process.returncode}): {err.decode(errors='replace')}")
+        if push and status == 200 and request.method == "POST":
+            self._git_after_push(key)
+        return web.Response(status=status, body=payload, headers=headers)
+
+    def _git_access_problem(
+        self, call: Call, state: _RepoState | None, full_name: str, *, push: bool
+    ) -> web.Response | None:
+        """None when the request may go on; else GitHub's answer (recording what GitHub would reject)."""
+        challenge = self._git_text(401, "Invalid username or token.", {"WWW-Authenticate": 'Basic realm="GitHub"'})
+        credential = self._git_credential(call.headers.get("authorization"))
+        if credential is None:
+            if state is not None and not state.data["private"] and not push:
+                return None  # anonymous read of a public repository
+            return challenge  # git's normal first step: it retries with credentials when it has some
+        try:
+            principal = self._any_principal(credential) if credential else None
+        except _GitHubError as error:
+            principal, detail = None, error.describe()
+        else:
+            detail = "the app's JWT is no git credential" if principal and principal.kind == "app" else ""
+        if principal is None or principal.kind == "app":
+            call.errors.append(f"git: bad credentials ({detail or 'empty password'})")
+            return challenge
+        call.installation_id = principal.installation_id
+        try:
+            visible = state is not None and self._accessible_repo(principal, full_name) is state
+        except _GitHubError:
+            visible = False
+        if state is None or (not visible and state.data["private"]):
+            call.errors.append(f"git: {full_name} does not exist or {principal.kind} cannot see it")
+            return self._git_text(404, "Repository not found.")
+        if push:
+            info = self.tokens.get(credential)
+            can_write = visible and (info is None or info["permissions"].get("contents") == "write")
+            if not can_write:
+                call.errors.append(f"git: push to {full_name} without contents: write")
+                return self._git_text(403, f"Permission to {state.full_name}.git denied to {self._bot()['login']}.")
+        return None
+
+    @staticmethod
+    def _git_credential(header: str | None) -> str | None:
+        """The password of HTTP Basic auth ("" when malformed), None without an Authorization header."""
+        if header is None:
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return ""
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return ""
+        return password if user else ""
+
+    def _git_user(self, call: Call) -> str | None:
+        if call.installation_id is None:
+            return None
+        return self._bot()["login"]
+
+    @staticmethod
+    def _git_text(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(status=status, text=text + "\n", content_type="text/plain", headers=headers)
+
     # ------------------------------------------------------------------ request pipeline
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -853,6 +1132,17 @@ class FakeGitHub:
             json=None,
             at=time.monotonic(),
         )
+        if not is_api and (found := _GIT_PATH.fullmatch(full_path)):
+            try:
+                git_response = await self._serve_git(request, call, found)
+            except Exception as exc:  # a bug in the fake must fail the test, not hang or vanish
+                call.errors.append(f"FakeGitHub raised {exc!r}:\n{traceback.format_exc()}")
+                git_response = self._git_text(500, "Server Error")
+            call.status = git_response.status
+            self.calls.append(call)
+            async with self._changed:
+                self._changed.notify_all()
+            return git_response
         bucket = self._bucket(call.headers.get("authorization", ""))
         try:
             reply = await self._process(request, call, bucket) if is_api else self._not_api(call)
