@@ -1,0 +1,659 @@
+"""The repository's `.github/codegenapp.yml`, merged with the project's dashboard settings.
+
+Pure: `parse_repo_config` turns text into a `RepoConfig` (or a `ConfigFileError` naming the line), and
+`effective_config` merges it with the `ProjectSettings` the dashboard stores. The caller reads the file
+from the pull request's BASE commit, never the head: a pull request must not be able to change how
+it is validated (its commands, network access, auto-merge) by editing the file it is validated with.
+
+Configuration file (`.github/codegenapp.yml`)
+---------------------------------------------
+
+Every key is optional; an empty file (or no file) means "use the project's settings, then the defaults".
+Unknown keys are an error, so a typo such as `timeout:` fails loudly instead of being ignored.
+
+| Key | Value | Default |
+| --- | --- | --- |
+| `setup` | list of shell commands, run in order before validation; they may download dependencies | `[]` |
+| `validate` | list of steps, each a command or `{name: ..., run: ...}`; run in the checkout's root, no network | `[]` |
+| `analysis` | list of `{run: ..., format: sarif, name: ..., output: ...}`; findings become annotations | `[]` |
+| `timeout_minutes` | whole minutes, 1-360, for the whole run (setup + validate + analysis) | `30` |
+| `auto_merge` | `true`/`false`, or `{enabled: true/false, method: merge/squash/rebase}` | off, `merge` |
+| `cache_key` | list of globs (relative to the repository root); their contents key the setup snapshot | `[]` |
+| `env` | mapping `NAME: value` of non-secret variables; names match `[A-Z_][A-Z0-9_]*` | `{}` |
+| `setup_network` | `true`/`false`: whether setup commands may use the network | `true` |
+| `ui` | reserved for a later stage: any mapping, kept as written | none |
+
+Details:
+
+* A command is the text as written (`- true` runs the shell builtin `true`); multi-line commands
+  (`run: |`) are run as one shell script. A step's name defaults to the command's first word
+  (`pytest -q` -> `pytest`), or the first two for task runners (`npm test`, `make lint`,
+  `python -m mypy`, `cargo test`, ...; three for `npm run lint`-style commands); repeated names get
+  " (2)", " (3)". A list key may also be given a single string (`setup: npm ci`); a list holds at most
+  100 entries. Runs go checkout -> setup -> validate -> analysis; a step fails when it exits non-zero.
+* `analysis`: `format` may be omitted (`sarif` is the only format). The SARIF document is read from the
+  step's standard output, unless `output: path/to/file.sarif` (relative to the repository root, no
+  `..`) names a file the step writes; then standard output is only shown as the step's log. Example, not
+  enabled by default: `{run: "ruff check --output-format sarif .", format: sarif}` (`DEFAULT_ANALYSIS`).
+* `env` values may be strings, numbers or booleans; numbers keep the text as written (`3.10` stays
+  "3.10", not "3.1") and booleans become "true"/"false". Secrets do not belong here: the file is public.
+* `auto_merge: {method: squash}` without `enabled` only chooses the method (used when auto-merge is
+  turned on from the dashboard or with `/auto-merge on`). The default method is `merge`, GitHub's own
+  default for the merge API.
+* A key written with no value (`validate:`) is an error: write `validate: []` to run nothing, or remove
+  the key to use the project's setting. Repeated keys, YAML merge keys (`<<`), files over 256 KiB and
+  nesting deeper than 64 levels are errors too; `env` holds at most 200 variables.
+
+Precedence (per key)
+--------------------
+
+1. `/auto-merge on` or `/auto-merge off` commented on the pull request (auto-merge only);
+2. the repository's `.github/codegenapp.yml` (read from the base branch);
+3. the project's settings in the dashboard;
+4. the defaults above.
+
+A key set in the file wins even when set to an empty list (`setup: []` runs no setup, even if the
+dashboard has setup commands). `env` is merged per variable: the dashboard's variables, then the file's
+(the file wins for a name set in both). Dashboard values that equal the default (no commands, auto-merge
+off, no timeout) count as "not set". `EffectiveConfig.sources` says where each key came from:
+"pull_request", "repository", "project" or "default" (and `env.NAME` for each variable).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+CONFIG_PATH = ".github/codegenapp.yml"
+DEFAULT_TIMEOUT_MINUTES = 30
+MAX_TIMEOUT_MINUTES = 360
+DEFAULT_MERGE_METHOD = "merge"
+MERGE_METHODS = ("merge", "squash", "rebase")
+ANALYSIS_FORMATS = ("sarif",)
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_LIST_ITEMS = 100
+MAX_ENV_VARIABLES = 200
+MAX_UI_VALUES = 10_000
+MAX_UI_DEPTH = 50
+MAX_DEPTH = 64  # nesting levels in the whole file
+MAX_STEP_NAME = 100
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
+
+KEYS = ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
+        "setup_network", "ui")
+
+# Commands whose first word alone says little: the step is named after the next word as well.
+RUNNERS = frozenset({"npm", "yarn", "pnpm", "bun", "npx", "pnpx", "make", "gmake", "cargo", "go", "poetry",
+                     "uv", "uvx", "pdm", "hatch", "tox", "nox", "pipenv", "bundle", "rake", "mvn", "gradle",
+                     "./gradlew", "./mvnw", "dotnet", "deno", "just", "task", "composer", "mix", "flutter",
+                     "dart", "swift", "php", "pre-commit", "docker", "nix"})
+# After a runner, these subcommands are followed by the interesting word (`npm run lint`).
+RUN_SUBCOMMANDS = frozenset({"run", "exec", "x", "dlx", "run-script"})
+PYTHON = re.compile(r"python(\d+(\.\d+)?)?\Z")
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TEXT_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL})
+
+
+class ConfigFileError(Exception):
+    """A problem in the configuration file; `str()` is the sentence to show, with the file and line."""
+
+    def __init__(self, message: str, key: str | None = None, line: int | None = None, *,
+                 path: str = CONFIG_PATH) -> None:
+        self.message = message
+        self.key = key
+        self.line = line
+        self.path = path
+        super().__init__(f"{path} line {line}: {message}" if line is not None else f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A validate step: `run` is a shell command run in the checkout's root; `name` labels it."""
+
+    name: str
+    run: str
+
+
+@dataclass(frozen=True)
+class AnalysisStep:
+    """A step whose output is a report (SARIF) turned into annotations.
+
+    The SARIF document is the step's stdout, or the file `output` (relative to the checkout's root) when
+    given. A tool that exits non-zero because it found problems (ruff does) still produced a report.
+    """
+
+    name: str
+    run: str
+    format: str = "sarif"
+    output: str | None = None
+
+
+DEFAULT_ANALYSIS = AnalysisStep(name="ruff", run="ruff check --output-format sarif .", format="sarif")
+"""An example analysis step (documented, not enabled by default)."""
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """What the file says. `None` means "not set" (the project's setting or the default applies)."""
+
+    setup: tuple[str, ...] | None = None
+    validate: tuple[Step, ...] | None = None
+    analysis: tuple[AnalysisStep, ...] | None = None
+    timeout_minutes: int | None = None
+    auto_merge: bool | None = None
+    merge_method: str | None = None
+    cache_key: tuple[str, ...] | None = None
+    env: Mapping[str, str] | None = None
+    setup_network: bool | None = None
+    ui: Mapping[str, Any] | None = None
+    present_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """What the dashboard stores for a project. Lists become tuples; blank commands are dropped.
+
+    Raises ValueError for a timeout outside 1-360 or an invalid variable name (the dashboard shows it).
+    """
+
+    setup_commands: tuple[str, ...] = ()
+    validate_commands: tuple[str, ...] = ()
+    auto_merge_enabled: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_minutes: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "setup_commands", _clean_commands(self.setup_commands))
+        object.__setattr__(self, "validate_commands", _clean_commands(self.validate_commands))
+        env = {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in dict(self.env).items()}
+        for name in env:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"variable name {name!r} must match [A-Z_][A-Z0-9_]*")
+        object.__setattr__(self, "env", MappingProxyType(env))
+        minutes = self.timeout_minutes
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int)
+                                    or not 1 <= minutes <= MAX_TIMEOUT_MINUTES):
+            raise ValueError(f"timeout must be a whole number of minutes between 1 and {MAX_TIMEOUT_MINUTES}")
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    """What a run uses, after precedence; `sources[key]` is where each value came from."""
+
+    setup: tuple[str, ...] = ()
+    validate: tuple[Step, ...] = ()
+    analysis: tuple[AnalysisStep, ...] = ()
+    timeout_minutes: int = DEFAULT_TIMEOUT_MINUTES
+    auto_merge: bool = False
+    merge_method: str = DEFAULT_MERGE_METHOD
+    cache_key: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    setup_network: bool = True
+    ui: dict[str, Any] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _clean_commands(commands: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(commands, str):
+        commands = commands.splitlines()
+    return tuple(c.strip() for c in commands if c.strip())
+
+
+# --- step names ----------------------------------------------------------------------------------
+
+def _words(command: str) -> list[str]:
+    first = command.strip().split("\n", 1)[0]
+    try:
+        words = shlex.split(first, comments=True)
+    except ValueError:
+        words = first.split()
+    while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):  # FOO=bar pytest
+        words.pop(0)
+    return words
+
+
+def default_step_name(command: str) -> str:
+    """A readable name for a command: `pytest -q` -> "pytest", `npm run lint` -> "npm run lint"."""
+    words = _words(command)
+    if not words:
+        return ""
+    first = words[0].removeprefix("./") if words[0] not in RUNNERS else words[0]
+    rest = [w for w in words[1:] if not w.startswith("-")]
+    if PYTHON.match(first) and len(words) > 2 and words[1] == "-m":
+        name = f"{first} -m {words[2]}"
+    elif first in RUNNERS and rest:
+        name = f"{first} {rest[0]}"
+        if rest[0] in RUN_SUBCOMMANDS and len(rest) > 1:
+            name += f" {rest[1]}"
+    else:
+        name = first
+    return name[:MAX_STEP_NAME]
+
+
+def name_steps(items: Sequence[tuple[str | None, str]]) -> tuple[Step, ...]:
+    """Steps from (name or None, command) pairs: missing names derived, repeated ones made unique."""
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for index, (name, command) in enumerate(items, start=1):
+        base = name or default_step_name(command) or f"step {index}"
+        unique, n = base, 1
+        while unique in seen:
+            n += 1
+            unique = f"{base} ({n})"
+        seen.add(unique)
+        steps.append(Step(name=unique, run=command))
+    return tuple(steps)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _got(node: yaml.Node) -> str:
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if node.tag == _NULL:
+        return "nothing"
+    value = str(node.value)
+    value = value if len(value) <= 60 else value[:57] + "..."
+    return '"' + value.replace("\n", "\\n") + '"'
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+class _Parser:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def error(self, message: str, key: str | None, node: yaml.Node | None) -> ConfigFileError:
+        return ConfigFileError(message, key, _line(node) if node is not None else None, path=self.path)
+
+    # generic shapes
+
+    def mapping_items(self, node: yaml.MappingNode, key: str | None, allowed: Sequence[str] | None,
+                      what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        """(name, key node, value node) of a mapping with plain, unique keys (from `allowed` if given)."""
+        items: list[tuple[str, yaml.Node, yaml.Node]] = []
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _NULL:
+                raise self.error(f"{what} keys must be plain names", key, key_node)
+            name = key_node.value
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise self.error(f"YAML merge keys (<<) are not supported in {what}", key, key_node)
+            where = f" in {what}" if key is not None else ""
+            if allowed is not None and name not in allowed:
+                valid = ", ".join(f'"{a}"' for a in allowed)
+                raise self.error(f'unknown key "{name}"{where}{_suggest(name, allowed)} (valid keys: {valid})',
+                                 key or name, key_node)
+            if name in first_line:
+                raise self.error(f'"{name}" is set twice{where} (first on line {first_line[name]})',
+                                 key or name, key_node)
+            first_line[name] = _line(key_node)
+            items.append((name, key_node, value_node))
+        return items
+
+    def not_null(self, node: yaml.Node, key: str, empty: str) -> None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
+            raise self.error(f'"{key}" has no value; write "{key}: {empty}" for none, or remove the key '
+                             "to use the project's setting", key, node)
+
+    def text(self, node: yaml.Node, key: str, what: str) -> str:
+        """A non-empty string from a scalar written as text, number or boolean (as written)."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in _TEXT_TAGS:
+            raise self.error(f"{what} must be a string, got {_got(node)}", key, node)
+        value = str(node.value).strip()
+        if not value:
+            raise self.error(f"{what} is empty", key, node)
+        if "\0" in value:
+            raise self.error(f"{what} contains a NUL character", key, node)
+        return value
+
+    def boolean(self, node: yaml.Node, key: str, what: str) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _BOOL:
+            raise self.error(f"{what} must be true or false, got {_got(node)}", key, node)
+        return bool(SafeConstructor().construct_yaml_bool(node))
+
+    def setup_network(self, node: yaml.Node, key: str) -> bool:
+        return self.boolean(node, key, f'"{key}"')
+
+    def sequence(self, node: yaml.Node, key: str, what: str) -> list[yaml.Node]:
+        """A list (a single string counts as a one-item list), at most MAX_LIST_ITEMS long."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            return [node]
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(f'"{key}" must be a list of {what}, got {_got(node)}', key, node)
+        if len(node.value) > MAX_LIST_ITEMS:
+            raise self.error(f'"{key}" has {len(node.value)} entries; the limit is {MAX_LIST_ITEMS}', key, node)
+        return list(node.value)
+
+    def relative_path(self, node: yaml.Node, key: str, what: str, *, glob: bool) -> str:
+        value = self.text(node, key, what)
+        if (value.startswith("/") or ".." in value.split("/") or (not glob and "\\" in value)
+                or (not glob and posixpath.normpath(value) == ".")):
+            raise self.error(f'{what} must be a path relative to the repository root (no leading "/", no ".."), '
+                             f"got {_got(node)}", key, node)
+        return value if glob else posixpath.normpath(value)
+
+    # keys
+
+    def commands(self, node: yaml.Node, key: str) -> tuple[str, ...]:
+        return tuple(self.text(item, key, f'each command in "{key}"')
+                     for item in self.sequence(node, key, "commands"))
+
+    def validate(self, node: yaml.Node, key: str) -> tuple[Step, ...]:
+        items: list[tuple[str | None, str]] = []
+        for item in self.sequence(node, key, "steps"):
+            if isinstance(item, yaml.MappingNode):
+                fields = {name: value for name, _, value in
+                          self.mapping_items(item, key, ("name", "run"), f'a "{key}" step')}
+                if "run" not in fields:
+                    raise self.error(f'a "{key}" step needs "run: <command>"', key, item)
+                items.append((self.step_name(fields.get("name"), key), self.text(fields["run"], key, '"run"')))
+            else:
+                items.append((None, self.text(item, key, f'each step in "{key}"')))
+        return name_steps(items)
+
+    def step_name(self, node: yaml.Node | None, key: str) -> str | None:
+        if node is None:
+            return None
+        name = self.text(node, key, '"name"')
+        if "\n" in name or len(name) > MAX_STEP_NAME:
+            raise self.error(f'"name" must be one line of at most {MAX_STEP_NAME} characters', key, node)
+        return name
+
+    def analysis(self, node: yaml.Node, key: str) -> tuple[AnalysisStep, ...]:
+        specs: list[tuple[str | None, str, str, str | None]] = []
+        for item in self.sequence(node, key, "analysis steps"):
+            if not isinstance(item, yaml.MappingNode):
+                specs.append((None, self.text(item, key, f'each step in "{key}"'), "sarif", None))
+                continue
+            fields = {name: value for name, _, value in
+                      self.mapping_items(item, key, ("name", "run", "format", "output"), f'an "{key}" step')}
+            if "run" not in fields:
+                raise self.error(f'an "{key}" step needs "run: <command>"', key, item)
+            fmt = "sarif"
+            if "format" in fields:
+                fmt = self.text(fields["format"], key, '"format"').lower()
+                if fmt not in ANALYSIS_FORMATS:
+                    raise self.error(f'"format" must be sarif, got {_got(fields["format"])}', key, fields["format"])
+            output = None
+            if "output" in fields:
+                output = self.relative_path(fields["output"], key, '"output"', glob=False)
+            specs.append((self.step_name(fields.get("name"), key), self.text(fields["run"], key, '"run"'),
+                          fmt, output))
+        named = name_steps([(name, run) for name, run, _, _ in specs])
+        return tuple(AnalysisStep(name=s.name, run=s.run, format=fmt, output=output)
+                     for s, (_, _, fmt, output) in zip(named, specs, strict=True))
+
+    def timeout(self, node: yaml.Node, key: str) -> int:
+        """Decimal digits only (also quoted): YAML 1.1 would read `1:30` as 90 and `0x1e` as 30."""
+        if (not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT, _STR)
+                or not re.fullmatch(r"[0-9]+", node.value.strip())
+                or not 1 <= int(node.value) <= MAX_TIMEOUT_MINUTES):
+            raise self.error(f'"{key}" must be a whole number of minutes between 1 and {MAX_TIMEOUT_MINUTES}, '
+                             f"got {_got(node)}", key, node)
+        return int(node.value)
+
+    def auto_merge(self, node: yaml.Node, key: str) -> tuple[bool | None, str | None]:
+        if not isinstance(node, yaml.MappingNode):
+            return self.boolean(node, key, f'"{key}"'), None
+        fields = {name: value for name, _, value in self.mapping_items(node, key, ("enabled", "method"), f'"{key}"')}
+        enabled = self.boolean(fields["enabled"], key, '"enabled"') if "enabled" in fields else None
+        method = None
+        if "method" in fields:
+            method = self.text(fields["method"], key, '"method"')
+            if method not in MERGE_METHODS:
+                raise self.error(f'"method" must be merge, squash or rebase, got {_got(fields["method"])}',
+                                 key, fields["method"])
+        return enabled, method
+
+    def cache_key(self, node: yaml.Node, key: str) -> tuple[str, ...]:
+        return tuple(self.relative_path(item, key, f'each glob in "{key}"', glob=True)
+                     for item in self.sequence(node, key, "file globs"))
+
+    def env(self, node: yaml.Node, key: str) -> Mapping[str, str]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(f'"{key}" must be a mapping of NAME: value, got {_got(node)}', key, node)
+        if len(node.value) > MAX_ENV_VARIABLES:
+            raise self.error(f'"{key}" has {len(node.value)} variables; the limit is {MAX_ENV_VARIABLES}', key, node)
+        values: dict[str, str] = {}
+        for name, key_node, value in self.mapping_items(node, key, None, f'"{key}"'):
+            if not ENV_NAME.match(name):
+                raise self.error(f'variable name "{name}" in "{key}" must be upper case letters, digits and _ '
+                                 "(not starting with a digit)", key, key_node)
+            if not isinstance(value, yaml.ScalarNode) or value.tag not in _TEXT_TAGS:
+                raise self.error(f'"{name}" in "{key}" must be a string, number or true/false, got {_got(value)}',
+                                 key, value)
+            if "\0" in value.value:
+                raise self.error(f'"{name}" in "{key}" contains a NUL character', key, value)
+            if value.tag == _BOOL:
+                values[name] = "true" if self.boolean(value, key, name) else "false"
+            else:
+                values[name] = value.value
+        return MappingProxyType(values)
+
+    def ui(self, node: yaml.Node, key: str) -> Mapping[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(f'"{key}" must be a mapping, got {_got(node)}', key, node)
+        raw: dict[str, Any] = self.raw(node, key, [MAX_UI_VALUES], 0)
+        return raw
+
+    def raw(self, node: yaml.Node, key: str, budget: list[int], depth: int) -> Any:
+        """JSON-compatible plain data: null/bool/int/float as YAML reads them, other scalars as written."""
+        budget[0] -= 1
+        if budget[0] < 0 or depth > MAX_UI_DEPTH:
+            raise self.error(f'"{key}" is too large or too deeply nested (at most {MAX_UI_VALUES} values, '
+                             f"counting aliases, and {MAX_UI_DEPTH} levels)", key, node)
+        if isinstance(node, yaml.MappingNode):
+            return {name: self.raw(value, key, budget, depth + 1)
+                    for name, _, value in self.mapping_items(node, key, None, f'"{key}"')}
+        if isinstance(node, yaml.SequenceNode):
+            return [self.raw(item, key, budget, depth + 1) for item in node.value]
+        if node.tag in (_NULL, _BOOL, _INT, _FLOAT):
+            try:
+                return SafeConstructor().construct_object(node)
+            except (yaml.YAMLError, ValueError, OverflowError):
+                return node.value
+        return node.value
+
+
+# key -> (_Parser method, what to write for "none" in the error for a key without a value)
+_KEY_PARSERS: dict[str, tuple[str, str]] = {
+    "setup": ("commands", "[]"), "validate": ("validate", "[]"), "analysis": ("analysis", "[]"),
+    "timeout_minutes": ("timeout", "30"), "auto_merge": ("auto_merge", "false"), "cache_key": ("cache_key", "[]"),
+    "env": ("env", "{}"), "setup_network": ("setup_network", "true"), "ui": ("ui", "{}")}
+
+
+def _check_depth(text: str, path: str) -> None:
+    """Refuse deep nesting from the event stream (iterative; libyaml when available, as PyYAML's own
+    scanner is slow on deep flow nesting), before the recursive composer sees it. Syntax errors are
+    left to the composer, so that their wording does not depend on libyaml being installed."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark is not None else None
+                    raise ConfigFileError(f"is nested more than {MAX_DEPTH} levels deep", None, line, path=path)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        if exc.problem and "nesting depth" in exc.problem:  # libyaml's own limit (1000 levels)
+            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+            raise ConfigFileError(f"is nested more than {MAX_DEPTH} levels deep", None, line, path=path) from None
+    except (yaml.YAMLError, ValueError):  # e.g. libyaml cannot encode lone surrogates: PyYAML reports them
+        pass
+
+
+def _compose(text: str, path: str) -> yaml.Node | None:
+    try:
+        _check_depth(text, path)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "unreadable"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        raise ConfigFileError(f"is not valid YAML: {problem}{context}", None,
+                              mark.line + 1 if mark is not None else None, path=path) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+        raise ConfigFileError(f"is not valid YAML: it contains a character YAML does not allow (U+{code:04X})",
+                              None, line, path=path) from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"is not valid YAML: {exc}", None, None, path=path) from None
+    except RecursionError:
+        raise ConfigFileError("is not valid YAML: nested too deeply", None, None, path=path) from None
+
+
+def parse_repo_config(text: str | bytes, *, path: str = CONFIG_PATH) -> RepoConfig:
+    """Parse and check the file's text (or UTF-8 bytes, as the contents API gives them); raises
+    ConfigFileError (and nothing else) for any problem."""
+    if isinstance(text, bytes):
+        raw = text
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise ConfigFileError("is not UTF-8 text", None, line, path=path) from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(f"is larger than {MAX_CONFIG_BYTES // 1024} KiB", None, None, path=path)
+    root = _compose(text, path)
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
+        return RepoConfig()
+    parser = _Parser(path)
+    if not isinstance(root, yaml.MappingNode):
+        raise parser.error(f"must be a mapping of keys ({', '.join(KEYS)}), got {_got(root)}", None, root)
+    values: dict[str, Any] = {}
+    try:
+        for key, _, node in parser.mapping_items(root, None, KEYS, "the file"):
+            method, empty = _KEY_PARSERS[key]
+            parser.not_null(node, key, empty)
+            if key == "auto_merge":
+                values["auto_merge"], values["merge_method"] = parser.auto_merge(node, key)
+            else:
+                values[key] = getattr(parser, method)(node, key)
+    except RecursionError:
+        raise ConfigFileError("is nested too deeply", None, None, path=path) from None
+    return RepoConfig(**values, present_keys=frozenset(k for k in KEYS if k in values))
+
+
+# --- merging -------------------------------------------------------------------------------------
+
+def effective_config(repo: RepoConfig | None, project: ProjectSettings, *,
+                     pr_auto_merge: bool | None = None) -> EffectiveConfig:
+    """Merge per key: pull request command (auto-merge only) > repository file > dashboard > default."""
+    repo = repo or RepoConfig()
+    sources: dict[str, str] = {}
+
+    def pick(key: str, from_repo: Any, from_project: Any, default: Any) -> Any:
+        if from_repo is not None:
+            sources[key] = "repository"
+            return from_repo
+        if from_project is not None:
+            sources[key] = "project"
+            return from_project
+        sources[key] = "default"
+        return default
+
+    setup = pick("setup", repo.setup, project.setup_commands or None, ())
+    project_steps = name_steps([(None, c) for c in project.validate_commands]) or None
+    validate = pick("validate", repo.validate, project_steps, ())
+    analysis = pick("analysis", repo.analysis, None, ())
+    timeout = pick("timeout_minutes", repo.timeout_minutes, project.timeout_minutes, DEFAULT_TIMEOUT_MINUTES)
+    if pr_auto_merge is not None:
+        sources["auto_merge"] = "pull_request"
+        auto_merge = pr_auto_merge
+    else:
+        auto_merge = pick("auto_merge", repo.auto_merge, True if project.auto_merge_enabled else None, False)
+    merge_method = pick("merge_method", repo.merge_method, None, DEFAULT_MERGE_METHOD)
+    cache_key = pick("cache_key", repo.cache_key, None, ())
+    setup_network = pick("setup_network", repo.setup_network, None, True)
+    ui = pick("ui", repo.ui, None, None)
+    env, env_sources = _merge_env(repo.env, project.env)
+    sources["env"] = "repository" if repo.env is not None else "project" if project.env else "default"
+    sources.update(env_sources)
+    return EffectiveConfig(setup=setup, validate=validate, analysis=analysis, timeout_minutes=timeout,
+                           auto_merge=auto_merge, merge_method=merge_method, cache_key=cache_key, env=env,
+                           setup_network=setup_network, ui=copy.deepcopy(dict(ui)) if ui is not None else None,
+                           sources=sources)
+
+
+def _merge_env(repo: Mapping[str, str] | None,
+               project: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    env: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for origin, values in (("project", project), ("repository", repo or {})):
+        for name, value in values.items():
+            env[name] = value
+            sources[f"env.{name}"] = origin
+    return env, sources
+
+
+# --- documentation -------------------------------------------------------------------------------
+
+def docs_example() -> str:
+    """A commented example of the file, for the README (it parses: see the tests)."""
+    return '''\
+# .github/codegenapp.yml - read from the pull request's base branch.
+# Every key is optional; unknown keys are an error.
+
+# Commands run once before validation; they may download dependencies.
+# The result is snapshotted and reused while the cache_key files are unchanged.
+setup:
+  - python -m pip install -e '.[dev]'
+setup_network: true          # setup may use the network (default); validate never does
+
+cache_key:                   # files whose content keys the setup snapshot
+  - pyproject.toml
+  - "requirements*.txt"
+
+# Each step runs in the checkout's root; a step fails the check when it exits non-zero.
+validate:
+  - pytest -q                # named "pytest"
+  - name: types
+    run: python -m mypy src
+  - npm test                 # named "npm test"
+
+# Tools whose SARIF report becomes annotations on the pull request's changed lines.
+analysis:
+  - run: ruff check --output-format sarif .
+    format: sarif            # read from the step's standard output...
+  - name: semgrep
+    run: semgrep scan --sarif --output semgrep.sarif
+    output: semgrep.sarif    # ...or from a file the step writes
+
+timeout_minutes: 20          # for the whole run, 1-360 (default 30)
+
+auto_merge:                  # off unless set; "/auto-merge on|off" on a pull request overrides it
+  enabled: true
+  method: squash             # merge (default), squash or rebase
+
+env:                         # non-secret variables for setup and validate
+  PYTHONDONTWRITEBYTECODE: 1
+  NODE_ENV: test
+'''
