@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
@@ -32,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     listing = projects_commands.add_parser("list", help="list projects")
     listing.add_argument("--all", action="store_true", help="include archived projects")
 
+    validate = commands.add_parser("validate", help="run the validation pipeline on a local checkout and "
+                                                    "print the report the check run would show")
+    validate.add_argument("path", nargs="?", default=".", help="a git repository (default: .)")
+    validate.add_argument("--ref", default="HEAD", help="the commit to validate (default: HEAD)")
+    validate.add_argument("--config", type=Path, help="a config file instead of the commit's .github/codegenapp.yml")
+    validate.add_argument("--unsandboxed", action="store_true",
+                          help="run the commands without the sandbox (only for code you trust)")
+
     secrets = commands.add_parser("secrets", help="project secrets (stored encrypted)")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     set_secret = secrets_commands.add_parser("set", help="set a secret; the value is read from standard input")
@@ -42,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "validate":
+        return validate_local(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -74,6 +85,22 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
         print(f"codegenapp: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def validate_local(args: argparse.Namespace) -> int:
+    """Needs no App and no database: only git, the repository and (normally) bubblewrap."""
+    from pipeline.local import LocalRunError, validate_local
+    from pipeline.sandbox import SandboxUnavailable
+
+    configure_logging("WARNING", "pretty")
+    try:
+        result = asyncio.run(validate_local(Path(args.path), ref=args.ref, config_file=args.config,
+                                            unsandboxed=args.unsandboxed))
+    except (LocalRunError, SandboxUnavailable, OSError) as exc:
+        print(f"codegenapp: {exc}", file=sys.stderr)
+        return 2
+    print(result.text, end="")
+    return result.exit_code
 
 
 async def run_worker(settings: Settings, _args: argparse.Namespace) -> int:

@@ -130,23 +130,69 @@ class AgentRun(Base):
     completed_at: Mapped[datetime | None]
 
 
+VALIDATION_QUEUED = "queued"
+VALIDATION_IN_PROGRESS = "in_progress"
+VALIDATION_COMPLETED = "completed"
+VALIDATION_SUPERSEDED = "superseded"
+VALIDATION_WAITING = "waiting"  # fork gate: a maintainer must say /ok-to-test
+VALIDATION_ACTIVE = (VALIDATION_QUEUED, VALIDATION_IN_PROGRESS)
+
+
 class ValidationState(Base):
+    """One validation of one PR head (the seed's model, extended)."""
+
     __tablename__ = "validation_states"
+    __table_args__ = (Index("ix_validation_pr", "project_id", "pr_number"),
+                      Index("ix_validation_head", "project_id", "head_sha"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     agent_run_id: Mapped[str | None] = mapped_column(ForeignKey("agent_runs.id"))
     pr_number: Mapped[int] = mapped_column(Integer)
     head_sha: Mapped[str] = mapped_column(String(40))
+    base_sha: Mapped[str | None] = mapped_column(String(40))
+    is_fork: Mapped[bool] = mapped_column(Boolean, default=False)
+    author: Mapped[str | None] = mapped_column(String(255))
+    trigger: Mapped[str] = mapped_column(String(64), default="pull_request")
     check_run_id: Mapped[int | None] = mapped_column(BigInteger)
     snapshot_id: Mapped[str | None] = mapped_column(String(64))
     deployment_status: Mapped[str | None] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(32), default="queued")
+    status: Mapped[str] = mapped_column(String(32), default=VALIDATION_QUEUED)
     conclusion: Mapped[str | None] = mapped_column(String(32))
+    title: Mapped[str | None] = mapped_column(Text)
+    superseded_by: Mapped[str | None] = mapped_column(String(40))
     test_results: Mapped[dict[str, Any]] = mapped_column(default=dict)
     auto_merge_eligible: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+
+
+class HeadApproval(Base):
+    """A maintainer's /ok-to-test for one head of a fork PR (the fork gate)."""
+
+    __tablename__ = "head_approvals"
+    __table_args__ = (UniqueConstraint("project_id", "pr_number", "head_sha", name="uq_head_approval"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    pr_number: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str] = mapped_column(String(40))
+    approved_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PullRequestComment(Base):
+    """The one sticky comment the app keeps on a PR."""
+
+    __tablename__ = "pull_request_comments"
+    __table_args__ = (UniqueConstraint("project_id", "pr_number", name="uq_pr_comment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    pr_number: Mapped[int] = mapped_column(Integer)
+    comment_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Delivery(Base):

@@ -20,6 +20,8 @@ from bot.redact import PROCESS_REDACTOR
 if TYPE_CHECKING:
     from bot.github import GitHubClients
     from bot.store import Store
+    from pipeline.sandbox import Sandbox
+    from pipeline.validation import ValidationService
     from worker.runner import Worker
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     github: "GitHubClients | None" = None
     worker: "Worker | None" = None
+    sandbox: "Sandbox | None" = None
+    validations: "ValidationService | None" = None
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
 
@@ -90,19 +94,44 @@ async def start_services(settings: Settings, *, with_worker: bool = True) -> Ser
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=10))
     services = Services(settings=settings, store=store, http=http)
     services.github = github_clients(settings, http)
+    if services.github is not None:
+        await build_pipeline(services)
     if with_worker:
         services.worker = build_worker(services)
         await services.worker.start()
     return services
 
 
+async def build_pipeline(services: Services) -> None:
+    """The sandbox (its layers probed once, reported in /health), checkouts and setup snapshots."""
+    from pipeline.checkout import Checkouts
+    from pipeline.runner import PipelineRunner
+    from pipeline.sandbox import Sandbox
+    from pipeline.snapshots import SnapshotStore
+    from pipeline.validation import ValidationService
+
+    settings = services.settings
+    services.sandbox = await Sandbox.probe()
+    if not services.sandbox.capabilities.sandboxed:
+        log.warning("no working sandbox (%s): PR code will not be run; validations fail saying so",
+                    services.sandbox.capabilities.summary())
+    runner = PipelineRunner(services.sandbox, SnapshotStore(settings.data_dir / "snapshots"))
+    services.validations = ValidationService(services, runner,
+                                             Checkouts(settings.data_dir / "git", github_url=settings.github_url))
+
+
 def build_worker(services: Services) -> "Worker":
     from handlers import handle_delivery
+    from pipeline.validation import JOB_VALIDATE
     from worker.runner import Worker
 
     async def run_webhook(job):  # type: ignore[no-untyped-def]
         await handle_delivery(services, job)
 
-    return Worker(services.store, {JOB_WEBHOOK: run_webhook}, bus=services.bus,
+    async def run_validation(job):  # type: ignore[no-untyped-def]
+        assert services.validations is not None
+        await services.validations.run_job(job)
+
+    return Worker(services.store, {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: run_validation}, bus=services.bus,
                   concurrency=services.settings.worker_concurrency,
                   lease_seconds=services.settings.job_lease_seconds)

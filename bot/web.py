@@ -12,6 +12,7 @@ from bot import metrics, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.models import utcnow
 from bot.services import SERVICES, SETTINGS, Services, start_services
+from dashboard.pages import validation_page
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings, *, with_worker: bool = True) -> web.Applicati
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/", index)
+    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}", validation_page)
     return app
 
 
@@ -55,6 +57,8 @@ async def health(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - health must answer whatever broke
         healthy = False
         report["database"] = {"ok": False, "error": type(exc).__name__}
+    if services.sandbox is not None:
+        report["sandbox"] = services.sandbox.capabilities.describe()
     report["status"] = "ok" if healthy else "unavailable"
     return web.json_response(report, status=200 if healthy else 503)
 

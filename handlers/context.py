@@ -10,6 +10,7 @@ from gidgethub import sansio
 if TYPE_CHECKING:
     from gidgethub.abc import GitHubAPI
 
+    from bot.models import Project
     from bot.services import Services
 
 
@@ -36,6 +37,13 @@ class EventContext:
         if self.services.github is None:
             raise NoInstallation("the GitHub App is not configured")
         return self.services.github.installation(self.installation_id)
+
+    async def project(self) -> "Project | None":
+        """The project of the event's repository (recorded before handlers run)."""
+        repository = self.event.data.get("repository")
+        if not isinstance(repository, dict) or "id" not in repository:
+            return None
+        return await self.services.store.projects.get_project_by_repo_id(repository["id"])
 
     async def audit(self, action: str, *, actor: str | None = None, project_id: str | None = None,
                     **details: Any) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,3 +99,44 @@ async def test_serve_starts_without_an_app_and_stops_on_sigterm(env: dict[str, s
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 20) == 0
+
+
+def _local_repo(path: Path, config: str, files: dict[str, str]) -> Path:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True,
+                       env={"PATH": os.environ["PATH"], "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b",
+                            "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b", "HOME": str(path)})
+    path.mkdir()
+    git("init", "-q")
+    (path / ".github").mkdir()
+    (path / ".github" / "codegenapp.yml").write_text(config)
+    for name, content in files.items():
+        (path / name).write_text(content)
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    return path
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+def test_validate_a_local_checkout(tmp_path: Path, env: dict[str, str]) -> None:
+    repo = _local_repo(tmp_path / "repo", "validate:\n  - test -f app.py\n  - name: style\n"
+                                          "    run: \"echo 'E501 line too long'; exit 3\"\n", {"app.py": "x = 1\n"})
+    result = codegenapp("validate", str(repo), env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("style failed")
+    assert "E501 line too long" in result.stdout
+    (repo / "ok.yml").write_text("validate:\n  - test -f app.py\n")
+    passing = codegenapp("validate", str(repo), "--config", str(repo / "ok.yml"), env=env)
+    assert passing.returncode == 0 and "passed" in passing.stdout.splitlines()[0].lower()
+    assert not (Path(env["DATA_DIR"])).exists()  # no App, no database, nothing written
+
+
+def test_validate_refuses_without_a_config(tmp_path: Path, env: dict[str, str]) -> None:
+    repo = tmp_path / "bare"
+    _local_repo(repo, "validate: []\n", {})
+    (repo / ".github" / "codegenapp.yml").unlink()
+    subprocess.run(["git", "commit", "-qam", "drop"], cwd=repo, check=True, capture_output=True,
+                   env={"PATH": os.environ["PATH"], "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b",
+                        "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b"})
+    result = codegenapp("validate", str(repo), env=env)
+    assert result.returncode == 2 and "pass --config FILE" in result.stderr

@@ -10,6 +10,7 @@ from bot.store.audit import AuditStore, HeartbeatStore
 from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
+from bot.store.validations import ValidationStore
 
 __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
            "InvalidSecret"]
@@ -23,6 +24,7 @@ class Store:
         self.projects = ProjectStore(db, crypto, github_url=github_url)
         self.audit = AuditStore(db)
         self.heartbeats = HeartbeatStore(db)
+        self.validations = ValidationStore(db)
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(text("SELECT 1")))

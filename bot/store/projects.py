@@ -139,6 +139,10 @@ class ProjectStore:
         stmt = select(Project).where(Project.name == full_name).order_by(Project.archived_at.is_not(None))
         return await self._db.read(lambda conn: entity(conn, stmt))
 
+    async def get_project_by_repo_id(self, github_repo_id: int) -> Project | None:
+        stmt = select(Project).where(Project.github_repo_id == github_repo_id)
+        return await self._db.read(lambda conn: entity(conn, stmt))
+
     async def get_project(self, project_id: str) -> Project | None:
         return await self._db.read(lambda conn: entity(conn, select(Project).where(Project.id == project_id)))
 

@@ -1,0 +1,139 @@
+"""Validations of PR heads, the fork gate's approvals and the sticky comment of each PR.
+
+State changes are single fenced statements: a validation that was superseded or cancelled meanwhile
+is never moved back to running or completed by a slower worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from bot.db import Database
+from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
+                        VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, PullRequestComment,
+                        ValidationState, new_id, utcnow)
+from bot.store.sql import entities, entity, upsert_insert
+
+
+class ValidationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, *, project_id: str, pr_number: int, head_sha: str, base_sha: str | None = None,
+                     is_fork: bool = False, author: str | None = None, trigger: str = "pull_request",
+                     agent_run_id: str | None = None) -> ValidationState:
+        validation_id = new_id()
+        stmt = insert(ValidationState).values(
+            id=validation_id, project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
+            is_fork=is_fork, author=author, trigger=trigger, agent_run_id=agent_run_id,
+            status=VALIDATION_QUEUED, test_results={}, created_at=utcnow())
+
+        def work(conn: Connection) -> ValidationState:
+            conn.execute(stmt)
+            found = entity(conn, select(ValidationState).where(ValidationState.id == validation_id))
+            assert found is not None
+            return found
+
+        return await self._db.write(work)
+
+    async def supersede(self, project_id: str, pr_number: int, *, new_head_sha: str) -> list[ValidationState]:
+        """End every active validation of this PR at another head; returns them as they were."""
+        condition = (ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
+                     ValidationState.head_sha != new_head_sha,
+                     ValidationState.status.in_((*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+
+        def work(conn: Connection) -> list[ValidationState]:
+            found = entities(conn, select(ValidationState).where(*condition))
+            if found:
+                conn.execute(update(ValidationState).where(ValidationState.id.in_([v.id for v in found]))
+                             .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled",
+                                     superseded_by=new_head_sha, completed_at=utcnow(),
+                                     title=f"Superseded by {new_head_sha[:7]}"))
+            return found
+
+        return await self._db.write(work)
+
+    async def cancel(self, validation_id: str, *, title: str) -> bool:
+        return await self._fenced(validation_id, VALIDATION_ACTIVE + (VALIDATION_WAITING,), {
+            "status": VALIDATION_COMPLETED, "conclusion": "cancelled", "title": title, "completed_at": utcnow()})
+
+    async def set_check_run(self, validation_id: str, check_run_id: int) -> None:
+        stmt = update(ValidationState).where(ValidationState.id == validation_id).values(check_run_id=check_run_id)
+        await self._db.write(lambda conn: conn.execute(stmt))
+
+    async def start(self, validation_id: str) -> bool:
+        return await self._fenced(validation_id, VALIDATION_ACTIVE,
+                                  {"status": VALIDATION_IN_PROGRESS, "started_at": utcnow()})
+
+    async def wait_for_approval(self, validation_id: str, *, title: str) -> bool:
+        return await self._fenced(validation_id, VALIDATION_ACTIVE, {
+            "status": VALIDATION_WAITING, "conclusion": "action_required", "title": title,
+            "completed_at": utcnow()})
+
+    async def complete(self, validation_id: str, *, conclusion: str, title: str, results: dict[str, Any],
+                       snapshot_id: str | None = None) -> bool:
+        return await self._fenced(validation_id, VALIDATION_ACTIVE, {
+            "status": VALIDATION_COMPLETED, "conclusion": conclusion, "title": title, "test_results": results,
+            "snapshot_id": snapshot_id, "completed_at": utcnow(),
+            "auto_merge_eligible": conclusion == "success"})
+
+    async def _fenced(self, validation_id: str, allowed: tuple[str, ...], values: dict[str, Any]) -> bool:
+        stmt = (update(ValidationState)
+                .where(ValidationState.id == validation_id, ValidationState.status.in_(allowed))
+                .values(**values).returning(ValidationState.id))
+        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+
+    async def is_active(self, validation_id: str) -> bool:
+        stmt = select(ValidationState.status).where(ValidationState.id == validation_id)
+        return await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none() in VALIDATION_ACTIVE)
+
+    async def get(self, validation_id: str) -> ValidationState | None:
+        return await self._db.read(lambda conn: entity(conn, select(ValidationState)
+                                                       .where(ValidationState.id == validation_id)))
+
+    async def latest_for_pr(self, project_id: str, pr_number: int) -> ValidationState | None:
+        stmt = (select(ValidationState)
+                .where(ValidationState.project_id == project_id, ValidationState.pr_number == pr_number)
+                .order_by(ValidationState.created_at.desc()))
+        return await self._db.read(lambda conn: entity(conn, stmt))
+
+    async def latest_for_head(self, project_id: str, head_sha: str) -> ValidationState | None:
+        stmt = (select(ValidationState)
+                .where(ValidationState.project_id == project_id, ValidationState.head_sha == head_sha)
+                .order_by(ValidationState.created_at.desc()))
+        return await self._db.read(lambda conn: entity(conn, stmt))
+
+    async def for_project(self, project_id: str, *, limit: int = 50) -> list[ValidationState]:
+        stmt = (select(ValidationState).where(ValidationState.project_id == project_id)
+                .order_by(ValidationState.created_at.desc()).limit(limit))
+        return await self._db.read(lambda conn: entities(conn, stmt))
+
+    # the fork gate
+    async def approve_head(self, project_id: str, pr_number: int, head_sha: str, *, approved_by: str) -> None:
+        stmt = (upsert_insert(self._db, HeadApproval)
+                .values(project_id=project_id, pr_number=pr_number, head_sha=head_sha, approved_by=approved_by,
+                        created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["project_id", "pr_number", "head_sha"]))
+        await self._db.write(lambda conn: conn.execute(stmt))
+
+    async def is_head_approved(self, project_id: str, pr_number: int, head_sha: str) -> bool:
+        stmt = select(HeadApproval.id).where(HeadApproval.project_id == project_id,
+                                             HeadApproval.pr_number == pr_number, HeadApproval.head_sha == head_sha)
+        return await self._db.read(lambda conn: conn.execute(stmt).first() is not None)
+
+    # the sticky comment
+    async def comment_id(self, project_id: str, pr_number: int) -> int | None:
+        stmt = select(PullRequestComment.comment_id).where(PullRequestComment.project_id == project_id,
+                                                           PullRequestComment.pr_number == pr_number)
+        return await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none())
+
+    async def set_comment_id(self, project_id: str, pr_number: int, comment_id: int) -> None:
+        now: datetime = utcnow()
+        stmt = (upsert_insert(self._db, PullRequestComment)
+                .values(project_id=project_id, pr_number=pr_number, comment_id=comment_id, updated_at=now))
+        stmt = stmt.on_conflict_do_update(index_elements=["project_id", "pr_number"],
+                                          set_={"comment_id": comment_id, "updated_at": now})
+        await self._db.write(lambda conn: conn.execute(stmt))

@@ -1,0 +1,43 @@
+"""Pull request events start (and end) validations of their heads."""
+
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+
+from handlers.context import EventContext
+from pipeline.decisions import VALIDATING_ACTIONS, wants_validation
+from pipeline.validation import pull_request_ref
+
+router = routing.Router()
+
+
+async def _validate(event: sansio.Event, ctx: EventContext) -> None:
+    pull_request = event.data["pull_request"]
+    if ctx.installation_id is None or not wants_validation(event.data.get("action"), pull_request):
+        return  # a repository webhook, not a delivery to the App
+    project = await ctx.project()
+    if project is None or ctx.services.validations is None:
+        return
+    await ctx.services.validations.start(ctx.gh, project, pull_request_ref(event.data["repository"], pull_request),
+                                         trigger=f"pull_request.{event.data['action']}")
+
+
+for _action in sorted(VALIDATING_ACTIONS):
+    router.add(_validate, "pull_request", action=_action)
+
+
+@router.register("pull_request", action="closed")
+async def pull_request_closed(event: sansio.Event, ctx: EventContext) -> None:
+    """A closed PR needs no validation: end what is still running for it."""
+    if ctx.installation_id is None:
+        return
+    project = await ctx.project()
+    if project is None or ctx.services.validations is None:
+        return
+    for state in await ctx.services.store.validations.supersede(project.id, event.data["number"],
+                                                                  new_head_sha="closed"):
+        ctx.services.validations.cancel_running(state.id)
+        if state.check_run_id is not None:
+            await ctx.gh.patch(f"/repos/{project.name}/check-runs/{state.check_run_id}", data={
+                "status": "completed", "conclusion": "cancelled",
+                "output": {"title": "Cancelled: the PR was closed", "summary": "The PR was closed."}})

@@ -1,0 +1,281 @@
+"""Runs the stages of a validation on a checked-out workspace: setup (or its snapshot), validate
+steps, analysis. Knows nothing of GitHub: the check-run shell (pipeline/validation.py) and the local
+`codegenapp validate` both drive it.
+
+Everything a step prints is masked (every secret value, plain, base64 and URL-encoded) before it is
+kept, so nothing later can leak it into a check run, a comment, a log or the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.redact import Redactor
+from pipeline.repo_config import AnalysisStep, EffectiveConfig
+from pipeline.report import (Annotation, SarifError, StepResult, annotations_on_changed_lines, conclusion_for,
+                             parse_sarif)
+from pipeline.sandbox import WORKSPACE_MOUNT, Limits, RunResult, Sandbox
+from pipeline.snapshots import SnapshotStore, snapshot_key
+
+log = logging.getLogger(__name__)
+
+KEPT_OUTPUT_CHARS = 64 * 1024  # per step; the report keeps less
+LIVE_TAIL_CHARS = 8 * 1024
+MAX_SARIF_BYTES = 16 * 1024 * 1024
+ANALYSIS_DIR = ".codegenapp-analysis"
+
+Progress = Callable[[Sequence[StepResult], str | None, str | None, str], Awaitable[None]]
+"""on_progress(steps so far, running step's name, its stage, its output tail so far)."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    workspace: Path
+    config: EffectiveConfig
+    tracked_files: frozenset[str]
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    snapshot_scope: str | None = None  # None: no snapshots (e.g. the local command)
+    changed_lines: Mapping[str, set[int]] | None = None  # annotations outside these are dropped
+
+
+@dataclass
+class RunOutcome:
+    steps: list[StepResult]
+    annotations: list[Annotation]
+    conclusion: str
+    notes: list[str]
+    timed_out: bool = False
+    snapshot_key: str | None = None
+
+
+class _Deadline:
+    def __init__(self, minutes: int) -> None:
+        self.minutes = minutes
+        self.at = time.monotonic() + minutes * 60
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+
+class PipelineRunner:
+    def __init__(self, sandbox: Sandbox, snapshots: SnapshotStore | None = None, *,
+                 progress_interval: float = 3.0, limits: Limits = Limits()) -> None:
+        self.sandbox = sandbox
+        self.snapshots = snapshots
+        self.progress_interval = progress_interval
+        self.limits = limits
+
+    async def run(self, plan: RunPlan, *, redactor: Redactor, on_progress: Progress | None = None,
+                  leading_steps: Sequence[StepResult] = ()) -> RunOutcome:
+        steps: list[StepResult] = list(leading_steps)
+        notes: list[str] = []
+        deadline = _Deadline(plan.config.timeout_minutes)
+        env = {**plan.config.env, **plan.secrets}
+        step_runner = _StepRunner(self, plan, env, redactor, steps, deadline, on_progress)
+
+        key = await self._setup(plan, step_runner, steps, notes, env)
+        setup_ok = all(s.status in ("passed", "restored") for s in steps if s.stage == "setup")
+        for step in plan.config.validate:
+            if not setup_ok or deadline.remaining() <= 0:
+                steps.append(StepResult(step.name, "validate", "skipped", 0.0,
+                                        detail="setup failed" if not setup_ok else "out of time"))
+                continue
+            steps.append(await step_runner.run(step.name, "validate", step.run, network=False))
+
+        annotations: list[Annotation] = []
+        for analysis in plan.config.analysis:
+            if not setup_ok or deadline.remaining() <= 0:
+                steps.append(StepResult(analysis.name, "analysis", "skipped", 0.0))
+                continue
+            result, found = await self._analysis(analysis, plan, step_runner)
+            steps.append(result)
+            annotations.extend(found)
+        if plan.changed_lines is not None:
+            annotations = annotations_on_changed_lines(annotations, dict(plan.changed_lines))
+        failing = [a for a in annotations if a.annotation_level == "failure"]
+        if failing:
+            notes.append(f"static analysis found {len(failing)} problem(s) on lines this PR changed")
+
+        timed_out = any(s.status == "timed_out" for s in steps) and deadline.remaining() <= 0
+        conclusion = conclusion_for(steps, timed_out=timed_out)
+        if conclusion == "success" and failing:
+            conclusion = "failure"
+        return RunOutcome(steps, annotations, conclusion, notes, timed_out=timed_out, snapshot_key=key)
+
+    async def _setup(self, plan: RunPlan, step_runner: "_StepRunner", steps: list[StepResult],
+                     notes: list[str], env: Mapping[str, str]) -> str | None:
+        commands = plan.config.setup
+        if not commands:
+            return None
+        key = None
+        if self.snapshots is not None and plan.snapshot_scope is not None:
+            public_env = {k: v for k, v in env.items() if k not in plan.secrets}
+            key = snapshot_key(scope=plan.snapshot_scope, setup_commands=commands, env=public_env,
+                               workspace=plan.workspace, cache_key_globs=plan.config.cache_key,
+                               tracked_files=plan.tracked_files)
+            started = time.monotonic()
+            if await self.snapshots.restore(key, plan.workspace):
+                steps.append(StepResult("setup", "setup", "restored", time.monotonic() - started,
+                                        detail="restored from snapshot"))
+                notes.append("setup restored from snapshot")
+                return key
+        for index, command in enumerate(commands, start=1):
+            name = "setup" if len(commands) == 1 else f"setup {index}"
+            result = await step_runner.run(name, "setup", command, network=plan.config.setup_network)
+            steps.append(result)
+            if result.status != "passed":
+                return key
+        if key is not None and self.snapshots is not None:
+            info = await self.snapshots.save(key, plan.workspace, tracked_files=plan.tracked_files)
+            if info is not None:
+                notes.append("setup saved as a snapshot for the next validation")
+        return key
+
+    async def _analysis(self, analysis: AnalysisStep, plan: RunPlan,
+                        step_runner: "_StepRunner") -> tuple[StepResult, list[Annotation]]:
+        report_path = analysis.output
+        command = analysis.run
+        if report_path is None:
+            _fresh_dir(plan.workspace / ANALYSIS_DIR)
+            report_path = f"{ANALYSIS_DIR}/{len(step_runner.steps)}.sarif"
+            command = f"( {analysis.run} ) > {WORKSPACE_MOUNT}/{report_path}"
+        result = await step_runner.run(analysis.name, "analysis", command, network=False, judge_exit=False)
+        if result.status in ("timed_out", "cancelled"):
+            return result, []
+        try:
+            text = read_workspace_file(plan.workspace, report_path, MAX_SARIF_BYTES).decode("utf-8", "replace")
+            found = parse_sarif(text, workspace_prefix=WORKSPACE_MOUNT)
+        except (OSError, SarifError) as exc:
+            detail = f"no SARIF report: {exc}"
+            return StepResult(result.name, "analysis", "failed", result.duration_seconds, result.exit_code,
+                              result.output_tail, detail), []
+        detail = f"{len(found)} finding(s)"
+        return StepResult(result.name, "analysis", "passed", result.duration_seconds, result.exit_code,
+                          result.output_tail, detail), found
+
+
+class _StepRunner:
+    """Runs one command in the sandbox with live progress, the deadline and masking."""
+
+    def __init__(self, runner: PipelineRunner, plan: RunPlan, env: Mapping[str, str], redactor: Redactor,
+                 steps: list[StepResult], deadline: _Deadline, on_progress: Progress | None) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.env = env
+        self.redactor = redactor
+        self.steps = steps
+        self.deadline = deadline
+        self.on_progress = on_progress
+
+    async def run(self, name: str, stage: str, command: str, *, network: bool,
+                  judge_exit: bool = True) -> StepResult:
+        remaining = self.deadline.remaining()
+        if remaining <= 0:
+            return StepResult(name, stage, "skipped", 0.0, detail="out of time")
+        limits = Limits(**{**self.runner.limits.__dict__, "timeout_seconds": remaining})
+        tail = _Tail(LIVE_TAIL_CHARS)
+        reporter = _ProgressReporter(self, name, stage, tail)
+        reporter.start()
+        try:
+            result = await self.runner.sandbox.run(command, workspace=self.plan.workspace, env=self.env,
+                                                   network=network, limits=limits, on_output=tail.add)
+        finally:
+            await reporter.stop()
+        return self._result(name, stage, result, judge_exit)
+
+    def _result(self, name: str, stage: str, result: RunResult, judge_exit: bool) -> StepResult:
+        output = self.redactor.redact(result.output)[-KEPT_OUTPUT_CHARS:]
+        if result.timed_out:
+            status, detail = "timed_out", f"stopped after {self.deadline.minutes} min (timeout_minutes)"
+        elif judge_exit and result.exit_code != 0:
+            status, detail = "failed", ""
+        else:
+            status, detail = "passed", ""
+        return StepResult(name, stage, status, result.duration_seconds, result.exit_code, output, detail)
+
+
+class _Tail:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.text = ""
+        self.version = 0
+
+    async def add(self, chunk: str) -> None:
+        self.text = (self.text + chunk)[-self.size:]
+        self.version += 1
+
+
+class _ProgressReporter:
+    """Calls on_progress when a step starts and then at most every progress_interval seconds."""
+
+    def __init__(self, step_runner: _StepRunner, name: str, stage: str, tail: _Tail) -> None:
+        self.step_runner = step_runner
+        self.name = name
+        self.stage = stage
+        self.tail = tail
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.step_runner.on_progress is not None:
+            self.task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        callback = self.step_runner.on_progress
+        assert callback is not None
+        seen = -1
+        while True:
+            if self.tail.version != seen:
+                seen = self.tail.version
+                try:
+                    await callback(list(self.step_runner.steps), self.name, self.stage,
+                                   self.step_runner.redactor.redact(self.tail.text))
+                except Exception:  # progress is best effort; the run goes on
+                    log.exception("progress update failed")
+            await asyncio.sleep(self.step_runner.runner.progress_interval)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _fresh_dir(path: Path) -> None:
+    """An empty real directory at `path`, whatever PR code left there (a link is removed, not followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(mode=0o777)
+    os.chmod(path, 0o777)
+
+
+def read_workspace_file(workspace: Path, relative: str, max_bytes: int) -> bytes:
+    """Read a file PR code wrote, without following any symbolic link it may have planted."""
+    parts = [p for p in Path(relative).parts if p not in ("", ".")]
+    if not parts or ".." in parts or Path(relative).is_absolute():
+        raise OSError(errno.EINVAL, f"{relative!r} is not a path inside the checkout")
+    fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, f"{relative} is not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"{relative} is larger than {max_bytes} bytes")
+    return data

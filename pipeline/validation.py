@@ -1,0 +1,369 @@
+"""The GitHub shell around the pipeline: a PR head becomes a validation, a Check Run and one sticky
+PR comment.
+
+`start` runs in the webhook's job and does only what must be immediate: end older heads' runs, record
+the validation, create its check run `in_progress`, queue the validation job. `run_job` does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gidgethub import BadRequest
+from gidgethub.abc import GitHubAPI
+
+from bot.models import Project, ValidationState
+from bot.redact import PROCESS_REDACTOR, Redactor
+from pipeline import report
+from pipeline.checkout import CheckoutError, Checkouts
+from pipeline.decisions import fork_gate, is_fork, role_of
+from pipeline.repo_config import ConfigFileError, ProjectSettings, effective_config, parse_repo_config
+from pipeline.runner import PipelineRunner, RunOutcome, RunPlan
+from pipeline.sandbox import SandboxUnavailable
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from bot.store import ClaimedJob
+
+log = logging.getLogger(__name__)
+
+CHECK_NAME = "CodegenApp"
+CONFIG_PATH = ".github/codegenapp.yml"
+JOB_VALIDATE = "validate"
+CANCEL_POLL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PullRequestRef:
+    full_name: str
+    number: int
+    head_sha: str
+    base_sha: str
+    fork: bool
+    author: str | None
+
+    @property
+    def owner(self) -> str:
+        return self.full_name.split("/", 1)[0]
+
+    @property
+    def repo(self) -> str:
+        return self.full_name.split("/", 1)[1]
+
+
+def pull_request_ref(repository: dict[str, Any], pull_request: dict[str, Any]) -> PullRequestRef:
+    return PullRequestRef(full_name=repository["full_name"], number=pull_request["number"],
+                          head_sha=pull_request["head"]["sha"], base_sha=pull_request["base"]["sha"],
+                          fork=is_fork(pull_request), author=(pull_request.get("user") or {}).get("login"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def project_settings(project: Project) -> ProjectSettings:
+    return ProjectSettings(setup_commands=tuple(project.setup_commands or ()),
+                           validate_commands=tuple(project.validate_commands or ()),
+                           auto_merge_enabled=project.auto_merge_enabled)
+
+
+class ValidationService:
+    def __init__(self, services: "Services", runner: PipelineRunner, checkouts: Checkouts) -> None:
+        self.services = services
+        self.runner = runner
+        self.checkouts = checkouts
+        self._running: dict[str, asyncio.Task[Any]] = {}
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.services.store.validations
+
+    def details_url(self, validation_id: str) -> str:
+        return f"{self.services.settings.public_url}/validations/{validation_id}"
+
+    # ---- start (webhook path) ----------------------------------------------------------------------
+
+    async def start(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, trigger: str,
+                    restart: bool = False) -> ValidationState:
+        await self.supersede(gh, project, pr, restart=restart)
+        state = await self.store.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
+                                        base_sha=pr.base_sha, is_fork=pr.fork, author=pr.author, trigger=trigger)
+        check_run = await gh.post(f"/repos/{pr.full_name}/check-runs", data={
+            "name": CHECK_NAME, "head_sha": pr.head_sha, "status": "in_progress", "started_at": _now(),
+            "details_url": self.details_url(state.id), "external_id": state.id,
+            "output": {"title": "Validation queued", "summary": f"Validating {pr.head_sha[:7]}."}})
+        await self.store.set_check_run(state.id, check_run["id"])
+        await self.services.store.jobs.enqueue(JOB_VALIDATE, args={"validation_id": state.id},
+                                               dedupe_key=f"validate:{state.id}", max_attempts=3)
+        if self.services.worker is not None:
+            self.services.worker.wake()
+        self.services.bus.publish("validation.started", project_id=project.id, validation_id=state.id,
+                                  pr_number=pr.number, head_sha=pr.head_sha)
+        return state
+
+    async def supersede(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, restart: bool) -> None:
+        """End the runs of older heads of this PR (and, on a re-run, of this head too)."""
+        new_head = "restart" if restart else pr.head_sha
+        for old in await self.store.supersede(project.id, pr.number, new_head_sha=new_head):
+            self.cancel_running(old.id)
+            reason = "re-run requested" if restart and old.head_sha == pr.head_sha \
+                else report.superseded_reason(pr.head_sha)
+            if old.check_run_id is not None:
+                await gh.patch(f"/repos/{pr.full_name}/check-runs/{old.check_run_id}", data={
+                    "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
+                    "output": {"title": f"Cancelled: {reason}", "summary": f"Cancelled: {reason}."}})
+            await self.services.store.audit.record(
+                "validation.superseded", project_id=project.id, installation_id=project.installation_id,
+                details={"pr": pr.number, "head_sha": old.head_sha, "by": pr.head_sha})
+
+    def cancel_running(self, validation_id: str) -> None:
+        task = self._running.get(validation_id)
+        if task is not None and not task.done():
+            task.cancel()
+
+    # ---- the job -----------------------------------------------------------------------------------
+
+    async def run_job(self, job: "ClaimedJob") -> None:
+        validation_id = job.args["validation_id"]
+        state = await self.store.get(validation_id)
+        if state is None or not await self.store.start(validation_id):
+            return  # superseded or cancelled before it began
+        project = await self.services.store.projects.get_project(state.project_id)
+        assert project is not None and project.installation_id is not None
+        github = self.services.github
+        assert github is not None
+        gh = github.installation(project.installation_id)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[validation_id] = task
+        watchdog = asyncio.create_task(self._cancel_when_ended_elsewhere(validation_id, task))
+        workspace = self.services.settings.data_dir / "workspaces" / validation_id
+        try:
+            await _Validation(self, gh, project, state, workspace).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if job.attempts < job.max_attempts:
+                raise  # the queue tries again with backoff
+            log.exception("validation %s failed for good", validation_id)
+            await _Validation(self, gh, project, state, workspace).finish_broken(exc)
+        finally:
+            watchdog.cancel()
+            self._running.pop(validation_id, None)
+            await self.checkouts.remove(workspace)
+
+    async def _cancel_when_ended_elsewhere(self, validation_id: str, task: asyncio.Task[Any]) -> None:
+        """Another worker process may supersede this run: notice it within a few seconds."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if not await self.store.is_active(validation_id):
+                task.cancel()
+                return
+
+
+class _Validation:
+    """One run of the job for one validation (all the GitHub I/O of the pipeline is here)."""
+
+    def __init__(self, service: ValidationService, gh: GitHubAPI, project: Project, state: ValidationState,
+                 workspace: Path) -> None:
+        self.service = service
+        self.gh = gh
+        self.project = project
+        self.state = state
+        self.workspace = workspace
+        self.repo_url = f"/repos/{project.name}"
+        self.last_progress = 0.0
+
+    async def run(self) -> None:
+        pull = await self.gh.getitem(f"{self.repo_url}/pulls/{self.state.pr_number}")
+        if pull["head"]["sha"] != self.state.head_sha:
+            await self.complete_without_run("cancelled", report.superseded_reason(pull["head"]["sha"]))
+            return
+        try:
+            repo_config = await self.read_repo_config(pull["base"]["sha"])
+        except ConfigFileError as exc:
+            await self.report_config_error(exc)
+            return
+        config = effective_config(repo_config, project_settings(self.project))
+
+        gate = fork_gate(fork=self.state.is_fork, author_role=await self.author_role(),
+                         head_approved=await self.service.store.is_head_approved(
+                             self.project.id, self.state.pr_number, self.state.head_sha))
+        if not gate.run:
+            await self.wait_for_approval(gate.reason)
+            return
+        secrets = await self.service.services.store.projects.secret_values(self.project.id) \
+            if gate.with_secrets else {}
+        redactor = PROCESS_REDACTOR.child(list(secrets.values()))
+
+        checkout_step, checkout = await self.checkout()
+        if checkout is None:
+            await self.report(RunOutcome([checkout_step], [], "failure", []), redactor)
+            return
+        changed = report.changed_lines([f async for f in self.gh.getiter(
+            f"{self.repo_url}/pulls/{self.state.pr_number}/files")])
+        scope = f"{self.project.id}:{'trusted' if gate.with_secrets else 'fork'}"
+        plan = RunPlan(workspace=self.workspace, config=config, tracked_files=checkout.tracked_files,
+                       secrets=secrets, snapshot_scope=scope, changed_lines=changed)
+        outcome = await self.service.runner.run(plan, redactor=redactor, on_progress=self.progress,
+                                                leading_steps=[checkout_step])
+        if gate.with_secrets is False and self.state.is_fork:
+            outcome.notes.append("fork PR: run without the project's secrets")
+        await self.report(outcome, redactor, timeout_minutes=config.timeout_minutes)
+
+    async def read_repo_config(self, base_sha: str):  # type: ignore[no-untyped-def]
+        """The repository's config at the PR's BASE: a PR cannot change what runs on it."""
+        try:
+            content = await self.gh.getitem(f"{self.repo_url}/contents/{CONFIG_PATH}{{?ref}}", {"ref": base_sha})
+        except BadRequest as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        if not isinstance(content, dict) or content.get("type") != "file":
+            raise ConfigFileError(f"{CONFIG_PATH} is not a file", None, None)
+        text = base64.b64decode(content.get("content") or "").decode("utf-8", "replace")
+        return parse_repo_config(text, path=CONFIG_PATH)
+
+    async def author_role(self) -> str | None:
+        if not self.state.is_fork or not self.state.author:
+            return None
+        try:
+            answer = await self.gh.getitem(f"{self.repo_url}/collaborators/{{username}}/permission",
+                                           {"username": self.state.author})
+        except BadRequest as exc:
+            if exc.status_code == 404:
+                return "none"
+            raise
+        return role_of(answer)
+
+    async def checkout(self):  # type: ignore[no-untyped-def]
+        github = self.service.services.github
+        assert github is not None and self.project.installation_id is not None
+        token = await github.installation_token(self.project.installation_id)
+        started = time.monotonic()
+        try:
+            result = await self.service.checkouts.checkout(self.project.name, sha=self.state.head_sha, token=token,
+                                                           dest=self.workspace, pr_number=self.state.pr_number)
+        except CheckoutError as exc:
+            return report.StepResult("checkout", "checkout", "failed", time.monotonic() - started,
+                                     detail=str(exc), output_tail=str(exc)), None
+        return report.StepResult("checkout", "checkout", "passed", time.monotonic() - started,
+                                 detail=self.state.head_sha[:7]), result
+
+    async def progress(self, steps, current: str | None, stage: str | None, tail: str) -> None:  # type: ignore[no-untyped-def]
+        output = report.in_progress_output(steps, current, tail, current_stage=stage)
+        await self.patch_check_run({"output": output})
+
+    async def patch_check_run(self, data: dict[str, Any]) -> None:
+        if self.state.check_run_id is not None:
+            await self.gh.patch(f"{self.repo_url}/check-runs/{self.state.check_run_id}", data=data)
+
+    async def report(self, outcome: RunOutcome, redactor: Redactor, *, timeout_minutes: int | None = None) -> None:
+        details_url = self.service.details_url(self.state.id)
+        results = {"steps": [step.__dict__ for step in outcome.steps], "notes": outcome.notes,
+                   "annotations": len(outcome.annotations)}
+        output = report.check_run_output(outcome.steps, head_sha=self.state.head_sha,
+                                         conclusion=outcome.conclusion, details_url=details_url,
+                                         notes=outcome.notes, timeout_minutes=timeout_minutes)
+        output = {k: redactor.redact(v) for k, v in output.items()}
+        if not await self.service.store.complete(self.state.id, conclusion=outcome.conclusion,
+                                                 title=output["title"], results=results,
+                                                 snapshot_id=outcome.snapshot_key):
+            return  # superseded while finishing: the newer run reports
+        batches = report.annotation_batches(outcome.annotations) or [[]]
+        await self.patch_check_run({"status": "completed", "conclusion": outcome.conclusion,
+                                    "completed_at": _now(), "output": {**output, "annotations": batches[0]}})
+        for batch in batches[1:]:
+            await self.patch_check_run({"output": {"title": output["title"], "summary": output["summary"],
+                                                   "annotations": batch}})
+        body = report.render_comment(outcome.steps, head_sha=self.state.head_sha, conclusion=outcome.conclusion,
+                                     check_run_url=None, details_url=details_url, notes=outcome.notes,
+                                     timeout_minutes=timeout_minutes)
+        await self.upsert_comment(redactor.redact(body))
+        await self.finished(outcome.conclusion, output["title"])
+
+    async def finished(self, conclusion: str, title: str) -> None:
+        services = self.service.services
+        await services.store.audit.record("validation.completed", project_id=self.project.id,
+                                          installation_id=self.project.installation_id,
+                                          details={"pr": self.state.pr_number, "head_sha": self.state.head_sha,
+                                                   "conclusion": conclusion, "title": title})
+        services.bus.publish("validation.completed", project_id=self.project.id, validation_id=self.state.id,
+                             pr_number=self.state.pr_number, head_sha=self.state.head_sha, conclusion=conclusion)
+
+    async def complete_without_run(self, conclusion: str, reason: str) -> None:
+        title = f"Cancelled: {reason}" if conclusion == "cancelled" else reason
+        if await self.service.store.complete(self.state.id, conclusion=conclusion, title=title, results={}):
+            await self.patch_check_run({"status": "completed", "conclusion": conclusion, "completed_at": _now(),
+                                        "output": {"title": title, "summary": title + "."}})
+            await self.finished(conclusion, title)
+
+    async def report_config_error(self, exc: ConfigFileError) -> None:
+        title = f"Invalid {CONFIG_PATH}"
+        summary = f"{exc}\n\nThe file is read from the PR's base branch; fix it there."
+        if not await self.service.store.complete(self.state.id, conclusion="failure", title=title,
+                                                 results={"config_error": str(exc)}):
+            return
+        annotations = []
+        if exc.line is not None:
+            annotations.append({"path": CONFIG_PATH, "start_line": exc.line, "end_line": exc.line,
+                                "annotation_level": "failure", "message": str(exc)})
+        await self.patch_check_run({"status": "completed", "conclusion": "failure", "completed_at": _now(),
+                                    "output": {"title": title, "summary": summary, "annotations": annotations}})
+        await self.upsert_comment(f"{report.COMMENT_MARKER}\n### Validation could not start\n\n{summary}")
+        await self.finished("failure", title)
+
+    async def wait_for_approval(self, reason: str) -> None:
+        title = "Waiting for a maintainer: /ok-to-test"
+        summary = (f"{reason}, so its code does not run until a maintainer with write access comments "
+                   f"`/ok-to-test` on the PR. The approval holds for {self.state.head_sha[:7]} only.")
+        if not await self.service.store.wait_for_approval(self.state.id, title=title):
+            return
+        await self.patch_check_run({"status": "completed", "conclusion": "action_required", "completed_at": _now(),
+                                    "output": {"title": title, "summary": summary}})
+        await self.upsert_comment(f"{report.COMMENT_MARKER}\n### {title}\n\n{summary}")
+        await self.finished("action_required", title)
+
+    async def finish_broken(self, exc: Exception) -> None:
+        title = "CodegenApp could not validate this head"
+        reason = "the sandbox is not available on the app's host" if isinstance(exc, SandboxUnavailable) \
+            else f"{type(exc).__name__}: {exc}"
+        if await self.service.store.complete(self.state.id, conclusion="failure", title=title,
+                                             results={"error": reason}):
+            await self.patch_check_run({"status": "completed", "conclusion": "failure", "completed_at": _now(),
+                                        "output": {"title": title,
+                                                   "summary": PROCESS_REDACTOR.redact(f"{title}: {reason}")}})
+            await self.finished("failure", title)
+
+    async def upsert_comment(self, body: str) -> None:
+        """The one comment of the app on this PR, edited in place (found again by its marker)."""
+        store = self.service.store
+        parts = report.split_comment(body)
+        comment_id = await store.comment_id(self.project.id, self.state.pr_number)
+        if comment_id is None:
+            comment_id = await self.find_comment()
+        if comment_id is not None:
+            try:
+                await self.gh.patch(f"{self.repo_url}/issues/comments/{comment_id}", data={"body": parts[0]})
+            except BadRequest as exc:
+                if exc.status_code != 404:
+                    raise
+                comment_id = None  # someone deleted it
+        if comment_id is None:
+            created = await self.gh.post(f"{self.repo_url}/issues/{self.state.pr_number}/comments",
+                                         data={"body": parts[0]})
+            comment_id = created["id"]
+        await store.set_comment_id(self.project.id, self.state.pr_number, comment_id)
+
+    async def find_comment(self) -> int | None:
+        async for comment in self.gh.getiter(f"{self.repo_url}/issues/{self.state.pr_number}/comments"):
+            if (comment.get("body") or "").startswith(report.COMMENT_MARKER):
+                return int(comment["id"])
+        return None
