@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -121,9 +122,9 @@ class PipelineRunner:
             public_env = {k: v for k, v in env.items() if k not in plan.secrets}
             key = snapshot_key(scope=plan.snapshot_scope, setup_commands=commands, env=public_env,
                                workspace=plan.workspace, cache_key_globs=plan.config.cache_key,
-                               tracked_files=plan.tracked_files)
+                               tracked_files=plan.tracked_files, tool_version=host_toolchain())
             started = time.monotonic()
-            if await self.snapshots.restore(key, plan.workspace):
+            if await self._restore(key, plan.workspace):
                 steps.append(StepResult("setup", "setup", "restored", time.monotonic() - started,
                                         detail="restored from snapshot"))
                 notes.append("setup restored from snapshot")
@@ -135,10 +136,22 @@ class PipelineRunner:
             if result.status != "passed":
                 return key
         if key is not None and self.snapshots is not None:
-            info = await self.snapshots.save(key, plan.workspace, tracked_files=plan.tracked_files)
+            try:
+                info = await self.snapshots.save(key, plan.workspace, tracked_files=plan.tracked_files)
+            except OSError as exc:  # a snapshot is an optimisation: never fail the validation for it
+                log.warning("could not save the setup snapshot: %s", exc)
+                info = None
             if info is not None:
                 notes.append("setup saved as a snapshot for the next validation")
         return key
+
+    async def _restore(self, key: str, workspace: Path) -> bool:
+        assert self.snapshots is not None
+        try:
+            return await self.snapshots.restore(key, workspace)
+        except OSError as exc:
+            log.warning("could not restore the setup snapshot: %s", exc)
+            return False
 
     async def _analysis(self, analysis: AnalysisStep, plan: RunPlan,
                         step_runner: "_StepRunner") -> tuple[StepResult, list[Annotation]]:
@@ -246,6 +259,17 @@ class _ProgressReporter:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+@functools.cache
+def host_toolchain() -> str:
+    """Changes when the host's packages change (the sandbox sees the host's /usr), so a snapshot
+    built against an older python3 or node is not restored after an upgrade."""
+    try:
+        status = os.stat("/var/lib/dpkg/status")
+    except OSError:
+        return "unknown"
+    return f"dpkg:{status.st_size}:{status.st_mtime_ns}"
 
 
 def _fresh_dir(path: Path) -> None:

@@ -37,8 +37,8 @@ stored as links with their target text, whatever it points to (a venv's `bin/pyt
 is legitimate; a planted link to /etc/shadow or DATA_DIR is stored as a link, its target is never
 read). Hard links are stored as independent copies (restored files have one link each, so the sandbox
 chowns them and they cannot alias anything). Kept per entry: permission bits (`mode & 0o777`;
-setuid/setgid/sticky dropped), mtime (whole seconds; keeps `.pyc` files valid), not the owner: the app
-(root) extracts as itself and the sandbox chowns the tree before the next run.
+setuid/setgid/sticky dropped), mtime (whole seconds, clamped to 1970..2242; keeps `.pyc` files valid),
+not the owner: the app (root) extracts as itself and the sandbox chowns the tree before the next run.
 
 The tree is walked with directory file descriptors, one component at a time with O_NOFOLLOW, so
 neither saving nor restoring ever follows a symlink, and regular files are opened with O_NOFOLLOW |
@@ -46,13 +46,26 @@ O_NONBLOCK and checked with fstat (a fifo swapped in cannot block the save).
 
 **Format**: a GNU tar (integer mtimes, no PAX headers, arbitrary byte names), by default compressed
 with the `zstd` binary at level 1 (`tar.zst`), or uncompressed (`tar`) when zstd is missing or with
-`compression="none"`. Measured with `bench/snapshot.py` on this machine (2 CPUs; the app's own venv,
-5,486 entries / 138 MB, and a synthetic tree of 5,000 files / 100 MB): zstd -1 costs little over a
-plain tar when saving and restoring, and keeps ~3x as many snapshots within `max_bytes`; gzip level 1
-was slower than zstd in both directions; a hard-linked directory copy would share inodes with the
-workspace (the sandbox could write through a world-writable one into the snapshot; and files with
-more than one link are not chowned, so the sandbox could not modify its own venv). See the module's
-report in the pull request / `bench/snapshot.py` for the figures.
+`compression="none"`. The tar is written and read here over file descriptors (tarfile only encodes and
+decodes headers: its stream mode copies its whole buffer on every small read/write), and file data
+moves in the kernel (copy_file_range / sendfile into zstd's pipe / splice out of it).
+Measured with `bench/snapshot.py` (2 CPUs; synthetic tree of 7,516 entries / 105 MB, and a copy of the
+app's venv, 5,658 entries / 133 MB), median of 5, page cache warm:
+  - tmpfs (the code's own cost): none: save 0.30 s, restore 0.31 s (venv 0.29 / 0.28), archive 105% of
+    the content; zstd -1: save 0.51 s, restore 0.45 s (venv 0.65 / 0.53), archive 43% (venv 34%);
+    shutil.copytree of the same tree: 0.40 s (venv 0.52 s).
+  - ext4 on this VM, after warm-up: copytree 0.48-0.75 s, restore none 0.42-0.74 s, zstd 0.76-1.02 s.
+    The first allocation of inodes in untouched block groups costs up to ~0.6 ms each here (2,000
+    empty files: 1.3-1.6 s, vs 0.03 s for 2,000 hard links), so cold-disk runs vary (restore 2.6-8 s,
+    copytree 0.5-6 s); setup itself pays the same cost for the same files.
+  - gzip level 1 (zlib, one thread) compresses the 110 MB tar in 1.0 s to 47 MB vs zstd -1 0.31 s to
+    46 MB: zstd. A warm restore stays ≤ 0.3x of a cold run for any setup of ≥ 5 s (zstd: 0.45 / (5 +
+    0.51) = 0.08 on tmpfs, ~0.15 on the warmed disk); zstd trades ~0.2-0.4 s per 100 MB of restore
+    for keeping ~3x as many snapshots within `max_bytes`.
+  - Not a hard-linked directory copy (which would avoid the inode cost): files with more than one
+    link are not chowned by the sandbox, so setup's outputs would be read-only in the next run (a
+    database or cache file created by setup and written by the tests), and a world-writable one would
+    let a PR write through the link into the snapshot every later run restores.
 
 **Layout** under `root` (create it inside the 0700 DATA_DIR; never bind it into a sandbox):
 `<key[:2]>/<key>.json` (metadata: archive name, compression, size, entries, content bytes, created,
@@ -90,9 +103,11 @@ on save or on restore), and the compressed archive must fit too.
 
 Caller order: checkout -> `snapshot_key(...)` -> `restore(key, ws)`; on a miss: setup in the sandbox ->
 `save(key, ws, tracked_files=...)` (before any validate command runs, so validation output such as
-coverage files is not captured) -> validate. `tracked_files` are the commit's paths as
-`git ls-files -z` (or `git ls-tree -r -z --name-only HEAD` in the mirror) prints them; run git in the
-mirror, never in a workspace a sandbox has touched (see pipeline/sandbox.py).
+coverage files is not captured; only after a *successful* setup; a save error is worth a warning, not
+a failed validation) -> validate. Restored entries belong to the app until the sandbox chowns the
+workspace at the start of the next run, as it does for the checkout. `tracked_files` are the commit's
+paths as `git ls-files -z` (or `git ls-tree -r -z --name-only HEAD` in the mirror) prints them; run git
+in the mirror, never in a workspace a sandbox has touched (see pipeline/sandbox.py).
 """
 
 from __future__ import annotations
@@ -476,7 +491,8 @@ class SnapshotInfo:
     key: str
     path: Path  # the archive
     size: int  # bytes on disk
-    entries: int  # directories, files and symlinks in the archive
+    entries: int  # directories, regular files and symlinks in the archive
+    files: int  # regular files among them
     content_bytes: int  # sum of the regular files' sizes
     compression: str  # "zstd" or "none"
     created: float
@@ -582,12 +598,12 @@ def _listdir(dir_fd: int) -> list[str]:
         return sorted(entry.name for entry in it)
 
 
-def _write_archive(workspace: Path, entries: list[_Entry], out_fd: int, limit: int) -> tuple[int, int]:
-    """Writes the uncompressed GNU tar of `entries` to out_fd. Returns (entries written, content bytes)."""
+def _write_archive(workspace: Path, entries: list[_Entry], out_fd: int, limit: int) -> tuple[int, int, int]:
+    """Writes the uncompressed GNU tar of `entries` to out_fd. Returns (entries, regular files, content bytes)."""
     writer = _TarWriter(out_fd, limit)
     root_fd = os.open(workspace, _DIR_FLAGS)
     chain = _DirChain(root_fd)
-    written = content = 0
+    written = files = content = 0
     try:
         for entry in entries:
             parts = entry.path.split("/")
@@ -615,6 +631,7 @@ def _write_archive(workspace: Path, entries: list[_Entry], out_fd: int, limit: i
                     except EOFError:
                         raise OSError(f"{entry.path!r} shrank while being saved") from None
                     content += st.st_size
+                    files += 1
                 finally:
                     os.close(fd)
             written += 1
@@ -622,7 +639,7 @@ def _write_archive(workspace: Path, entries: list[_Entry], out_fd: int, limit: i
     finally:
         chain.close()
         os.close(root_fd)
-    return written, content
+    return written, files, content
 
 
 # --------------------------------------------------------------------------------------- restore
@@ -763,7 +780,8 @@ class SnapshotStore:
     async def save(self, key: str, workspace: Path, *, tracked_files: Collection[str],
                    exclude: Sequence[str] = ()) -> SnapshotInfo | None:
         """Snapshots what setup left in `workspace` besides `tracked_files` (and `exclude` globs). None
-        when it is larger than max_bytes // 4 (or deeper than MAX_DEPTH): nothing is kept then."""
+        when it is larger than max_bytes // 4 (or deeper than MAX_DEPTH): nothing is kept then. I/O errors
+        (e.g. a file shrinking while it is read: something still running) raise OSError, nothing kept."""
         _check_key(key)
         tracked = _normalise_tracked(tracked_files)
         return await asyncio.to_thread(self._save, key, Path(workspace), tracked, compile_globs(exclude))
@@ -780,7 +798,8 @@ class SnapshotStore:
 
     # ---------------------------------------------------------------------------------- save
 
-    def _save(self, key: str, workspace: Path, tracked: set[str], exclude: re.Pattern[str] | None) -> SnapshotInfo | None:
+    def _save(self, key: str, workspace: Path, tracked: set[str],
+              exclude: re.Pattern[str] | None) -> SnapshotInfo | None:
         started = time.monotonic()
         limit = self.max_snapshot_bytes
         try:
@@ -795,9 +814,9 @@ class SnapshotStore:
         try:
             try:
                 if self.compression == "zstd":
-                    count, content = self._write_zstd(workspace, entries, fd, limit)
+                    count, files, content = self._write_zstd(workspace, entries, fd, limit)
                 else:
-                    count, content = _write_archive(workspace, entries, fd, limit)
+                    count, files, content = _write_archive(workspace, entries, fd, limit)
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
             finally:
@@ -806,7 +825,8 @@ class SnapshotStore:
                 raise _TooLarge(f"archive of {size} bytes")
             now = self._clock()
             meta = {"format": FORMAT_VERSION, "key": key, "archive": f"{key}.{nonce}{suffix}",
-                    "compression": self.compression, "size": size, "entries": count, "content_bytes": content,
+                    "compression": self.compression, "size": size, "entries": count, "files": files,
+                    "content_bytes": content,
                     "created": now, "last_used": now}
             with self._lock():
                 self._commit(key, tmp, meta)
@@ -820,7 +840,7 @@ class SnapshotStore:
                  content, size, self.compression, time.monotonic() - started)
         return self._info(meta)
 
-    def _write_zstd(self, workspace: Path, entries: list[_Entry], out_fd: int, limit: int) -> tuple[int, int]:
+    def _write_zstd(self, workspace: Path, entries: list[_Entry], out_fd: int, limit: int) -> tuple[int, int, int]:
         assert self._zstd
         proc = subprocess.Popen([self._zstd, f"-{ZSTD_LEVEL}", "-T0", "-q", "-c", "--no-progress"],
                                 stdin=subprocess.PIPE, stdout=out_fd, stderr=subprocess.DEVNULL,
@@ -982,7 +1002,8 @@ class SnapshotStore:
 
     def _info(self, meta: dict[str, Any]) -> SnapshotInfo:
         return SnapshotInfo(key=meta["key"], path=self._meta_path(meta["key"]).parent / meta["archive"],
-                            size=meta["size"], entries=meta["entries"], content_bytes=meta["content_bytes"],
+                            size=meta["size"], entries=meta["entries"], files=meta.get("files", 0),
+                            content_bytes=meta["content_bytes"],
                             compression=meta["compression"], created=meta["created"], last_used=meta["last_used"])
 
     def _lock(self) -> _FileLock:

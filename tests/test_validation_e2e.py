@@ -1,6 +1,7 @@
 """From a signed pull_request event to the completed check run and the sticky comment, end to end:
 real git over smart HTTP, the real sandbox, the fake GitHub over HTTP."""
 
+import json
 import shutil
 import subprocess
 
@@ -150,3 +151,71 @@ async def test_setup_is_restored_from_a_snapshot_the_second_time(bot, fake_githu
     second = await validate(bot, scenario, "synchronize")
     assert second.conclusion == "success"
     assert "setup restored from snapshot" in check_run(fake_github, second)["output"]["summary"]
+
+
+async def test_pr_code_cannot_reach_the_apps_secrets_database_or_port(start_bot, fake_github, tmp_path,
+                                                                      app_private_key, monkeypatch) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(app_private_key)
+    monkeypatch.setenv("WEBHOOK_SECRET", "host-env-webhook-secret")  # what the host's environment holds
+    bot = await start_bot(PRIVATE_KEY=None, PRIVATE_KEY_PATH=str(key_file))
+    data_dir = bot.services.settings.data_dir
+    port = bot.url.rsplit(":", 1)[1]
+    attempts = {
+        "private key": f"cat {key_file}",
+        "encryption key": f"cat {data_dir}/encryption-key",
+        "database": f"head -c 100 {data_dir}/codegenapp.db",
+        "host environment": "cat /proc/*/environ | tr '\\000' '\\n' | grep WEBHOOK_SECRET",
+        "app port": f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=3)'",
+    }
+    steps = "".join(f"  - name: {name}\n    run: {json.dumps('! (' + command + ')')}\n"
+                    for name, command in attempts.items())
+    scenario = open_pull_request(fake_github, config=f"validate:\n{steps}")
+    state = await validate(bot, scenario)
+    run = check_run(fake_github, state)
+    assert run["conclusion"] == "success", run["output"]  # every attempt failed
+    everything = str(run) + str(list(fake_github.comments.values())) + str(state.test_results)
+    for leaked in ("BEGIN RSA PRIVATE KEY", bot.services.settings.encryption_key, "host-env-webhook-secret",
+                   "SQLite format 3"):
+        assert leaked not in everything
+
+
+SARIF_SCRIPT = '''import json, sys
+lines = int(sys.argv[1])
+results = [{"ruleId": "E1", "level": "error", "message": {"text": f"problem on line {n}"},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": "file:///workspace/app.py"},
+                                                "region": {"startLine": n}}}]} for n in range(1, lines + 1)]
+results.append({"ruleId": "W2", "level": "warning", "message": {"text": "old code"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "README.md"},
+                                                    "region": {"startLine": 1}}}]})
+print(json.dumps({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "lint"}}, "results": results}]}))
+'''
+
+
+async def test_sarif_findings_become_annotations_on_changed_lines_in_batches(bot, fake_github) -> None:
+    config = "validate:\n  - 'true'\nanalysis:\n  - name: lint\n    run: python3 lint.py 120\n"
+    scenario = open_pull_request(fake_github, config=config, base_files={"lint.py": SARIF_SCRIPT},
+                                 head_files={"app.py": "".join(f"x{n} = {n}\n" for n in range(1, 121))})
+    state = await validate(bot, scenario)
+    run = check_run(fake_github, state)
+    annotations = run["annotations"]
+    assert len(annotations) == 120  # README.md was not changed by the PR: its finding is dropped
+    assert {a["path"] for a in annotations} == {"app.py"}
+    assert annotations[0]["annotation_level"] == "failure" and annotations[0]["message"] == "problem on line 1"
+    patches = [c.json for c in fake_github.calls_to("PATCH", f"/repos/*/*/check-runs/{state.check_run_id}")]
+    assert [len(p["output"].get("annotations", [])) for p in patches if "annotations" in p.get("output", {})] \
+        == [50, 50, 20]
+    assert run["conclusion"] == "failure"  # errors on changed lines fail the check
+    assert any(p["output"]["title"].startswith("Running") for p in patches if "output" in p)  # live progress
+
+
+async def test_a_fork_pr_from_a_writer_runs_without_secrets(bot, fake_github) -> None:
+    scenario = open_pull_request(fake_github, config="validate:\n  - test -z \"$API_TOKEN\"\n",
+                                 fork_owner="helper", author="helper")
+    fake_github.set_permission(scenario.full_name, "helper", "write")
+    project = await _project(bot, scenario)
+    await bot.store.projects.set_secret(project.id, "API_TOKEN", "never-for-forks")
+    state = await validate(bot, scenario)
+    run = check_run(fake_github, state)
+    assert run["conclusion"] == "success"
+    assert "without the project's secrets" in run["output"]["summary"]
