@@ -150,7 +150,7 @@ class ValidationService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if job.attempts < job.max_attempts:
+            if job.attempts < job.max_attempts and not isinstance(exc, SandboxUnavailable):
                 raise  # the queue tries again with backoff
             log.exception("validation %s failed for good", validation_id)
             await _Validation(self, gh, project, state, workspace).finish_broken(exc)

@@ -1,0 +1,61 @@
+"""The pipeline runner on a real workspace and the real sandbox, without GitHub."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.redact import Redactor
+from pipeline.repo_config import EffectiveConfig, Step
+from pipeline.runner import PipelineRunner, RunPlan, read_workspace_file
+from pipeline.sandbox import Sandbox, SandboxUnavailable
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+
+
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "ws"
+    path.mkdir()
+    (path / "app.py").write_text("print('hi')\n")
+    return path
+
+
+@needs_bwrap
+@pytest.mark.slow
+async def test_the_whole_run_is_bounded_by_timeout_minutes(tmp_path: Path) -> None:
+    config = EffectiveConfig(validate=(Step("slow", "sleep 30"), Step("after", "true")), timeout_minutes=0.02)
+    plan = RunPlan(workspace=workspace(tmp_path), config=config, tracked_files=frozenset({"app.py"}))
+    outcome = await PipelineRunner(await Sandbox.probe()).run(plan, redactor=Redactor())
+    assert outcome.conclusion == "timed_out" and outcome.timed_out
+    assert [(s.name, s.status) for s in outcome.steps] == [("slow", "timed_out"), ("after", "skipped")]
+
+
+@needs_bwrap
+async def test_a_failed_setup_skips_validation_and_output_is_masked(tmp_path: Path) -> None:
+    config = EffectiveConfig(setup=("echo using $TOKEN; exit 4",), validate=(Step("tests", "true"),))
+    plan = RunPlan(workspace=workspace(tmp_path), config=config, tracked_files=frozenset({"app.py"}),
+                   secrets={"TOKEN": "sekrit-value-1"})
+    outcome = await PipelineRunner(await Sandbox.probe()).run(plan, redactor=Redactor(["sekrit-value-1"]))
+    assert outcome.conclusion == "failure"
+    assert [(s.stage, s.status) for s in outcome.steps] == [("setup", "failed"), ("validate", "skipped")]
+    assert outcome.steps[0].output_tail.strip() == "using ***"
+
+
+async def test_without_bubblewrap_pr_code_is_refused(tmp_path: Path) -> None:
+    sandbox = await Sandbox.probe(bwrap="/nonexistent/bwrap")
+    plan = RunPlan(workspace=workspace(tmp_path), config=EffectiveConfig(validate=(Step("t", "true"),)),
+                   tracked_files=frozenset())
+    with pytest.raises(SandboxUnavailable):
+        await PipelineRunner(sandbox).run(plan, redactor=Redactor())
+
+
+def test_reading_a_report_never_follows_a_planted_link(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (tmp_path / "host-secret").write_text("top secret")
+    (ws / "report.sarif").symlink_to(tmp_path / "host-secret")
+    (ws / "dir").symlink_to(tmp_path)
+    for path in ("report.sarif", "dir/host-secret", "../host-secret", "/etc/passwd"):
+        with pytest.raises(OSError):
+            read_workspace_file(ws, path, 1000)
+    (ws / "real.sarif").write_text("{}")
+    assert read_workspace_file(ws, "real.sarif", 1000) == b"{}"
