@@ -23,7 +23,7 @@ SKIP_REASON = (
 
 # The REST operations the bot uses: exactly `info.x-subset.operations` of rest-api-subset.json.
 # FakeGitHub routes by this list when no REST description is available.
-# tools/fetch_github_fixtures.py holds its own copy; tests/test_fake_github.py checks they agree.
+# tools/fetch_github_fixtures.py uses it too.
 REST_OPERATIONS: tuple[str, ...] = (
     "GET /app",
     "POST /app/installations/{installation_id}/access_tokens",

@@ -402,8 +402,7 @@ def load_fetch_tool() -> Any:
     return module
 
 
-def test_operation_lists_agree() -> None:
-    assert load_fetch_tool().OPERATIONS == ghfixtures.REST_OPERATIONS
+def test_operation_list_is_the_subsets() -> None:
     spec = json.loads(ghfixtures.rest_spec_path().read_text(encoding="utf-8"))
     assert tuple(spec["info"]["x-subset"]["operations"]) == ghfixtures.REST_OPERATIONS
 

@@ -24,6 +24,9 @@ import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.ghfixtures import REST_OPERATIONS  # noqa: E402
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -63,58 +66,8 @@ EVENT_ORDER: dict[str, tuple[int, ...]] = {
     "installation_target": (),
 }
 
-# The REST operations the bot uses (= tests/ghfixtures.py REST_OPERATIONS).
-OPERATIONS: tuple[str, ...] = (
-    "GET /app",
-    "POST /app/installations/{installation_id}/access_tokens",
-    "GET /app/installations",
-    "GET /app/installations/{installation_id}",
-    "GET /app/hook/deliveries",
-    "GET /app/hook/deliveries/{delivery_id}",
-    "POST /app/hook/deliveries/{delivery_id}/attempts",
-    "GET /installation/repositories",
-    "GET /user",
-    "GET /user/installations",
-    "GET /user/installations/{installation_id}/repositories",
-    "GET /repos/{owner}/{repo}",
-    "GET /repos/{owner}/{repo}/pulls/{pull_number}",
-    "GET /repos/{owner}/{repo}/pulls",
-    "GET /repos/{owner}/{repo}/pulls/{pull_number}/files",
-    "PUT /repos/{owner}/{repo}/pulls/{pull_number}/merge",
-    "PUT /repos/{owner}/{repo}/pulls/{pull_number}/update-branch",
-    "POST /repos/{owner}/{repo}/check-runs",
-    "PATCH /repos/{owner}/{repo}/check-runs/{check_run_id}",
-    "GET /repos/{owner}/{repo}/check-runs/{check_run_id}",
-    "GET /repos/{owner}/{repo}/commits/{ref}/check-runs",
-    "POST /repos/{owner}/{repo}/check-suites",
-    "POST /repos/{owner}/{repo}/check-suites/{check_suite_id}/rerequest",
-    "POST /repos/{owner}/{repo}/issues/{issue_number}/comments",
-    "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}",
-    "GET /repos/{owner}/{repo}/issues/{issue_number}/comments",
-    "POST /repos/{owner}/{repo}/issues/comments/{comment_id}/reactions",
-    "GET /repos/{owner}/{repo}/collaborators/{username}/permission",
-    "GET /repos/{owner}/{repo}/contents/{path}",
-    "POST /repos/{owner}/{repo}/statuses/{sha}",
-    "GET /repos/{owner}/{repo}/branches/{branch}/protection",
-    "POST /repos/{owner}/{repo}/hooks",
-    "GET /repos/{owner}/{repo}/hooks",
-    "GET /rate_limit",
-    "POST /repos/{owner}/{repo}/pulls",
-    "PATCH /repos/{owner}/{repo}/pulls/{pull_number}",
-    "GET /repos/{owner}/{repo}/pulls/{pull_number}/commits",
-    "POST /app-manifests/{code}/conversions",
-    "DELETE /repos/{owner}/{repo}/git/refs/{ref}",
-    "GET /repos/{owner}/{repo}/git/ref/{ref}",
-    "GET /repos/{owner}/{repo}/compare/{basehead}",
-    "POST /repos/{owner}/{repo}/issues/{issue_number}/labels",
-    "DELETE /repos/{owner}/{repo}/issues/{issue_number}/labels/{name}",
-    "DELETE /repos/{owner}/{repo}/issues/comments/{comment_id}",
-    "GET /repos/{owner}/{repo}/commits/{ref}/status",
-    "GET /repos/{owner}/{repo}/commits/{ref}/check-suites",
-    "GET /repos/{owner}/{repo}/check-suites/{check_suite_id}",
-    "GET /repos/{owner}/{repo}/installation",
-    "GET /repos/{owner}/{repo}/branches/{branch}",
-)
+# The REST operations the bot uses: the one list, kept with the fixture locator.
+OPERATIONS = REST_OPERATIONS
 # Served by github.com, not described in the REST description (see SOURCE.md).
 NOT_IN_DESCRIPTION = ("POST /login/oauth/access_token", "POST /login/device/code", "GET /login/oauth/authorize")
 
