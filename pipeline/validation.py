@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
-from bot.models import Project, ValidationState
+from bot.models import VALIDATION_ACTIVE, Project, ValidationState
 from bot.redact import PROCESS_REDACTOR, Redactor
 from pipeline import report
 from pipeline.checkout import CheckoutError, Checkouts
@@ -80,6 +81,7 @@ class ValidationService:
         self.runner = runner
         self.checkouts = checkouts
         self._running: dict[str, asyncio.Task[Any]] = {}
+        self._pr_locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def store(self):  # type: ignore[no-untyped-def]
@@ -92,9 +94,25 @@ class ValidationService:
 
     async def start(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, trigger: str,
                     restart: bool = False) -> ValidationState:
+        # One start at a time per PR in this process: two deliveries of the same head (GitHub sends
+        # duplicates under new ids) must not both create a check run.
+        lock = self._pr_locks.setdefault((project.id, pr.number), asyncio.Lock())
+        async with lock:
+            return await self._start(gh, project, pr, trigger=trigger, restart=restart)
+
+    async def _start(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, trigger: str,
+                     restart: bool) -> ValidationState:
         await self.supersede(gh, project, pr, restart=restart)
-        state = await self.store.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
-                                        base_sha=pr.base_sha, is_fork=pr.fork, author=pr.author, trigger=trigger)
+        # The same head again (a retried job, an event GitHub sent twice) joins the validation under way.
+        state = None if restart else await self.store.latest_for_head(project.id, pr.head_sha)
+        if state is not None and (state.pr_number != pr.number or state.status not in VALIDATION_ACTIVE):
+            state = None
+        if state is not None and state.check_run_id is not None:
+            return state
+        if state is None:
+            state = await self.store.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
+                                            base_sha=pr.base_sha, is_fork=pr.fork, author=pr.author,
+                                            trigger=trigger)
         check_run = await gh.post(f"/repos/{pr.full_name}/check-runs", data={
             "name": CHECK_NAME, "head_sha": pr.head_sha, "status": "in_progress", "started_at": _now(),
             "details_url": self.details_url(state.id), "external_id": state.id,

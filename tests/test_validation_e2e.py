@@ -219,3 +219,14 @@ async def test_a_fork_pr_from_a_writer_runs_without_secrets(bot, fake_github) ->
     run = check_run(fake_github, state)
     assert run["conclusion"] == "success"
     assert "without the project's secrets" in run["output"]["summary"]
+
+
+async def test_the_same_head_delivered_twice_is_validated_once(bot, fake_github) -> None:
+    scenario = open_pull_request(fake_github, config=PASSING)
+    with bot.services.bus.subscribe() as events:
+        await bot.webhooks.send("pull_request", scenario.payload("opened"))
+        await bot.webhooks.send("pull_request", scenario.payload("opened"))  # a new delivery id, same head
+        await wait_for(events, "validation.completed", timeout=60, head_sha=scenario.head_sha)
+    project = await bot.store.projects.get_project_by_name(scenario.full_name)
+    assert len(await bot.store.validations.for_project(project.id)) == 1
+    assert len(fake_github.calls_to("POST", "/repos/*/*/check-runs")) == 1
