@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := bubblewrap git
 
-.PHONY: install run test test-fast bench clean system-packages
+.PHONY: install run test test-fast bench clean system-packages fixtures
 
 install: $(STAMP) system-packages
 
@@ -27,10 +27,15 @@ system-packages:
 run: install
 	$(BIN)/codegenapp serve
 
-test: install
+# A clone without ../shared fetches the same published GitHub fixtures from npm (or the tests that
+# need them are skipped with the reason).
+fixtures:
+	@test -d ../shared/fixtures/github || test -d .cache/github-fixtures || $(BIN)/python tools/fetch_github_fixtures.py
+
+test: install fixtures
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: install fixtures
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: install

@@ -4,6 +4,7 @@ real git over smart HTTP, the real sandbox, the fake GitHub over HTTP."""
 import json
 import shutil
 import subprocess
+import uuid
 
 import pytest
 
@@ -107,7 +108,8 @@ async def test_an_invalid_config_fails_naming_key_and_line(bot, fake_github) -> 
 
 async def test_a_new_head_cancels_the_running_validation(bot, fake_github) -> None:
     # the first head sleeps (until it is cancelled); the second passes at once
-    scenario = open_pull_request(fake_github, config="validate:\n  - grep -q v2 app.py || sleep 60\n")
+    marker = f"sleep 60.{uuid.uuid4().int % 10**6:06d}"  # unique, so other runs on the machine don't count
+    scenario = open_pull_request(fake_github, config=f"validate:\n  - grep -q v2 app.py || {marker}\n")
     first_head = scenario.head_sha
     with bot.services.bus.subscribe() as events:
         await bot.webhooks.send("pull_request", scenario.payload("opened"))
@@ -121,7 +123,7 @@ async def test_a_new_head_cancels_the_running_validation(bot, fake_github) -> No
     assert (old.status, old.conclusion, old.superseded_by) == ("superseded", "cancelled", scenario.head_sha)
     run = fake_github.check_runs[old.check_run_id]
     assert run["conclusion"] == "cancelled" and scenario.head_sha[:7] in run["output"]["title"]
-    leftover = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     assert leftover.stdout == "", "the superseded run's sandbox was not killed"
 
 
