@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from gidgethub import routing, sansio
 
-from handlers import authorization, checks, installation, pull_request
+from handlers import authorization, checks, commands, installation, pull_request
 from handlers.context import EventContext
 from handlers.payloads import installation_ref, repo_ref
 
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-router = routing.Router(installation.router, authorization.router, pull_request.router, checks.router)
+router = routing.Router(installation.router, authorization.router, pull_request.router, checks.router,
+                        commands.router)
 
 # Events the installation handlers record completely themselves.
 _SELF_RECORDING = {"installation", "installation_repositories"}

@@ -1,4 +1,5 @@
-"""Re-run requests from GitHub's Checks UI ("Re-run" on our check run or the whole suite)."""
+"""The app's check run in GitHub's Checks UI: "Re-run" (of the run or the whole suite) and the run's
+buttons (requested actions: Re-run, Merge, Fix with agent)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from typing import Any
 
 from gidgethub import routing, sansio
 
+from bot.models import Project
+from handlers.commands import PullRequestActions
 from handlers.context import EventContext
+from pipeline.commands import ACTION_RERUN, ACTIONS
 from pipeline.validation import pull_request_ref
 
 router = routing.Router()
@@ -16,27 +20,42 @@ def _ours(ctx: EventContext, app: dict[str, Any] | None) -> bool:
     return bool(app) and str(app.get("id")) == str(ctx.services.settings.app_id)
 
 
-async def _rerun(ctx: EventContext, head_sha: str, pull_requests: list[dict[str, Any]], trigger: str) -> None:
+async def _pr_numbers(ctx: EventContext, project: Project, head_sha: str,
+                      pull_requests: list[dict[str, Any]], external_id: str | None = None) -> list[int]:
+    numbers = [pr["number"] for pr in pull_requests if isinstance(pr, dict) and "number" in pr]
+    if numbers:
+        return numbers
+    # GitHub leaves the list empty for forks: find the PR from our own record
+    store = ctx.services.store.validations
+    known = await store.get(external_id) if external_id else None
+    if known is None or known.project_id != project.id or known.head_sha != head_sha:
+        known = await store.latest_for_head(project.id, head_sha)
+    return [known.pr_number] if known is not None else []
+
+
+async def _rerun(ctx: EventContext, head_sha: str, pull_requests: list[dict[str, Any]], trigger: str,
+                 external_id: str | None = None) -> int:
+    """Validate `head_sha` again on each open PR it is still the head of; returns how many."""
     project = await ctx.project()
     if ctx.installation_id is None or project is None or ctx.services.validations is None:
-        return
-    numbers = [pr["number"] for pr in pull_requests if isinstance(pr, dict) and "number" in pr]
-    if not numbers:  # GitHub leaves the list empty for forks: find the PR from our own record
-        known = await ctx.services.store.validations.latest_for_head(project.id, head_sha)
-        numbers = [known.pr_number] if known is not None else []
-    for number in numbers:
+        return 0
+    started = 0
+    for number in await _pr_numbers(ctx, project, head_sha, pull_requests, external_id):
         pull = await ctx.gh.getitem(f"/repos/{project.name}/pulls/{number}")
         if pull["state"] != "open" or pull["head"]["sha"] != head_sha:
             continue  # the PR moved on; its newer head has its own run
         await ctx.services.validations.start(ctx.gh, project, pull_request_ref(ctx.event.data["repository"], pull),
                                              trigger=trigger, restart=True)
+        started += 1
+    return started
 
 
 @router.register("check_run", action="rerequested")
 async def check_run_rerequested(event: sansio.Event, ctx: EventContext) -> None:
     check_run = event.data["check_run"]
     if _ours(ctx, check_run.get("app")):
-        await _rerun(ctx, check_run["head_sha"], check_run.get("pull_requests") or [], "check_run.rerequested")
+        await _rerun(ctx, check_run["head_sha"], check_run.get("pull_requests") or [], "check_run.rerequested",
+                     check_run.get("external_id"))
 
 
 @router.register("check_suite", action="rerequested")
@@ -44,3 +63,34 @@ async def check_suite_rerequested(event: sansio.Event, ctx: EventContext) -> Non
     suite = event.data["check_suite"]
     if _ours(ctx, suite.get("app")):
         await _rerun(ctx, suite["head_sha"], suite.get("pull_requests") or [], "check_suite.rerequested")
+
+
+@router.register("check_run", action="requested_action")
+async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> None:
+    """A button of our check run: the clicking user is authorized like a command's author (GitHub
+    shows the buttons to users with write access only, but the app does not rely on that)."""
+    check_run = event.data["check_run"]
+    identifier = (event.data.get("requested_action") or {}).get("identifier")
+    sender = event.data.get("sender") or {}
+    if (ctx.installation_id is None or not _ours(ctx, check_run.get("app")) or identifier not in ACTIONS
+            or sender.get("type") == "Bot" or not sender.get("login")):
+        return
+    project = await ctx.project()
+    if project is None:
+        return
+    head_sha = check_run["head_sha"]
+    pull_requests = check_run.get("pull_requests") or []
+    numbers = await _pr_numbers(ctx, project, head_sha, pull_requests, check_run.get("external_id"))
+    if not numbers:
+        return  # no PR to act on (the check run is not one of a PR we know)
+    actions = PullRequestActions(ctx, project, event.data["repository"], numbers[0], sender["login"])
+    if identifier != ACTION_RERUN:
+        await actions.button(identifier, check_run)
+        return
+    if not await actions.authorized(f"use the {ACTIONS[identifier][0]} button", button=identifier):
+        return
+    await ctx.audit(f"button.{identifier}", actor=sender["login"], project_id=project.id, pr=numbers[0],
+                    head_sha=head_sha, check_run=check_run.get("id"))
+    if not await _rerun(ctx, head_sha, pull_requests, "check_run.requested_action", check_run.get("external_id")):
+        await actions.reply(f"@{sender['login']} Not re-running: {head_sha[:7]} is no longer the head of an "
+                            "open PR; the newer head is validated on its own.")

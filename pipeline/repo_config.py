@@ -21,6 +21,7 @@ Unknown keys are an error, so a typo such as `timeout:` fails loudly instead of 
 | `cache_key` | list of globs (relative to the repository root); their contents key the setup snapshot | `[]` |
 | `env` | mapping `NAME: value` of non-secret variables; names match `[A-Z_][A-Z0-9_]*` | `{}` |
 | `setup_network` | `true`/`false`: whether setup commands may use the network | `true` |
+| `delete_branch_after_merge` | `true`/`false`: delete the PR's head branch after the app merges it (never a fork's) | `false` |
 | `ui` | reserved for a later stage: any mapping, kept as written | none |
 
 Details:
@@ -39,7 +40,10 @@ Details:
   "3.10", not "3.1") and booleans become "true"/"false". Secrets do not belong here: the file is public.
 * `auto_merge: {method: squash}` without `enabled` only chooses the method (used when auto-merge is
   turned on from the dashboard or with `/auto-merge on`). The default method is `merge`, GitHub's own
-  default for the merge API.
+  default for the merge API. The method also applies to `/merge` and the Merge button, unless the
+  command names one (`/merge squash`).
+* `delete_branch_after_merge: true` deletes the head branch once the app has merged the PR (by
+  auto-merge, `/merge` or the Merge button). A fork's branch is never touched: it is not ours.
 * A key written with no value (`validate:`) is an error: write `validate: []` to run nothing, or remove
   the key to use the project's setting. Repeated keys, YAML merge keys (`<<`), files over 256 KiB and
   nesting deeper than 64 levels are errors too; `env` holds at most 200 variables.
@@ -90,7 +94,7 @@ MAX_STEP_NAME = 100
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 
 KEYS = ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
-        "setup_network", "ui")
+        "setup_network", "delete_branch_after_merge", "ui")
 
 # Commands whose first word alone says little: the step is named after the next word as well.
 RUNNERS = frozenset({"npm", "yarn", "pnpm", "bun", "npx", "pnpx", "make", "gmake", "cargo", "go", "poetry",
@@ -160,6 +164,7 @@ class RepoConfig:
     cache_key: tuple[str, ...] | None = None
     env: Mapping[str, str] | None = None
     setup_network: bool | None = None
+    delete_branch_after_merge: bool | None = None
     ui: Mapping[str, Any] | None = None
     present_keys: frozenset[str] = frozenset()
 
@@ -204,6 +209,7 @@ class EffectiveConfig:
     cache_key: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     setup_network: bool = True
+    delete_branch_after_merge: bool = False
     ui: dict[str, Any] | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -337,6 +343,9 @@ class _Parser:
         return bool(SafeConstructor().construct_yaml_bool(node))
 
     def setup_network(self, node: yaml.Node, key: str) -> bool:
+        return self.boolean(node, key, f'"{key}"')
+
+    def flag(self, node: yaml.Node, key: str) -> bool:
         return self.boolean(node, key, f'"{key}"')
 
     def sequence(self, node: yaml.Node, key: str, what: str) -> list[yaml.Node]:
@@ -484,7 +493,8 @@ class _Parser:
 _KEY_PARSERS: dict[str, tuple[str, str]] = {
     "setup": ("commands", "[]"), "validate": ("validate", "[]"), "analysis": ("analysis", "[]"),
     "timeout_minutes": ("timeout", "30"), "auto_merge": ("auto_merge", "false"), "cache_key": ("cache_key", "[]"),
-    "env": ("env", "{}"), "setup_network": ("setup_network", "true"), "ui": ("ui", "{}")}
+    "env": ("env", "{}"), "setup_network": ("setup_network", "true"),
+    "delete_branch_after_merge": ("flag", "false"), "ui": ("ui", "{}")}
 
 
 def _check_depth(text: str, path: str) -> None:
@@ -593,14 +603,15 @@ def effective_config(repo: RepoConfig | None, project: ProjectSettings, *,
     merge_method = pick("merge_method", repo.merge_method, None, DEFAULT_MERGE_METHOD)
     cache_key = pick("cache_key", repo.cache_key, None, ())
     setup_network = pick("setup_network", repo.setup_network, None, True)
+    delete_branch = pick("delete_branch_after_merge", repo.delete_branch_after_merge, None, False)
     ui = pick("ui", repo.ui, None, None)
     env, env_sources = _merge_env(repo.env, project.env)
     sources["env"] = "repository" if repo.env is not None else "project" if project.env else "default"
     sources.update(env_sources)
     return EffectiveConfig(setup=setup, validate=validate, analysis=analysis, timeout_minutes=timeout,
                            auto_merge=auto_merge, merge_method=merge_method, cache_key=cache_key, env=env,
-                           setup_network=setup_network, ui=copy.deepcopy(dict(ui)) if ui is not None else None,
-                           sources=sources)
+                           setup_network=setup_network, delete_branch_after_merge=delete_branch,
+                           ui=copy.deepcopy(dict(ui)) if ui is not None else None, sources=sources)
 
 
 def _merge_env(repo: Mapping[str, str] | None,

@@ -24,8 +24,9 @@ from bot.models import VALIDATION_ACTIVE, Project, ValidationState
 from bot.redact import PROCESS_REDACTOR, Redactor
 from pipeline import report
 from pipeline.checkout import CheckoutError, Checkouts
+from pipeline.commands import check_run_actions
 from pipeline.decisions import fork_gate, is_fork, role_of
-from pipeline.repo_config import ConfigFileError, ProjectSettings, effective_config, parse_repo_config
+from pipeline.repo_config import ConfigFileError, ProjectSettings, RepoConfig, effective_config, parse_repo_config
 from pipeline.runner import PipelineRunner, RunOutcome, RunPlan
 from pipeline.sandbox import SandboxUnavailable
 
@@ -63,6 +64,20 @@ def pull_request_ref(repository: dict[str, Any], pull_request: dict[str, Any]) -
     return PullRequestRef(full_name=repository["full_name"], number=pull_request["number"],
                           head_sha=pull_request["head"]["sha"], base_sha=pull_request["base"]["sha"],
                           fork=is_fork(pull_request), author=(pull_request.get("user") or {}).get("login"))
+
+
+async def fetch_repo_config(gh: GitHubAPI, full_name: str, ref: str) -> RepoConfig | None:
+    """The repository's config file at `ref` (None when there is none); ConfigFileError when invalid."""
+    try:
+        content = await gh.getitem(f"/repos/{full_name}/contents/{CONFIG_PATH}{{?ref}}", {"ref": ref})
+    except BadRequest as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+    if not isinstance(content, dict) or content.get("type") != "file":
+        raise ConfigFileError(f"{CONFIG_PATH} is not a file", None, None)
+    text = base64.b64decode(content.get("content") or "").decode("utf-8", "replace")
+    return parse_repo_config(text, path=CONFIG_PATH)
 
 
 def _now() -> str:
@@ -141,6 +156,26 @@ class ValidationService:
                 "validation.superseded", project_id=project.id, installation_id=project.installation_id,
                 details={"pr": pr.number, "head_sha": old.head_sha, "by": pr.head_sha})
 
+    async def cancel(self, gh: GitHubAPI, project: Project, state: ValidationState, *, reason: str,
+                     actor: str | None = None) -> bool:
+        """End a queued or running validation (`/cancel`); False when it was not active any more."""
+        title = f"Cancelled: {reason}"
+        if not await self.store.cancel(state.id, title=title):
+            return False
+        self.cancel_running(state.id)  # another worker's run notices within CANCEL_POLL_SECONDS
+        if state.check_run_id is not None:
+            await gh.patch(f"/repos/{project.name}/check-runs/{state.check_run_id}", data={
+                "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
+                "output": {"title": title, "summary": f"{title}."},
+                "actions": check_run_actions("cancelled", merge_allowed=False,
+                                             agent_configured=self.services.agent_backend_configured)})
+        await self.services.store.audit.record(
+            "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
+            details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason})
+        self.services.bus.publish("validation.completed", project_id=project.id, validation_id=state.id,
+                                  pr_number=state.pr_number, head_sha=state.head_sha, conclusion="cancelled")
+        return True
+
     def cancel_running(self, validation_id: str) -> None:
         task = self._running.get(validation_id)
         if task is not None and not task.done():
@@ -198,6 +233,7 @@ class _Validation:
         self.workspace = workspace
         self.repo_url = f"/repos/{project.name}"
         self.last_progress = 0.0
+        self.repo_config: RepoConfig | None = None
 
     async def run(self) -> None:
         pull = await self.gh.getitem(f"{self.repo_url}/pulls/{self.state.pr_number}")
@@ -205,7 +241,7 @@ class _Validation:
             await self.complete_without_run("cancelled", report.superseded_reason(pull["head"]["sha"]))
             return
         try:
-            repo_config = await self.read_repo_config(pull["base"]["sha"])
+            repo_config = self.repo_config = await self.read_repo_config(pull["base"]["sha"])
         except ConfigFileError as exc:
             await self.report_config_error(exc)
             return
@@ -236,18 +272,9 @@ class _Validation:
             outcome.notes.append("fork PR: run without the project's secrets")
         await self.report(outcome, redactor, timeout_minutes=config.timeout_minutes)
 
-    async def read_repo_config(self, base_sha: str):  # type: ignore[no-untyped-def]
+    async def read_repo_config(self, base_sha: str) -> RepoConfig | None:
         """The repository's config at the PR's BASE: a PR cannot change what runs on it."""
-        try:
-            content = await self.gh.getitem(f"{self.repo_url}/contents/{CONFIG_PATH}{{?ref}}", {"ref": base_sha})
-        except BadRequest as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-        if not isinstance(content, dict) or content.get("type") != "file":
-            raise ConfigFileError(f"{CONFIG_PATH} is not a file", None, None)
-        text = base64.b64decode(content.get("content") or "").decode("utf-8", "replace")
-        return parse_repo_config(text, path=CONFIG_PATH)
+        return await fetch_repo_config(self.gh, self.project.name, base_sha)
 
     async def author_role(self) -> str | None:
         if not self.state.is_fork or not self.state.author:
@@ -295,9 +322,11 @@ class _Validation:
                                                  title=output["title"], results=results,
                                                  snapshot_id=outcome.snapshot_key):
             return  # superseded while finishing: the newer run reports
+        auto_merge, merge_button = await self.merge_plan(outcome.conclusion)
         batches = report.annotation_batches(outcome.annotations) or [[]]
         await self.patch_check_run({"status": "completed", "conclusion": outcome.conclusion,
-                                    "completed_at": _now(), "output": {**output, "annotations": batches[0]}})
+                                    "completed_at": _now(), "output": {**output, "annotations": batches[0]},
+                                    "actions": self.actions(outcome.conclusion, merge_allowed=merge_button)})
         for batch in batches[1:]:
             await self.patch_check_run({"output": {"title": output["title"], "summary": output["summary"],
                                                    "annotations": batch}})
@@ -306,6 +335,37 @@ class _Validation:
                                      timeout_minutes=timeout_minutes)
         await self.upsert_comment(redactor.redact(body))
         await self.finished(outcome.conclusion, output["title"])
+        if auto_merge:
+            await self.auto_merge()
+
+    def actions(self, conclusion: str, *, merge_allowed: bool = False) -> list[dict[str, str]]:
+        """The completed check run's buttons (handled by handlers/checks.py)."""
+        return check_run_actions(conclusion, merge_allowed=merge_allowed,
+                                 agent_configured=self.service.services.agent_backend_configured)
+
+    async def merge_plan(self, conclusion: str) -> tuple[bool, bool]:
+        """(auto-merge now, show the Merge button) for a completed validation. With auto-merge on
+        there is no button: the merge follows at once. A failure to read what decides the button
+        costs the button, never the report."""
+        merges = self.service.services.merges
+        if conclusion != "success" or merges is None:
+            return False, False
+        settings = await merges.settings(self.project, self.state.pr_number, self.repo_config)
+        if settings.auto_merge:
+            return True, False
+        try:
+            return False, await merges.merge_button(self.gh, self.project, await self.service.store.get(self.state.id))
+        except Exception:
+            log.exception("validation %s: could not decide about the Merge button", self.state.id)
+            return False, False
+
+    async def auto_merge(self) -> None:
+        merges = self.service.services.merges
+        assert merges is not None
+        try:
+            await merges.auto_merge(self.gh, self.project, await self.service.store.get(self.state.id))
+        except Exception:  # the validation is reported; its job must not run again for this
+            log.exception("validation %s: auto-merge failed", self.state.id)
 
     async def finished(self, conclusion: str, title: str) -> None:
         services = self.service.services
@@ -334,7 +394,8 @@ class _Validation:
             annotations.append({"path": CONFIG_PATH, "start_line": exc.line, "end_line": exc.line,
                                 "annotation_level": "failure", "message": str(exc)})
         await self.patch_check_run({"status": "completed", "conclusion": "failure", "completed_at": _now(),
-                                    "output": {"title": title, "summary": summary, "annotations": annotations}})
+                                    "output": {"title": title, "summary": summary, "annotations": annotations},
+                                    "actions": self.actions("failure")})
         await self.upsert_comment(f"{report.COMMENT_MARKER}\n### Validation could not start\n\n{summary}")
         await self.finished("failure", title)
 
@@ -345,7 +406,8 @@ class _Validation:
         if not await self.service.store.wait_for_approval(self.state.id, title=title):
             return
         await self.patch_check_run({"status": "completed", "conclusion": "action_required", "completed_at": _now(),
-                                    "output": {"title": title, "summary": summary}})
+                                    "output": {"title": title, "summary": summary},
+                                    "actions": self.actions("action_required")})
         await self.upsert_comment(f"{report.COMMENT_MARKER}\n### {title}\n\n{summary}")
         await self.finished("action_required", title)
 
@@ -357,7 +419,8 @@ class _Validation:
                                              results={"error": reason}):
             await self.patch_check_run({"status": "completed", "conclusion": "failure", "completed_at": _now(),
                                         "output": {"title": title,
-                                                   "summary": PROCESS_REDACTOR.redact(f"{title}: {reason}")}})
+                                                   "summary": PROCESS_REDACTOR.redact(f"{title}: {reason}")},
+                                        "actions": self.actions("failure")})
             await self.finished("failure", title)
 
     async def upsert_comment(self, body: str) -> None:

@@ -417,5 +417,5 @@ def test_docs_example_parses_and_uses_every_documented_feature() -> None:
 def test_module_docstring_documents_every_key() -> None:
     import pipeline.repo_config as module
     for key in ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
-                "setup_network", "ui", "Precedence"):
+                "setup_network", "delete_branch_after_merge", "ui", "Precedence"):
         assert f"`{key}`" in module.__doc__ or key in module.__doc__

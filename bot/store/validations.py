@@ -100,10 +100,13 @@ class ValidationStore:
                 .order_by(ValidationState.created_at.desc()))
         return await self._db.read(lambda conn: entity(conn, stmt))
 
-    async def latest_for_head(self, project_id: str, head_sha: str) -> ValidationState | None:
+    async def latest_for_head(self, project_id: str, head_sha: str, *,
+                              pr_number: int | None = None) -> ValidationState | None:
         stmt = (select(ValidationState)
                 .where(ValidationState.project_id == project_id, ValidationState.head_sha == head_sha)
                 .order_by(ValidationState.created_at.desc()))
+        if pr_number is not None:
+            stmt = stmt.where(ValidationState.pr_number == pr_number)
         return await self._db.read(lambda conn: entity(conn, stmt))
 
     async def for_project(self, project_id: str, *, limit: int = 50) -> list[ValidationState]:

@@ -1,0 +1,262 @@
+"""Slash commands in PR comments (parsing is pure: pipeline.commands), and what commands and the
+check run's buttons do on a PR (handlers/checks.py uses `PullRequestActions` for the buttons).
+
+Who may: write, maintain or admin on the repository, from
+`GET /repos/{owner}/{repo}/collaborators/{user}/permission`, cached for a minute. Anyone else gets
+one short reply naming the permission needed, and nothing runs. A command that is taken gets 👀 on
+the comment; when every command of the comment succeeded, 👍; whatever needs saying (a refusal, an
+error, `/help`) comes in one reply. Comments by bots (the app's own included) are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gidgethub import BadRequest, routing, sansio
+
+from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
+from bot.redact import PROCESS_REDACTOR
+from handlers.context import EventContext
+from pipeline.commands import ACTIONS, Command, help_text, parse_commands
+from pipeline.decisions import can_write, is_fork, role_of
+from pipeline.validation import pull_request_ref
+
+log = logging.getLogger(__name__)
+
+router = routing.Router()
+
+NEEDED_PERMISSION = "write"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str | None = None  # said in the reply (for ok=False: why it did not happen)
+
+
+async def user_role(ctx: EventContext, full_name: str, login: str) -> str:
+    """The user's role on the repository (admin, maintain, write, triage, read, none), cached briefly."""
+    cache = ctx.services.permission_cache
+    key = (full_name.lower(), login.lower())
+    role = cache.get(key)
+    if role is None:
+        try:
+            answer = await ctx.gh.getitem(f"/repos/{full_name}/collaborators/{{username}}/permission",
+                                          {"username": login})
+            role = role_of(answer)
+        except BadRequest as exc:
+            if exc.status_code != 404:
+                raise
+            role = "none"  # not a collaborator, or not a user GitHub knows
+        cache[key] = role
+    return role
+
+
+def from_a_bot(data: dict[str, Any], app_id: str | None) -> bool:
+    """Bots (the app itself included) do not command the app."""
+    sender = data.get("sender") or {}
+    comment = data.get("comment") or {}
+    if sender.get("type") == "Bot" or (comment.get("user") or {}).get("type") == "Bot":
+        return True
+    via = comment.get("performed_via_github_app")
+    return isinstance(via, dict) and str(via.get("id")) == str(app_id)
+
+
+def refusal(login: str, full_name: str, what: str, role: str) -> str:
+    return (f"@{login} you need {NEEDED_PERMISSION} access to {full_name} to {what} "
+            f"(you have {role}), so nothing was done.")
+
+
+class PullRequestActions:
+    """What commands and buttons do on one PR, on behalf of one user."""
+
+    def __init__(self, ctx: EventContext, project: Project, repository: dict[str, Any], number: int,
+                 actor: str) -> None:
+        self.ctx = ctx
+        self.services = ctx.services
+        self.project = project
+        self.repository = repository
+        self.number = number
+        self.actor = actor
+        self._pull: dict[str, Any] | None = None
+
+    @property
+    def repo_url(self) -> str:
+        return f"/repos/{self.project.name}"
+
+    async def pull(self) -> dict[str, Any]:
+        if self._pull is None:
+            self._pull = await self.ctx.gh.getitem(f"{self.repo_url}/pulls/{self.number}")
+        return self._pull
+
+    async def authorized(self, what: str, **audit: Any) -> bool:
+        role = await user_role(self.ctx, self.project.name, self.actor)
+        if can_write(role):
+            return True
+        await self.ctx.audit("command.refused", actor=self.actor, project_id=self.project.id, pr=self.number,
+                             role=role, needed=NEEDED_PERMISSION, **audit)
+        await self.reply(refusal(self.actor, self.project.name, what, role))
+        return False
+
+    async def reply(self, body: str) -> None:
+        await self.ctx.gh.post(f"{self.repo_url}/issues/{self.number}/comments", data={"body": body})
+
+    async def react(self, comment_id: int, content: str) -> None:
+        await self.ctx.gh.post(f"{self.repo_url}/issues/comments/{comment_id}/reactions", data={"content": content})
+
+    # ---- comments ------------------------------------------------------------------------------
+
+    async def run_comment(self, comment_id: int, commands: list[Command]) -> None:
+        names = ", ".join(f"`/{c.name}`" for c in commands)
+        if not await self.authorized(f"run {names}", commands=[c.name for c in commands], comment=comment_id):
+            return
+        await self.react(comment_id, "eyes")
+        results: list[tuple[Command, Outcome]] = []
+        for command in commands:
+            await self.ctx.audit(f"command.{command.name}", actor=self.actor, project_id=self.project.id,
+                                 pr=self.number, args=list(command.args), comment=comment_id,
+                                 **({"error": command.error} if command.error else {}))
+            try:
+                outcome = await self.run(command)
+            except Exception as exc:
+                log.exception("/%s on %s#%s failed", command.name, self.project.name, self.number)
+                outcome = Outcome(False, f"`/{command.name}` failed: {type(exc).__name__}: "
+                                         f"{PROCESS_REDACTOR.redact(str(exc))[:300]}")
+            results.append((command, outcome))
+        if all(outcome.ok for _, outcome in results):
+            await self.react(comment_id, "+1")
+        said = [(command, outcome.message) for command, outcome in results if outcome.message]
+        if len(said) == 1:
+            await self.reply(f"@{self.actor} {said[0][1]}")
+        elif said:
+            await self.reply(f"@{self.actor}\n\n" + "\n\n".join(
+                f"**`/{c.name}`**\n\n{m}" if "\n" in m else f"**`/{c.name}`**: {m}" for c, m in said))
+
+    async def run(self, command: Command) -> Outcome:
+        if command.error:
+            return Outcome(False, command.error)
+        if command.name == "validate":
+            return await self.validate()
+        if command.name == "cancel":
+            return await self.cancel()
+        if command.name == "merge":
+            return await self.merge(method=command.args[0] if command.args else None, trigger="command.merge")
+        if command.name == "auto-merge":
+            return await self.auto_merge(command.args[0] == "on")
+        if command.name == "ok-to-test":
+            return await self.ok_to_test()
+        if command.name == "agent":
+            return self.agent_unavailable()
+        if command.name == "help":
+            return Outcome(True, help_text())
+        raise AssertionError(f"unhandled command {command.name}")
+
+    # ---- what each command does ----------------------------------------------------------------
+
+    async def validate(self) -> Outcome:
+        pull = await self.pull()
+        if pull["state"] != "open":
+            return Outcome(False, "Not validating: the PR is closed.")
+        if self.services.validations is None:
+            return Outcome(False, "Not validating: validation is not available on this app.")
+        await self.services.validations.start(self.ctx.gh, self.project, pull_request_ref(self.repository, pull),
+                                              trigger="command.validate", restart=True)
+        return Outcome(True)
+
+    async def cancel(self) -> Outcome:
+        latest = await self.services.store.validations.latest_for_pr(self.project.id, self.number)
+        if latest is None or latest.status not in VALIDATION_ACTIVE or self.services.validations is None:
+            return Outcome(False, "Nothing to cancel: no validation of this PR is running.")
+        if not await self.services.validations.cancel(self.ctx.gh, self.project, latest,
+                                                      reason=f"cancelled by @{self.actor}", actor=self.actor):
+            return Outcome(False, "Nothing to cancel: the validation finished meanwhile.")
+        return Outcome(True)
+
+    async def merge(self, *, method: str | None = None, trigger: str, expected_head: str | None = None) -> Outcome:
+        if self.services.merges is None:
+            return Outcome(False, "Not merging: merging is not available on this app.")
+        outcome = await self.services.merges.merge(self.ctx.gh, self.project, self.number, trigger=trigger,
+                                                   requested_by=self.actor, method=method,
+                                                   expected_head=expected_head,
+                                                   delivery_id=self.ctx.event.delivery_id)
+        return Outcome(True) if outcome.merged else Outcome(False, outcome.message)
+
+    async def auto_merge(self, on: bool) -> Outcome:
+        await self.services.store.pull_requests.set_auto_merge(self.project.id, self.number, on, set_by=self.actor)
+        await self.ctx.audit("auto_merge.set", actor=self.actor, project_id=self.project.id, pr=self.number,
+                             auto_merge=on)
+        if not on or self.services.merges is None:
+            return Outcome(True)
+        # Already validated? Then "on" means now, as it would right after the validation.
+        pull = await self.pull()
+        latest = await self.services.store.validations.latest_for_head(self.project.id, pull["head"]["sha"],
+                                                                       pr_number=self.number)
+        if pull["state"] != "open" or latest is None or latest.conclusion != "success":
+            return Outcome(True)
+        outcome = await self.services.merges.merge(self.ctx.gh, self.project, self.number, trigger="auto-merge",
+                                                   requested_by=self.actor, expected_head=latest.head_sha,
+                                                   delivery_id=self.ctx.event.delivery_id)
+        if outcome.merged:
+            return Outcome(True)
+        return Outcome(True, f"Auto-merge is on, but {outcome.message[:1].lower()}{outcome.message[1:]}")
+
+    async def ok_to_test(self) -> Outcome:
+        pull = await self.pull()
+        if pull["state"] != "open":
+            return Outcome(False, "Nothing to approve: the PR is closed.")
+        head = pull["head"]["sha"]
+        store = self.services.store.validations
+        await store.approve_head(self.project.id, self.number, head, approved_by=self.actor)
+        await self.ctx.audit("fork_gate.approved", actor=self.actor, project_id=self.project.id, pr=self.number,
+                             head_sha=head)
+        latest = await store.latest_for_head(self.project.id, head, pr_number=self.number)
+        waiting = latest is not None and latest.status == VALIDATION_WAITING
+        never_started = latest is None and is_fork(pull) and not pull.get("draft")
+        if (waiting or never_started) and self.services.validations is not None:
+            await self.services.validations.start(self.ctx.gh, self.project, pull_request_ref(self.repository, pull),
+                                                  trigger="command.ok-to-test", restart=True)
+        return Outcome(True)
+
+    def agent_unavailable(self) -> Outcome:
+        # The goal is in the audit log (command.agent); the agent-run work starts runs from here.
+        return Outcome(False, "Agent runs are not configured on this app yet, so nothing was started.")
+
+    # ---- buttons -------------------------------------------------------------------------------
+
+    async def button(self, identifier: str, check_run: dict[str, Any]) -> Outcome | None:
+        """A requested action of the app's check run; None when the user may not use it."""
+        label = ACTIONS[identifier][0]
+        if not await self.authorized(f"use the {label} button", button=identifier):
+            return None
+        await self.ctx.audit(f"button.{identifier}", actor=self.actor, project_id=self.project.id, pr=self.number,
+                             head_sha=check_run.get("head_sha"), check_run=check_run.get("id"))
+        if identifier == "merge":
+            outcome = await self.merge(trigger="button.merge", expected_head=check_run.get("head_sha"))
+        elif identifier == "fix":
+            outcome = self.agent_unavailable()
+        else:
+            raise AssertionError(f"button {identifier} is handled in handlers/checks.py")
+        if outcome.message:
+            await self.reply(f"@{self.actor} {outcome.message}")
+        return outcome
+
+
+@router.register("issue_comment", action="created")
+async def issue_comment_created(event: sansio.Event, ctx: EventContext) -> None:
+    data = event.data
+    issue = data.get("issue") or {}
+    if ctx.installation_id is None or not issue.get("pull_request"):
+        return  # a repository webhook, or a comment on a plain issue
+    if from_a_bot(data, ctx.services.settings.app_id):
+        return
+    comment = data.get("comment") or {}
+    commands = parse_commands(comment.get("body") or "")
+    if not commands:
+        return
+    project = await ctx.project()
+    if project is None:
+        return
+    actions = PullRequestActions(ctx, project, data["repository"], issue["number"], comment["user"]["login"])
+    await actions.run_comment(comment["id"], commands)

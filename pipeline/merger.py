@@ -1,0 +1,312 @@
+"""The GitHub shell around `pipeline.merging`: read what the decision needs, merge the validated head.
+
+One path for every trigger (`/merge`, the Merge button, `/auto-merge on`, auto-merge after a
+successful validation):
+
+1. lock the base branch: an asyncio lock per (project, base branch) in this process, then the
+   `merge_locks` row (one statement; with several workers on PostgreSQL the row is the lock);
+2. read the PR again, inside the lock, and the stored validation of its current head;
+3. decide (`merge_decision`), reading the base branch's required checks only when the cheap checks pass;
+4. claim the merge of that head in the store: a second `/merge` of the same head does nothing;
+5. `PUT .../pulls/{n}/merge` with `sha` = the validated head. 409 (head moved), 405 (not mergeable,
+   blocked) and 422 end the attempt with a clear message; nothing retries them;
+6. delete the head branch when the repository's config asks for it (never a fork's).
+
+Every merge and every refusal is written to the audit log. The caller reports the outcome (a reply
+to a command, a PR comment for a button or auto-merge): this module never comments itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from gidgethub import BadRequest
+from gidgethub.abc import GitHubAPI
+
+from bot.models import Project, ValidationState, new_id
+from pipeline.decisions import is_fork
+from pipeline.merging import (NOT_READABLE, MergeDecision, MergeSettings, RequiredCheck, RequiredChecks,
+                              merge_decision, merge_settings, required_checks)
+from pipeline.repo_config import ConfigFileError, RepoConfig
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = timedelta(minutes=10)  # longer than any merge request waits for its turn to be sent
+LOCK_WAIT_SECONDS = 120.0
+LOCK_POLL_SECONDS = 0.5
+
+
+class MergeBusy(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    merged: bool
+    message: str                 # one sentence for the PR: "Merged abc1234 into main (squash)." / "Not merging: ..."
+    head_sha: str | None = None
+    merge_commit_sha: str | None = None
+    stale: bool = False          # the PR moved on from the head the caller meant; nothing to report
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "")[:7]
+
+
+def _branch_path(branch: str) -> str:
+    return quote(branch, safe="/")
+
+
+def merge_error_message(status: int, github_message: str, *, head_sha: str, base_ref: str) -> str:
+    """What to tell the PR when GitHub refuses the merge request."""
+    said = f" (GitHub: “{github_message}”)" if github_message else ""
+    if status == 409:
+        return (f"Not merged: the head moved after {_short(head_sha)} was validated{said}. "
+                "The new head is validated on its own; merge it once that passes.")
+    if status == 405:
+        return f"Not merged: GitHub says the PR cannot be merged into {base_ref} now{said}."
+    if status == 422:
+        return f"Not merged: GitHub refused the merge{said}; check for conflicts and the allowed merge methods."
+    if status == 403:
+        return f"Not merged: the app is not allowed to merge here{said}; it needs the contents: write permission."
+    return f"Not merged: GitHub answered {status}{said}."
+
+
+class MergeService:
+    def __init__(self, services: "Services") -> None:
+        self.services = services
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+        self.mergeable_retry_delays: tuple[float, ...] = (1.0, 2.0)  # re-reads while GitHub computes mergeability
+        self.lock_wait_seconds = LOCK_WAIT_SECONDS
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.services.store
+
+    def own_check(self) -> RequiredCheck:
+        from pipeline.validation import CHECK_NAME
+        app_id = self.services.settings.app_id
+        return RequiredCheck(CHECK_NAME, int(app_id) if app_id and str(app_id).isdigit() else None)
+
+    # ---- settings ------------------------------------------------------------------------------
+
+    async def settings(self, project: Project, pr_number: int, repo_config: RepoConfig | None) -> MergeSettings:
+        from pipeline.validation import project_settings
+        override = await self.store.pull_requests.auto_merge(project.id, pr_number)
+        return merge_settings(repo_config, project_settings(project), pr_auto_merge=override)
+
+    # ---- the decision --------------------------------------------------------------------------
+
+    async def required_checks(self, gh: GitHubAPI, full_name: str, base_ref: str) -> RequiredChecks:
+        """The base branch's required checks; where the protection cannot be read, none."""
+        try:
+            protection = await gh.getitem(f"/repos/{full_name}/branches/{_branch_path(base_ref)}/protection")
+        except BadRequest as exc:
+            if exc.status_code == 404:
+                return NOT_READABLE  # not protected (or not visible): nothing is required
+            if exc.status_code != 403:
+                raise
+            # No administration permission: the branch's own summary has the required checks too.
+            try:
+                branch = await gh.getitem(f"/repos/{full_name}/branches/{_branch_path(base_ref)}")
+            except BadRequest:
+                return NOT_READABLE
+            return required_checks(branch.get("protection")) if branch.get("protected") else RequiredChecks(True)
+        return required_checks(protection)
+
+    async def decide(self, gh: GitHubAPI, project: Project, pull: dict[str, Any],
+                     validation: ValidationState | Any | None) -> MergeDecision:
+        """`merge_decision` with what it needs read from GitHub (required checks only when needed)."""
+        first = merge_decision(pull, validation)
+        if not first.allowed and not first.retry_later:
+            return first  # refused before any required check matters
+        required = await self.required_checks(gh, project.name, pull["base"]["ref"])
+        own = self.own_check()
+        others = [c for c in required.checks if not (c.context == own.context and c.app_id in (None, own.app_id))]
+        check_runs: list[dict[str, Any]] = []
+        statuses: list[dict[str, Any]] = []
+        if others:
+            head = pull["head"]["sha"]
+            check_runs = [r async for r in gh.getiter(f"/repos/{project.name}/commits/{head}/check-runs",
+                                                      iterable_key="check_runs")]
+            try:
+                combined = await gh.getitem(f"/repos/{project.name}/commits/{head}/status")
+                statuses = list(combined.get("statuses") or [])
+            except BadRequest as exc:  # 403 without the statuses permission: a required status reads as missing
+                if exc.status_code not in (403, 404):
+                    raise
+        return merge_decision(pull, validation, required=required, check_runs=check_runs, statuses=statuses,
+                              own_check=own)
+
+    # ---- the lock ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(self, project_id: str, base_ref: str) -> AsyncIterator[None]:
+        """At most one merge at a time per (project, base branch): in this process, then across workers."""
+        key = (project_id, base_ref)
+        local = self._locks.get(key)
+        if local is None:
+            local = self._locks[key] = asyncio.Lock()
+        async with local:
+            holder = new_id()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.lock_wait_seconds
+            while not await self.store.pull_requests.acquire_merge_lock(project_id, base_ref, holder, ttl=LOCK_TTL):
+                if loop.time() >= deadline:
+                    raise MergeBusy(f"another merge into {base_ref} is still running")
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+            try:
+                yield
+            finally:
+                await asyncio.shield(self.store.pull_requests.release_merge_lock(project_id, base_ref, holder))
+
+    # ---- merging -------------------------------------------------------------------------------
+
+    async def merge(self, gh: GitHubAPI, project: Project, pr_number: int, *, trigger: str,
+                    requested_by: str | None, method: str | None = None, expected_head: str | None = None,
+                    delivery_id: str | None = None) -> MergeOutcome:
+        """Merge the PR at its validated head if the decision allows it (see the module docstring).
+
+        `expected_head`: the head the caller acted on (a check run's button, a validation that just
+        finished); if the PR has moved on, nothing is merged and the outcome is `stale`.
+        """
+        pull = await gh.getitem(f"/repos/{project.name}/pulls/{pr_number}")
+        try:
+            async with self.lock(project.id, pull["base"]["ref"]):
+                return await self._merge_locked(gh, project, pr_number, trigger=trigger, requested_by=requested_by,
+                                                method=method, expected_head=expected_head, delivery_id=delivery_id)
+        except MergeBusy as exc:
+            return await self._refused(project, pr_number, pull["head"]["sha"], str(exc), trigger=trigger,
+                                       requested_by=requested_by, delivery_id=delivery_id)
+
+    async def _merge_locked(self, gh: GitHubAPI, project: Project, pr_number: int, *, trigger: str,
+                            requested_by: str | None, method: str | None, expected_head: str | None,
+                            delivery_id: str | None) -> MergeOutcome:
+        pull = await gh.getitem(f"/repos/{project.name}/pulls/{pr_number}")
+        head = pull["head"]["sha"]
+        if expected_head is not None and head != expected_head and not pull.get("merged"):
+            reason = f"the PR's head is now {_short(head)}, not {_short(expected_head)}"
+            outcome = await self._refused(project, pr_number, head, reason, trigger=trigger,
+                                          requested_by=requested_by, delivery_id=delivery_id)
+            return MergeOutcome(False, outcome.message, head_sha=head, stale=True)
+        validation = await self.store.validations.latest_for_head(project.id, head, pr_number=pr_number)
+        decision = await self.decide(gh, project, pull, validation)
+        for delay in self.mergeable_retry_delays:
+            if not decision.retry_later:
+                break
+            await asyncio.sleep(delay)  # GitHub computes mergeability in the background after a read
+            pull = await gh.getitem(f"/repos/{project.name}/pulls/{pr_number}")
+            if pull["head"]["sha"] != head:
+                break
+            decision = await self.decide(gh, project, pull, validation)
+        if pull["head"]["sha"] != head:
+            decision = MergeDecision(False, f"the head moved to {_short(pull['head']['sha'])} while deciding")
+        if not decision.allowed:
+            return await self._refused(project, pr_number, head, decision.reason, trigger=trigger,
+                                       requested_by=requested_by, delivery_id=delivery_id)
+        try:
+            settings = await self.settings(project, pr_number, await self._repo_config(gh, project, pull))
+        except ConfigFileError as exc:
+            return await self._refused(project, pr_number, head, f"the repository's config is invalid: {exc}",
+                                       trigger=trigger, requested_by=requested_by, delivery_id=delivery_id)
+        method = method or settings.method
+        base_ref = pull["base"]["ref"]
+
+        claim = await self.store.pull_requests.claim_merge(
+            project_id=project.id, pr_number=pr_number, head_sha=head, base_ref=base_ref, method=method,
+            trigger=trigger, requested_by=requested_by)
+        if not claim.claimed:
+            done = claim.merge
+            reason = (f"{_short(head)} was already merged" if done.status == "merged"
+                      else f"a merge of {_short(head)} is already in progress")
+            return await self._refused(project, pr_number, head, reason, trigger=trigger,
+                                       requested_by=requested_by, delivery_id=delivery_id)
+        details = {"pr": pr_number, "head_sha": head, "base": base_ref, "method": method, "trigger": trigger}
+        try:
+            answer = await gh.put(f"/repos/{project.name}/pulls/{pr_number}/merge",
+                                  data={"sha": head, "merge_method": method})
+        except BadRequest as exc:
+            github_message = str(exc.args[0]) if exc.args else ""
+            message = merge_error_message(exc.status_code, github_message, head_sha=head, base_ref=base_ref)
+            await self.store.pull_requests.finish_merge(claim.merge.id, merged=False,
+                                                        error=f"{exc.status_code}: {github_message}")
+            await self._audit("merge.failed", project, requested_by, delivery_id,
+                              **details, status=exc.status_code, error=github_message)
+            return MergeOutcome(False, message, head_sha=head)
+        except BaseException as exc:
+            await asyncio.shield(self.store.pull_requests.finish_merge(
+                claim.merge.id, merged=False, error=f"{type(exc).__name__}: {exc}"))
+            await asyncio.shield(self._audit("merge.failed", project, requested_by, delivery_id, **details,
+                                              error=f"{type(exc).__name__}: {exc}"))
+            raise
+        merge_sha = answer.get("sha") if isinstance(answer, dict) else None
+        await self.store.pull_requests.finish_merge(claim.merge.id, merged=True, merge_commit_sha=merge_sha)
+        await self._audit("merge.merged", project, requested_by, delivery_id, **details, merge_commit_sha=merge_sha)
+        self.services.bus.publish("merge.merged", project_id=project.id, pr_number=pr_number, head_sha=head,
+                                  merge_commit_sha=merge_sha, trigger=trigger)
+        if settings.delete_branch:
+            await self._delete_head_branch(gh, project, pull, requested_by, delivery_id)
+        return MergeOutcome(True, f"Merged {_short(head)} into {base_ref} ({method}).", head_sha=head,
+                            merge_commit_sha=merge_sha)
+
+    async def _repo_config(self, gh: GitHubAPI, project: Project, pull: dict[str, Any]) -> RepoConfig | None:
+        from pipeline.validation import fetch_repo_config
+        return await fetch_repo_config(gh, project.name, pull["base"]["sha"])
+
+    async def _delete_head_branch(self, gh: GitHubAPI, project: Project, pull: dict[str, Any],
+                                  requested_by: str | None, delivery_id: str | None) -> None:
+        if is_fork(pull):
+            return  # a fork's branch belongs to its owner
+        branch = pull["head"]["ref"]
+        try:
+            await gh.delete(f"/repos/{project.name}/git/refs/heads/{_branch_path(branch)}")
+        except BadRequest as exc:  # 422: already gone (GitHub's own setting may have deleted it)
+            log.info("deleting branch %s of %s: %s", branch, project.name, exc)
+            return
+        await self._audit("merge.branch_deleted", project, requested_by, delivery_id, pr=pull["number"],
+                          branch=branch)
+
+    async def _refused(self, project: Project, pr_number: int, head: str | None, reason: str, *, trigger: str,
+                       requested_by: str | None, delivery_id: str | None) -> MergeOutcome:
+        await self._audit("merge.refused", project, requested_by, delivery_id, pr=pr_number, head_sha=head,
+                          trigger=trigger, reason=reason)
+        return MergeOutcome(False, f"Not merging: {reason}.", head_sha=head)
+
+    async def _audit(self, action: str, project: Project, actor: str | None, delivery_id: str | None,
+                     **details: Any) -> None:
+        await self.store.audit.record(action, actor=actor, installation_id=project.installation_id,
+                                      project_id=project.id, delivery_id=delivery_id, details=details)
+
+    # ---- after a validation --------------------------------------------------------------------
+
+    async def merge_button(self, gh: GitHubAPI, project: Project, validation: Any) -> bool:
+        """Whether the check run of a head whose validation just succeeded (`validation`, completed)
+        gets the Merge button: when merging it is allowed now (or GitHub is still computing)."""
+        pull = await gh.getitem(f"/repos/{project.name}/pulls/{validation.pr_number}")
+        decision = await self.decide(gh, project, pull, validation)
+        return decision.allowed or decision.retry_later
+
+    async def auto_merge(self, gh: GitHubAPI, project: Project, validation: Any) -> MergeOutcome:
+        """Auto-merge after a successful validation; a refusal or failure is commented on the PR."""
+        outcome = await self.merge(gh, project, validation.pr_number, trigger="auto-merge", requested_by=None,
+                                   expected_head=validation.head_sha)
+        if not outcome.merged and not outcome.stale:
+            await gh.post(f"/repos/{project.name}/issues/{validation.pr_number}/comments",
+                          data={"body": f"Auto-merge is on, but {_lower_first(outcome.message)}\n\n"
+                                        "Comment `/merge` to try again."})
+        return outcome
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
