@@ -75,6 +75,10 @@ class Project(Base):
     auto_merge_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_confirm_plans: Mapped[bool] = mapped_column(Boolean, default=False)
     planning_statement: Mapped[str] = mapped_column(Text, default="")
+    # Agent runs: "codegen", "local", "none", or NULL (Codegen when CODEGEN_API_KEY and CODEGEN_ORG_ID are set).
+    agent_backend: Mapped[str | None] = mapped_column(String(16))
+    agent_command: Mapped[str] = mapped_column(Text, default="")  # the local backend's command
+    max_fix_attempts: Mapped[int] = mapped_column(Integer, default=3)
     pinned: Mapped[bool] = mapped_column(Boolean, default=True)
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -116,18 +120,69 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+AGENT_PENDING = "pending"
+AGENT_PLANNING = "planning"
+AGENT_AWAITING_CONFIRMATION = "awaiting_confirmation"
+AGENT_RUNNING = "running"
+AGENT_PR_OPEN = "pr_open"
+AGENT_VALIDATING = "validating"
+AGENT_FIXING = "fixing"
+AGENT_COMPLETED = "completed"
+AGENT_FAILED = "failed"
+AGENT_CANCELLED = "cancelled"
+AGENT_TERMINAL = (AGENT_COMPLETED, AGENT_FAILED, AGENT_CANCELLED)
+
+
 class AgentRun(Base):
+    """A goal handed to a coding agent, driven to a validated PR (the seed's model, extended).
+
+    The run is a state machine (pipeline/agents/machine.py) advanced by `agent_run` jobs; the lease
+    columns keep two jobs from advancing the same run at once, `poll_token` names the one live poll.
+    """
+
     __tablename__ = "agent_runs"
+    __table_args__ = (Index("ix_agent_runs_pr", "project_id", "pr_number"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     target_text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(32), default="pending")
+    status: Mapped[str] = mapped_column(String(32), default=AGENT_PENDING)
     plan_generated: Mapped[bool] = mapped_column(Boolean, default=False)
     pr_created: Mapped[bool] = mapped_column(Boolean, default=False)
     validation_status: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # who and what
+    source: Mapped[str] = mapped_column(String(32), default="api")  # api | pr_comment | fix_button
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    backend: Mapped[str] = mapped_column(String(16), default="codegen")
+    auto_confirm: Mapped[bool] = mapped_column(Boolean, default=False)
+    plan_text: Mapped[str | None] = mapped_column(Text)
+    plan_decided_by: Mapped[str | None] = mapped_column(String(255))
+    origin_pr_number: Mapped[int | None] = mapped_column(Integer)  # the PR the run was started on
+    pr_number: Mapped[int | None] = mapped_column(Integer)  # the PR the run works on
+    pr_url: Mapped[str | None] = mapped_column(String(512))
+    branch: Mapped[str | None] = mapped_column(String(255))
+    # the agent
+    agent_handle: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    agent_started_at: Mapped[datetime | None]
+    agent_seen_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    agent_resumed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the fix loop
+    fix_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_fix_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    fix_base_sha: Mapped[str | None] = mapped_column(String(40))
+    handled_validation_id: Mapped[str | None] = mapped_column(String(32))
+    last_validation_id: Mapped[str | None] = mapped_column(String(32))
+    # bookkeeping of the job that advances it
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    transient_errors: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    status_changed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    poll_token: Mapped[str | None] = mapped_column(String(32))
 
 
 VALIDATION_QUEUED = "queued"
@@ -193,6 +248,58 @@ class PullRequestComment(Base):
     pr_number: Mapped[int] = mapped_column(Integer)
     comment_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PullRequestSettings(Base):
+    """Per-PR switches set with commands: `/auto-merge on|off` (None: not set, the config decides)."""
+
+    __tablename__ = "pull_request_settings"
+    __table_args__ = (UniqueConstraint("project_id", "pr_number", name="uq_pr_settings"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    pr_number: Mapped[int] = mapped_column(Integer)
+    auto_merge: Mapped[bool | None] = mapped_column(Boolean)
+    auto_merge_set_by: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+MERGE_MERGING = "merging"
+MERGE_MERGED = "merged"
+MERGE_FAILED = "failed"
+
+
+class PullRequestMerge(Base):
+    """The app's merge of one PR head: claimed before the merge request, so one head merges once."""
+
+    __tablename__ = "pull_request_merges"
+    __table_args__ = (UniqueConstraint("project_id", "pr_number", "head_sha", name="uq_pr_merge_head"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    pr_number: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str] = mapped_column(String(40))
+    base_ref: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=MERGE_MERGING)
+    trigger: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    merge_commit_sha: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class MergeLock(Base):
+    """At most one merge at a time per (project, base branch), across workers: a row claimed in one
+    statement, released by its holder, taken over once it expires (a worker died holding it)."""
+
+    __tablename__ = "merge_locks"
+
+    project_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    base_ref: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
 
 
 class Delivery(Base):

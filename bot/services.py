@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
-from cachetools import LRUCache
 from aiohttp import web
+from cachetools import LRUCache, TTLCache
 
 from bot import migrate
 from bot.config import Settings
@@ -19,7 +19,10 @@ from bot.redact import PROCESS_REDACTOR
 
 if TYPE_CHECKING:
     from bot.github import GitHubClients
+    from bot.models import Project
     from bot.store import Store
+    from pipeline.agent_runs import AgentRunService
+    from pipeline.merger import MergeService
     from pipeline.sandbox import Sandbox
     from pipeline.validation import ValidationService
     from worker.runner import Worker
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_WEBHOOK = "webhook"
+PERMISSION_CACHE_SECONDS = 60.0
 
 
 class SchemaOutOfDate(Exception):
@@ -43,12 +47,30 @@ class Services:
     worker: "Worker | None" = None
     sandbox: "Sandbox | None" = None
     validations: "ValidationService | None" = None
+    merges: "MergeService | None" = None
+    agent_runs: "AgentRunService | None" = None
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
+    # (repository full name, user login), lower case -> role from GitHub, briefly (handlers/commands.py).
+    permission_cache: TTLCache[tuple[str, str], str] = field(
+        default_factory=lambda: TTLCache(10_000, PERMISSION_CACHE_SECONDS))
+
+    @property
+    def agent_backend_configured(self) -> bool:
+        """Whether coding-agent runs can be started app-wide ("Fix with agent", `/agent`): Codegen is
+        configured. A project may also use the local backend: `agent_backend_configured_for(project)`."""
+        return (self.agent_runs is not None and self.github is not None
+                and bool(self.settings.codegen_api_key and self.settings.codegen_org_id))
+
+    def agent_backend_configured_for(self, project: "Project") -> bool:
+        """Whether an agent run can start for this project (its backend and what that needs are set)."""
+        return self.agent_runs is not None and self.agent_runs.configured(project)
 
     async def close(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
+        if self.agent_runs is not None:
+            await self.agent_runs.close()
         if self.github is not None:
             await self.github.close()
         await self.http.close()
@@ -96,15 +118,19 @@ async def start_services(settings: Settings, *, with_worker: bool = True) -> Ser
     services.github = github_clients(settings, http)
     if services.github is not None:
         await build_pipeline(services)
+    from pipeline.agent_runs import build_agent_runs
+    services.agent_runs = build_agent_runs(services)
     if with_worker:
         services.worker = build_worker(services)
         await services.worker.start()
+        services.agent_runs.start_listening()
     return services
 
 
 async def build_pipeline(services: Services) -> None:
     """The sandbox (its layers probed once, reported in /health), checkouts and setup snapshots."""
     from pipeline.checkout import Checkouts
+    from pipeline.merger import MergeService
     from pipeline.runner import PipelineRunner
     from pipeline.sandbox import Sandbox
     from pipeline.snapshots import SnapshotStore
@@ -118,10 +144,12 @@ async def build_pipeline(services: Services) -> None:
     runner = PipelineRunner(services.sandbox, SnapshotStore(settings.data_dir / "snapshots"))
     services.validations = ValidationService(services, runner,
                                              Checkouts(settings.data_dir / "git", github_url=settings.github_url))
+    services.merges = MergeService(services)
 
 
 def build_worker(services: Services) -> "Worker":
     from handlers import handle_delivery
+    from pipeline.agent_runs import agent_job_handlers
     from pipeline.validation import JOB_VALIDATE
     from worker.runner import Worker
 
@@ -132,6 +160,7 @@ def build_worker(services: Services) -> "Worker":
         assert services.validations is not None
         await services.validations.run_job(job)
 
-    return Worker(services.store, {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: run_validation}, bus=services.bus,
+    handlers = {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: run_validation, **agent_job_handlers(services)}
+    return Worker(services.store, handlers, bus=services.bus,
                   concurrency=services.settings.worker_concurrency,
                   lease_seconds=services.settings.job_lease_seconds)

@@ -12,6 +12,7 @@ from bot import metrics, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.models import utcnow
 from bot.services import SERVICES, SETTINGS, Services, start_services
+from dashboard.api import add_routes as add_api_routes
 from dashboard.pages import validation_page
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_app(settings: Settings, *, with_worker: bool = True) -> web.Applicati
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/", index)
     app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}", validation_page)
+    add_api_routes(app)
     return app
 
 

@@ -6,14 +6,16 @@ from sqlalchemy import text
 
 from bot.crypto import Crypto
 from bot.db import Database
+from bot.store.agent_runs import AgentRunStore
 from bot.store.audit import AuditStore, HeartbeatStore
 from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
+from bot.store.pull_requests import MergeClaim, PullRequestStore
 from bot.store.validations import ValidationStore
 
 __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
-           "InvalidSecret"]
+           "InvalidSecret", "MergeClaim"]
 
 
 class Store:
@@ -25,6 +27,8 @@ class Store:
         self.audit = AuditStore(db)
         self.heartbeats = HeartbeatStore(db)
         self.validations = ValidationStore(db)
+        self.agent_runs = AgentRunStore(db)
+        self.pull_requests = PullRequestStore(db)
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(text("SELECT 1")))
