@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := bubblewrap git
+DEBIAN_PACKAGES := bubblewrap git chromium
 
 .PHONY: install run test test-fast bench clean system-packages fixtures
 

@@ -412,9 +412,8 @@ def steps_of(config: str, key: str) -> list[tuple[str, str]]:
 
 
 def process_cpu(pid: int) -> tuple[float, float]:
-    """(own CPU seconds, CPU seconds of waited-for descendants) of a process. The sandboxed commands are
-    not all in the second figure (bwrap's pid 1 is not waited for by the app), so only the first is used
-    per validation."""
+    """(own CPU seconds, CPU seconds of waited-for descendants) of a process. The sandboxed commands do
+    not reliably show up in the second figure, so only the first is used per validation."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
@@ -467,7 +466,7 @@ def filesystem_note(path: Path) -> str:
     inode skips, one by one, every inode of the group deleted in the last 60 s (360 s while its inode
     table block is dirty) - ext4's recently_deleted() in fs/ext4/ialloc.c, only checked without a journal -
     so creating thousands of files right after deleting thousands (a restore after the previous
-    workspace was removed) costs ~0.1-0.7 ms a file instead of ~10 us."""
+    workspace was removed) costs ~0.2-0.7 ms a file instead of ~25 us."""
     st = os.stat(path)
     best: tuple[str, str, str] | None = None
     for line in Path("/proc/self/mountinfo").read_text().splitlines():

@@ -120,6 +120,19 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class ApiToken(Base):
+    """A personal API token of a dashboard user (`Authorization: Bearer cga_...`); only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
 AGENT_PENDING = "pending"
 AGENT_PLANNING = "planning"
 AGENT_AWAITING_CONFIRMATION = "awaiting_confirmation"

@@ -108,7 +108,9 @@ def github_clients(settings: Settings, http: aiohttp.ClientSession) -> "GitHubCl
 
 
 async def start_services(settings: Settings, *, with_worker: bool = True) -> Services:
+    from bot import registration
     from bot.store import Store
+    settings = registration.apply(settings)  # the App registered from the dashboard; the environment wins
     for value in settings.secret_values:
         PROCESS_REDACTOR.add(value)
     db = await prepare_database(settings)
@@ -125,6 +127,20 @@ async def start_services(settings: Settings, *, with_worker: bool = True) -> Ser
         await services.worker.start()
         services.agent_runs.start_listening()
     return services
+
+
+async def activate_settings(services: Services, settings: Settings) -> None:
+    """Switch a running app to new Settings (the App was just registered from the dashboard): the GitHub
+    clients and the pipeline are rebuilt; the worker and the agent runs read `services` as they go."""
+    for value in settings.secret_values:
+        PROCESS_REDACTOR.add(value)
+    old = services.github
+    services.settings = settings
+    services.github = github_clients(settings, services.http)
+    if services.github is not None and services.validations is None:
+        await build_pipeline(services)
+    if old is not None:
+        await old.close()
 
 
 async def build_pipeline(services: Services) -> None:

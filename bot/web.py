@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bot import metrics, webhooks
+from bot import metrics, registration, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.models import utcnow
 from bot.services import SERVICES, SETTINGS, Services, start_services
 from dashboard.api import add_routes as add_api_routes
+from dashboard import views as dashboard_views
 from dashboard.pages import validation_page
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ def create_app(settings: Settings, *, with_worker: bool = True) -> web.Applicati
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await start_services(settings, with_worker=with_worker)
         app[SERVICES] = services
+        if not services.settings.app_configured:
+            # Setup mode: only who holds the one-time token (DATA_DIR/setup-token, 0600) may register the App.
+            token = registration.ensure_setup_token(services.settings)
+            log.warning("no GitHub App configured: register it at %s/?setup_token=%s",
+                        services.settings.public_url, token)
         yield
         await services.close()
 
@@ -34,7 +39,7 @@ def create_app(settings: Settings, *, with_worker: bool = True) -> web.Applicati
     app.router.add_post(WEBHOOK_PATH, webhooks.receive)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/", index)
+    dashboard_views.setup(app)  # /, setup, login, projects, settings, /api/v1/ws (dashboard/views.py)
     app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}", validation_page)
     add_api_routes(app)
     return app
@@ -74,20 +79,3 @@ async def metrics_page(request: web.Request) -> web.Response:
         log.exception("could not refresh queue depth")
     return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
-
-
-async def index(request: web.Request) -> web.Response:
-    settings: Settings = request.app[SETTINGS]
-    if settings.app_configured:
-        body = (f"<h1>CodegenApp</h1><p>GitHub App {html.escape(settings.app_id or '')} is configured. "
-                f"Webhooks are received at <code>{html.escape(settings.webhook_url)}</code>.</p>"
-                '<p><a href="/health">Health</a> · <a href="/metrics">Metrics</a></p>')
-    else:
-        missing = ", ".join(settings.missing_app_settings)
-        body = ("<h1>CodegenApp is not configured yet</h1>"
-                f"<p>Set {html.escape(missing)} in the environment or in <code>.env</code> and restart. "
-                "Create the App on GitHub from <code>app.yml</code> (README, “Registering the App”) with "
-                f"the webhook URL <code>{html.escape(settings.webhook_url)}</code>.</p>"
-                "<p>Until then the webhook endpoint answers 503.</p>")
-    page = f"<!doctype html><html lang=en><meta charset=utf-8><title>CodegenApp</title><body>{body}</body></html>"
-    return web.Response(text=page, content_type="text/html")

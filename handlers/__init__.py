@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from gidgethub import routing, sansio
 
-from handlers import authorization, checks, commands, installation, pull_request
+from handlers import agent_runs, authorization, checks, commands, installation, pull_request
 from handlers.context import EventContext
 from handlers.payloads import installation_ref, repo_ref
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 router = routing.Router(installation.router, authorization.router, pull_request.router, checks.router,
-                        commands.router)
+                        commands.router, agent_runs.router)
 
 # Events the installation handlers record completely themselves.
 _SELF_RECORDING = {"installation", "installation_repositories"}

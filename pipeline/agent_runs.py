@@ -116,6 +116,7 @@ class AgentRunService:
         self.lease_seconds = max(10.0, services.settings.job_lease_seconds * 2)
         self._codegen: "CodegenClient | None" = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._ending: set[str] = set()  # runs a job of this process is ending itself (not to be stopped)
         self._timers: set[asyncio.TimerHandle] = set()
         self._listener: asyncio.Task[None] | None = None
 
@@ -258,21 +259,21 @@ class AgentRunService:
 
     # ---- seams for PR commands and buttons ---------------------------------------------------------------
 
-    async def agent_command(self, project: Project, pr_number: int, goal: str, *, actor: str) -> str:
-        """`/agent <goal>` on a PR: the reply for the PR."""
+    async def agent_command(self, project: Project, pr_number: int, goal: str, *, actor: str) -> tuple[bool, str]:
+        """`/agent <goal>` on a PR: (started, the reply for the PR)."""
         try:
             run = await self.start(project, goal, pr_number=pr_number, source="pr_comment", requested_by=actor)
         except AgentRunRefused as exc:
-            return f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
-        return self._started_message(run)
+            return False, f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
+        return True, self._started_message(run)
 
-    async def fix_button(self, project: Project, pr_number: int, *, actor: str) -> str:
-        """The "Fix with agent" button of a failed check run: the reply for the PR."""
+    async def fix_button(self, project: Project, pr_number: int, *, actor: str) -> tuple[bool, str]:
+        """The "Fix with agent" button of a failed check run: (started, the reply for the PR)."""
         try:
             run = await self.start(project, "", pr_number=pr_number, source="fix_button", requested_by=actor)
         except AgentRunRefused as exc:
-            return f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
-        return self._started_message(run)
+            return False, f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
+        return True, self._started_message(run)
 
     def _started_message(self, run: AgentRun) -> str:
         if run.auto_confirm:
@@ -280,22 +281,22 @@ class AgentRunService:
         return (f"Agent run `{run.id}` started: the agent's plan will be posted here; confirm it with "
                 "`/plan confirm` or drop it with `/plan reject`.")
 
-    async def plan_command(self, project: Project, pr_number: int, verb: str, *, actor: str) -> str:
-        """`/plan confirm` or `/plan reject` on a PR: the reply for the PR."""
+    async def plan_command(self, project: Project, pr_number: int, verb: str, *, actor: str) -> tuple[bool, str]:
+        """`/plan confirm` or `/plan reject` on a PR: (done, the reply for the PR)."""
         if verb not in ("confirm", "reject"):
-            return "Usage: `/plan confirm` or `/plan reject`."
+            return False, "Usage: `/plan confirm` or `/plan reject`."
         waiting = [r for r in await self.store.active_for_pr(project.id, pr_number)
                    if r.status == AGENT_AWAITING_CONFIRMATION]
         if not waiting:
-            return "No plan of an agent run is waiting for confirmation on this PR."
+            return False, "No plan of an agent run is waiting for confirmation on this PR."
         try:
             if verb == "confirm":
                 run = await self.confirm(waiting[0].id, by=actor)
-                return f"Plan confirmed: the agent is making the change (run `{run.id}`)."
+                return True, f"Plan confirmed: the agent is making the change (run `{run.id}`)."
             run = await self.reject(waiting[0].id, by=actor)
-            return f"Plan rejected: agent run `{run.id}` is cancelled."
+            return True, f"Plan rejected: agent run `{run.id}` is cancelled."
         except AgentRunConflict as exc:
-            return f"Nothing was done: {exc}."
+            return False, f"Nothing was done: {exc}."
 
     # ---- nudges ---------------------------------------------------------------------------------------
 
@@ -397,6 +398,7 @@ class AgentRunService:
                 watch.cancel()
                 if self._tasks.get(run_id) is inner:
                     del self._tasks[run_id]
+                self._ending.discard(run_id)
         finally:
             await asyncio.shield(self.store.release(run_id, owner))
 
@@ -410,7 +412,7 @@ class AgentRunService:
             except Exception:  # noqa: BLE001 - the database may be briefly unavailable
                 log.exception("agent run %s: lease heartbeat failed", run_id)
                 continue
-            if not held or run is None or run.status in AGENT_TERMINAL:
+            if not held or run is None or (run.status in AGENT_TERMINAL and run_id not in self._ending):
                 inner.cancel()
                 return
 
@@ -512,7 +514,7 @@ class _Step:
             found = await self.services.store.validations.latest_for_head(self.project.id, pull.head_sha)
             if found is not None and found.pr_number != self.run.pr_number:
                 found = None
-            if found is not None:
+            if found is not None and self.run.status in (AGENT_PR_OPEN, AGENT_VALIDATING):
                 self.validation = found
                 if found.agent_run_id is None:
                     await self.service.store.link_validation(found.id, self.run.id)
@@ -560,6 +562,8 @@ class _Step:
                 values["agent_seen_active"] = True
             if action.error:
                 values["reason"] = f"retrying: {action.error}"[:2000]
+            elif (run.reason or "").startswith("retrying: "):
+                values["reason"] = None
             await self.save(values, poll_after=action.seconds)
             return None
         if isinstance(action, StartAgent):
@@ -646,7 +650,8 @@ class _Step:
                                              target)
         return await self.save({
             "status": AGENT_PLANNING if mode == Mode.PLAN else AGENT_RUNNING, "agent_handle": handle,
-            "agent_started_at": utcnow(), "agent_seen_active": status.state == "running", "agent_resumed": False,
+            "agent_started_at": utcnow(), "agent_seen_active": status.state == "running" or backend.synchronous,
+            "agent_resumed": False,
             "polls": 0, "transient_errors": 0, "fix_base_sha": base_sha, "branch": target.branch, "reason": None},
             reason=f"the agent is {'planning' if mode == Mode.PLAN else 'making the change'}")
 
@@ -701,7 +706,7 @@ class _Step:
         return await self.save({
             "status": AGENT_FIXING, "fix_attempts": action.attempt, "handled_validation_id": validation_id,
             "fix_base_sha": head or run.fix_base_sha, "agent_handle": handle, "agent_started_at": utcnow(),
-            "agent_seen_active": status.state == "running", "agent_resumed": True, "polls": 0,
+            "agent_seen_active": status.state == "running" or backend.synchronous, "agent_resumed": True, "polls": 0,
             "transient_errors": 0},
             reason=f"fix attempt {action.attempt} of {run.max_fix_attempts}"
                    + (f": {fix.title}" if fix.title else ""))
@@ -719,6 +724,7 @@ class _Step:
         return self.run  # look again: the validation is there now
 
     async def finish(self, action: Finish) -> None:
+        self.service._ending.add(self.run.id)  # its comment and events must not be stopped by the watch
         after = await self.save({"status": action.status, "reason": action.reason, "completed_at": utcnow()},
                                 reason=action.reason, announce=False)
         if after is None:
@@ -764,6 +770,32 @@ def agent_job_handlers(services: "Services") -> dict[str, Any]:
     return {JOB_AGENT_RUN: run_agent_job}
 
 
+_UNAVAILABLE = (False, "Agent runs are not available on this app, so nothing was started.")
+
+
+async def agent_command(services: "Services", project: Project, pr_number: int, goal: str, *,
+                        actor: str) -> tuple[bool, str]:
+    """For handlers/commands.py, `/agent <goal>`: (started, reply). The caller checks write access."""
+    if services.agent_runs is None:
+        return _UNAVAILABLE
+    return await services.agent_runs.agent_command(project, pr_number, goal, actor=actor)
+
+
+async def fix_with_agent(services: "Services", project: Project, pr_number: int, *, actor: str) -> tuple[bool, str]:
+    """For handlers/commands.py, the "Fix with agent" button: (started, reply)."""
+    if services.agent_runs is None:
+        return _UNAVAILABLE
+    return await services.agent_runs.fix_button(project, pr_number, actor=actor)
+
+
+async def plan_command(services: "Services", project: Project, pr_number: int, verb: str, *,
+                       actor: str) -> tuple[bool, str]:
+    """For handlers/commands.py, `/plan confirm|reject`: (done, reply)."""
+    if services.agent_runs is None:
+        return False, "Agent runs are not available on this app, so there is no plan to decide on."
+    return await services.agent_runs.plan_command(project, pr_number, verb, actor=actor)
+
+
 async def on_validation_completed(services: "Services", validation_state: ValidationState) -> None:
     """For pipeline/validation.py's report step: the run working on this PR looks at the result now.
     (Optional: the service also follows `validation.completed` on the bus, and runs poll.)"""
@@ -772,4 +804,4 @@ async def on_validation_completed(services: "Services", validation_state: Valida
 
 
 __all__ = ["AgentRunService", "AgentRunRefused", "AgentRunConflict", "run_json", "build_agent_runs",
-           "agent_job_handlers", "on_validation_completed", "AGENT_COMPLETED", "AGENT_FAILED", "AGENT_CANCELLED"]
+           "agent_job_handlers", "on_validation_completed", "agent_command", "fix_with_agent", "plan_command", "AGENT_COMPLETED", "AGENT_FAILED", "AGENT_CANCELLED"]

@@ -20,6 +20,7 @@ from bot.store import Store
 from bot.web import create_app
 from tests.fakes.fixtures import *  # noqa: F401,F403 - app_private_key, fake_github
 from tests.pg import postgres_cluster  # noqa: F401
+from tests.browser import browser  # noqa: F401 - headless Chromium (Playwright)
 from tests.webhook_sender import Answer, WebhookSender
 
 WEBHOOK_SECRET = "whsec-test-0f1e2d3c4b5a"

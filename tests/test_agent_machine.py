@@ -43,6 +43,10 @@ def test_a_plan_is_stored_then_waits_for_a_decision() -> None:
     waiting = facts("awaiting_confirmation")
     assert observation_needed(waiting) == "nothing"
     assert isinstance(next_step(waiting, Tick()), Idle)
+    on_pr = facts("awaiting_confirmation", pr_number=4)
+    assert observation_needed(on_pr) == "pull"
+    assert isinstance(next_step(on_pr, PullObserved(OPEN, None)), Idle)
+    assert next_step(on_pr, PullObserved(PullFacts("closed", "b" * 40), None)).status == "cancelled"
 
 
 def test_confirm_and_reject_apply_only_to_a_waiting_plan() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from bot.events import wait_for
 from bot.models import Job
 from bot.services import SERVICES
 from bot.web import create_app
+from pipeline.agent_runs import agent_command, fix_with_agent, plan_command
 from pipeline.validation import CHECK_NAME
 from tests.agent_support import FAST, WebhookRelay, make_repository, record_project, wait_run
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest
@@ -300,19 +302,18 @@ async def test_fix_with_agent_and_plan_commands_on_an_existing_pr(launch, fake_g
         assert failed.data["conclusion"] == "failure"
         fake_codegen.script = ScriptedAgent(fake_github, change={"greeting.txt": "hello world\n"},
                                             on_change=relay.poke)
-        service = bot.services.agent_runs
-        reply = await service.fix_button(project, scenario.number, actor="alice")
-        assert "/plan confirm" in reply
-        busy = await service.agent_command(project, scenario.number, "something else", actor="bob")
-        assert busy.startswith("No agent run was started") and "already working on this PR" in busy
+        started, reply = await fix_with_agent(bot.services, project, scenario.number, actor="alice")
+        assert started and "/plan confirm" in reply
+        started, busy = await agent_command(bot.services, project, scenario.number, "something else", actor="bob")
+        assert not started and busy.startswith("No agent run was started") and "already working on this PR" in busy
         [run] = await bot.store.agent_runs.for_project(project.id)
         assert (run.source, run.requested_by, run.origin_pr_number) == ("fix_button", "alice", scenario.number)
         await wait_run(events, run.id, "awaiting_confirmation")
         [plan_comment] = [b for b in comments_on(fake_github, scenario.number) if "/plan confirm" in b]
         assert PLAN.splitlines()[0] not in plan_comment  # ScriptedAgent's default plan, not ours
         assert "Plan of agent run" in plan_comment
-        assert await service.plan_command(project, scenario.number, "confirm", actor="carol") == \
-            f"Plan confirmed: the agent is making the change (run `{run.id}`)."
+        assert await plan_command(bot.services, project, scenario.number, "confirm", actor="carol") == \
+            (True, f"Plan confirmed: the agent is making the change (run `{run.id}`).")
         done = await wait_for(events, "agent.run.completed", run_id=run.id, timeout=60)
     assert done.data["status"] == "completed", done.data
     [planning, executing] = sorted(fake_codegen.runs.values(), key=lambda r: r.id)
@@ -320,8 +321,8 @@ async def test_fix_with_agent_and_plan_commands_on_an_existing_pr(launch, fake_g
         assert f"pull request #{scenario.number}" in prompt and "Step `greeting` (validate) failed." in prompt
     assert executing.metadata["pr_number"] == scenario.number and executing.metadata["branch"] == "feature"
     assert not [p for (name, n), p in fake_github.pulls.items() if n != scenario.number]  # no second PR
-    assert await service.plan_command(project, scenario.number, "confirm", actor="carol") == \
-        "No plan of an agent run is waiting for confirmation on this PR."
+    assert await plan_command(bot.services, project, scenario.number, "confirm", actor="carol") == \
+        (False, "No plan of an agent run is waiting for confirmation on this PR.")
     await relay.stop()
 
 
@@ -369,8 +370,9 @@ async def test_local_agent_plans_executes_and_fixes(launch, fake_github) -> None
 async def test_cancel_kills_a_running_local_agent(launch, fake_github) -> None:
     make_repository(fake_github, config=CONFIG, files={"agent.py": LOCAL_AGENT})
     bot, _ = await launch(CODEGEN_API_KEY=None, CODEGEN_ORG_ID=None)
+    marker = f"AGENT_SLEEP={uuid.uuid4().hex}"  # unique: other test sessions may run agents too
     project = await record_project(bot, fake_github, agent_backend="local", auto_confirm_plans=True,
-                                   agent_command="AGENT_SLEEP=1 /usr/bin/python3 agent.py")
+                                   agent_command=f"{marker} /usr/bin/python3 agent.py")
     with bot.services.bus.subscribe() as events:
         run = await start_run(bot, project.id)
         await wait_for(events, "agent.local.started", run_id=run["id"], timeout=30)
@@ -379,7 +381,7 @@ async def test_cancel_kills_a_running_local_agent(launch, fake_github) -> None:
         first_job = await bot.store.db.read(lambda conn: conn.execute(
             select(func.min(Job.id)).where(Job.kind == "agent_run")).scalar_one())
         await wait_for(events, "job.finished", job_id=first_job, timeout=15)  # the job that ran the agent
-    leftover = subprocess.run(["pgrep", "-f", "AGENT_SLEEP=1"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     assert leftover.stdout == "", "the cancelled agent's sandbox was not killed"
     assert not fake_github.pulls
 

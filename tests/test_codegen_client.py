@@ -115,7 +115,8 @@ def test_the_pr_is_found_in_github_pull_requests() -> None:
              {"id": 2, "url": "https://github.com/acme/widgets/pull/12", "head_branch_name": "b"},
              {"id": 3, "title": "no url"}]
     assert pick_pull_request(pulls, "acme/widgets")["id"] == 2
-    assert pick_pull_request(pulls, "someone/else")["id"] == 2  # none in that repository: the newest known
+    assert pick_pull_request(pulls, "someone/else") is None  # never a PR of another repository
+    assert pick_pull_request(pulls, None)["id"] == 2
     assert pick_pull_request(None, "acme/widgets") is None
     status = status_from_response({"id": 1, "status": "complete", "result": "the plan", "github_pull_requests": pulls,
                                    "new_field": {"x": 1}}, mode="plan", repository="acme/widgets")

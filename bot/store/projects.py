@@ -7,14 +7,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+import hashlib
+
+from sqlalchemy import Connection, delete, select, update
 
 from bot.crypto import Crypto
 from bot.db import Database
-from bot.models import Installation, Project, ProjectSecret, User, new_id, utcnow
+from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new_id, utcnow
 from bot.store.sql import entities, entity, upsert_insert
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# What the dashboard may change on a project (dashboard/views.py checks the values).
+PROJECT_SETTINGS = frozenset({"repository_rules", "setup_commands", "validate_commands", "auto_merge_enabled",
+                              "auto_confirm_plans", "planning_statement", "agent_backend", "agent_command",
+                              "max_fix_attempts", "pinned"})
 MAX_SECRET_BYTES = 64 * 1024
 
 
@@ -189,3 +195,61 @@ class ProjectStore:
     async def get_user(self, user_id: int) -> User | None:
         return await self._db.read(lambda conn: entity(conn, select(User).where(User.id == user_id)))
 
+
+    async def user_access_token(self, user_id: int) -> str | None:
+        """The user's GitHub token (decrypted), or None when there is none (never logged in, revoked)."""
+        stmt = select(User.access_token_encrypted).where(User.id == user_id)
+        token = await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none())
+        return self._crypto.decrypt(token) if token else None
+
+    # the dashboard's changes
+    async def update_project(self, project_id: str, values: dict[str, Any]) -> Project | None:
+        unknown = set(values) - PROJECT_SETTINGS
+        if unknown:
+            raise ValueError(f"not project settings: {', '.join(sorted(unknown))}")
+        stmt = update(Project).where(Project.id == project_id).values(**values, updated_at=utcnow()).returning(Project.id)
+
+        def work(conn: Connection) -> Project | None:
+            if conn.execute(stmt).scalar_one_or_none() is None:
+                return None
+            return entity(conn, select(Project).where(Project.id == project_id))
+
+        return await self._db.write(work)
+
+    async def delete_secret(self, project_id: str, name: str) -> bool:
+        stmt = (delete(ProjectSecret).where(ProjectSecret.project_id == project_id, ProjectSecret.name == name)
+                .returning(ProjectSecret.id))
+        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+
+    # personal API tokens (only their SHA-256 is stored)
+    @staticmethod
+    def hash_api_token(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    async def create_api_token(self, user_id: int, name: str, token: str) -> ApiToken:
+        row = {"id": new_id(), "user_id": user_id, "name": name, "token_hash": self.hash_api_token(token),
+               "created_at": utcnow()}
+        stmt = upsert_insert(self._db, ApiToken).values(row)
+        await self._db.write(lambda conn: conn.execute(stmt))
+        return ApiToken(**row)
+
+    async def api_tokens(self, user_id: int) -> list[ApiToken]:
+        stmt = select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.created_at)
+        return await self._db.read(lambda conn: entities(conn, stmt))
+
+    async def delete_api_token(self, user_id: int, token_id: str) -> bool:
+        stmt = delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.id == token_id).returning(ApiToken.id)
+        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+
+    async def user_for_api_token(self, token: str) -> User | None:
+        digest = self.hash_api_token(token)
+        found = select(ApiToken.user_id).where(ApiToken.token_hash == digest)
+
+        def work(conn: Connection) -> User | None:
+            user_id = conn.execute(found).scalar_one_or_none()
+            if user_id is None:
+                return None
+            conn.execute(update(ApiToken).where(ApiToken.token_hash == digest).values(last_used_at=utcnow()))
+            return entity(conn, select(User).where(User.id == user_id))
+
+        return await self._db.write(work)

@@ -80,6 +80,9 @@ class AgentTarget:
 
 class AgentBackend(Protocol):
     name: str
+    # True when start/resume return only once the agent is done (the local command): their status is
+    # always about that start or resume, never a previous one still shown by a remote service.
+    synchronous: bool
 
     async def start(self, prompt: str, mode: Mode, metadata: Mapping[str, Any],
                     target: AgentTarget) -> tuple[Handle, AgentStatus]: ...

@@ -88,14 +88,14 @@ def pull_number(item: Mapping[str, Any]) -> int | None:
 
 
 def pick_pull_request(pulls: Any, repository: str | None) -> Mapping[str, Any] | None:
-    """The run's PR: the newest of `github_pull_requests` in the target repository (any, without one)."""
+    """The run's PR: the newest of `github_pull_requests` in the target repository (the newest of all
+    when no repository is given)."""
     if not isinstance(pulls, list):
         return None
     candidates = [p for p in pulls if isinstance(p, Mapping) and pull_number(p) is not None]
-    if repository:
+    if repository:  # never a PR of another repository: the run would watch the wrong PR
         marker = f"/{repository.lower()}/pull"
-        same = [p for p in candidates if marker in str(p.get("url") or "").lower()]
-        candidates = same or candidates
+        candidates = [p for p in candidates if marker in str(p.get("url") or "").lower()]
     return candidates[-1] if candidates else None
 
 
@@ -233,6 +233,7 @@ def _error_for(status: int, what: str, suffix: str, org_id: str) -> AgentError:
 
 class CodegenBackend:
     name = CODEGEN
+    synchronous = False
 
     def __init__(self, client: CodegenClient) -> None:
         self.client = client

@@ -67,6 +67,7 @@ class _GitError(Exception):
 
 class LocalAgentBackend:
     name = LOCAL
+    synchronous = True
 
     def __init__(self, *, command: str, sandbox: Sandbox, checkouts: Checkouts, github: "GitHubClients",
                  github_url: str, work_root: Path, redactor: Redactor, app_id: str | None,
@@ -125,7 +126,7 @@ class LocalAgentBackend:
             for info in (git_dir / "info", workspace / ".git" / "info"):
                 info.mkdir(exist_ok=True)
                 with open(info / "exclude", "a", encoding="utf-8") as exclude:
-                    exclude.write(f"\n/{AGENT_DIR}/\n")
+                    exclude.write(f"\n/{AGENT_DIR}\n")  # a directory, or whatever the agent put there
             self._write_inputs(workspace, prompt, mode, target, plan)
             if self.on_started is not None:
                 self.on_started()

@@ -225,6 +225,8 @@ def observation_needed(run: RunFacts) -> str:
         return OBSERVE_AGENT
     if run.status in (AGENT_PR_OPEN, AGENT_VALIDATING):
         return OBSERVE_PULL
+    if run.status == AGENT_AWAITING_CONFIRMATION and run.pr_number is not None:
+        return OBSERVE_PULL  # a plan shown on a PR that was closed meanwhile ends the run
     return OBSERVE_NOTHING
 
 
@@ -249,6 +251,8 @@ def next_step(run: RunFacts, event: Event, timing: Timing = DEFAULT_TIMING) -> A
     if status == AGENT_PENDING:
         return StartAgent(Mode.EXECUTE if run.auto_confirm else Mode.PLAN)
     if status == AGENT_AWAITING_CONFIRMATION:
+        if isinstance(event, PullObserved) and event.pull.state != "open":
+            return _pull_ended(event.pull)
         return Idle("waiting for the plan to be confirmed or rejected")
     if status in (AGENT_PLANNING, AGENT_RUNNING) and not run.agent_started:
         return StartAgent(Mode.PLAN if status == AGENT_PLANNING else Mode.EXECUTE)

@@ -5,7 +5,7 @@ tails. Output tails are masked before they get here and again by the caller's re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MAX_TAIL_CHARS = 3000

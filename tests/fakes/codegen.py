@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -304,7 +303,3 @@ async def fake_codegen() -> AsyncIterator[FakeCodegen]:
         yield fake
     finally:
         await fake.close()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

@@ -45,6 +45,7 @@ import asyncio
 import base64
 import copy
 import hashlib
+import html
 import itertools
 import json
 import math
@@ -62,10 +63,11 @@ from functools import lru_cache
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import jwt
 from aiohttp import web
+from yarl import URL
 from cryptography.hazmat.primitives import serialization
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Specification
@@ -125,6 +127,7 @@ _ID_STARTS = {
 _INTERNAL_RUN_KEYS = ("annotations", "actions", "images")
 _EXAMPLE_REPO = "octocat/Hello-World"
 # Smart HTTP paths of a repository: /{owner}/{repo}[.git]/{info/refs,git-upload-pack,git-receive-pack}
+_MANIFEST_PATH = re.compile(r"/(?:organizations/[^/]+/)?settings/apps/new")
 _GIT_PATH = re.compile(
     r"/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?"
     r"/(?P<service>info/refs|git-upload-pack|git-receive-pack)"
@@ -614,6 +617,13 @@ class FakeGitHub:
         self._comment_issue: dict[int, tuple[str, int]] = {}
         self._suites: dict[tuple[str, str], int] = {}
         self._used_manifest_codes: set[str] = set()
+        # Web flows (not under /api/v3): OAuth login and the App manifest registration.
+        # Who "clicks Authorize" on GET /login/oauth/authorize: set with approve_oauth_as(); None shows a page.
+        self.oauth_login: str | None = None
+        self._oauth_installations: dict[str, list[int] | None] = {}  # lower-case login -> installation ids
+        self._oauth_codes: dict[str, dict[str, Any]] = {}  # code -> login, client_id, redirect_uri
+        self.oauth_grants: list[dict[str, Any]] = []  # every token handed out: login, token
+        self.manifests: dict[str, dict[str, Any]] = {}  # code -> manifest posted to .../settings/apps/new
         self._git_root: Path | None = None
         self._git_repos: dict[str, GitRepo] = {}  # lower-case full name -> repository
 
@@ -890,6 +900,15 @@ class FakeGitHub:
         self.user_tokens[token] = {"login": login, "installation_ids": ids}
         return token
 
+    def approve_oauth_as(self, login: str | None, *, installation_ids: Iterable[int] | None = None) -> None:
+        """Make GET /login/oauth/authorize approve at once as ``login`` (a browser is redirected straight
+        back with a code); the token it yields sees ``installation_ids`` (``None``: every installation).
+        ``approve_oauth_as(None)``: the authorize page is shown instead (its button approves)."""
+        self.oauth_login = login
+        if login is not None:
+            self._user(login)
+            self._oauth_installations[login.lower()] = None if installation_ids is None else list(installation_ids)
+
     def expire_tokens(self, installation_id: int | None = None) -> None:
         """Make installation tokens (of one installation, or all) expired, as an hour later."""
         past = _iso(_now() - timedelta(seconds=1))
@@ -1119,6 +1138,89 @@ class FakeGitHub:
     def _git_text(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(status=status, text=text + "\n", content_type="text/plain", headers=headers)
 
+    # ------------------------------------------------------------------ web flows: OAuth and App manifests
+
+    def _web_flow_handler(self, method: str, path: str) -> Callable[..., Any] | None:
+        if path == "/login/oauth/authorize" and method in ("GET", "POST"):
+            return self._oauth_authorize
+        if path == "/login/oauth/access_token" and method == "POST":
+            return self._oauth_access_token
+        if method == "POST" and _MANIFEST_PATH.fullmatch(path):
+            return self._manifest_new
+        return None
+
+    @staticmethod
+    def _html(status: int, body: str) -> web.Response:
+        page = f"<!doctype html><html lang=en><meta charset=utf-8><title>Fake GitHub</title><body>{body}</body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
+
+    async def _oauth_authorize(self, request: web.Request, call: Call) -> web.Response:
+        form = dict(await request.post()) if request.method == "POST" else {}
+        params = {**dict(request.query), **{k: str(v) for k, v in form.items()}}
+        client_id, redirect_uri, state = params.get("client_id"), params.get("redirect_uri"), params.get("state", "")
+        if client_id != self.client_id:
+            call.errors.append(f"OAuth authorize: unknown client_id {client_id!r}")
+            return self._html(404, "<p>The client_id is not an App on this GitHub.</p>")
+        if not redirect_uri:
+            call.errors.append("OAuth authorize: no redirect_uri")
+            return self._html(400, "<p>redirect_uri is missing.</p>")
+        login = str(form["login"]) if request.method == "POST" and form.get("login") else self.oauth_login
+        if login is None:
+            hidden = "".join(f'<input type=hidden name="{html.escape(k)}" value="{html.escape(v)}">'
+                             for k, v in params.items())
+            return self._html(200, f'<h1>Authorize {html.escape(self.app_slug)}</h1><form method=post>{hidden}'
+                                   '<label>Login <input name=login value=octocat></label>'
+                                   '<button type=submit>Authorize</button></form>')
+        self._user(login)
+        code = secrets.token_hex(10)
+        self._oauth_codes[code] = {"login": login, "client_id": client_id, "redirect_uri": redirect_uri}
+        target = URL(redirect_uri).update_query(code=code, state=state)
+        return web.Response(status=302, headers={"Location": str(target)})
+
+    async def _oauth_access_token(self, request: web.Request, call: Call) -> web.Response:
+        if request.content_type == "application/json":
+            params = {k: str(v) for k, v in (await request.json()).items()}
+        else:
+            params = {k: str(v) for k, v in (await request.post()).items()}
+        params = {**dict(request.query), **params}
+        wants_json = "application/json" in request.headers.get("Accept", "")
+
+        def answer(values: dict[str, str]) -> web.Response:
+            if wants_json:
+                return web.json_response(values)
+            return web.Response(text=urlencode(values), content_type="application/x-www-form-urlencoded")
+
+        if params.get("client_id") != self.client_id or params.get("client_secret") != self.client_secret:
+            call.errors.append("OAuth access_token: bad client credentials")
+            return answer({"error": "incorrect_client_credentials",
+                           "error_description": "The client_id and/or client_secret passed are incorrect."})
+        grant = self._oauth_codes.pop(params.get("code", ""), None)
+        if grant is None or ("redirect_uri" in params and params["redirect_uri"] != grant["redirect_uri"]):
+            call.errors.append("OAuth access_token: bad or used code")
+            return answer({"error": "bad_verification_code",
+                           "error_description": "The code passed is incorrect or expired."})
+        login = grant["login"]
+        token = self.add_user_token(login, installation_ids=self._oauth_installations.get(login.lower()))
+        self.oauth_grants.append({"login": login, "token": token})
+        return answer({"access_token": token, "token_type": "bearer", "scope": ""})
+
+    async def _manifest_new(self, request: web.Request, call: Call) -> web.Response:
+        form = await request.post()
+        state = request.query.get("state") or str(form.get("state") or "")
+        try:
+            manifest = json.loads(str(form.get("manifest") or ""))
+        except json.JSONDecodeError:
+            call.errors.append("manifest flow: the form field manifest is not JSON")
+            return self._html(422, "<p>Invalid manifest.</p>")
+        problems = [key for key in ("url", "hook_attributes", "redirect_url") if not manifest.get(key)]
+        if problems:
+            call.errors.append(f"manifest flow: manifest lacks {', '.join(problems)}")
+            return self._html(422, f"<p>Invalid manifest: {html.escape(', '.join(problems))}</p>")
+        code = secrets.token_hex(10)
+        self.manifests[code] = manifest
+        target = URL(manifest["redirect_url"]).update_query(code=code, state=state)
+        return web.Response(status=302, headers={"Location": str(target)})
+
     # ------------------------------------------------------------------ request pipeline
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -1132,6 +1234,18 @@ class FakeGitHub:
             json=None,
             at=time.monotonic(),
         )
+        if not is_api and (web_flow := self._web_flow_handler(request.method, full_path)) is not None:
+            try:
+                await request.read()
+                web_response = await web_flow(request, call)
+            except Exception as exc:  # a bug in the fake must fail the test, not hang or vanish
+                call.errors.append(f"FakeGitHub raised {exc!r}:\n{traceback.format_exc()}")
+                web_response = web.Response(status=500, text="Server Error")
+            call.status = web_response.status
+            self.calls.append(call)
+            async with self._changed:
+                self._changed.notify_all()
+            return web_response
         if not is_api and (found := _GIT_PATH.fullmatch(full_path)):
             try:
                 git_response = await self._serve_git(request, call, found)
@@ -1782,7 +1896,19 @@ class FakeGitHub:
         installation_id = request.int_param("installation_id")
         if installation_id not in self._user_installations(request.principal):
             raise _GitHubError(404, "Not Found")
-        repos = [r.data for r in self._installation_repos(installation_id)]
+        repos = []
+        for state in self._installation_repos(installation_id):
+            repo = copy.deepcopy(state.data)
+            # The user's own permissions on it (set_permission; "read" when none was set).
+            role = state.permissions.get((request.principal.user_login or "").lower(), "read")
+            repo["permissions"] = {
+                "admin": role == "admin",
+                "maintain": role in ("admin", "maintain"),
+                "push": role in ("admin", "maintain", "write"),
+                "triage": role in ("admin", "maintain", "write", "triage"),
+                "pull": True,
+            }
+            repos.append(repo)
         return self._paginate(
             request,
             repos,
