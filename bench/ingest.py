@@ -140,7 +140,13 @@ async def run(n: int, concurrency: int, installations: int) -> None:
                 payload["repository"].update(id=repo_id, full_name=full_name, name=full_name.split("/")[1])
                 payload["repository"]["owner"]["login"] = full_name.split("/")[0]
                 sha = f"{i:040x}"
+                number = i + 1  # a PR of its own, which the fake knows: its validation finds nothing
+                payload["number"] = number  # configured and ends neutral, without a checkout
+                payload["pull_request"].update(number=number, state="open", draft=False)
                 payload["pull_request"]["head"]["sha"] = sha
+                payload["pull_request"]["head"]["repo"] = payload["pull_request"]["base"]["repo"] = {
+                    "id": repo_id, "full_name": full_name}
+                fake.add_pull(full_name, number, head_sha=sha, base_sha="f" * 40)
                 body = json.dumps(payload).encode()
                 requests.append((sha, body, github_headers("pull_request", body, secret=SECRET, payload=payload)))
             webhook_url = url + WEBHOOK_PATH
@@ -170,7 +176,7 @@ async def run(n: int, concurrency: int, installations: int) -> None:
             while done < n and time.monotonic() < deadline:
                 done = await jobs_done(session, url)
                 if done < n:
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.1)
             end_to_end = time.monotonic() - began
             client_cpu = time.process_time() - client_cpu
             rss = peak_rss_mb(server.pid)

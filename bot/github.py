@@ -41,6 +41,8 @@ from bot.pacing import (
     QueuedWrite,
     backoff_delay,
     is_write,
+    HOUR,
+    WINDOW_MARGIN,
     next_write_time,
     parse_json_body,
     prune_sent_times,
@@ -167,8 +169,9 @@ class _Pacer:
     async def _wait_for_window(self) -> None:
         c = self.clients
         now = c._clock()
-        prune_sent_times(self.sent, now)
-        t = next_write_time(self.sent, now, c.config.writes_per_minute, c.config.writes_per_hour)
+        prune_sent_times(self.sent, now, horizon=HOUR + WINDOW_MARGIN)
+        t = next_write_time(self.sent, now, c.config.writes_per_minute, c.config.writes_per_hour,
+                            margin=WINDOW_MARGIN)
         if t > now:
             self.holding = True
             for entry in self.queue:

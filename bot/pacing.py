@@ -99,7 +99,11 @@ def coalesce_key(method: str, path: str, body: Any = None) -> str | None:
     return f"PATCH {p}"
 
 
-def next_write_time(sent_times: deque[float], now: float, per_minute: int, per_hour: int) -> float:
+WINDOW_MARGIN = 1.0  # seconds added to each window: a safety margin for network delay
+
+
+def next_write_time(sent_times: deque[float], now: float, per_minute: int, per_hour: int, *,
+                    margin: float = 0.0) -> float:
     """The earliest time >= now at which one more write keeps every window within its limit.
 
     `sent_times` holds the send times of earlier writes in ascending order (older than an hour
@@ -111,8 +115,9 @@ def next_write_time(sent_times: deque[float], now: float, per_minute: int, per_h
         if limit <= 0:
             raise ValueError("write limits must be positive")
         if len(sent_times) >= limit:
-            # The limit-th most recent write must have left the window.
-            t = max(t, sent_times[-limit] + window)
+            # The limit-th most recent write must have left the window, as GitHub counts it: from
+            # when a write arrives, which can be later than we sent it (hence `margin`).
+            t = max(t, sent_times[-limit] + window + margin)
     return t
 
 

@@ -19,6 +19,7 @@ from gidgethub import BadRequest, routing, sansio
 from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
 from bot.redact import PROCESS_REDACTOR
 from handlers.context import EventContext
+from pipeline.agent_runs import agent_command, fix_with_agent, plan_command
 from pipeline.commands import ACTIONS, Command, help_text, parse_commands
 from pipeline.decisions import can_write, is_fork, role_of
 from pipeline.validation import pull_request_ref
@@ -148,7 +149,11 @@ class PullRequestActions:
         if command.name == "ok-to-test":
             return await self.ok_to_test()
         if command.name == "agent":
-            return self.agent_unavailable()
+            return Outcome(*await agent_command(self.services, self.project, self.number, command.args[0],
+                                                actor=self.actor))
+        if command.name == "plan":
+            return Outcome(*await plan_command(self.services, self.project, self.number, command.args[0],
+                                               actor=self.actor))
         if command.name == "help":
             return Outcome(True, help_text())
         raise AssertionError(f"unhandled command {command.name}")
@@ -219,10 +224,6 @@ class PullRequestActions:
                                                   trigger="command.ok-to-test", restart=True)
         return Outcome(True)
 
-    def agent_unavailable(self) -> Outcome:
-        # The goal is in the audit log (command.agent); the agent-run work starts runs from here.
-        return Outcome(False, "Agent runs are not configured on this app yet, so nothing was started.")
-
     # ---- buttons -------------------------------------------------------------------------------
 
     async def button(self, identifier: str, check_run: dict[str, Any]) -> Outcome | None:
@@ -235,7 +236,7 @@ class PullRequestActions:
         if identifier == "merge":
             outcome = await self.merge(trigger="button.merge", expected_head=check_run.get("head_sha"))
         elif identifier == "fix":
-            outcome = self.agent_unavailable()
+            outcome = Outcome(*await fix_with_agent(self.services, self.project, self.number, actor=self.actor))
         else:
             raise AssertionError(f"button {identifier} is handled in handlers/checks.py")
         if outcome.message:

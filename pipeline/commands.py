@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "auto-merge": ("/auto-merge on|off", "merge this PR by itself after its next successful validation"),
     "ok-to-test": ("/ok-to-test", "let the current head of a fork PR run (that commit only)"),
     "agent": ("/agent <goal>", "ask the coding agent to work on this PR"),
+    "plan": ("/plan confirm|reject", "confirm or reject the agent's plan"),
     "help": ("/help", "list these commands"),
 }
 ALIASES = {"retest": "validate"}
@@ -72,6 +73,11 @@ def _command(word: str, rest: str, line: int) -> Command | None:
         if len(words) > 1 or (words and words[0] not in MERGE_METHODS):
             return Command(name, words, line,
                            f"`/merge {rest.strip()}` is not a merge method. Usage: `{usage}`")
+        return Command(name, words, line)
+    if name == "plan":
+        if len(words) != 1 or words[0] not in ("confirm", "reject"):
+            given = f"`/plan {rest.strip()}`" if rest.strip() else "`/plan`"
+            return Command(name, words, line, f"{given} needs `confirm` or `reject`. Usage: `{usage}`")
         return Command(name, words, line)
     if name == "auto-merge":
         if len(words) != 1 or words[0] not in ("on", "off"):

@@ -40,6 +40,8 @@ CHECK_NAME = "CodegenApp"
 CONFIG_PATH = ".github/codegenapp.yml"
 JOB_VALIDATE = "validate"
 CANCEL_POLL_SECONDS = 5.0
+NOTHING_TO_VALIDATE = (f"No setup, validate or analysis steps are configured: add `validate:` steps to "
+                       f"{CONFIG_PATH} on the base branch, or set the project's commands in the dashboard.")
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class ValidationService:
                 "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
                 "output": {"title": title, "summary": f"{title}."},
                 "actions": check_run_actions("cancelled", merge_allowed=False,
-                                             agent_configured=self.services.agent_backend_configured)})
+                                             agent_configured=self.services.agent_backend_configured_for(project))})
         await self.services.store.audit.record(
             "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
             details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason})
@@ -246,6 +248,9 @@ class _Validation:
             await self.report_config_error(exc)
             return
         config = effective_config(repo_config, project_settings(self.project))
+        if not (config.setup or config.validate or config.analysis):
+            await self.complete_without_run("neutral", "Nothing to validate", summary=NOTHING_TO_VALIDATE)
+            return
 
         gate = fork_gate(fork=self.state.is_fork, author_role=await self.author_role(),
                          head_approved=await self.service.store.is_head_approved(
@@ -341,7 +346,7 @@ class _Validation:
     def actions(self, conclusion: str, *, merge_allowed: bool = False) -> list[dict[str, str]]:
         """The completed check run's buttons (handled by handlers/checks.py)."""
         return check_run_actions(conclusion, merge_allowed=merge_allowed,
-                                 agent_configured=self.service.services.agent_backend_configured)
+                                 agent_configured=self.service.services.agent_backend_configured_for(self.project))
 
     async def merge_plan(self, conclusion: str) -> tuple[bool, bool]:
         """(auto-merge now, show the Merge button) for a completed validation. With auto-merge on
@@ -376,11 +381,11 @@ class _Validation:
         services.bus.publish("validation.completed", project_id=self.project.id, validation_id=self.state.id,
                              pr_number=self.state.pr_number, head_sha=self.state.head_sha, conclusion=conclusion)
 
-    async def complete_without_run(self, conclusion: str, reason: str) -> None:
+    async def complete_without_run(self, conclusion: str, reason: str, *, summary: str | None = None) -> None:
         title = f"Cancelled: {reason}" if conclusion == "cancelled" else reason
         if await self.service.store.complete(self.state.id, conclusion=conclusion, title=title, results={}):
             await self.patch_check_run({"status": "completed", "conclusion": conclusion, "completed_at": _now(),
-                                        "output": {"title": title, "summary": title + "."}})
+                                        "output": {"title": title, "summary": summary or title + "."}})
             await self.finished(conclusion, title)
 
     async def report_config_error(self, exc: ConfigFileError) -> None:

@@ -77,7 +77,8 @@ async def audit_actions(app, project) -> list[str]:
 
 # ---- who may -----------------------------------------------------------------------------------
 
-COMMAND_LINES = ["/validate", "/cancel", "/merge", "/auto-merge on", "/ok-to-test", "/agent fix the tests", "/help"]
+COMMAND_LINES = ["/validate", "/cancel", "/merge", "/auto-merge on", "/ok-to-test", "/agent fix the tests",
+                 "/plan confirm", "/help"]
 BUTTONS = {"rerun": "Re-run", "merge": "Merge", "fix": "Fix with agent"}
 
 
@@ -181,7 +182,7 @@ async def test_help_and_agent(app, pr, fake_github) -> None:
     assert reactions(fake_github, taken["id"]) == ["eyes"]  # no 👍: the agent did not start
     [reply] = replies(fake_github, pr)
     assert reply.startswith("@max") and "`/merge [merge|squash|rebase]`" in reply
-    assert "Agent runs are not configured" in reply
+    assert "set its agent backend" in reply  # no backend for this project: nothing started
     [agent] = [e for e in await app.store.audit.list(project_id=project.id) if e.action == "command.agent"]
     assert agent.actor == "max" and agent.details["args"] == ["make the tests faster"]
 
@@ -411,7 +412,8 @@ async def test_merge_button_of_an_older_head(app, pr, fake_github) -> None:
 async def test_fix_button_without_an_agent_backend(app, pr, fake_github) -> None:
     failed = await seed_validation(app.store, pr, conclusion="failure")
     await click(app, pr, "fix", user="wes", external_id=failed.id, conclusion="failure")
-    assert replies(fake_github, pr) == ["@wes Agent runs are not configured on this app yet, so nothing was started."]
+    [reply] = replies(fake_github, pr)
+    assert reply.startswith("@wes ") and "set its agent backend" in reply
 
 
 async def test_rerun_button(app, quiet, pr, fake_github) -> None:

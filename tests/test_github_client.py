@@ -17,6 +17,7 @@ import pytest
 
 from bot import metrics
 from bot.github import GitHubClientClosed, GitHubClientConfig, GitHubClients
+from bot.pacing import WINDOW_MARGIN
 from bot.redact import PROCESS_REDACTOR
 from tests.fakes.github import FakeGitHub
 
@@ -294,7 +295,7 @@ async def test_held_back_writes_go_by_priority_and_progress_coalesces(
     gate = clock.gate = asyncio.Event()
     comment = asyncio.create_task(gh.post("/repos/octo/one/issues/1/comments", data={"body": "queued"}))
     await asyncio.wait_for(clock.waiting.wait(), 2)  # the sender waits for the minute to pass
-    assert clock.sleeps == [60.0]
+    assert clock.sleeps == [60.0 + WINDOW_MARGIN]
     progress = [
         asyncio.create_task(
             clients.installation(1).patch(
@@ -327,7 +328,7 @@ async def test_held_back_writes_go_by_priority_and_progress_coalesces(
     ]
     assert writes[-1].json == {"output": {"title": "step 3", "summary": "75%"}}
     assert github.check_runs[run["id"]]["output"]["summary"] == "75%"
-    assert clock.sleeps == [60.0, 60.0, 60.0]  # one write a minute
+    assert clock.sleeps == [60.0 + WINDOW_MARGIN] * 3  # one write a minute
     assert sample("codegenapp_github_writes_deferred_total") == deferred + 3
     assert sample("codegenapp_github_writes_coalesced_total") == coalesced + 2
 
@@ -336,7 +337,7 @@ async def test_hourly_limit_holds_writes(github: FakeGitHub, make_clients, clock
     gh = make_clients(writes_per_minute=80, writes_per_hour=2).installation(1)
     for i in range(3):
         await gh.post("/repos/octo/one/issues/1/comments", data={"body": str(i)})
-    assert clock.sleeps == [3600.0]
+    assert clock.sleeps == [3600.0 + WINDOW_MARGIN]
     assert len(github.comments) == 3
 
 

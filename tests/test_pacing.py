@@ -321,3 +321,8 @@ def test_rate_limit_waits():
     # A plain permission 403 is not retried.
     assert rate_limit_wait(403, {"x-ratelimit-remaining": "4999"}, b'{"message": "Forbidden"}', 0.0) is None
     assert rate_limit_wait(500, {"retry-after": "1"}, b"", 0.0) is None
+
+
+def test_a_margin_keeps_clear_of_githubs_window() -> None:
+    sent = deque([0.0] * 80)
+    assert next_write_time(sent, 1.0, 80, 500, margin=1.0) == 61.0

@@ -33,9 +33,18 @@ def test_log_lines_never_carry_a_known_secret() -> None:
     assert '"message": "token is ***"' in stream.getvalue()
 
 
-def test_ephemeral_values_are_bounded_to_the_newest() -> None:
-    redactor = Redactor(["permanent-secret"], max_ephemeral=2)
-    for token in ("ghs_token_one", "ghs_token_two", "ghs_token_three"):
-        redactor.add(token, ephemeral=True)
-    assert redactor.redact("ghs_token_one ghs_token_two ghs_token_three permanent-secret") == \
-        "ghs_token_one *** *** ***"
+def test_github_tokens_are_masked_by_their_shape_known_or_not() -> None:
+    redactor = Redactor()
+    installation = "ghs_" + "a1B2" * 9
+    redactor.add(installation, ephemeral=True)
+    text = f"push with {installation}, leaked ghu_{'x' * 36} and github_pat_{'Y1_' * 10} but not ghs_short"
+    assert redactor.redact(text) == "push with ***, leaked *** and *** but not ghs_short"
+    assert redactor._forms == set()  # tokens are not remembered one by one
+
+
+def test_adding_values_does_not_recompile_until_used() -> None:
+    redactor = Redactor()
+    for n in range(200):
+        redactor.add(f"project-secret-{n}")
+    assert redactor._pattern is None  # nothing compiled yet
+    assert redactor.redact("x project-secret-199 y") == "x *** y"

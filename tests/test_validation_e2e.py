@@ -232,3 +232,12 @@ async def test_the_same_head_delivered_twice_is_validated_once(bot, fake_github)
     project = await bot.store.projects.get_project_by_name(scenario.full_name)
     assert len(await bot.store.validations.for_project(project.id)) == 1
     assert len(fake_github.calls_to("POST", "/repos/*/*/check-runs")) == 1
+
+
+async def test_a_repository_with_nothing_configured_gets_a_neutral_check_and_no_checkout(bot, fake_github) -> None:
+    scenario = open_pull_request(fake_github, config=None)
+    state = await validate(bot, scenario)
+    run = check_run(fake_github, state)
+    assert (run["conclusion"], run["output"]["title"]) == ("neutral", "Nothing to validate")
+    assert ".github/codegenapp.yml" in run["output"]["summary"]
+    assert not [c for c in fake_github.calls if "git-upload-pack" in c.path]  # nothing was fetched
