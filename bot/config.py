@@ -51,7 +51,6 @@ class Settings:
     codegen_api_url: str = "https://api.codegen.com"
     codegen_api_key: str | None = field(default=None, repr=False)
     codegen_org_id: str | None = None
-    api_token: str | None = field(default=None, repr=False)  # bearer token of /api/v1 (unset: the API answers 503)
     log_level: str = "INFO"
     log_format: str = "pretty"
     max_webhook_bytes: int = 25 * 1024 * 1024
@@ -79,7 +78,7 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor."""
         values = [self.private_key, self.github_client_secret, self.jwt_secret_key, self.encryption_key,
-                  self.codegen_api_key, self.api_token, *self.webhook_secrets]
+                  self.codegen_api_key, *self.webhook_secrets]
         return [v for v in values if v]
 
     def with_overrides(self, **changes: object) -> "Settings":
@@ -219,7 +218,6 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         codegen_api_url=values.get("CODEGEN_API_URL", "https://api.codegen.com").rstrip("/"),
         codegen_api_key=values.get("CODEGEN_API_KEY"),
         codegen_org_id=values.get("CODEGEN_ORG_ID"),
-        api_token=values.get("API_TOKEN"),
         log_level=log_level,
         log_format=log_format,
         max_webhook_bytes=_int(values, "MAX_WEBHOOK_BYTES", 25 * 1024 * 1024, problems),

@@ -166,7 +166,7 @@ class AgentRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
     # who and what
-    source: Mapped[str] = mapped_column(String(32), default="api")  # api | pr_comment | fix_button
+    source: Mapped[str] = mapped_column(String(32), default="api")  # api | dashboard | pr_comment | fix_button
     requested_by: Mapped[str | None] = mapped_column(String(255))
     backend: Mapped[str] = mapped_column(String(16), default="codegen")
     auto_confirm: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,101 +1,220 @@
-"""The JSON API of agent runs (the dashboard and scripts use it).
+"""The JSON API under `/api/v1` (the dashboard's own pages, scripts and CI use it); described by the
+OpenAPI 3.0 document served at `GET /api/v1/openapi.json` (dashboard/openapi.py).
 
-Every route needs `Authorization: Bearer <API_TOKEN>`; without API_TOKEN set the API answers 503
-saying so (the dashboard's login replaces this later). Errors are `{"error": "..."}`.
+**Authentication** is the dashboard's (dashboard/auth.py): the session cookie (state-changing requests
+then carry the session's CSRF token as `X-CSRF-Token`), or `Authorization: Bearer cga_...`, a personal API
+token created on the account page (no CSRF token needed). Without either: 401.
+
+**Who may do what**, by the user's permissions on the repository as GitHub lists them for the user:
+seeing a project (anything they can see) lets them read it, its runs and validations (404 otherwise, as
+for a project that does not exist); starting, confirming, rejecting and cancelling agent runs and
+re-running validations need write access (`push`, `maintain` or `admin`; 403 otherwise); changing
+settings needs `admin` or `maintain`, like the settings page. The audit log's actor is the user's login.
+
+Projects come from the App's installations: `POST /api/v1/projects` and `DELETE /api/v1/projects/{id}`
+answer 405 saying so (install the App on, or remove it from, the repository on GitHub; an uninstalled
+repository's project is archived). Errors are `{"error": "..."}`.
 
 | route | what |
 | --- | --- |
+| `GET /api/v1/projects` | the projects the user can see |
+| `GET /api/v1/projects/{id}`, `PUT` the same | a project and its settings; PUT changes the settings sent |
 | `POST /api/v1/projects/{id}/agent-run` `{"target_text": ...}` | start a run: 201 with the run |
 | `GET /api/v1/projects/{id}/runs[?limit=N]` | the project's runs, newest first |
 | `GET /api/v1/projects/{id}/agent-settings`, `PATCH` the same | the project's agent settings |
 | `GET /api/v1/runs/{id}` | one run (its plan, PR, fix attempts, reason) |
 | `POST /api/v1/runs/{id}/confirm`, `/reject`, `/cancel` | decide on the plan; stop the run (409 when it does not apply) |
+| `GET /api/v1/validation/{id}` | one validation: status, conclusion, steps |
+| `POST /api/v1/validation/{id}/retry` | validate the PR's current head again: 202 with the new validation |
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from gidgethub import BadRequest
 
-from bot.models import Project
+from bot.models import AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
+from dashboard import auth
+from dashboard.openapi import document
+from dashboard.views import parse_settings
 from pipeline.agent_runs import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-API_ACTOR = "api"
 MAX_LIST = 200
+STEP_FIELDS = ("stage", "name", "status", "exit_code", "detail", "duration_seconds", "output_tail")
 _ID = "{id:[0-9a-f]{32}}"
+# The project settings PUT /api/v1/projects/{id} takes: name -> JSON type(s)
+PROJECT_SETTINGS: dict[str, tuple[type, ...]] = {
+    "repository_rules": (str,), "planning_statement": (str,), "agent_command": (str,),
+    "setup_commands": (list,), "validate_commands": (list,), "auto_merge_enabled": (bool,),
+    "auto_confirm_plans": (bool,), "agent_backend": (str, type(None)), "max_fix_attempts": (int,)}
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post(f"/api/v1/projects/{_ID}/agent-run", _authorized(start_run))
-    app.router.add_get(f"/api/v1/projects/{_ID}/runs", _authorized(list_runs))
-    app.router.add_get(f"/api/v1/projects/{_ID}/agent-settings", _authorized(get_agent_settings))
-    app.router.add_patch(f"/api/v1/projects/{_ID}/agent-settings", _authorized(patch_agent_settings))
-    app.router.add_get(f"/api/v1/runs/{_ID}", _authorized(get_run))
+    app.router.add_get("/api/v1/openapi.json", openapi_json)
+    app.router.add_get("/api/v1/projects", _api(list_projects))
+    app.router.add_post("/api/v1/projects", _api(no_project_changes))
+    app.router.add_get(f"/api/v1/projects/{_ID}", _api(get_project))
+    app.router.add_put(f"/api/v1/projects/{_ID}", _api(put_project))
+    app.router.add_delete(f"/api/v1/projects/{_ID}", _api(no_project_changes))
+    app.router.add_post(f"/api/v1/projects/{_ID}/agent-run", _api(start_run))
+    app.router.add_get(f"/api/v1/projects/{_ID}/runs", _api(list_runs))
+    app.router.add_get(f"/api/v1/projects/{_ID}/agent-settings", _api(get_agent_settings))
+    app.router.add_patch(f"/api/v1/projects/{_ID}/agent-settings", _api(patch_agent_settings))
+    app.router.add_get(f"/api/v1/runs/{_ID}", _api(get_run))
     for verb in ("confirm", "reject", "cancel"):
-        app.router.add_post(f"/api/v1/runs/{_ID}/{verb}", _authorized(decide(verb)))
+        app.router.add_post(f"/api/v1/runs/{_ID}/{verb}", _api(decide(verb)))
+    app.router.add_get(f"/api/v1/validation/{_ID}", _api(get_validation))
+    app.router.add_post(f"/api/v1/validation/{_ID}/retry", _api(retry_validation))
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
-def _authorized(handler: Handler) -> Handler:
+def _api(handler: Handler) -> Handler:
+    """Log-in required; the dashboard's plain-text 4xx (404, 403 from dashboard.auth) become JSON errors."""
     async def checked(request: web.Request) -> web.StreamResponse:
-        services: Services = request.app[SERVICES]
-        token = services.settings.api_token
-        if not token:
-            return _error(503, "the API is off: set API_TOKEN and send it as `Authorization: Bearer <API_TOKEN>`")
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="codegenapp"'})
-        return await handler(request)
+        try:
+            await auth.require_user(request)
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = exc.text if exc.text and exc.content_type != "application/json" else None
+            if exc.status == 401:
+                return _error(401, "log in, or send a personal API token as `Authorization: Bearer cga_...`",
+                              **{"WWW-Authenticate": 'Bearer realm="codegenapp"'})
+            if message is None:
+                try:
+                    message = json.loads(exc.text or "{}").get("error")
+                except ValueError:
+                    message = None
+            return _error(exc.status, message or exc.reason)
 
+    checked.__name__ = handler.__name__
     return checked
+
+
+async def _user(request: web.Request) -> auth.DashboardUser:
+    return await auth.require_user(request)
 
 
 def _service(request: web.Request) -> AgentRunService:
     services: Services = request.app[SERVICES]
     if services.agent_runs is None:
-        raise web.HTTPServiceUnavailable(text=json.dumps({"error": "agent runs are not set up"}),
-                                         content_type="application/json")
+        raise web.HTTPServiceUnavailable(text="agent runs are not set up")
     return services.agent_runs
 
 
-async def _project(request: web.Request) -> Project:
-    project = await request.app[SERVICES].store.projects.get_project(request.match_info["id"])
-    if project is None:
-        raise web.HTTPNotFound(text=json.dumps({"error": "no such project"}), content_type="application/json")
-    return project
+async def _project(request: web.Request, *, manage: bool = False, write: bool = False) -> Project:
+    return await auth.require_project_id(request, request.match_info["id"], manage=manage, write=write)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json") from None
+        raise web.HTTPBadRequest(text="the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(text="the body must be a JSON object")
     return body
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document(request.app[SERVICES].settings.public_url))
+
+
+# ---------------------------------------------------------------- projects
+
+def _when(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def project_json(request: web.Request, project: Project) -> dict[str, Any]:
+    access = await auth.project_access(request, project)
+    return {"id": project.id, "name": project.name, "github_url": project.github_url,
+            "default_branch": project.default_branch, "private": project.private,
+            "installation_id": project.installation_id, "pinned": project.pinned,
+            "can_write": bool(access and access.can_write), "can_manage": bool(access and access.can_manage),
+            "settings": {key: getattr(project, key) for key in PROJECT_SETTINGS},
+            "created_at": _when(project.created_at), "updated_at": _when(project.updated_at)}
+
+
+async def list_projects(request: web.Request) -> web.Response:
+    projects = await auth.visible_projects(request)
+    return web.json_response({"projects": [await project_json(request, p) for p in projects]})
+
+
+async def no_project_changes(request: web.Request) -> web.Response:
+    return _error(405, "projects come from the GitHub App's installations: install the App on a repository "
+                       "(or remove it) on GitHub; a removed repository's project is archived",
+                  Allow="GET" if request.method == "POST" else "GET, PUT")
+
+
+async def get_project(request: web.Request) -> web.Response:
+    return web.json_response(await project_json(request, await _project(request)))
+
+
+def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The JSON settings as the settings page's form would send them (over the current values), so that
+    `views.parse_settings` checks them; or the problems with their JSON types."""
+    problems: list[str] = []
+    for key, value in body.items():
+        types = PROJECT_SETTINGS.get(key)
+        if types is None:
+            problems.append(f"unknown setting {key!r}")
+        elif not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            problems.append(f"{key} has the wrong type")
+        elif types == (list,) and not all(isinstance(c, str) and "\n" not in c and "\r" not in c for c in value):
+            problems.append(f"{key} must be a list of one-line strings")
+    if problems:
+        return {}, problems
+    merged = {key: getattr(project, key) for key in PROJECT_SETTINGS} | body
+    form = {key: merged[key] for key in ("repository_rules", "planning_statement", "agent_command")}
+    form.update(setup_commands="\n".join(merged["setup_commands"]),
+                validate_commands="\n".join(merged["validate_commands"]),
+                agent_backend=merged["agent_backend"] or "", max_fix_attempts=str(merged["max_fix_attempts"]))
+    form.update({key: "on" for key in ("auto_merge_enabled", "auto_confirm_plans") if merged[key]})
+    return form, []
+
+
+async def put_project(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES]
+    project = await _project(request, manage=True)
+    form, problems = _as_form(project, await _json_body(request))
+    values, more = parse_settings(form) if not problems else ({}, [])
+    if problems or more:
+        return _error(400, "; ".join(problems + more))
+    changed = sorted(k for k, v in values.items() if getattr(project, k) != v)
+    updated = await services.store.projects.update_project(project.id, values)
+    if updated is None:
+        return _error(404, "no such project")
+    user = await _user(request)
+    await services.store.audit.record("project.settings.updated", actor=user.login, project_id=project.id,
+                                      installation_id=project.installation_id, details={"changed": changed})
+    services.bus.publish("project.status.updated", project_id=project.id, change="settings")
+    return web.json_response(await project_json(request, updated))
+
+
+# ---------------------------------------------------------------- agent runs
+
 async def start_run(request: web.Request) -> web.Response:
     service = _service(request)
-    project = await _project(request)
+    project = await _project(request, write=True)
     body = await _json_body(request)
     goal = body.get("target_text")
     if not isinstance(goal, str) or not goal.strip():
         return _error(400, "target_text must be a non-empty string: what the agent should do")
+    user = await _user(request)
     try:
-        run = await service.start(project, goal, source="api", requested_by=API_ACTOR)
+        run = await service.start(project, goal, source="api", requested_by=user.login)
     except AgentRunRefused as exc:
         return _error(409, str(exc))
     return web.json_response(run_json(run), status=201, headers={"Location": f"/api/v1/runs/{run.id}"})
@@ -112,24 +231,39 @@ async def list_runs(request: web.Request) -> web.Response:
     return web.json_response({"runs": [run_json(run) for run in runs]})
 
 
-async def get_run(request: web.Request) -> web.Response:
-    run = await _service(request).store.get(request.match_info["id"])
+async def visible_run(request: web.Request, run_id: str, *, write: bool = False) -> AgentRun:
+    """The run, when the user can see its project (404 otherwise; 403 when `write` is missing)."""
+    run = await request.app[SERVICES].store.agent_runs.get(run_id)
     if run is None:
-        return _error(404, "no such agent run")
-    return web.json_response(run_json(run))
+        raise web.HTTPNotFound(text="no such agent run")
+    try:
+        await auth.require_project_id(request, run.project_id, write=write)
+    except web.HTTPNotFound:
+        raise web.HTTPNotFound(text="no such agent run") from None
+    return run
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return web.json_response(run_json(await visible_run(request, request.match_info["id"])))
+
+
+async def decide_run(request: web.Request, run_id: str, verb: str) -> AgentRun:
+    """Confirm, reject or cancel the run as the requesting user (404, 403, or 409 as web.HTTPConflict)."""
+    service = _service(request)
+    await visible_run(request, run_id, write=True)
+    user = await _user(request)
+    action = {"confirm": service.confirm, "reject": service.reject, "cancel": service.cancel}[verb]
+    try:
+        return await action(run_id, by=user.login)
+    except LookupError:
+        raise web.HTTPNotFound(text="no such agent run") from None
+    except AgentRunConflict as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
 
 
 def decide(verb: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        service = _service(request)
-        action = {"confirm": service.confirm, "reject": service.reject, "cancel": service.cancel}[verb]
-        try:
-            run = await action(request.match_info["id"], by=API_ACTOR)
-        except LookupError:
-            return _error(404, "no such agent run")
-        except AgentRunConflict as exc:
-            return _error(409, str(exc))
-        return web.json_response(run_json(run))
+        return web.json_response(run_json(await decide_run(request, request.match_info["id"], verb)))
 
     handler.__name__ = f"{verb}_run"
     return handler
@@ -151,7 +285,7 @@ async def get_agent_settings(request: web.Request) -> web.Response:
 
 
 async def patch_agent_settings(request: web.Request) -> web.Response:
-    project = await _project(request)
+    project = await _project(request, manage=True)
     body = await _json_body(request)
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -180,8 +314,70 @@ async def patch_agent_settings(request: web.Request) -> web.Response:
     updated = await services.store.agent_runs.update_project_settings(project.id, values)
     if updated is None:
         return _error(404, "no such project")
-    await services.store.audit.record("project.agent_settings", actor=API_ACTOR, project_id=project.id,
+    user = await _user(request)
+    await services.store.audit.record("project.agent_settings", actor=user.login, project_id=project.id,
                                       installation_id=project.installation_id,
                                       details={k: v for k, v in values.items() if k != "agent_command"}
                                       | ({"agent_command": "(changed)"} if "agent_command" in values else {}))
     return web.json_response(_settings_json(request, updated))
+
+
+# ---------------------------------------------------------------- validations
+
+def validation_json(request: web.Request, state: ValidationState) -> dict[str, Any]:
+    results = state.test_results or {}
+    return {"id": state.id, "project_id": state.project_id, "pr_number": state.pr_number,
+            "head_sha": state.head_sha, "base_sha": state.base_sha, "status": state.status,
+            "conclusion": state.conclusion, "title": state.title, "trigger": state.trigger,
+            "is_fork": state.is_fork, "author": state.author, "agent_run_id": state.agent_run_id,
+            "superseded_by": state.superseded_by, "auto_merge_eligible": state.auto_merge_eligible,
+            "steps": [{key: step.get(key) for key in STEP_FIELDS} for step in results.get("steps", [])
+                      if isinstance(step, dict)],
+            "error": results.get("error") or results.get("config_error"),
+            "details_url": f"{request.app[SERVICES].settings.public_url}/validations/{state.id}",
+            "created_at": _when(state.created_at), "started_at": _when(state.started_at),
+            "completed_at": _when(state.completed_at)}
+
+
+async def visible_validation(request: web.Request, validation_id: str, *,
+                             write: bool = False) -> tuple[ValidationState, Project]:
+    state = await request.app[SERVICES].store.validations.get(validation_id)
+    if state is None:
+        raise web.HTTPNotFound(text="no such validation")
+    try:
+        project = await auth.require_project_id(request, state.project_id, write=write)
+    except web.HTTPNotFound:
+        raise web.HTTPNotFound(text="no such validation") from None
+    return state, project
+
+
+async def get_validation(request: web.Request) -> web.Response:
+    state, _ = await visible_validation(request, request.match_info["id"])
+    return web.json_response(validation_json(request, state))
+
+
+async def retry_validation(request: web.Request) -> web.Response:
+    """Validate the PR's current head again (a new check run), as `/validate` on the PR does."""
+    from pipeline.validation import pull_request_ref
+
+    services: Services = request.app[SERVICES]
+    state, project = await visible_validation(request, request.match_info["id"], write=True)
+    if services.validations is None or services.github is None or project.installation_id is None:
+        return _error(503, "validation is not available on this app")
+    gh = services.github.installation(project.installation_id)
+    try:
+        pull = await gh.getitem(f"/repos/{project.name}/pulls/{state.pr_number}")
+    except BadRequest as exc:
+        if exc.status_code == 404:
+            return _error(409, f"pull request #{state.pr_number} is gone")
+        raise
+    if pull["state"] != "open":
+        return _error(409, f"pull request #{state.pr_number} is closed: nothing to validate")
+    new = await services.validations.start(gh, project, pull_request_ref(pull["base"]["repo"], pull),
+                                           trigger="api.retry", restart=True)
+    user = await _user(request)
+    await services.store.audit.record("validation.retried", actor=user.login, project_id=project.id,
+                                      installation_id=project.installation_id,
+                                      details={"pr": state.pr_number, "validation_id": new.id, "from": state.id})
+    return web.json_response(validation_json(request, new), status=202,
+                             headers={"Location": f"/api/v1/validation/{new.id}"})

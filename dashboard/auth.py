@@ -4,13 +4,14 @@
   when PUBLIC_URL is https, valid 8 hours. Every browser gets one (anonymous until login) so that OAuth and
   manifest `state`s and the CSRF token can be bound to it. Login rotates it (new session id).
 - **CSRF**: every state-changing request carries the session's token as the form field `csrf_token` or
-  the header `X-CSRF-Token`. Exempt: requests with `Authorization: Bearer` (personal API tokens, the
-  API_TOKEN) and the webhook (signed). Under `/api/v1` a request with no session cookie at all is left
+  the header `X-CSRF-Token`. Exempt: requests with `Authorization: Bearer` (personal API tokens) and the
+  webhook (signed). Under `/api/v1` a request with no session cookie at all is left
   to the API's own authentication (it answers 401).
 - **States**: single-use, bound to the session id and a purpose ("login", "register"), 10 minutes.
 - **Visibility**: what `GET /user/installations` and `GET /user/installations/{id}/repositories` list
   for the user (with the user's own token), cached 60 s per user. Settings need `admin` or `maintain` in
-  the repository's `permissions` as the user sees it.
+  the repository's `permissions` as the user sees it; starting, confirming, rejecting and cancelling
+  agent runs and re-running validations need write access (`push`, or `maintain` / `admin`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class RepoAccess:
     @property
     def can_manage(self) -> bool:
         return bool(self.permissions.get("admin") or self.permissions.get("maintain"))
+
+    @property
+    def can_write(self) -> bool:
+        return self.can_manage or bool(self.permissions.get("push"))
 
 
 @dataclass
@@ -275,35 +280,50 @@ async def visible_project_ids(request: web.Request) -> set[str]:
     return {p.id for p in await visible_projects(request)}
 
 
-async def can_manage(request: web.Request, project: Project) -> bool:
+async def project_access(request: web.Request, project: Project) -> RepoAccess | None:
+    """What the requesting user may do on the project's repository (None: nobody, or not visible)."""
     user = await authenticate(request)
     if user is None:
-        return False
-    access = (await repository_access(request, user)).get(project.github_repo_id)
+        return None
+    return (await repository_access(request, user)).get(project.github_repo_id)
+
+
+async def can_manage(request: web.Request, project: Project) -> bool:
+    access = await project_access(request, project)
     return access is not None and access.can_manage
 
 
-async def require_project(request: web.Request, owner: str, repo: str, *, manage: bool = False) -> Project:
+async def can_write(request: web.Request, project: Project) -> bool:
+    access = await project_access(request, project)
+    return access is not None and access.can_write
+
+
+async def require_project(request: web.Request, owner: str, repo: str, *, manage: bool = False,
+                          write: bool = False) -> Project:
     """The project `owner/repo`: 404 when it does not exist or the user may not see it, 403 when `manage`
-    and the user has neither admin nor maintain on the repository."""
+    and the user has neither admin nor maintain on the repository, or `write` and no write access."""
     user = await require_user(request)
     project = await request.app[SERVICES].store.projects.get_project_by_name(f"{owner}/{repo}")
-    return await _check(request, user, project, manage=manage)
+    return await _check(request, user, project, manage=manage, write=write)
 
 
-async def require_project_id(request: web.Request, project_id: str, *, manage: bool = False) -> Project:
+async def require_project_id(request: web.Request, project_id: str, *, manage: bool = False,
+                             write: bool = False) -> Project:
     """The same by the project's id (the JSON API)."""
     user = await require_user(request)
     project = await request.app[SERVICES].store.projects.get_project(project_id)
-    return await _check(request, user, project, manage=manage)
+    return await _check(request, user, project, manage=manage, write=write)
 
 
-async def _check(request: web.Request, user: DashboardUser, project: Project | None, *, manage: bool) -> Project:
+async def _check(request: web.Request, user: DashboardUser, project: Project | None, *, manage: bool,
+                 write: bool = False) -> Project:
     access = (await repository_access(request, user)).get(project.github_repo_id) if project else None
     if project is None or project.archived_at is not None or access is None:
         raise web.HTTPNotFound(text="no such project")
     if manage and not access.can_manage:
         raise web.HTTPForbidden(text=f"changing {project.name}'s settings needs admin or maintain on the repository")
+    if write and not access.can_write:
+        raise web.HTTPForbidden(text=f"this needs write access to {project.name}")
     return project
 
 

@@ -171,13 +171,16 @@ async def _card(services: Services, project: Project) -> dict[str, Any]:
             "active_prs": open_prs}
 
 
-async def project_page(request: web.Request) -> web.Response:
+async def project_page(request: web.Request, *, status: int = 200, problem: str | None = None,
+                       goal: str = "") -> web.Response:
     services = _services(request)
     project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"])
-    return await render(request, "project.html", card=await _card(services, project),
+    agent_problem = services.agent_runs.problem(project) if services.agent_runs else "agent runs are not set up"
+    return await render(request, "project.html", status=status, card=await _card(services, project),
                         validations=await services.store.validations.for_project(project.id, limit=20),
                         runs=await services.store.agent_runs.for_project(project.id, limit=20),
-                        manage=await auth.can_manage(request, project))
+                        manage=await auth.can_manage(request, project), write=await auth.can_write(request, project),
+                        agent_problem=agent_problem, problem=problem, goal=goal)
 
 
 async def pin(request: web.Request) -> web.Response:

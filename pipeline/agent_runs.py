@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("api", "pr_comment", "fix_button")
+SOURCES = ("api", "dashboard", "pr_comment", "fix_button")
 MAX_STEPS = 12
 WATCH_SECONDS = 2.0
 FIX_GOAL = "Make the failing validation of this pull request pass."

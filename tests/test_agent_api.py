@@ -1,5 +1,5 @@
-"""The agent-run API over real HTTP: the bearer token, validation of what is sent, and the project's
-agent settings (no agent runs to completion here: see test_agent_runs_e2e.py)."""
+"""The agent-run API over real HTTP: personal API tokens and who may do what, validation of what is
+sent, and the project's agent settings (no agent runs to completion here: see test_agent_runs_e2e.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from tests.agent_support import make_repository, record_project
+from tests.api_support import api_token_for
 
-TOKEN = "api-token-for-the-tests-abc123"
 
-
-async def call(bot, method: str, path: str, body: Any = None, *, token: str | None = TOKEN) -> tuple[int, Any]:
+async def call(bot, method: str, path: str, body: Any = None, *, token: str | None = None) -> tuple[int, Any]:
+    token = token or getattr(bot, "token", None)
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     async with bot.webhooks.session.request(method, bot.url + path, json=body, headers=headers) as response:
         return response.status, await response.json()
@@ -21,23 +21,51 @@ async def call(bot, method: str, path: str, body: Any = None, *, token: str | No
 @pytest.fixture
 async def api_bot(start_bot, fake_github):
     make_repository(fake_github, config="validate: []\n")
-    bot = await start_bot(API_TOKEN=TOKEN)
+    bot = await start_bot()
     bot.project = await record_project(bot, fake_github)
+    bot.token = await api_token_for(bot.store, fake_github, "alice", role="admin")
     return bot
 
 
-async def test_the_api_is_off_without_api_token(bot, fake_github) -> None:
-    status, body = await call(bot, "GET", f"/api/v1/runs/{'0' * 32}")
-    assert status == 503 and "set API_TOKEN" in body["error"]
-
-
 async def test_a_missing_or_wrong_token_is_refused(api_bot) -> None:
-    for token in (None, "wrong", TOKEN + "x"):
+    async with api_bot.webhooks.session.get(f"{api_bot.url}/api/v1/projects/{api_bot.project.id}/runs") as response:
+        assert response.status == 401 and "personal API token" in (await response.json())["error"]
+    for token in ("wrong", "cga_wrong", api_bot.token + "x"):
         status, body = await call(api_bot, "GET", f"/api/v1/projects/{api_bot.project.id}/runs", token=token)
-        assert status == 401 and "bearer token" in body["error"]
+        assert status == 401 and "personal API token" in body["error"]
     async with api_bot.webhooks.session.get(f"{api_bot.url}/api/v1/runs/{'0' * 32}",
-                                            headers={"Authorization": f"Basic {TOKEN}"}) as response:
+                                            headers={"Authorization": f"Basic {api_bot.token}"}) as response:
         assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_who_may_do_what(api_bot, fake_github) -> None:
+    project = api_bot.project
+    await api_bot.store.agent_runs.update_project_settings(project.id, {"agent_backend": "local",
+                                                                        "agent_command": "false"})
+    await api_bot.services.worker.stop()  # keep runs pending
+    reader = await api_token_for(api_bot.store, fake_github, "rita", role="read")
+    writer = await api_token_for(api_bot.store, fake_github, "wes", role="write")
+    outsider = await api_token_for(api_bot.store, fake_github, "otto", role="admin", installation_ids=[])
+    settings = f"/api/v1/projects/{project.id}/agent-settings"
+    start = f"/api/v1/projects/{project.id}/agent-run"
+    # someone who cannot see the project: as if it did not exist
+    for method, path in (("GET", settings), ("POST", start), ("GET", f"/api/v1/projects/{project.id}")):
+        status, body = await call(api_bot, method, path, {"target_text": "x"}, token=outsider)
+        assert status == 404 and body["error"] == "no such project", (method, path)
+    # read access: read, not act
+    assert (await call(api_bot, "GET", settings, token=reader))[0] == 200
+    status, body = await call(api_bot, "POST", start, {"target_text": "x"}, token=reader)
+    assert status == 403 and "write access" in body["error"]
+    # write access: start and decide runs, not change settings
+    status, run = await call(api_bot, "POST", start, {"target_text": "Do it"}, token=writer)
+    assert status == 201 and run["requested_by"] == "wes"
+    assert (await call(api_bot, "GET", f"/api/v1/runs/{run['id']}", token=reader))[0] == 200
+    assert (await call(api_bot, "GET", f"/api/v1/runs/{run['id']}", token=outsider))[0] == 404
+    assert (await call(api_bot, "POST", f"/api/v1/runs/{run['id']}/cancel", token=reader))[0] == 403
+    status, body = await call(api_bot, "PATCH", settings, {"max_fix_attempts": 1}, token=writer)
+    assert status == 403 and "admin or maintain" in body["error"]
+    status, cancelled = await call(api_bot, "POST", f"/api/v1/runs/{run['id']}/cancel", token=writer)
+    assert status == 200 and cancelled["reason"] == "cancelled by wes"
 
 
 async def test_unknown_projects_and_runs_are_404(api_bot) -> None:
@@ -53,7 +81,7 @@ async def test_what_is_sent_is_checked(api_bot) -> None:
         status, answer = await call(api_bot, "POST", path, body)
         assert status == 400, body
     async with api_bot.webhooks.session.post(api_bot.url + path, data=b"{nope",
-                                             headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+                                             headers={"Authorization": f"Bearer {api_bot.token}"}) as response:
         assert response.status == 400
     status, answer = await call(api_bot, "GET", f"/api/v1/projects/{api_bot.project.id}/runs?limit=x")
     assert status == 400
@@ -91,12 +119,12 @@ async def test_a_new_run_is_201_and_decisions_must_fit_its_status(api_bot, fake_
     status, run = await call(api_bot, "POST", f"/api/v1/projects/{project.id}/agent-run",
                              {"target_text": "Add a health endpoint"})
     assert status == 201 and run["status"] == "pending" and run["backend"] == "local"
-    assert run["max_fix_attempts"] == 3 and run["source"] == "api" and run["requested_by"] == "api"
+    assert run["max_fix_attempts"] == 3 and run["source"] == "api" and run["requested_by"] == "alice"
     status, answer = await call(api_bot, "POST", f"/api/v1/runs/{run['id']}/confirm")
     assert status == 409 and "not waiting for its plan" in answer["error"]
     status, listing = await call(api_bot, "GET", f"/api/v1/projects/{project.id}/runs")
     assert [r["id"] for r in listing["runs"]] == [run["id"]]
     status, cancelled = await call(api_bot, "POST", f"/api/v1/runs/{run['id']}/cancel")
-    assert status == 200 and cancelled["status"] == "cancelled" and cancelled["reason"] == "cancelled by api"
+    assert status == 200 and cancelled["status"] == "cancelled" and cancelled["reason"] == "cancelled by alice"
     audit = [(e.action, e.actor) for e in await api_bot.store.audit.list(project_id=project.id)]
-    assert ("agent.run.started", "api") in audit and ("agent.run.cancelled", "api") in audit
+    assert ("agent.run.started", "alice") in audit and ("agent.run.cancelled", "alice") in audit

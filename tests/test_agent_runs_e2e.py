@@ -19,6 +19,7 @@ from bot.web import create_app
 from pipeline.agent_runs import agent_command, fix_with_agent, plan_command
 from pipeline.validation import CHECK_NAME
 from tests.agent_support import FAST, WebhookRelay, make_repository, record_project, wait_run
+from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest
 from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent, fake_codegen  # noqa: F401
 from tests.pull_requests import open_pull_request
@@ -26,7 +27,6 @@ from tests.webhook_sender import WebhookSender
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 
-TOKEN = "api-token-0123456789abcdef"
 CONFIG = "validate:\n  - name: greeting\n    run: grep -qx 'hello world' greeting.txt\n"
 AUTO_MERGE = CONFIG + "auto_merge: true\n"
 GOAL = "Greet the world in greeting.txt"
@@ -67,11 +67,12 @@ async def launch(aiohttp_server, make_settings, fake_github, fake_codegen):  # n
     async def launch(**env: str) -> tuple[BotUnderTest, Any]:
         values = {"GITHUB_API_URL": fake_github.api_url, "GITHUB_URL": fake_github.base_url,
                   "CODEGEN_API_URL": fake_codegen.url, "CODEGEN_API_KEY": API_KEY, "CODEGEN_ORG_ID": ORG_ID,
-                  "API_TOKEN": TOKEN, **env}
+                  **env}
         app = create_app(make_settings(**values))
         server = await aiohttp_server(app)
         url = str(server.make_url("/")).rstrip("/")
         bot = BotUnderTest(url, app[SERVICES], WebhookSender(session, url, WEBHOOK_SECRET))
+        bot.fake = fake_github  # type: ignore[attr-defined]
         assert bot.services.agent_runs is not None
         bot.services.agent_runs.timing = FAST
         return bot, server
@@ -80,7 +81,11 @@ async def launch(aiohttp_server, make_settings, fake_github, fake_codegen):  # n
     await session.close()
 
 
-async def api(bot: BotUnderTest, method: str, path: str, body: Any = None, *, token: str = TOKEN) -> tuple[int, Any]:
+async def api(bot: BotUnderTest, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """Call the API as alice (an admin of acme/widgets) with her personal API token."""
+    token = getattr(bot, "token", None)
+    if token is None:
+        token = bot.token = await api_token_for(bot.store, bot.fake, "alice")  # type: ignore[attr-defined]
     async with bot.webhooks.session.request(method, bot.url + path, json=body,
                                             headers={"Authorization": f"Bearer {token}"}) as response:
         return response.status, await response.json()
@@ -124,7 +129,7 @@ async def test_codegen_goal_plan_confirm_pr_failure_fix_pass_merge(launch, fake_
             assert words in planning.prompt
 
         status, confirmed = await api(bot, "POST", f"/api/v1/runs/{run['id']}/confirm")
-        assert status == 200 and confirmed["status"] == "running" and confirmed["plan_decided_by"] == "api"
+        assert status == 200 and confirmed["status"] == "running" and confirmed["plan_decided_by"] == "alice"
         created = await wait_for(events, "pr.created", run_id=run["id"], timeout=30)
         await wait_run(events, run["id"], "fixing", timeout=60)
         done = await wait_for(events, "agent.run.completed", run_id=run["id"], timeout=60)
@@ -164,7 +169,7 @@ async def test_a_rejected_plan_is_never_executed(launch, fake_github, fake_codeg
         run = await start_run(bot, project.id)
         await wait_run(events, run["id"], "awaiting_confirmation")
         status, rejected = await api(bot, "POST", f"/api/v1/runs/{run['id']}/reject")
-        assert status == 200 and rejected["status"] == "cancelled" and rejected["reason"] == "plan rejected by api"
+        assert status == 200 and rejected["status"] == "cancelled" and rejected["reason"] == "plan rejected by alice"
         status, again = await api(bot, "POST", f"/api/v1/runs/{run['id']}/confirm")
         assert status == 409 and "not waiting" in again["error"]
     assert len(fake_codegen.calls_to("POST", "**/agent/run")) == 1 and not fake_github.pulls
@@ -183,7 +188,7 @@ async def test_cancel_stops_a_run_waiting_for_the_agent(launch, fake_github, fak
         status, cancelled = await api(bot, "POST", f"/api/v1/runs/{run['id']}/cancel")
         assert status == 200 and cancelled["status"] == "cancelled"
         done = await wait_for(events, "agent.run.completed", run_id=run["id"])
-    assert done.data["reason"] == "cancelled by api"
+    assert done.data["reason"] == "cancelled by alice"
     script.release()
     status, again = await api(bot, "POST", f"/api/v1/runs/{run['id']}/cancel")
     assert status == 409 and "already ended" in again["error"]

@@ -28,12 +28,57 @@
       if (runs && typeof data.running_runs === "number") runs.textContent = data.running_runs + " running";
     });
   }
+  // The run page: its live log, and its status, plan and PR fetched again when the run changes.
+  var run = document.querySelector("[data-run-id]"), runId = run && run.dataset.runId;
+  function field(name) { return run.querySelector('[data-field="' + name + '"]'); }
+  function logLine(text) {
+    var log = document.getElementById("run-log"), item = document.createElement("li"), time = document.createElement("time");
+    time.textContent = new Date().toTimeString().slice(0, 8);
+    item.append(time, " " + text);  // text, never markup
+    log.appendChild(item);
+    log.scrollTop = log.scrollHeight;
+  }
+  function refreshRun() {
+    fetch("/api/v1/runs/" + encodeURIComponent(runId), {credentials: "same-origin"}).then(function (answer) {
+      return answer.ok ? answer.json() : null;
+    }).then(function (shown) {
+      if (!shown) return;
+      var status = field("run-status");
+      status.textContent = shown.status.replace(/_/g, " ");
+      status.className = shown.status;
+      field("run-plan").textContent = shown.plan || "No plan yet.";
+      field("run-reason").textContent = shown.reason || "";
+      field("run-fixes").textContent = shown.fix_attempts + " of " + shown.max_fix_attempts;
+      var pr = field("run-pr");
+      if (shown.pr_number) run.dataset.prNumber = shown.pr_number;
+      if (shown.pr_url) {
+        var link = document.createElement("a");
+        link.href = shown.pr_url;
+        link.textContent = "#" + shown.pr_number;
+        pr.textContent = "";
+        pr.appendChild(link);
+      }
+      var decision = field("run-decision"), cancel = field("run-cancel");
+      if (decision) decision.hidden = shown.status !== "awaiting_confirmation";
+      if (cancel) cancel.hidden = ["completed", "failed", "cancelled"].indexOf(shown.status) >= 0;
+    }).catch(function () {});
+  }
+  function onRunEvent(event) {
+    var d = event.data;
+    if (event.event === "agent.run.updated") logLine("agent.run.updated: " + d.previous.replace(/_/g, " ") + " → " + d.status.replace(/_/g, " ") + (d.reason ? " (" + d.reason + ")" : ""));
+    else if (event.event === "agent.run.completed") logLine("agent.run.completed: " + d.status + (d.reason ? " (" + d.reason + ")" : ""));
+    else if (event.event === "pr.created") logLine("pull request #" + d.pr_number + " opened");
+    else logLine(event.event);
+    refreshRun();
+  }
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var ws = new WebSocket(scheme + location.host + "/api/v1/ws");
-    ws.onopen = function () { delay = 1000; setState("live"); };
+    ws.onopen = function () { delay = 1000; setState("live"); if (runId) refreshRun(); };
     ws.onmessage = function (message) {
       var event = JSON.parse(message.data);
+      if (runId && event.data && event.data.run_id === runId) onRunEvent(event);
+      else if (runId && event.event.indexOf("validation.") === 0 && event.data.pr_number !== undefined && event.data.pr_number === Number(run.dataset.prNumber)) logLine(event.event + " of PR #" + event.data.pr_number + (event.data.conclusion ? ": " + event.data.conclusion : ""));
       if (event.event === "project.status.updated" && event.data.validation !== undefined) updateCard(event.data);
       else if (event.event === "validation.completed") notify("Validation of PR #" + event.data.pr_number + ": " + event.data.conclusion);
       else if (event.event === "agent.run.completed") notify("Agent run " + event.data.status);
