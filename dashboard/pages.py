@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from bot.models import VALIDATION_ACTIVE
 from bot.services import SERVICES
 
 templates = Environment(loader=PackageLoader("dashboard", "templates"),
@@ -20,9 +21,24 @@ async def validation_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such validation")
     project = await services.store.projects.get_project(validation.project_id)
     results = validation.test_results or {}
+    live = results.get("live") if validation.status in VALIDATION_ACTIVE else None
     html = templates.get_template("validation.html").render(
-        validation=validation, project=project, steps=results.get("steps", []), notes=results.get("notes", []),
-        error=results.get("error") or results.get("config_error"))
+        validation=validation, project=project, steps=results.get("steps") or (live or {}).get("steps", []),
+        notes=results.get("notes", []), error=results.get("error") or results.get("config_error"), live=live,
+        running=validation.status in VALIDATION_ACTIVE)
     return web.Response(text=html, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex",
                                  "Referrer-Policy": "no-referrer"})
+
+
+async def validation_live(request: web.Request) -> web.Response:
+    """The running step and its output tail, polled by the validation page while the run goes on."""
+    services = request.app[SERVICES]
+    validation = await services.store.validations.get(request.match_info["validation_id"])
+    if validation is None:
+        raise web.HTTPNotFound(text="no such validation")
+    running = validation.status in VALIDATION_ACTIVE
+    live = (validation.test_results or {}).get("live") if running else None
+    return web.json_response({"status": validation.status, "conclusion": validation.conclusion, "running": running,
+                              "current": (live or {}).get("current"), "stage": (live or {}).get("stage"),
+                              "tail": (live or {}).get("tail", "")}, headers={"Cache-Control": "no-store"})

@@ -63,6 +63,9 @@ _OK = ("passed", "restored")
 _BAD = ("failed", "timed_out")
 
 
+LIVE_TAIL_CHARS = 8 * 1024  # of a running step's output, kept for the validation page
+
+
 class SarifError(ValueError):
     """The analysis step's output is not a SARIF 2.1.0 document this module can read."""
 

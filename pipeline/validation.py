@@ -119,17 +119,13 @@ class ValidationService:
 
     async def _start(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, trigger: str,
                      restart: bool) -> ValidationState:
-        await self.supersede(gh, project, pr, restart=restart)
         # The same head again (a retried job, an event GitHub sent twice) joins the validation under way.
-        state = None if restart else await self.store.latest_for_head(project.id, pr.head_sha)
-        if state is not None and (state.pr_number != pr.number or state.status not in VALIDATION_ACTIVE):
-            state = None
-        if state is not None and state.check_run_id is not None:
+        ended, state = await self.store.begin(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
+                                              restart=restart, base_sha=pr.base_sha, is_fork=pr.fork,
+                                              author=pr.author, trigger=trigger)
+        await self.end_superseded(gh, project, pr, ended, restart=restart)
+        if state.check_run_id is not None:
             return state
-        if state is None:
-            state = await self.store.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
-                                            base_sha=pr.base_sha, is_fork=pr.fork, author=pr.author,
-                                            trigger=trigger)
         check_run = await gh.post(f"/repos/{pr.full_name}/check-runs", data={
             "name": CHECK_NAME, "head_sha": pr.head_sha, "status": "in_progress", "started_at": _now(),
             "details_url": self.details_url(state.id), "external_id": state.id,
@@ -143,10 +139,10 @@ class ValidationService:
                                   pr_number=pr.number, head_sha=pr.head_sha)
         return state
 
-    async def supersede(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, restart: bool) -> None:
-        """End the runs of older heads of this PR (and, on a re-run, of this head too)."""
-        new_head = "restart" if restart else pr.head_sha
-        for old in await self.store.supersede(project.id, pr.number, new_head_sha=new_head):
+    async def end_superseded(self, gh: GitHubAPI, project: Project, pr: PullRequestRef,
+                             ended: list[ValidationState], *, restart: bool) -> None:
+        """Stop the runs `begin` ended and say so on their check runs."""
+        for old in ended:
             self.cancel_running(old.id)
             reason = "re-run requested" if restart and old.head_sha == pr.head_sha \
                 else report.superseded_reason(pr.head_sha)
@@ -308,8 +304,15 @@ class _Validation:
                                  detail=self.state.head_sha[:7]), result
 
     async def progress(self, steps, current: str | None, stage: str | None, tail: str) -> None:  # type: ignore[no-untyped-def]
+        """Called at most every few seconds while a step runs (the tail is masked already)."""
         output = report.in_progress_output(steps, current, tail, current_stage=stage)
         await self.patch_check_run({"output": output})
+        await self.service.store.set_progress(self.state.id, {
+            "steps": [step.__dict__ for step in steps], "current": current, "stage": stage,
+            "tail": tail[-report.LIVE_TAIL_CHARS:]})
+        self.service.services.bus.publish("validation.progress", project_id=self.project.id,
+                                          validation_id=self.state.id, step=current, stage=stage,
+                                          has_output=bool(tail.strip()))
 
     async def patch_check_run(self, data: dict[str, Any]) -> None:
         if self.state.check_run_id is not None:

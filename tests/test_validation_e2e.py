@@ -241,3 +241,26 @@ async def test_a_repository_with_nothing_configured_gets_a_neutral_check_and_no_
     assert (run["conclusion"], run["output"]["title"]) == ("neutral", "Nothing to validate")
     assert ".github/codegenapp.yml" in run["output"]["summary"]
     assert not [c for c in fake_github.calls if "git-upload-pack" in c.path]  # nothing was fetched
+
+
+@pytest.mark.slow  # output shows at the next progress update, a few seconds in
+async def test_the_details_page_shows_the_running_step_and_its_output(bot, fake_github) -> None:
+    marker = f"sleep 60.{uuid.uuid4().int % 10**6:06d}"
+    config = f"validate:\n  - name: slow tests\n    run: echo 'collected 12 items <b>'; {marker}\n"
+    scenario = open_pull_request(fake_github, config=config)
+    with bot.services.bus.subscribe() as events:
+        await bot.webhooks.send("pull_request", scenario.payload("opened"))
+        started = await wait_for(events, "validation.started", head_sha=scenario.head_sha)
+        validation_id = started.data["validation_id"]
+        await wait_for(events, "validation.progress", validation_id=validation_id, step="slow tests",
+                       has_output=True, timeout=30)
+        async with bot.webhooks.session.get(f"{bot.url}/validations/{validation_id}/live") as response:
+            live = await response.json()
+        async with bot.webhooks.session.get(f"{bot.url}/validations/{validation_id}") as response:
+            page = await response.text()
+        state = await bot.store.validations.get(validation_id)
+        project = await bot.store.projects.get_project(state.project_id)
+        await bot.services.validations.cancel(bot.services.github.installation(4242), project, state, reason="test over")
+    assert live["running"] and live["current"] == "slow tests"
+    assert live["tail"].startswith("collected 12 items <b>")
+    assert "collected 12 items &lt;b&gt;" in page and "Running:" in page

@@ -25,34 +25,28 @@ class ValidationStore:
     async def create(self, *, project_id: str, pr_number: int, head_sha: str, base_sha: str | None = None,
                      is_fork: bool = False, author: str | None = None, trigger: str = "pull_request",
                      agent_run_id: str | None = None) -> ValidationState:
-        validation_id = new_id()
-        stmt = insert(ValidationState).values(
-            id=validation_id, project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
-            is_fork=is_fork, author=author, trigger=trigger, agent_run_id=agent_run_id,
-            status=VALIDATION_QUEUED, test_results={}, created_at=utcnow())
-
-        def work(conn: Connection) -> ValidationState:
-            conn.execute(stmt)
-            found = entity(conn, select(ValidationState).where(ValidationState.id == validation_id))
-            assert found is not None
-            return found
-
-        return await self._db.write(work)
+        values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
+                      is_fork=is_fork, author=author, trigger=trigger, agent_run_id=agent_run_id)
+        return await self._db.write(lambda conn: _insert(conn, values))
 
     async def supersede(self, project_id: str, pr_number: int, *, new_head_sha: str) -> list[ValidationState]:
         """End every active validation of this PR at another head; returns them as they were."""
-        condition = (ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
-                     ValidationState.head_sha != new_head_sha,
-                     ValidationState.status.in_((*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+        return await self._db.write(lambda conn: _supersede(conn, project_id, pr_number, new_head_sha))
 
-        def work(conn: Connection) -> list[ValidationState]:
-            found = entities(conn, select(ValidationState).where(*condition))
-            if found:
-                conn.execute(update(ValidationState).where(ValidationState.id.in_([v.id for v in found]))
-                             .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled",
-                                     superseded_by=new_head_sha, completed_at=utcnow(),
-                                     title=f"Superseded by {new_head_sha[:7]}"))
-            return found
+    async def begin(self, *, project_id: str, pr_number: int, head_sha: str, restart: bool, base_sha: str | None,
+                    is_fork: bool, author: str | None, trigger: str) -> tuple[list[ValidationState], ValidationState]:
+        """In one transaction: end the runs of this PR's other heads (of every head on a restart), then
+        join the active validation of this head or record a new one. Returns (ended, the validation)."""
+        values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
+                      is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None)
+
+        def work(conn: Connection) -> tuple[list[ValidationState], ValidationState]:
+            ended = _supersede(conn, project_id, pr_number, "restart" if restart else head_sha)
+            active = None if restart else entity(conn, select(ValidationState).where(
+                ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
+                ValidationState.head_sha == head_sha, ValidationState.status.in_(VALIDATION_ACTIVE))
+                .order_by(ValidationState.created_at.desc()))
+            return ended, active or _insert(conn, values)
 
         return await self._db.write(work)
 
@@ -85,6 +79,13 @@ class ValidationStore:
                 .where(ValidationState.id == validation_id, ValidationState.status.in_(allowed))
                 .values(**values).returning(ValidationState.id))
         return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+
+    async def set_progress(self, validation_id: str, progress: dict[str, Any]) -> None:
+        """What the running validation is doing, for its page (while it is still running)."""
+        stmt = (update(ValidationState)
+                .where(ValidationState.id == validation_id, ValidationState.status.in_(VALIDATION_ACTIVE))
+                .values(test_results={"live": progress}))
+        await self._db.write(lambda conn: conn.execute(stmt))
 
     async def is_active(self, validation_id: str) -> bool:
         stmt = select(ValidationState.status).where(ValidationState.id == validation_id)
@@ -140,3 +141,24 @@ class ValidationStore:
         stmt = stmt.on_conflict_do_update(index_elements=["project_id", "pr_number"],
                                           set_={"comment_id": comment_id, "updated_at": now})
         await self._db.write(lambda conn: conn.execute(stmt))
+
+
+def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
+    validation_id = new_id()
+    conn.execute(insert(ValidationState).values(id=validation_id, status=VALIDATION_QUEUED, test_results={},
+                                                created_at=utcnow(), **values))
+    found = entity(conn, select(ValidationState).where(ValidationState.id == validation_id))
+    assert found is not None
+    return found
+
+
+def _supersede(conn: Connection, project_id: str, pr_number: int, new_head_sha: str) -> list[ValidationState]:
+    found = entities(conn, select(ValidationState).where(
+        ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
+        ValidationState.head_sha != new_head_sha,
+        ValidationState.status.in_((*VALIDATION_ACTIVE, VALIDATION_WAITING))))
+    if found:
+        conn.execute(update(ValidationState).where(ValidationState.id.in_([v.id for v in found]))
+                     .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=new_head_sha,
+                             completed_at=utcnow(), title=f"Superseded by {new_head_sha[:7]}"))
+    return found
