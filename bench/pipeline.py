@@ -67,6 +67,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.ingest import max_writes_per_minute  # noqa: E402
 
 from bot.config import WEBHOOK_PATH  # noqa: E402
 from tests.fakes.fixtures import generate_private_key_pem  # noqa: E402
@@ -708,20 +709,7 @@ class Bench:
         return elapsed
 
     def writes_per_minute(self) -> int:
-        by_installation: dict[int, list[float]] = {}
-        for call in self.fake.calls:
-            if call.method in ("POST", "PATCH", "PUT", "DELETE") and call.installation_id is not None \
-                    and "/access_tokens" not in call.path:
-                by_installation.setdefault(call.installation_id, []).append(call.at)
-        worst = 0
-        for times in by_installation.values():
-            times.sort()
-            start = 0
-            for end, t in enumerate(times):
-                while t - times[start] > 60:
-                    start += 1
-                worst = max(worst, end - start + 1)
-        return worst
+        return max_writes_per_minute(self.fake.calls)[0]
 
 
 async def run_command(argv: list[str], *, env: dict[str, str], cwd: Path) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.fakes.github import FakeGitHub
+from tests.fakes.github import Fault, FakeGitHub
 
 API_KEY = "cg-test-key-3b9c1f"
 ORG_ID = "4711"
@@ -78,16 +78,6 @@ class FakeRun:
                 "github_pull_requests": list(self.pulls), "metadata": self.metadata}
 
 
-@dataclass
-class _Fault:
-    method: str
-    pattern: str
-    remaining: int
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-
 @lru_cache(maxsize=256)
 def _glob(pattern: str) -> re.Pattern[str]:
     translate = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
@@ -102,7 +92,7 @@ class FakeCodegen:
         self.runs: dict[int, FakeRun] = {}
         self.calls: list[CodegenCall] = []
         self.script: Any = None
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._ids = itertools.count(1001)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -124,7 +114,7 @@ class FakeCodegen:
 
     def fail_next(self, method: str, pattern: str, *, status: int, times: int = 1,
                   headers: dict[str, str] | None = None, body: Any = None) -> None:
-        self._faults.append(_Fault(method.upper(), pattern, times, status, dict(headers or {}),
+        self._faults.append(Fault(method.upper(), pattern, times, status, dict(headers or {}),
                                    body if body is not None else {"detail": f"injected {status}"}))
 
     def calls_to(self, method: str, pattern: str) -> list[CodegenCall]:

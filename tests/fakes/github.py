@@ -191,7 +191,9 @@ class RateLimitBucket:
 
 
 @dataclass
-class _Fault:
+class Fault:
+    """An injected answer for the next `remaining` requests matching method and path (shared by the fakes)."""
+
     method: str
     pattern: str
     remaining: int
@@ -589,7 +591,7 @@ class FakeGitHub:
         self._runner: web.AppRunner | None = None
         self.calls: list[Call] = []
         self._changed = asyncio.Condition()
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._acknowledged: set[int] = set()  # ids of calls whose errors were taken
         self._ids = {kind: itertools.count(start) for kind, start in _ID_STARTS.items()}
 
@@ -709,7 +711,7 @@ class FakeGitHub:
     ) -> None:
         if body is None and status not in (204, 304):
             body = {"message": _reason(status), "documentation_url": DOCS_URL}
-        self._faults.append(_Fault(method.upper(), path_pattern, times, status, dict(headers or {}), body))
+        self._faults.append(Fault(method.upper(), path_pattern, times, status, dict(headers or {}), body))
 
     def rate_limit_next(self, method: str, path_pattern: str, *, retry_after: int = 1, times: int = 1) -> None:
         """GitHub's secondary rate limit: 403, Retry-After, and its message (remaining stays > 0)."""
