@@ -38,8 +38,11 @@ test: install fixtures
 test-fast: install fixtures
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: install
-	$(BIN)/python bench/ingest.py
+bench: install fixtures
+	$(BIN)/python bench/ingest.py -n 2000 -c 1 --installations 100
+	$(BIN)/python bench/ingest.py -n 3000 -c 32 --installations 100
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/snapshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
