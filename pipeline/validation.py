@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
-from bot.models import VALIDATION_ACTIVE, Project, ValidationState
+from bot.models import Project, ValidationState
 from bot.redact import PROCESS_REDACTOR, Redactor
 from pipeline import report
 from pipeline.checkout import CheckoutError, Checkouts
 from pipeline.commands import check_run_actions
-from pipeline.decisions import fork_gate, is_fork, role_of
+from pipeline.decisions import fork_gate, is_fork
+from pipeline.permissions import repository_role
 from pipeline.repo_config import ConfigFileError, ProjectSettings, RepoConfig, effective_config, parse_repo_config
 from pipeline.runner import PipelineRunner, RunOutcome, RunPlan
 from pipeline.sandbox import SandboxUnavailable
@@ -280,14 +281,8 @@ class _Validation:
     async def author_role(self) -> str | None:
         if not self.state.is_fork or not self.state.author:
             return None
-        try:
-            answer = await self.gh.getitem(f"{self.repo_url}/collaborators/{{username}}/permission",
-                                           {"username": self.state.author})
-        except BadRequest as exc:
-            if exc.status_code == 404:
-                return "none"
-            raise
-        return role_of(answer)
+        return await repository_role(self.gh, self.service.services.permission_cache, self.project.name,
+                                     self.state.author)
 
     async def checkout(self):  # type: ignore[no-untyped-def]
         github = self.service.services.github
@@ -423,11 +418,14 @@ class _Validation:
         title = "CodegenApp could not validate this head"
         reason = "the sandbox is not available on the app's host" if isinstance(exc, SandboxUnavailable) \
             else f"{type(exc).__name__}: {exc}"
+        # The error may quote anything the run saw: mask it before it reaches the database, the
+        # details page or the check run.
+        secrets = await self.service.services.store.projects.secret_values(self.project.id)
+        reason = PROCESS_REDACTOR.child(list(secrets.values())).redact(reason)
         if await self.service.store.complete(self.state.id, conclusion="failure", title=title,
                                              results={"error": reason}):
             await self.patch_check_run({"status": "completed", "conclusion": "failure", "completed_at": _now(),
-                                        "output": {"title": title,
-                                                   "summary": PROCESS_REDACTOR.redact(f"{title}: {reason}")},
+                                        "output": {"title": title, "summary": f"{title}: {reason}"},
                                         "actions": self.actions("failure")})
             await self.finished("failure", title)
 

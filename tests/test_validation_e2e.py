@@ -264,3 +264,22 @@ async def test_the_details_page_shows_the_running_step_and_its_output(bot, fake_
     assert live["running"] and live["current"] == "slow tests"
     assert live["tail"].startswith("collected 12 items <b>")
     assert "collected 12 items &lt;b&gt;" in page and "Running:" in page
+
+
+@pytest.mark.slow  # the queue tries three times (2 s and 4 s apart) before reporting
+async def test_an_internal_error_is_reported_without_the_projects_secrets(bot, fake_github) -> None:
+    scenario = open_pull_request(fake_github, config=PASSING)
+    project = await _project(bot, scenario)
+    await bot.store.projects.set_secret(project.id, "API_TOKEN", "tok-leaky-value-42")
+
+    async def broken_checkout(*args, **kwargs):
+        raise RuntimeError("checkout blew up near tok-leaky-value-42")
+
+    bot.services.validations.checkouts.checkout = broken_checkout
+    with bot.services.bus.subscribe() as events:
+        await bot.webhooks.send("pull_request", scenario.payload("opened"))
+        done = await wait_for(events, "validation.completed", timeout=60, head_sha=scenario.head_sha)
+    state = await bot.store.validations.get(done.data["validation_id"])
+    run = check_run(fake_github, state)
+    assert run["conclusion"] == "failure" and "RuntimeError: checkout blew up near ***" in run["output"]["summary"]
+    assert "tok-leaky-value-42" not in str(run) + str(state.test_results)
