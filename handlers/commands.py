@@ -14,14 +14,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gidgethub import BadRequest, routing, sansio
+from gidgethub import routing, sansio
 
 from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
 from bot.redact import PROCESS_REDACTOR
 from handlers.context import EventContext
 from pipeline.agent_runs import agent_command, fix_with_agent, plan_command
 from pipeline.commands import ACTIONS, Command, help_text, parse_commands
-from pipeline.decisions import can_write, is_fork, role_of
+from pipeline.decisions import can_write, is_fork
+from pipeline.permissions import repository_role
 from pipeline.validation import pull_request_ref
 
 log = logging.getLogger(__name__)
@@ -35,24 +36,6 @@ NEEDED_PERMISSION = "write"
 class Outcome:
     ok: bool
     message: str | None = None  # said in the reply (for ok=False: why it did not happen)
-
-
-async def user_role(ctx: EventContext, full_name: str, login: str) -> str:
-    """The user's role on the repository (admin, maintain, write, triage, read, none), cached briefly."""
-    cache = ctx.services.permission_cache
-    key = (full_name.lower(), login.lower())
-    role = cache.get(key)
-    if role is None:
-        try:
-            answer = await ctx.gh.getitem(f"/repos/{full_name}/collaborators/{{username}}/permission",
-                                          {"username": login})
-            role = role_of(answer)
-        except BadRequest as exc:
-            if exc.status_code != 404:
-                raise
-            role = "none"  # not a collaborator, or not a user GitHub knows
-        cache[key] = role
-    return role
 
 
 def from_a_bot(data: dict[str, Any], app_id: str | None) -> bool:
@@ -93,7 +76,7 @@ class PullRequestActions:
         return self._pull
 
     async def authorized(self, what: str, **audit: Any) -> bool:
-        role = await user_role(self.ctx, self.project.name, self.actor)
+        role = await repository_role(self.ctx.gh, self.services.permission_cache, self.project.name, self.actor)
         if can_write(role):
             return True
         await self.ctx.audit("command.refused", actor=self.actor, project_id=self.project.id, pr=self.number,
