@@ -48,6 +48,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+async def wait_until_healthy(session: aiohttp.ClientSession, url: str, *, seconds: float) -> bool:
+    """Poll /health until the server answers 200 (it is starting in another process)."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            async with session.get(url + "/health") as response:
+                if response.status == 200:
+                    return True
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    return False
+
+
 def base_payload() -> dict:
     directory = fixtures_dir()
     if directory is not None:
@@ -123,14 +136,8 @@ async def run(n: int, concurrency: int, installations: int) -> None:
     sent_at: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            for _ in range(200):
-                try:
-                    async with session.get(url + "/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+            if not await wait_until_healthy(session, url, seconds=10):
+                raise RuntimeError("the server did not start")
             # Bodies are built and signed before the clock starts: the client's own work is not the server's.
             requests = []
             for i in range(n):

@@ -53,7 +53,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import sqlite3
 import statistics
 import sys
@@ -67,7 +66,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.ingest import max_writes_per_minute  # noqa: E402
+from bench.ingest import free_port, max_writes_per_minute, wait_until_healthy  # noqa: E402
 
 from bot.config import WEBHOOK_PATH  # noqa: E402
 from tests.fakes.fixtures import generate_private_key_pem  # noqa: E402
@@ -379,12 +378,6 @@ class CoreTest(unittest.TestCase):
 }
 
 # ----------------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def median(values: list[float]) -> float:
@@ -869,15 +862,7 @@ async def run(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(400):
-                try:
-                    async with session.get(url + "/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
+            if not await wait_until_healthy(session, url, seconds=20):
                 raise RuntimeError(f"the server did not start; see {log_path}")
             bench = Bench(fake, session, url, server.pid, data_dir)
             began, others_before, steal_before = time.monotonic(), others_cpu(), steal_seconds()

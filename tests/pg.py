@@ -27,7 +27,8 @@ def _server_bin_dir() -> Path | None:
     return Path(candidates[0]).parent if candidates else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (for servers the tests start)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -38,7 +39,7 @@ class PostgresCluster:
         self.bin_dir = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="codegenapp-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "codegenapp"
         # initdb refuses to run as root: run the server as the postgres user when we are root.
         self._run_as = "postgres" if os.geteuid() == 0 else None

@@ -14,7 +14,7 @@ from tests.agent_support import FAST, WebhookRelay, make_repository, record_proj
 from tests.browser import screenshot
 from tests.conftest import WEBHOOK_SECRET
 from tests.dashboard_support import start_dashboard
-from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent, fake_codegen  # noqa: F401
+from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent
 from tests.pull_requests import INSTALLATION_ID
 from tests.webhook_sender import WebhookSender
 

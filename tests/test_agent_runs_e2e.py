@@ -21,7 +21,7 @@ from pipeline.validation import CHECK_NAME
 from tests.agent_support import FAST, WebhookRelay, make_repository, record_project, wait_run
 from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest
-from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent, fake_codegen  # noqa: F401
+from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent
 from tests.pull_requests import open_pull_request
 from tests.webhook_sender import WebhookSender
 

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from bot.config import load_settings
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.store import InstallationRef, RepoRef, Store
+from tests.pg import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,15 +75,9 @@ def test_bad_configuration_is_explained_and_nothing_starts(env: dict[str, str]) 
     assert "PORT must be between 1 and 65535, got 0" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 async def test_serve_starts_without_an_app_and_stops_on_sigterm(env: dict[str, str]) -> None:
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", "--port", str(port), cwd=Path(env["DATA_DIR"]).parent,
         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), **env}, stderr=asyncio.subprocess.PIPE)

@@ -7,7 +7,7 @@ import pytest
 from pipeline.agents.backend import AgentError, AgentTarget, Mode
 from pipeline.agents.codegen import (CodegenBackend, CodegenClient, SlidingWindowLimiter, pick_pull_request,
                                      status_from_response)
-from tests.fakes.codegen import API_KEY, ORG_ID, FakeCodegen, ScriptedAgent, fake_codegen  # noqa: F401
+from tests.fakes.codegen import API_KEY, ORG_ID, FakeCodegen, ScriptedAgent
 
 TARGET = AgentTarget(run_id="r" * 32, project_id="p" * 32, repository="acme/widgets", installation_id=1,
                      base_branch="main", branch="codegenapp/x", pr_number=None, goal="greet")

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from bot.models import JOB_QUEUED, JOB_RUNNING, Job, ProjectSecret
+from bot.models import JOB_QUEUED, JOB_RUNNING, ProjectSecret
 from bot.store import IncomingDelivery, InstallationRef, InvalidSecret, RepoRef, Store
 
 
