@@ -34,10 +34,4 @@ async def pull_request_closed(event: sansio.Event, ctx: EventContext) -> None:
     project = await ctx.project()
     if project is None or ctx.services.validations is None:
         return
-    for state in await ctx.services.store.validations.supersede(project.id, event.data["number"],
-                                                                  new_head_sha="closed"):
-        ctx.services.validations.cancel_running(state.id)
-        if state.check_run_id is not None:
-            await ctx.gh.patch(f"/repos/{project.name}/check-runs/{state.check_run_id}", data={
-                "status": "completed", "conclusion": "cancelled",
-                "output": {"title": "Cancelled: the PR was closed", "summary": "The PR was closed."}})
+    await ctx.services.validations.pull_request_closed(ctx.gh, project, event.data["number"])

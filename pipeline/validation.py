@@ -12,6 +12,7 @@ import base64
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,17 +144,29 @@ class ValidationService:
     async def end_superseded(self, gh: GitHubAPI, project: Project, pr: PullRequestRef,
                              ended: list[ValidationState], *, restart: bool) -> None:
         """Stop the runs `begin` ended and say so on their check runs."""
+        def reason(old: ValidationState) -> str:
+            return "re-run requested" if restart and old.head_sha == pr.head_sha \
+                else report.superseded_reason(pr.head_sha)
+
+        await self._end(gh, project, pr.number, ended, reason, by=pr.head_sha)
+
+    async def pull_request_closed(self, gh: GitHubAPI, project: Project, number: int) -> None:
+        """A closed PR needs no validation: end what is still running for it."""
+        ended = await self.store.supersede(project.id, number, new_head_sha="closed")
+        await self._end(gh, project, number, ended, lambda old: "the PR was closed", by=None)
+
+    async def _end(self, gh: GitHubAPI, project: Project, number: int, ended: list[ValidationState],
+                   reason_of: Callable[[ValidationState], str], *, by: str | None) -> None:
         for old in ended:
             self.cancel_running(old.id)
-            reason = "re-run requested" if restart and old.head_sha == pr.head_sha \
-                else report.superseded_reason(pr.head_sha)
+            reason = reason_of(old)
             if old.check_run_id is not None:
-                await gh.patch(f"/repos/{pr.full_name}/check-runs/{old.check_run_id}", data={
+                await gh.patch(f"/repos/{project.name}/check-runs/{old.check_run_id}", data={
                     "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
                     "output": {"title": f"Cancelled: {reason}", "summary": f"Cancelled: {reason}."}})
             await self.services.store.audit.record(
                 "validation.superseded", project_id=project.id, installation_id=project.installation_id,
-                details={"pr": pr.number, "head_sha": old.head_sha, "by": pr.head_sha})
+                details={"pr": number, "head_sha": old.head_sha, "by": by, "reason": reason})
 
     async def cancel(self, gh: GitHubAPI, project: Project, state: ValidationState, *, reason: str,
                      actor: str | None = None) -> bool:

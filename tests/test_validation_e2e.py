@@ -283,3 +283,22 @@ async def test_an_internal_error_is_reported_without_the_projects_secrets(bot, f
     run = check_run(fake_github, state)
     assert run["conclusion"] == "failure" and "RuntimeError: checkout blew up near ***" in run["output"]["summary"]
     assert "tok-leaky-value-42" not in str(run) + str(state.test_results)
+
+
+async def test_closing_the_pr_cancels_its_running_validation(bot, fake_github) -> None:
+    marker = f"sleep 60.{uuid.uuid4().int % 10**6:06d}"
+    scenario = open_pull_request(fake_github, config=f"validate:\n  - {marker}\n")
+    with bot.services.bus.subscribe() as events:
+        await bot.webhooks.send("pull_request", scenario.payload("opened"))
+        started = await wait_for(events, "validation.started", head_sha=scenario.head_sha)
+        state = await bot.store.validations.get(started.data["validation_id"])
+        await _wait_until_running(fake_github, state.check_run_id)
+        fake_github.pulls[(scenario.full_name, scenario.number)]["state"] = "closed"
+        await bot.deliver("pull_request", scenario.payload("closed"))
+        await wait_for(events, "job.finished", kind="validate", timeout=30)  # its sandbox is gone by then
+    ended = await bot.store.validations.get(state.id)
+    assert (ended.status, ended.conclusion) == ("superseded", "cancelled")
+    run = fake_github.check_runs[state.check_run_id]
+    assert (run["conclusion"], run["output"]["title"]) == ("cancelled", "Cancelled: the PR was closed")
+    leftover = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert leftover.stdout == "", "the closed PR's sandbox was not killed"
