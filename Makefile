@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := bubblewrap git chromium
 
-.PHONY: install run test test-fast bench clean system-packages fixtures
+.PHONY: install run test test-fast bench clean system-packages fixtures vendor
 
-install: $(STAMP) system-packages
+install: $(STAMP) system-packages vendor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ system-packages:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing Debian packages:$$missing (install them with apt-get as root)"; fi; \
 	fi
+
+# axe-core for the UI check's accessibility pass, pinned and integrity-checked, into pipeline/vendor/
+# (gitignored); never fetched at run time. Without npm the UI check says accessibility was not checked.
+vendor: $(STAMP)
+	@$(BIN)/python tools/fetch_axe_core.py
 
 run: install
 	$(BIN)/codegenapp serve

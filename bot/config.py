@@ -59,6 +59,7 @@ class Settings:
     worker_concurrency: int = 8
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
+    chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
 
     @property
     def app_configured(self) -> bool:
@@ -226,6 +227,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         worker_concurrency=_int(values, "WORKER_CONCURRENCY", 8, problems),
         job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
         job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
+        chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),
     )
     if problems:
         raise ConfigError(problems)

@@ -13,7 +13,7 @@ from bot.models import utcnow
 from bot.services import SERVICES, SETTINGS, Services, start_services
 from dashboard.api import add_routes as add_api_routes
 from dashboard import views as dashboard_views
-from dashboard.pages import validation_live, validation_page
+from dashboard.pages import validation_live, validation_page, validation_screenshot
 from dashboard.runs import setup as setup_run_pages
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, with_worker: bool = True) -> web.Applicati
     dashboard_views.setup(app)  # /, setup, login, projects, settings, /api/v1/ws (dashboard/views.py)
     app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}", validation_page)
     app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}/live", validation_live)
+    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}/screenshots/{file}", validation_screenshot)
     add_api_routes(app)
     setup_run_pages(app)  # agent-run pages (dashboard/runs.py)
     return app

@@ -7,6 +7,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bot.models import VALIDATION_ACTIVE
 from bot.services import SERVICES
+from pipeline.ui_screenshots import screenshot_file, screenshot_url
 
 templates = Environment(loader=PackageLoader("dashboard", "templates"),
                         autoescape=select_autoescape(["html"]), enable_async=False)
@@ -22,10 +23,12 @@ async def validation_page(request: web.Request) -> web.Response:
     project = await services.store.projects.get_project(validation.project_id)
     results = validation.test_results or {}
     live = results.get("live") if validation.status in VALIDATION_ACTIVE else None
+    screenshots = [{**shot, "url": screenshot_url("", validation.id, shot["file"])}
+                   for shot in results.get("screenshots", [])]
     html = templates.get_template("validation.html").render(
         validation=validation, project=project, steps=results.get("steps") or (live or {}).get("steps", []),
         notes=results.get("notes", []), error=results.get("error") or results.get("config_error"), live=live,
-        running=validation.status in VALIDATION_ACTIVE)
+        running=validation.status in VALIDATION_ACTIVE, screenshots=screenshots)
     return web.Response(text=html, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex",
                                  "Referrer-Policy": "no-referrer"})
@@ -42,3 +45,13 @@ async def validation_live(request: web.Request) -> web.Response:
     return web.json_response({"status": validation.status, "conclusion": validation.conclusion, "running": running,
                               "current": (live or {}).get("current"), "stage": (live or {}).get("stage"),
                               "tail": (live or {}).get("tail", "")}, headers={"Cache-Control": "no-store"})
+
+
+async def validation_screenshot(request: web.Request) -> web.FileResponse:
+    """A UI-check screenshot: no login (GitHub fetches it for the check run); the address is the secret."""
+    path = screenshot_file(request.app[SERVICES].settings.data_dir, request.match_info["validation_id"],
+                           request.match_info["file"])
+    if path is None:
+        raise web.HTTPNotFound(text="no such screenshot")
+    return web.FileResponse(path, headers={"Content-Type": "image/png", "Cache-Control": "private, max-age=86400",
+                                           "X-Robots-Tag": "noindex", "X-Content-Type-Options": "nosniff"})

@@ -22,7 +22,7 @@ Unknown keys are an error, so a typo such as `timeout:` fails loudly instead of 
 | `env` | mapping `NAME: value` of non-secret variables; names match `[A-Z_][A-Z0-9_]*` | `{}` |
 | `setup_network` | `true`/`false`: whether setup commands may use the network | `true` |
 | `delete_branch_after_merge` | `true`/`false`: delete the PR's head branch after the app merges it (never a fork's) | `false` |
-| `ui` | reserved for a later stage: any mapping, kept as written | none |
+| `ui` | the UI check: `start`, `url`, `ready_timeout_seconds`, `pages`, `accessibility` (see below) | none |
 
 Details:
 
@@ -44,6 +44,13 @@ Details:
   command names one (`/merge squash`).
 * `delete_branch_after_merge: true` deletes the head branch once the app has merged the PR (by
   auto-merge, `/merge` or the Merge button). A fork's branch is never touched: it is not ours.
+* `ui` (see pipeline/ui_config.py for an example): `start` (required) is the command that runs the app in
+  the sandbox, in the foreground; `url` (required) is where it listens there, `http://` on 127.0.0.1,
+  localhost or [::1], no path; `ready_timeout_seconds` 1-600 (60); `accessibility` report (default) or
+  enforce; `pages` (default `[/]`, at most 50) are paths, or `{path, expect_text, steps}` with steps
+  (at most 50) each one of `fill: {label, value}`, `click: {role, name}` / `click: {text}` / `click: text`,
+  `expect_text: text`, `wait_for: {text, timeout_seconds}` / `wait_for: text` (10 s by default, at most
+  300). Errors name the key as a path: `"ui.pages[2].steps[1].click.role" must be an ARIA role ...`.
 * A key written with no value (`validate:`) is an error: write `validate: []` to run nothing, or remove
   the key to use the project's setting. Repeated keys, YAML merge keys (`<<`), files over 256 KiB and
   nesting deeper than 64 levels are errors too; `env` holds at most 200 variables.
@@ -65,7 +72,6 @@ off, no timeout) count as "not set". `EffectiveConfig.sources` says where each k
 
 from __future__ import annotations
 
-import copy
 import difflib
 import posixpath
 import re
@@ -74,9 +80,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
+
+from pipeline.ui_config import (ACCESSIBILITY_MODES, DEFAULT_READY_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS,
+                                LOOPBACK_HOSTS, MAX_PAGES, MAX_READY_TIMEOUT_SECONDS, MAX_STEPS, MAX_WAIT_SECONDS,
+                                ROLES, STEP_KINDS, UiConfig, UiPage, UiStep)
 
 CONFIG_PATH = ".github/codegenapp.yml"
 DEFAULT_TIMEOUT_MINUTES = 30
@@ -87,12 +98,11 @@ ANALYSIS_FORMATS = ("sarif",)
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_LIST_ITEMS = 100
 MAX_ENV_VARIABLES = 200
-MAX_UI_VALUES = 10_000
-MAX_UI_DEPTH = 50
 MAX_DEPTH = 64  # nesting levels in the whole file
 MAX_STEP_NAME = 100
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 
+UI_KEYS = ("start", "url", "ready_timeout_seconds", "pages", "accessibility")
 KEYS = ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
         "setup_network", "delete_branch_after_merge", "ui")
 
@@ -165,7 +175,7 @@ class RepoConfig:
     env: Mapping[str, str] | None = None
     setup_network: bool | None = None
     delete_branch_after_merge: bool | None = None
-    ui: Mapping[str, Any] | None = None
+    ui: UiConfig | None = None
     present_keys: frozenset[str] = frozenset()
 
 
@@ -210,7 +220,7 @@ class EffectiveConfig:
     env: dict[str, str] = field(default_factory=dict)
     setup_network: bool = True
     delete_branch_after_merge: bool = False
-    ui: dict[str, Any] | None = None
+    ui: UiConfig | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -321,7 +331,9 @@ class _Parser:
             items.append((name, key_node, value_node))
         return items
 
-    def not_null(self, node: yaml.Node, key: str, empty: str) -> None:
+    def not_null(self, node: yaml.Node, key: str, empty: str | None) -> None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _NULL and empty is None:
+            raise self.error(f'"{key}" has no value; give it its keys, or remove it', key, node)
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
             raise self.error(f'"{key}" has no value; write "{key}: {empty}" for none, or remove the key '
                              "to use the project's setting", key, node)
@@ -464,37 +476,138 @@ class _Parser:
                 values[name] = value.value
         return MappingProxyType(values)
 
-    def ui(self, node: yaml.Node, key: str) -> Mapping[str, Any]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(f'"{key}" must be a mapping, got {_got(node)}', key, node)
-        raw: dict[str, Any] = self.raw(node, key, [MAX_UI_VALUES], 0)
-        return raw
+    # the ui block: every message names the key as a path ("ui.pages[2].steps[1].click")
 
-    def raw(self, node: yaml.Node, key: str, budget: list[int], depth: int) -> Any:
-        """JSON-compatible plain data: null/bool/int/float as YAML reads them, other scalars as written."""
-        budget[0] -= 1
-        if budget[0] < 0 or depth > MAX_UI_DEPTH:
-            raise self.error(f'"{key}" is too large or too deeply nested (at most {MAX_UI_VALUES} values, '
-                             f"counting aliases, and {MAX_UI_DEPTH} levels)", key, node)
-        if isinstance(node, yaml.MappingNode):
-            return {name: self.raw(value, key, budget, depth + 1)
-                    for name, _, value in self.mapping_items(node, key, None, f'"{key}"')}
-        if isinstance(node, yaml.SequenceNode):
-            return [self.raw(item, key, budget, depth + 1) for item in node.value]
-        if node.tag in (_NULL, _BOOL, _INT, _FLOAT):
-            try:
-                return SafeConstructor().construct_object(node)
-            except (yaml.YAMLError, ValueError, OverflowError):
-                return node.value
-        return node.value
+    def fields(self, node: yaml.Node, key: str, allowed: Sequence[str], what: str) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(f'"{key}" must be a mapping of {what}, got {_got(node)}', key, node)
+        return {name: value for name, _, value in self.mapping_items(node, key, allowed, f'"{key}"')}
+
+    def ui(self, node: yaml.Node, key: str) -> UiConfig:
+        fields = self.fields(node, key, UI_KEYS, '"start", "url", "pages", ...')
+        for required in ("start", "url"):
+            if required not in fields:
+                raise self.error(f'"{key}" needs "{required}"', f"{key}.{required}", node)
+        pages: tuple[UiPage, ...] = (UiPage("/"),)
+        if "pages" in fields:
+            items = self.sequence(fields["pages"], f"{key}.pages", "pages")
+            if not items or len(items) > MAX_PAGES:
+                raise self.error(f'"{key}.pages" must list 1 to {MAX_PAGES} pages', f"{key}.pages", fields["pages"])
+            pages = tuple(self.ui_page(item, f"{key}.pages[{i}]") for i, item in enumerate(items, start=1))
+        accessibility = "report"
+        if "accessibility" in fields:
+            accessibility = self.text(fields["accessibility"], f"{key}.accessibility", f'"{key}.accessibility"')
+            if accessibility not in ACCESSIBILITY_MODES:
+                where = f"{key}.accessibility"
+                raise self.error(f'"{where}" must be report or enforce, got {_got(fields["accessibility"])}', where,
+                                 fields["accessibility"])
+        ready = DEFAULT_READY_TIMEOUT_SECONDS
+        if "ready_timeout_seconds" in fields:
+            ready = int(self.seconds(fields["ready_timeout_seconds"], f"{key}.ready_timeout_seconds",
+                                     MAX_READY_TIMEOUT_SECONDS, whole=True))
+        return UiConfig(start=self.text(fields["start"], f"{key}.start", f'"{key}.start"'),
+                        url=self.ui_url(fields["url"], f"{key}.url"), pages=pages, ready_timeout_seconds=ready,
+                        accessibility=accessibility)
+
+    def ui_url(self, node: yaml.Node, key: str) -> str:
+        value = self.text(node, key, f'"{key}"')
+        problem = None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = None
+            problem = "is not a URL with a valid port"
+        if parts is not None:
+            if parts.scheme != "http" or parts.hostname is None:
+                problem = "must start with http://"
+            elif parts.hostname.lower() not in LOOPBACK_HOSTS and not parts.hostname.startswith("127."):
+                problem = ("must name the sandbox's loopback (127.0.0.1, localhost or [::1]): the app has no "
+                           "other network")
+            elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+                problem = 'must be only scheme, host and port (page paths go under "pages")'
+        if problem is not None:
+            raise self.error(f'"{key}" {problem}, got {_got(node)}', key, node)
+        assert parts is not None
+        return f"http://{parts.netloc.lower()}"
+
+    def seconds(self, node: yaml.Node, key: str, maximum: int, *, whole: bool) -> float:
+        pattern = r"[0-9]+" if whole else r"[0-9]+(\.[0-9]+)?"
+        if (not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT, _FLOAT, _STR)
+                or not re.fullmatch(pattern, node.value.strip()) or not 0 < float(node.value) <= maximum):
+            kind = "a whole number of seconds between 1 and" if whole else "a number of seconds more than 0, at most"
+            raise self.error(f'"{key}" must be {kind} {maximum}, got {_got(node)}', key, node)
+        return float(node.value)
+
+    def ui_page(self, node: yaml.Node, key: str) -> UiPage:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            return UiPage(self.ui_path(node, key))
+        fields = self.fields(node, key, ("path", "expect_text", "steps"), '"path", "expect_text" and "steps"')
+        if "path" not in fields:
+            raise self.error(f'"{key}" needs "path: /..."', f"{key}.path", node)
+        steps: tuple[UiStep, ...] = ()
+        if "steps" in fields:
+            items = self.sequence(fields["steps"], f"{key}.steps", "steps")
+            if len(items) > MAX_STEPS:
+                raise self.error(f'"{key}.steps" has {len(items)} steps; the limit is {MAX_STEPS}',
+                                 f"{key}.steps", fields["steps"])
+            steps = tuple(self.ui_step(item, f"{key}.steps[{i}]") for i, item in enumerate(items, start=1))
+        expect = self.text(fields["expect_text"], f"{key}.expect_text", f'"{key}.expect_text"') \
+            if "expect_text" in fields else None
+        return UiPage(self.ui_path(fields["path"], f"{key}.path"), expect, steps)
+
+    def ui_path(self, node: yaml.Node, key: str) -> str:
+        value = self.text(node, key, f'"{key}"')
+        if not value.startswith("/") or value.startswith("//") or any(c.isspace() for c in value) \
+                or len(value) > 2000:
+            raise self.error(f'"{key}" must be a path on the app starting with "/" (no spaces), got {_got(node)}',
+                             key, node)
+        return value
+
+    def ui_step(self, node: yaml.Node, key: str) -> UiStep:
+        if not isinstance(node, yaml.MappingNode) or len(node.value) != 1:
+            raise self.error(f'"{key}" must be one of {", ".join(STEP_KINDS)} (one per step), got {_got(node)}',
+                             key, node)
+        [(kind, _, value)] = self.mapping_items(node, key, STEP_KINDS, f'"{key}"')
+        where = f"{key}.{kind}"
+        if kind == "expect_text":
+            return UiStep("expect_text", text=self.text(value, where, f'"{where}"'))
+        if kind == "fill":
+            fields = self.fields(value, where, ("label", "value"), "label and value")
+            return UiStep("fill", label=self.required_text(fields, "label", where, value),
+                          value=self.required_text(fields, "value", where, value))
+        if kind == "wait_for":
+            if isinstance(value, yaml.ScalarNode):
+                return UiStep("wait_for", text=self.text(value, where, f'"{where}"'))
+            fields = self.fields(value, where, ("text", "timeout_seconds"), "text and timeout_seconds")
+            timeout = self.seconds(fields["timeout_seconds"], f"{where}.timeout_seconds", MAX_WAIT_SECONDS,
+                                   whole=False) if "timeout_seconds" in fields else DEFAULT_WAIT_SECONDS
+            return UiStep("wait_for", text=self.required_text(fields, "text", where, value), timeout_seconds=timeout)
+        if isinstance(value, yaml.ScalarNode):
+            return UiStep("click", text=self.text(value, where, f'"{where}"'))
+        fields = self.fields(value, where, ("role", "name", "text"), "role and name, or text")
+        if "text" in fields:
+            if "role" in fields or "name" in fields:
+                raise self.error(f'"{where}" takes role and name, or text, not both', where, value)
+            return UiStep("click", text=self.text(fields["text"], f"{where}.text", f'"{where}.text"'))
+        role = self.required_text(fields, "role", where, value)
+        if role not in ROLES:
+            raise self.error(f'"{where}.role" must be an ARIA role (button, link, checkbox, ...), got '
+                             f'{_got(fields["role"])}{_suggest(role, sorted(ROLES))}', f"{where}.role", fields["role"])
+        return UiStep("click", role=role, name=self.required_text(fields, "name", where, value))
+
+    def required_text(self, fields: Mapping[str, yaml.Node], name: str, key: str, node: yaml.Node) -> str:
+        if name not in fields:
+            raise self.error(f'"{key}" needs "{name}"', f"{key}.{name}", node)
+        return self.text(fields[name], f"{key}.{name}", f'"{key}.{name}"')
 
 
 # key -> (_Parser method, what to write for "none" in the error for a key without a value)
-_KEY_PARSERS: dict[str, tuple[str, str]] = {
+_KEY_PARSERS: dict[str, tuple[str, str | None]] = {
     "setup": ("commands", "[]"), "validate": ("validate", "[]"), "analysis": ("analysis", "[]"),
     "timeout_minutes": ("timeout", "30"), "auto_merge": ("auto_merge", "false"), "cache_key": ("cache_key", "[]"),
     "env": ("env", "{}"), "setup_network": ("setup_network", "true"),
-    "delete_branch_after_merge": ("flag", "false"), "ui": ("ui", "{}")}
+    "delete_branch_after_merge": ("flag", "false"), "ui": ("ui", None)}
 
 
 def _check_depth(text: str, path: str) -> None:
@@ -611,7 +724,7 @@ def effective_config(repo: RepoConfig | None, project: ProjectSettings, *,
     return EffectiveConfig(setup=setup, validate=validate, analysis=analysis, timeout_minutes=timeout,
                            auto_merge=auto_merge, merge_method=merge_method, cache_key=cache_key, env=env,
                            setup_network=setup_network, delete_branch_after_merge=delete_branch,
-                           ui=copy.deepcopy(dict(ui)) if ui is not None else None, sources=sources)
+                           ui=ui, sources=sources)
 
 
 def _merge_env(repo: Mapping[str, str] | None,

@@ -267,7 +267,8 @@ def _plain_name(name: str) -> str:
 def _failed_title(steps: Sequence[StepResult], fmt: Callable[[str], str]) -> str:
     """"pytest failed", "npm ci failed in setup", "a and b failed", "a and 2 more failed"."""
     if len(steps) == 1:
-        return f"{fmt(steps[0].name)} failed" + (f" in {steps[0].stage}" if steps[0].stage != "validate" else "")
+        stage = steps[0].stage
+        return f"{fmt(steps[0].name)} failed" + (f" in {stage}" if stage not in ("validate", "ui") else "")
     if len(steps) == 2:
         return f"{fmt(steps[0].name)} and {fmt(steps[1].name)} failed"
     return f"{fmt(steps[0].name)} and {len(steps) - 1} more failed"
@@ -332,7 +333,8 @@ def step_table(steps: Sequence[StepResult], current: tuple[str, str] | None = No
 
 
 def _summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequence[tuple[str, str | None]],
-             notes: Iterable[str], current: tuple[str, str] | None = None, lead: str = "") -> str:
+             notes: Iterable[str], current: tuple[str, str] | None = None, lead: str = "",
+             screenshots: Sequence[tuple[str, str]] = ()) -> str:
     first = [lead] if lead else []
     if head_sha:
         first.append(f"{'commit' if lead else 'Commit'} `{short_sha(_cell(head_sha).replace('`', ''))}`")
@@ -348,7 +350,16 @@ def _summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequence[
     notes = [n for n in notes if n and n.strip()]
     if notes:
         parts.append("".join(f"- {_safe(n).strip()}\n" for n in notes))
+    if screenshots:
+        links = " · ".join(f"[{_code(page)}]({_link(url)})" for page, url in screenshots)
+        parts.append(f"Screenshots: {links}\n")
     return "\n".join(parts)
+
+
+def check_run_images(screenshots: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """`output.images` of the check run: GitHub shows them inline (it must be able to fetch the URLs)."""
+    return [{"alt": f"Screenshot of {_plain_name(page)}", "image_url": url, "caption": _plain_name(page)}
+            for page, url in screenshots]
 
 
 def _fit_head(text: str, limit: int) -> str:
@@ -425,16 +436,17 @@ def _failure_text(steps: Sequence[StepResult], limit: int | None) -> str:
 # --- check run output ----------------------------------------------------------------------------
 
 def check_run_output(steps: Sequence[StepResult], *, head_sha: str, conclusion: str, details_url: str | None,
-                     notes: Sequence[str] = (), reason: str | None = None,
-                     timeout_minutes: int | None = None) -> dict[str, str]:
+                     notes: Sequence[str] = (), reason: str | None = None, timeout_minutes: int | None = None,
+                     screenshots: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
     """The final `output` of the check run: {title, summary, text}, each within GitHub's limits.
 
     `reason` completes the title for cancelled ("superseded by abc1234"), action_required (default
     "/ok-to-test") and neutral runs; `timeout_minutes` completes "Timed out in setup after 30 min".
-    `text` holds the output tail of each failing step (empty when none failed).
+    `text` holds the output tail of each failing step (empty when none failed). `screenshots` are
+    (page, URL) pairs of the UI check, linked from the summary.
     """
     title = _title(steps, conclusion, reason, timeout_minutes)[:TITLE_LIMIT]
-    summary = _summary(steps, head_sha, [("Full log", details_url)], notes)
+    summary = _summary(steps, head_sha, [("Full log", details_url)], notes, screenshots=screenshots)
     return {"title": title, "summary": _fit_head(summary, OUTPUT_LIMIT),
             "text": _failure_text(steps, OUTPUT_LIMIT)}
 
@@ -787,12 +799,13 @@ _HEADINGS = {"success": "Validation passed", "failure": "Validation failed", "ca
 
 def render_comment(steps: Sequence[StepResult], *, head_sha: str, conclusion: str,
                    check_run_url: str | None = None, details_url: str | None = None, notes: Sequence[str] = (),
-                   reason: str | None = None, timeout_minutes: int | None = None) -> str:
+                   reason: str | None = None, timeout_minutes: int | None = None,
+                   screenshots: Sequence[tuple[str, str]] = ()) -> str:
     """The sticky comment's body (starts with COMMENT_MARKER). Its failing output is capped at
     COMMENT_TEXT_CAP (1 MiB, to keep splitting cheap); fit it into comments with `split_comment`."""
     title = _title(steps, conclusion, reason, timeout_minutes, fmt=_code)
     links = [("check run", check_run_url), ("details and full log", details_url)]
-    summary = _summary(steps, head_sha, links, notes, lead=title)
+    summary = _summary(steps, head_sha, links, notes, lead=title, screenshots=screenshots)
     body = f"{COMMENT_MARKER}\n### {_HEADINGS[conclusion]}\n\n{summary}"
     text = _failure_text(steps, COMMENT_TEXT_CAP)
     return body + ("\n" + text if text else "")

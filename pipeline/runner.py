@@ -13,7 +13,6 @@ import errno
 import functools
 import logging
 import os
-import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,8 +23,12 @@ from bot.redact import Redactor
 from pipeline.repo_config import AnalysisStep, EffectiveConfig
 from pipeline.report import (Annotation, SarifError, StepResult, annotations_on_changed_lines, conclusion_for,
                              parse_sarif)
-from pipeline.sandbox import WORKSPACE_MOUNT, Limits, RunResult, Sandbox
+from pipeline.sandbox import WORKSPACE_MOUNT, Limits, RunResult, Sandbox, fresh_dir
 from pipeline.snapshots import SnapshotStore, snapshot_key
+from pipeline.ui import BrowserSetup, run_ui_check
+from pipeline.ui_judge import STEP_NAME as UI_STEP
+from pipeline.ui_judge import Screenshot, step_result
+from pipeline.ui_proxy import Origin
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class RunPlan:
     secrets: Mapping[str, str] = field(default_factory=dict)
     snapshot_scope: str | None = None  # None: no snapshots (e.g. the local command)
     changed_lines: Mapping[str, set[int]] | None = None  # annotations outside these are dropped
+    browser: BrowserSetup = BrowserSetup()  # for the UI check: Chromium, and where screenshots go
 
 
 @dataclass
@@ -56,6 +60,7 @@ class RunOutcome:
     notes: list[str]
     timed_out: bool = False
     snapshot_key: str | None = None
+    screenshots: list[Screenshot] = field(default_factory=list)
 
 
 class _Deadline:
@@ -102,6 +107,9 @@ class PipelineRunner:
             annotations.extend(found)
         if plan.changed_lines is not None:
             annotations = annotations_on_changed_lines(annotations, dict(plan.changed_lines))
+        screenshots: list[Screenshot] = []
+        if plan.config.ui is not None:
+            steps.append(await self._ui(plan, step_runner, steps, screenshots, notes))
         failing = [a for a in annotations if a.annotation_level == "failure"]
         if failing:
             notes.append(f"static analysis found {len(failing)} problem(s) on lines this PR changed")
@@ -110,7 +118,8 @@ class PipelineRunner:
         conclusion = conclusion_for(steps, timed_out=timed_out)
         if conclusion == "success" and failing:
             conclusion = "failure"
-        return RunOutcome(steps, annotations, conclusion, notes, timed_out=timed_out, snapshot_key=key)
+        return RunOutcome(steps, annotations, conclusion, notes, timed_out=timed_out, snapshot_key=key,
+                          screenshots=screenshots)
 
     async def _setup(self, plan: RunPlan, step_runner: "_StepRunner", steps: list[StepResult],
                      notes: list[str], env: Mapping[str, str]) -> str | None:
@@ -153,12 +162,47 @@ class PipelineRunner:
             log.warning("could not restore the setup snapshot: %s", exc)
             return False
 
+    async def _ui(self, plan: RunPlan, step_runner: "_StepRunner", steps: list[StepResult],
+                  screenshots: list[Screenshot], notes: list[str]) -> StepResult:
+        """The UI check, once setup and every validate step passed, within the run's deadline."""
+        ui = plan.config.ui
+        assert ui is not None
+        blocked = [s for s in steps if s.stage in ("setup", "validate") and s.status not in ("passed", "restored")]
+        if blocked:
+            return StepResult(UI_STEP, "ui", "skipped", 0.0, detail=f"{blocked[0].stage} did not pass")
+        remaining = step_runner.deadline.remaining()
+        if remaining <= 0:
+            return StepResult(UI_STEP, "ui", "skipped", 0.0, detail="out of time")
+        limits = Limits(**{**self.limits.__dict__, "timeout_seconds": remaining})
+        tail = _Tail(LIVE_TAIL_CHARS)
+        reporter = _ProgressReporter(step_runner, UI_STEP, "ui", tail)
+        reporter.start()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                outcome = await run_ui_check(self.sandbox, ui, workspace=plan.workspace, env=step_runner.env,
+                                             limits=limits, setup=plan.browser, log_line=tail.add)
+        except TimeoutError:
+            return StepResult(UI_STEP, "ui", "timed_out", time.monotonic() - started,
+                              output_tail=step_runner.redactor.redact(tail.text),
+                              detail=f"stopped after {step_runner.deadline.minutes} min (timeout_minutes)")
+        finally:
+            await reporter.stop()
+        screenshots.extend(outcome.screenshots)
+        if outcome.accessibility_note and outcome.pages:
+            notes.append(f"accessibility {outcome.accessibility_note}")
+        result = step_result(outcome, Origin.of(ui.url), enforce=ui.accessibility == "enforce",
+                             duration=time.monotonic() - started)
+        return StepResult(result.name, result.stage, result.status, result.duration_seconds,
+                          output_tail=step_runner.redactor.redact(result.output_tail)[-KEPT_OUTPUT_CHARS:],
+                          detail=step_runner.redactor.redact(result.detail))
+
     async def _analysis(self, analysis: AnalysisStep, plan: RunPlan,
                         step_runner: "_StepRunner") -> tuple[StepResult, list[Annotation]]:
         report_path = analysis.output
         command = analysis.run
         if report_path is None:
-            _fresh_dir(plan.workspace / ANALYSIS_DIR)
+            fresh_dir(plan.workspace / ANALYSIS_DIR)
             report_path = f"{ANALYSIS_DIR}/{len(step_runner.steps)}.sarif"
             command = f"( {analysis.run} ) > {WORKSPACE_MOUNT}/{report_path}"
         result = await step_runner.run(analysis.name, "analysis", command, network=False, judge_exit=False)
@@ -270,16 +314,6 @@ def host_toolchain() -> str:
     except OSError:
         return "unknown"
     return f"dpkg:{status.st_size}:{status.st_mtime_ns}"
-
-
-def _fresh_dir(path: Path) -> None:
-    """An empty real directory at `path`, whatever PR code left there (a link is removed, not followed)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-    path.mkdir(mode=0o777)
-    os.chmod(path, 0o777)
 
 
 def read_workspace_file(workspace: Path, relative: str, max_bytes: int) -> bytes:

@@ -27,7 +27,9 @@ Layers (each probed once at start, see `SandboxCapabilities`; the optional ones 
 5. **cgroup v1** memory and pids limits (optional; root, `/sys/fs/cgroup/{memory,pids}` writable): one
    child cgroup per run under `codegenapp-sandbox/`, the child joins it in preexec_fn before exec, the
    cgroup is emptied (SIGKILL) and removed afterwards. This machine has no cgroup v2 and no systemd-run.
-6. **Wall-clock timeout, cancellation, output cap**: see `Sandbox.run`.
+6. **Wall-clock timeout, cancellation, output cap**: see `Sandbox.run`. `Sandbox.background` keeps a
+   command (the UI stage's app under test) running during an `async with` block, under the same rules
+   with no network, and kills its whole tree when the block ends, however it ends.
 
 Filesystem inside: `/usr` read-only (with the /bin, /sbin, /lib* symlinks as on the host), the
 workspace read-write at `/workspace` (cwd, and HOME, so caches such as `pip install --user` persist from
@@ -86,6 +88,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import errno
 import glob
@@ -100,7 +103,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +180,34 @@ class RunResult:
     # The signal that ended it, if any. Sandboxed, this is read from the conventional 128+N status that
     # bwrap and sh report, so a command that itself runs `exit 137` is reported as SIGKILL too.
     signal: int | None
+
+
+class BackgroundProcess:
+    """A command started by `Sandbox.background`, running until its `async with` block ends."""
+
+    def __init__(self, run: "_Proc", output: "_Output") -> None:
+        self._run = run
+        self._output = output
+
+    @property
+    def running(self) -> bool:
+        return not self._run.exited.done()
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while it runs; 128+N when ended by signal N."""
+        rc = self._run.proc.returncode
+        if rc is None or not self._run.exited.done():
+            return None
+        return 128 - rc if rc < 0 else rc
+
+    async def wait(self) -> None:
+        """Until the process exits (by itself, or killed by the timeout)."""
+        await asyncio.shield(self._run.exited)
+
+    def output(self) -> str:
+        """Merged stdout/stderr so far, capped like `RunResult.output`."""
+        return self._output.render()
 
 
 @dataclass(frozen=True)
@@ -345,6 +376,17 @@ def _prepare_stage_dir() -> Path:
     if st.st_mode & 0o777 != 0o755:
         os.chmod(STAGE_DIR, 0o755)
     return STAGE_DIR
+
+
+def fresh_dir(path: Path) -> None:
+    """An empty real directory at `path` in a workspace, whatever PR code left there (a link is removed,
+    not followed), writable by the sandbox."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(mode=0o777)
+    os.chmod(path, 0o777)
 
 
 def _claim_tree(root: Path, uid: int, gid: int) -> int:
@@ -824,6 +866,12 @@ class Sandbox:
         - If the awaiting task is cancelled, the whole tree is killed (and waited for) before the
           CancelledError propagates.
         """
+        config = await self._config_for(command)
+        return await self._run(command, workspace=workspace, env=env, network=network, limits=limits,
+                               on_output=on_output, read_only_binds=read_only_binds, config=config)
+
+    async def _config_for(self, command: str) -> _Config | None:
+        """The bwrap configuration, None to run unsandboxed (allowed), or SandboxUnavailable."""
         caps = await self._ensure_probed()
         if not caps.sandboxed:
             if not self.allow_unsandboxed:
@@ -832,14 +880,51 @@ class Sandbox:
                     f"({'; '.join(caps.notes)}). Install it with `apt-get install bubblewrap`, or construct "
                     "Sandbox(allow_unsandboxed=True) for local, trusted use only.")
             log.warning(_UNSANDBOXED_WARNING, command, "; ".join(caps.notes))
-        assert self._config is not None or not caps.sandboxed
-        return await self._run(command, workspace=workspace, env=env, network=network, limits=limits,
-                               on_output=on_output, read_only_binds=read_only_binds,
-                               config=self._config if caps.sandboxed else None)
+            return None
+        assert self._config is not None
+        return self._config
 
-    async def _run(self, command: str, *, workspace: Path, env: Mapping[str, str], network: bool, limits: Limits,
-                   on_output: Callable[[str], Awaitable[None]] | None, read_only_binds: Sequence[Path],
-                   config: _Config | None) -> RunResult:
+    @contextlib.asynccontextmanager
+    async def background(self, command: str, *, workspace: Path, env: Mapping[str, str] = {},
+                         limits: Limits = Limits(), on_output: Callable[[str], Awaitable[None]] | None = None,
+                         read_only_binds: Sequence[Path] = ()) -> AsyncIterator["BackgroundProcess"]:
+        """Start `command` (a server, say) under the same rules as `run` with no network (loopback
+        only), and keep it running while the `async with` block runs. Leaving the block - normally, by
+        an exception or by cancellation - kills the whole tree and waits (bounded) until it is gone.
+        `limits.timeout_seconds` still applies: past it the tree is killed even if the block goes on."""
+        config = await self._config_for(command)
+        run, output, streamer, pump = await self._start(
+            command, workspace=workspace, env=env, network=False, limits=limits, on_output=on_output,
+            read_only_binds=read_only_binds, config=config)
+        process = BackgroundProcess(run, output)
+        watchdog = asyncio.create_task(self._kill_after(run, limits.timeout_seconds))
+        try:
+            yield process
+        finally:
+            watchdog.cancel()
+            await _uncancellable(self._stop_background(run, pump, streamer, watchdog))
+
+    async def _kill_after(self, run: _Proc, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(run.exited), seconds)
+        except TimeoutError:
+            await _uncancellable(self._kill_tree(run))
+
+    async def _stop_background(self, run: _Proc, pump: asyncio.Task[None], streamer: "_Streamer",
+                               watchdog: asyncio.Task[None]) -> None:
+        await asyncio.wait([watchdog])
+        await self._kill_tree(run)
+        await asyncio.wait([pump], timeout=DRAIN_SECONDS)
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait([pump])
+        await streamer.flush()
+        await self._cleanup(run)
+
+    async def _start(self, command: str, *, workspace: Path, env: Mapping[str, str], network: bool, limits: Limits,
+                     on_output: Callable[[str], Awaitable[None]] | None, read_only_binds: Sequence[Path],
+                     config: _Config | None) -> tuple[_Proc, _Output, "_Streamer", asyncio.Task[None]]:
+        """Spawn `command` and start pumping its output (shared by `run` and `background`)."""
         workspace = Path(workspace).resolve(strict=True)
         if not workspace.is_dir():
             raise NotADirectoryError(f"workspace {workspace} is not a directory")
@@ -847,8 +932,6 @@ class Sandbox:
         binds = [self._check_bind(p) for p in read_only_binds] if config else []
         if config is not None and self._is_root:
             await asyncio.to_thread(_claim_tree, workspace, self.uid, self.gid)
-
-        started = time.monotonic()
         output = _Output(limits.max_output_bytes)
         if config is not None:
             run = await self._spawn_bwrap(command, workspace, sandbox_env, network, limits, binds, config)
@@ -856,6 +939,15 @@ class Sandbox:
             run = await self._spawn_direct(command, workspace, sandbox_env, limits)
         streamer = _Streamer(on_output)
         pump = asyncio.create_task(self._pump(run.proc.stdout, output, streamer))
+        return run, output, streamer, pump
+
+    async def _run(self, command: str, *, workspace: Path, env: Mapping[str, str], network: bool, limits: Limits,
+                   on_output: Callable[[str], Awaitable[None]] | None, read_only_binds: Sequence[Path],
+                   config: _Config | None) -> RunResult:
+        started = time.monotonic()
+        run, output, streamer, pump = await self._start(
+            command, workspace=workspace, env=env, network=network, limits=limits, on_output=on_output,
+            read_only_binds=read_only_binds, config=config)
         timed_out = False
         try:
             try:

@@ -31,6 +31,8 @@ from pipeline.permissions import repository_role
 from pipeline.repo_config import ConfigFileError, ProjectSettings, RepoConfig, effective_config, parse_repo_config
 from pipeline.runner import PipelineRunner, RunOutcome, RunPlan
 from pipeline.sandbox import SandboxUnavailable
+from pipeline.ui import BrowserSetup
+from pipeline.ui_screenshots import publicly_reachable, screenshot_url, screenshots_dir
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -258,7 +260,7 @@ class _Validation:
             await self.report_config_error(exc)
             return
         config = effective_config(repo_config, project_settings(self.project))
-        if not (config.setup or config.validate or config.analysis):
+        if not (config.setup or config.validate or config.analysis or config.ui):
             await self.complete_without_run("neutral", "Nothing to validate", summary=NOTHING_TO_VALIDATE)
             return
 
@@ -279,8 +281,11 @@ class _Validation:
         changed = report.changed_lines([f async for f in self.gh.getiter(
             f"{self.repo_url}/pulls/{self.state.pr_number}/files")])
         scope = f"{self.project.id}:{'trusted' if gate.with_secrets else 'fork'}"
+        settings = self.service.services.settings
         plan = RunPlan(workspace=self.workspace, config=config, tracked_files=checkout.tracked_files,
-                       secrets=secrets, snapshot_scope=scope, changed_lines=changed)
+                       secrets=secrets, snapshot_scope=scope, changed_lines=changed,
+                       browser=BrowserSetup(chromium_path=settings.chromium_path,
+                                            screenshots_dir=screenshots_dir(settings.data_dir, self.state.id)))
         outcome = await self.service.runner.run(plan, redactor=redactor, on_progress=self.progress,
                                                 leading_steps=[checkout_step])
         if gate.with_secrets is False and self.state.is_fork:
@@ -328,27 +333,34 @@ class _Validation:
 
     async def report(self, outcome: RunOutcome, redactor: Redactor, *, timeout_minutes: int | None = None) -> None:
         details_url = self.service.details_url(self.state.id)
+        public_url = self.service.services.settings.public_url
+        shots = [(s.path, screenshot_url(public_url, self.state.id, s.file)) for s in outcome.screenshots]
         results = {"steps": [step.__dict__ for step in outcome.steps], "notes": outcome.notes,
-                   "annotations": len(outcome.annotations)}
+                   "annotations": len(outcome.annotations),
+                   "screenshots": [shot.__dict__ for shot in outcome.screenshots]}
         output = report.check_run_output(outcome.steps, head_sha=self.state.head_sha,
                                          conclusion=outcome.conclusion, details_url=details_url,
-                                         notes=outcome.notes, timeout_minutes=timeout_minutes)
+                                         notes=outcome.notes, timeout_minutes=timeout_minutes, screenshots=shots)
         output = {k: redactor.redact(v) for k, v in output.items()}
+        images = report.check_run_images(shots) if publicly_reachable(public_url) else []
         if not await self.service.store.complete(self.state.id, conclusion=outcome.conclusion,
                                                  title=output["title"], results=results,
                                                  snapshot_id=outcome.snapshot_key):
             return  # superseded while finishing: the newer run reports
         auto_merge, merge_button = await self.merge_plan(outcome.conclusion)
         batches = report.annotation_batches(outcome.annotations) or [[]]
+        final_output: dict[str, Any] = {**output, "annotations": batches[0]}
+        if images:
+            final_output["images"] = images
         await self.patch_check_run({"status": "completed", "conclusion": outcome.conclusion,
-                                    "completed_at": _now(), "output": {**output, "annotations": batches[0]},
+                                    "completed_at": _now(), "output": final_output,
                                     "actions": self.actions(outcome.conclusion, merge_allowed=merge_button)})
         for batch in batches[1:]:
             await self.patch_check_run({"output": {"title": output["title"], "summary": output["summary"],
                                                    "annotations": batch}})
         body = report.render_comment(outcome.steps, head_sha=self.state.head_sha, conclusion=outcome.conclusion,
                                      check_run_url=None, details_url=details_url, notes=outcome.notes,
-                                     timeout_minutes=timeout_minutes)
+                                     timeout_minutes=timeout_minutes, screenshots=shots)
         await self.upsert_comment(redactor.redact(body))
         await self.finished(outcome.conclusion, output["title"])
         if auto_merge:

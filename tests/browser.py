@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+from pipeline.ui import CHROMIUM_ARGS, DEFAULT_CHROMIUM
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", DEFAULT_CHROMIUM)
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
-__all__ = ["browser", "ARTIFACTS", "screenshot"]
+__all__ = ["browser", "ARTIFACTS", "screenshot", "browser_missing"]
 
 
-def _skip_reason() -> str | None:
+def browser_missing() -> str | None:
+    """Why no browser test can run here, or None."""
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         return f"{CHROMIUM} is missing: install Debian's chromium package (make install does, as root)"
     try:
@@ -38,7 +39,7 @@ def _skip_reason() -> str | None:
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
     """A headless Chromium (playwright.async_api.Browser)."""
-    reason = _skip_reason()
+    reason = browser_missing()
     if reason is not None:
         print(f"skipping browser test: {reason}")
         pytest.skip(reason)

@@ -21,6 +21,7 @@ from pipeline.repo_config import (
     name_steps,
     parse_repo_config,
 )
+from pipeline.ui_config import UiConfig, UiPage, UiStep
 
 
 def error(text: str) -> ConfigFileError:
@@ -62,9 +63,8 @@ env:
   STRICT: false
 setup_network: false
 ui:
-  command: npm start
-  port: 3000
-  nested: {list: [1, two, null, true, 1.5]}
+  start: npm start
+  url: http://localhost:3000
 """)
     assert config.setup == ("pip install -e .", "npm ci")
     assert config.validate == (Step("pytest", "pytest -q"), Step("lint", "ruff check ."))
@@ -77,8 +77,7 @@ ui:
     assert config.cache_key == ("package-lock.json", "**/requirements*.txt")
     assert dict(config.env) == {"NODE_ENV": "test", "WORKERS": "4", "STRICT": "false"}
     assert config.setup_network is False
-    assert config.ui == {"command": "npm start", "port": 3000,
-                         "nested": {"list": [1, "two", None, True, 1.5]}}
+    assert config.ui == UiConfig(start="npm start", url="http://localhost:3000")
     assert config.present_keys == {"setup", "validate", "analysis", "timeout_minutes", "auto_merge",
                                    "cache_key", "env", "setup_network", "ui"}
 
@@ -142,9 +141,85 @@ def test_bytes_and_byte_order_marks_are_accepted() -> None:
     assert str(e) == ".github/codegenapp.yml line 2: is not UTF-8 text"
 
 
-def test_ui_is_kept_raw_even_with_yaml_oddities() -> None:
-    config = parse_repo_config("ui:\n  when: 2024-01-01\n  blob: !!binary aGk=\n  a: &x [1]\n  b: *x\n")
-    assert config.ui == {"when": "2024-01-01", "blob": "aGk=", "a": [1], "b": [1]}
+UI_EXAMPLE = """\
+ui:
+  start: npm run serve
+  url: http://127.0.0.1:8080
+  ready_timeout_seconds: 30
+  accessibility: enforce
+  pages:
+    - /about
+    - path: /
+      expect_text: Welcome
+    - path: /login?next=%2F
+      steps:
+        - fill: {label: Email, value: a@example.com}
+        - click: {role: button, name: Sign in}
+        - click: Forgot password?
+        - click: {text: Help}
+        - expect_text: Signed in
+        - wait_for: {text: Dashboard, timeout_seconds: 2.5}
+        - wait_for: Ready
+"""
+
+
+def test_ui_block_is_typed() -> None:
+    ui = parse_repo_config(UI_EXAMPLE).ui
+    assert (ui.start, ui.url, ui.ready_timeout_seconds, ui.accessibility) == \
+        ("npm run serve", "http://127.0.0.1:8080", 30, "enforce")
+    assert [p.path for p in ui.pages] == ["/about", "/", "/login?next=%2F"]
+    assert ui.pages[1].expect_text == "Welcome" and ui.pages[0].steps == ()
+    assert ui.pages[2].steps == (
+        UiStep("fill", label="Email", value="a@example.com"), UiStep("click", role="button", name="Sign in"),
+        UiStep("click", text="Forgot password?"), UiStep("click", text="Help"), UiStep("expect_text", text="Signed in"),
+        UiStep("wait_for", text="Dashboard", timeout_seconds=2.5), UiStep("wait_for", text="Ready", timeout_seconds=10))
+    assert [s.describe() for s in ui.pages[2].steps[:3]] == \
+        ['fill "Email"', 'click button "Sign in"', 'click "Forgot password?"']
+    assert ui.page_url(ui.pages[2]) == "http://127.0.0.1:8080/login?next=%2F"
+
+
+def test_ui_defaults() -> None:
+    ui = parse_repo_config("ui: {start: python3 -m http.server 8000, url: 'http://localhost:8000/'}").ui
+    assert ui == UiConfig(start="python3 -m http.server 8000", url="http://localhost:8000", pages=(UiPage("/"),),
+                          ready_timeout_seconds=60, accessibility="report")
+
+
+@pytest.mark.parametrize(("block", "key", "fragment"), [
+    ("{url: 'http://localhost:1'}", "ui.start", '"ui" needs "start"'),
+    ("{start: x}", "ui.url", '"ui" needs "url"'),
+    ("{start: x, url: 'https://localhost'}", "ui.url", "must start with http://"),
+    ("{start: x, url: 'http://example.com'}", "ui.url", "sandbox's loopback"),
+    ("{start: x, url: 'http://localhost:8080/app'}", "ui.url", "only scheme, host and port"),
+    ("{start: x, url: 'http://localhost:123456'}", "ui.url", "valid port"),
+    ("{start: x, url: 'http://localhost', port: 1}", "ui", 'unknown key "port"'),
+    ("{start: x, url: 'http://localhost', ready_timeout_seconds: 0}", "ui.ready_timeout_seconds", "between 1 and 600"),
+    ("{start: x, url: 'http://localhost', ready_timeout_seconds: 1.5}", "ui.ready_timeout_seconds", "whole number"),
+    ("{start: x, url: 'http://localhost', accessibility: strict}", "ui.accessibility", "report or enforce"),
+    ("{start: x, url: 'http://localhost', pages: []}", "ui.pages", "1 to 50 pages"),
+    ("{start: x, url: 'http://localhost', pages: [about]}", "ui.pages[1]", 'starting with "/"'),
+    ("{start: x, url: 'http://localhost', pages: ['//evil.example/']}", "ui.pages[1]", 'starting with "/"'),
+    ("{start: x, url: 'http://localhost', pages: [{expect_text: a}]}", "ui.pages[1].path", 'needs "path'),
+    ("{start: x, url: 'http://localhost', pages: [{path: /, steps: [{fil: {label: a, value: b}}]}]}",
+     "ui.pages[1].steps[1]", 'did you mean "fill"'),
+    ("{start: x, url: 'http://localhost', pages: [{path: /, steps: [{fill: {label: a}}]}]}",
+     "ui.pages[1].steps[1].fill.value", '"ui.pages[1].steps[1].fill" needs "value"'),
+    ("{start: x, url: 'http://localhost', pages: [{path: /, steps: [{click: {role: buton, name: a}}]}]}",
+     "ui.pages[1].steps[1].click.role", 'did you mean "button"'),
+    ("{start: x, url: 'http://localhost', pages: [{path: /, steps: [{click: {role: button, text: a}}]}]}",
+     "ui.pages[1].steps[1].click", "not both"),
+    ("{start: x, url: 'http://localhost', pages: [{path: /, steps: [{expect_text: a, click: b}]}]}",
+     "ui.pages[1].steps[1]", "one per step"),
+    ("{start: x, url: 'http://localhost', pages: [{path: /, steps: [{wait_for: {text: a, timeout_seconds: -1}}]}]}",
+     "ui.pages[1].steps[1].wait_for.timeout_seconds", "more than 0, at most 300"),
+])
+def test_invalid_ui_blocks_name_the_key(block: str, key: str, fragment: str) -> None:
+    e = error(f"validate: ['true']\nui: {block}\n")
+    assert e.key == key and e.line == 2, str(e)
+    assert fragment in str(e) and f'"{key.split(".")[0]}' in str(e)
+
+
+def test_ui_without_a_value_is_an_error() -> None:
+    assert "give it its keys" in str(error("ui:\n"))
 
 
 # --- parsing: errors name the line ----------------------------------------------------------------
@@ -231,6 +306,8 @@ def test_duplicate_keys_are_errors() -> None:
     ("env:\n  A: ~\n", 2, "must be a string, number or true/false, got nothing"),
     ("setup_network: 1", 1, '"setup_network" must be true or false'),
     ("ui: [a]", 1, '"ui" must be a mapping'),
+    ("ui:\n  start: x\n  url: http://localhost\n  pages:\n    - path: /\n      steps:\n        - expect_text: [a]\n",
+     7, '"ui.pages[1].steps[1].expect_text" must be a string'),
     ("<<: {setup: [a]}", 1, "merge keys"),
     ("? [a, b]\n: 1\n", 1, "keys must be plain names"),
     ("a\x01: 1", 1, "U+0001"),
@@ -245,11 +322,10 @@ def test_limits_guard_against_huge_or_recursive_documents() -> None:
     e = error("validate:\n" + "".join(f"  - step{i}\n" for i in range(101)))
     assert "the limit is 100" in str(e)
     assert "larger than 256 KiB" in str(error("# " + "x" * 300_000))
-    e = error("ui: {a: &a [*a]}")
-    assert "too large or too deeply nested" in str(e)
-    laughs = "ui:\n  a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-        f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6))
-    assert "too large" in str(error(laughs))
+    e = error("ui: {start: x, url: 'http://localhost', pages: &a [*a]}")
+    assert "nested" in str(e) or "must be" in str(e)
+    many = "".join(f"    - /p{i}\n" for i in range(51))
+    assert "1 to 50 pages" in str(error(f"ui:\n  start: x\n  url: http://localhost\n  pages:\n{many}"))
     deep = error("setup: []\nui: " + "[" * 5000 + "]" * 5000)
     assert "nested more than 64 levels deep" in str(deep) and deep.line == 2
     deep = error("ui:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)))
@@ -274,8 +350,8 @@ def test_random_garbage_only_ever_raises_config_file_error() -> None:
 
 
 def test_python_tags_are_never_constructed() -> None:
-    config = parse_repo_config("ui:\n  x: !!python/object/apply:os.system ['true']\n  y: !!python/name:os.system ''\n")
-    assert config.ui == {"x": ["true"], "y": ""}  # plain data: the tags are ignored, nothing is called
+    e = error("ui:\n  start: !!python/object/apply:os.system ['true']\n  url: http://localhost\n")
+    assert '"ui.start" must be a string' in str(e)  # plain data: the tag is not constructed, nothing is called
     assert "must be a string" in str(error("validate: [!!python/name:os.system x]"))
 
 
@@ -389,13 +465,11 @@ def test_method_only_mapping_keeps_the_project_switch() -> None:
 
 def test_repository_only_keys_and_ui_copy() -> None:
     repo = parse_repo_config("analysis: [ruff check --output-format sarif .]\ncache_key: [uv.lock]\n"
-                             "ui: {port: 8000}\n")
+                             "ui: {start: make serve, url: 'http://localhost:8000'}\n")
     config = effective_config(repo, PROJECT)
     assert config.analysis[0].run == "ruff check --output-format sarif ."
     assert config.cache_key == ("uv.lock",)
-    assert config.ui == {"port": 8000}
-    config.ui["port"] = 1
-    assert repo.ui == {"port": 8000}  # the effective copy is independent
+    assert config.ui == UiConfig(start="make serve", url="http://localhost:8000") and config.ui is repo.ui  # frozen
     assert config.sources["analysis"] == config.sources["cache_key"] == config.sources["ui"] == "repository"
 
 

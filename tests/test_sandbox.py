@@ -501,3 +501,53 @@ async def test_concurrent_runs_are_independent(sandbox: Sandbox, tmp_path: Path)
         sandbox.run(f"echo {i} > mine; ls", workspace=ws, limits=SHORT) for i, ws in enumerate(workspaces)))
     assert [r.output for r in results] == ["mine\n"] * 6
     assert [(ws / "mine").read_text() for ws in workspaces] == [f"{i}\n" for i in range(6)]
+
+
+# ------------------------------------------------------------------------------------ background
+
+
+@needs_bwrap
+async def test_background_runs_during_the_block_and_is_killed_after(sandbox: Sandbox, workspace: Path) -> None:
+    mark = marker()
+    chunks = Chunks()
+    async with sandbox.background(f"sh -c 'sleep 1000; : {mark}' & echo up; sleep 1000; : {mark}",
+                                  workspace=workspace, on_output=chunks, limits=SHORT) as process:
+        await chunks.wait_for("up")
+        assert process.running and process.exit_code is None
+        assert len(processes_matching(mark)) >= 2
+    assert processes_matching(mark) == []
+    assert not process.running and process.exit_code == 137
+    assert "up" in process.output()
+    assert own_cgroups() == []
+
+
+@needs_bwrap
+async def test_background_is_killed_when_the_task_is_cancelled(sandbox: Sandbox, workspace: Path) -> None:
+    mark = marker()
+    chunks = Chunks()
+    blocked = asyncio.Event()
+
+    async def hold() -> None:
+        async with sandbox.background(f"echo up; sleep 1000; : {mark}", workspace=workspace, on_output=chunks,
+                                      limits=SHORT):
+            blocked.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait_for(blocked.wait(), 10)
+    await chunks.wait_for("up")
+    assert processes_matching(mark)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert processes_matching(mark) == []  # gone before CancelledError reached us
+
+
+@needs_bwrap
+async def test_background_has_no_network_and_its_timeout_kills_it(sandbox: Sandbox, workspace: Path) -> None:
+    script = ("python3 -c 'import socket\ntry:\n socket.create_connection((\"1.1.1.1\", 53), timeout=2)\n"
+              " print(\"reached\")\nexcept OSError as e:\n print(\"no route\", e.errno)'; sleep 1000")
+    async with sandbox.background(script, workspace=workspace, limits=Limits(timeout_seconds=3)) as process:
+        await asyncio.wait_for(process.wait(), 15)  # the timeout, not the block, ended it
+    assert "no route" in process.output() and "reached" not in process.output()
+    assert process.exit_code == 137

@@ -76,8 +76,9 @@ class FetchError(Exception):
     """A reason to give up without failing the build."""
 
 
-def npm_pack(packages: Iterable[str], into: Path) -> dict[str, Path]:
-    """`npm pack` the packages into a directory; returns spec -> tarball, integrity checked."""
+def npm_pack(packages: Iterable[str], into: Path, integrity: dict[str, str] = INTEGRITY) -> dict[str, Path]:
+    """`npm pack` the packages into a directory; returns spec -> tarball, checked against the pinned
+    `integrity` (the registry's sha512 of the tarball, which npm verified while downloading it)."""
     npm = shutil.which("npm")
     if npm is None:
         raise FetchError("npm is not installed")
@@ -95,8 +96,8 @@ def npm_pack(packages: Iterable[str], into: Path) -> dict[str, Path]:
         raise FetchError(f"unexpected npm pack output: {done.stdout[:500]!r}") from exc
     tarballs: dict[str, Path] = {}
     for spec, info in zip(specs, packed, strict=True):
-        if info.get("integrity") != INTEGRITY[spec]:
-            raise FetchError(f"{spec}: integrity {info.get('integrity')} != pinned {INTEGRITY[spec]}")
+        if info.get("integrity") != integrity[spec]:
+            raise FetchError(f"{spec}: integrity {info.get('integrity')} != pinned {integrity[spec]}")
         tarballs[spec] = into / info["filename"]
     return tarballs
 

@@ -1,0 +1,294 @@
+"""The UI check: start the PR's app in the sandbox, drive its pages in headless Chromium, take
+screenshots, run axe-core, and say what failed (the judging itself is pure: pipeline/ui_judge.py).
+
+Network path (PR code never gets a way out; see pipeline/ui_proxy.py):
+
+    Chromium (host) --HTTP proxy--> AppProxy 127.0.0.1:<ephemeral> (host, only the app's origin)
+        --Unix socket in the workspace--> ui_forwarder.py (sandbox) --TCP--> the app at `ui.url` (sandbox)
+
+The app and the forwarder run in one `Sandbox.background` process: the sandbox's rules, no network
+(its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, launched
+with the proxy for every URL including loopback ones (`<-loopback>`), so page JavaScript cannot reach
+the host's own ports; a context route aborts any request to another origin as well. The app, the
+proxy and the browser are always stopped when the stage ends, on a timeout or a cancel too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.sandbox import WORKSPACE_MOUNT, BackgroundProcess, Limits, Sandbox, fresh_dir
+from pipeline.ui_config import UiConfig, UiPage, UiStep
+from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
+                               Violation, png_size)
+from pipeline.ui_proxy import AppProxy, Origin, SandboxSocket
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+AXE_SCRIPT = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+FORWARDER = Path(__file__).resolve().parent / "ui_forwarder.py"
+SOCKET_DIR = ".codegenapp-ui"
+SOCKET_NAME = "app.sock"
+VIEWPORT = {"width": 1280, "height": 800}
+MAX_SCREENSHOT_HEIGHT = 4000
+PAGE_LOAD_SECONDS = 30
+EXPECT_TEXT_SECONDS = 5
+SETTLE_SECONDS = 2  # after the steps: let late requests and console messages arrive
+READY_POLL_SECONDS = 0.2
+OUTPUT_TAIL_CHARS = 4000
+
+Log = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BrowserSetup:
+    """Where the host's parts are: the browser, the accessibility checker, and where screenshots go
+    (None: they are not kept)."""
+
+    chromium_path: str = DEFAULT_CHROMIUM
+    screenshots_dir: Path | None = None
+    axe_script: Path = AXE_SCRIPT
+
+
+def app_command(ui: UiConfig, socket_path: str) -> str:
+    """The sandbox's command line: the forwarder in the background, the app's start command in the
+    foreground (when it exits, the sandbox ends)."""
+    origin = Origin.of(ui.url)
+    return (f"/usr/bin/python3 -I {FORWARDER} {socket_path} {origin.host} {origin.port} &\n"
+            f"{ui.start}\n")
+
+
+def axe_source(path: Path) -> tuple[str | None, str]:
+    """(the script, "") or (None, why accessibility is not checked)."""
+    try:
+        return path.read_text(encoding="utf-8"), ""
+    except OSError:
+        return None, "not checked: axe-core is not installed on the app's host (make install)"
+
+
+async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: Mapping[str, str], limits: Limits,
+                       setup: BrowserSetup, log_line: Log) -> UiOutcome:
+    """Start the app, wait until it answers, check every page. Cancel-safe: the app, the proxy and the
+    browser are gone when this returns or raises."""
+    outcome = UiOutcome()
+    origin = Origin.of(ui.url)
+    fresh_dir(workspace / SOCKET_DIR)
+    sock = SandboxSocket(workspace / SOCKET_DIR, SOCKET_NAME)
+    command = app_command(ui, f"{WORKSPACE_MOUNT}/{SOCKET_DIR}/{SOCKET_NAME}")
+    try:
+        async with sandbox.background(command, workspace=workspace, env=env, limits=limits, on_output=log_line,
+                                      read_only_binds=[FORWARDER]) as app, AppProxy(origin, sock.connect) as proxy:
+            await log_line(f"started: {ui.start}\nwaiting for {ui.url} (at most {ui.ready_timeout_seconds} s)\n")
+            started = time.monotonic()
+            problem = await wait_until_ready(sock.connect, origin, app, ui.ready_timeout_seconds)
+            if problem is not None:
+                outcome.problem = problem
+            else:
+                await log_line(f"{ui.url} answered after {time.monotonic() - started:.1f} s\n")
+                await _check_pages(ui, origin, proxy.port, setup, outcome, log_line)
+            if proxy.blocked:  # mostly Chromium's own background requests
+                log.debug("ui check: the proxy refused %s", proxy.blocked)
+            outcome.app_output = app.output()[-OUTPUT_TAIL_CHARS:]
+    finally:
+        sock.close()
+    return outcome
+
+
+async def wait_until_ready(connect: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
+                           origin: Origin, app: BackgroundProcess, seconds: float) -> str | None:
+    """None once an HTTP request to the app's root gets any HTTP answer; else why not."""
+    deadline = time.monotonic() + seconds
+    request = (f"GET / HTTP/1.1\r\nHost: {origin.authority}\r\nUser-Agent: CodegenApp-ui-check\r\n"
+               "Connection: close\r\n\r\n").encode()
+    while time.monotonic() < deadline:
+        if not app.running:
+            return f"the app exited (status {app.exit_code}) before answering at {origin}"
+        try:
+            reader, writer = await connect()
+        except OSError:
+            reader = writer = None
+        if reader is not None and writer is not None:
+            try:
+                writer.write(request)
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), max(0.1, deadline - time.monotonic()))
+                if line.startswith(b"HTTP/"):
+                    return None
+            except (OSError, TimeoutError):
+                pass
+            finally:
+                writer.close()
+        await asyncio.sleep(READY_POLL_SECONDS)
+    return f"the app did not answer at {origin} within {seconds:g} s"
+
+
+async def _check_pages(ui: UiConfig, origin: Origin, proxy_port: int, setup: BrowserSetup, outcome: UiOutcome,
+                       log_line: Log) -> None:
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import async_playwright
+
+    axe, note = axe_source(setup.axe_script)
+    outcome.accessibility_note = note
+    async with async_playwright() as playwright:
+        try:
+            browser = await playwright.chromium.launch(
+                executable_path=setup.chromium_path, headless=True,
+                proxy={"server": f"http://127.0.0.1:{proxy_port}"},
+                # Playwright already forces loopback through the proxy; this keeps it so whatever its environment.
+                args=[*CHROMIUM_ARGS, "--proxy-bypass-list=<-loopback>"])
+        except PlaywrightError as exc:
+            outcome.problem = (f"the UI check could not start Chromium at {setup.chromium_path} (CHROMIUM_PATH): "
+                               f"{_first_line(exc.message)}")
+            return
+        try:
+            context = await browser.new_context(viewport=VIEWPORT, service_workers="block", accept_downloads=False)
+            await context.route("**/*", _only(origin))
+            for page_config in ui.pages:
+                await log_line(f"checking {page_config.path}\n")
+                observation = await _check_page(context, ui, page_config, axe, setup.screenshots_dir)
+                observation.accessibility_note = note
+                outcome.pages.append(observation)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(browser.close())
+
+
+def _only(origin: Origin) -> Callable[[Any], Awaitable[None]]:
+    async def guard(route: Any) -> None:
+        try:
+            allowed = Origin.of(route.request.url) == origin
+        except ValueError:
+            allowed = False
+        if allowed:
+            await route.continue_()
+        else:
+            await route.abort("blockedbyclient")
+    return guard
+
+
+async def _check_page(context: Any, ui: UiConfig, config: UiPage, axe: str | None,
+                      screenshots_dir: Path | None) -> PageObservation:
+    from playwright.async_api import Error as PlaywrightError
+
+    url = ui.page_url(config)
+    seen = PageObservation(path=config.path, url=url)
+    page = await context.new_page()
+    page.on("console", lambda m: seen.console_errors.append(ConsoleEntry(m.text, (m.location or {}).get("url", "")))
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen.page_errors.append(_first_line(getattr(e, "message", str(e)))))
+    page.on("requestfailed", lambda r: seen.failed_requests.append(RequestFailure(r.url, r.failure or "failed")))
+    page.on("response", lambda r: seen.failed_requests.append(RequestFailure(r.url, f"HTTP {r.status}"))
+            if r.status >= 400 else None)
+    try:
+        started = time.monotonic()
+        try:
+            response = await page.goto(url, wait_until="load", timeout=PAGE_LOAD_SECONDS * 1000)
+            seen.status = response.status if response is not None else None
+        except PlaywrightError as exc:
+            seen.load_error = _first_line(exc.message)
+        seen.load_seconds = time.monotonic() - started
+        if seen.load_error is None:
+            seen.failed_step = await _run_steps(page, config)
+            with contextlib.suppress(PlaywrightError):
+                await page.wait_for_load_state("networkidle", timeout=SETTLE_SECONDS * 1000)
+            if axe is not None and (seen.status or 0) < 400:  # an error page's accessibility is noise
+                seen.accessibility = await _accessibility(page, axe)
+                if seen.accessibility is None:
+                    seen.accessibility_note = "not checked: axe-core could not run on this page"
+        if screenshots_dir is not None:
+            seen.screenshot = await _screenshot(page, config.path, screenshots_dir)
+    finally:
+        with contextlib.suppress(PlaywrightError):
+            await page.close()
+    return seen
+
+
+async def _run_steps(page: Any, config: UiPage) -> StepFailure | None:
+    from playwright.async_api import Error as PlaywrightError
+
+    steps: list[tuple[int, UiStep]] = []
+    if config.expect_text is not None:
+        steps.append((0, UiStep("expect_text", text=config.expect_text)))
+    steps += list(enumerate(config.steps, start=1))
+    for index, step in steps:
+        seconds = EXPECT_TEXT_SECONDS if step.kind == "expect_text" else step.timeout_seconds
+        try:
+            await _run_step(page, step, seconds * 1000)
+        except PlaywrightError as exc:
+            return StepFailure(index, step.describe(), _step_message(step, exc, seconds))
+    return None
+
+
+async def _run_step(page: Any, step: UiStep, timeout_ms: float) -> None:
+    if step.kind == "fill":
+        await page.get_by_label(step.label).fill(step.value, timeout=timeout_ms)
+    elif step.kind == "click" and step.role:
+        await page.get_by_role(step.role, name=step.name).click(timeout=timeout_ms)
+    elif step.kind == "click":
+        await page.get_by_text(step.text).first.click(timeout=timeout_ms)
+    else:  # expect_text, wait_for
+        await page.get_by_text(step.text).first.wait_for(state="visible", timeout=timeout_ms)
+
+
+def _step_message(step: UiStep, exc: Exception, seconds: float) -> str:
+    message = _first_line(getattr(exc, "message", str(exc)))
+    if "Timeout" in message and "exceeded" in message:
+        what = {"fill": f'no field labelled "{step.label}"',
+                "click": f'no {step.role} named "{step.name}"' if step.role else f'no element with text "{step.text}"',
+                }.get(step.kind, f'text "{step.text}" not found on the page')
+        return f"{what} within {seconds:g} s"
+    return message
+
+
+def _first_line(text: str) -> str:
+    return (text or "").strip().split("\n", 1)[0][:500]
+
+
+_AXE_RUN = """async () => {
+  const result = await window.axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map(v => ({rule: v.id, impact: v.impact || "minor", help: v.help,
+                                      nodes: v.nodes.length, help_url: v.helpUrl || ""}));
+}"""
+
+
+async def _accessibility(page: Any, axe: str) -> list[Violation] | None:
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        # Through the DevTools protocol, not a <script> tag: the page's Content-Security-Policy still
+        # applies to the page itself.
+        await page.evaluate("() => {\n" + axe + "\n}")
+        found = await page.evaluate(_AXE_RUN)
+    except PlaywrightError as exc:
+        log.warning("axe-core failed on %s: %s", page.url, _first_line(exc.message))
+        return None
+    return [Violation(rule=str(v["rule"]), impact=str(v["impact"]), help=str(v["help"]), nodes=int(v["nodes"]),
+                      help_url=str(v["help_url"])) for v in found]
+
+
+async def _screenshot(page: Any, path: str, directory: Path) -> Screenshot | None:
+    from playwright.async_api import Error as PlaywrightError
+
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{secrets.token_hex(16)}.png"
+    try:
+        height = await page.evaluate("() => document.documentElement.scrollHeight")
+        clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": max(1, min(int(height), MAX_SCREENSHOT_HEIGHT))}
+        data = await page.screenshot(full_page=True, clip=clip, timeout=PAGE_LOAD_SECONDS * 1000)
+    except PlaywrightError as exc:
+        log.warning("no screenshot of %s: %s", path, _first_line(exc.message))
+        return None
+    (directory / name).write_bytes(data)
+    width, height = png_size(data)
+    return Screenshot(path=path, file=name, width=width, height=height)

@@ -1,0 +1,189 @@
+"""The browser's only way to the app under test: an HTTP proxy on the host's loopback that serves
+exactly one origin (the `ui.url` of the config) by relaying into the sandbox, and refuses anything else.
+
+    Chromium --proxy--> AppProxy (127.0.0.1:ephemeral, host) --unix socket--> ui_forwarder.py (sandbox)
+                                                                                --tcp--> the app (sandbox)
+
+The Unix socket lives in a directory of the workspace, which PR code can write: it could plant a
+symbolic link there pointing at a host socket. So the socket is reached through a directory file
+descriptor the host opened before the app started, without following links, and must be a socket
+(`SandboxSocket`). Whatever answers is untrusted; the proxy only ever connects to that one socket, so
+the origin check decides what the browser may ask for, never where bytes go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pipeline.ui_forwarder import pipe
+
+HEAD_LIMIT = 64 * 1024
+CHUNK = 64 * 1024
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
+               "trailer", "upgrade"}
+
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str  # lower case, IPv6 without brackets
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> "Origin":
+        parts = urlsplit(url)
+        if parts.hostname is None:
+            raise ValueError(f"{url!r} has no host")
+        return cls(parts.scheme.lower(), parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80))
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.authority}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    tunnel: bool = False  # CONNECT: relay raw bytes after "200 Connection established"
+    target: str = ""  # origin-form request target for a plain request
+
+
+def decide(method: str, target: str, origin: Origin) -> Decision:
+    """Whether a proxy request (`CONNECT host:port`, or `GET http://host:port/path`) is for the app."""
+    if method.upper() == "CONNECT":
+        try:
+            asked = Origin.of(f"{origin.scheme}://{target}")
+        except ValueError:
+            return Decision(False)
+        return Decision(asked.host == origin.host and asked.port == origin.port, tunnel=True)
+    try:
+        parts = urlsplit(target)
+        asked = Origin.of(target)
+    except ValueError:
+        return Decision(False)
+    if asked != origin or parts.username is not None or parts.password is not None:
+        return Decision(False)
+    path = parts.path or "/"
+    return Decision(True, target=path + (f"?{parts.query}" if parts.query else ""))
+
+
+def rewrite_head(head: bytes, target: str) -> bytes:
+    """The request head as the app should get it: origin-form target, no proxy or hop-by-hop headers,
+    one request per connection."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, _, version = lines[0].split(" ", 2)
+    kept = [line for line in lines[1:] if line and line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP]
+    return "\r\n".join([f"{method} {target} {version}", *kept, "Connection: close", "", ""]).encode("latin-1")
+
+
+def _reply(status: str, text: str) -> bytes:
+    body = text.encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + body
+
+
+class SandboxSocket:
+    """Connects to `name` in a directory the sandbox can write, never following a link planted there."""
+
+    def __init__(self, directory: str | os.PathLike[str], name: str) -> None:
+        self.dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.name = name
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        fd = os.open(self.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                raise OSError(errno.ENOTSOCK, f"{self.name} is not a socket")
+            # /proc/self/fd/N names the very inode opened above: no path lookup happens again.
+            return await asyncio.open_unix_connection(f"/proc/self/fd/{fd}", limit=CHUNK)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+
+class AppProxy:
+    """`async with AppProxy(origin, connect) as proxy:` serves on 127.0.0.1:`proxy.port`; `blocked`
+    lists what was refused (method and target), in order."""
+
+    def __init__(self, origin: Origin, connect: Connect) -> None:
+        self.origin = origin
+        self.connect = connect
+        self.blocked: list[str] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> "AppProxy":
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=HEAD_LIMIT)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        method, target, _ = (request_line.split(" ", 2) + ["", ""])[:3]
+        decision = decide(method, target, self.origin)
+        if not decision.allowed:
+            self.blocked.append(f"{method} {target}"[:300])
+            writer.write(_reply("403 Forbidden", f"CodegenApp's UI check only reaches {self.origin}\n"))
+            await writer.drain()
+            return
+        try:
+            app_reader, app_writer = await self.connect()
+        except OSError as exc:
+            writer.write(_reply("502 Bad Gateway", f"the app is not reachable: {exc.strerror or exc}\n"))
+            await writer.drain()
+            return
+        try:
+            if decision.tunnel:
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                app_writer.write(rewrite_head(head, decision.target))
+            # Raw relay until the app closes: every byte goes to the app's socket and nowhere else.
+            upstream = asyncio.create_task(pipe(reader, app_writer))
+            await pipe(app_reader, writer)
+            upstream.cancel()
+            await asyncio.gather(upstream, return_exceptions=True)
+        finally:
+            app_writer.close()
+            with contextlib.suppress(OSError):
+                await app_writer.wait_closed()
