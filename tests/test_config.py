@@ -73,3 +73,8 @@ def test_secrets_are_not_in_repr(tmp_path: Path, app_private_key: str) -> None:
     settings = load(tmp_path, APP_ID="1", PRIVATE_KEY=app_private_key, WEBHOOK_SECRET="hunter2hunter2")
     assert "hunter2hunter2" not in repr(settings)
     assert "PRIVATE KEY" not in repr(settings)
+
+
+def test_the_ui_checks_browser_is_debians_chromium_unless_set(tmp_path: Path) -> None:
+    assert load(tmp_path).chromium_path == "/usr/bin/chromium"
+    assert load(tmp_path, CHROMIUM_PATH="/opt/chromium/chrome").chromium_path == "/opt/chromium/chrome"

@@ -18,6 +18,7 @@ from pipeline.report import (
     annotation_batches,
     annotations_on_changed_lines,
     changed_lines,
+    check_run_images,
     check_run_output,
     clean_output,
     comment_part,
@@ -141,6 +142,26 @@ def test_failure_titles_name_the_failing_steps() -> None:
     assert title(three, "failure") == "a and 2 more failed — 0 of 3 steps passed"
     assert title([step("a")], "failure", reason="3 new findings") == "3 new findings — 1 of 1 steps passed"
     assert len(title([step("x" * 500, "failed")], "failure")) <= 255
+    ui = [step("checkout", stage="checkout"), step("pytest"), step("UI check", "failed", "ui")]
+    assert title(ui, "failure") == "UI check failed — 2 of 3 steps passed"
+
+
+SHOTS = [("/", "https://app.example.com/validations/v/screenshots/a.png"),
+         ("/log in (x)", "https://app.example.com/validations/v/screenshots/b.png")]
+
+
+def test_screenshots_are_linked_and_given_as_check_run_images() -> None:
+    output = check_run_output([step("UI check", stage="ui")], head_sha=SHA, conclusion="success", details_url=None,
+                              screenshots=SHOTS)
+    assert output["summary"].endswith("Screenshots: [`/`](https://app.example.com/validations/v/screenshots/a.png)"
+                                      " · [`/log in (x)`](https://app.example.com/validations/v/screenshots/b.png)\n")
+    body = render_comment([step("UI check", stage="ui")], head_sha=SHA, conclusion="success", screenshots=SHOTS)
+    assert "[`/`](https://app.example.com/validations/v/screenshots/a.png)" in body
+    assert check_run_images(SHOTS) == [
+        {"alt": "Screenshot of /", "image_url": SHOTS[0][1], "caption": "/"},
+        {"alt": "Screenshot of /log in (x)", "image_url": SHOTS[1][1], "caption": "/log in (x)"}]
+    assert "Screenshots" not in check_run_output([step("a")], head_sha=SHA, conclusion="success",
+                                                 details_url=None)["summary"]
 
 
 def test_unknown_conclusion_is_refused() -> None:

@@ -9,6 +9,7 @@ from bot.redact import Redactor
 from pipeline.repo_config import EffectiveConfig, Step
 from pipeline.runner import PipelineRunner, RunPlan, read_workspace_file
 from pipeline.sandbox import Sandbox, SandboxUnavailable
+from pipeline.ui_config import UiConfig
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 
@@ -59,3 +60,14 @@ def test_reading_a_report_never_follows_a_planted_link(tmp_path: Path) -> None:
             read_workspace_file(ws, path, 1000)
     (ws / "real.sarif").write_text("{}")
     assert read_workspace_file(ws, "real.sarif", 1000) == b"{}"
+
+
+@needs_bwrap
+async def test_the_ui_check_is_skipped_when_a_validate_step_failed(tmp_path: Path) -> None:
+    ui = UiConfig(start="sleep 30", url="http://127.0.0.1:8080")
+    config = EffectiveConfig(validate=(Step("tests", "exit 1"), Step("lint", "true")), ui=ui)
+    plan = RunPlan(workspace=workspace(tmp_path), config=config, tracked_files=frozenset({"app.py"}))
+    outcome = await PipelineRunner(await Sandbox.probe()).run(plan, redactor=Redactor())
+    assert [(s.name, s.stage, s.status, s.detail) for s in outcome.steps][-1] == \
+        ("UI check", "ui", "skipped", "validate did not pass")
+    assert outcome.conclusion == "failure" and outcome.screenshots == []

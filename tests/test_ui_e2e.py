@@ -17,7 +17,7 @@ from pipeline.ui_judge import png_size
 from tests.browser import ARTIFACTS, browser_missing
 from tests.pull_requests import open_pull_request
 from tests.test_validation_e2e import check_run, validate
-from tests.ui_app import ABOUT, URL, app_files, page, reach_page, ui_config
+from tests.ui_app import ABOUT, LOGIN, URL, app_files, page, reach_page, ui_config
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`"),
@@ -83,21 +83,25 @@ async def test_a_passing_pr_gets_screenshots_github_can_show(start_bot, fake_git
 
 
 @pytest.mark.slow  # the missing text is waited for (5 s)
+@pytest.mark.skipif(not AXE_SCRIPT.exists(), reason="axe-core is not vendored: make install")
 async def test_a_pr_that_breaks_pages_fails_naming_page_step_and_error(bot, fake_github) -> None:
     pages = PAGES + "    - /report\n"
+    pixel = "data:image/gif;base64,R0lGODlhAQABAAAAACw="
     broken = {"index.html": page("Widgets", "<h1>Widgets</h1>"),
               "about.html": page("About", "<h1>About</h1>", "console.error('about: chart data is undefined');"),
+              "login.html": LOGIN.replace("</form>", f'</form>\n<img src="{pixel}">'),  # no alt text
               "report.txt": None}
-    scenario = open_pull_request(fake_github, config=ui_config(pages), base_files=app_files(), head_files=broken)
+    scenario = open_pull_request(fake_github, config=ui_config(pages, accessibility="enforce"),
+                                 base_files=app_files(), head_files=broken)
     state = await validate(bot, scenario)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "failure"
     assert run["output"]["title"] == "UI check failed — 2 of 3 steps passed"
-    assert "3 of 4 pages failed: /, /about, /report" in run["output"]["summary"]
+    assert "4 of 4 pages failed: /, /login, /about and 1 more" in run["output"]["summary"]
     text = run["output"]["text"]
     assert '✗ / — HTTP 200' in text
     assert 'expect_text: text "Welcome to widgets" not found on the page within 5 s' in text
-    assert "✓ /login" in text
+    assert "✗ /login" in text and "accessibility (critical): Images must have alternative text [image-alt" in text
     assert "✗ /about" in text and "console error: about: chart data is undefined" in text
     assert "✗ /report — HTTP 500" in text and "answered HTTP 500" in text
     assert "The app's output (last lines):" in text and '"GET /report HTTP/1.1" 500' in text

@@ -87,7 +87,8 @@ def app_files(**overrides: Any) -> dict[str, Any]:
     return files
 
 
-def ui_config(pages: str, *, start: str = f"python3 server.py {PORT}", extra: str = "") -> str:
+def ui_config(pages: str, *, start: str = f"python3 server.py {PORT}", extra: str = "",
+              accessibility: str = "report") -> str:
     """A `.github/codegenapp.yml` with a validate step and the UI check of `pages` (YAML, indented 4)."""
     return (f"validate:\n  - test -f server.py\n{extra}ui:\n  start: {start}\n  url: {URL}\n"
-            f"  ready_timeout_seconds: 20\n  pages:\n{pages}")
+            f"  ready_timeout_seconds: 20\n  accessibility: {accessibility}\n  pages:\n{pages}")
