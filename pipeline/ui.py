@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.sandbox import WORKSPACE_MOUNT, BackgroundProcess, Limits, Sandbox, fresh_dir
+from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, fresh_dir
 from pipeline.ui_config import UiConfig, UiPage, UiStep
 from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
                                Violation, png_size)
@@ -85,7 +85,7 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
     origin = Origin.of(ui.url)
     fresh_dir(workspace / SOCKET_DIR)
     sock = SandboxSocket(workspace / SOCKET_DIR, SOCKET_NAME)
-    command = app_command(ui, f"{WORKSPACE_MOUNT}/{SOCKET_DIR}/{SOCKET_NAME}")
+    command = app_command(ui, f"{SOCKET_DIR}/{SOCKET_NAME}")  # relative to the checkout, sandboxed or not
     try:
         async with sandbox.background(command, workspace=workspace, env=env, limits=limits, on_output=log_line,
                                       read_only_binds=[FORWARDER]) as app, AppProxy(origin, sock.connect) as proxy:
