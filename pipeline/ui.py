@@ -3,8 +3,9 @@ screenshots, run axe-core, and say what failed (the judging itself is pure: pipe
 
 Network path (PR code never gets a way out; see pipeline/ui_proxy.py):
 
-    Chromium (host) --HTTP proxy--> AppProxy 127.0.0.1:<ephemeral> (host, only the app's origin)
-        --Unix socket in the workspace--> ui_forwarder.py (sandbox) --TCP--> the app at `ui.url` (sandbox)
+    Chromium (host) --HTTP proxy--> AppProxy 127.0.0.1:<ephemeral> (host, only the app's origin, only
+        with this run's credential) --Unix socket in the workspace--> ui_forwarder.py (sandbox)
+        --TCP--> the app at `ui.url` (sandbox)
 
 The app and the forwarder run in one `Sandbox.background` process: the sandbox's rules, no network
 (its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, launched
@@ -29,7 +30,7 @@ from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, fresh_dir
 from pipeline.ui_config import UiConfig, UiPage, UiStep
 from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
                                Violation, png_size)
-from pipeline.ui_proxy import AppProxy, Origin, SandboxSocket
+from pipeline.ui_proxy import AppProxy, Credential, Origin, SandboxSocket
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
                 outcome.problem = problem
             else:
                 await log_line(f"{ui.url} answered after {time.monotonic() - started:.1f} s\n")
-                await _check_pages(ui, origin, proxy.port, setup, outcome, log_line)
+                await _check_pages(ui, origin, proxy.port, proxy.credential, setup, outcome, log_line)
             if proxy.blocked:  # mostly Chromium's own background requests
                 log.debug("ui check: the proxy refused %s", proxy.blocked)
             outcome.app_output = app.output()[-OUTPUT_TAIL_CHARS:]
@@ -133,8 +134,8 @@ async def wait_until_ready(connect: Callable[[], Awaitable[tuple[asyncio.StreamR
     return f"the app did not answer at {origin} within {seconds:g} s"
 
 
-async def _check_pages(ui: UiConfig, origin: Origin, proxy_port: int, setup: BrowserSetup, outcome: UiOutcome,
-                       log_line: Log) -> None:
+async def _check_pages(ui: UiConfig, origin: Origin, proxy_port: int, credential: Credential, setup: BrowserSetup,
+                       outcome: UiOutcome, log_line: Log) -> None:
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
@@ -144,7 +145,9 @@ async def _check_pages(ui: UiConfig, origin: Origin, proxy_port: int, setup: Bro
         try:
             browser = await playwright.chromium.launch(
                 executable_path=setup.chromium_path, headless=True,
-                proxy={"server": f"http://127.0.0.1:{proxy_port}"},
+                # Playwright answers the proxy's 407 with these; they are never on a command line.
+                proxy={"server": f"http://127.0.0.1:{proxy_port}", "username": credential.username,
+                       "password": credential.password},
                 # Playwright already forces loopback through the proxy; this keeps it so whatever its environment.
                 args=[*CHROMIUM_ARGS, "--proxy-bypass-list=<-loopback>"])
         except PlaywrightError as exc:

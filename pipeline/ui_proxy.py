@@ -9,23 +9,33 @@ symbolic link there pointing at a host socket. So the socket is reached through 
 descriptor the host opened before the app started, without following links, and must be a socket
 (`SandboxSocket`). Whatever answers is untrusted; the proxy only ever connects to that one socket, so
 the origin check decides what the browser may ask for, never where bytes go.
+
+Other local processes can reach 127.0.0.1 too (another PR's setup step shares the host's loopback), so
+each proxy has a fresh random credential (`Credential`) that every request and CONNECT must carry as
+`Proxy-Authorization: Basic ...`; without it the answer is 407 and nothing is relayed. Only Chromium is
+given it (Playwright answers the challenge), and the header never reaches the app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import errno
+import hmac
 import os
+import secrets
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from pipeline.ui_forwarder import pipe
 
 HEAD_LIMIT = 64 * 1024
 CHUNK = 64 * 1024
+REALM = "codegenapp-ui"
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
                "trailer", "upgrade"}
 
@@ -55,10 +65,36 @@ class Origin:
 
 
 @dataclass(frozen=True)
+class Credential:
+    """One UI run's proxy credential. The password is never part of its repr, so it cannot end up in a
+    log line or a report by way of the object."""
+
+    username: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def fresh(cls) -> "Credential":
+        return cls("ui-check", secrets.token_urlsafe(32))
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether a `Proxy-Authorization` value is `Basic` with exactly this username and password
+        (compared in constant time)."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, f"{self.username}:{self.password}".encode())
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     tunnel: bool = False  # CONNECT: relay raw bytes after "200 Connection established"
     target: str = ""  # origin-form request target for a plain request
+    challenge: bool = False  # no or wrong credentials: 407, whatever was asked for
 
 
 def decide(method: str, target: str, origin: Origin) -> Decision:
@@ -80,6 +116,28 @@ def decide(method: str, target: str, origin: Origin) -> Decision:
     return Decision(True, target=path + (f"?{parts.query}" if parts.query else ""))
 
 
+def header_values(head: bytes, name: str) -> list[str]:
+    """Every value of header `name` (any case) in a request head."""
+    wanted = name.lower()
+    found = []
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        key, colon, value = line.partition(":")
+        if colon and key.strip().lower() == wanted:
+            found.append(value.strip())
+    return found
+
+
+def decide_request(head: bytes, origin: Origin, credential: Credential) -> tuple[str, Decision]:
+    """("METHOD target", what to do) for a whole request head: the credential first (one
+    `Proxy-Authorization` header, and the right one), then the origin (`decide`)."""
+    method, target, _ = (head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2) + ["", ""])[:3]
+    asked = f"{method} {target}"
+    authorization = header_values(head, "proxy-authorization")
+    if len(authorization) != 1 or not credential.accepts(authorization[0]):
+        return asked, Decision(False, challenge=True)
+    return asked, decide(method, target, origin)
+
+
 def rewrite_head(head: bytes, target: str) -> bytes:
     """The request head as the app should get it: origin-form target, no proxy or hop-by-hop headers,
     one request per connection."""
@@ -89,10 +147,14 @@ def rewrite_head(head: bytes, target: str) -> bytes:
     return "\r\n".join([f"{method} {target} {version}", *kept, "Connection: close", "", ""]).encode("latin-1")
 
 
-def _reply(status: str, text: str) -> bytes:
+def _reply(status: str, text: str, extra: str = "") -> bytes:
     body = text.encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+    return (f"HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
             f"Connection: close\r\n\r\n").encode() + body
+
+
+CHALLENGE = _reply("407 Proxy Authentication Required", "CodegenApp's UI check proxy needs its credential\n",
+                   f'Proxy-Authenticate: Basic realm="{REALM}"\r\n')
 
 
 class SandboxSocket:
@@ -119,13 +181,16 @@ class SandboxSocket:
 
 
 class AppProxy:
-    """`async with AppProxy(origin, connect) as proxy:` serves on 127.0.0.1:`proxy.port`; `blocked`
-    lists what was refused (method and target), in order."""
+    """`async with AppProxy(origin, connect) as proxy:` serves on 127.0.0.1:`proxy.port` to whoever has
+    `proxy.credential` (fresh for each proxy); `blocked` lists what was refused for its origin (method
+    and target), in order; `challenged` counts requests answered 407."""
 
     def __init__(self, origin: Origin, connect: Connect) -> None:
         self.origin = origin
         self.connect = connect
+        self.credential = Credential.fresh()
         self.blocked: list[str] = []
+        self.challenged = 0
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -159,11 +224,14 @@ class AppProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        method, target, _ = (request_line.split(" ", 2) + ["", ""])[:3]
-        decision = decide(method, target, self.origin)
+        asked, decision = decide_request(head, self.origin, self.credential)
+        if decision.challenge:  # Chromium's requests often get this first, then come again with it
+            self.challenged += 1
+            writer.write(CHALLENGE)
+            await writer.drain()
+            return
         if not decision.allowed:
-            self.blocked.append(f"{method} {target}"[:300])
+            self.blocked.append(asked[:300])
             writer.write(_reply("403 Forbidden", f"CodegenApp's UI check only reaches {self.origin}\n"))
             await writer.drain()
             return

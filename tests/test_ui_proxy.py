@@ -1,16 +1,26 @@
 """The UI check's proxy: which requests it takes (pure), and the real relay over a Unix socket."""
 
 import asyncio
+import base64
 import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from pipeline.ui_proxy import AppProxy, Origin, SandboxSocket, decide, rewrite_head
+from pipeline.ui_proxy import AppProxy, Credential, Origin, SandboxSocket, decide, decide_request, rewrite_head
 from pipeline.ui_screenshots import publicly_reachable, screenshot_file, screenshots_dir
 
 ORIGIN = Origin.of("http://127.0.0.1:8080")
+CREDENTIAL = Credential("ui-check", "s3cret-token")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def auth_line(credential: Credential) -> bytes:
+    return f"Proxy-Authorization: {basic(credential.username, credential.password)}\r\n".encode()
 
 
 @pytest.mark.parametrize(("method", "target", "allowed", "path"), [
@@ -32,6 +42,54 @@ def test_only_the_apps_origin_is_taken(method: str, target: str, allowed: bool, 
     assert decision.allowed is allowed
     if allowed:
         assert decision.tunnel is (method == "CONNECT") and decision.target == path
+
+
+@pytest.mark.parametrize(("authorization", "accepted"), [
+    (basic("ui-check", "s3cret-token"), True),
+    ("basic " + basic("ui-check", "s3cret-token").split()[1], True),  # the scheme in any case
+    (None, False),
+    ("", False),
+    (basic("ui-check", "s3cret-tokem"), False),
+    (basic("ui-check", "s3cret-token "), False),
+    (basic("other", "s3cret-token"), False),
+    (basic("", "ui-check:s3cret-token"), False),
+    ("Bearer s3cret-token", False),
+    ("Basic", False),
+    ("Basic not*base64", False),
+    ("Basic dWktY2hlY2s6czNjcmV0LXRva2V", False),  # cut short
+])
+def test_the_credential_is_basic_with_exactly_that_user_and_password(authorization: str | None,
+                                                                      accepted: bool) -> None:
+    assert CREDENTIAL.accepts(authorization) is accepted
+
+
+@pytest.mark.parametrize(("head", "allowed", "challenge"), [
+    (b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: a\r\n" + auth_line(CREDENTIAL), True, False),
+    (b"CONNECT 127.0.0.1:8080 HTTP/1.1\r\nproxy-authorization:" + auth_line(CREDENTIAL).split(b":", 1)[1],
+     True, False),
+    (b"GET http://127.0.0.1:3001/ HTTP/1.1\r\nHost: a\r\n" + auth_line(CREDENTIAL), False, False),  # 403
+    (b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: a\r\n", False, True),
+    (b"CONNECT 127.0.0.1:8080 HTTP/1.1\r\n", False, True),
+    (b"GET http://127.0.0.1:8080/ HTTP/1.1\r\n" + auth_line(Credential("ui-check", "guess")), False, True),
+    (b"GET http://127.0.0.1:3001/ HTTP/1.1\r\n", False, True),  # nothing about the origin without it
+    (b"GET http://127.0.0.1:8080/ HTTP/1.1\r\n" + auth_line(CREDENTIAL) * 2, False, True),  # one header only
+    (b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nAuthorization: " + basic("ui-check", "s3cret-token").encode()
+     + b"\r\n", False, True),  # the app's header is not the proxy's
+])
+def test_the_credential_comes_before_the_origin(head: bytes, allowed: bool, challenge: bool) -> None:
+    _, decision = decide_request(head + b"\r\n", ORIGIN, CREDENTIAL)
+    assert (decision.allowed, decision.challenge) == (allowed, challenge)
+
+
+def test_each_proxy_has_its_own_credential_and_never_shows_it() -> None:
+    first, second = AppProxy(ORIGIN, _no_app), AppProxy(ORIGIN, _no_app)
+    assert first.credential.password != second.credential.password
+    assert len(first.credential.password) >= 40  # 32 random bytes
+    assert first.credential.password not in repr(first.credential)
+
+
+async def _no_app() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    raise AssertionError("nothing may be relayed")
 
 
 def test_the_request_head_loses_proxy_and_hop_by_hop_headers() -> None:
@@ -66,11 +124,14 @@ async def test_the_proxy_relays_the_app_and_refuses_the_rest(tmp_path: Path) -> 
     sock = SandboxSocket(tmp_path, "app.sock")
     try:
         async with server, AppProxy(ORIGIN, sock.connect) as proxy:
-            ok = await _ask(proxy.port, b"GET http://127.0.0.1:8080/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
-            refused = await _ask(proxy.port, b"GET http://127.0.0.1:3001/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            auth = auth_line(proxy.credential)
+            ok = await _ask(proxy.port, b"GET http://127.0.0.1:8080/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n" + auth
+                            + b"\r\n")
+            refused = await _ask(proxy.port, b"GET http://127.0.0.1:3001/ HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
     finally:
         sock.close()
     assert ok.startswith(b"HTTP/1.1 200 OK") and ok.endswith(b"hello")
+    # the app never sees the credential
     assert seen == [b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"]
     assert refused.startswith(b"HTTP/1.1 403") and b"only reaches http://127.0.0.1:8080" in refused
     assert proxy.blocked == ["GET http://127.0.0.1:3001/"]
@@ -98,10 +159,45 @@ async def test_a_link_planted_in_place_of_the_socket_is_never_followed(tmp_path:
         with pytest.raises(OSError):
             await sock.connect()
         async with server, AppProxy(ORIGIN, sock.connect) as proxy:
-            answer = await _ask(proxy.port, b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = await _ask(proxy.port, b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: a\r\n"
+                                + auth_line(proxy.credential) + b"\r\n")
     finally:
         sock.close()
     assert answer.startswith(b"HTTP/1.1 502") and seen == []
+
+
+async def test_without_the_runs_credential_the_proxy_answers_407_and_reaches_nothing(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    server = await _app_socket(tmp_path, seen)
+    sock = SandboxSocket(tmp_path, "app.sock")
+    connects = 0
+
+    async def counting_connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        nonlocal connects
+        connects += 1
+        return await sock.connect()
+
+    get = b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    connect = b"CONNECT 127.0.0.1:8080 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    try:
+        async with server, AppProxy(ORIGIN, counting_connect) as proxy, \
+                AppProxy(ORIGIN, counting_connect) as other_run:
+            answers = [await _ask(proxy.port, request + b"\r\n" + b"hello app") for request in (
+                get, connect,
+                get + auth_line(Credential(proxy.credential.username, "guess")),
+                connect + auth_line(Credential(proxy.credential.username, "guess")),
+                get + auth_line(other_run.credential),  # another run's credential is no good here
+                get + f"Proxy-Authorization: Bearer {proxy.credential.password}\r\n".encode(),
+                get + f"Authorization: {basic(proxy.credential.username, proxy.credential.password)}\r\n".encode(),
+            )]
+            challenged = proxy.challenged
+    finally:
+        sock.close()
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+        assert b'\r\nProxy-Authenticate: Basic realm="codegenapp-ui"\r\n' in answer
+        assert b"hello" not in answer
+    assert (challenged, connects, seen, proxy.blocked) == (len(answers), 0, [], [])
 
 
 async def test_the_directory_is_the_one_opened_even_if_it_is_swapped(tmp_path: Path) -> None:
