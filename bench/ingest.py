@@ -129,6 +129,8 @@ async def run(n: int, concurrency: int, installations: int) -> None:
     command = [sys.executable, "-m", "bot", "serve"]
     if os.environ.get("BENCH_PROFILE"):  # BENCH_PROFILE=/tmp/server.prof: cProfile of the server
         command = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "bot", "serve"]
+    if os.environ.get("BENCH_WRAP"):  # e.g. BENCH_WRAP="py-spy record -r 500 -f raw -t -o /tmp/s.txt --"
+        command = os.environ["BENCH_WRAP"].split() + command
     server = await asyncio.create_subprocess_exec(*command, cwd=data_dir, env=env)
     url = f"http://127.0.0.1:{port}"
     template = base_payload()

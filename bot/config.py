@@ -57,6 +57,7 @@ class Settings:
     github_writes_per_minute: int = 80
     github_writes_per_hour: int = 500
     worker_concurrency: int = 8
+    webhook_concurrency: int = 32
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
     chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
@@ -225,6 +226,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         github_writes_per_minute=_int(values, "GITHUB_WRITES_PER_MINUTE", 80, problems),
         github_writes_per_hour=_int(values, "GITHUB_WRITES_PER_HOUR", 500, problems),
         worker_concurrency=_int(values, "WORKER_CONCURRENCY", 8, problems),
+        webhook_concurrency=_int(values, "WEBHOOK_CONCURRENCY", 32, problems),
         job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
         job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
         chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),

@@ -4,13 +4,19 @@ Every read or write is a plain function over a SQLAlchemy `Connection`, run as o
 
     rows = await db.read(lambda conn: conn.execute(stmt).all())
 
-SQLite: WAL, a busy timeout, and every write transaction opened with BEGIN IMMEDIATE so a
-read-then-write can never lose an update (the platform notes measured the driver default losing
-half of them). A unit of work runs whole on one database thread: writes on a single writer thread,
-so they queue in Python instead of spinning in SQLite's busy handler; reads on their own small pool
-(WAL lets them run beside the writer). Running each transaction in one thread hop, instead of one hop
-per statement as aiosqlite does, is what makes a commit cost ~0.3 ms instead of ~1 ms here
-(bench/README.md).
+A unit of work only touches the database (it may run twice: see below), so it must not do other I/O.
+
+SQLite: WAL, and every write transaction opened with BEGIN IMMEDIATE so a read-then-write can never
+lose an update (the platform notes measured the driver default losing half of them).
+
+A unit of work runs *inline* on the event loop's thread, on a connection of its own that never waits
+for a lock (busy_timeout 0): a small transaction costs tens of microseconds there, where a hop to a
+database thread costs ~0.3 ms and, under load, a wait for the GIL after every statement (the thread
+releases it for each SQLite call and queues behind the loop to get it back; bench/README.md). When
+the database is locked (another process, or a transaction already running on the fallback thread),
+the inline attempt is rolled back and the unit of work runs again on a writer thread that waits for the
+lock (busy timeout) without blocking the loop. WAL checkpoints, which write and fsync the database
+file, also run on that thread, never inline.
 
 PostgreSQL: the async engine (asyncpg) runs the same functions through `run_sync`.
 """
@@ -18,28 +24,41 @@ PostgreSQL: the async engine (asyncpg) runs the same functions through `run_sync
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_READ_THREADS = 2
+# Checkpoint (on the writer thread) after this many inline write transactions, or at the latest
+# CHECKPOINT_SECONDS after a write: SQLite's own auto-checkpoint would run inside a commit on the loop.
+CHECKPOINT_EVERY_WRITES = 500
+CHECKPOINT_SECONDS = 1.0
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Take over transaction control from Python's sqlite3 module (see BEGIN IMMEDIATE below).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from Python's sqlite3 module (see BEGIN IMMEDIATE below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.close()
+    return on_connect
 
 
 def _begin_immediate(connection: Connection) -> None:
@@ -55,12 +74,22 @@ def sync_url(url: str) -> str:
     return "sqlite://" + url.split("://", 1)[1] if url.startswith("sqlite") else url
 
 
-def _sqlite_engine(url: str, *, begin: Callable[[Connection], None], pool_size: int) -> Engine:
-    engine = create_engine(sync_url(url), pool_size=pool_size, max_overflow=0, pool_reset_on_return=None,
-                           connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_pragmas)
+def _sqlite_engine(url: str, *, begin: Callable[[Connection], None], pool_size: int = 1,
+                   busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, single: bool = False) -> Engine:
+    options: dict[str, Any] = {"poolclass": StaticPool} if single else {"pool_size": pool_size, "max_overflow": 0}
+    engine = create_engine(sync_url(url), pool_reset_on_return=None, connect_args={"check_same_thread": False},
+                           **options)
+    event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
     event.listen(engine, "begin", begin)
     return engine
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    orig = exc.orig
+    if not isinstance(orig, sqlite3.OperationalError):
+        return False
+    code = getattr(orig, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in str(orig)
 
 
 class Database:
@@ -69,10 +98,17 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._async_engine: AsyncEngine | None = None
         if self.is_sqlite:
-            self._write_engine = _sqlite_engine(url, begin=_begin_immediate, pool_size=1)
+            # inline (on the loop): one connection each, never waiting for a lock
+            self._inline_write = _sqlite_engine(url, begin=_begin_immediate, busy_timeout_ms=0, single=True)
+            self._inline_read = _sqlite_engine(url, begin=_begin_deferred, busy_timeout_ms=0, single=True)
+            # fallback and checkpoints (threads): wait for the lock
+            self._write_engine = _sqlite_engine(url, begin=_begin_immediate)
             self._read_engine = _sqlite_engine(url, begin=_begin_deferred, pool_size=SQLITE_READ_THREADS)
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-write")
             self._readers = ThreadPoolExecutor(SQLITE_READ_THREADS, thread_name_prefix="db-read")
+            self._writes_since_checkpoint = 0
+            self._checkpoint_handle: asyncio.TimerHandle | None = None
+            self._checkpointing: asyncio.Future[Any] | None = None
         else:
             self._async_engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
@@ -85,25 +121,75 @@ class Database:
         if self._async_engine is not None:
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(work)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, _in_transaction,
-                                                                self._write_engine, work)
+        try:
+            result = _in_transaction(self._inline_write, work)
+        except OperationalError as exc:
+            if not _is_locked(exc):
+                raise
+            result = await asyncio.get_running_loop().run_in_executor(self._writer, _in_transaction,
+                                                                      self._write_engine, work)
+        self._wrote()
+        return result
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         if self._async_engine is not None:
             async with self._async_engine.connect() as conn:
                 return await conn.run_sync(work)
+        try:
+            return _in_transaction(self._inline_read, work)
+        except OperationalError as exc:
+            if not _is_locked(exc):
+                raise
         return await asyncio.get_running_loop().run_in_executor(self._readers, _in_transaction,
                                                                 self._read_engine, work)
 
     async def run_migration(self, work: Callable[[Connection], T]) -> T:
-        """For Alembic: `work` gets a connection in a transaction (DDL included)."""
-        return await self.write(work)
+        """For Alembic: `work` gets a connection in a transaction (DDL included), off the loop."""
+        if self._async_engine is not None:
+            return await self.write(work)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, _in_transaction,
+                                                                self._write_engine, work)
+
+    # WAL checkpoints, on the writer thread
+    def _wrote(self) -> None:
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= CHECKPOINT_EVERY_WRITES:
+            self._checkpoint()
+        elif self._checkpoint_handle is None:
+            self._checkpoint_handle = asyncio.get_running_loop().call_later(CHECKPOINT_SECONDS, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        if self._checkpoint_handle is not None:
+            self._checkpoint_handle.cancel()
+            self._checkpoint_handle = None
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return  # the next write schedules another
+        self._writes_since_checkpoint = 0
+        self._checkpointing = asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint_now)
+
+    def _checkpoint_now(self) -> None:
+        try:
+            raw = self._write_engine.raw_connection()  # outside any transaction, as a checkpoint must be
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                raw.close()
+        except Exception:  # noqa: BLE001 - a later checkpoint catches up
+            log.warning("WAL checkpoint failed", exc_info=True)
 
     async def dispose(self) -> None:
         if self._async_engine is not None:
             await self._async_engine.dispose()
             return
+        if self._checkpoint_handle is not None:
+            self._checkpoint_handle.cancel()
+            self._checkpoint_handle = None
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._checkpoint_now)
+        self._inline_write.dispose()
+        self._inline_read.dispose()
         await loop.run_in_executor(self._writer, self._write_engine.dispose)
         await loop.run_in_executor(self._readers, self._read_engine.dispose)
         self._writer.shutdown(wait=False)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pipeline.merger import MergeService
     from pipeline.sandbox import Sandbox
     from pipeline.validation import ValidationService
-    from worker.runner import Worker
+    from worker.runner import Lane, Worker
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def build_worker(services: Services) -> "Worker":
     from handlers import handle_delivery
     from pipeline.agent_runs import agent_job_handlers
     from pipeline.validation import JOB_VALIDATE
-    from worker.runner import Worker
+    from worker.runner import Lane, Worker
 
     async def run_webhook(job):  # type: ignore[no-untyped-def]
         await handle_delivery(services, job)
@@ -177,6 +177,10 @@ def build_worker(services: Services) -> "Worker":
         await services.validations.run_job(job)
 
     handlers = {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: run_validation, **agent_job_handlers(services)}
-    return Worker(services.store, handlers, bus=services.bus,
-                  concurrency=services.settings.worker_concurrency,
+    settings = services.settings
+    # Webhook jobs are short and end in what the user sees first (the check run): they have slots of
+    # their own, and the long jobs wait while a burst of them is handled (worker/policy.py).
+    lanes = [Lane("webhooks", settings.webhook_concurrency, frozenset({JOB_WEBHOOK}), urgent=True),
+             Lane("background", settings.worker_concurrency)]
+    return Worker(services.store, handlers, bus=services.bus, lanes=lanes,
                   lease_seconds=services.settings.job_lease_seconds)

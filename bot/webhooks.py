@@ -131,7 +131,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "pong", "zen": delivery.payload.get("zen")})
 
     worker = services.worker
-    lease_owner = worker.worker_id if worker is not None and worker.try_reserve() else None
+    lease_owner = worker.worker_id if worker is not None and worker.try_reserve(JOB_WEBHOOK) else None
     try:
         stored = await services.store.deliveries.store(IncomingDelivery(
             id=delivery.id, event=delivery.event, action=delivery.action,
@@ -141,11 +141,11 @@ async def receive(request: web.Request) -> web.StreamResponse:
             lease_seconds=settings.job_lease_seconds))
     except BaseException:
         if lease_owner is not None:
-            worker.cancel_reservation()  # type: ignore[union-attr]
+            worker.cancel_reservation(JOB_WEBHOOK)  # type: ignore[union-attr]
         raise
     if stored.duplicate:
         if lease_owner is not None:
-            worker.cancel_reservation()  # type: ignore[union-attr]
+            worker.cancel_reservation(JOB_WEBHOOK)  # type: ignore[union-attr]
         metrics.DUPLICATE_DELIVERIES.inc()
         return web.json_response({"status": "duplicate", "delivery": delivery.id}, status=200)
 
@@ -156,5 +156,5 @@ async def receive(request: web.Request) -> web.StreamResponse:
             worker.run_reserved(ClaimedJob(stored.job_id, JOB_WEBHOOK, delivery.id, {}, 1,
                                            settings.job_max_attempts))
         else:
-            worker.wake()
+            worker.wake(JOB_WEBHOOK)
     return web.json_response({"status": "accepted", "delivery": delivery.id}, status=202)

@@ -342,14 +342,14 @@ class AgentRunService:
         if worker is None:
             return
         if after <= 0:
-            worker.wake()
+            worker.wake(JOB_AGENT_RUN)
             return
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
 
         def fire() -> None:
             self._timers.discard(timer)  # type: ignore[arg-type]
-            worker.wake()
+            worker.wake(JOB_AGENT_RUN)
 
         timer = loop.call_later(after + 0.02, fire)
         self._timers.add(timer)

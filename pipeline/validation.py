@@ -134,11 +134,9 @@ class ValidationService:
             "name": CHECK_NAME, "head_sha": pr.head_sha, "status": "in_progress", "started_at": _now(),
             "details_url": self.details_url(state.id), "external_id": state.id,
             "output": {"title": "Validation queued", "summary": f"Validating {pr.head_sha[:7]}."}})
-        await self.store.set_check_run(state.id, check_run["id"])
-        await self.services.store.jobs.enqueue(JOB_VALIDATE, args={"validation_id": state.id},
-                                               dedupe_key=f"validate:{state.id}", max_attempts=3)
+        await self.store.set_check_run(state.id, check_run["id"], then_queue=JOB_VALIDATE, max_attempts=3)
         if self.services.worker is not None:
-            self.services.worker.wake()
+            self.services.worker.wake(JOB_VALIDATE)
         self.services.bus.publish("validation.started", project_id=project.id, validation_id=state.id,
                                   pr_number=pr.number, head_sha=pr.head_sha)
         return state

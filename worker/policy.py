@@ -31,3 +31,33 @@ def exhausted_by_lease_expiry(attempts: int, max_attempts: int) -> bool:
 def lost_leases(running: Iterable[int], still_held: set[int]) -> set[int]:
     """Jobs this worker runs whose lease another worker has taken over (it must stop them)."""
     return {job_id for job_id in running if job_id not in still_held}
+
+
+# Background jobs (validations, agent runs) yield the event loop to a burst of webhooks: each webhook
+# job ends with the user-visible `in_progress` check run, which should not wait behind the tail of
+# another PR's validation. The yielding is bounded, so background work never starves.
+QUIET_SECONDS = 0.1
+MAX_DEFER_SECONDS = 5.0
+
+
+def background_may_start(*, now: float, urgent_busy: bool, last_urgent_at: float | None,
+                         deferred_since: float | None, quiet: float = QUIET_SECONDS,
+                         max_defer: float = MAX_DEFER_SECONDS) -> bool:
+    """May the worker start background jobs now? Yes when urgent work has been quiet for `quiet`
+    seconds, or when background work has already been held back for `max_defer` seconds."""
+    if deferred_since is not None and now - deferred_since >= max_defer:
+        return True
+    if urgent_busy:
+        return False
+    return last_urgent_at is None or now - last_urgent_at >= quiet
+
+
+def background_wait(*, now: float, last_urgent_at: float | None, deferred_since: float | None,
+                    quiet: float = QUIET_SECONDS, max_defer: float = MAX_DEFER_SECONDS) -> float:
+    """Seconds until `background_may_start` can next turn true without anything else happening."""
+    waits = []
+    if last_urgent_at is not None:
+        waits.append(last_urgent_at + quiet - now)
+    if deferred_since is not None:
+        waits.append(deferred_since + max_defer - now)
+    return max(0.0, min(waits)) if waits else 0.0

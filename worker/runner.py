@@ -12,7 +12,8 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bot import metrics
@@ -21,54 +22,98 @@ from bot.logs import job_context
 from bot.models import utcnow
 from bot.store import ClaimedJob, Store
 from bot.store.batch import GroupCommit
-from worker.policy import exhausted_by_lease_expiry, lost_leases, retry_delay
+from worker.policy import background_may_start, background_wait, exhausted_by_lease_expiry, lost_leases, retry_delay
 
 log = logging.getLogger(__name__)
 
 JobHandler = Callable[[ClaimedJob], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Lane:
+    """A share of the worker: which job kinds it runs, and how many at once."""
+
+    name: str
+    concurrency: int
+    kinds: frozenset[str] | None = None  # None: every kind no other lane names
+    urgent: bool = False  # the other lanes' jobs wait while this lane is busy (worker/policy.py)
+
+
+class _LaneState:
+    def __init__(self, lane: Lane, exclude: frozenset[str]) -> None:
+        self.lane = lane
+        self.exclude = exclude
+        self.running: set[int] = set()
+        self.reserved = 0
+        # Whether jobs may be waiting in the database beyond what this lane holds: set when the
+        # ingress could not hand a job over, or a claim filled every free slot. Finishing a job only
+        # triggers a claim then, instead of an empty claim transaction after every job.
+        self.backlog = True
+        self.next_poll_at = 0.0
+
+    @property
+    def free(self) -> int:
+        return self.lane.concurrency - len(self.running) - self.reserved
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running) or self.reserved > 0
+
+    def takes(self, kind: str) -> bool:
+        return kind in self.lane.kinds if self.lane.kinds is not None else kind not in self.exclude
+
+
 class Worker:
     def __init__(self, store: Store, handlers: dict[str, JobHandler], *, bus: EventBus | None = None,
-                 concurrency: int = 8, lease_seconds: float = 60.0, poll_interval: float = 1.0,
-                 worker_id: str | None = None) -> None:
+                 concurrency: int = 8, lanes: Sequence[Lane] | None = None, lease_seconds: float = 60.0,
+                 poll_interval: float = 1.0, worker_id: str | None = None) -> None:
         self.store = store
         self.handlers = handlers
         self.bus = bus or EventBus()
-        self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lanes = list(lanes or [Lane("jobs", concurrency)])
+        named = frozenset().union(*(lane.kinds for lane in lanes if lane.kinds is not None))
+        self._lanes = [_LaneState(lane, named) for lane in lanes]
+        self.concurrency = sum(lane.concurrency for lane in lanes)
         self._running: dict[int, asyncio.Task[None]] = {}
-        self._reserved = 0
         self._wake = asyncio.Event()
-        # Whether jobs may be waiting in the database beyond what this worker holds: set when the
-        # ingress could not hand a job over, or a claim filled every free slot. Finishing a job only
-        # triggers a claim then, instead of an empty claim transaction after every job.
-        self._backlog = True
+        self._last_urgent_at: float | None = None
+        self._deferred_since: float | None = None
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._started_at = utcnow()
         self._completions: GroupCommit[int, bool] = GroupCommit(self._complete_batch)
 
+    def _lane_for(self, kind: str) -> _LaneState:
+        for state in self._lanes:
+            if state.takes(kind):
+                return state
+        return self._lanes[-1]
+
     # capacity shared with the ingress, which may hand jobs over already leased to this worker
-    def try_reserve(self) -> bool:
-        if self._stopping or len(self._running) + self._reserved >= self.concurrency:
+    def try_reserve(self, kind: str) -> bool:
+        lane = self._lane_for(kind)
+        if self._stopping or lane.free <= 0:
             return False
-        self._reserved += 1
+        lane.reserved += 1
+        self._touch(lane)
         return True
 
-    def cancel_reservation(self) -> None:
-        self._reserved -= 1
+    def cancel_reservation(self, kind: str) -> None:
+        self._lane_for(kind).reserved -= 1
 
     def run_reserved(self, job: ClaimedJob) -> None:
-        self._reserved -= 1
+        self._lane_for(job.kind).reserved -= 1
         self._spawn(job)
 
-    def wake(self) -> None:
-        """A job was queued for any worker to claim."""
-        self._backlog = True
+    def wake(self, kind: str | None = None) -> None:
+        """A job (of `kind`, or of any kind) was queued for any worker to claim."""
+        for lane in self._lanes:
+            if kind is None or lane.takes(kind):
+                lane.backlog = True
         self._wake.set()
 
     @property
@@ -80,7 +125,8 @@ class Worker:
         await self.store.heartbeats.beat(self.worker_id, running_jobs=0, started_at=self._started_at)
         self._loop_task = asyncio.create_task(self._claim_loop(), name="worker-claim-loop")
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
-        log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
+        log.info("worker %s started (%s)", self.worker_id,
+                 ", ".join(f"{s.lane.name}: {s.lane.concurrency}" for s in self._lanes))
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Stop claiming; let running jobs finish within `grace` seconds, then give the rest back."""
@@ -101,29 +147,58 @@ class Worker:
         await self.store.heartbeats.remove(self.worker_id)
         log.info("worker %s stopped", self.worker_id)
 
+    def _touch(self, lane: _LaneState) -> None:
+        if lane.lane.urgent:
+            self._last_urgent_at = time.monotonic()
+
+    def _background_allowed(self, now: float) -> bool:
+        if not any(state.lane.urgent for state in self._lanes):
+            return True
+        allowed = background_may_start(now=now, urgent_busy=any(s.busy for s in self._lanes if s.lane.urgent),
+                                       last_urgent_at=self._last_urgent_at, deferred_since=self._deferred_since)
+        if allowed:
+            self._deferred_since = None
+        elif self._deferred_since is None:
+            self._deferred_since = now
+        return allowed
+
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.concurrency - len(self._running) - self._reserved
-            claimed: list[ClaimedJob] = []
-            if free > 0:
+            again = False
+            wait = self.poll_interval
+            for lane in self._lanes:
+                now = time.monotonic()
+                free = lane.free
+                if free <= 0 or not (lane.backlog or now >= lane.next_poll_at):
+                    continue
+                if not lane.lane.urgent and not self._background_allowed(now):
+                    wait = min(wait, max(0.01, background_wait(now=now, last_urgent_at=self._last_urgent_at,
+                                                               deferred_since=self._deferred_since)))
+                    continue
+                claimed: list[ClaimedJob] = []
                 try:
-                    claimed = await self.store.jobs.claim(self.worker_id, limit=free,
-                                                          lease_seconds=self.lease_seconds)
+                    claimed = await self.store.jobs.claim(
+                        self.worker_id, limit=free, lease_seconds=self.lease_seconds,
+                        kinds=lane.lane.kinds, exclude_kinds=lane.exclude if lane.lane.kinds is None else None)
                 except Exception:  # the database may be briefly unavailable; try again next round
                     log.exception("claiming jobs failed")
+                lane.next_poll_at = time.monotonic() + self.poll_interval
                 for job in claimed:
                     self._spawn(job)
-            if free > 0:
-                self._backlog = len(claimed) == free
-                if self._backlog:
-                    continue
+                lane.backlog = len(claimed) == free
+                again = again or lane.backlog
+            if again:
+                continue
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
 
     def _spawn(self, job: ClaimedJob) -> None:
+        lane = self._lane_for(job.kind)
+        lane.running.add(job.id)
+        self._touch(lane)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._running[job.id] = task
 
@@ -148,11 +223,14 @@ class Worker:
                 await self._completions.submit(job.id)
             finally:
                 self._running.pop(job.id, None)
+                lane = self._lane_for(job.kind)
+                lane.running.discard(job.id)
+                self._touch(lane)
                 metrics.JOB_OUTCOMES.labels(job.kind, outcome).inc()
                 metrics.JOB_DURATION.labels(job.kind).observe(time.monotonic() - started)
                 self.bus.publish("job.finished", job_id=job.id, kind=job.kind, outcome=outcome,
                                  delivery_id=job.delivery_id, attempts=job.attempts)
-                if self._backlog or outcome == "retry":
+                if lane.backlog or outcome == "retry":
                     self._wake.set()
 
     async def _record_failure(self, job: ClaimedJob, exc: Exception) -> str:

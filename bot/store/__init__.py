@@ -26,7 +26,7 @@ class Store:
         self.projects = ProjectStore(db, crypto, github_url=github_url)
         self.audit = AuditStore(db)
         self.heartbeats = HeartbeatStore(db)
-        self.validations = ValidationStore(db)
+        self.validations = ValidationStore(db, self.jobs)
         self.agent_runs = AgentRunStore(db)
         self.pull_requests = PullRequestStore(db)
 

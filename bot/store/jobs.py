@@ -32,10 +32,15 @@ class ClaimedJob:
 _CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts)
 
 
-def _claim_statement(*, skip_locked: bool) -> Any:
+def _claim_statement(*, skip_locked: bool, kinds: frozenset[str] | None = None,
+                     exclude_kinds: frozenset[str] | None = None) -> Any:
     now = bindparam("now")
     claimable = or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
                     and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now))
+    if kinds is not None:
+        claimable = and_(claimable, Job.kind.in_(sorted(kinds)))
+    if exclude_kinds:
+        claimable = and_(claimable, Job.kind.not_in(sorted(exclude_kinds)))
     candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(bindparam("limit"))
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)
@@ -61,28 +66,42 @@ _COMPLETE = (update(Job)
 class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._claim = _claim_statement(skip_locked=not db.is_sqlite)
+        self._claims: dict[tuple[frozenset[str] | None, frozenset[str] | None], Any] = {}
+        self._insert = insert(Job).returning(Job.id)
+        self._insert_deduped = (upsert_insert(db, Job).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                                .returning(Job.id))
 
     async def enqueue(self, kind: str, *, args: dict[str, Any] | None = None, delivery_id: str | None = None,
                       dedupe_key: str | None = None, run_after: datetime | None = None,
                       max_attempts: int = 5) -> int | None:
         """Add a job; with a dedupe_key that is already known, adds nothing and returns None."""
+        return await self._db.write(lambda conn: self.add(conn, kind, args=args, delivery_id=delivery_id,
+                                                          dedupe_key=dedupe_key, run_after=run_after,
+                                                          max_attempts=max_attempts))
+
+    def add(self, conn: Connection, kind: str, *, args: dict[str, Any] | None = None,
+            delivery_id: str | None = None, dedupe_key: str | None = None, run_after: datetime | None = None,
+            max_attempts: int = 5) -> int | None:
+        """`enqueue` as a part of another unit of work (the job is queued if that one commits)."""
+        now = utcnow()
         values = {"kind": kind, "args": args or {}, "delivery_id": delivery_id, "dedupe_key": dedupe_key,
                   "status": JOB_QUEUED, "attempts": 0, "max_attempts": max_attempts,
-                  "run_after": run_after or utcnow(), "created_at": utcnow()}
-        if dedupe_key is None:
-            stmt = insert(Job).values(values).returning(Job.id)
-        else:
-            stmt = (upsert_insert(self._db, Job).values(values)
-                    .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Job.id))
-        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none())
+                  "run_after": run_after or now, "created_at": now, "lease_owner": None,
+                  "lease_expires_at": None, "last_error": None, "finished_at": None}
+        return conn.execute(self._insert if dedupe_key is None else self._insert_deduped, values).scalar_one_or_none()
 
-    async def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+    async def claim(self, owner: str, *, limit: int, lease_seconds: float, kinds: frozenset[str] | None = None,
+                    exclude_kinds: frozenset[str] | None = None) -> list[ClaimedJob]:
+        """Lease up to `limit` due jobs (of `kinds` only, or of any kind but `exclude_kinds`)."""
         if limit <= 0:
             return []
+        key = (kinds, exclude_kinds or None)
+        if (statement := self._claims.get(key)) is None:
+            statement = self._claims[key] = _claim_statement(skip_locked=not self._db.is_sqlite, kinds=kinds,
+                                                             exclude_kinds=exclude_kinds)
         now = utcnow()
         params = {"now": now, "limit": limit, "owner": owner, "lease_until": now + timedelta(seconds=lease_seconds)}
-        rows = await self._db.write(lambda conn: conn.execute(self._claim, params).all())
+        rows = await self._db.write(lambda conn: conn.execute(statement, params).all())
         return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
     async def extend_leases(self, owner: str, job_ids: list[int], *, lease_seconds: float) -> set[int]:

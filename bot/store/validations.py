@@ -9,18 +9,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from bot.db import Database
 from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
                         VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, PullRequestComment,
                         ValidationState, new_id, utcnow)
-from bot.store.sql import entities, entity, upsert_insert
+from bot.store.jobs import JobStore
+from bot.store.sql import entities, entity, from_rows, upsert_insert
+
+_COLUMNS = tuple(ValidationState.__table__.c)
+# The start of a validation is on every pull request's path: its statements are built once.
+_SUPERSEDE = (update(ValidationState)
+              .where(ValidationState.project_id == bindparam("b_project"),
+                     ValidationState.pr_number == bindparam("b_pr"),
+                     ValidationState.head_sha != bindparam("b_head"),
+                     ValidationState.status.in_((*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+              .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
+                      completed_at=bindparam("b_now"), title=bindparam("b_title"))
+              .returning(*_COLUMNS))
+_ACTIVE_FOR_HEAD = (select(*_COLUMNS)
+                    .where(ValidationState.project_id == bindparam("b_project"),
+                           ValidationState.pr_number == bindparam("b_pr"),
+                           ValidationState.head_sha == bindparam("b_head"),
+                           ValidationState.status.in_(VALIDATION_ACTIVE))
+                    .order_by(ValidationState.created_at.desc()).limit(1))
+_INSERT = insert(ValidationState).returning(*_COLUMNS)
+_SET_CHECK_RUN = (update(ValidationState).where(ValidationState.id == bindparam("b_id"))
+                  .values(check_run_id=bindparam("b_check_run")))
 
 
 class ValidationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, jobs: JobStore) -> None:
         self._db = db
+        self._jobs = jobs
 
     async def create(self, *, project_id: str, pr_number: int, head_sha: str, base_sha: str | None = None,
                      is_fork: bool = False, author: str | None = None, trigger: str = "pull_request",
@@ -42,11 +64,9 @@ class ValidationStore:
 
         def work(conn: Connection) -> tuple[list[ValidationState], ValidationState]:
             ended = _supersede(conn, project_id, pr_number, "restart" if restart else head_sha)
-            active = None if restart else entity(conn, select(ValidationState).where(
-                ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
-                ValidationState.head_sha == head_sha, ValidationState.status.in_(VALIDATION_ACTIVE))
-                .order_by(ValidationState.created_at.desc()))
-            return ended, active or _insert(conn, values)
+            active = None if restart else from_rows(ValidationState, conn.execute(_ACTIVE_FOR_HEAD, {
+                "b_project": project_id, "b_pr": pr_number, "b_head": head_sha}).mappings())
+            return ended, active[0] if active else _insert(conn, values)
 
         return await self._db.write(work)
 
@@ -54,9 +74,17 @@ class ValidationStore:
         return await self._fenced(validation_id, VALIDATION_ACTIVE + (VALIDATION_WAITING,), {
             "status": VALIDATION_COMPLETED, "conclusion": "cancelled", "title": title, "completed_at": utcnow()})
 
-    async def set_check_run(self, validation_id: str, check_run_id: int) -> None:
-        stmt = update(ValidationState).where(ValidationState.id == validation_id).values(check_run_id=check_run_id)
-        await self._db.write(lambda conn: conn.execute(stmt))
+    async def set_check_run(self, validation_id: str, check_run_id: int, *, then_queue: str | None = None,
+                            max_attempts: int = 3) -> None:
+        """Record the validation's check run and, with `then_queue`, queue its job of that kind in the
+        same transaction (the job never runs before the check run it reports to is known)."""
+        def work(conn: Connection) -> None:
+            conn.execute(_SET_CHECK_RUN, {"b_id": validation_id, "b_check_run": check_run_id})
+            if then_queue is not None:
+                self._jobs.add(conn, then_queue, args={"validation_id": validation_id},
+                               dedupe_key=f"{then_queue}:{validation_id}", max_attempts=max_attempts)
+
+        await self._db.write(work)
 
     async def start(self, validation_id: str) -> bool:
         return await self._fenced(validation_id, VALIDATION_ACTIVE,
@@ -144,21 +172,14 @@ class ValidationStore:
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
-    validation_id = new_id()
-    conn.execute(insert(ValidationState).values(id=validation_id, status=VALIDATION_QUEUED, test_results={},
-                                                created_at=utcnow(), **values))
-    found = entity(conn, select(ValidationState).where(ValidationState.id == validation_id))
-    assert found is not None
-    return found
+    row = {column.key: None for column in _COLUMNS}
+    row.update(values, id=new_id(), status=VALIDATION_QUEUED, test_results={}, auto_merge_eligible=False,
+               created_at=utcnow())
+    return from_rows(ValidationState, conn.execute(_INSERT, row).mappings())[0]
 
 
 def _supersede(conn: Connection, project_id: str, pr_number: int, new_head_sha: str) -> list[ValidationState]:
-    found = entities(conn, select(ValidationState).where(
-        ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
-        ValidationState.head_sha != new_head_sha,
-        ValidationState.status.in_((*VALIDATION_ACTIVE, VALIDATION_WAITING))))
-    if found:
-        conn.execute(update(ValidationState).where(ValidationState.id.in_([v.id for v in found]))
-                     .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=new_head_sha,
-                             completed_at=utcnow(), title=f"Superseded by {new_head_sha[:7]}"))
-    return found
+    """End every active or waiting validation of the PR at another head; returns them (now ended)."""
+    return from_rows(ValidationState, conn.execute(_SUPERSEDE, {
+        "b_project": project_id, "b_pr": pr_number, "b_head": new_head_sha, "b_now": utcnow(),
+        "b_title": f"Superseded by {new_head_sha[:7]}"}).mappings())
