@@ -77,6 +77,17 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
     if not settings.app_configured:
         log.warning("GitHub App not configured (%s missing): webhooks answer 503 until it is; see %s/",
                     ", ".join(settings.missing_app_settings), settings.public_url)
+    if settings.database_url.startswith("sqlite"):
+        import subprocess
+
+        from bot.migrate import upgrade_in_child
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            upgrade_in_child(settings.database_url)
+        except subprocess.CalledProcessError:
+            print("codegenapp: migrating the SQLite database failed (see above)", file=sys.stderr)
+            return 2
     try:
         web.run_app(create_app(settings, with_worker=with_worker), host=host or settings.host,
                     port=port or settings.port, print=lambda line: log.info("%s", line.strip()),

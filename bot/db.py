@@ -99,8 +99,8 @@ class Database:
         self._async_engine: AsyncEngine | None = None
         if self.is_sqlite:
             # inline (on the loop): one connection each, never waiting for a lock
-            self._inline_write = _sqlite_engine(url, begin=_begin_immediate, busy_timeout_ms=0, single=True)
-            self._inline_read = _sqlite_engine(url, begin=_begin_deferred, busy_timeout_ms=0, single=True)
+            self._inline_write = _Inline(_sqlite_engine(url, begin=_begin_immediate, busy_timeout_ms=0, single=True))
+            self._inline_read = _Inline(_sqlite_engine(url, begin=_begin_deferred, busy_timeout_ms=0, single=True))
             # fallback and checkpoints (threads): wait for the lock
             self._write_engine = _sqlite_engine(url, begin=_begin_immediate)
             self._read_engine = _sqlite_engine(url, begin=_begin_deferred, pool_size=SQLITE_READ_THREADS)
@@ -122,7 +122,7 @@ class Database:
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(work)
         try:
-            result = _in_transaction(self._inline_write, work)
+            result = self._inline_write.run(work)
         except OperationalError as exc:
             if not _is_locked(exc):
                 raise
@@ -136,7 +136,7 @@ class Database:
             async with self._async_engine.connect() as conn:
                 return await conn.run_sync(work)
         try:
-            return _in_transaction(self._inline_read, work)
+            return self._inline_read.run(work)
         except OperationalError as exc:
             if not _is_locked(exc):
                 raise
@@ -194,6 +194,28 @@ class Database:
         await loop.run_in_executor(self._readers, self._read_engine.dispose)
         self._writer.shutdown(wait=False)
         self._readers.shutdown(wait=False)
+
+
+class _Inline:
+    """One connection kept open for the loop's own units of work (they never overlap: each runs
+    whole, without an await), which saves building a Connection for every transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = self.engine.connect()
+        with conn.begin():
+            return work(conn)
+
+    def dispose(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.engine.dispose()
 
 
 def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

@@ -1,43 +1,93 @@
-"""Schema migrations (Alembic), run over the app's own async engine."""
+"""Schema migrations (Alembic), run over the app's own engine.
+
+Alembic is imported only when there is something to migrate: `serve` checks the schema's revision
+with one query against SCHEMA_HEAD, so a running app does not carry Alembic's ~10 MB
+(tests/test_jobs.py checks SCHEMA_HEAD against Alembic's own head).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from bot.db import Database
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SCHEMA_HEAD = "0004"  # the newest revision in migrations/versions
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     return config
 
 
+def alembic_head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    return SCHEMA_HEAD
 
 
 async def current_revision(db: Database) -> str | None:
-    return await db.read(lambda conn: MigrationContext.configure(conn).get_current_revision())
+    def work(conn: Connection) -> str | None:
+        try:
+            with conn.begin_nested():
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+        except DBAPIError:  # no alembic_version table: an empty database
+            return None
+
+    return await db.read(work)
 
 
 async def upgrade(db: Database) -> str:
     """Bring the schema to the newest revision; returns it."""
-    await db.write(lambda conn: command.upgrade(alembic_config(conn), "head"))
-    return head_revision()
+    if await current_revision(db) != SCHEMA_HEAD:
+        from alembic import command
+
+        await db.run_migration(lambda conn: command.upgrade(alembic_config(conn), "head"))
+    return SCHEMA_HEAD
 
 
 async def autogenerate(db: Database, message: str) -> None:
     """Developer helper: write a new revision from the difference between models and schema."""
-    await db.write(lambda conn: command.revision(alembic_config(conn), message=message, autogenerate=True))
+    from alembic import command
+
+    await db.run_migration(lambda conn: command.revision(alembic_config(conn), message=message, autogenerate=True))
+
+
+def upgrade_in_child(url: str) -> None:
+    """`upgrade` in a short-lived child process: `serve` migrates SQLite itself this way, so the
+    long-running process never imports Alembic (its peak memory stays ~10 MB lower)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "bot.migrate", url], check=True)
+
+
+def _main() -> None:
+    import asyncio
+    import sys
+
+    async def run(url: str) -> None:
+        db = Database(url)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    _main()

@@ -23,6 +23,7 @@ from bot.store import ClaimedJob, IncomingDelivery
 log = logging.getLogger(__name__)
 
 MAX_DELIVERY_ID_LENGTH = 64
+SLOT_WAIT_SECONDS = 2.0  # well inside GitHub's 10 s delivery timeout
 
 
 class WebhookRejected(Exception):
@@ -130,8 +131,12 @@ async def receive(request: web.Request) -> web.StreamResponse:
         log.info("ping from hook %s", delivery.payload.get("hook_id"))
         return web.json_response({"status": "pong", "zen": delivery.payload.get("zen")})
 
+    # Backpressure: when this process's worker has no free webhook slot, the delivery waits (briefly,
+    # before it is stored) for one, so a burst is handled as it arrives instead of piling up a queue
+    # that every later delivery waits behind. After SLOT_WAIT_SECONDS it is stored and queued anyway.
     worker = services.worker
-    lease_owner = worker.worker_id if worker is not None and worker.try_reserve(JOB_WEBHOOK) else None
+    lease_owner = worker.worker_id if worker is not None and \
+        await worker.reserve(JOB_WEBHOOK, timeout=SLOT_WAIT_SECONDS) else None
     try:
         stored = await services.store.deliveries.store(IncomingDelivery(
             id=delivery.id, event=delivery.event, action=delivery.action,

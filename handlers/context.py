@@ -38,12 +38,13 @@ class EventContext:
             raise NoInstallation("the GitHub App is not configured")
         return self.services.github.installation(self.installation_id)
 
-    async def project(self) -> "Project | None":
-        """The project of the event's repository (recorded before handlers run)."""
+    async def project(self, *, recent: bool = False) -> "Project | None":
+        """The project of the event's repository (recorded before handlers run); `recent`: a copy a
+        few seconds old will do (ProjectStore.get_project_by_repo_id)."""
         repository = self.event.data.get("repository")
         if not isinstance(repository, dict) or "id" not in repository:
             return None
-        return await self.services.store.projects.get_project_by_repo_id(repository["id"])
+        return await self.services.store.projects.get_project_by_repo_id(repository["id"], recent=recent)
 
     async def audit(self, action: str, *, actor: str | None = None, project_id: str | None = None,
                     **details: Any) -> None:

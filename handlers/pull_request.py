@@ -15,7 +15,7 @@ async def _validate(event: sansio.Event, ctx: EventContext) -> None:
     pull_request = event.data["pull_request"]
     if ctx.installation_id is None or not wants_validation(event.data.get("action"), pull_request):
         return  # a repository webhook, not a delivery to the App
-    project = await ctx.project()
+    project = await ctx.project(recent=True)  # only who it is: start reads no settings
     if project is None or ctx.services.validations is None:
         return
     await ctx.services.validations.start(ctx.gh, project, pull_request_ref(event.data["repository"], pull_request),

@@ -85,8 +85,10 @@ async def test_two_workers_never_claim_the_same_job(store: Store, database_url: 
 
 
 async def test_migrate_is_idempotent(database_url: str) -> None:
+    assert migrate.SCHEMA_HEAD == migrate.alembic_head(), "set SCHEMA_HEAD to the newest migration"
     db = Database(database_url)
     try:
+        assert await migrate.current_revision(db) is None
         assert await migrate.upgrade(db) == migrate.head_revision()
         assert await migrate.upgrade(db) == migrate.head_revision()
         assert await migrate.current_revision(db) == migrate.head_revision()

@@ -6,6 +6,8 @@ so a job repeated after a crash (its side effects happened, its completion did n
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import os
 import socket
@@ -50,6 +52,15 @@ class _LaneState:
         # triggers a claim then, instead of an empty claim transaction after every job.
         self.backlog = True
         self.next_poll_at = 0.0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def hand_over_slot(self) -> None:
+        """A slot came free: the longest waiting ingress takes it, if any waits."""
+        while self.waiters and self.free > 0:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.reserved += 1
+                waiter.set_result(None)
 
     @property
     def free(self) -> int:
@@ -96,14 +107,41 @@ class Worker:
     # capacity shared with the ingress, which may hand jobs over already leased to this worker
     def try_reserve(self, kind: str) -> bool:
         lane = self._lane_for(kind)
-        if self._stopping or lane.free <= 0:
+        if self._stopping or lane.free <= 0 or lane.waiters:
             return False
         lane.reserved += 1
         self._touch(lane)
         return True
 
+    async def reserve(self, kind: str, *, timeout: float) -> bool:
+        """A slot for a job of `kind`, waiting up to `timeout` seconds for one to come free (the
+        ingress's backpressure); False when none did (the job is then queued for any worker)."""
+        if self.try_reserve(kind):
+            return True
+        lane = self._lane_for(kind)
+        if self._stopping or timeout <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lane.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            if waiter.done() and not waiter.cancelled():  # the slot arrived as the wait ended
+                lane.reserved -= 1
+                lane.hand_over_slot()
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                lane.waiters.remove(waiter)
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return False
+        self._touch(lane)
+        return True
+
     def cancel_reservation(self, kind: str) -> None:
-        self._lane_for(kind).reserved -= 1
+        lane = self._lane_for(kind)
+        lane.reserved -= 1
+        lane.hand_over_slot()
 
     def run_reserved(self, job: ClaimedJob) -> None:
         self._lane_for(job.kind).reserved -= 1
@@ -131,6 +169,9 @@ class Worker:
     async def stop(self, *, grace: float = 10.0) -> None:
         """Stop claiming; let running jobs finish within `grace` seconds, then give the rest back."""
         self._stopping = True
+        for lane in self._lanes:
+            while lane.waiters:
+                lane.waiters.popleft().cancel()
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
@@ -226,6 +267,7 @@ class Worker:
                 lane = self._lane_for(job.kind)
                 lane.running.discard(job.id)
                 self._touch(lane)
+                lane.hand_over_slot()
                 metrics.JOB_OUTCOMES.labels(job.kind, outcome).inc()
                 metrics.JOB_DURATION.labels(job.kind).observe(time.monotonic() - started)
                 self.bus.publish("job.finished", job_id=job.id, kind=job.kind, outcome=outcome,

@@ -58,7 +58,9 @@ class DeliveryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._batcher: GroupCommit[IncomingDelivery, StoredDelivery] = GroupCommit(self._store_batch)
-        # Deliveries just stored are read back by the worker moments later: keep them in memory.
+        # Deliveries handed to this process's worker as they are stored are read back by their job a
+        # moment later: keep them (parsed) until then. As many as the worker has webhook slots; the
+        # bound is only a safety net. Queued ones are read from the database when claimed.
         self._recent: LRUCache[str, DeliveryRecord] = LRUCache(maxsize=256)
         self._insert = (upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"])
                         .returning(Delivery.id))
@@ -85,8 +87,9 @@ class DeliveryStore:
         results: list[StoredDelivery] = []
         for item in items:
             if item.id in inserted and first_by_id[item.id] is item:
-                self._recent[item.id] = DeliveryRecord(item.id, item.event, item.action, item.installation_id,
-                                                       item.payload, now, item.parsed)
+                if item.lease_owner is not None:  # its job starts now and reads it at once
+                    self._recent[item.id] = DeliveryRecord(item.id, item.event, item.action, item.installation_id,
+                                                           item.payload, now, item.parsed)
                 results.append(StoredDelivery(duplicate=False, job_id=job_ids[item.id]))
             else:
                 results.append(StoredDelivery(duplicate=True))

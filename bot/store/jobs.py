@@ -16,7 +16,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, u
 
 from bot.db import Database
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
-from bot.store.sql import upsert_insert
+from bot.store.sql import any_of, upsert_insert
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ def _claim_statement(*, skip_locked: bool, kinds: frozenset[str] | None = None,
     claimable = or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
                     and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now))
     if kinds is not None:
-        claimable = and_(claimable, Job.kind.in_(sorted(kinds)))
+        claimable = and_(claimable, any_of(Job.kind, sorted(kinds)))
     if exclude_kinds:
-        claimable = and_(claimable, Job.kind.not_in(sorted(exclude_kinds)))
+        claimable = and_(claimable, ~any_of(Job.kind, sorted(exclude_kinds)))
     candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(bindparam("limit"))
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)

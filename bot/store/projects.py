@@ -9,6 +9,7 @@ from typing import Any
 
 import hashlib
 
+from cachetools import TTLCache
 from sqlalchemy import Connection, delete, select, update
 
 from bot.crypto import Crypto
@@ -22,6 +23,9 @@ PROJECT_SETTINGS = frozenset({"repository_rules", "setup_commands", "validate_co
                               "auto_confirm_plans", "planning_statement", "agent_backend", "agent_command",
                               "max_fix_attempts", "pinned"})
 MAX_SECRET_BYTES = 64 * 1024
+# How stale the webhook path's copy of a project may be (another process may archive or rename it;
+# this one forgets its copies at once). Settings are always read fresh where they are used.
+RECENT_PROJECT_SECONDS = 10.0
 
 
 class InvalidSecret(ValueError):
@@ -55,6 +59,7 @@ class ProjectStore:
         self._db = db
         self._crypto = crypto
         self._github_url = github_url.rstrip("/")
+        self._recent_by_repo_id: TTLCache[int, Project] = TTLCache(maxsize=4096, ttl=RECENT_PROJECT_SECONDS)
 
     # installations
     async def upsert_installation(self, ref: InstallationRef, *, only_if_missing: bool = False) -> None:
@@ -73,6 +78,7 @@ class ProjectStore:
 
     async def mark_installation_deleted(self, installation_id: int) -> list[str]:
         """Forget an uninstalled installation; its projects are archived, not deleted. Returns their names."""
+        self._recent_by_repo_id.clear()
         now = utcnow()
 
         def work(conn: Connection) -> list[str]:
@@ -97,6 +103,7 @@ class ProjectStore:
     async def upsert_projects(self, installation_id: int, repos: list[RepoRef], *,
                               only_if_missing: bool = False) -> None:
         """Record repositories as projects (renames followed by repository id; archived ones come back)."""
+        self._recent_by_repo_id.clear()
         if not repos:
             return
         now = utcnow()
@@ -128,6 +135,7 @@ class ProjectStore:
         await self._db.write(work)
 
     async def archive_projects(self, repo_ids: list[int]) -> list[str]:
+        self._recent_by_repo_id.clear()
         if not repo_ids:
             return []
         now = utcnow()
@@ -145,9 +153,16 @@ class ProjectStore:
         stmt = select(Project).where(Project.name == full_name).order_by(Project.archived_at.is_not(None))
         return await self._db.read(lambda conn: entity(conn, stmt))
 
-    async def get_project_by_repo_id(self, github_repo_id: int) -> Project | None:
+    async def get_project_by_repo_id(self, github_repo_id: int, *, recent: bool = False) -> Project | None:
+        """With `recent`, a copy up to RECENT_PROJECT_SECONDS old will do (for who the project is, not
+        its settings): every pull request event of a busy repository would read the same row."""
+        if recent and (found := self._recent_by_repo_id.get(github_repo_id)) is not None:
+            return found
         stmt = select(Project).where(Project.github_repo_id == github_repo_id)
-        return await self._db.read(lambda conn: entity(conn, stmt))
+        project = await self._db.read(lambda conn: entity(conn, stmt))
+        if project is not None:
+            self._recent_by_repo_id[github_repo_id] = project
+        return project
 
     async def get_project(self, project_id: str) -> Project | None:
         return await self._db.read(lambda conn: entity(conn, select(Project).where(Project.id == project_id)))

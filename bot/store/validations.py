@@ -16,7 +16,7 @@ from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_P
                         VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, PullRequestComment,
                         ValidationState, new_id, utcnow)
 from bot.store.jobs import JobStore
-from bot.store.sql import entities, entity, from_rows, upsert_insert
+from bot.store.sql import any_of, entities, entity, from_rows, upsert_insert
 
 _COLUMNS = tuple(ValidationState.__table__.c)
 # The start of a validation is on every pull request's path: its statements are built once.
@@ -24,7 +24,7 @@ _SUPERSEDE = (update(ValidationState)
               .where(ValidationState.project_id == bindparam("b_project"),
                      ValidationState.pr_number == bindparam("b_pr"),
                      ValidationState.head_sha != bindparam("b_head"),
-                     ValidationState.status.in_((*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+                     any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING)))
               .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
                       completed_at=bindparam("b_now"), title=bindparam("b_title"))
               .returning(*_COLUMNS))
@@ -32,9 +32,9 @@ _ACTIVE_FOR_HEAD = (select(*_COLUMNS)
                     .where(ValidationState.project_id == bindparam("b_project"),
                            ValidationState.pr_number == bindparam("b_pr"),
                            ValidationState.head_sha == bindparam("b_head"),
-                           ValidationState.status.in_(VALIDATION_ACTIVE))
+                           any_of(ValidationState.status, VALIDATION_ACTIVE))
                     .order_by(ValidationState.created_at.desc()).limit(1))
-_INSERT = insert(ValidationState).returning(*_COLUMNS)
+_INSERT = insert(ValidationState)
 _SET_CHECK_RUN = (update(ValidationState).where(ValidationState.id == bindparam("b_id"))
                   .values(check_run_id=bindparam("b_check_run")))
 
@@ -175,7 +175,8 @@ def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
     row = {column.key: None for column in _COLUMNS}
     row.update(values, id=new_id(), status=VALIDATION_QUEUED, test_results={}, auto_merge_eligible=False,
                created_at=utcnow())
-    return from_rows(ValidationState, conn.execute(_INSERT, row).mappings())[0]
+    conn.execute(_INSERT, row)
+    return from_rows(ValidationState, [row])[0]
 
 
 def _supersede(conn: Connection, project_id: str, pr_number: int, new_head_sha: str) -> list[ValidationState]:
