@@ -11,7 +11,7 @@ import pytest
 from bot.events import EventBus, wait_for
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED
 from bot.store import ClaimedJob, Store
-from worker.runner import Worker
+from worker.runner import Lane, Worker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,3 +142,54 @@ async def test_sigterm_gives_the_running_job_back(store: Store, database_url: st
     assert await process.wait() == 0
     job = await store.jobs.get(job_id)
     assert (job.status, job.attempts) == (JOB_QUEUED, 0)
+
+
+async def test_webhook_jobs_have_slots_of_their_own_and_background_jobs_wait_for_them(store: Store) -> None:
+    release = {"slow": asyncio.Event(), "webhook": asyncio.Event()}
+    started: dict[int, asyncio.Event] = {}
+
+    async def handler(job: ClaimedJob) -> None:
+        started.setdefault(job.id, asyncio.Event()).set()
+        await release[job.kind].wait()
+
+    def has_started(job_id: int) -> asyncio.Event:
+        return started.setdefault(job_id, asyncio.Event())
+
+    lanes = [Lane("webhooks", 2, frozenset({"webhook"}), urgent=True), Lane("background", 1)]
+    worker = make_worker(store, {"webhook": handler, "slow": handler}, lanes=lanes)
+    with worker.bus.subscribe() as events:
+        first = await store.jobs.enqueue("slow")
+        await worker.start()
+        try:
+            await asyncio.wait_for(has_started(first).wait(), 5)
+            # the one background slot is taken: a webhook job still starts at once
+            hook = await store.jobs.enqueue("webhook")
+            worker.wake("webhook")
+            await asyncio.wait_for(has_started(hook).wait(), 5)
+            # while it runs, a queued background job does not start, though its slot is free again
+            second = await store.jobs.enqueue("slow")
+            release["slow"].set()
+            await wait_for(events, "job.finished", job_id=first)
+            worker.wake("slow")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(has_started(second).wait()), 0.5)
+            release["webhook"].set()
+            await wait_for(events, "job.finished", job_id=hook)
+            await asyncio.wait_for(has_started(second).wait(), 5)  # once the webhook lane is quiet
+        finally:
+            for event in release.values():
+                event.set()
+            await worker.stop()
+
+
+async def test_the_ingress_waits_for_a_webhook_slot_and_gives_up_after_its_timeout(store: Store) -> None:
+    worker = make_worker(store, {}, lanes=[Lane("webhooks", 1, frozenset({"webhook"}), urgent=True)])
+    assert worker.try_reserve("webhook")
+    assert not worker.try_reserve("webhook")
+    assert not await worker.reserve("webhook", timeout=0.05)  # full, and nothing frees it
+    waiting = asyncio.create_task(worker.reserve("webhook", timeout=5))
+    await asyncio.sleep(0)  # let it start waiting (one turn of the loop, not a wait for work)
+    assert not waiting.done()
+    worker.cancel_reservation("webhook")  # the slot comes free: the waiting ingress takes it
+    assert await asyncio.wait_for(waiting, 1)
+    assert not worker.try_reserve("webhook")

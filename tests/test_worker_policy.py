@@ -1,6 +1,7 @@
 import random
 
-from worker.policy import exhausted_by_lease_expiry, lost_leases, retry_delay
+from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, lost_leases,
+                           retry_delay)
 
 
 def test_retry_delay_grows_and_stops_at_max_attempts() -> None:
@@ -23,3 +24,23 @@ def test_lease_expiry_budget() -> None:
 
 def test_lost_leases() -> None:
     assert lost_leases([1, 2, 3], {1, 3}) == {2}
+
+
+def test_background_jobs_wait_while_webhook_jobs_are_busy_or_just_were() -> None:
+    assert background_may_start(now=10.0, urgent_busy=False, last_urgent_at=None, deferred_since=None)
+    assert not background_may_start(now=10.0, urgent_busy=True, last_urgent_at=10.0, deferred_since=9.0)
+    # quiet for less than 100 ms: still waiting; after it: may start
+    assert not background_may_start(now=10.05, urgent_busy=False, last_urgent_at=10.0, deferred_since=9.0)
+    assert background_may_start(now=10.2, urgent_busy=False, last_urgent_at=10.0, deferred_since=9.0)
+
+
+def test_background_jobs_never_wait_longer_than_the_bound() -> None:
+    assert background_may_start(now=15.0, urgent_busy=True, last_urgent_at=15.0, deferred_since=10.0)
+    assert not background_may_start(now=14.9, urgent_busy=True, last_urgent_at=14.9, deferred_since=10.0)
+
+
+def test_background_wait_is_the_nearest_moment_they_may_start() -> None:
+    assert abs(background_wait(now=10.0, last_urgent_at=9.95, deferred_since=6.0) - 0.05) < 1e-9
+    assert abs(background_wait(now=10.0, last_urgent_at=10.0, deferred_since=5.05) - 0.05) < 1e-9
+    assert background_wait(now=10.0, last_urgent_at=None, deferred_since=None) == 0.0
+    assert background_wait(now=10.0, last_urgent_at=1.0, deferred_since=None) == 0.0

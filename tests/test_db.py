@@ -1,0 +1,53 @@
+"""The SQLite unit-of-work runner: inline on the loop, on the writer thread when the database is locked."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import text
+
+from bot.db import Database
+
+
+async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        await db.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+        other = sqlite3.connect(path, isolation_level=None)  # stands for another process
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1)")
+        write = asyncio.create_task(db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)"))))
+        # The inline attempt found the lock and handed the work to the writer thread: the loop is free
+        # (this coroutine runs) and the write is still waiting for the lock.
+        for _ in range(3):
+            await asyncio.sleep(0)  # turns of the loop: it is not blocked by the waiting write
+        assert not write.done()
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(write, 10)
+        rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all())
+        assert rows == [1, 2]
+    finally:
+        await db.dispose()
+
+
+async def test_a_failed_unit_of_work_leaves_nothing_behind(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        await db.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+
+        def half_then_fail(conn):  # type: ignore[no-untyped-def]
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            raise ValueError("bug in the unit of work")
+
+        try:
+            await db.write(half_then_fail)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("the error must reach the caller")
+        await db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))
+        assert await db.read(lambda conn: conn.execute(text("SELECT n FROM t")).scalars().all()) == [2]
+    finally:
+        await db.dispose()
