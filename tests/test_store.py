@@ -101,3 +101,19 @@ async def test_audit_log_is_appended(store: Store) -> None:
     events = await store.audit.list(project_id="p1")
     assert [(e.action, e.actor) for e in events] == [("refuse", "hubot"), ("merge", "mona")]
     assert events[1].details == {"sha": "abc"}
+
+
+def test_plan_begin_ends_other_heads_and_joins_a_running_one_of_this_head() -> None:
+    from bot.models import ValidationState
+    from bot.store.validations import plan_begin
+
+    def v(head: str, status: str) -> ValidationState:
+        return ValidationState(id=f"{head}-{status}", head_sha=head, status=status)
+
+    old, running, waiting = v("a", "in_progress"), v("b", "queued"), v("b", "waiting")
+    assert plan_begin([old, running, waiting], head_sha="b", restart=False) == ([old], running)
+    # a head that waits for /ok-to-test is not joined: the new event asks for a new run
+    assert plan_begin([waiting], head_sha="b", restart=False) == ([], None)
+    assert plan_begin([old, running], head_sha="c", restart=False) == ([old, running], None)
+    assert plan_begin([old, running], head_sha="b", restart=True) == ([old, running], None)
+    assert plan_begin([], head_sha="b", restart=False) == ([], None)

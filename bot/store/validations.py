@@ -28,12 +28,16 @@ _SUPERSEDE = (update(ValidationState)
               .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
                       completed_at=bindparam("b_now"), title=bindparam("b_title"))
               .returning(*_COLUMNS))
-_ACTIVE_FOR_HEAD = (select(*_COLUMNS)
-                    .where(ValidationState.project_id == bindparam("b_project"),
-                           ValidationState.pr_number == bindparam("b_pr"),
-                           ValidationState.head_sha == bindparam("b_head"),
-                           any_of(ValidationState.status, VALIDATION_ACTIVE))
-                    .order_by(ValidationState.created_at.desc()).limit(1))
+_OPEN_FOR_PR = (select(*_COLUMNS)
+                .where(ValidationState.project_id == bindparam("b_project"),
+                       ValidationState.pr_number == bindparam("b_pr"),
+                       any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+                .order_by(ValidationState.created_at.desc()))
+_END = (update(ValidationState)
+        .where(ValidationState.id == bindparam("b_id"),
+               any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+        .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
+                completed_at=bindparam("b_now"), title=bindparam("b_title")))
 _INSERT = insert(ValidationState)
 _SET_CHECK_RUN = (update(ValidationState).where(ValidationState.id == bindparam("b_id"))
                   .values(check_run_id=bindparam("b_check_run")))
@@ -63,10 +67,15 @@ class ValidationStore:
                       is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None)
 
         def work(conn: Connection) -> tuple[list[ValidationState], ValidationState]:
-            ended = _supersede(conn, project_id, pr_number, "restart" if restart else head_sha)
-            active = None if restart else from_rows(ValidationState, conn.execute(_ACTIVE_FOR_HEAD, {
-                "b_project": project_id, "b_pr": pr_number, "b_head": head_sha}).mappings())
-            return ended, active[0] if active else _insert(conn, values)
+            open_ = from_rows(ValidationState, conn.execute(_OPEN_FOR_PR, {"b_project": project_id,
+                                                                           "b_pr": pr_number}).mappings())
+            to_end, join = plan_begin(open_, head_sha=head_sha, restart=restart)
+            ended_by = "restart" if restart else head_sha
+            now = utcnow()
+            if to_end:
+                conn.execute(_END, [{"b_id": v.id, "b_head": ended_by, "b_now": now,
+                                     "b_title": f"Superseded by {ended_by[:7]}"} for v in to_end])
+            return to_end, join or _insert(conn, values)
 
         return await self._db.write(work)
 
@@ -169,6 +178,19 @@ class ValidationStore:
         stmt = stmt.on_conflict_do_update(index_elements=["project_id", "pr_number"],
                                           set_={"comment_id": comment_id, "updated_at": now})
         await self._db.write(lambda conn: conn.execute(stmt))
+
+
+def plan_begin(open_validations: list[ValidationState], *, head_sha: str,
+               restart: bool) -> tuple[list[ValidationState], ValidationState | None]:
+    """What beginning a validation of `head_sha` does to the PR's open (queued, running or waiting)
+    validations, newest first: (those to end, the one to join or None to record a new one).
+    Another head's runs end; a restart ends them all; otherwise the newest queued or running
+    validation of this head is joined (a waiting one is not: a new event asks for a new run)."""
+    if restart:
+        return list(open_validations), None
+    to_end = [v for v in open_validations if v.head_sha != head_sha]
+    join = next((v for v in open_validations if v.head_sha == head_sha and v.status in VALIDATION_ACTIVE), None)
+    return to_end, join
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
