@@ -16,7 +16,8 @@ releases it for each SQLite call and queues behind the loop to get it back; benc
 the database is locked (another process, or a transaction already running on the fallback thread),
 the inline attempt is rolled back and the unit of work runs again on a writer thread that waits for the
 lock (busy timeout) without blocking the loop. WAL checkpoints, which write and fsync the database
-file, also run on that thread, never inline.
+file, also run on that thread, never inline, and so do reads marked `large` (the dashboard's lists,
+which decode many JSON documents).
 
 PostgreSQL: the async engine (asyncpg) runs the same functions through `run_sync`.
 """
@@ -131,15 +132,18 @@ class Database:
         self._wrote()
         return result
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
+    async def read(self, work: Callable[[Connection], T], *, large: bool = False) -> T:
+        """Run `work` in a read transaction. `large`: it may read many rows or big JSON documents
+        (the dashboard's lists), so it runs on a reader thread instead of holding up the loop."""
         if self._async_engine is not None:
             async with self._async_engine.connect() as conn:
                 return await conn.run_sync(work)
-        try:
-            return self._inline_read.run(work)
-        except OperationalError as exc:
-            if not _is_locked(exc):
-                raise
+        if not large:
+            try:
+                return self._inline_read.run(work)
+            except OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
         return await asyncio.get_running_loop().run_in_executor(self._readers, _in_transaction,
                                                                 self._read_engine, work)
 

@@ -51,3 +51,16 @@ async def test_a_failed_unit_of_work_leaves_nothing_behind(tmp_path: Path) -> No
         assert await db.read(lambda conn: conn.execute(text("SELECT n FROM t")).scalars().all()) == [2]
     finally:
         await db.dispose()
+
+
+async def test_small_units_of_work_run_on_the_loop_and_large_reads_on_a_reader_thread(tmp_path: Path) -> None:
+    import threading
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        loop_thread = threading.current_thread().name
+        assert await db.write(lambda conn: threading.current_thread().name) == loop_thread
+        assert await db.read(lambda conn: threading.current_thread().name) == loop_thread
+        assert (await db.read(lambda conn: threading.current_thread().name, large=True)).startswith("db-read")
+    finally:
+        await db.dispose()

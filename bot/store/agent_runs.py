@@ -74,7 +74,7 @@ class AgentRunStore:
     async def for_project(self, project_id: str, *, limit: int = 50) -> list[AgentRun]:
         stmt = (select(AgentRun).where(AgentRun.project_id == project_id)
                 .order_by(AgentRun.created_at.desc(), AgentRun.id).limit(limit))
-        return await self._db.read(lambda conn: entities(conn, stmt))
+        return await self._db.read(lambda conn: entities(conn, stmt), large=True)
 
     async def active_for_pr(self, project_id: str, pr_number: int) -> list[AgentRun]:
         stmt = (select(AgentRun)

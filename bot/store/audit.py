@@ -32,7 +32,7 @@ class AuditStore:
             stmt = stmt.where(AuditEvent.project_id == project_id)
         if installation_id is not None:
             stmt = stmt.where(AuditEvent.installation_id == installation_id)
-        return await self._db.read(lambda conn: entities(conn, stmt))
+        return await self._db.read(lambda conn: entities(conn, stmt), large=True)
 
 
 class HeartbeatStore:

@@ -150,7 +150,7 @@ class ValidationStore:
     async def for_project(self, project_id: str, *, limit: int = 50) -> list[ValidationState]:
         stmt = (select(ValidationState).where(ValidationState.project_id == project_id)
                 .order_by(ValidationState.created_at.desc()).limit(limit))
-        return await self._db.read(lambda conn: entities(conn, stmt))
+        return await self._db.read(lambda conn: entities(conn, stmt), large=True)
 
     # the fork gate
     async def approve_head(self, project_id: str, pr_number: int, head_sha: str, *, approved_by: str) -> None:
