@@ -222,6 +222,15 @@ async def run(n: int, concurrency: int, installations: int) -> None:
     print(f"  errors {errors}; jobs finished {done:.0f}/{n}; most writes by one installation in 60 s: "
           f"{worst_rate} (limit 80) over {active} installations")
     print(f"  mean ack {statistics.mean(ack) * 1000:.2f} ms; load generator + fake GitHub CPU {client_cpu:.2f} s")
+    targets = [("peak RSS <= 100 MB", rss <= 100), ("no errors", errors == 0),
+               ("pacing: <= 80 writes / installation / 60 s", worst_rate <= 80)]
+    if to_check_run and concurrency == 1:
+        targets.append(("send -> check run p50 <= 2 ms at C=1", percentile(to_check_run, 50) <= 0.002))
+    if to_check_run and concurrency == 32:
+        targets.append(("send -> check run p99 <= 30 ms at C=32", percentile(to_check_run, 99) <= 0.030))
+    if last_check_run is not None and len(to_check_run) == n and installations > 1:
+        targets.append((">= 1700 deliveries/s end to end", n / (last_check_run - began) >= 1700))
+    print("  targets: " + "; ".join(f"{name} {'OK' if ok else 'MISSED'}" for name, ok in targets))
 
 
 def main() -> None:
