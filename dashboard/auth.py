@@ -3,6 +3,13 @@
 - **Session**: a JWT (HS256, JWT_SECRET_KEY) in the cookie `cga_session`: HttpOnly, SameSite=Lax, Secure
   when PUBLIC_URL is https, valid 8 hours. Every browser gets one (anonymous until login) so that OAuth and
   manifest `state`s and the CSRF token can be bound to it. Login rotates it (new session id).
+- **Ending sessions**: a signed-in session carries the user's session epoch (`ep`) from when it was issued.
+  Logout and a revoked authorization (handlers/authorization.py) raise the user's epoch in the database,
+  which ends every session of that user, in every browser: a request whose session's epoch is below the
+  user's is anonymous again (its cookie is replaced; pages redirect to the login, the API answers 401).
+  The epoch is read through the store, cached SESSION_EPOCH_SECONDS (bot/store/projects.py) per process;
+  the process that raises it sees the raise at once, other processes within that bound.
+  Personal API tokens are not sessions: they are revoked one by one on /account.
 - **CSRF**: every state-changing request carries the session's token as the form field `csrf_token` or
   the header `X-CSRF-Token`. Exempt: requests with `Authorization: Bearer` (personal API tokens) and the
   webhook (signed). Under `/api/v1` a request with no session cookie at all is left
@@ -20,6 +27,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -133,6 +141,17 @@ def update_session(request: web.Request, **values: Any) -> None:
     request[SESSION_DIRTY] = True
 
 
+def session_stands(values: Mapping[str, Any], current_epoch: int | None) -> bool:
+    """Whether a signed-in session (`values`, its verified claims) is still the user's: the user exists
+    (`current_epoch` is theirs, None when there is no such user) and the session was issued at that epoch
+    or a later one (a later one: another process may not have seen the raise yet). A session from before
+    epochs existed has none and counts as issued at 0."""
+    issued = values.get("ep", 0)
+    if current_epoch is None or isinstance(issued, bool) or not isinstance(issued, int):
+        return False
+    return issued >= current_epoch
+
+
 def csrf_token(request: web.Request) -> str:
     return str(session(request)["csrf"])
 
@@ -215,7 +234,11 @@ async def authenticate(request: web.Request) -> DashboardUser | None:
     else:
         current = session(request)
         if "uid" in current:
-            user = DashboardUser(int(current["uid"]), str(current["login"]), "session")
+            epoch = await request.app[SERVICES].store.projects.session_epoch(int(current["uid"]))
+            if session_stands(current, epoch):
+                user = DashboardUser(int(current["uid"]), str(current["login"]), "session")
+            else:  # ended by a logout (in any browser) or a revoked authorization
+                replace_session(request, {})
     request[USER] = user
     return user
 
@@ -366,13 +389,20 @@ async def callback(request: web.Request) -> web.StreamResponse:
     except (aiohttp.ClientError, GitHubHTTPException, ValueError) as exc:
         log.warning("login failed: %r", exc)
         raise web.HTTPBadGateway(text="GitHub could not be reached to finish the login; try again") from exc
-    await services.store.projects.save_user(int(user["id"]), user["login"], access_token=token)
+    epoch = await services.store.projects.save_user(int(user["id"]), user["login"], access_token=token)
     forget_access(request, int(user["id"]))
-    replace_session(request, {"uid": int(user["id"]), "login": user["login"]})
+    replace_session(request, {"uid": int(user["id"]), "login": user["login"], "ep": epoch})
     await services.store.audit.record("dashboard.login", actor=user["login"])
     raise web.HTTPFound(_safe_next(data.get("next")))
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """Ends every session of the user, in every browser (a copied cookie included), not only this one."""
+    user = await authenticate(request)
+    if user is not None and user.via == "session":
+        services: Services = request.app[SERVICES]
+        await services.store.projects.end_sessions(user.id)
+        forget_access(request, user.id)
+        await services.store.audit.record("dashboard.logout", actor=user.login)
     replace_session(request, {})
     raise web.HTTPFound("/")

@@ -1,4 +1,5 @@
-"""A user revoked the App's authorization: forget every token we hold for them."""
+"""A user revoked the App's authorization: forget every token we hold for them and end their dashboard
+sessions (the session epoch, dashboard/auth.py)."""
 
 from __future__ import annotations
 
@@ -12,5 +13,5 @@ router = routing.Router()
 @router.register("github_app_authorization", action="revoked")
 async def authorization_revoked(event: sansio.Event, ctx: EventContext) -> None:
     sender = event.data["sender"]
-    forgot = await ctx.services.store.projects.forget_user_tokens(sender["id"])
+    forgot = await ctx.services.store.projects.forget_user_tokens(sender["id"], end_sessions=True)
     await ctx.audit("github_app_authorization.revoked", actor=sender.get("login"), tokens_forgotten=forgot)

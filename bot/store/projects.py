@@ -26,6 +26,10 @@ MAX_SECRET_BYTES = 64 * 1024
 # How stale the webhook path's copy of a project may be (another process may archive or rename it;
 # this one forgets its copies at once). Settings are always read fresh where they are used.
 RECENT_PROJECT_SECONDS = 10.0
+# How stale a process's copy of a user's session epoch may be. This process raises its copy at once on
+# logout and revoke; another process (a second web process, a standalone worker handling the revoke)
+# lets a session it ended through for at most this long in this one.
+SESSION_EPOCH_SECONDS = 5.0
 
 
 class InvalidSecret(ValueError):
@@ -60,6 +64,7 @@ class ProjectStore:
         self._crypto = crypto
         self._github_url = github_url.rstrip("/")
         self._recent_by_repo_id: TTLCache[int, Project] = TTLCache(maxsize=4096, ttl=RECENT_PROJECT_SECONDS)
+        self._session_epochs: TTLCache[int, int] = TTLCache(maxsize=10_000, ttl=SESSION_EPOCH_SECONDS)
 
     # installations
     async def upsert_installation(self, ref: InstallationRef, *, only_if_missing: bool = False) -> None:
@@ -192,20 +197,51 @@ class ProjectStore:
         return {name: self._crypto.decrypt(token) for name, token in rows}
 
     # users
-    async def forget_user_tokens(self, user_id: int) -> bool:
-        stmt = (update(User).where(User.id == user_id)
-                .values(access_token_encrypted=None, refresh_token_encrypted=None, token_expires_at=None,
-                        updated_at=utcnow())
-                .returning(User.id))
-        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+    async def forget_user_tokens(self, user_id: int, *, end_sessions: bool = False) -> bool:
+        """Forget the user's GitHub tokens (and with `end_sessions`, end their dashboard sessions in the
+        same statement); False when there is no such user."""
+        values: dict[str, Any] = {"access_token_encrypted": None, "refresh_token_encrypted": None,
+                                  "token_expires_at": None, "updated_at": utcnow()}
+        if end_sessions:
+            values["session_epoch"] = User.session_epoch + 1
+        stmt = update(User).where(User.id == user_id).values(values).returning(User.session_epoch)
+        epoch = await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none())
+        if epoch is not None:
+            self._remember_epoch(user_id, epoch)
+        return epoch is not None
 
-    async def save_user(self, user_id: int, login: str, *, access_token: str | None) -> None:
+    async def save_user(self, user_id: int, login: str, *, access_token: str | None) -> int:
+        """Record a login; returns the user's session epoch, read fresh (the new session carries it)."""
         token = self._crypto.encrypt(access_token) if access_token else None
         stmt = upsert_insert(self._db, User).values(id=user_id, login=login, access_token_encrypted=token,
                                                     created_at=utcnow(), updated_at=utcnow())
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={
-            "login": login, "access_token_encrypted": token, "updated_at": utcnow()})
-        await self._db.write(lambda conn: conn.execute(stmt))
+            "login": login, "access_token_encrypted": token, "updated_at": utcnow()}).returning(User.session_epoch)
+        epoch: int = await self._db.write(lambda conn: conn.execute(stmt).scalar_one())
+        return self._remember_epoch(user_id, epoch)
+
+    async def session_epoch(self, user_id: int) -> int | None:
+        """The user's session epoch (their dashboard sessions issued at a lower one are over); None when
+        there is no such user. A copy up to SESSION_EPOCH_SECONDS old will do: it is read on every
+        request of a signed-in browser."""
+        if (found := self._session_epochs.get(user_id)) is not None:
+            return found
+        stmt = select(User.session_epoch).where(User.id == user_id)
+        epoch = await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none())
+        return None if epoch is None else self._remember_epoch(user_id, epoch)
+
+    async def end_sessions(self, user_id: int) -> int | None:
+        """End every dashboard session of the user (raise the epoch); the new epoch, None for no such user."""
+        stmt = (update(User).where(User.id == user_id)
+                .values(session_epoch=User.session_epoch + 1, updated_at=utcnow()).returning(User.session_epoch))
+        epoch = await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none())
+        return None if epoch is None else self._remember_epoch(user_id, epoch)
+
+    def _remember_epoch(self, user_id: int, epoch: int) -> int:
+        # Epochs only grow: a read that started before a raise and ends after it must not bring back the old one.
+        epoch = max(epoch, self._session_epochs.get(user_id, epoch))
+        self._session_epochs[user_id] = epoch
+        return epoch
 
     async def get_user(self, user_id: int) -> User | None:
         return await self._db.read(lambda conn: entity(conn, select(User).where(User.id == user_id)))
