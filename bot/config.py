@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 
 WEBHOOK_PATH = "/api/v1/webhooks/github"
 DEFAULT_PORT = 3001
+MAX_RETENTION_DAYS = 36500
 
 
 class ConfigError(Exception):
@@ -61,6 +62,7 @@ class Settings:
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
     chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
+    screenshot_retention_days: int = 30  # the UI check's screenshots are deleted this long after a run; 0: never
 
     @property
     def app_configured(self) -> bool:
@@ -196,6 +198,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     if log_format not in ("json", "pretty"):
         problems.append(f"LOG_FORMAT must be json or pretty, got {log_format!r}")
 
+    screenshot_retention_days = _int(values, "SCREENSHOT_RETENTION_DAYS", 30, problems, minimum=0)
+    if screenshot_retention_days > MAX_RETENTION_DAYS:
+        problems.append(f"SCREENSHOT_RETENTION_DAYS must be at most {MAX_RETENTION_DAYS} (100 years), "
+                        f"got {screenshot_retention_days}; 0 keeps screenshots forever")
+
     encryption_key = values.get("ENCRYPTION_KEY")
     if encryption_key is not None:
         try:
@@ -230,6 +237,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
         job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
         chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),
+        screenshot_retention_days=screenshot_retention_days,
     )
     if problems:
         raise ConfigError(problems)

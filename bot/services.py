@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.store import Store
     from pipeline.agent_runs import AgentRunService
     from pipeline.merger import MergeService
+    from pipeline.retention import ScreenshotPruner
     from pipeline.sandbox import Sandbox
     from pipeline.validation import ValidationService
     from worker.runner import Lane, Worker
@@ -49,6 +50,7 @@ class Services:
     validations: "ValidationService | None" = None
     merges: "MergeService | None" = None
     agent_runs: "AgentRunService | None" = None
+    screenshot_pruner: "ScreenshotPruner | None" = None  # with a worker: deletes expired UI-check screenshots
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
     # (repository full name, user login), lower case -> role from GitHub, briefly (handlers/commands.py).
@@ -67,6 +69,8 @@ class Services:
         return self.agent_runs is not None and self.agent_runs.configured(project)
 
     async def close(self) -> None:
+        if self.screenshot_pruner is not None:
+            await self.screenshot_pruner.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self.agent_runs is not None:
@@ -126,6 +130,9 @@ async def start_services(settings: Settings, *, with_worker: bool = True) -> Ser
         services.worker = build_worker(services)
         await services.worker.start()
         services.agent_runs.start_listening()
+        from pipeline.retention import ScreenshotPruner
+        services.screenshot_pruner = ScreenshotPruner(store, settings.data_dir, settings.screenshot_retention_days)
+        services.screenshot_pruner.start()  # at start, then hourly (pipeline/retention.py)
     return services
 
 

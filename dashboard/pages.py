@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from bot.models import VALIDATION_ACTIVE
+from bot.models import VALIDATION_ACTIVE, utcnow
 from bot.services import SERVICES
-from pipeline.ui_screenshots import screenshot_file, screenshot_url
+from pipeline.retention import screenshots_expired
+from pipeline.ui_screenshots import screenshot_file, screenshot_url, screenshots_dir
 
 templates = Environment(loader=PackageLoader("dashboard", "templates"),
                         autoescape=select_autoescape(["html"]), enable_async=False)
@@ -25,10 +26,16 @@ async def validation_page(request: web.Request) -> web.Response:
     live = results.get("live") if validation.status in VALIDATION_ACTIVE else None
     screenshots = [{**shot, "url": screenshot_url("", validation.id, shot["file"])}
                    for shot in results.get("screenshots", [])]
+    retention_days = services.settings.screenshot_retention_days
+    # Past the retention they are deleted (or about to be, at the next hourly prune): say so, no broken images.
+    expired = bool(screenshots) and (
+        screenshots_expired(validation, now=utcnow(), retention_days=retention_days)
+        or not screenshots_dir(services.settings.data_dir, validation.id).is_dir())
     html = templates.get_template("validation.html").render(
         validation=validation, project=project, steps=results.get("steps") or (live or {}).get("steps", []),
         notes=results.get("notes", []), error=results.get("error") or results.get("config_error"), live=live,
-        running=validation.status in VALIDATION_ACTIVE, screenshots=screenshots)
+        running=validation.status in VALIDATION_ACTIVE, screenshots=[] if expired else screenshots,
+        screenshots_expired=len(screenshots) if expired else 0, retention_days=retention_days)
     return web.Response(text=html, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex",
                                  "Referrer-Policy": "no-referrer"})

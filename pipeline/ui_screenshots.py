@@ -2,7 +2,8 @@
 
 Stored with the validation: `DATA_DIR/validations/<validation id>/screenshots/<token>.png`, the token
 128 random bits. Served without a login at `/validations/<validation id>/screenshots/<token>.png`
-(so GitHub can show them): the address itself is the secret, like the details page's.
+(so GitHub can show them): the address itself is the secret, like the details page's. Deleted
+SCREENSHOT_RETENTION_DAYS after the run ended (pipeline/retention.py); the address then answers 404.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 FILE_NAME = re.compile(r"[0-9a-f]{32}\.png\Z")
+SCREENSHOTS = "screenshots"
+
+
+def screenshots_root(data_dir: Path) -> Path:
+    """Everything the UI check stores, and the only tree the retention prune deletes in."""
+    return data_dir / "validations"
 
 
 def screenshots_dir(data_dir: Path, validation_id: str) -> Path:
-    return data_dir / "validations" / validation_id / "screenshots"
+    return screenshots_root(data_dir) / validation_id / SCREENSHOTS
 
 
 def screenshot_url(public_url: str, validation_id: str, file: str) -> str:

@@ -1,0 +1,234 @@
+"""Retention of the UI check's screenshots: after SCREENSHOT_RETENTION_DAYS they are deleted.
+
+Which validations' screenshots have expired is decided by `expired_validations`, a pure function of
+the validations' database rows (completed_at, or created_at for a run that never completed) and the
+clock; file times play no part. The running app (`serve` with its worker, or `codegenapp worker`)
+prunes at start and then every hour (`ScreenshotPruner`). The filesystem work runs in a thread, and
+it never leaves the screenshots root: only real directories `<root>/<validation id>/screenshots`
+whose resolved path is exactly that are removed, and links inside them are removed, never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import stat
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import select
+
+from bot.models import VALIDATION_ACTIVE, ValidationState, utcnow
+from pipeline.ui_screenshots import SCREENSHOTS, screenshots_root
+
+if TYPE_CHECKING:
+    from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_SECONDS = 3600.0
+_ID = re.compile(r"[0-9a-f]{32}\Z")
+_QUERY_CHUNK = 500
+
+
+class ValidationTimes(Protocol):
+    """What the decision needs of a validation (a `ValidationState` row has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    id: str
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+
+
+def screenshots_expire_at(validation: ValidationTimes, retention_days: int) -> datetime | None:
+    """When this validation's screenshots expire, or None for never: retention is off (0 days), or the
+    run is still queued or running (it may be writing them now; it is judged once it has ended)."""
+    if retention_days <= 0 or validation.status in VALIDATION_ACTIVE:
+        return None
+    ended = validation.completed_at or validation.created_at
+    return ended + timedelta(days=retention_days)
+
+
+def screenshots_expired(validation: ValidationTimes, *, now: datetime, retention_days: int) -> bool:
+    expires = screenshots_expire_at(validation, retention_days)
+    return expires is not None and expires <= now
+
+
+def expired_validations(validations: Iterable[ValidationTimes], *, now: datetime,
+                        retention_days: int) -> list[str]:
+    """The ids of the validations whose screenshots are to be deleted, in the order given."""
+    return [v.id for v in validations if screenshots_expired(v, now=now, retention_days=retention_days)]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    directories: int = 0
+    bytes_freed: int = 0
+    skipped: tuple[str, ...] = ()  # ids whose directory was not a real directory inside the root
+
+
+def stored_validation_ids(root: Path) -> list[str]:
+    """The validations with a screenshots directory under `root` (blocking: run it in a thread)."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries if _ID.match(e.name) and e.is_dir(follow_symlinks=False)
+                  and os.path.lexists(os.path.join(e.path, SCREENSHOTS)))
+
+
+def delete_screenshots(root: Path, validation_ids: Sequence[str], *,
+                       stop: threading.Event | None = None) -> PruneResult:
+    """Delete `<root>/<id>/screenshots` of each id, never anything outside `root` (blocking: run it in a
+    thread). A directory that is a link, or that resolves elsewhere, is left alone and reported."""
+    real_root = root.resolve()
+    directories = freed = 0
+    skipped: list[str] = []
+    for validation_id in validation_ids:
+        if stop is not None and stop.is_set():
+            break
+        if not _ID.match(validation_id):
+            continue
+        target, real = root / validation_id / SCREENSHOTS, real_root / validation_id / SCREENSHOTS
+        if not _is_real_directory(target) or target.resolve() != real:
+            if os.path.lexists(target):
+                skipped.append(validation_id)
+            continue
+        size = _size_without_following_links(real)
+        try:
+            shutil.rmtree(real)  # fd-based on Linux: links inside are unlinked, never followed
+        except FileNotFoundError:
+            continue  # another process (a second worker on this DATA_DIR) pruned it first
+        except OSError as exc:
+            log.warning("screenshot retention: could not delete %s: %s", real, exc)
+            continue
+        directories += 1
+        freed += size
+        try:
+            (real_root / validation_id).rmdir()  # only when nothing else is kept with the run
+        except OSError:
+            pass
+    return PruneResult(directories, freed, tuple(skipped))
+
+
+def _is_real_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _size_without_following_links(top: Path) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(top, followlinks=False):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
+
+
+async def validation_rows(store: "Store", ids: Sequence[str]) -> list[ValidationRow]:
+    """The rows of these validations (ids without a row are left out), a chunk of ids per read."""
+    rows: list[ValidationRow] = []
+    columns = (ValidationState.id, ValidationState.status, ValidationState.created_at, ValidationState.completed_at)
+    for start in range(0, len(ids), _QUERY_CHUNK):
+        stmt = select(*columns).where(ValidationState.id.in_(list(ids[start:start + _QUERY_CHUNK])))
+        found = await store.db.read(lambda conn, stmt=stmt: conn.execute(stmt).all())
+        rows.extend(ValidationRow(*row) for row in found)
+    return rows
+
+
+async def prune_screenshots(store: "Store", data_dir: Path, *, retention_days: int, now: datetime | None = None,
+                            stop: threading.Event | None = None) -> PruneResult:
+    """Delete the screenshots of the validations that ended more than `retention_days` ago; logs one
+    line. The filesystem work runs in a thread, the event loop only reads the rows and decides."""
+    root = screenshots_root(data_dir)
+    if retention_days <= 0:
+        return PruneResult()
+    stored = await asyncio.to_thread(stored_validation_ids, root)
+    rows = await validation_rows(store, stored)
+    expired = expired_validations(rows, now=now or utcnow(), retention_days=retention_days)
+    result = await asyncio.to_thread(delete_screenshots, root, expired, stop=stop)
+    unknown = len(stored) - len(rows)
+    log.info("screenshot retention (%d days): pruned %d directories, freed %s (%d bytes); %d kept%s%s",
+             retention_days, result.directories, _human(result.bytes_freed), result.bytes_freed,
+             len(stored) - result.directories,
+             f", {unknown} without a validation row" if unknown else "",
+             f", {len(result.skipped)} not real directories inside {root}, left alone" if result.skipped else "")
+    return result
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+class ScreenshotPruner:
+    """Prunes at start, then every `interval` seconds, until `stop()`."""
+
+    def __init__(self, store: "Store", data_dir: Path, retention_days: int, *,
+                 interval: float = PRUNE_INTERVAL_SECONDS) -> None:
+        self.store = store
+        self.data_dir = data_dir
+        self.retention_days = retention_days
+        self.interval = interval
+        self.first_run_done = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._stop = threading.Event()  # seen by the deleting thread between directories
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.retention_days <= 0:
+            log.info("screenshot retention off (SCREENSHOT_RETENTION_DAYS=0): screenshots are kept forever")
+            self.first_run_done.set()
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="screenshot-retention")
+
+    async def run_once(self) -> PruneResult:
+        async with self._lock:  # the periodic run and an explicit one never overlap
+            return await prune_screenshots(self.store, self.data_dir, retention_days=self.retention_days,
+                                           stop=self._stop)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - the next run tries again
+                log.exception("screenshot retention: the prune failed; trying again in %.0f s", self.interval)
+            self.first_run_done.set()
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
