@@ -23,9 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import select
-
-from bot.models import VALIDATION_ACTIVE, ValidationState, utcnow
+from bot.models import VALIDATION_ACTIVE, utcnow
 from pipeline.ui_screenshots import SCREENSHOTS, screenshots_root
 
 if TYPE_CHECKING:
@@ -151,14 +149,8 @@ def _size_without_following_links(top: Path) -> int:
 
 
 async def validation_rows(store: "Store", ids: Sequence[str]) -> list[ValidationRow]:
-    """The rows of these validations (ids without a row are left out), a chunk of ids per read."""
-    rows: list[ValidationRow] = []
-    columns = (ValidationState.id, ValidationState.status, ValidationState.created_at, ValidationState.completed_at)
-    for start in range(0, len(ids), _QUERY_CHUNK):
-        stmt = select(*columns).where(ValidationState.id.in_(list(ids[start:start + _QUERY_CHUNK])))
-        found = await store.db.read(lambda conn, stmt=stmt: conn.execute(stmt).all())
-        rows.extend(ValidationRow(*row) for row in found)
-    return rows
+    """The rows of these validations (ids without a row are left out)."""
+    return [ValidationRow(*row) for row in await store.validations.lifetimes(list(ids), chunk=_QUERY_CHUNK)]
 
 
 async def prune_screenshots(store: "Store", data_dir: Path, *, retention_days: int, now: datetime | None = None,

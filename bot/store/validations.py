@@ -152,6 +152,17 @@ class ValidationStore:
                 .order_by(ValidationState.created_at.desc()).limit(limit))
         return await self._db.read(lambda conn: entities(conn, stmt), large=True)
 
+    async def lifetimes(self, ids: list[str], *, chunk: int = 500) -> list[tuple[str, str, datetime, datetime | None]]:
+        """(id, status, created_at, completed_at) of these validations; ids without a row are left out."""
+        columns = (ValidationState.id, ValidationState.status, ValidationState.created_at,
+                   ValidationState.completed_at)
+        found: list[tuple[str, str, datetime, datetime | None]] = []
+        for start in range(0, len(ids), chunk):
+            stmt = select(*columns).where(ValidationState.id.in_(ids[start:start + chunk]))
+            found.extend(tuple(row) for row in await self._db.read(lambda conn, stmt=stmt: conn.execute(stmt).all(),
+                                                                   large=True))
+        return found
+
     # the fork gate
     async def approve_head(self, project_id: str, pr_number: int, head_sha: str, *, approved_by: str) -> None:
         stmt = (upsert_insert(self._db, HeadApproval)
