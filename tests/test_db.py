@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 from sqlalchemy import text
@@ -28,6 +29,12 @@ async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(t
         await asyncio.wait_for(write, 10)
         rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all())
         assert rows == [1, 2]
+        # and the inline connection is usable again: the next write runs on the loop
+        def insert_three(conn):  # type: ignore[no-untyped-def]
+            conn.execute(text("INSERT INTO t VALUES (3)"))
+            return threading.current_thread().name
+
+        assert await db.write(insert_three) == threading.current_thread().name
     finally:
         await db.dispose()
 
@@ -54,8 +61,6 @@ async def test_a_failed_unit_of_work_leaves_nothing_behind(tmp_path: Path) -> No
 
 
 async def test_small_units_of_work_run_on_the_loop_and_large_reads_on_a_reader_thread(tmp_path: Path) -> None:
-    import threading
-
     db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     try:
         loop_thread = threading.current_thread().name
