@@ -225,6 +225,10 @@ class ValidationState(Base):
     author: Mapped[str | None] = mapped_column(String(255))
     trigger: Mapped[str] = mapped_column(String(64), default="pull_request")
     check_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Who may create the check run (ValidationStore.begin, may_claim_check_run): a delivery id or a
+    # random id, and since when; stays on the row once check_run_id is recorded.
+    check_run_claimed_by: Mapped[str | None] = mapped_column(String(64))
+    check_run_claimed_at: Mapped[datetime | None]
     snapshot_id: Mapped[str | None] = mapped_column(String(64))
     deployment_status: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32), default=VALIDATION_QUEUED)

@@ -19,7 +19,8 @@ async def _validate(event: sansio.Event, ctx: EventContext) -> None:
     if project is None or ctx.services.validations is None:
         return
     await ctx.services.validations.start(ctx.gh, project, pull_request_ref(event.data["repository"], pull_request),
-                                         trigger=f"pull_request.{event.data['action']}")
+                                         trigger=f"pull_request.{event.data['action']}",
+                                         claimer=event.delivery_id)
 
 
 for _action in sorted(VALIDATING_ACTIONS):

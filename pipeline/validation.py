@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
-from bot.models import Project, ValidationState
+from bot.models import Project, ValidationState, new_id
 from bot.redact import PROCESS_REDACTOR, Redactor
 from pipeline import report
 from pipeline.checkout import CheckoutError, Checkouts
@@ -114,22 +114,26 @@ class ValidationService:
     # ---- start (webhook path) ----------------------------------------------------------------------
 
     async def start(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, trigger: str,
-                    restart: bool = False) -> ValidationState:
-        # One start at a time per PR in this process: two deliveries of the same head (GitHub sends
-        # duplicates under new ids) must not both create a check run.
+                    restart: bool = False, claimer: str | None = None) -> ValidationState:
+        """`claimer`: who asks, for the claim on creating the check run (ValidationStore.begin): the
+        delivery id of a webhook-driven start, so that a retried job of that delivery may create it at
+        once; None (other callers) draws a fresh id."""
+        # One start at a time per PR in this process (a new head's start then finds the check run of
+        # the head it supersedes to cancel); across processes, only the holder of the claim taken in
+        # `begin` creates the check run.
         lock = self._pr_locks.setdefault((project.id, pr.number), asyncio.Lock())
         async with lock:
-            return await self._start(gh, project, pr, trigger=trigger, restart=restart)
+            return await self._start(gh, project, pr, trigger=trigger, restart=restart, claimer=claimer or new_id())
 
     async def _start(self, gh: GitHubAPI, project: Project, pr: PullRequestRef, *, trigger: str,
-                     restart: bool) -> ValidationState:
+                     restart: bool, claimer: str) -> ValidationState:
         # The same head again (a retried job, an event GitHub sent twice) joins the validation under way.
-        ended, state = await self.store.begin(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
-                                              restart=restart, base_sha=pr.base_sha, is_fork=pr.fork,
-                                              author=pr.author, trigger=trigger)
+        ended, state, claimed = await self.store.begin(
+            project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha, restart=restart, base_sha=pr.base_sha,
+            is_fork=pr.fork, author=pr.author, trigger=trigger, claimer=claimer)
         await self.end_superseded(gh, project, pr, ended, restart=restart)
-        if state.check_run_id is not None:
-            return state
+        if state.check_run_id is not None or not claimed:
+            return state  # recorded already, or another start (perhaps in another process) is creating it
         check_run = await gh.post(f"/repos/{pr.full_name}/check-runs", data={
             "name": CHECK_NAME, "head_sha": pr.head_sha, "status": "in_progress", "started_at": _now(),
             "details_url": self.details_url(state.id), "external_id": state.id,

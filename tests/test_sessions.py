@@ -145,7 +145,7 @@ async def test_session_epoch_migration_and_store(database_url: str, monkeypatch:
         await db.write(lambda conn: conn.execute(text(
             "INSERT INTO users (id, login, created_at, updated_at) VALUES (7, 'mona', CURRENT_TIMESTAMP, "
             "CURRENT_TIMESTAMP)")))
-        assert await migrate.upgrade(db) == "0005"
+        assert await migrate.upgrade(db) == migrate.SCHEMA_HEAD
         store = Store(db, Crypto(Crypto.generate_key()))
         projects = store.projects
         assert await projects.session_epoch(7) == 0
@@ -170,7 +170,7 @@ async def test_session_epoch_migration_and_store(database_url: str, monkeypatch:
 
         await db.run_migration(lambda conn: command.downgrade(migrate.alembic_config(conn), "0004"))
         assert await migrate.current_revision(db) == "0004"
-        assert await migrate.upgrade(db) == "0005"
+        assert await migrate.upgrade(db) == migrate.SCHEMA_HEAD
         epoch = await db.read(lambda conn: conn.execute(text("SELECT session_epoch FROM users WHERE id = 7")).scalar())
         assert epoch == 0  # the column came back, at 0 for the existing row
     finally:

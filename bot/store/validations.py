@@ -2,14 +2,17 @@
 
 State changes are single fenced statements: a validation that was superseded or cancelled meanwhile
 is never moved back to running or completed by a slower worker.
+
+The right to create a validation's check run is claimed in `begin`'s transaction, so that of two
+processes starting the same head at once only one creates it (see `may_claim_check_run`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from bot.db import Database
 from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
@@ -39,8 +42,29 @@ _END = (update(ValidationState)
         .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
                 completed_at=bindparam("b_now"), title=bindparam("b_title")))
 _INSERT = insert(ValidationState)
+# A claim on creating the check run that is this old was given up (its process died, or its POST
+# failed and the delivery's retries ran out): another start may take it over.
+CHECK_RUN_CLAIM_STALE = timedelta(seconds=60)
+# may_claim_check_run as one fenced statement (PostgreSQL: a concurrent claim of the row is waited
+# for and the WHERE evaluated again on the row as that claim left it).
+_CLAIM_CHECK_RUN = (update(ValidationState)
+                    .where(ValidationState.id == bindparam("b_id"),
+                           any_of(ValidationState.status, VALIDATION_ACTIVE),
+                           ValidationState.check_run_id.is_(None),
+                           or_(ValidationState.check_run_claimed_by.is_(None),
+                               ValidationState.check_run_claimed_by == bindparam("b_claimer"),
+                               ValidationState.check_run_claimed_at < bindparam("b_stale_before")))
+                    .values(check_run_claimed_by=bindparam("b_claimer"), check_run_claimed_at=bindparam("b_now")))
 _SET_CHECK_RUN = (update(ValidationState).where(ValidationState.id == bindparam("b_id"))
                   .values(check_run_id=bindparam("b_check_run")))
+
+
+class Begun(NamedTuple):
+    """What `ValidationStore.begin` did: the validations it ended, the one joined or recorded, and
+    whether the caller holds the claim on creating that one's check run."""
+    ended: list[ValidationState]
+    validation: ValidationState
+    claimed: bool
 
 
 class ValidationStore:
@@ -60,13 +84,17 @@ class ValidationStore:
         return await self._db.write(lambda conn: _supersede(conn, project_id, pr_number, new_head_sha))
 
     async def begin(self, *, project_id: str, pr_number: int, head_sha: str, restart: bool, base_sha: str | None,
-                    is_fork: bool, author: str | None, trigger: str) -> tuple[list[ValidationState], ValidationState]:
+                    is_fork: bool, author: str | None, trigger: str, claimer: str) -> Begun:
         """In one transaction: end the runs of this PR's other heads (of every head on a restart), then
-        join the active validation of this head or record a new one. Returns (ended, the validation)."""
+        join the active validation of this head or record a new one, and claim the creation of its
+        check run for `claimer` when that is still to be done and allowed (`may_claim_check_run`):
+        a new validation is claimed as it is recorded; joining one costs a statement only when its
+        check run is not recorded yet."""
         values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
-                      is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None)
+                      is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None,
+                      check_run_claimed_by=claimer)
 
-        def work(conn: Connection) -> tuple[list[ValidationState], ValidationState]:
+        def work(conn: Connection) -> Begun:
             open_ = from_rows(ValidationState, conn.execute(_OPEN_FOR_PR, {"b_project": project_id,
                                                                            "b_pr": pr_number}).mappings())
             to_end, join = plan_begin(open_, head_sha=head_sha, restart=restart)
@@ -75,7 +103,15 @@ class ValidationStore:
             if to_end:
                 conn.execute(_END, [{"b_id": v.id, "b_head": ended_by, "b_now": now,
                                      "b_title": f"Superseded by {ended_by[:7]}"} for v in to_end])
-            return to_end, join or _insert(conn, values)
+            if join is None:
+                return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True)
+            if not may_claim_check_run(join, claimer, now=now):
+                return Begun(to_end, join, False)
+            if conn.execute(_CLAIM_CHECK_RUN, {"b_id": join.id, "b_claimer": claimer, "b_now": now,
+                                               "b_stale_before": now - CHECK_RUN_CLAIM_STALE}).rowcount != 1:
+                return Begun(to_end, join, False)  # PostgreSQL: another transaction claimed it meanwhile
+            join.check_run_claimed_by, join.check_run_claimed_at = claimer, now
+            return Begun(to_end, join, True)
 
         return await self._db.write(work)
 
@@ -202,6 +238,19 @@ def plan_begin(open_validations: list[ValidationState], *, head_sha: str,
     to_end = [v for v in open_validations if v.head_sha != head_sha]
     join = next((v for v in open_validations if v.head_sha == head_sha and v.status in VALIDATION_ACTIVE), None)
     return to_end, join
+
+
+def may_claim_check_run(validation: ValidationState, claimer: str, *, now: datetime,
+                        stale_after: timedelta = CHECK_RUN_CLAIM_STALE) -> bool:
+    """Whether `claimer` may create the check run of this active validation: none is recorded yet and
+    nobody else holds the claim on creating it: unclaimed, claimed by `claimer` itself (a retried job
+    of the same delivery, e.g. after the POST failed), or claimed longer than `stale_after` ago (the
+    claimer gave up). `_CLAIM_CHECK_RUN`'s WHERE says the same in SQL."""
+    if validation.status not in VALIDATION_ACTIVE or validation.check_run_id is not None:
+        return False
+    claimed_by, claimed_at = validation.check_run_claimed_by, validation.check_run_claimed_at
+    return (claimed_by is None or claimed_by == claimer
+            or (claimed_at is not None and claimed_at < now - stale_after))
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:

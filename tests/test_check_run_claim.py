@@ -1,0 +1,240 @@
+"""Of several processes starting a validation of the same PR head at once, only one creates its check
+run: the claim on creating it is taken in the database, in ValidationStore.begin's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from gidgethub import BadRequest
+from sqlalchemy import update
+
+from bot.crypto import Crypto
+from bot.db import Database
+from bot.models import ValidationState, utcnow
+from bot.services import Services, github_clients
+from bot.store import InstallationRef, RepoRef, Store
+from bot.store.validations import CHECK_RUN_CLAIM_STALE, may_claim_check_run
+from pipeline.validation import JOB_VALIDATE, PullRequestRef, ValidationService, pull_request_ref
+from tests.fakes.github import FakeGitHub
+from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request, record_project
+
+NOW = utcnow()
+CHECK_RUNS = "/repos/*/*/check-runs"
+
+
+# ---- the rule ----------------------------------------------------------------------------------------
+
+def _state(*, status: str = "queued", check_run_id: int | None = None, claimed_by: str | None = None,
+           claimed_ago: timedelta | None = None) -> ValidationState:
+    return ValidationState(id="v", status=status, check_run_id=check_run_id, check_run_claimed_by=claimed_by,
+                           check_run_claimed_at=None if claimed_ago is None else NOW - claimed_ago)
+
+
+def test_an_unclaimed_validation_without_a_check_run_may_be_claimed_by_anyone() -> None:
+    assert may_claim_check_run(_state(), "d1", now=NOW)
+    assert may_claim_check_run(_state(status="in_progress"), "d1", now=NOW)
+
+
+def test_a_fresh_claim_is_held_against_others_but_not_against_its_own_claimer() -> None:
+    held = _state(claimed_by="d1", claimed_ago=timedelta(seconds=1))
+    assert not may_claim_check_run(held, "d2", now=NOW)
+    assert may_claim_check_run(held, "d1", now=NOW)  # the delivery's retried job
+    at_the_bound = _state(claimed_by="d1", claimed_ago=CHECK_RUN_CLAIM_STALE)
+    assert not may_claim_check_run(at_the_bound, "d2", now=NOW)
+
+
+def test_a_stale_claim_is_taken_over() -> None:
+    stale = _state(claimed_by="d1", claimed_ago=CHECK_RUN_CLAIM_STALE + timedelta(seconds=1))
+    assert may_claim_check_run(stale, "d2", now=NOW)
+    assert not may_claim_check_run(stale, "d2", now=NOW, stale_after=timedelta(minutes=5))
+
+
+def test_nobody_claims_a_recorded_check_run_or_an_ended_validation() -> None:
+    assert not may_claim_check_run(_state(check_run_id=7), "d1", now=NOW)
+    assert not may_claim_check_run(_state(check_run_id=7, claimed_by="d1", claimed_ago=timedelta(0)), "d1", now=NOW)
+    for status in ("completed", "superseded", "waiting"):
+        assert not may_claim_check_run(_state(status=status), "d1", now=NOW)
+
+
+# ---- the store, on SQLite and PostgreSQL ---------------------------------------------------------------
+
+@pytest.fixture
+async def other_store(database_url: str, store: Store) -> AsyncIterator[Store]:
+    """A second engine on the same database: another worker process."""
+    other = Store(Database(database_url), Crypto(Crypto.generate_key()))
+    yield other
+    await other.close()
+
+
+@pytest.fixture
+async def project_id(store: Store) -> str:
+    await store.projects.upsert_installation(InstallationRef(id=1, account_login="octo"))
+    await store.projects.upsert_projects(1, [RepoRef(10, "octo/one")])
+    project = await store.projects.get_project_by_repo_id(10)
+    assert project is not None
+    return project.id
+
+
+async def _begin(store: Store, project_id: str, claimer: str, *, head: str = "a" * 40, restart: bool = False) -> Any:
+    return await store.validations.begin(project_id=project_id, pr_number=1, head_sha=head, restart=restart,
+                                         base_sha="b" * 40, is_fork=False, author="octocat",
+                                         trigger="pull_request.opened", claimer=claimer)
+
+
+async def _age_claim(store: Store, validation_id: str, by: timedelta) -> None:
+    stmt = (update(ValidationState).where(ValidationState.id == validation_id)
+            .values(check_run_claimed_at=utcnow() - by))
+    await store.db.write(lambda conn: conn.execute(stmt))
+
+
+async def test_begin_claims_for_one_claimer_at_a_time(store: Store, other_store: Store, project_id: str) -> None:
+    first = await _begin(store, project_id, "d1")
+    assert first.claimed and first.validation.check_run_claimed_by == "d1"
+    # another process joins while d1 creates the check run: it must not create one too
+    joined = await _begin(other_store, project_id, "d2")
+    assert joined.validation.id == first.validation.id and not joined.claimed
+    # d1's job, retried (say its POST failed), claims again at once
+    again = await _begin(other_store, project_id, "d1")
+    assert again.validation.id == first.validation.id and again.claimed
+
+    # two claimers race for an unclaimed validation (as one recorded before migration 0006): one wins
+    await _age_claim(store, first.validation.id, CHECK_RUN_CLAIM_STALE + timedelta(seconds=5))
+    races = await asyncio.gather(*(_begin(s, project_id, c) for s, c in [(store, "d3"), (other_store, "d4"),
+                                                            (store, "d5"), (other_store, "d6")]))
+    assert {r.validation.id for r in races} == {first.validation.id}
+    winners = [r.validation.check_run_claimed_by for r in races if r.claimed]
+    assert len(winners) == 1
+    stored = await store.validations.get(first.validation.id)
+    assert stored is not None and stored.check_run_claimed_by == winners[0]
+
+    # once the check run is recorded, nobody claims it, not even a stale claim's taker
+    await store.validations.set_check_run(first.validation.id, 99)
+    await _age_claim(store, first.validation.id, CHECK_RUN_CLAIM_STALE * 2)
+    assert not (await _begin(other_store, project_id, "d7")).claimed
+    assert (await store.validations.get(first.validation.id)).check_run_claimed_by == winners[0]
+
+
+async def test_a_stale_claim_is_taken_over_and_a_restart_claims_its_new_validation(
+        store: Store, other_store: Store, project_id: str) -> None:
+    first = await _begin(store, project_id, "d1")
+    await _age_claim(store, first.validation.id, CHECK_RUN_CLAIM_STALE + timedelta(seconds=1))
+    taken = await _begin(other_store, project_id, "d2")
+    assert taken.claimed and taken.validation.id == first.validation.id
+    assert not (await _begin(store, project_id, "d1")).claimed  # d1 gave it up
+    restarted = await _begin(store, project_id, "d3", restart=True)
+    assert restarted.claimed and restarted.validation.id != first.validation.id
+    assert [v.id for v in restarted.ended] == [first.validation.id]
+
+
+# ---- two processes' ValidationService over one database, against the fake GitHub -----------------------
+
+class HeldCheckRuns:
+    """An installation client whose check run creation waits until released (the POST in flight)."""
+
+    def __init__(self, gh: Any) -> None:
+        self._gh = gh
+        self.posting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def post(self, url: str, **kwargs: Any) -> Any:
+        if url.endswith("/check-runs"):
+            self.posting.set()
+            await asyncio.wait_for(self.release.wait(), 10)
+        return await self._gh.post(url, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gh, name)
+
+
+@pytest.fixture
+async def two_processes(database_url: str, store: Store, other_store: Store, make_settings: Callable[..., Any],
+                        fake_github: FakeGitHub) -> AsyncIterator[list[tuple[ValidationService, Any]]]:
+    """(the validation service, an installation client) of two processes sharing the database."""
+    settings = make_settings(DATABASE_URL=database_url, GITHUB_API_URL=fake_github.api_url,
+                             GITHUB_URL=fake_github.base_url)
+    made = []
+    async with aiohttp.ClientSession() as http:
+        for s in (store, other_store):
+            services = Services(settings=settings, store=s, http=http)
+            services.github = github_clients(settings, http)
+            assert services.github is not None
+            # start uses neither the runner nor the checkouts
+            made.append((ValidationService(services, runner=None, checkouts=None),  # type: ignore[arg-type]
+                         services.github.installation(INSTALLATION_ID)))
+        yield made
+        for service, _ in made:
+            await service.services.github.close()
+
+
+async def _pull_request(store: Store, fake: FakeGitHub) -> tuple[Any, Scenario, PullRequestRef]:
+    scenario = open_pull_request(fake, config=None)
+    project = await record_project(store, scenario)
+    pr = pull_request_ref(fake.repos[scenario.full_name], fake.pulls[(scenario.full_name, scenario.number)])
+    return project, scenario, pr
+
+
+def _check_runs_of(fake: FakeGitHub, head_sha: str) -> list[dict[str, Any]]:
+    return [run for run in fake.check_runs.values() if run["head_sha"] == head_sha]
+
+
+async def _validate_jobs(store: Store) -> list[Any]:
+    return await store.jobs.claim("test", limit=10, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
+
+
+async def test_two_processes_starting_one_head_create_one_check_run(two_processes, store: Store,
+                                                                    fake_github: FakeGitHub) -> None:
+    (service_a, gh_a), (service_b, gh_b) = two_processes
+    project, scenario, pr = await _pull_request(store, fake_github)
+    held = HeldCheckRuns(gh_a)
+    # process A has recorded the validation and is creating its check run when B's event arrives
+    starting_a = asyncio.create_task(service_a.start(held, project, pr, trigger="pull_request.opened",
+                                                     claimer="delivery-a"))
+    await asyncio.wait_for(held.posting.wait(), 10)
+    state_b = await asyncio.wait_for(service_b.start(gh_b, project, pr, trigger="pull_request.reopened",
+                                                     claimer="delivery-b"), 10)
+    assert state_b.check_run_id is None and not fake_github.calls_to("POST", CHECK_RUNS)
+    held.release.set()
+    state_a = await asyncio.wait_for(starting_a, 10)
+
+    assert state_a.id == state_b.id
+    [run] = _check_runs_of(fake_github, scenario.head_sha)
+    assert (run["status"], run["external_id"]) == ("in_progress", state_a.id)
+    assert (await store.validations.get(state_a.id)).check_run_id == run["id"]
+    assert [job.args for job in await _validate_jobs(store)] == [{"validation_id": state_a.id}]
+
+
+async def test_two_processes_starting_one_head_at_the_same_moment(two_processes, store: Store,
+                                                                  fake_github: FakeGitHub) -> None:
+    (service_a, gh_a), (service_b, gh_b) = two_processes
+    project, scenario, pr = await _pull_request(store, fake_github)
+    # the validation is already recorded (the PR's first event); two later events of its head meet
+    await store.validations.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
+                                   base_sha=pr.base_sha)
+    states = await asyncio.wait_for(asyncio.gather(
+        service_a.start(gh_a, project, pr, trigger="pull_request.reopened", claimer="delivery-a"),
+        service_b.start(gh_b, project, pr, trigger="pull_request.ready_for_review", claimer="delivery-b")), 10)
+    assert len({s.id for s in states}) == 1
+    [run] = _check_runs_of(fake_github, scenario.head_sha)
+    assert (await store.validations.get(states[0].id)).check_run_id == run["id"]
+
+
+async def test_a_delivery_whose_check_run_failed_creates_it_on_its_retry(two_processes, store: Store,
+                                                                         fake_github: FakeGitHub) -> None:
+    (service_a, gh_a), (service_b, gh_b) = two_processes
+    project, scenario, pr = await _pull_request(store, fake_github)
+    fake_github.fail_next("POST", CHECK_RUNS, status=422)
+    with pytest.raises(BadRequest):
+        await service_a.start(gh_a, project, pr, trigger="pull_request.opened", claimer="delivery-a")
+    fake_github.take_errors()
+    # another delivery of the head meanwhile leaves it to the claimer; the claimer's retry creates it
+    assert (await service_b.start(gh_b, project, pr, trigger="pull_request.reopened",
+                                  claimer="delivery-b")).check_run_id is None
+    assert not _check_runs_of(fake_github, scenario.head_sha)
+    state = await service_b.start(gh_b, project, pr, trigger="pull_request.opened", claimer="delivery-a")
+    [run] = _check_runs_of(fake_github, scenario.head_sha)
+    assert (await store.validations.get(state.id)).check_run_id == run["id"]
