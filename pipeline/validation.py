@@ -138,7 +138,13 @@ class ValidationService:
             "name": CHECK_NAME, "head_sha": pr.head_sha, "status": "in_progress", "started_at": _now(),
             "details_url": self.details_url(state.id), "external_id": state.id,
             "output": {"title": "Validation queued", "summary": f"Validating {pr.head_sha[:7]}."}})
-        await self.store.set_check_run(state.id, check_run["id"], then_queue=JOB_VALIDATE, max_attempts=3)
+        ended_as = await self.store.set_check_run(state.id, check_run["id"], then_queue=JOB_VALIDATE,
+                                                  max_attempts=3)
+        if ended_as is not None:  # ended meanwhile by another process's start or a close: say so
+            await gh.patch(f"/repos/{pr.full_name}/check-runs/{check_run['id']}", data={
+                "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
+                "output": {"title": ended_as, "summary": f"{ended_as}."}})
+            return state
         if self.services.worker is not None:
             self.services.worker.wake(JOB_VALIDATE)
         self.services.bus.publish("validation.started", project_id=project.id, validation_id=state.id,

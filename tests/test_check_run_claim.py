@@ -131,6 +131,31 @@ async def test_a_stale_claim_is_taken_over_and_a_restart_claims_its_new_validati
     assert [v.id for v in restarted.ended] == [first.validation.id]
 
 
+async def test_two_processes_beginning_the_same_new_head_at_once_record_one_validation(
+        store: Store, other_store: Store, project_id: str) -> None:
+    # No row exists yet: without a per-PR lock, two PostgreSQL transactions would each insert one.
+    for head in ("c" * 40, "d" * 40, "e" * 40):
+        begun = await asyncio.gather(*(_begin(s, project_id, c, head=head)
+                                       for s, c in [(store, "d1"), (other_store, "d2"), (store, "d3"),
+                                                    (other_store, "d4")]))
+        assert len({b.validation.id for b in begun}) == 1
+        assert sum(b.claimed for b in begun) == 1
+    open_ = [v for v in await store.validations.for_project(project_id) if v.status in ("queued", "in_progress")]
+    assert [v.head_sha for v in open_] == ["e" * 40]  # each new head ended the one before
+
+
+async def test_a_check_run_recorded_for_a_validation_ended_meanwhile_is_reported_back(
+        store: Store, project_id: str) -> None:
+    first = await _begin(store, project_id, "d1")
+    await _begin(store, project_id, "d2", head="f" * 40)  # another process's new head ends it
+    ended_as = await store.validations.set_check_run(first.validation.id, 41, then_queue=JOB_VALIDATE)
+    assert ended_as == f"Superseded by {'f' * 7}"
+    assert (await store.jobs.counts())["queued"] == 0  # no job for a validation that ended
+    live = await _begin(store, project_id, "d3", head="f" * 40)
+    assert await store.validations.set_check_run(live.validation.id, 42, then_queue=JOB_VALIDATE) is None
+    assert (await store.jobs.counts())["queued"] == 1
+
+
 # ---- two processes' ValidationService over one database, against the fake GitHub -----------------------
 
 class HeldCheckRuns:
@@ -238,3 +263,26 @@ async def test_a_delivery_whose_check_run_failed_creates_it_on_its_retry(two_pro
     state = await service_b.start(gh_b, project, pr, trigger="pull_request.opened", claimer="delivery-a")
     [run] = _check_runs_of(fake_github, scenario.head_sha)
     assert (await store.validations.get(state.id)).check_run_id == run["id"]
+
+
+async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelled(two_processes, store: Store,
+                                                                                  fake_github: FakeGitHub) -> None:
+    (service_a, gh_a), (service_b, gh_b) = two_processes
+    project, scenario, pr = await _pull_request(store, fake_github)
+    held = HeldCheckRuns(gh_a)
+    starting_a = asyncio.create_task(service_a.start(held, project, pr, trigger="pull_request.opened",
+                                                     claimer="delivery-a"))
+    await asyncio.wait_for(held.posting.wait(), 10)
+    # a push arrives in process B while A's check run is on its way: B ends A's validation, which has
+    # no check run recorded yet, so B cannot cancel it on GitHub
+    newer = PullRequestRef(full_name=pr.full_name, number=pr.number, head_sha="9" * 40, base_sha=pr.base_sha,
+                           fork=False, author=pr.author)
+    state_b = await asyncio.wait_for(service_b.start(gh_b, project, newer, trigger="pull_request.synchronize",
+                                                     claimer="delivery-b"), 10)
+    held.release.set()
+    state_a = await asyncio.wait_for(starting_a, 10)
+    [run_a] = _check_runs_of(fake_github, pr.head_sha)
+    assert (run_a["status"], run_a["conclusion"]) == ("completed", "cancelled")
+    assert run_a["output"]["title"] == "Superseded by 9999999"
+    assert [job.args for job in await _validate_jobs(store)] == [{"validation_id": state_b.id}]
+    assert state_a.id != state_b.id

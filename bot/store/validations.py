@@ -9,10 +9,11 @@ processes starting the same head at once only one creates it (see `may_claim_che
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, text, update
 
 from bot.db import Database
 from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
@@ -56,7 +57,15 @@ _CLAIM_CHECK_RUN = (update(ValidationState)
                                ValidationState.check_run_claimed_at < bindparam("b_stale_before")))
                     .values(check_run_claimed_by=bindparam("b_claimer"), check_run_claimed_at=bindparam("b_now")))
 _SET_CHECK_RUN = (update(ValidationState).where(ValidationState.id == bindparam("b_id"))
-                  .values(check_run_id=bindparam("b_check_run")))
+                  .values(check_run_id=bindparam("b_check_run"))
+                  .returning(ValidationState.status, ValidationState.title))
+_PR_LOCK = text("SELECT pg_advisory_xact_lock(:b_key)")
+
+
+def pr_lock_key(project_id: str, pr_number: int) -> int:
+    """The PostgreSQL advisory lock key of one PR (a stable signed 64-bit hash)."""
+    digest = hashlib.blake2b(f"validation-begin:{project_id}:{pr_number}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class Begun(NamedTuple):
@@ -95,6 +104,10 @@ class ValidationStore:
                       check_run_claimed_by=claimer)
 
         def work(conn: Connection) -> Begun:
+            if not self._db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes every begin
+                # One begin per PR at a time across processes: two new heads (or the same new head
+                # twice) must not both record a validation beside the other's, unseen.
+                conn.execute(_PR_LOCK, {"b_key": pr_lock_key(project_id, pr_number)})
             open_ = from_rows(ValidationState, conn.execute(_OPEN_FOR_PR, {"b_project": project_id,
                                                                            "b_pr": pr_number}).mappings())
             to_end, join = plan_begin(open_, head_sha=head_sha, restart=restart)
@@ -120,16 +133,22 @@ class ValidationStore:
             "status": VALIDATION_COMPLETED, "conclusion": "cancelled", "title": title, "completed_at": utcnow()})
 
     async def set_check_run(self, validation_id: str, check_run_id: int, *, then_queue: str | None = None,
-                            max_attempts: int = 3) -> None:
+                            max_attempts: int = 3) -> str | None:
         """Record the validation's check run and, with `then_queue`, queue its job of that kind in the
-        same transaction (the job never runs before the check run it reports to is known)."""
-        def work(conn: Connection) -> None:
-            conn.execute(_SET_CHECK_RUN, {"b_id": validation_id, "b_check_run": check_run_id})
+        same transaction (the job never runs before the check run it reports to is known).
+        Returns None, or the validation's title when it ended while its check run was being created
+        (another process superseded or closed it): then nothing is queued and the caller ends the
+        check run it just made."""
+        def work(conn: Connection) -> str | None:
+            row = conn.execute(_SET_CHECK_RUN, {"b_id": validation_id, "b_check_run": check_run_id}).first()
+            if row is None or row.status not in VALIDATION_ACTIVE:
+                return (row.title if row is not None else None) or "Cancelled"
             if then_queue is not None:
                 self._jobs.add(conn, then_queue, args={"validation_id": validation_id},
                                dedupe_key=f"{then_queue}:{validation_id}", max_attempts=max_attempts)
+            return None
 
-        await self._db.write(work)
+        return await self._db.write(work)
 
     async def start(self, validation_id: str) -> bool:
         return await self._fenced(validation_id, VALIDATION_ACTIVE,
