@@ -211,15 +211,22 @@ async def _validate_jobs(store: Store) -> list[Any]:
     return await store.jobs.claim("test", limit=10, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
 
 
+async def _start_held(service: ValidationService, gh: Any, project: Any,
+                      pr: PullRequestRef) -> tuple[HeldCheckRuns, asyncio.Task[Any]]:
+    """Process A's start, held with its check-run POST in flight (release it with `.release.set()`)."""
+    held = HeldCheckRuns(gh)
+    starting = asyncio.create_task(service.start(held, project, pr, trigger="pull_request.opened",
+                                                 claimer="delivery-a"))
+    await asyncio.wait_for(held.posting.wait(), 10)
+    return held, starting
+
+
 async def test_two_processes_starting_one_head_create_one_check_run(two_processes, store: Store,
                                                                     fake_github: FakeGitHub) -> None:
     (service_a, gh_a), (service_b, gh_b) = two_processes
     project, scenario, pr = await _pull_request(store, fake_github)
-    held = HeldCheckRuns(gh_a)
     # process A has recorded the validation and is creating its check run when B's event arrives
-    starting_a = asyncio.create_task(service_a.start(held, project, pr, trigger="pull_request.opened",
-                                                     claimer="delivery-a"))
-    await asyncio.wait_for(held.posting.wait(), 10)
+    held, starting_a = await _start_held(service_a, gh_a, project, pr)
     state_b = await asyncio.wait_for(service_b.start(gh_b, project, pr, trigger="pull_request.reopened",
                                                      claimer="delivery-b"), 10)
     assert state_b.check_run_id is None and not fake_github.calls_to("POST", CHECK_RUNS)
@@ -269,10 +276,7 @@ async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelle
                                                                                   fake_github: FakeGitHub) -> None:
     (service_a, gh_a), (service_b, gh_b) = two_processes
     project, scenario, pr = await _pull_request(store, fake_github)
-    held = HeldCheckRuns(gh_a)
-    starting_a = asyncio.create_task(service_a.start(held, project, pr, trigger="pull_request.opened",
-                                                     claimer="delivery-a"))
-    await asyncio.wait_for(held.posting.wait(), 10)
+    held, starting_a = await _start_held(service_a, gh_a, project, pr)
     # a push arrives in process B while A's check run is on its way: B ends A's validation, which has
     # no check run recorded yet, so B cannot cancel it on GitHub
     newer = PullRequestRef(full_name=pr.full_name, number=pr.number, head_sha="9" * 40, base_sha=pr.base_sha,
