@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import sys
@@ -194,6 +195,7 @@ async def run(n: int, concurrency: int, installations: int) -> None:
         server.terminate()
         await server.wait()
         await fake.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     first_call: dict[str, float] = {}
     for call in fake.calls:
