@@ -148,6 +148,8 @@ class _Pacer:
         if self.clients._closed:
             raise GitHubClientClosed("GitHub client is closed")
         loop = asyncio.get_running_loop()
+        if (self.task is None or self.task.done()) and not self.queue and self._window_open():
+            return await self._send_now(method, url, headers, body)
         fut: asyncio.Future[Response] = loop.create_future()
         fut.add_done_callback(_consume_exception)
         entry, coalesced = self.queue.push(method, url, parsed, _Waiter(headers, body, fut))
@@ -159,6 +161,26 @@ class _Pacer:
             self.task = loop.create_task(self._run(), name=f"github-writes-{self.installation_id}")
         # Shielded: one caller giving up must not cancel a write other callers share.
         return await asyncio.shield(fut)
+
+    def _window_open(self) -> bool:
+        c = self.clients
+        now = c._clock()
+        prune_sent_times(self.sent, now, horizon=HOUR + WINDOW_MARGIN)
+        return next_write_time(self.sent, now, c.config.writes_per_minute, c.config.writes_per_hour,
+                               margin=WINDOW_MARGIN) <= now
+
+    async def _send_now(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Nothing queued and the window open: send from the caller's task, which holds the lane
+        meanwhile (writes that arrive queue behind it), instead of handing the write to a sender task
+        and waiting two turns of the loop for it. Still the lane's only write in flight."""
+        self.task = asyncio.current_task()
+        try:
+            return await self._write(method.upper(), url, headers, body)
+        finally:
+            self.task = None
+            if self.queue:
+                self.task = asyncio.get_running_loop().create_task(
+                    self._run(), name=f"github-writes-{self.installation_id}")
 
     @staticmethod
     def _mark_deferred(entry: QueuedWrite[_Waiter]) -> None:
@@ -191,7 +213,6 @@ class _Pacer:
             await self._send(entry)
 
     async def _send(self, entry: QueuedWrite[_Waiter]) -> None:
-        c = self.clients
         waiters = entry.payloads
         if len(waiters) == 1:
             headers, body = waiters[0].headers, waiters[0].body
@@ -199,22 +220,8 @@ class _Pacer:
             body = json.dumps(entry.body).encode("utf-8")
             headers = {k: v for k, v in waiters[-1].headers.items() if k.lower() != "content-length"}
             headers["content-length"] = str(len(body))
-
-        async def before_attempt(attempt: int) -> None:
-            if attempt > 1:  # a retry is one more write for the window
-                await self._wait_for_window()
-            self.sent.append(c._clock())
-
         try:
-            result = await c._execute(
-                str(self.installation_id),
-                self.installation_id,
-                entry.method,
-                entry.path,
-                headers,
-                body,
-                before_attempt=before_attempt,
-            )
+            result = await self._write(entry.method, entry.path, headers, body)
         except asyncio.CancelledError:
             for w in waiters:
                 if not w.future.done():
@@ -228,6 +235,17 @@ class _Pacer:
             for w in waiters:
                 if not w.future.done():
                     w.future.set_result(result)
+
+    async def _write(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        c = self.clients
+
+        async def before_attempt(attempt: int) -> None:
+            if attempt > 1:  # a retry is one more write for the window
+                await self._wait_for_window()
+            self.sent.append(c._clock())
+
+        return await c._execute(str(self.installation_id), self.installation_id, method, path, headers, body,
+                                before_attempt=before_attempt)
 
 
 class GitHubClients:
