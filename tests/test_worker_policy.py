@@ -1,7 +1,7 @@
 import random
 
-from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, lost_leases,
-                           retry_delay)
+from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst,
+                           lost_leases, retry_delay)
 
 
 def test_retry_delay_grows_and_stops_at_max_attempts() -> None:
@@ -44,3 +44,16 @@ def test_background_wait_is_the_nearest_moment_they_may_start() -> None:
     assert abs(background_wait(now=10.0, last_urgent_at=10.0, deferred_since=5.05) - 0.05) < 1e-9
     assert background_wait(now=10.0, last_urgent_at=None, deferred_since=None) == 0.0
     assert background_wait(now=10.0, last_urgent_at=1.0, deferred_since=None) == 0.0
+
+
+def test_outside_a_burst_background_jobs_start_as_soon_as_the_webhook_lane_is_idle() -> None:
+    assert not in_burst([])
+    assert not in_burst([5.0])
+    assert not in_burst([5.0, 9.0])  # a lone PR event: its validation starts at once
+    assert in_burst([5.0, 5.03])
+    assert background_may_start(now=10.01, urgent_busy=False, last_urgent_at=10.0, deferred_since=None,
+                                burst=False)
+    assert not background_may_start(now=10.01, urgent_busy=True, last_urgent_at=10.0, deferred_since=None,
+                                    burst=False)
+    assert not background_may_start(now=10.01, urgent_busy=False, last_urgent_at=10.0, deferred_since=None,
+                                    burst=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 BASE_DELAY_SECONDS = 2.0
 MAX_DELAY_SECONDS = 600.0
@@ -35,20 +35,29 @@ def lost_leases(running: Iterable[int], still_held: set[int]) -> set[int]:
 
 # Background jobs (validations, agent runs) yield the event loop to a burst of webhooks: each webhook
 # job ends with the user-visible `in_progress` check run, which should not wait behind the tail of
-# another PR's validation. The yielding is bounded, so background work never starves.
+# another PR's validation. Outside a burst they start as soon as the webhook lane is idle (a lone
+# PR's validation does not wait), and the yielding is bounded, so background work never starves.
 QUIET_SECONDS = 0.1
 MAX_DEFER_SECONDS = 5.0
 
 
+def in_burst(arrivals: Sequence[float], *, quiet: float = QUIET_SECONDS) -> bool:
+    """Webhook jobs are arriving in a burst: the last two started less than `quiet` apart."""
+    return len(arrivals) >= 2 and arrivals[-1] - arrivals[-2] < quiet
+
+
 def background_may_start(*, now: float, urgent_busy: bool, last_urgent_at: float | None,
-                         deferred_since: float | None, quiet: float = QUIET_SECONDS,
+                         deferred_since: float | None, burst: bool = True, quiet: float = QUIET_SECONDS,
                          max_defer: float = MAX_DEFER_SECONDS) -> bool:
-    """May the worker start background jobs now? Yes when urgent work has been quiet for `quiet`
-    seconds, or when background work has already been held back for `max_defer` seconds."""
+    """May the worker start background jobs now? Not while webhook jobs run; during a burst, only once
+    it has been quiet for `quiet` seconds; and always once background work has been held back for
+    `max_defer` seconds."""
     if deferred_since is not None and now - deferred_since >= max_defer:
         return True
     if urgent_busy:
         return False
+    if not burst:
+        return True
     return last_urgent_at is None or now - last_urgent_at >= quiet
 
 

@@ -24,7 +24,8 @@ from bot.logs import job_context
 from bot.models import utcnow
 from bot.store import ClaimedJob, Store
 from bot.store.batch import GroupCommit
-from worker.policy import background_may_start, background_wait, exhausted_by_lease_expiry, lost_leases, retry_delay
+from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst, lost_leases,
+                           retry_delay)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._last_urgent_at: float | None = None
+        self._urgent_arrivals: collections.deque[float] = collections.deque(maxlen=2)
         self._deferred_since: float | None = None
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -196,7 +198,8 @@ class Worker:
         if not any(state.lane.urgent for state in self._lanes):
             return True
         allowed = background_may_start(now=now, urgent_busy=any(s.busy for s in self._lanes if s.lane.urgent),
-                                       last_urgent_at=self._last_urgent_at, deferred_since=self._deferred_since)
+                                       last_urgent_at=self._last_urgent_at, deferred_since=self._deferred_since,
+                                       burst=in_burst(self._urgent_arrivals))
         if allowed:
             self._deferred_since = None
         elif self._deferred_since is None:
@@ -240,6 +243,8 @@ class Worker:
         lane = self._lane_for(job.kind)
         lane.running.add(job.id)
         self._touch(lane)
+        if lane.lane.urgent:
+            self._urgent_arrivals.append(time.monotonic())
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._running[job.id] = task
 
