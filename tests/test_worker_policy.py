@@ -57,3 +57,9 @@ def test_outside_a_burst_background_jobs_start_as_soon_as_the_webhook_lane_is_id
                                     burst=False)
     assert not background_may_start(now=10.01, urgent_busy=False, last_urgent_at=10.0, deferred_since=None,
                                     burst=True)
+
+
+def test_outside_a_burst_only_the_bound_is_waited_for() -> None:
+    # the lane going idle wakes the worker; no quiet period to wait out
+    assert abs(background_wait(now=10.0, last_urgent_at=10.0, deferred_since=9.0, burst=False) - 4.0) < 1e-9
+    assert background_wait(now=10.0, last_urgent_at=10.0, deferred_since=None, burst=False) == 0.0

@@ -62,10 +62,11 @@ def background_may_start(*, now: float, urgent_busy: bool, last_urgent_at: float
 
 
 def background_wait(*, now: float, last_urgent_at: float | None, deferred_since: float | None,
-                    quiet: float = QUIET_SECONDS, max_defer: float = MAX_DEFER_SECONDS) -> float:
-    """Seconds until `background_may_start` can next turn true without anything else happening."""
+                    burst: bool = True, quiet: float = QUIET_SECONDS, max_defer: float = MAX_DEFER_SECONDS) -> float:
+    """Seconds until `background_may_start` can next turn true without anything else happening (the
+    webhook lane going idle wakes the worker by itself)."""
     waits = []
-    if last_urgent_at is not None:
+    if last_urgent_at is not None and burst:
         waits.append(last_urgent_at + quiet - now)
     if deferred_since is not None:
         waits.append(deferred_since + max_defer - now)

@@ -217,7 +217,8 @@ class Worker:
                     continue
                 if not lane.lane.urgent and not self._background_allowed(now):
                     wait = min(wait, max(0.01, background_wait(now=now, last_urgent_at=self._last_urgent_at,
-                                                               deferred_since=self._deferred_since)))
+                                                               deferred_since=self._deferred_since,
+                                                               burst=in_burst(self._urgent_arrivals))))
                     continue
                 claimed: list[ClaimedJob] = []
                 try:
@@ -273,6 +274,8 @@ class Worker:
                 lane.running.discard(job.id)
                 self._touch(lane)
                 lane.hand_over_slot()
+                if lane.lane.urgent and not lane.busy and self._deferred_since is not None:
+                    self._wake.set()  # background work held back for this lane may start now
                 metrics.JOB_OUTCOMES.labels(job.kind, outcome).inc()
                 metrics.JOB_DURATION.labels(job.kind).observe(time.monotonic() - started)
                 self.bus.publish("job.finished", job_id=job.id, kind=job.kind, outcome=outcome,
