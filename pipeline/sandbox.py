@@ -337,6 +337,20 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
+def system_binds() -> list[str]:
+    """bwrap options for the host's programs and libraries: `/usr` read-only, and `/bin`, `/sbin`, `/lib*`
+    as on the host (links on a merged-/usr system, read-only directories otherwise). Shared with the UI
+    check's browser sandbox (pipeline/ui_browser.py)."""
+    a = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = f"/{name}"
+        if os.path.islink(host):
+            a += ["--symlink", os.readlink(host), host]
+        elif os.path.isdir(host):
+            a += ["--ro-bind", host, host]
+    return a
+
+
 def _resolve_bwrap(bwrap: str) -> str | None:
     if os.sep in bwrap:
         return bwrap if os.path.isfile(bwrap) and os.access(bwrap, os.X_OK) else None
@@ -1026,13 +1040,7 @@ class Sandbox:
             a.append("--disable-userns")
         a += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--uid", str(self.uid),
               "--gid", str(self.gid), "--hostname", SANDBOX_HOSTNAME]
-        a += ["--ro-bind", "/usr", "/usr"]
-        for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-            host = f"/{name}"
-            if os.path.islink(host):
-                a += ["--symlink", os.readlink(host), host]
-            elif os.path.isdir(host):
-                a += ["--ro-bind", host, host]
+        a += system_binds()
         a += ["--proc", "/proc", "--dev", "/dev",
               "--perms", "1777", "--size", str(limits.memory_bytes), "--tmpfs", "/dev/shm",
               "--perms", "1777", "--size", str(limits.memory_bytes), "--tmpfs", "/tmp",

@@ -3,12 +3,13 @@ screenshots, run axe-core, and say what failed (the judging itself is pure: pipe
 
 Network path (PR code never gets a way out; see pipeline/ui_proxy.py):
 
-    Chromium (host) --HTTP proxy--> AppProxy 127.0.0.1:<ephemeral> (host, only the app's origin, only
+    Chromium (bwrap, uid 61001) --HTTP proxy--> AppProxy 127.0.0.1:<ephemeral> (host, only the app's origin, only
         with this run's credential) --Unix socket in the workspace--> ui_forwarder.py (sandbox)
         --TCP--> the app at `ui.url` (sandbox)
 
 The app and the forwarder run in one `Sandbox.background` process: the sandbox's rules, no network
-(its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, launched
+(its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, run in a
+bubblewrap sandbox of its own as uid 61001 with Chromium's own sandbox on (pipeline/ui_browser.py), launched
 with the proxy for every URL including loopback ones (`<-loopback>`), so page JavaScript cannot reach
 the host's own ports; a context route aborts any request to another origin as well. The app, the
 proxy and the browser are always stopped when the stage ends, on a timeout or a cancel too.
@@ -19,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, fresh_dir
+from pipeline.ui_browser import BROWSER_UID, write_launcher
 from pipeline.ui_config import UiConfig, UiPage, UiStep
 from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
                                Violation, png_size)
@@ -35,8 +39,11 @@ from pipeline.ui_proxy import AppProxy, Credential, Origin, SandboxSocket
 log = logging.getLogger(__name__)
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+BROWSER_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+# A Chromium started directly by root (the unsandboxed fallback, and the tests' trusted dashboard pages): Chromium
+# refuses to run its own sandbox as root. In bubblewrap it runs as BROWSER_UID and keeps its sandbox on.
+CHROMIUM_ARGS = ["--no-sandbox", *BROWSER_FLAGS]
 AXE_SCRIPT = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 FORWARDER = Path(__file__).resolve().parent / "ui_forwarder.py"
 SOCKET_DIR = ".codegenapp-ui"
@@ -97,7 +104,7 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
                 outcome.problem = problem
             else:
                 await log_line(f"{ui.url} answered after {time.monotonic() - started:.1f} s\n")
-                await _check_pages(ui, origin, proxy.port, proxy.credential, setup, outcome, log_line)
+                await _check_pages(sandbox, ui, origin, proxy.port, proxy.credential, setup, outcome, log_line)
             if proxy.blocked:  # mostly Chromium's own background requests
                 log.debug("ui check: the proxy refused %s", proxy.blocked)
             outcome.app_output = app.output()[-OUTPUT_TAIL_CHARS:]
@@ -134,22 +141,55 @@ async def wait_until_ready(connect: Callable[[], Awaitable[tuple[asyncio.StreamR
     return f"the app did not answer at {origin} within {seconds:g} s"
 
 
-async def _check_pages(ui: UiConfig, origin: Origin, proxy_port: int, credential: Credential, setup: BrowserSetup,
-                       outcome: UiOutcome, log_line: Log) -> None:
+@dataclass(frozen=True)
+class BrowserIsolation:
+    """How Chromium is started: what Playwright executes, with which flags, and the line the step's
+    output gets about it."""
+
+    executable: str
+    args: list[str]
+    chromium_sandbox: bool
+    note: str
+
+
+def browser_isolation(sandbox: Sandbox, chromium_path: str, launcher_dir: str) -> BrowserIsolation:
+    """Chromium in bubblewrap when the PR sandbox's probe found a working one (with user and pid
+    namespaces, and as root the switch to a dedicated uid); otherwise directly, saying so."""
+    caps = sandbox.capabilities
+    is_root = os.geteuid() == 0
+    if caps.sandboxed and caps.bwrap and caps.user_namespace and caps.pid_namespace and (
+            caps.dedicated_uid or not is_root):
+        uid = BROWSER_UID if is_root else os.getuid()
+        launcher = write_launcher(launcher_dir, bwrap=caps.bwrap, chromium=chromium_path, uid=uid)
+        return BrowserIsolation(launcher, list(BROWSER_FLAGS), True,
+                                f"browser: sandboxed (bubblewrap, uid {uid}, Chromium's own sandbox on, "
+                                "no access to the app's files)")
+    return BrowserIsolation(chromium_path, list(CHROMIUM_ARGS), False,
+                            f"browser: NOT sandboxed (no usable bubblewrap: sandbox mode={caps.mode}): Chromium runs "
+                            f"as uid {os.geteuid()} with --no-sandbox and can read what the app can")
+
+
+async def _check_pages(sandbox: Sandbox, ui: UiConfig, origin: Origin, proxy_port: int, credential: Credential,
+                       setup: BrowserSetup, outcome: UiOutcome, log_line: Log) -> None:
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
     axe, note = axe_source(setup.axe_script)
     outcome.accessibility_note = note
-    async with async_playwright() as playwright:
+    async with contextlib.AsyncExitStack() as stack:
+        launcher_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="codegenapp-browser-"))
+        isolation = browser_isolation(sandbox, setup.chromium_path, launcher_dir)
+        outcome.browser_note = isolation.note
+        await log_line(isolation.note + "\n")
+        playwright = await stack.enter_async_context(async_playwright())
         try:
             browser = await playwright.chromium.launch(
-                executable_path=setup.chromium_path, headless=True,
+                executable_path=isolation.executable, headless=True, chromium_sandbox=isolation.chromium_sandbox,
                 # Playwright answers the proxy's 407 with these; they are never on a command line.
                 proxy={"server": f"http://127.0.0.1:{proxy_port}", "username": credential.username,
                        "password": credential.password},
                 # Playwright already forces loopback through the proxy; this keeps it so whatever its environment.
-                args=[*CHROMIUM_ARGS, "--proxy-bypass-list=<-loopback>"])
+                args=[*isolation.args, "--proxy-bypass-list=<-loopback>"])
         except PlaywrightError as exc:
             outcome.problem = (f"the UI check could not start Chromium at {setup.chromium_path} (CHROMIUM_PATH): "
                                f"{_first_line(exc.message)}")

@@ -91,6 +91,7 @@ class UiOutcome:
     problem: str | None = None  # the app did not answer, or the browser did not start: no page checked
     app_output: str = ""  # its output's tail
     accessibility_note: str = ""  # why accessibility was not checked
+    browser_note: str = ""  # how the browser was isolated (pipeline/ui.py browser_isolation)
 
     @property
     def screenshots(self) -> list[Screenshot]:
@@ -215,6 +216,8 @@ def step_result(outcome: UiOutcome, origin: Origin, *, enforce: bool, duration: 
     app_output = outcome.app_output.strip()
     output_section = f"\nThe app's output (last lines):\n{app_output}\n" if app_output else \
         "\nThe app printed nothing.\n"
+    if outcome.browser_note:
+        output_section += f"\n{outcome.browser_note}\n"
     if outcome.problem is not None:
         return StepResult(STEP_NAME, "ui", "failed", duration, output_tail=f"{outcome.problem}\n{output_section}",
                           detail=outcome.problem)
@@ -229,6 +232,8 @@ def step_result(outcome: UiOutcome, origin: Origin, *, enforce: bool, duration: 
     text = render(outcome.pages, origin, enforce=enforce)
     if not passed:
         text += output_section
+    elif outcome.browser_note:
+        text += f"\n{outcome.browser_note}\n"
     return StepResult(STEP_NAME, "ui", "passed" if passed else "failed", duration, output_tail=text, detail=detail)
 
 

@@ -1,0 +1,133 @@
+"""The UI check's Chromium in a bubblewrap sandbox of its own: Playwright's `executable_path` is a
+small script (`write_launcher`, one per run) that execs this file, which execs
+
+    bwrap <options> -- /usr/bin/chromium <Playwright's arguments>
+
+It runs as `python3 -I` between Playwright and bwrap, importing only pipeline.sandbox (for the
+host's /usr layout) besides the standard library. What it does, in order:
+
+- finds the `--user-data-dir` Playwright passes (its fresh profile directory) and, as root, gives it
+  to the browser's uid (`BROWSER_UID`, 61001: unprivileged, no passwd entry, distinct from the PR
+  sandbox's 61000);
+- as root, drops to that uid/gid with no supplementary groups, so bwrap runs *unprivileged* and every
+  browser process is uid 61001 on the host (not root: a compromised renderer that escaped Chromium's
+  own sandbox and bwrap's namespaces still lands as a nobody);
+- execs bwrap with an allowlist of the filesystem (`bwrap_arguments`): read-only /usr, the /bin,
+  /lib* links, the few /etc entries Chromium and fontconfig read, the fontconfig cache; a fresh
+  /proc of its own pid namespace, a minimal /dev, tmpfs /tmp, /dev/shm and HOME; and read-write only
+  the profile directory. Nothing of DATA_DIR (the App's key, the database, the encryption keys) or
+  the app's working directory exists in there. A clean environment (`--clearenv`): the app's
+  environment variables never reach the browser.
+
+Playwright talks to Chromium over the inherited pipes on fds 3 and 4 (`--remote-debugging-pipe`):
+they are not close-on-exec, and bwrap passes inherited fds through to the command untouched.
+
+Network: the browser keeps the host's network namespace, so that it reaches the run's proxy on
+127.0.0.1 (see pipeline/ui.py). Chromium's own sandbox stays on (no `--no-sandbox`): bwrap does not
+pass `--disable-userns`, so Chromium can still create the user, pid and network namespaces it puts
+its renderers in - a renderer has no network at all, only the browser's network service does.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+if __name__ == "__main__":  # run as a script (`python3 -I`): the app's package is next to this file's directory
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from pipeline.sandbox import system_binds  # noqa: E402
+
+BROWSER_UID = 61001
+HOME = "/home/chromium"
+PATH = "/usr/bin:/bin"
+_ETC = ("fonts", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ld.so.cache", "ld.so.conf",
+        "ld.so.conf.d", "localtime", "timezone", "os-release", "mime.types", "chromium.d", "chromium")
+_READ_ONLY = ("/var/cache/fontconfig",)
+
+
+def user_data_dir(argv: Sequence[str]) -> str | None:
+    """The profile directory Playwright passes to Chromium (`--user-data-dir=D` or `--user-data-dir D`)."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg.startswith("--user-data-dir="):
+            found = arg.split("=", 1)[1]
+        elif arg == "--user-data-dir" and i + 1 < len(argv):
+            found = argv[i + 1]
+    return found
+
+
+def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: str) -> list[str]:
+    """bwrap's command line (without bwrap itself) for running `chromium argv` with `profile` writable."""
+    if not os.path.isabs(profile) or os.path.normpath(profile) in ("/", "/tmp") or ".." in profile.split("/"):
+        raise ValueError(f"refusing {profile!r} as the browser's profile directory")
+    a = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+         "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--uid", str(uid), "--gid", str(uid),
+         "--hostname", "browser", *system_binds()]
+    a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+          "--perms", "1777", "--tmpfs", "/tmp", "--perms", "0700", "--tmpfs", HOME, "--dir", "/etc"]
+    for name in _ETC:
+        a += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for path in _READ_ONLY:
+        a += ["--ro-bind-try", path, path]
+    a += ["--bind", profile, profile, "--chdir", HOME, "--remount-ro", "/", "--clearenv",
+          "--setenv", "PATH", PATH, "--setenv", "HOME", HOME, "--setenv", "LANG", "C.UTF-8",
+          "--setenv", "TMPDIR", "/tmp", "--", chromium, *argv]
+    return a
+
+
+def launcher_script(*, bwrap: str, chromium: str, uid: int, python: str = sys.executable) -> str:
+    """The executable Playwright starts (a shell script: `executable_path` takes no arguments)."""
+    command = [python, "-I", os.path.abspath(__file__), "--bwrap", bwrap, "--chromium", chromium, "--uid", str(uid)]
+    return "#!/bin/sh\nexec " + " ".join(shlex.quote(c) for c in command) + ' -- "$@"\n'
+
+
+def write_launcher(directory: str, **kwargs: object) -> str:
+    """Writes `launcher_script(**kwargs)` as an executable file in `directory` (private to the app)."""
+    path = os.path.join(directory, "chromium")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
+    with os.fdopen(fd, "w") as f:
+        f.write(launcher_script(**kwargs))  # type: ignore[arg-type]
+    return path
+
+
+def _give_profile(profile: str, uid: int) -> None:
+    """chown the fresh profile directory (empty, created by Playwright) to the browser's uid, without
+    following a link."""
+    fd = os.open(profile, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, uid, uid)
+        for name in os.listdir(fd):
+            os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
+def main(args: Sequence[str]) -> None:
+    options: dict[str, str] = {}
+    rest = list(args)
+    while rest and rest[0] != "--":
+        options[rest[0].lstrip("-")] = rest[1]
+        rest = rest[2:]
+    argv = rest[1:]
+    uid = int(options["uid"])
+    profile = user_data_dir(argv)
+    if profile is None:
+        sys.exit("codegenapp browser sandbox: no --user-data-dir among the arguments; refusing to start")
+    profile = os.path.realpath(profile)
+    if os.geteuid() == 0:
+        if uid == 0:
+            sys.exit("codegenapp browser sandbox: refusing to run the browser as uid 0")
+        _give_profile(profile, uid)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    bwrap = options["bwrap"]
+    os.execve(bwrap, [bwrap, *bwrap_arguments(chromium=options["chromium"], argv=argv, uid=uid, profile=profile)],
+              {"PATH": PATH, "LANG": "C.UTF-8"})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,130 @@
+"""The UI check's Chromium in its own bubblewrap sandbox (pipeline/ui_browser.py): the wrapper's
+arguments, and, from the host, what the processes of a running UI check are and can see."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import uuid
+from types import SimpleNamespace
+from pathlib import Path
+
+import pytest
+
+from pipeline.sandbox import Limits, Sandbox, SandboxCapabilities
+from pipeline.ui import BrowserSetup, browser_isolation, run_ui_check
+from pipeline.ui_browser import BROWSER_UID, HOME, bwrap_arguments, launcher_script, user_data_dir
+from pipeline.ui_config import UiConfig, UiPage
+from tests.browser import CHROMIUM, browser_missing
+from tests.test_sandbox import processes_matching
+from tests.ui_app import PORT, URL, app_files
+
+BROWSER_FLAG = "--proxy-bypass-list=<-loopback>"  # only the UI check's Chromium has it
+
+
+def pairs(args: list[str], option: str) -> list[tuple[str, str]]:
+    return [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == option]
+
+
+def test_the_profile_directory_is_found_in_either_spelling() -> None:
+    assert user_data_dir(["--headless", "--user-data-dir=/tmp/p-1", "about:blank"]) == "/tmp/p-1"
+    assert user_data_dir(["--user-data-dir", "/tmp/p 2", "--remote-debugging-pipe"]) == "/tmp/p 2"
+    assert user_data_dir(["--remote-debugging-pipe"]) is None
+
+
+def test_bwrap_arguments_are_an_allowlist_with_only_the_profile_writable() -> None:
+    argv = ["--remote-debugging-pipe", "--user-data-dir=/tmp/playwright-profile-x", "--headless"]
+    args = bwrap_arguments(chromium="/usr/bin/chromium", argv=argv, uid=BROWSER_UID, profile="/tmp/playwright-profile-x")
+    end = args.index("--")
+    options, command = args[:end], args[end + 1:]
+    assert command == ["/usr/bin/chromium", *argv]  # Playwright's arguments untouched, after bwrap's
+    for flag in ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+                 "--new-session", "--clearenv"):
+        assert flag in options
+    assert "--unshare-net" not in options and "--share-net" not in options  # the host's loopback: the proxy
+    assert "--disable-userns" not in options  # Chromium's own sandbox creates namespaces
+    assert pairs(options, "--cap-drop") and options[options.index("--cap-drop") + 1] == "ALL"
+    assert options[options.index("--uid") + 1] == options[options.index("--gid") + 1] == str(BROWSER_UID)
+    assert pairs(options, "--bind") == [("/tmp/playwright-profile-x", "/tmp/playwright-profile-x")]  # only it
+    assert "--bind-try" not in options and "--dev-bind" not in options
+    sources = [s for s, _ in pairs(options, "--ro-bind") + pairs(options, "--ro-bind-try")]
+    assert "/usr" in sources and "/etc/fonts" in sources
+    assert "/etc" not in sources and "/" not in sources and "/etc/ssl/private" not in sources
+    assert not [s for s in sources if s.startswith(("/root", "/home", "/var/lib", "/run", "/work", "/srv", "/opt"))]
+    assert "--tmpfs" in options and ("HOME", HOME) in pairs(options, "--setenv")
+    assert options.index("--remount-ro") > options.index("--bind")
+
+
+def test_bwrap_arguments_refuse_a_profile_that_is_not_a_plain_directory_path() -> None:
+    for profile in ("relative/dir", "/", "/tmp", "/tmp/../etc"):
+        with pytest.raises(ValueError):
+            bwrap_arguments(chromium="/usr/bin/chromium", argv=[], uid=BROWSER_UID, profile=profile)
+
+
+def test_the_launcher_quotes_its_arguments_and_passes_playwrights_through() -> None:
+    script = launcher_script(bwrap="/usr/bin/bwrap", chromium="/opt/my chromium", uid=61001)
+    assert script.startswith(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I ")
+    assert "'/opt/my chromium'" in script and "--uid 61001" in script and script.endswith(' -- "$@"\n')
+
+
+def test_without_a_working_bubblewrap_the_browser_is_started_directly_and_the_step_says_so(tmp_path: Path) -> None:
+    unsandboxed = SimpleNamespace(capabilities=SandboxCapabilities(bwrap_works=False, allow_unsandboxed=True))
+    isolation = browser_isolation(unsandboxed, "/usr/bin/chromium", str(tmp_path))  # type: ignore[arg-type]
+    assert (isolation.executable, isolation.chromium_sandbox) == ("/usr/bin/chromium", False)
+    assert isolation.note.startswith("browser: NOT sandboxed (no usable bubblewrap: sandbox mode=unsandboxed)")
+    assert list(tmp_path.iterdir()) == []  # no launcher written
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+@pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
+async def test_the_browser_of_a_running_ui_check_is_isolated_from_the_app(tmp_path: Path, monkeypatch) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    key = data_dir / "app-private-key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    marker = f"app-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("CODEGENAPP_TEST_SECRET", marker)  # in the app's environment, not the browser's
+    workspace = tmp_path / "work"
+    workspace.mkdir()
+    for name, text in app_files().items():
+        (workspace / name).write_text(text)
+    sandbox = await Sandbox.probe()
+    expected_uid = BROWSER_UID if os.geteuid() == 0 else os.getuid()
+    seen: list[dict[str, object]] = []
+
+    async def log_line(text: str) -> None:
+        if not text.startswith("checking /"):
+            return
+        # The browser is up and about to load the page: look at its processes from the host.
+        for pid in processes_matching(BROWSER_FLAG):
+            try:
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+                status = Path(f"/proc/{pid}/status").read_text()
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                root = f"/proc/{pid}/root"
+                seen.append({
+                    "argv0": argv0.decode(), "uids": [line.split()[1:] for line in status.splitlines()
+                                                      if line.startswith("Uid:")][0],
+                    "sees_chromium": os.path.exists(f"{root}/usr/lib/chromium/chromium"),
+                    "sees_key": os.path.exists(f"{root}{key}"), "sees_data_dir": os.path.exists(f"{root}{data_dir}"),
+                    "sees_workspace": os.path.exists(f"{root}{workspace}"),
+                    "env_has_secret": marker.encode() in environ})
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+
+    outcome = await run_ui_check(sandbox, UiConfig(start=f"python3 server.py {PORT}", url=URL, pages=(UiPage("/"),)),
+                                 workspace=workspace, env={}, limits=Limits(timeout_seconds=120),
+                                 setup=BrowserSetup(chromium_path=CHROMIUM), log_line=log_line)
+    assert outcome.problem is None and [p.status for p in outcome.pages] == [200]
+    assert outcome.browser_note.startswith(f"browser: sandboxed (bubblewrap, uid {expected_uid}")
+    browsers = [s for s in seen if str(s["argv0"]).endswith("/chromium/chromium")]
+    assert browsers, seen
+    for process in seen:  # bwrap and Chromium alike
+        assert process["uids"] == [str(expected_uid)] * 4, process
+        assert not process["env_has_secret"], process
+    for process in browsers:
+        assert process["sees_chromium"], process  # its root is readable from here: the checks below mean something
+        assert not process["sees_key"] and not process["sees_data_dir"] and not process["sees_workspace"], process
+    assert processes_matching(BROWSER_FLAG) == []  # stopped with the check
