@@ -3,9 +3,12 @@ screenshots, run axe-core, and say what failed (the judging itself is pure: pipe
 
 Network path (PR code never gets a way out; see pipeline/ui_proxy.py):
 
-    Chromium (bwrap, uid 61001) --HTTP proxy--> AppProxy 127.0.0.1:<ephemeral> (host, only the app's origin, only
-        with this run's credential) --Unix socket in the workspace--> ui_forwarder.py (sandbox)
-        --TCP--> the app at `ui.url` (sandbox)
+    Chromium (its own bwrap, uid 61001, no network but) --TCP 127.0.0.1:3128--> ui_forwarder.py (same bwrap)
+        --Unix socket in a per-run directory--> AppProxy (host, only the app's origin, only with this run's
+        credential) --Unix socket in the workspace--> ui_forwarder.py (sandbox) --TCP--> the app at `ui.url`
+        (sandbox)
+
+(Unsandboxed fallback: Chromium on the host, AppProxy on 127.0.0.1:<ephemeral>.)
 
 The app and the forwarder run in one `Sandbox.background` process: the sandbox's rules, no network
 (its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, run in a
@@ -22,6 +25,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, fresh_dir
-from pipeline.ui_browser import BROWSER_UID, write_launcher
+from pipeline.ui_browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
 from pipeline.ui_config import UiConfig, UiPage, UiStep
 from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
                                Violation, png_size)
@@ -73,7 +77,7 @@ def app_command(ui: UiConfig, socket_path: str) -> str:
     """The sandbox's command line: the forwarder in the background, the app's start command in the
     foreground (when it exits, the sandbox ends)."""
     origin = Origin.of(ui.url)
-    return (f"/usr/bin/python3 -I {FORWARDER} {socket_path} {origin.host} {origin.port} &\n"
+    return (f"/usr/bin/python3 -I {FORWARDER} unix:{socket_path} tcp:{origin.host}:{origin.port} &\n"
             f"{ui.start}\n")
 
 
@@ -95,8 +99,14 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
     sock = SandboxSocket(workspace / SOCKET_DIR, SOCKET_NAME)
     command = app_command(ui, f"{SOCKET_DIR}/{SOCKET_NAME}")  # relative to the checkout, sandboxed or not
     try:
-        async with sandbox.background(command, workspace=workspace, env=env, limits=limits, on_output=log_line,
-                                      read_only_binds=[FORWARDER]) as app, AppProxy(origin, sock.connect) as proxy:
+        async with contextlib.AsyncExitStack() as stack:
+            app = await stack.enter_async_context(sandbox.background(
+                command, workspace=workspace, env=env, limits=limits, on_output=log_line, read_only_binds=[FORWARDER]))
+            # After the app started: the sandbox has been probed, the browser's isolation follows from it.
+            isolation = browser_isolation(sandbox, setup.chromium_path,
+                                          stack.enter_context(tempfile.TemporaryDirectory(prefix="codegenapp-browser-")))
+            proxy = await stack.enter_async_context(AppProxy(origin, sock.connect, unix_path=isolation.proxy_socket))
+            isolation.hand_over_socket()
             await log_line(f"started: {ui.start}\nwaiting for {ui.url} (at most {ui.ready_timeout_seconds} s)\n")
             started = time.monotonic()
             problem = await wait_until_ready(sock.connect, origin, app, ui.ready_timeout_seconds)
@@ -104,7 +114,8 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
                 outcome.problem = problem
             else:
                 await log_line(f"{ui.url} answered after {time.monotonic() - started:.1f} s\n")
-                await _check_pages(sandbox, ui, origin, proxy.port, proxy.credential, setup, outcome, log_line)
+                await _check_pages(isolation, ui, origin, isolation.proxy_port or proxy.port, proxy.credential, setup,
+                                   outcome, log_line)
             if proxy.blocked:  # mostly Chromium's own background requests
                 log.debug("ui check: the proxy refused %s", proxy.blocked)
             outcome.app_output = app.output()[-OUTPUT_TAIL_CHARS:]
@@ -143,42 +154,59 @@ async def wait_until_ready(connect: Callable[[], Awaitable[tuple[asyncio.StreamR
 
 @dataclass(frozen=True)
 class BrowserIsolation:
-    """How Chromium is started: what Playwright executes, with which flags, and the line the step's
-    output gets about it."""
+    """How Chromium is started: what Playwright executes, with which flags, where the proxy is for it,
+    and the line the step's output gets about it."""
 
     executable: str
     args: list[str]
     chromium_sandbox: bool
     note: str
+    uid: int | None = None  # the browser's uid, when bubblewrap runs it
+    proxy_socket: str | None = None  # the host proxy listens there, not on TCP (the browser has no other network)
+    proxy_port: int | None = None  # the proxy's port as the browser sees it (its relay's, in its own namespace)
+
+    def hand_over_socket(self) -> None:
+        """Once the proxy listens: its socket to the browser's uid (the relay directory is that uid's)."""
+        if self.proxy_socket is not None and self.uid is not None and os.geteuid() == 0:
+            os.chmod(self.proxy_socket, 0o600)  # only root writes in the relay directory: no link to follow
+            os.chown(self.proxy_socket, self.uid, self.uid)
 
 
-def browser_isolation(sandbox: Sandbox, chromium_path: str, launcher_dir: str) -> BrowserIsolation:
-    """Chromium in bubblewrap when the PR sandbox's probe found a working one (with user and pid
-    namespaces, and as root the switch to a dedicated uid); otherwise directly, saying so."""
+def browser_isolation(sandbox: Sandbox, chromium_path: str, directory: str) -> BrowserIsolation:
+    """Chromium in bubblewrap, in a network namespace of its own with a relay to the proxy, when the PR
+    sandbox's probe found bubblewrap working (with user, pid and network namespaces, and as root the
+    switch to a dedicated uid); otherwise directly, saying so. `directory`: the app's, private, for the
+    launcher and the relay directory (removed after the run)."""
     caps = sandbox.capabilities
     is_root = os.geteuid() == 0
-    if caps.sandboxed and caps.bwrap and caps.user_namespace and caps.pid_namespace and (
-            caps.dedicated_uid or not is_root):
-        uid = BROWSER_UID if is_root else os.getuid()
-        launcher = write_launcher(launcher_dir, bwrap=caps.bwrap, chromium=chromium_path, uid=uid)
-        return BrowserIsolation(launcher, list(BROWSER_FLAGS), True,
-                                f"browser: sandboxed (bubblewrap, uid {uid}, Chromium's own sandbox on, "
-                                "no access to the app's files)")
-    return BrowserIsolation(chromium_path, list(CHROMIUM_ARGS), False,
-                            f"browser: NOT sandboxed (no usable bubblewrap: sandbox mode={caps.mode}): Chromium runs "
-                            f"as uid {os.geteuid()} with --no-sandbox and can read what the app can")
+    if not (caps.sandboxed and caps.bwrap and caps.user_namespace and caps.pid_namespace and caps.net_namespace
+            and (caps.dedicated_uid or not is_root)):
+        return BrowserIsolation(chromium_path, list(CHROMIUM_ARGS), False,
+                                f"browser: NOT sandboxed (no usable bubblewrap: sandbox mode={caps.mode}): Chromium "
+                                f"runs as uid {os.geteuid()} with --no-sandbox and can read what the app can")
+    uid = BROWSER_UID if is_root else os.getuid()
+    # The browser's uid may pass through to the relay directory (bwrap binds it by path), not list either.
+    os.chmod(directory, 0o711)
+    relay = os.path.join(directory, "relay")
+    os.mkdir(relay)
+    os.chmod(relay, 0o711)
+    shutil.copyfile(FORWARDER, os.path.join(relay, FORWARDER_NAME))
+    os.chmod(os.path.join(relay, FORWARDER_NAME), 0o644)
+    launcher = write_launcher(directory, bwrap=caps.bwrap, chromium=chromium_path, uid=uid, relay=relay)
+    return BrowserIsolation(launcher, list(BROWSER_FLAGS), True,
+                            f"browser: sandboxed (bubblewrap, uid {uid}, no network but the proxy, Chromium's own "
+                            "sandbox on, no access to the app's files)",
+                            uid=uid, proxy_socket=os.path.join(relay, PROXY_SOCKET), proxy_port=RELAY_PORT)
 
 
-async def _check_pages(sandbox: Sandbox, ui: UiConfig, origin: Origin, proxy_port: int, credential: Credential,
-                       setup: BrowserSetup, outcome: UiOutcome, log_line: Log) -> None:
+async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin, proxy_port: int,
+                       credential: Credential, setup: BrowserSetup, outcome: UiOutcome, log_line: Log) -> None:
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
     axe, note = axe_source(setup.axe_script)
     outcome.accessibility_note = note
     async with contextlib.AsyncExitStack() as stack:
-        launcher_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="codegenapp-browser-"))
-        isolation = browser_isolation(sandbox, setup.chromium_path, launcher_dir)
         outcome.browser_note = isolation.note
         await log_line(isolation.note + "\n")
         playwright = await stack.enter_async_context(async_playwright())

@@ -22,8 +22,12 @@ host's /usr layout) besides the standard library. What it does, in order:
 Playwright talks to Chromium over the inherited pipes on fds 3 and 4 (`--remote-debugging-pipe`):
 they are not close-on-exec, and bwrap passes inherited fds through to the command untouched.
 
-Network: the browser keeps the host's network namespace, so that it reaches the run's proxy on
-127.0.0.1 (see pipeline/ui.py). Chromium's own sandbox stays on (no `--no-sandbox`): bwrap does not
+Network: with a relay directory (`--relay`, the normal case), the browser has a network namespace of
+its own with only a loopback, where ui_forwarder.py (started first, from the read-only relay
+directory) listens on 127.0.0.1:`RELAY_PORT` - Chromium's proxy setting - and relays each connection
+to the run's proxy, which listens on a Unix socket in that directory (see pipeline/ui.py). So the
+browser can reach the proxy and nothing else: not the host's loopback services, not the network.
+Without it, the browser shares the host's network namespace. Chromium's own sandbox stays on (no `--no-sandbox`): bwrap does not
 pass `--disable-userns`, so Chromium can still create the user, pid and network namespaces it puts
 its renderers in - a renderer has no network at all, only the browser's network service does.
 """
@@ -46,6 +50,10 @@ PATH = "/usr/bin:/bin"
 _ETC = ("fonts", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ld.so.cache", "ld.so.conf",
         "ld.so.conf.d", "localtime", "timezone", "os-release", "mime.types", "chromium.d", "chromium")
 _READ_ONLY = ("/var/cache/fontconfig",)
+RELAY_MOUNT = "/run/codegenapp-ui"  # inside: the forwarder and the host proxy's socket, read-only
+RELAY_PORT = 3128  # inside the browser's own network namespace: where its proxy setting points
+FORWARDER_NAME = "ui_forwarder.py"
+PROXY_SOCKET = "proxy.sock"
 
 
 def user_data_dir(argv: Sequence[str]) -> str | None:
@@ -59,11 +67,15 @@ def user_data_dir(argv: Sequence[str]) -> str | None:
     return found
 
 
-def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: str) -> list[str]:
-    """bwrap's command line (without bwrap itself) for running `chromium argv` with `profile` writable."""
+def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: str, relay: str | None = None,
+                    relay_port: int = RELAY_PORT) -> list[str]:
+    """bwrap's command line (without bwrap itself) for running `chromium argv` with `profile` writable.
+    With `relay` (a directory holding ui_forwarder.py and the host proxy's socket `proxy.sock`): a
+    network namespace of its own, where the forwarder relays 127.0.0.1:`relay_port` to that socket."""
     if not os.path.isabs(profile) or os.path.normpath(profile) in ("/", "/tmp") or ".." in profile.split("/"):
         raise ValueError(f"refusing {profile!r} as the browser's profile directory")
-    a = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    a = ["--unshare-net"] if relay is not None else []
+    a += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
          "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--uid", str(uid), "--gid", str(uid),
          "--hostname", "browser", *system_binds()]
     a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
@@ -72,15 +84,25 @@ def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: st
         a += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for path in _READ_ONLY:
         a += ["--ro-bind-try", path, path]
+    command = [chromium, *argv]
+    if relay is not None:
+        a += ["--ro-bind", relay, RELAY_MOUNT]
+        # The forwarder is listening when `--detach` returns, before Chromium starts; Playwright's pipes
+        # (fds 3 and 4) are Chromium's only.
+        command = ["/bin/sh", "-c", f"/usr/bin/python3 -I {RELAY_MOUNT}/{FORWARDER_NAME} tcp:127.0.0.1:{relay_port} "
+                   f'unix:{RELAY_MOUNT}/{PROXY_SOCKET} --detach 3>&- 4>&- && exec "$0" "$@"', *command]
     a += ["--bind", profile, profile, "--chdir", HOME, "--remount-ro", "/", "--clearenv",
           "--setenv", "PATH", PATH, "--setenv", "HOME", HOME, "--setenv", "LANG", "C.UTF-8",
-          "--setenv", "TMPDIR", "/tmp", "--", chromium, *argv]
+          "--setenv", "TMPDIR", "/tmp", "--", *command]
     return a
 
 
-def launcher_script(*, bwrap: str, chromium: str, uid: int, python: str = sys.executable) -> str:
+def launcher_script(*, bwrap: str, chromium: str, uid: int, relay: str | None = None,
+                    python: str = sys.executable) -> str:
     """The executable Playwright starts (a shell script: `executable_path` takes no arguments)."""
     command = [python, "-I", os.path.abspath(__file__), "--bwrap", bwrap, "--chromium", chromium, "--uid", str(uid)]
+    if relay is not None:
+        command += ["--relay", relay]
     return "#!/bin/sh\nexec " + " ".join(shlex.quote(c) for c in command) + ' -- "$@"\n'
 
 
@@ -125,7 +147,8 @@ def main(args: Sequence[str]) -> None:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     bwrap = options["bwrap"]
-    os.execve(bwrap, [bwrap, *bwrap_arguments(chromium=options["chromium"], argv=argv, uid=uid, profile=profile)],
+    os.execve(bwrap, [bwrap, *bwrap_arguments(chromium=options["chromium"], argv=argv, uid=uid, profile=profile,
+                                                relay=options.get("relay"))],
               {"PATH": PATH, "LANG": "C.UTF-8"})
 
 

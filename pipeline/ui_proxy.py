@@ -1,8 +1,10 @@
 """The browser's only way to the app under test: an HTTP proxy on the host's loopback that serves
 exactly one origin (the `ui.url` of the config) by relaying into the sandbox, and refuses anything else.
 
-    Chromium --proxy--> AppProxy (127.0.0.1:ephemeral, host) --unix socket--> ui_forwarder.py (sandbox)
-                                                                                --tcp--> the app (sandbox)
+    Chromium --proxy--> AppProxy (host) --unix socket--> ui_forwarder.py (sandbox) --tcp--> the app (sandbox)
+
+AppProxy listens on a Unix socket that only the browser's own sandbox reaches (through its relay, see
+pipeline/ui_browser.py), or, when the browser is not sandboxed, on 127.0.0.1:ephemeral.
 
 The Unix socket lives in a directory of the workspace, which PR code can write: it could plant a
 symbolic link there pointing at a host socket. So the socket is reached through a directory file
@@ -181,12 +183,14 @@ class SandboxSocket:
 
 
 class AppProxy:
-    """`async with AppProxy(origin, connect) as proxy:` serves on 127.0.0.1:`proxy.port` to whoever has
+    """`async with AppProxy(origin, connect) as proxy:` serves on 127.0.0.1:`proxy.port` (or on the Unix
+    socket `unix_path`, for the browser's sandbox) to whoever has
     `proxy.credential` (fresh for each proxy); `blocked` lists what was refused for its origin (method
     and target), in order; `challenged` counts requests answered 407."""
 
-    def __init__(self, origin: Origin, connect: Connect) -> None:
+    def __init__(self, origin: Origin, connect: Connect, *, unix_path: str | None = None) -> None:
         self.origin = origin
+        self.unix_path = unix_path  # listen there instead of on 127.0.0.1 (the browser's sandbox relays to it)
         self.connect = connect
         self.credential = Credential.fresh()
         self.blocked: list[str] = []
@@ -196,8 +200,11 @@ class AppProxy:
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> "AppProxy":
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=HEAD_LIMIT)
-        self.port = self._server.sockets[0].getsockname()[1]
+        if self.unix_path is not None:
+            self._server = await asyncio.start_unix_server(self._handle, self.unix_path, limit=HEAD_LIMIT)
+        else:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=HEAD_LIMIT)
+            self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.sandbox import Limits, Sandbox, SandboxCapabilities
 from pipeline.ui import BrowserSetup, browser_isolation, run_ui_check
-from pipeline.ui_browser import BROWSER_UID, HOME, bwrap_arguments, launcher_script, user_data_dir
+from pipeline.ui_browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_PORT, bwrap_arguments, launcher_script,
+                                 user_data_dir)
 from pipeline.ui_config import UiConfig, UiPage
 from tests.browser import CHROMIUM, browser_missing
 from tests.test_sandbox import processes_matching
@@ -43,7 +44,7 @@ def test_bwrap_arguments_are_an_allowlist_with_only_the_profile_writable() -> No
     for flag in ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
                  "--new-session", "--clearenv"):
         assert flag in options
-    assert "--unshare-net" not in options and "--share-net" not in options  # the host's loopback: the proxy
+    assert "--unshare-net" not in options and "--share-net" not in options  # without a relay: the host's network
     assert "--disable-userns" not in options  # Chromium's own sandbox creates namespaces
     assert pairs(options, "--cap-drop") and options[options.index("--cap-drop") + 1] == "ALL"
     assert options[options.index("--uid") + 1] == options[options.index("--gid") + 1] == str(BROWSER_UID)
@@ -55,6 +56,19 @@ def test_bwrap_arguments_are_an_allowlist_with_only_the_profile_writable() -> No
     assert not [s for s in sources if s.startswith(("/root", "/home", "/var/lib", "/run", "/work", "/srv", "/opt"))]
     assert "--tmpfs" in options and ("HOME", HOME) in pairs(options, "--setenv")
     assert options.index("--remount-ro") > options.index("--bind")
+
+
+def test_with_a_relay_the_browser_gets_its_own_network_and_the_forwarder_starts_first() -> None:
+    argv = ["--proxy-server=http://127.0.0.1:3128", "--user-data-dir=/tmp/p"]
+    args = bwrap_arguments(chromium="/usr/bin/chromium", argv=argv, uid=BROWSER_UID, profile="/tmp/p",
+                           relay="/tmp/codegenapp-browser-x/relay")
+    end = args.index("--")
+    options, command = args[:end], args[end + 1:]
+    assert "--unshare-net" in options and "--share-net" not in options
+    assert ("/tmp/codegenapp-browser-x/relay", RELAY_MOUNT) in pairs(options, "--ro-bind")
+    assert command[:2] == ["/bin/sh", "-c"] and command[3:] == ["/usr/bin/chromium", *argv]
+    assert command[2] == (f"/usr/bin/python3 -I {RELAY_MOUNT}/ui_forwarder.py tcp:127.0.0.1:{RELAY_PORT} "
+                          f'unix:{RELAY_MOUNT}/proxy.sock --detach 3>&- 4>&- && exec "$0" "$@"')
 
 
 def test_bwrap_arguments_refuse_a_profile_that_is_not_a_plain_directory_path() -> None:
@@ -74,6 +88,7 @@ def test_without_a_working_bubblewrap_the_browser_is_started_directly_and_the_st
     isolation = browser_isolation(unsandboxed, "/usr/bin/chromium", str(tmp_path))  # type: ignore[arg-type]
     assert (isolation.executable, isolation.chromium_sandbox) == ("/usr/bin/chromium", False)
     assert isolation.note.startswith("browser: NOT sandboxed (no usable bubblewrap: sandbox mode=unsandboxed)")
+    assert (isolation.proxy_socket, isolation.proxy_port) == (None, None)  # the proxy listens on 127.0.0.1
     assert list(tmp_path.iterdir()) == []  # no launcher written
 
 
@@ -110,7 +125,7 @@ async def test_the_browser_of_a_running_ui_check_is_isolated_from_the_app(tmp_pa
                     "sees_chromium": os.path.exists(f"{root}/usr/lib/chromium/chromium"),
                     "sees_key": os.path.exists(f"{root}{key}"), "sees_data_dir": os.path.exists(f"{root}{data_dir}"),
                     "sees_workspace": os.path.exists(f"{root}{workspace}"),
-                    "env_has_secret": marker.encode() in environ})
+                    "env_has_secret": marker.encode() in environ, "net": os.readlink(f"/proc/{pid}/ns/net")})
             except (FileNotFoundError, ProcessLookupError):
                 continue
 
@@ -118,13 +133,48 @@ async def test_the_browser_of_a_running_ui_check_is_isolated_from_the_app(tmp_pa
                                  workspace=workspace, env={}, limits=Limits(timeout_seconds=120),
                                  setup=BrowserSetup(chromium_path=CHROMIUM), log_line=log_line)
     assert outcome.problem is None and [p.status for p in outcome.pages] == [200]
-    assert outcome.browser_note.startswith(f"browser: sandboxed (bubblewrap, uid {expected_uid}")
+    assert outcome.browser_note.startswith(f"browser: sandboxed (bubblewrap, uid {expected_uid}, no network but "
+                                           "the proxy")
     browsers = [s for s in seen if str(s["argv0"]).endswith("/chromium/chromium")]
     assert browsers, seen
     for process in seen:  # bwrap and Chromium alike
         assert process["uids"] == [str(expected_uid)] * 4, process
         assert not process["env_has_secret"], process
     for process in browsers:
+        assert process["net"] != os.readlink("/proc/self/ns/net"), process  # only its relay to the proxy
         assert process["sees_chromium"], process  # its root is readable from here: the checks below mean something
         assert not process["sees_key"] and not process["sees_data_dir"] and not process["sees_workspace"], process
     assert processes_matching(BROWSER_FLAG) == []  # stopped with the check
+
+
+async def test_the_forwarder_relays_tcp_to_a_unix_socket_once_detached(tmp_path: Path) -> None:
+    """The browser side of the relay: `--detach` returns only once it accepts (no waiting, no retry)."""
+    import asyncio
+    import socket
+    import subprocess
+
+    from pipeline.ui import FORWARDER
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"echo:" + await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(answer, path=str(tmp_path / "proxy.sock"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = await asyncio.create_subprocess_exec("/usr/bin/python3", "-I", str(FORWARDER), f"tcp:127.0.0.1:{port}",
+                                                f"unix:{tmp_path / 'proxy.sock'}", "--detach",
+                                                stdout=subprocess.DEVNULL)
+    assert await done.wait() == 0
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello\n")
+        await writer.drain()
+        assert await reader.read() == b"echo:hello\n"
+        writer.close()
+    finally:
+        for pid in processes_matching(f"tcp:127.0.0.1:{port}"):
+            os.kill(pid, 9)
+        server.close()
