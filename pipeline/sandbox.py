@@ -935,7 +935,29 @@ class Sandbox:
         await streamer.flush()
         await self._cleanup(run)
 
-    async def _start(self, command: str, *, workspace: Path, env: Mapping[str, str], network: bool, limits: Limits,
+    async def _start(self, command: str, **options: Any) -> tuple[_Proc, "_Output", "_Streamer", asyncio.Task[None]]:
+        """`_spawn` guarded against cancellation: a task cancelled just as its process was started
+        would lose the handle (the result of the finished await is dropped for the CancelledError)
+        and leave the process running. The start is finished, what it started killed, then the
+        cancellation goes on."""
+        start = asyncio.ensure_future(self._spawn(command, **options))
+        try:
+            return await asyncio.shield(start)
+        except asyncio.CancelledError:
+            await _uncancellable(self._abandon(start))
+            raise
+
+    async def _abandon(self, start: "asyncio.Future[tuple[_Proc, _Output, _Streamer, asyncio.Task[None]]]") -> None:
+        try:
+            run, _output, _streamer, pump = await start
+        except BaseException:  # noqa: BLE001 - it did not start: nothing runs
+            return
+        await self._kill_tree(run)
+        pump.cancel()
+        await asyncio.wait([pump])
+        await self._cleanup(run)
+
+    async def _spawn(self, command: str, *, workspace: Path, env: Mapping[str, str], network: bool, limits: Limits,
                      on_output: Callable[[str], Awaitable[None]] | None, read_only_binds: Sequence[Path],
                      config: _Config | None) -> tuple[_Proc, _Output, "_Streamer", asyncio.Task[None]]:
         """Spawn `command` and start pumping its output (shared by `run` and `background`)."""

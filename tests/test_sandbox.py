@@ -395,6 +395,31 @@ async def test_cancellation_kills_the_tree(sandbox: Sandbox, workspace: Path) ->
     assert own_cgroups() == []
 
 
+async def test_a_cancellation_arriving_as_the_process_starts_does_not_leak_it(
+        sandbox: Sandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task is cancelled while it waits for the spawn, whose result is ready: asyncio then drops
+    the result for the CancelledError, so the process handle is lost unless the start is guarded."""
+    import pipeline.sandbox as sandbox_module
+
+    mark = marker()
+    real_exec = sandbox_module._exec
+    outer: list[asyncio.Task] = []
+
+    async def exec_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = await real_exec(*args, **kwargs)
+        outer[0].cancel()  # the run is cancelled just as its process has started...
+        await asyncio.sleep(0)  # ...while the start is still awaiting
+        return started
+
+    monkeypatch.setattr(sandbox_module, "_exec", exec_then_cancel)
+    task = asyncio.create_task(sandbox.run(f"sleep 1000; : {mark}", workspace=workspace, limits=SHORT))
+    outer.append(task)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert processes_matching(mark) == []
+    assert own_cgroups() == []
+
+
 # ------------------------------------------------------------------------------------ no bubblewrap
 
 
