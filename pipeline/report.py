@@ -351,8 +351,8 @@ def _summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequence[
     if notes:
         parts.append("".join(f"- {_safe(n).strip()}\n" for n in notes))
     if screenshots:
-        links = " · ".join(f"[{_code(page)}]({_link(url)})" for page, url in screenshots)
-        parts.append(f"Screenshots: {links}\n")
+        shots = " · ".join(f"[{_code(page)}]({_link(url)})" for page, url in screenshots)
+        parts.append(f"Screenshots: {shots}\n")
     return "\n".join(parts)
 
 
