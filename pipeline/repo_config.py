@@ -332,11 +332,12 @@ class _Parser:
         return items
 
     def not_null(self, node: yaml.Node, key: str, empty: str | None) -> None:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _NULL and empty is None:
+        if not (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+            return
+        if empty is None:
             raise self.error(f'"{key}" has no value; give it its keys, or remove it', key, node)
-        if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
-            raise self.error(f'"{key}" has no value; write "{key}: {empty}" for none, or remove the key '
-                             "to use the project's setting", key, node)
+        raise self.error(f'"{key}" has no value; write "{key}: {empty}" for none, or remove the key '
+                         "to use the project's setting", key, node)
 
     def text(self, node: yaml.Node, key: str, what: str) -> str:
         """A non-empty string from a scalar written as text, number or boolean (as written)."""
