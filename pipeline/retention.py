@@ -202,6 +202,7 @@ class ScreenshotPruner:
             self.first_run_done.set()
             return
         if self._task is None:
+            self._stop.clear()  # started again after a stop
             self._task = asyncio.create_task(self._loop(), name="screenshot-retention")
 
     async def run_once(self) -> PruneResult:

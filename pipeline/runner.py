@@ -178,14 +178,20 @@ class PipelineRunner:
         reporter = _ProgressReporter(step_runner, UI_STEP, "ui", tail)
         reporter.start()
         started = time.monotonic()
+        deadline = asyncio.timeout(remaining)
         try:
-            async with asyncio.timeout(remaining):
+            async with deadline:
                 outcome = await run_ui_check(self.sandbox, ui, workspace=plan.workspace, env=step_runner.env,
                                              limits=limits, setup=plan.browser, log_line=tail.add)
-        except TimeoutError:
-            return StepResult(UI_STEP, "ui", "timed_out", time.monotonic() - started,
-                              output_tail=step_runner.redactor.redact(tail.text),
-                              detail=f"stopped after {step_runner.deadline.minutes} min (timeout_minutes)")
+        except Exception as exc:  # noqa: BLE001 - the browser or the app broke: this step fails, the run goes on
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                return StepResult(UI_STEP, "ui", "timed_out", time.monotonic() - started,
+                                  output_tail=step_runner.redactor.redact(tail.text),
+                                  detail=f"stopped after {step_runner.deadline.minutes} min (timeout_minutes)")
+            broke = step_runner.redactor.redact(f"the UI check broke: {type(exc).__name__}: {exc}")
+            log.warning("%s", broke)  # masked: the error may quote the page
+            return StepResult(UI_STEP, "ui", "failed", time.monotonic() - started,
+                              output_tail=step_runner.redactor.redact(f"{tail.text}\n{broke}"), detail=broke)
         finally:
             await reporter.stop()
         screenshots.extend(outcome.screenshots)

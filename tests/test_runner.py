@@ -71,3 +71,23 @@ async def test_the_ui_check_is_skipped_when_a_validate_step_failed(tmp_path: Pat
     assert [(s.name, s.stage, s.status, s.detail) for s in outcome.steps][-1] == \
         ("UI check", "ui", "skipped", "validate did not pass")
     assert outcome.conclusion == "failure" and outcome.screenshots == []
+
+
+@needs_bwrap
+async def test_a_ui_check_that_breaks_fails_its_step_and_keeps_the_other_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.runner as runner_module
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("Target page, context or browser has been closed (secret-value-7)")
+
+    monkeypatch.setattr(runner_module, "run_ui_check", broken)
+    ui = UiConfig(start="sleep 30", url="http://127.0.0.1:8080")
+    config = EffectiveConfig(validate=(Step("tests", "true"),), ui=ui)
+    plan = RunPlan(workspace=workspace(tmp_path), config=config, tracked_files=frozenset({"app.py"}))
+    outcome = await PipelineRunner(await Sandbox.probe()).run(plan, redactor=Redactor(["secret-value-7"]))
+    assert [(s.name, s.status) for s in outcome.steps] == [("tests", "passed"), ("UI check", "failed")]
+    ui_step = outcome.steps[-1]
+    assert ui_step.detail.startswith("the UI check broke: RuntimeError: Target page")
+    assert "secret-value-7" not in ui_step.detail + ui_step.output_tail
+    assert outcome.conclusion == "failure"

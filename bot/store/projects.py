@@ -258,6 +258,7 @@ class ProjectStore:
         unknown = set(values) - PROJECT_SETTINGS
         if unknown:
             raise ValueError(f"not project settings: {', '.join(sorted(unknown))}")
+        self._recent_by_repo_id.clear()  # its copies carry the settings too
         stmt = update(Project).where(Project.id == project_id).values(**values, updated_at=utcnow()).returning(Project.id)
 
         def work(conn: Connection) -> Project | None:
