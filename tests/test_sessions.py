@@ -3,7 +3,6 @@ user (a copied cookie, another browser), through the per-user session epoch; the
 
 from __future__ import annotations
 
-import asyncio
 import copy
 
 import aiohttp
@@ -135,7 +134,7 @@ async def test_revoked_authorization_ends_the_sessions(dashboard) -> None:
     assert await dashboard.services.store.projects.user_access_token(int(alice["id"])) is None
 
 
-async def test_session_epoch_migration_and_store(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_session_epoch_migration_and_store(database_url: str) -> None:
     """0005 adds the epoch to existing users (0) and comes off again; the store raises and caches it."""
     from alembic import command
 
@@ -157,13 +156,14 @@ async def test_session_epoch_migration_and_store(database_url: str, monkeypatch:
         assert await projects.session_epoch(8) is None and await projects.end_sessions(8) is None
 
         # Another process (its own engine and cache) sees a raise within SESSION_EPOCH_SECONDS.
-        monkeypatch.setattr(project_store, "SESSION_EPOCH_SECONDS", 0.3)
-        other = Store(Database(database_url), Crypto(Crypto.generate_key()))
+        now = [1000.0]
+        other = Store(Database(database_url), Crypto(Crypto.generate_key()), clock=lambda: now[0])
         try:
             assert await other.projects.session_epoch(7) == 2
             assert await projects.end_sessions(7) == 3
+            now[0] += project_store.SESSION_EPOCH_SECONDS - 0.1
             assert await other.projects.session_epoch(7) == 2  # its copy, still young
-            await asyncio.sleep(0.4)
+            now[0] += 0.2
             assert await other.projects.session_epoch(7) == 3
         finally:
             await other.close()

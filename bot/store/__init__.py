@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from sqlalchemy import text
 
 from bot.crypto import Crypto
@@ -19,11 +22,13 @@ __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "Install
 
 
 class Store:
-    def __init__(self, db: Database, crypto: Crypto, *, github_url: str = "https://github.com") -> None:
+    def __init__(self, db: Database, crypto: Crypto, *, github_url: str = "https://github.com",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: the monotonic clock of the short-lived caches (tests move it on instead of sleeping)."""
         self.db = db
         self.deliveries = DeliveryStore(db)
         self.jobs = JobStore(db)
-        self.projects = ProjectStore(db, crypto, github_url=github_url)
+        self.projects = ProjectStore(db, crypto, github_url=github_url, clock=clock)
         self.audit = AuditStore(db)
         self.heartbeats = HeartbeatStore(db)
         self.validations = ValidationStore(db, self.jobs)

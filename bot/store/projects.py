@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,12 +61,14 @@ class InstallationRef:
 
 
 class ProjectStore:
-    def __init__(self, db: Database, crypto: Crypto, *, github_url: str) -> None:
+    def __init__(self, db: Database, crypto: Crypto, *, github_url: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self._crypto = crypto
         self._github_url = github_url.rstrip("/")
-        self._recent_by_repo_id: TTLCache[int, Project] = TTLCache(maxsize=4096, ttl=RECENT_PROJECT_SECONDS)
-        self._session_epochs: TTLCache[int, int] = TTLCache(maxsize=10_000, ttl=SESSION_EPOCH_SECONDS)
+        self._recent_by_repo_id: TTLCache[int, Project] = TTLCache(maxsize=4096, ttl=RECENT_PROJECT_SECONDS,
+                                                                  timer=clock)
+        self._session_epochs: TTLCache[int, int] = TTLCache(maxsize=10_000, ttl=SESSION_EPOCH_SECONDS, timer=clock)
 
     # installations
     async def upsert_installation(self, ref: InstallationRef, *, only_if_missing: bool = False) -> None:
