@@ -37,7 +37,7 @@ from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, fresh_dir
 from pipeline.ui_browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
 from pipeline.ui_config import UiConfig, UiPage, UiStep
 from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
-                               Violation, png_size)
+                               Violation, png_size, same_origin)
 from pipeline.ui_proxy import AppProxy, Credential, Origin, SandboxSocket
 
 log = logging.getLogger(__name__)
@@ -237,11 +237,7 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
 
 def _only(origin: Origin) -> Callable[[Any], Awaitable[None]]:
     async def guard(route: Any) -> None:
-        try:
-            allowed = Origin.of(route.request.url) == origin
-        except ValueError:
-            allowed = False
-        if allowed:
+        if same_origin(route.request.url, origin):
             await route.continue_()
         else:
             await route.abort("blockedbyclient")

@@ -102,7 +102,8 @@ def is_favicon(url: str) -> bool:
     return urlsplit(url).path == "/favicon.ico"
 
 
-def _same_origin(url: str, origin: Origin) -> bool:
+def same_origin(url: str, origin: Origin) -> bool:
+    """Whether `url` is on `origin` (a URL that does not parse is not)."""
     try:
         return Origin.of(url) == origin
     except ValueError:
@@ -113,12 +114,12 @@ def failed_requests(page: PageObservation, origin: Origin) -> list[RequestFailur
     """The page's failed requests that count: to the app's origin, not the favicon, not the page itself
     (its status is judged on its own)."""
     return [r for r in page.failed_requests
-            if _same_origin(r.url, origin) and not is_favicon(r.url) and r.url != page.url]
+            if same_origin(r.url, origin) and not is_favicon(r.url) and r.url != page.url]
 
 
 def blocked_requests(page: PageObservation, origin: Origin) -> list[str]:
     """Requests to other origins (refused on purpose), each once."""
-    return list(dict.fromkeys(r.url for r in page.failed_requests if not _same_origin(r.url, origin)))
+    return list(dict.fromkeys(r.url for r in page.failed_requests if not same_origin(r.url, origin)))
 
 
 def console_errors(page: PageObservation, origin: Origin) -> list[ConsoleEntry]:
@@ -126,7 +127,7 @@ def console_errors(page: PageObservation, origin: Origin) -> list[ConsoleEntry]:
     kept = []
     for entry in page.console_errors:
         if entry.text.startswith(RESOURCE_ERROR) and (
-                is_favicon(entry.url) or entry.url in requested or not _same_origin(entry.url, origin)):
+                is_favicon(entry.url) or entry.url in requested or not same_origin(entry.url, origin)):
             continue
         kept.append(entry)
     return kept
