@@ -9,13 +9,15 @@ kept, so nothing later can leak it into a check run, a comment, a log or the dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import errno
 import functools
 import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,38 +172,31 @@ class PipelineRunner:
         blocked = [s for s in steps if s.stage in ("setup", "validate") and s.status not in ("passed", "restored")]
         if blocked:
             return StepResult(UI_STEP, "ui", "skipped", 0.0, detail=f"{blocked[0].stage} did not pass")
-        remaining = step_runner.deadline.remaining()
-        if remaining <= 0:
+        if step_runner.deadline.remaining() <= 0:
             return StepResult(UI_STEP, "ui", "skipped", 0.0, detail="out of time")
-        limits = Limits(**{**self.limits.__dict__, "timeout_seconds": remaining})
-        tail = _Tail(LIVE_TAIL_CHARS)
-        reporter = _ProgressReporter(step_runner, UI_STEP, "ui", tail)
-        reporter.start()
         started = time.monotonic()
-        deadline = asyncio.timeout(remaining)
-        try:
-            async with deadline:
-                outcome = await run_ui_check(self.sandbox, ui, workspace=plan.workspace, env=step_runner.env,
-                                             limits=limits, setup=plan.browser, log_line=tail.add)
-        except Exception as exc:  # noqa: BLE001 - the browser or the app broke: this step fails, the run goes on
-            if isinstance(exc, TimeoutError) and deadline.expired():
-                return StepResult(UI_STEP, "ui", "timed_out", time.monotonic() - started,
-                                  output_tail=step_runner.redactor.redact(tail.text),
-                                  detail=f"stopped after {step_runner.deadline.minutes} min (timeout_minutes)")
-            broke = step_runner.redactor.redact(f"the UI check broke: {type(exc).__name__}: {exc}")
-            log.warning("%s", broke)  # masked: the error may quote the page
-            return StepResult(UI_STEP, "ui", "failed", time.monotonic() - started,
-                              output_tail=step_runner.redactor.redact(f"{tail.text}\n{broke}"), detail=broke)
-        finally:
-            await reporter.stop()
+        async with step_runner.live(UI_STEP, "ui") as (limits, tail):
+            deadline = asyncio.timeout(limits.timeout_seconds)
+            try:
+                async with deadline:
+                    outcome = await run_ui_check(self.sandbox, ui, workspace=plan.workspace, env=step_runner.env,
+                                                 limits=limits, setup=plan.browser, log_line=tail.add)
+            except Exception as exc:  # noqa: BLE001 - the browser or the app broke: this step fails, the run goes on
+                if isinstance(exc, TimeoutError) and deadline.expired():
+                    return StepResult(UI_STEP, "ui", "timed_out", time.monotonic() - started,
+                                      output_tail=step_runner.redactor.redact(tail.text),
+                                      detail=step_runner.timeout_detail)
+                broke = step_runner.redactor.redact(f"the UI check broke: {type(exc).__name__}: {exc}")
+                log.warning("%s", broke)  # masked: the error may quote the page
+                return StepResult(UI_STEP, "ui", "failed", time.monotonic() - started,
+                                  output_tail=step_runner.redactor.redact(f"{tail.text}\n{broke}"), detail=broke)
         screenshots.extend(outcome.screenshots)
         if outcome.accessibility_note and outcome.pages:
             notes.append(f"accessibility {outcome.accessibility_note}")
         result = step_result(outcome, Origin.of(ui.url), enforce=ui.accessibility == "enforce",
                              duration=time.monotonic() - started)
-        return StepResult(result.name, result.stage, result.status, result.duration_seconds,
-                          output_tail=step_runner.redactor.redact(result.output_tail)[-KEPT_OUTPUT_CHARS:],
-                          detail=step_runner.redactor.redact(result.detail))
+        return dataclasses.replace(result, detail=step_runner.redactor.redact(result.detail),
+                                   output_tail=step_runner.redactor.redact(result.output_tail)[-KEPT_OUTPUT_CHARS:])
 
     async def _analysis(self, analysis: AnalysisStep, plan: RunPlan,
                         step_runner: "_StepRunner") -> tuple[StepResult, list[Annotation]]:
@@ -241,24 +236,34 @@ class _StepRunner:
 
     async def run(self, name: str, stage: str, command: str, *, network: bool,
                   judge_exit: bool = True) -> StepResult:
-        remaining = self.deadline.remaining()
-        if remaining <= 0:
+        if self.deadline.remaining() <= 0:
             return StepResult(name, stage, "skipped", 0.0, detail="out of time")
-        limits = Limits(**{**self.runner.limits.__dict__, "timeout_seconds": remaining})
+        async with self.live(name, stage) as (limits, tail):
+            result = await self.runner.sandbox.run(command, workspace=self.plan.workspace, env=self.env,
+                                                   network=network, limits=limits, on_output=tail.add)
+        return self._result(name, stage, result, judge_exit)
+
+    @contextlib.asynccontextmanager
+    async def live(self, name: str, stage: str) -> AsyncIterator[tuple[Limits, "_Tail"]]:
+        """A running step's frame: its limits cut to the run's remaining time, and the tail of its output,
+        which is reported (masked) while it runs."""
+        limits = dataclasses.replace(self.runner.limits, timeout_seconds=self.deadline.remaining())
         tail = _Tail(LIVE_TAIL_CHARS)
         reporter = _ProgressReporter(self, name, stage, tail)
         reporter.start()
         try:
-            result = await self.runner.sandbox.run(command, workspace=self.plan.workspace, env=self.env,
-                                                   network=network, limits=limits, on_output=tail.add)
+            yield limits, tail
         finally:
             await reporter.stop()
-        return self._result(name, stage, result, judge_exit)
+
+    @property
+    def timeout_detail(self) -> str:
+        return f"stopped after {self.deadline.minutes} min (timeout_minutes)"
 
     def _result(self, name: str, stage: str, result: RunResult, judge_exit: bool) -> StepResult:
         output = self.redactor.redact(result.output)[-KEPT_OUTPUT_CHARS:]
         if result.timed_out:
-            status, detail = "timed_out", f"stopped after {self.deadline.minutes} min (timeout_minutes)"
+            status, detail = "timed_out", self.timeout_detail
         elif judge_exit and result.exit_code != 0:
             status, detail = "failed", ""
         else:
