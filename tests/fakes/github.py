@@ -1859,6 +1859,9 @@ class FakeGitHub:
             for r in self._installation_repos(principal.installation_id)
             if principal.repositories is None or r.full_name.lower() in principal.repositories
         ]
+        return self._repositories_page(request, repos)
+
+    def _repositories_page(self, request: _Request, repos: list[dict[str, Any]]) -> _Reply:
         return self._paginate(
             request,
             repos,
@@ -1919,11 +1922,7 @@ class FakeGitHub:
                 "pull": True,
             }
             repos.append(repo)
-        return self._paginate(
-            request,
-            repos,
-            lambda page, total: {"total_count": total, "repository_selection": "selected", "repositories": page},
-        )
+        return self._repositories_page(request, repos)
 
     # ------------------------------------------------------------------ handlers: repository
 
