@@ -117,7 +117,7 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
                 await _check_pages(isolation, ui, origin, isolation.proxy_port or proxy.port, proxy.credential, setup,
                                    outcome, log_line)
             if proxy.blocked:  # mostly Chromium's own background requests
-                log.debug("ui check: the proxy refused %s", proxy.blocked)
+                log.debug("ui check: the proxy refused %s", list(proxy.blocked))
             outcome.app_output = app.output()[-OUTPUT_TAIL_CHARS:]
     finally:
         sock.close()

@@ -21,6 +21,7 @@ given it (Playwright answers the challenge), and the header never reaches the ap
 from __future__ import annotations
 
 import asyncio
+import collections
 import base64
 import binascii
 import contextlib
@@ -38,6 +39,7 @@ from pipeline.ui_forwarder import pipe
 HEAD_LIMIT = 64 * 1024
 CHUNK = 64 * 1024
 REALM = "codegenapp-ui"
+BLOCKED_KEPT = 100  # refused requests remembered for the log
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
                "trailer", "upgrade"}
 
@@ -193,7 +195,7 @@ class AppProxy:
         self.unix_path = unix_path  # listen there instead of on 127.0.0.1 (the browser's sandbox relays to it)
         self.connect = connect
         self.credential = Credential.fresh()
-        self.blocked: list[str] = []
+        self.blocked: collections.deque[str] = collections.deque(maxlen=BLOCKED_KEPT)  # a page may spam
         self.challenged = 0
         self.port = 0
         self._server: asyncio.Server | None = None

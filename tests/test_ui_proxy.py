@@ -134,7 +134,7 @@ async def test_the_proxy_relays_the_app_and_refuses_the_rest(tmp_path: Path) -> 
     # the app never sees the credential
     assert seen == [b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"]
     assert refused.startswith(b"HTTP/1.1 403") and b"only reaches http://127.0.0.1:8080" in refused
-    assert proxy.blocked == ["GET http://127.0.0.1:3001/"]
+    assert list(proxy.blocked) == ["GET http://127.0.0.1:3001/"]
 
 
 async def test_a_link_planted_in_place_of_the_socket_is_never_followed(tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ async def test_without_the_runs_credential_the_proxy_answers_407_and_reaches_not
         assert answer.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
         assert b'\r\nProxy-Authenticate: Basic realm="codegenapp-ui"\r\n' in answer
         assert b"hello" not in answer
-    assert (challenged, connects, seen, proxy.blocked) == (len(answers), 0, [], [])
+    assert (challenged, connects, seen, list(proxy.blocked)) == (len(answers), 0, [], [])
 
 
 async def test_the_directory_is_the_one_opened_even_if_it_is_swapped(tmp_path: Path) -> None:
