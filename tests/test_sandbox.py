@@ -487,7 +487,9 @@ async def test_shell_fork_bomb_is_contained(sandbox: Sandbox, workspace: Path) -
     host = await asyncio.create_subprocess_exec("true")
     assert await host.wait() == 0  # meanwhile the host can still fork
     result = await task
-    assert result.timed_out
+    # Killed at the timeout, or (when even the top shell's own forks fail) given up with an error:
+    # either way it is stopped, and nothing of it is left (below).
+    assert result.timed_out or (result.exit_code != 0 and "Cannot fork" in result.output)
     host = await asyncio.create_subprocess_exec("true")
     assert await host.wait() == 0
     assert processes_matching(mark) == []
