@@ -10,7 +10,10 @@ prints:
   - deliveries/s end to end (first send → every job finished),
   - the server's peak RSS, and the largest write rate any one installation saw.
 
-    .venv/bin/python bench/ingest.py [-n 2000] [-c 32] [--installations 100]
+    .venv/bin/python bench/ingest.py [-n 2000] [-c 32] [--installations 100] [--floor]
+
+`--floor` measures bench/floor_server.py (no storage, one check-run POST per delivery) in place of the
+app: the least any aiohttp app can do here, which bounds what the app can reach.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def max_writes_per_minute(calls) -> tuple[int, int]:
     return worst, len(by_installation)
 
 
-async def run(n: int, concurrency: int, installations: int) -> None:
+async def run(n: int, concurrency: int, installations: int, floor: bool = False) -> None:
     key = generate_private_key_pem()
     fake = FakeGitHub(app_id=APP_ID, private_key_pem=key, validate_bodies=False)  # the tests check bodies
     await fake.start()
@@ -130,8 +133,10 @@ async def run(n: int, concurrency: int, installations: int) -> None:
            "WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": fake.api_url, "GITHUB_URL": fake.base_url,
            "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": str(max(8, concurrency))}
     command = [sys.executable, "-m", "bot", "serve"]
+    if floor:  # the least any app can do per delivery: see bench/floor_server.py
+        command = [sys.executable, str(ROOT / "bench" / "floor_server.py")]
     if os.environ.get("BENCH_PROFILE"):  # BENCH_PROFILE=/tmp/server.prof: cProfile of the server
-        command = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "bot", "serve"]
+        command = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], *command[1:]]
     if os.environ.get("BENCH_WRAP"):  # e.g. BENCH_WRAP="py-spy record -r 500 -f raw -t -o /tmp/s.txt --"
         command = os.environ["BENCH_WRAP"].split() + command
     server = await asyncio.create_subprocess_exec(*command, cwd=data_dir, env=env)
@@ -141,7 +146,7 @@ async def run(n: int, concurrency: int, installations: int) -> None:
     sent_at: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            if not await wait_until_healthy(session, url, seconds=10):
+            if not await wait_until_healthy(session, url, seconds=30):
                 raise RuntimeError("the server did not start")
             # Bodies are built and signed before the clock starts: the client's own work is not the server's.
             requests = []
@@ -209,7 +214,8 @@ async def run(n: int, concurrency: int, installations: int) -> None:
     last_check_run = max((first_call[sha] for sha in sent_at if sha in first_call), default=None)
     worst_rate, active = max_writes_per_minute(fake.calls)
 
-    print(f"deliveries {n}, concurrency {concurrency}, installations {installations}")
+    print(f"deliveries {n}, concurrency {concurrency}, installations {installations}"
+          + ("  [FLOOR: bench/floor_server.py, not the app]" if floor else ""))
     print(f"  ack latency          p50 {percentile(ack, 50) * 1000:7.2f} ms   p99 {percentile(ack, 99) * 1000:7.2f} ms")
     if to_check_run:
         print(f"  send -> check run    p50 {percentile(to_check_run, 50) * 1000:7.2f} ms   "
@@ -242,8 +248,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000, help="deliveries")
     parser.add_argument("-c", "--concurrency", type=int, default=32)
     parser.add_argument("--installations", type=int, default=100)
+    parser.add_argument("--floor", action="store_true",
+                        help="measure bench/floor_server.py (signature, JSON, 202, one check-run POST; no storage) "
+                             "instead of the app: what aiohttp alone allows on this machine")
     args = parser.parse_args()
-    asyncio.run(run(args.n, args.concurrency, args.installations))
+    asyncio.run(run(args.n, args.concurrency, args.installations, floor=args.floor))
 
 
 if __name__ == "__main__":
