@@ -1,8 +1,8 @@
 """The floor under `ingest.py`: the least any app can do per delivery, with the same two HTTP exchanges.
 
 Started by `ingest.py --floor` in place of `codegenapp serve`, with the same environment. For each
-webhook it checks the signature, parses the JSON, answers 202 at once (nothing is stored), and then
-creates the `in_progress` check run at the fake GitHub with an installation token (one per installation,
+webhook it checks the signature, parses the JSON, waits for one of 32 slots (the app's backpressure),
+answers 202 (nothing is stored), and then creates the `in_progress` check run at the fake GitHub with an installation token (one per installation,
 cached), through one aiohttp client session. No database, no job, no pacing, no validation: what is
 left is aiohttp's cost of one request in and one request out, which bounds what `codegenapp serve` can
 reach on this machine. `/metrics` counts the check runs created, as the app's job counter does.
