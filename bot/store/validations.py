@@ -24,24 +24,21 @@ from bot.store.sql import any_of, entities, entity, from_rows, upsert_insert
 
 _COLUMNS = tuple(ValidationState.__table__.c)
 # The start of a validation is on every pull request's path: its statements are built once.
+_OPEN = any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING))
+# What ending an open validation for a new head ("restart" on a restart) writes.
+_ENDED_BY_HEAD = dict(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
+                      completed_at=bindparam("b_now"), title=bindparam("b_title"))
 _SUPERSEDE = (update(ValidationState)
               .where(ValidationState.project_id == bindparam("b_project"),
                      ValidationState.pr_number == bindparam("b_pr"),
-                     ValidationState.head_sha != bindparam("b_head"),
-                     any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING)))
-              .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
-                      completed_at=bindparam("b_now"), title=bindparam("b_title"))
+                     ValidationState.head_sha != bindparam("b_head"), _OPEN)
+              .values(**_ENDED_BY_HEAD)
               .returning(*_COLUMNS))
 _OPEN_FOR_PR = (select(*_COLUMNS)
                 .where(ValidationState.project_id == bindparam("b_project"),
-                       ValidationState.pr_number == bindparam("b_pr"),
-                       any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING)))
+                       ValidationState.pr_number == bindparam("b_pr"), _OPEN)
                 .order_by(ValidationState.created_at.desc()))
-_END = (update(ValidationState)
-        .where(ValidationState.id == bindparam("b_id"),
-               any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING)))
-        .values(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
-                completed_at=bindparam("b_now"), title=bindparam("b_title")))
+_END = update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN).values(**_ENDED_BY_HEAD)
 _INSERT = insert(ValidationState)
 # A claim on creating the check run that is this old was given up (its process died, or its POST
 # failed and the delivery's retries ran out): another start may take it over.
@@ -114,8 +111,7 @@ class ValidationStore:
             ended_by = "restart" if restart else head_sha
             now = utcnow()
             if to_end:
-                conn.execute(_END, [{"b_id": v.id, "b_head": ended_by, "b_now": now,
-                                     "b_title": f"Superseded by {ended_by[:7]}"} for v in to_end])
+                conn.execute(_END, [{"b_id": v.id, **_ended_by_head(ended_by, now)} for v in to_end])
             if join is None:
                 return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True)
             if not may_claim_check_run(join, claimer, now=now):
@@ -283,5 +279,9 @@ def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
 def _supersede(conn: Connection, project_id: str, pr_number: int, new_head_sha: str) -> list[ValidationState]:
     """End every active or waiting validation of the PR at another head; returns them (now ended)."""
     return from_rows(ValidationState, conn.execute(_SUPERSEDE, {
-        "b_project": project_id, "b_pr": pr_number, "b_head": new_head_sha, "b_now": utcnow(),
-        "b_title": f"Superseded by {new_head_sha[:7]}"}).mappings())
+        "b_project": project_id, "b_pr": pr_number, **_ended_by_head(new_head_sha, utcnow())}).mappings())
+
+
+def _ended_by_head(head: str, now: datetime) -> dict[str, Any]:
+    """The parameters of `_ENDED_BY_HEAD`: ended at `now` for `head` (a sha, or "restart")."""
+    return {"b_head": head, "b_now": now, "b_title": f"Superseded by {head[:7]}"}
