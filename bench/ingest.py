@@ -1,14 +1,15 @@
 """Ingest benchmark: signed `pull_request.opened` deliveries against a running `codegenapp serve`.
 
 Starts the recording fake GitHub in this process (request bodies not schema-checked: the tests do
-that) and `codegenapp serve` as a subprocess (SQLite in a
-temporary DATA_DIR), sends N deliveries at concurrency C spread over many installations or one, and
-prints:
+that) and `codegenapp serve` as a subprocess (SQLite in a temporary DATA_DIR; `BENCH_DIR=/dev/shm`
+puts it on another filesystem), sends N deliveries at concurrency C spread over many installations or
+one, through a lean load generator (bench/rawload.py: pre-built requests on keep-alive connections, so
+the client takes little of the machine's two cores), and prints:
   - ack latency p50/p99 (send → 202),
-  - send → the handler's first GitHub call for that delivery p50/p99 (the `in_progress` check run once
-    the pipeline handles pull requests; "n/a" while no handler calls GitHub for them),
-  - deliveries/s end to end (first send → every job finished),
-  - the server's peak RSS, and the largest write rate any one installation saw.
+  - send → the handler's first GitHub call for that delivery p50/p99 (the `in_progress` check run),
+  - deliveries/s end to end (first send → the last of those check runs),
+  - the server's peak RSS and CPU (in all, and while the deliveries were being sent), and the
+    largest write rate any one installation saw.
 
     .venv/bin/python bench/ingest.py [-n 2000] [-c 32] [--installations 100] [--floor]
 
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import sys
@@ -42,6 +44,7 @@ from tests.fakes.github import FakeGitHub  # noqa: E402
 from tests.ghfixtures import fixtures_dir  # noqa: E402
 from bot.config import WEBHOOK_PATH  # noqa: E402
 from tests.webhook_sender import github_headers  # noqa: E402
+from bench.rawload import build_request, send_all  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 APP_ID = 12345
@@ -127,7 +130,7 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
         fake.add_installation(1000 + i, f"org{i}", repos=[full_name])
         repos.append((1000 + i, full_name, 500 + i))
 
-    data_dir = tempfile.mkdtemp(prefix="codegenapp-bench-")
+    data_dir = tempfile.mkdtemp(prefix="codegenapp-bench-", dir=os.environ.get("BENCH_DIR"))
     port = free_port()
     env = {**os.environ, "DATA_DIR": data_dir, "PORT": str(port), "APP_ID": str(APP_ID), "PRIVATE_KEY": key,
            "WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": fake.api_url, "GITHUB_URL": fake.base_url,
@@ -165,28 +168,22 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
                     "id": repo_id, "full_name": full_name}
                 fake.add_pull(full_name, number, head_sha=sha, base_sha="f" * 40)
                 body = json.dumps(payload).encode()
-                requests.append((sha, body, github_headers("pull_request", body, secret=SECRET, payload=payload)))
-            webhook_url = url + WEBHOOK_PATH
-            queue: asyncio.Queue = asyncio.Queue()
-            for item in requests:
-                queue.put_nowait(item)
+                headers = github_headers("pull_request", body, secret=SECRET, payload=payload)
+                requests.append((sha, build_request(f"127.0.0.1:{port}", WEBHOOK_PATH, headers, body)))
             errors = 0
 
-            async def client() -> None:
+            def answered(sha: object, sent: float, at: float, status: int) -> None:
                 nonlocal errors
-                while not queue.empty():
-                    sha, body, headers = queue.get_nowait()
-                    started = time.perf_counter()
-                    sent_at[sha] = time.monotonic()
-                    async with session.post(webhook_url, data=body, headers=headers) as response:
-                        await response.read()
-                        if response.status != 202:
-                            errors += 1
-                    ack.append(time.perf_counter() - started)
+                sent_at[sha] = sent  # type: ignore[index]
+                ack.append(at - sent)
+                if status != 202:
+                    errors += 1
 
             client_cpu = time.process_time()
+            burst_cpu = server_cpu_seconds(server.pid)
             began = time.monotonic()
-            await asyncio.gather(*(client() for _ in range(concurrency)))
+            await send_all("127.0.0.1", port, iter(requests), concurrency, answered)
+            burst_cpu = sum(server_cpu_seconds(server.pid)) - sum(burst_cpu)
             sending = time.monotonic() - began
             done = 0.0
             deadline = time.monotonic() + 120
@@ -199,7 +196,10 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
             rss = peak_rss_mb(server.pid)
             cpu = server_cpu_seconds(server.pid)
     finally:
-        server.terminate()
+        if os.environ.get("BENCH_WRAP"):  # a profiler writes its output on SIGINT, not SIGTERM
+            server.send_signal(signal.SIGINT)
+        else:
+            server.terminate()
         await server.wait()
         await fake.close()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -229,6 +229,7 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
               f"{n / (last_check_run - began):.0f} deliveries/s")
     print(f"  peak RSS of the server {rss:.1f} MB; server CPU {sum(cpu):.2f} s in all ({cpu[0]:.2f} user, "
           f"{cpu[1]:.2f} system), {sum(cpu) / n * 1000:.2f} ms per delivery (startup included)")
+    print(f"  server CPU while sending {burst_cpu:.2f} s: {burst_cpu / n * 1000:.3f} ms per delivery")
     print(f"  errors {errors}; jobs finished {done:.0f}/{n}; most writes by one installation in 60 s: "
           f"{worst_rate} (limit 80) over {active} installations")
     print(f"  mean ack {statistics.mean(ack) * 1000:.2f} ms; load generator + fake GitHub CPU {client_cpu:.2f} s")

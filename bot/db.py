@@ -19,6 +19,14 @@ lock (busy timeout) without blocking the loop. WAL checkpoints, which write and 
 file, also run on that thread, never inline, and so do reads marked `large` (the dashboard's lists,
 which decode many JSON documents).
 
+Group commit (SQLite): the write units of work submitted during one turn of the event loop run in one
+transaction, in the order they came, at the start of the next turn. A commit costs far more than the
+statements of a small unit (it writes every page they touched to the WAL: ~40 µs for one small row,
+~4 µs a row when they share a commit), and under load many tasks write in the same turn. When one of
+them raises, the transaction is rolled back and each unit runs again in a transaction of its own, so
+only its caller sees the error (a unit of work may run twice: it must only touch the database).
+A unit whose caller was cancelled before it ran is dropped.
+
 PostgreSQL: the async engine (asyncpg) runs the same functions through `run_sync`.
 """
 
@@ -112,6 +120,9 @@ class Database:
             self._writes_since_checkpoint = 0
             self._checkpoint_handle: asyncio.TimerHandle | None = None
             self._checkpointing: asyncio.Future[Any] | None = None
+            self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+            self._flush_handle: asyncio.Handle | None = None
+            self._fallbacks: set[asyncio.Task[None]] = set()
         else:
             self._async_engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
@@ -120,19 +131,73 @@ class Database:
         return "sqlite" if self.is_sqlite else "postgresql"
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in a write transaction, committed when it returns."""
+        """Run `work` in a write transaction, committed when it returns (with the other units of work
+        submitted in the same turn of the loop, on SQLite)."""
         if self._async_engine is not None:
             async with self._async_engine.begin() as conn:
                 return await conn.run_sync(work)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((work, future))
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        batch = [(work, future) for work, future in self._pending if not future.cancelled()]
+        self._pending = []
+        if batch:
+            self._commit_inline(batch)
+
+    def _commit_inline(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
         try:
-            result = self._inline_write.run(work)
+            results = self._inline_write.run(_all_of([work for work, _ in batch]))
+        except _UnitFailed as failed:
+            if _is_locked(failed.error):
+                self._fall_back(batch)
+            elif len(batch) == 1:
+                _settle(batch[0][1], error=failed.error)
+            else:
+                for entry in batch:
+                    self._commit_inline([entry])
+            return
         except (OperationalError, sqlite3.OperationalError) as exc:
             if not _is_locked(exc):
-                raise
-            result = await asyncio.get_running_loop().run_in_executor(self._writer, _in_transaction,
-                                                                      self._write_engine, work)
+                for _, future in batch:
+                    _settle(future, error=exc)
+                return
+            self._fall_back(batch)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
         self._wrote()
-        return result
+
+    def _fall_back(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+        """The database is locked: run the batch on the writer thread, which waits for the lock."""
+        task = asyncio.get_running_loop().create_task(self._commit_on_writer(batch))
+        self._fallbacks.add(task)
+        task.add_done_callback(self._fallbacks.discard)
+
+    async def _commit_on_writer(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._writer, _in_transaction, self._write_engine,
+                                                 _all_of([work for work, _ in batch]))
+        except _UnitFailed as failed:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=failed.error)
+            else:
+                for entry in batch:
+                    await self._commit_on_writer([entry])
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to the callers
+            for _, future in batch:
+                _settle(future, error=exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
+        self._wrote()
 
     async def read(self, work: Callable[[Connection], T], *, large: bool = False) -> T:
         """Run `work` in a read transaction. `large`: it may read many rows or big JSON documents
@@ -187,6 +252,11 @@ class Database:
         if self._async_engine is not None:
             await self._async_engine.dispose()
             return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+        while self._fallbacks:
+            await asyncio.gather(*self._fallbacks, return_exceptions=True)
         if self._checkpoint_handle is not None:
             self._checkpoint_handle.cancel()
             self._checkpoint_handle = None
@@ -222,6 +292,35 @@ class _Inline:
             self._conn.close()
             self._conn = None
         self.engine.dispose()
+
+
+class _UnitFailed(Exception):
+    """One unit of work of a group commit raised `error`: the whole transaction is rolled back."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _all_of(works: list[Callable[[Connection], Any]]) -> Callable[[Connection], list[Any]]:
+    def run(conn: Connection) -> list[Any]:
+        results = []
+        for work in works:
+            try:
+                results.append(work(conn))
+            except Exception as exc:
+                raise _UnitFailed(exc) from exc
+        return results
+    return run
+
+
+def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

@@ -6,13 +6,13 @@ Nothing is handled inside the request; the worker runs handlers from the stored 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from aiohttp import web
 
 from bot import metrics
@@ -83,7 +83,7 @@ def parse_delivery(body: bytes, headers: Mapping[str, str]) -> ParsedDelivery:
             raise WebhookRejected(415, f"unsupported content type {content_type!r}; "
                                        "expected application/json or application/x-www-form-urlencoded",
                                   metric="content_type")
-        payload = json.loads(text)
+        payload = orjson.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookRejected(400, f"body is not valid JSON: {exc}", metric="malformed") from exc
     if not isinstance(payload, dict):

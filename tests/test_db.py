@@ -3,11 +3,23 @@
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from sqlalchemy import text
 
 from bot.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite database with one table, `t (n INTEGER)`."""
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    await db.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+    yield db
+    await db.dispose()
 
 
 async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(tmp_path: Path) -> None:
@@ -39,25 +51,19 @@ async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(t
         await db.dispose()
 
 
-async def test_a_failed_unit_of_work_leaves_nothing_behind(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+async def test_a_failed_unit_of_work_leaves_nothing_behind(db: Database) -> None:
+    def half_then_fail(conn):  # type: ignore[no-untyped-def]
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        raise ValueError("bug in the unit of work")
+
     try:
-        await db.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
-
-        def half_then_fail(conn):  # type: ignore[no-untyped-def]
-            conn.execute(text("INSERT INTO t VALUES (1)"))
-            raise ValueError("bug in the unit of work")
-
-        try:
-            await db.write(half_then_fail)
-        except ValueError:
-            pass
-        else:
-            raise AssertionError("the error must reach the caller")
-        await db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))
-        assert await db.read(lambda conn: conn.execute(text("SELECT n FROM t")).scalars().all()) == [2]
-    finally:
-        await db.dispose()
+        await db.write(half_then_fail)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the error must reach the caller")
+    await db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))
+    assert await db.read(lambda conn: conn.execute(text("SELECT n FROM t")).scalars().all()) == [2]
 
 
 async def test_small_units_of_work_run_on_the_loop_and_large_reads_on_a_reader_thread(tmp_path: Path) -> None:
@@ -69,3 +75,40 @@ async def test_small_units_of_work_run_on_the_loop_and_large_reads_on_a_reader_t
         assert (await db.read(lambda conn: threading.current_thread().name, large=True)).startswith("db-read")
     finally:
         await db.dispose()
+
+
+async def test_writes_of_one_turn_of_the_loop_share_a_transaction(db: Database) -> None:
+    def insert(n: int):  # type: ignore[no-untyped-def]
+        def work(conn):  # type: ignore[no-untyped-def]
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+            seen = conn.execute(text("SELECT count(*) FROM t")).scalar_one()
+            return id(conn.get_transaction()), seen
+        return work
+
+    together = await asyncio.gather(*(db.write(insert(n)) for n in range(5)))
+    assert len({transaction for transaction, _ in together}) == 1
+    assert [seen for _, seen in together] == [1, 2, 3, 4, 5]  # in the order they came
+
+
+async def test_a_failing_unit_fails_only_its_caller_and_a_cancelled_one_is_dropped(db: Database) -> None:
+    def insert(n: int, *, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(conn):  # type: ignore[no-untyped-def]
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+            if fail:
+                raise ValueError(f"unit {n} failed")
+            return n
+        return work
+
+    good_before = asyncio.ensure_future(db.write(insert(1)))
+    bad = asyncio.ensure_future(db.write(insert(2, fail=True)))
+    cancelled = asyncio.ensure_future(db.write(insert(3)))
+    good_after = asyncio.ensure_future(db.write(insert(4)))
+    await asyncio.sleep(0)  # all four are waiting for the same flush
+    cancelled.cancel()
+    results = await asyncio.gather(good_before, bad, cancelled, good_after, return_exceptions=True)
+
+    assert results[0] == 1 and results[3] == 4
+    assert isinstance(results[1], ValueError) and str(results[1]) == "unit 2 failed"
+    assert isinstance(results[2], asyncio.CancelledError)
+    rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all())
+    assert rows == [1, 4]

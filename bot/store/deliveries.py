@@ -13,9 +13,10 @@ from sqlalchemy import Connection, func, insert, select
 from bot.db import Database
 from bot.models import JOB_QUEUED, JOB_RUNNING, Delivery, Job, utcnow
 from bot.store.batch import GroupCommit
+from bot.store.prepared import Prepared
 from bot.store.sql import upsert_insert
 
-_INSERT_JOBS = insert(Job).returning(Job.id, Job.delivery_id)
+_INSERT_JOB = Prepared(insert(Job).returning(Job.id))
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class DeliveryStore:
         # moment later: keep them (parsed) until then. As many as the worker has webhook slots; the
         # bound is only a safety net. Queued ones are read from the database when claimed.
         self._recent: LRUCache[str, DeliveryRecord] = LRUCache(maxsize=256)
-        self._insert = (upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"])
-                        .returning(Delivery.id))
+        self._insert = Prepared(upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"])
+                                .returning(Delivery.id))
 
     async def store(self, delivery: IncomingDelivery) -> StoredDelivery:
         return await self._batcher.submit(delivery)
@@ -75,13 +76,15 @@ class DeliveryStore:
             first_by_id.setdefault(item.id, item)
 
         def work(conn: Connection) -> tuple[set[str], dict[str, int]]:
-            rows = [{"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
-                     "payload": d.payload, "received_at": now} for d in first_by_id.values()]
-            inserted = {row.id for row in conn.execute(self._insert, rows)}
-            if not inserted:
-                return inserted, {}
-            jobs = [_job_row(first_by_id[delivery_id], now) for delivery_id in inserted]
-            return inserted, {row.delivery_id: row.id for row in conn.execute(_INSERT_JOBS, jobs)}
+            inserted: set[str] = set()
+            job_ids: dict[str, int] = {}
+            for d in first_by_id.values():
+                row = {"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
+                       "payload": d.payload, "received_at": now}
+                if self._insert.run(conn, row).rows:  # nothing when the id is known: a duplicate
+                    inserted.add(d.id)
+                    job_ids[d.id] = _INSERT_JOB.run(conn, _job_row(d, now)).scalar()
+            return inserted, job_ids
 
         inserted, job_ids = await self._db.write(work)
         results: list[StoredDelivery] = []

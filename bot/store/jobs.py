@@ -16,6 +16,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, u
 
 from bot.db import Database
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
+from bot.store.prepared import Prepared
 from bot.store.sql import any_of, upsert_insert
 
 
@@ -55,21 +56,21 @@ def _claim_statement(*, skip_locked: bool, kinds: frozenset[str] | None = None,
 
 
 # Built once: constructing statements costs more than running them on the hot path.
-_COMPLETE = (update(Job)
-             .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("owner"),
-                    Job.status == JOB_RUNNING)
-             .values(status=JOB_DONE, finished_at=bindparam("now"), lease_owner=None, lease_expires_at=None,
-                     last_error=None)
-             .returning(Job.id))
+_COMPLETE = Prepared(update(Job)
+                     .where(Job.id == bindparam("b_id"), Job.lease_owner == bindparam("owner"),
+                            Job.status == JOB_RUNNING)
+                     .values(status=JOB_DONE, finished_at=bindparam("now"), lease_owner=None, lease_expires_at=None,
+                             last_error=None)
+                     .returning(Job.id))
 
 
 class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._claims: dict[tuple[frozenset[str] | None, frozenset[str] | None], Any] = {}
-        self._insert = insert(Job).returning(Job.id)
-        self._insert_deduped = (upsert_insert(db, Job).on_conflict_do_nothing(index_elements=["dedupe_key"])
-                                .returning(Job.id))
+        self._claims: dict[tuple[frozenset[str] | None, frozenset[str] | None], Prepared] = {}
+        self._insert = Prepared(insert(Job).returning(Job.id))
+        self._insert_deduped = Prepared(upsert_insert(db, Job).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                                        .returning(Job.id))
 
     async def enqueue(self, kind: str, *, args: dict[str, Any] | None = None, delivery_id: str | None = None,
                       dedupe_key: str | None = None, run_after: datetime | None = None,
@@ -88,7 +89,7 @@ class JobStore:
                   "status": JOB_QUEUED, "attempts": 0, "max_attempts": max_attempts,
                   "run_after": run_after or now, "created_at": now, "lease_owner": None,
                   "lease_expires_at": None, "last_error": None, "finished_at": None}
-        return conn.execute(self._insert if dedupe_key is None else self._insert_deduped, values).scalar_one_or_none()
+        return (self._insert if dedupe_key is None else self._insert_deduped).run(conn, values).scalar()
 
     async def claim(self, owner: str, *, limit: int, lease_seconds: float, kinds: frozenset[str] | None = None,
                     exclude_kinds: frozenset[str] | None = None) -> list[ClaimedJob]:
@@ -97,11 +98,11 @@ class JobStore:
             return []
         key = (kinds, exclude_kinds or None)
         if (statement := self._claims.get(key)) is None:
-            statement = self._claims[key] = _claim_statement(skip_locked=not self._db.is_sqlite, kinds=kinds,
-                                                             exclude_kinds=exclude_kinds)
+            statement = self._claims[key] = Prepared(_claim_statement(skip_locked=not self._db.is_sqlite, kinds=kinds,
+                                                                      exclude_kinds=exclude_kinds))
         now = utcnow()
         params = {"now": now, "limit": limit, "owner": owner, "lease_until": now + timedelta(seconds=lease_seconds)}
-        rows = await self._db.write(lambda conn: conn.execute(statement, params).all())
+        rows = await self._db.write(lambda conn: statement.run(conn, params).rows)
         return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
     async def extend_leases(self, owner: str, job_ids: list[int], *, lease_seconds: float) -> set[int]:
@@ -117,8 +118,13 @@ class JobStore:
     async def complete_many(self, owner: str, job_ids: list[int]) -> set[int]:
         if not job_ids:
             return set()
-        params = {"ids": job_ids, "owner": owner, "now": utcnow()}
-        return await self._db.write(lambda conn: set(conn.execute(_COMPLETE, params).scalars()))
+        now = utcnow()
+
+        def work(conn: Connection) -> set[int]:
+            return {job_id for job_id in job_ids
+                    if _COMPLETE.run(conn, {"b_id": job_id, "owner": owner, "now": now}).rows}
+
+        return await self._db.write(work)
 
     async def fail(self, owner: str, job_id: int, *, error: str, retry_at: datetime | None) -> bool:
         """Record a failed attempt: back to the queue at retry_at, or dead-lettered when None."""

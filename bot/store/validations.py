@@ -20,6 +20,7 @@ from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_P
                         VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, PullRequestComment,
                         ValidationState, new_id, utcnow)
 from bot.store.jobs import JobStore
+from bot.store.prepared import Prepared
 from bot.store.sql import any_of, entities, entity, from_rows, upsert_insert
 
 _COLUMNS = tuple(ValidationState.__table__.c)
@@ -34,18 +35,18 @@ _SUPERSEDE = (update(ValidationState)
                      ValidationState.head_sha != bindparam("b_head"), _OPEN)
               .values(**_ENDED_BY_HEAD)
               .returning(*_COLUMNS))
-_OPEN_FOR_PR = (select(*_COLUMNS)
-                .where(ValidationState.project_id == bindparam("b_project"),
-                       ValidationState.pr_number == bindparam("b_pr"), _OPEN)
-                .order_by(ValidationState.created_at.desc()))
-_END = update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN).values(**_ENDED_BY_HEAD)
-_INSERT = insert(ValidationState)
+_OPEN_FOR_PR = Prepared(select(*_COLUMNS)
+                        .where(ValidationState.project_id == bindparam("b_project"),
+                               ValidationState.pr_number == bindparam("b_pr"), _OPEN)
+                        .order_by(ValidationState.created_at.desc()))
+_END = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN).values(**_ENDED_BY_HEAD))
+_INSERT = Prepared(insert(ValidationState))
 # A claim on creating the check run that is this old was given up (its process died, or its POST
 # failed and the delivery's retries ran out): another start may take it over.
 CHECK_RUN_CLAIM_STALE = timedelta(seconds=60)
 # may_claim_check_run as one fenced statement (PostgreSQL: a concurrent claim of the row is waited
 # for and the WHERE evaluated again on the row as that claim left it).
-_CLAIM_CHECK_RUN = (update(ValidationState)
+_CLAIM_CHECK_RUN = Prepared(update(ValidationState)
                     .where(ValidationState.id == bindparam("b_id"),
                            any_of(ValidationState.status, VALIDATION_ACTIVE),
                            ValidationState.check_run_id.is_(None),
@@ -53,9 +54,9 @@ _CLAIM_CHECK_RUN = (update(ValidationState)
                                ValidationState.check_run_claimed_by == bindparam("b_claimer"),
                                ValidationState.check_run_claimed_at < bindparam("b_stale_before")))
                     .values(check_run_claimed_by=bindparam("b_claimer"), check_run_claimed_at=bindparam("b_now")))
-_SET_CHECK_RUN = (update(ValidationState).where(ValidationState.id == bindparam("b_id"))
-                  .values(check_run_id=bindparam("b_check_run"))
-                  .returning(ValidationState.status, ValidationState.title))
+_SET_CHECK_RUN = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"))
+                          .values(check_run_id=bindparam("b_check_run"))
+                          .returning(ValidationState.status, ValidationState.title))
 _PR_LOCK = text("SELECT pg_advisory_xact_lock(:b_key)")
 
 
@@ -105,19 +106,19 @@ class ValidationStore:
                 # One begin per PR at a time across processes: two new heads (or the same new head
                 # twice) must not both record a validation beside the other's, unseen.
                 conn.execute(_PR_LOCK, {"b_key": pr_lock_key(project_id, pr_number)})
-            open_ = from_rows(ValidationState, conn.execute(_OPEN_FOR_PR, {"b_project": project_id,
-                                                                           "b_pr": pr_number}).mappings())
+            open_ = from_rows(ValidationState, _OPEN_FOR_PR.run(conn, {"b_project": project_id,
+                                                                       "b_pr": pr_number}).mappings())
             to_end, join = plan_begin(open_, head_sha=head_sha, restart=restart)
             ended_by = "restart" if restart else head_sha
             now = utcnow()
             if to_end:
-                conn.execute(_END, [{"b_id": v.id, **_ended_by_head(ended_by, now)} for v in to_end])
+                _END.run_many(conn, [{"b_id": v.id, **_ended_by_head(ended_by, now)} for v in to_end])
             if join is None:
                 return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True)
             if not may_claim_check_run(join, claimer, now=now):
                 return Begun(to_end, join, False)
-            if conn.execute(_CLAIM_CHECK_RUN, {"b_id": join.id, "b_claimer": claimer, "b_now": now,
-                                               "b_stale_before": now - CHECK_RUN_CLAIM_STALE}).rowcount != 1:
+            if _CLAIM_CHECK_RUN.run(conn, {"b_id": join.id, "b_claimer": claimer, "b_now": now,
+                                           "b_stale_before": now - CHECK_RUN_CLAIM_STALE}).rowcount != 1:
                 return Begun(to_end, join, False)  # PostgreSQL: another transaction claimed it meanwhile
             join.check_run_claimed_by, join.check_run_claimed_at = claimer, now
             return Begun(to_end, join, True)
@@ -136,9 +137,10 @@ class ValidationStore:
         (another process superseded or closed it): then nothing is queued and the caller ends the
         check run it just made."""
         def work(conn: Connection) -> str | None:
-            row = conn.execute(_SET_CHECK_RUN, {"b_id": validation_id, "b_check_run": check_run_id}).first()
-            if row is None or row.status not in VALIDATION_ACTIVE:
-                return (row.title if row is not None else None) or "Cancelled"
+            row = _SET_CHECK_RUN.run(conn, {"b_id": validation_id, "b_check_run": check_run_id}).first()
+            status, title = row or (None, None)
+            if status not in VALIDATION_ACTIVE:
+                return title or "Cancelled"
             if then_queue is not None:
                 self._jobs.add(conn, then_queue, args={"validation_id": validation_id},
                                dedupe_key=f"{then_queue}:{validation_id}", max_attempts=max_attempts)
@@ -272,7 +274,7 @@ def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
     row = {column.key: None for column in _COLUMNS}
     row.update(values, id=new_id(), status=VALIDATION_QUEUED, test_results={}, auto_merge_eligible=False,
                created_at=utcnow())
-    conn.execute(_INSERT, row)
+    _INSERT.run(conn, row)
     return from_rows(ValidationState, [row])[0]
 
 

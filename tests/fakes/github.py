@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hashlib
 import html
 import itertools
@@ -66,6 +65,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode
 
 import jwt
+import orjson
 from aiohttp import web
 from yarl import URL
 from cryptography.hazmat.primitives import serialization
@@ -348,10 +348,10 @@ class RestSpec:
         key = (method, template, status)
         if key not in self._examples:
             found = self._find_example(method, template, status)
-            self._examples[key] = found if found is KeyError else json.dumps(found)
+            self._examples[key] = found if found is KeyError else orjson.dumps(found)
         if self._examples[key] is KeyError:
             raise KeyError(key)
-        return json.loads(self._examples[key])  # a fresh copy; ~10x faster than copy.deepcopy
+        return orjson.loads(self._examples[key])  # a fresh copy; ~50x faster than copy.deepcopy
 
     def _find_example(self, method: str, template: str, status: int) -> Any:
         operation = self.operation(method, template) or {}
@@ -436,6 +436,15 @@ def _call_matches(call: Call, method: str, path_pattern: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def _copy(data: Any) -> Any:
+    """A deep copy of JSON data (a JSON round trip: ~50x faster than copy.deepcopy)."""
+    return orjson.loads(orjson.dumps(data))
+
+
+def _dumps(data: Any) -> str:
+    return orjson.dumps(data).decode()
 
 
 def _now() -> datetime:
@@ -733,7 +742,7 @@ class FakeGitHub:
                 fault.remaining -= 1
                 self._faults = [f for f in self._faults if f.remaining > 0]
                 call.injected = True
-                return _Reply(fault.status, copy.deepcopy(fault.body), dict(fault.headers))
+                return _Reply(fault.status, _copy(fault.body), dict(fault.headers))
         return None
 
     # ------------------------------------------------------------------ state helpers
@@ -1319,7 +1328,7 @@ class FakeGitHub:
         if not raw:
             return None
         try:
-            call.json = json.loads(raw)
+            call.json = orjson.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             call.json = raw.decode("utf-8", "replace")
             return _GitHubError(400, "Problems parsing JSON", record=True, detail=str(exc))
@@ -1362,7 +1371,7 @@ class FakeGitHub:
             return web.Response(status=reply.status, body=reply.raw, content_type=reply.content_type, headers=headers)
         if reply.body is None:
             return web.Response(status=reply.status, headers=headers)
-        return web.json_response(reply.body, status=reply.status, headers=headers)
+        return web.json_response(reply.body, status=reply.status, headers=headers, dumps=_dumps)
 
     def _bucket(self, authorization: str) -> RateLimitBucket:
         credential = authorization.partition(" ")[2].strip()
@@ -1561,7 +1570,7 @@ class FakeGitHub:
                 "user_view_type": "public",
                 "site_admin": False,
             }
-        return copy.deepcopy(self.users[key])
+        return _copy(self.users[key])
 
     def _bot(self) -> dict[str, Any]:
         return self._user(f"{self.app_slug}[bot]", user_type="Bot")
@@ -1639,8 +1648,8 @@ class FakeGitHub:
             "label": f"{owner['login']}:{ref}",
             "ref": ref,
             "sha": sha,
-            "user": copy.deepcopy(owner),
-            "repo": copy.deepcopy(repo.data),
+            "user": _copy(owner),
+            "repo": _copy(repo.data),
         }
 
     def _pull_dict(
@@ -1830,7 +1839,7 @@ class FakeGitHub:
             "repository_selection": "selected",
         }
         if selected is not None:
-            response["repositories"] = [copy.deepcopy(r.data) for r in selected]
+            response["repositories"] = [_copy(r.data) for r in selected]
         names = None if selected is None else [r.full_name for r in selected]
         self.tokens[token] = {**response, "installation_id": installation_id, "repository_names": names}
         return _Reply(201, response)
@@ -1911,7 +1920,7 @@ class FakeGitHub:
             raise _GitHubError(404, "Not Found")
         repos = []
         for state in self._installation_repos(installation_id):
-            repo = copy.deepcopy(state.data)
+            repo = _copy(state.data)
             # The user's own permissions on it (set_permission; "read" when none was set).
             role = state.permissions.get((request.principal.user_login or "").lower(), "read")
             repo["permissions"] = {
@@ -2039,7 +2048,7 @@ class FakeGitHub:
             raise _GitHubError(404, "Branch not protected")
         protection = self._example("GET", "/repos/{owner}/{repo}/branches/{branch}/protection", 200)
         protection["url"] = f"{self.api_url}/repos/{repo.full_name}/branches/{name}/protection"
-        protection.update(copy.deepcopy(repo.protections[name]))
+        protection.update(_copy(repo.protections[name]))
         return _Reply(200, protection)
 
     @_handles("GET /repos/{owner}/{repo}/git/ref/{ref}")
@@ -2113,7 +2122,7 @@ class FakeGitHub:
             statuses=list(latest.values()),
             sha=sha,
             total_count=len(latest),
-            repository=copy.deepcopy(repo.data),
+            repository=_copy(repo.data),
             commit_url=f"{self.api_url}/repos/{repo.full_name}/commits/{sha}",
             url=f"{self.api_url}/repos/{repo.full_name}/commits/{sha}/status",
         )
@@ -2254,13 +2263,13 @@ class FakeGitHub:
         for key in ("title", "summary", "text"):
             if key in output:
                 run["output"][key] = output[key]
-        run["annotations"].extend(copy.deepcopy(output.get("annotations", [])))
-        run["images"].extend(copy.deepcopy(output.get("images", [])))
+        run["annotations"].extend(_copy(output.get("annotations", [])))
+        run["images"].extend(_copy(output.get("images", [])))
         run["output"]["annotations_count"] = len(run["annotations"])
 
     @staticmethod
     def _public_run(run: dict[str, Any]) -> dict[str, Any]:
-        return {k: copy.deepcopy(v) for k, v in run.items() if k not in _INTERNAL_RUN_KEYS}
+        return _copy({k: v for k, v in run.items() if k not in _INTERNAL_RUN_KEYS})
 
     # ------------------------------------------------------------------ handlers: comments, reactions, labels
 
@@ -2350,7 +2359,7 @@ class FakeGitHub:
             for name in self.labels.get(key, [])
         ]
         if key in self.pulls:
-            self.pulls[key]["labels"] = copy.deepcopy(labels)
+            self.pulls[key]["labels"] = _copy(labels)
         return labels
 
     # ------------------------------------------------------------------ handlers: pull requests
