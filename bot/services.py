@@ -174,7 +174,7 @@ def build_worker(services: Services) -> "Worker":
     from handlers import handle_delivery
     from pipeline.agent_runs import agent_job_handlers
     from pipeline.validation import JOB_VALIDATE
-    from worker.runner import Worker
+    from worker.runner import Lane, Worker
 
     async def run_webhook(job):  # type: ignore[no-untyped-def]
         await handle_delivery(services, job)
