@@ -134,3 +134,18 @@ def test_validate_refuses_without_a_config(tmp_path: Path, env: dict[str, str]) 
                         "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b"})
     result = codegenapp("validate", str(repo), env=env)
     assert result.returncode == 2 and "pass --config FILE" in result.stderr
+
+
+def test_settle_heap_freezes_what_start_up_built_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from bot.cli import GC_YOUNG_THRESHOLD, settle_heap
+
+    threshold = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > threshold[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
