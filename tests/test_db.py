@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from sqlalchemy import text
 
 from bot.db import Database
@@ -22,33 +21,38 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await db.dispose()
 
 
-async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(tmp_path: Path) -> None:
-    path = tmp_path / "locked.db"
-    db = Database(f"sqlite:///{path}")
-    try:
-        await db.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
-        other = sqlite3.connect(path, isolation_level=None)  # stands for another process
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("INSERT INTO t VALUES (1)")
-        write = asyncio.create_task(db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)"))))
-        # The inline attempt found the lock and handed the work to the writer thread: the loop is free
-        # (this coroutine runs) and the write is still waiting for the lock.
-        for _ in range(3):
-            await asyncio.sleep(0)  # turns of the loop: it is not blocked by the waiting write
-        assert not write.done()
-        other.execute("COMMIT")
-        other.close()
-        await asyncio.wait_for(write, 10)
-        rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all())
-        assert rows == [1, 2]
-        # and the inline connection is usable again: the next write runs on the loop
-        def insert_three(conn):  # type: ignore[no-untyped-def]
-            conn.execute(text("INSERT INTO t VALUES (3)"))
-            return threading.current_thread().name
+def lock_as_another_process(db: Database) -> sqlite3.Connection:
+    """A connection of its own (as another process's would be) holding the write lock; COMMIT ends it."""
+    other = sqlite3.connect(db.url.split(":///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
 
-        assert await db.write(insert_three) == threading.current_thread().name
-    finally:
-        await db.dispose()
+
+async def loop_turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)  # turns of the loop: it is not blocked by a write waiting for the lock
+
+
+async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(db: Database) -> None:
+    other = lock_as_another_process(db)
+    other.execute("INSERT INTO t VALUES (1)")
+    write = asyncio.create_task(db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)"))))
+    # The inline attempt found the lock and handed the work to the writer thread: the loop is free
+    # (this coroutine runs) and the write is still waiting for the lock.
+    await loop_turns()
+    assert not write.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(write, 10)
+    rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all())
+    assert rows == [1, 2]
+
+    # and the inline connection is usable again: the next write runs on the loop
+    def insert_three(conn):  # type: ignore[no-untyped-def]
+        conn.execute(text("INSERT INTO t VALUES (3)"))
+        return threading.current_thread().name
+
+    assert await db.write(insert_three) == threading.current_thread().name
 
 
 async def test_a_failed_unit_of_work_leaves_nothing_behind(db: Database) -> None:
@@ -112,3 +116,16 @@ async def test_a_failing_unit_fails_only_its_caller_and_a_cancelled_one_is_dropp
     assert isinstance(results[2], asyncio.CancelledError)
     rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all())
     assert rows == [1, 4]
+
+
+async def test_a_batch_that_finds_the_database_locked_waits_for_it_whole(db: Database) -> None:
+    other = lock_as_another_process(db)
+    writes = [asyncio.ensure_future(db.write(lambda conn, n=n: conn.execute(text("INSERT INTO t VALUES (:n)"),
+                                                                               {"n": n}).rowcount))
+              for n in range(3)]
+    await loop_turns()
+    assert not any(w.done() for w in writes)  # together on the writer thread, waiting for the lock
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(asyncio.gather(*writes), 10) == [1, 1, 1]
+    assert await db.read(lambda conn: conn.execute(text("SELECT n FROM t")).scalars().all()) == [0, 1, 2]
