@@ -2,11 +2,11 @@
 
 Running a prebuilt Core statement through `Connection.execute` costs 30-60 µs of Python per execution
 here (cache key, execution context, parameter processing, result wrapping), about as much again as
-SQLite takes to run it; every webhook of a pull request runs seven statements. A `Prepared` statement is compiled
-once per dialect and set of given columns by SQLAlchemy's own compiler, and its parameters and results
-pass through SQLAlchemy's own type processors (UTC datetimes, JSON), so what is stored and read back is
-what `Connection.execute` would store and read: only the per-execution machinery is skipped. On other
-dialects (PostgreSQL) it is `Connection.execute`.
+SQLite takes to run it; every webhook of a pull request runs seven statements. A `Prepared` statement
+is compiled once per dialect and set of given columns by SQLAlchemy's own compiler, and its parameters
+and results pass through SQLAlchemy's own type processors (UTC datetimes, JSON), so what is stored and
+read back is what `Connection.execute` would store and read: only the per-execution machinery is
+skipped. On other dialects (PostgreSQL) it is `Connection.execute`.
 
 Not for every statement: expanding IN parameters and Python-side column defaults are refused when the
 statement is prepared (give every column explicitly), which keeps the fast path exact.
@@ -49,8 +49,8 @@ class _Compiled:
     names: tuple[str, ...]  # the positional parameters' names, in order
     bind: tuple[Processor, ...]
     defaults: Mapping[str, Any]  # values built into the statement (`.values(status="running")`)
-    columns: tuple[str, ...]
-    results: tuple[Processor, ...]
+    columns: tuple[str, ...]  # what it returns (RETURNING, or a SELECT's columns); empty: nothing
+    results: tuple[Processor, ...] | None  # None: no column needs processing
 
 
 class Prepared:
@@ -72,12 +72,10 @@ class Prepared:
             value = params[name] if name in params else compiled.defaults[name]
             values.append(process(value) if process is not None else value)
         cursor = conn.connection.driver_connection.execute(compiled.sql, values)  # type: ignore[union-attr]
-        raw = cursor.fetchall() if compiled.columns else []
-        if any(compiled.results):
+        rows = cursor.fetchall() if compiled.columns else []
+        if compiled.results is not None:
             processors = compiled.results
-            rows = [tuple(p(v) if p is not None else v for p, v in zip(processors, row)) for row in raw]
-        else:
-            rows = raw
+            rows = [tuple(p(v) if p is not None else v for p, v in zip(processors, row)) for row in rows]
         return Result(compiled.columns, rows, cursor.rowcount)
 
     def run_many(self, conn: Connection, params: Iterable[Mapping[str, Any]]) -> list[Result]:
@@ -112,18 +110,10 @@ def _compile(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
         bind_processors.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
         if not bind.required:
             defaults[name] = bind.effective_value
-    columns: list[str] = []
-    result_processors: list[Processor] = []
-    for column in getattr(statement, "exported_columns", ()):
-        columns.append(column.key)
-        result_processors.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
-    if columns and not _returns_rows(statement):
-        columns, result_processors = [], []
+    # A SELECT's columns, or what an INSERT/UPDATE returns (nothing without RETURNING).
+    returned = list(getattr(statement, "exported_columns", ()))
+    result_processors = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
+                              for column in returned)
     return _Compiled(compiled.string, tuple(compiled.positiontup), tuple(bind_processors), defaults,
-                     tuple(columns), tuple(result_processors))
-
-
-def _returns_rows(statement: ClauseElement) -> bool:
-    if getattr(statement, "is_select", False):
-        return True
-    return bool(getattr(statement, "_returning", ()))
+                     tuple(column.key for column in returned),
+                     result_processors if any(result_processors) else None)

@@ -39,7 +39,8 @@ _OPEN_FOR_PR = Prepared(select(*_COLUMNS)
                         .where(ValidationState.project_id == bindparam("b_project"),
                                ValidationState.pr_number == bindparam("b_pr"), _OPEN)
                         .order_by(ValidationState.created_at.desc()))
-_END = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN).values(**_ENDED_BY_HEAD))
+_END = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN)
+                .values(**_ENDED_BY_HEAD))
 _INSERT = Prepared(insert(ValidationState))
 # A claim on creating the check run that is this old was given up (its process died, or its POST
 # failed and the delivery's retries ran out): another start may take it over.
@@ -47,13 +48,14 @@ CHECK_RUN_CLAIM_STALE = timedelta(seconds=60)
 # may_claim_check_run as one fenced statement (PostgreSQL: a concurrent claim of the row is waited
 # for and the WHERE evaluated again on the row as that claim left it).
 _CLAIM_CHECK_RUN = Prepared(update(ValidationState)
-                    .where(ValidationState.id == bindparam("b_id"),
-                           any_of(ValidationState.status, VALIDATION_ACTIVE),
-                           ValidationState.check_run_id.is_(None),
-                           or_(ValidationState.check_run_claimed_by.is_(None),
-                               ValidationState.check_run_claimed_by == bindparam("b_claimer"),
-                               ValidationState.check_run_claimed_at < bindparam("b_stale_before")))
-                    .values(check_run_claimed_by=bindparam("b_claimer"), check_run_claimed_at=bindparam("b_now")))
+                            .where(ValidationState.id == bindparam("b_id"),
+                                   any_of(ValidationState.status, VALIDATION_ACTIVE),
+                                   ValidationState.check_run_id.is_(None),
+                                   or_(ValidationState.check_run_claimed_by.is_(None),
+                                       ValidationState.check_run_claimed_by == bindparam("b_claimer"),
+                                       ValidationState.check_run_claimed_at < bindparam("b_stale_before")))
+                            .values(check_run_claimed_by=bindparam("b_claimer"),
+                                    check_run_claimed_at=bindparam("b_now")))
 _SET_CHECK_RUN = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"))
                           .values(check_run_id=bindparam("b_check_run"))
                           .returning(ValidationState.status, ValidationState.title))
