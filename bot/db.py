@@ -45,6 +45,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
+# A unit of work waiting for the next group commit, and the future its caller awaits.
+_Pending = tuple[Callable[[Connection], Any], asyncio.Future[Any]]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ class Database:
             self._writes_since_checkpoint = 0
             self._checkpoint_handle: asyncio.TimerHandle | None = None
             self._checkpointing: asyncio.Future[Any] | None = None
-            self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+            self._pending: list[_Pending] = []
             self._flush_handle: asyncio.Handle | None = None
             self._fallbacks: set[asyncio.Task[None]] = set()
         else:
@@ -150,7 +152,7 @@ class Database:
         if batch:
             self._commit_inline(batch)
 
-    def _commit_inline(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+    def _commit_inline(self, batch: list[_Pending]) -> None:
         try:
             results = self._inline_write.run(_all_of([work for work, _ in batch]))
         except _UnitFailed as failed:
@@ -163,23 +165,20 @@ class Database:
                     self._commit_inline([entry])
             return
         except (OperationalError, sqlite3.OperationalError) as exc:
-            if not _is_locked(exc):
-                for _, future in batch:
-                    _settle(future, error=exc)
-                return
-            self._fall_back(batch)
+            if _is_locked(exc):
+                self._fall_back(batch)
+            else:
+                _settle_all(batch, error=exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, result=result)
-        self._wrote()
+        self._committed(batch, results)
 
-    def _fall_back(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+    def _fall_back(self, batch: list[_Pending]) -> None:
         """The database is locked: run the batch on the writer thread, which waits for the lock."""
         task = asyncio.get_running_loop().create_task(self._commit_on_writer(batch))
         self._fallbacks.add(task)
         task.add_done_callback(self._fallbacks.discard)
 
-    async def _commit_on_writer(self, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]) -> None:
+    async def _commit_on_writer(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._writer, _in_transaction, self._write_engine,
@@ -192,9 +191,11 @@ class Database:
                     await self._commit_on_writer([entry])
             return
         except Exception as exc:  # noqa: BLE001 - handed to the callers
-            for _, future in batch:
-                _settle(future, error=exc)
+            _settle_all(batch, error=exc)
             return
+        self._committed(batch, results)
+
+    def _committed(self, batch: list[_Pending], results: list[Any]) -> None:
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result=result)
         self._wrote()
@@ -312,6 +313,11 @@ def _all_of(works: list[Callable[[Connection], Any]]) -> Callable[[Connection], 
                 raise _UnitFailed(exc) from exc
         return results
     return run
+
+
+def _settle_all(batch: list[_Pending], *, error: BaseException) -> None:
+    for _, future in batch:
+        _settle(future, error=error)
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
