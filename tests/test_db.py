@@ -21,9 +21,13 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await db.dispose()
 
 
+def connect_as_another_process(db: Database) -> sqlite3.Connection:
+    return sqlite3.connect(db.url.split(":///", 1)[1], isolation_level=None)
+
+
 def lock_as_another_process(db: Database) -> sqlite3.Connection:
     """A connection of its own (as another process's would be) holding the write lock; COMMIT ends it."""
-    other = sqlite3.connect(db.url.split(":///", 1)[1], isolation_level=None)
+    other = connect_as_another_process(db)
     other.execute("BEGIN IMMEDIATE")
     return other
 
@@ -82,16 +86,23 @@ async def test_small_units_of_work_run_on_the_loop_and_large_reads_on_a_reader_t
 
 
 async def test_writes_of_one_turn_of_the_loop_share_a_transaction(db: Database) -> None:
+    outside = connect_as_another_process(db)
+
     def insert(n: int):  # type: ignore[no-untyped-def]
         def work(conn):  # type: ignore[no-untyped-def]
             conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
-            seen = conn.execute(text("SELECT count(*) FROM t")).scalar_one()
-            return id(conn.get_transaction()), seen
+            seen_inside = conn.execute(text("SELECT count(*) FROM t")).scalar_one()
+            seen_outside = outside.execute("SELECT count(*) FROM t").fetchone()[0]
+            return seen_inside, seen_outside
         return work
 
-    together = await asyncio.gather(*(db.write(insert(n)) for n in range(5)))
-    assert len({transaction for transaction, _ in together}) == 1
-    assert [seen for _, seen in together] == [1, 2, 3, 4, 5]  # in the order they came
+    try:
+        together = await asyncio.gather(*(db.write(insert(n)) for n in range(5)))
+        # In the order they came, in one transaction: none of them was committed before the last ran.
+        assert together == [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)]
+        assert outside.execute("SELECT count(*) FROM t").fetchone()[0] == 5
+    finally:
+        outside.close()
 
 
 async def test_a_failing_unit_fails_only_its_caller_and_a_cancelled_one_is_dropped(db: Database) -> None:
