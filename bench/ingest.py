@@ -214,7 +214,8 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
             first_call.setdefault(call.json.get("head_sha", ""), call.at)
     to_check_run = [first_call[sha] - sent_at[sha] for sha in sent_at if sha in first_call]
     # Once every installation has had a delivery (its token fetched, its project recorded): the steady state.
-    warm = [first_call[sha] - sent_at[sha] for sha in sent_at if sha in first_call and int(sha, 16) >= 2 * installations]
+    warm = [first_call[sha] - sent_at[sha] for sha in sent_at
+            if sha in first_call and int(sha, 16) >= 2 * installations]
     # The webhook job's last GitHub call is its check run: the last one to arrive ends the burst
     # (the jobs-finished poll above only confirms it, at 0.5 s granularity).
     last_check_run = max((first_call[sha] for sha in sent_at if sha in first_call), default=None)
