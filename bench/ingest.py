@@ -11,7 +11,12 @@ the client takes little of the machine's two cores), and prints:
   - the server's peak RSS and CPU (in all, and while the deliveries were being sent), and the
     largest write rate any one installation saw.
 
-    .venv/bin/python bench/ingest.py [-n 2000] [-c 32] [--installations 100] [--floor]
+    .venv/bin/python bench/ingest.py [-n 2000] [-c 32] [--installations 100] [--idle] [--floor]
+
+`--idle` sends one delivery at a time, each only once the app has finished everything the previous
+one started (its validation's job has finished, after its completing PATCH): the latency of a
+delivery that finds the app idle. Without it, `-c 1` sends the next delivery on the 202, while the
+previous one is still being handled, and the server runs at full load.
 
 `--floor` measures bench/floor_server.py (no storage, one check-run POST per delivery) in place of the
 app: the least any aiohttp app can do here, which bounds what the app can reach.
@@ -45,7 +50,7 @@ from tests.fakes.github import FakeGitHub  # noqa: E402
 from tests.ghfixtures import fixtures_dir  # noqa: E402
 from bot.config import WEBHOOK_PATH  # noqa: E402
 from tests.webhook_sender import github_headers  # noqa: E402
-from bench.rawload import build_request, send_all  # noqa: E402
+from bench.rawload import build_request, connect, send_all  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 APP_ID = 12345
@@ -97,10 +102,10 @@ def server_cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
-async def jobs_done(session: aiohttp.ClientSession, url: str) -> float:
+async def jobs_done(session: aiohttp.ClientSession, url: str, kind: str = "webhook") -> float:
     async with session.get(url + "/metrics") as response:
         text = await response.text()
-    return sum(float(m) for m in re.findall(r'codegenapp_jobs_total\{kind="webhook",outcome="\w+"\} ([0-9.e+]+)', text))
+    return sum(float(m) for m in re.findall(rf'codegenapp_jobs_total\{{kind="{kind}",outcome="\w+"\}} ([0-9.e+]+)', text))
 
 
 def max_writes_per_minute(calls) -> tuple[int, int]:
@@ -121,7 +126,7 @@ def max_writes_per_minute(calls) -> tuple[int, int]:
     return worst, len(by_installation)
 
 
-async def run(n: int, concurrency: int, installations: int, floor: bool = False) -> None:
+async def run(n: int, concurrency: int, installations: int, floor: bool = False, idle: bool = False) -> None:
     key = generate_private_key_pem()
     fake = FakeGitHub(app_id=APP_ID, private_key_pem=key, validate_bodies=False)  # the tests check bodies
     await fake.start()
@@ -186,7 +191,17 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
             client_cpu = time.process_time()
             burst_cpu = server_cpu_seconds(server.pid)
             began = time.monotonic()
-            await send_all("127.0.0.1", port, iter(requests), concurrency, answered)
+            if idle:
+                connection = await connect("127.0.0.1", port)
+                for i, (sha, request) in enumerate(requests):
+                    sent = time.monotonic()
+                    status = await connection.send(request)
+                    answered(sha, sent, time.monotonic(), status)
+                    await fake.wait_for_call("PATCH", "/repos/*/*/check-runs/*", count=i + 1, timeout=30)
+                    while await jobs_done(session, url, "validate") < i + 1:  # its job's last writes
+                        await asyncio.sleep(0.005)
+            else:
+                await send_all("127.0.0.1", port, iter(requests), concurrency, answered)
             burst_cpu = sum(server_cpu_seconds(server.pid)) - sum(burst_cpu)
             sending = time.monotonic() - began
             done = 0.0
@@ -222,6 +237,7 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
     worst_rate, active = max_writes_per_minute(fake.calls)
 
     print(f"deliveries {n}, concurrency {concurrency}, installations {installations}"
+          + ("  [IDLE: one at a time, each once the previous one's validation completed]" if idle else "")
           + ("  [FLOOR: bench/floor_server.py, not the app]" if floor else ""))
     print(f"  ack latency          p50 {percentile(ack, 50) * 1000:7.2f} ms   p99 {percentile(ack, 99) * 1000:7.2f} ms")
     if to_check_run:
@@ -234,7 +250,7 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
         print("  send -> check run    n/a (no handler calls GitHub for pull_request yet)")
     print(f"  sending took {sending:.2f} s ({n / sending:.0f}/s acked); all jobs finished by "
           f"{end_to_end:.2f} s (polled)")
-    if last_check_run is not None and len(to_check_run) == n:
+    if last_check_run is not None and len(to_check_run) == n and not idle:
         print(f"  end to end: first send -> last check run {last_check_run - began:.2f} s: "
               f"{n / (last_check_run - began):.0f} deliveries/s")
     print(f"  peak RSS of the server {rss:.1f} MB; server CPU {sum(cpu):.2f} s in all ({cpu[0]:.2f} user, "
@@ -245,11 +261,11 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False)
     print(f"  mean ack {statistics.mean(ack) * 1000:.2f} ms; load generator + fake GitHub CPU {client_cpu:.2f} s")
     targets = [("peak RSS <= 100 MB", rss <= 100), ("no errors", errors == 0),
                ("pacing: <= 80 writes / installation / 60 s", worst_rate <= 80)]
-    if to_check_run and concurrency == 1:
+    if to_check_run and concurrency == 1 and not idle:
         targets.append(("send -> check run p50 <= 2 ms at C=1", percentile(to_check_run, 50) <= 0.002))
     if to_check_run and concurrency == 32:
         targets.append(("send -> check run p99 <= 30 ms at C=32", percentile(to_check_run, 99) <= 0.030))
-    if last_check_run is not None and len(to_check_run) == n and installations > 1:
+    if last_check_run is not None and len(to_check_run) == n and installations > 1 and not idle:
         targets.append((">= 1700 deliveries/s end to end", n / (last_check_run - began) >= 1700))
     print("  targets: " + "; ".join(f"{name} {'OK' if ok else 'MISSED'}" for name, ok in targets))
 
@@ -262,8 +278,13 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true",
                         help="measure bench/floor_server.py (signature, JSON, 202, one check-run POST; no storage) "
                              "instead of the app: what aiohttp alone allows on this machine")
+    parser.add_argument("--idle", action="store_true",
+                        help="one delivery at a time, each once the app finished the previous one (implies -c 1)")
     args = parser.parse_args()
-    asyncio.run(run(args.n, args.concurrency, args.installations, floor=args.floor))
+    if args.idle and args.floor:
+        parser.error("--idle waits for each validation to finish, which the floor server does not run")
+    concurrency = 1 if args.idle else args.concurrency
+    asyncio.run(run(args.n, concurrency, args.installations, floor=args.floor, idle=args.idle))
 
 
 if __name__ == "__main__":
