@@ -15,6 +15,7 @@ from dashboard.api import add_routes as add_api_routes
 from dashboard import views as dashboard_views
 from dashboard.pages import validation_live, validation_page, validation_screenshot
 from dashboard.runs import setup as setup_run_pages
+from pipeline.ui import describe_browser
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ async def health(request: web.Request) -> web.Response:
         report["database"] = {"ok": False, "error": type(exc).__name__}
     if services.sandbox is not None:
         report["sandbox"] = services.sandbox.capabilities.describe()
+        report["browser"] = describe_browser(services.settings.chromium_path, services.sandbox.capabilities)
     report["status"] = "ok" if healthy else "unavailable"
     return web.json_response(report, status=200 if healthy else 503)
 

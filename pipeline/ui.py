@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, fresh_dir
+from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, SandboxCapabilities, fresh_dir
 from pipeline.ui_browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
 from pipeline.ui_config import UiConfig, UiPage, UiStep
 from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
@@ -172,17 +172,35 @@ class BrowserIsolation:
             os.chown(self.proxy_socket, self.uid, self.uid)
 
 
+def browser_sandbox_gap(caps: SandboxCapabilities, *, is_root: bool) -> str | None:
+    """Why Chromium could not get its bubblewrap sandbox on this host, or None when it can: bubblewrap
+    working with user, pid and network namespaces, and, as root, the switch to a dedicated uid."""
+    if not (caps.sandboxed and caps.bwrap):
+        return f"no usable bubblewrap: sandbox mode={caps.mode}"
+    missing = [name for name, present in (("a user namespace", caps.user_namespace),
+                                          ("a pid namespace", caps.pid_namespace),
+                                          ("a network namespace", caps.net_namespace),
+                                          ("a dedicated uid", caps.dedicated_uid or not is_root)) if not present]
+    return "bubblewrap without " + ", ".join(missing) if missing else None
+
+
+def describe_browser(chromium_path: str, caps: SandboxCapabilities) -> dict[str, Any]:
+    """The UI check's browser, for /health: found or not, and sandboxed or why not."""
+    gap = browser_sandbox_gap(caps, is_root=os.geteuid() == 0)
+    found = os.path.isfile(chromium_path) and os.access(chromium_path, os.X_OK)
+    return {"chromium": chromium_path, "found": found, "sandboxed": gap is None,
+            **({"not_sandboxed_because": gap} if gap is not None else {})}
+
+
 def browser_isolation(sandbox: Sandbox, chromium_path: str, directory: str) -> BrowserIsolation:
     """Chromium in bubblewrap, in a network namespace of its own with a relay to the proxy, when the PR
-    sandbox's probe found bubblewrap working (with user, pid and network namespaces, and as root the
-    switch to a dedicated uid); otherwise directly, saying so. `directory`: the app's, private, for the
-    launcher and the relay directory (removed after the run)."""
+    sandbox's probe found what that needs (`browser_sandbox_gap`); otherwise directly, saying so.
+    `directory`: the app's, private, for the launcher and the relay directory (removed after the run)."""
     caps = sandbox.capabilities
     is_root = os.geteuid() == 0
-    if not (caps.sandboxed and caps.bwrap and caps.user_namespace and caps.pid_namespace and caps.net_namespace
-            and (caps.dedicated_uid or not is_root)):
+    if (gap := browser_sandbox_gap(caps, is_root=is_root)) is not None:
         return BrowserIsolation(chromium_path, list(CHROMIUM_ARGS), False,
-                                f"browser: NOT sandboxed (no usable bubblewrap: sandbox mode={caps.mode}): Chromium "
+                                f"browser: NOT sandboxed ({gap}): Chromium "
                                 f"runs as uid {os.geteuid()} with --no-sandbox and can read what the app can")
     uid = BROWSER_UID if is_root else os.getuid()
     # The browser's uid may pass through to the relay directory (bwrap binds it by path), not list either.

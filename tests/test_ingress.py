@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -158,6 +159,11 @@ async def test_health_and_metrics(bot) -> None:
     assert health["status"] == "ok" and health["database"]["ok"] and health["worker"]["ok"]
     assert set(health["queue"]) == {"queued", "running", "dead"}
     assert health["sandbox"]["layers"]["net_namespace"] in (True, False)  # the probe's report is there
+    browser = health["browser"]
+    assert browser["found"] == os.access(browser["chromium"], os.X_OK)
+    assert browser["sandboxed"] == ("not_sandboxed_because" not in browser)
+    if health["sandbox"]["mode"] != "bwrap":
+        assert not browser["sandboxed"]
     async with bot.webhooks.session.get(bot.url + "/metrics") as response:
         text = await response.text()
     for name in ("codegenapp_webhook_deliveries_total{event=\"issues\"}", "codegenapp_webhook_duplicates_total",

@@ -8,13 +8,14 @@ import shlex
 import shutil
 import sys
 import uuid
+from dataclasses import replace
 from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 
 from pipeline.sandbox import Limits, Sandbox, SandboxCapabilities
-from pipeline.ui import BrowserSetup, browser_isolation, run_ui_check
+from pipeline.ui import BrowserSetup, browser_isolation, browser_sandbox_gap, describe_browser, run_ui_check
 from pipeline.ui_browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_PORT, bwrap_arguments, launcher_script,
                                  user_data_dir)
 from pipeline.ui_config import UiConfig, UiPage
@@ -81,6 +82,33 @@ def test_the_launcher_quotes_its_arguments_and_passes_playwrights_through() -> N
     script = launcher_script(bwrap="/usr/bin/bwrap", chromium="/opt/my chromium", uid=61001)
     assert script.startswith(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I ")
     assert "'/opt/my chromium'" in script and "--uid 61001" in script and script.endswith(' -- "$@"\n')
+
+
+WORKING = SandboxCapabilities(bwrap="/usr/bin/bwrap", bwrap_works=True, user_namespace=True, pid_namespace=True,
+                              net_namespace=True, dedicated_uid=True)
+
+
+@pytest.mark.parametrize(("caps", "is_root", "gap"), [
+    (WORKING, True, None),
+    (replace(WORKING, dedicated_uid=False), False, None),  # not root: it runs as the app's own uid
+    (replace(WORKING, dedicated_uid=False), True, "bubblewrap without a dedicated uid"),
+    (replace(WORKING, pid_namespace=False, net_namespace=False), False,
+     "bubblewrap without a pid namespace, a network namespace"),
+    (SandboxCapabilities(bwrap_works=False, allow_unsandboxed=True), False, "no usable bubblewrap: sandbox mode=unsandboxed"),
+    (SandboxCapabilities(bwrap_works=False), True, "no usable bubblewrap: sandbox mode=unavailable"),
+])
+def test_whether_the_browser_gets_its_sandbox_is_decided_from_the_probe(caps, is_root, gap) -> None:
+    assert browser_sandbox_gap(caps, is_root=is_root) == gap
+
+
+def test_health_describes_the_browser(tmp_path: Path) -> None:
+    missing = describe_browser(str(tmp_path / "no-chromium"), SandboxCapabilities(bwrap_works=False))
+    assert missing == {"chromium": str(tmp_path / "no-chromium"), "found": False, "sandboxed": False,
+                       "not_sandboxed_because": "no usable bubblewrap: sandbox mode=unavailable"}
+    executable = tmp_path / "chromium"
+    executable.write_text("#!/bin/sh\n")
+    executable.chmod(0o755)
+    assert describe_browser(str(executable), WORKING) == {"chromium": str(executable), "found": True, "sandboxed": True}
 
 
 def test_without_a_working_bubblewrap_the_browser_is_started_directly_and_the_step_says_so(tmp_path: Path) -> None:
