@@ -37,7 +37,7 @@ _QUERY_CHUNK = 500
 
 
 class ValidationTimes(Protocol):
-    """What the decision needs of a validation (a `ValidationState` row has it)."""
+    """What the decision needs of a validation (a `ValidationState` and a `ValidationLifetime` have it)."""
 
     @property
     def id(self) -> str: ...
@@ -47,14 +47,6 @@ class ValidationTimes(Protocol):
     def created_at(self) -> datetime: ...
     @property
     def completed_at(self) -> datetime | None: ...
-
-
-@dataclass(frozen=True)
-class ValidationRow:
-    id: str
-    status: str
-    created_at: datetime
-    completed_at: datetime | None
 
 
 def screenshots_expire_at(validation: ValidationTimes, retention_days: int) -> datetime | None:
@@ -148,11 +140,6 @@ def _size_without_following_links(top: Path) -> int:
     return total
 
 
-async def validation_rows(store: "Store", ids: Sequence[str]) -> list[ValidationRow]:
-    """The rows of these validations (ids without a row are left out)."""
-    return [ValidationRow(*row) for row in await store.validations.lifetimes(list(ids), chunk=_QUERY_CHUNK)]
-
-
 async def prune_screenshots(store: "Store", data_dir: Path, *, retention_days: int, now: datetime | None = None,
                             stop: threading.Event | None = None) -> PruneResult:
     """Delete the screenshots of the validations that ended more than `retention_days` ago; logs one
@@ -161,7 +148,7 @@ async def prune_screenshots(store: "Store", data_dir: Path, *, retention_days: i
     if retention_days <= 0:
         return PruneResult()
     stored = await asyncio.to_thread(stored_validation_ids, root)
-    rows = await validation_rows(store, stored)
+    rows = await store.validations.lifetimes(stored, chunk=_QUERY_CHUNK)
     expired = expired_validations(rows, now=now or utcnow(), retention_days=retention_days)
     result = await asyncio.to_thread(delete_screenshots, root, expired, stop=stop)
     unknown = len(stored) - len(rows)

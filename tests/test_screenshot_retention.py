@@ -16,18 +16,17 @@ from sqlalchemy import update
 from bot.config import ConfigError, load_settings
 from bot.models import (VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED, VALIDATION_SUPERSEDED,
                         ValidationState, utcnow)
-from bot.store import InstallationRef, RepoRef, Store
-from pipeline.retention import (ValidationRow, expired_validations, prune_screenshots, screenshots_expire_at,
-                                screenshots_expired)
+from bot.store import InstallationRef, RepoRef, Store, ValidationLifetime
+from pipeline.retention import expired_validations, prune_screenshots, screenshots_expire_at, screenshots_expired
 from pipeline.ui_screenshots import screenshots_dir, screenshots_root
 
 NOW = datetime(2024, 6, 30, 12, 0, tzinfo=UTC)
 
 
 def row(status: str = VALIDATION_COMPLETED, *, created_days_ago: float, completed_days_ago: float | None = None,
-        id: str = "v") -> ValidationRow:
+        id: str = "v") -> ValidationLifetime:
     completed = None if completed_days_ago is None else NOW - timedelta(days=completed_days_ago)
-    return ValidationRow(id, status, NOW - timedelta(days=created_days_ago), completed)
+    return ValidationLifetime(id, status, NOW - timedelta(days=created_days_ago), completed)
 
 
 # ---- the decision (pure) ---------------------------------------------------------------------------

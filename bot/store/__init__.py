@@ -15,10 +15,10 @@ from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
 from bot.store.pull_requests import MergeClaim, PullRequestStore
-from bot.store.validations import ValidationStore
+from bot.store.validations import ValidationLifetime, ValidationStore
 
 __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
-           "InvalidSecret", "MergeClaim"]
+           "InvalidSecret", "MergeClaim", "ValidationLifetime"]
 
 
 class Store:

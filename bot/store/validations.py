@@ -76,6 +76,14 @@ class Begun(NamedTuple):
     claimed: bool
 
 
+class ValidationLifetime(NamedTuple):
+    """When a validation was created and ended (`ValidationStore.lifetimes`; screenshot retention)."""
+    id: str
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+
+
 class ValidationStore:
     def __init__(self, db: Database, jobs: JobStore) -> None:
         self._db = db
@@ -207,15 +215,15 @@ class ValidationStore:
                 .order_by(ValidationState.created_at.desc()).limit(limit))
         return await self._db.read(lambda conn: entities(conn, stmt), large=True)
 
-    async def lifetimes(self, ids: list[str], *, chunk: int = 500) -> list[tuple[str, str, datetime, datetime | None]]:
-        """(id, status, created_at, completed_at) of these validations; ids without a row are left out."""
+    async def lifetimes(self, ids: list[str], *, chunk: int = 500) -> list[ValidationLifetime]:
+        """When these validations were created and completed; ids without a row are left out."""
         columns = (ValidationState.id, ValidationState.status, ValidationState.created_at,
                    ValidationState.completed_at)
-        found: list[tuple[str, str, datetime, datetime | None]] = []
+        found: list[ValidationLifetime] = []
         for start in range(0, len(ids), chunk):
             stmt = select(*columns).where(ValidationState.id.in_(ids[start:start + chunk]))
-            found.extend(tuple(row) for row in await self._db.read(lambda conn, stmt=stmt: conn.execute(stmt).all(),
-                                                                   large=True))
+            found.extend(ValidationLifetime(*row) for row in
+                         await self._db.read(lambda conn, stmt=stmt: conn.execute(stmt).all(), large=True))
         return found
 
     # the fork gate
