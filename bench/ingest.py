@@ -198,7 +198,10 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False,
                     status = await connection.send(request)
                     answered(sha, sent, time.monotonic(), status)
                     await fake.wait_for_call("PATCH", "/repos/*/*/check-runs/*", count=i + 1, timeout=30)
+                    give_up = time.monotonic() + 30
                     while await jobs_done(session, url, "validate") < i + 1:  # its job's last writes
+                        if time.monotonic() > give_up:
+                            raise RuntimeError(f"the validation of delivery {i + 1} did not finish within 30 s")
                         await asyncio.sleep(0.005)
             else:
                 await send_all("127.0.0.1", port, iter(requests), concurrency, answered)
