@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 
 def build_request(host: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -18,7 +18,7 @@ def build_request(host: str, path: str, headers: dict[str, str], body: bytes) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class Connection(asyncio.Protocol):
+class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -55,22 +55,22 @@ class Connection(asyncio.Protocol):
         return await self.answer
 
 
-async def connect(host: str, port: int) -> Connection:
-    """One keep-alive connection; `await connection.send(request)` returns the answer's status."""
-    return (await asyncio.get_running_loop().create_connection(Connection, host, port))[1]
-
-
 async def send_all(host: str, port: int, requests: Iterator[tuple[object, bytes]], concurrency: int,
-                   on_answer: Callable[[object, float, float, int], None]) -> None:
+                   on_answer: Callable[[object, float, float, int], None], *,
+                   before_next: Callable[[object], Awaitable[None]] | None = None) -> None:
     """Send every request over `concurrency` keep-alive connections, one at a time on each; call
-    `on_answer(key, sent_at, answered_at, status)` (time.monotonic()) for each."""
-    connections = [await connect(host, port) for _ in range(concurrency)]
+    `on_answer(key, sent_at, answered_at, status)` (time.monotonic()) for each, then await
+    `before_next(key)`, when given, before that connection sends its next request."""
+    loop = asyncio.get_running_loop()
+    connections = [(await loop.create_connection(_Connection, host, port))[1] for _ in range(concurrency)]
 
-    async def drive(connection: Connection) -> None:
+    async def drive(connection: _Connection) -> None:
         for key, request in requests:
             sent = time.monotonic()
             status = await connection.send(request)
             on_answer(key, sent, time.monotonic(), status)
+            if before_next is not None:
+                await before_next(key)
 
     try:
         await asyncio.gather(*(drive(connection) for connection in connections))
