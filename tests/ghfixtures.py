@@ -74,6 +74,12 @@ REST_OPERATIONS: tuple[str, ...] = (
     "GET /repos/{owner}/{repo}/check-suites/{check_suite_id}",
     "GET /repos/{owner}/{repo}/installation",
     "GET /repos/{owner}/{repo}/branches/{branch}",
+    "POST /repos/{owner}/{repo}/git/refs",
+    "PATCH /repos/{owner}/{repo}/git/refs/{ref}",
+    "POST /repos/{owner}/{repo}/merges",
+    "GET /repos/{owner}/{repo}/git/commits/{commit_sha}",
+    "GET /repos/{owner}/{repo}/pulls/{pull_number}/reviews",
+    "GET /meta",
 )
 
 

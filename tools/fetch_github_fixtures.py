@@ -64,6 +64,7 @@ EVENT_ORDER: dict[str, tuple[int, ...]] = {
     "status": (1, 2, 3, 0),
     "workflow_run": (1, 2, 0, 3, 4),
     "installation_target": (),
+    "merge_group": (0, 1),
 }
 
 # The REST operations the bot uses: the one list, kept with the fixture locator.
@@ -233,7 +234,13 @@ def is_complete(dest: Path) -> bool:
         stamp = json.loads((dest / STAMP).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return isinstance(stamp, dict) and stamp.get("packages") == INTEGRITY
+    return isinstance(stamp, dict) and stamp == cache_stamp()
+
+
+def cache_stamp() -> dict[str, Any]:
+    """What a complete cache was built from: a cache built for another operation list or set of
+    events is rebuilt, not trusted."""
+    return {"packages": INTEGRITY, "operations": list(OPERATIONS), "events": sorted(EVENT_ORDER)}
 
 
 def build(dest: Path) -> str:
@@ -247,7 +254,7 @@ def build(dest: Path) -> str:
         try:
             count = build_webhooks(index, spec, staging)
             write_json(staging / "rest-api-subset.json", build_rest_subset(spec))
-            write_json(staging / STAMP, {"packages": INTEGRITY})
+            write_json(staging / STAMP, cache_stamp())
             if dest.exists():
                 shutil.rmtree(dest)
             staging.rename(dest)
