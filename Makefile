@@ -24,7 +24,7 @@ system-packages:
 	  else echo "missing Debian packages:$$missing (install them with apt-get as root)"; fi; \
 	fi
 
-# axe-core for the UI check's accessibility pass, pinned and integrity-checked, into pipeline/vendor/
+# axe-core for the UI check's accessibility pass, pinned and integrity-checked, into pipeline/ui_check/vendor/
 # (gitignored); never fetched at run time. Without npm the UI check says accessibility was not checked.
 vendor: $(STAMP)
 	@$(BIN)/python tools/fetch_axe_core.py

@@ -120,8 +120,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
 
 def validate_local(args: argparse.Namespace) -> int:
     """Needs no App and no database: only git, the repository and (normally) bubblewrap."""
-    from pipeline.local import LocalRunError, validate_local
-    from pipeline.sandbox import SandboxUnavailable
+    from pipeline.validation.local_run import LocalRunError, validate_local
+    from pipeline.sandbox.sandbox import SandboxUnavailable
 
     configure_logging("WARNING", "pretty")
     try:

@@ -18,14 +18,14 @@ from bot.events import EventBus
 from bot.redact import PROCESS_REDACTOR
 
 if TYPE_CHECKING:
-    from bot.github import GitHubClients
+    from bot.github.client import GitHubClients
     from bot.models import Project
     from bot.store import Store
-    from pipeline.agent_runs import AgentRunService
-    from pipeline.merger import MergeService
-    from pipeline.retention import ScreenshotPruner
-    from pipeline.sandbox import Sandbox
-    from pipeline.validation import ValidationService
+    from pipeline.agents.service import AgentRunService
+    from pipeline.merge.service import MergeService
+    from pipeline.ui_check.retention import ScreenshotPruner
+    from pipeline.sandbox.sandbox import Sandbox
+    from pipeline.validation.service import ValidationService
     from worker.runner import Worker
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ async def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -
 def github_clients(settings: Settings, http: aiohttp.ClientSession) -> "GitHubClients | None":
     if not settings.app_configured:
         return None
-    from bot.github import GitHubClientConfig, GitHubClients
+    from bot.github.client import GitHubClientConfig, GitHubClients
     assert settings.app_id is not None and settings.private_key is not None
     return GitHubClients(http, GitHubClientConfig(
         app_id=settings.app_id, private_key=settings.private_key, api_url=settings.github_api_url,
@@ -124,15 +124,15 @@ async def start_services(settings: Settings, *, with_worker: bool = True) -> Ser
     services.github = github_clients(settings, http)
     if services.github is not None:
         await build_pipeline(services)
-    from pipeline.agent_runs import build_agent_runs
+    from pipeline.agents.service import build_agent_runs
     services.agent_runs = build_agent_runs(services)
     if with_worker:
         services.worker = build_worker(services)
         await services.worker.start()
         services.agent_runs.start_listening()
-        from pipeline.retention import ScreenshotPruner
+        from pipeline.ui_check.retention import ScreenshotPruner
         services.screenshot_pruner = ScreenshotPruner(store, settings.data_dir, settings.screenshot_retention_days)
-        services.screenshot_pruner.start()  # at start, then hourly (pipeline/retention.py)
+        services.screenshot_pruner.start()  # at start, then hourly (pipeline/ui_check/retention.py)
     return services
 
 
@@ -152,12 +152,12 @@ async def activate_settings(services: Services, settings: Settings) -> None:
 
 async def build_pipeline(services: Services) -> None:
     """The sandbox (its layers probed once, reported in /health), checkouts and setup snapshots."""
-    from pipeline.checkout import Checkouts
-    from pipeline.merger import MergeService
-    from pipeline.runner import PipelineRunner
-    from pipeline.sandbox import Sandbox
-    from pipeline.snapshots import SnapshotStore
-    from pipeline.validation import ValidationService
+    from pipeline.workspace.checkout import Checkouts
+    from pipeline.merge.service import MergeService
+    from pipeline.validation.stages import PipelineRunner
+    from pipeline.sandbox.sandbox import Sandbox
+    from pipeline.workspace.snapshots import SnapshotStore
+    from pipeline.validation.service import ValidationService
 
     settings = services.settings
     services.sandbox = await Sandbox.probe()
@@ -172,8 +172,8 @@ async def build_pipeline(services: Services) -> None:
 
 def build_worker(services: Services) -> "Worker":
     from handlers import handle_delivery
-    from pipeline.agent_runs import agent_job_handlers
-    from pipeline.validation import JOB_VALIDATE
+    from pipeline.agents.service import agent_job_handlers
+    from pipeline.validation.service import JOB_VALIDATE
     from worker.runner import Lane, Worker
 
     async def run_webhook(job):  # type: ignore[no-untyped-def]

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bot import metrics, registration, webhooks
+from bot import metrics
+from bot import registration
+from bot import webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.models import utcnow
 from bot.services import SERVICES, SETTINGS, Services, start_services
@@ -15,7 +17,7 @@ from dashboard.api import add_routes as add_api_routes
 from dashboard import views as dashboard_views
 from dashboard.pages import validation_live, validation_page, validation_screenshot
 from dashboard.runs import setup as setup_run_pages
-from pipeline.ui import describe_browser
+from pipeline.ui_check.check import describe_browser
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from bot.services import SERVICES, Services
 from dashboard import auth
 from dashboard.openapi import document
 from dashboard.views import parse_settings
-from pipeline.agent_runs import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
+from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -358,7 +358,7 @@ async def get_validation(request: web.Request) -> web.Response:
 
 async def retry_validation(request: web.Request) -> web.Response:
     """Validate the PR's current head again (a new check run), as `/validate` on the PR does."""
-    from pipeline.validation import pull_request_ref
+    from pipeline.validation.service import pull_request_ref
 
     services: Services = request.app[SERVICES]
     state, project = await visible_validation(request, request.match_info["id"], write=True)

@@ -7,8 +7,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bot.models import VALIDATION_ACTIVE, utcnow
 from bot.services import SERVICES
-from pipeline.retention import screenshots_expired
-from pipeline.ui_screenshots import screenshot_file, screenshot_url, screenshots_dir
+from pipeline.ui_check.retention import screenshots_expired
+from pipeline.ui_check.screenshots import screenshot_file, screenshot_url, screenshots_dir
 
 templates = Environment(loader=PackageLoader("dashboard", "templates"),
                         autoescape=select_autoescape(["html"]), enable_async=False)

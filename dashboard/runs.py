@@ -11,7 +11,7 @@ from bot.services import SERVICES, Services
 from dashboard import auth
 from dashboard.api import decide_run
 from dashboard.views import project_page, render
-from pipeline.agent_runs import AgentRunRefused
+from pipeline.agents.service import AgentRunRefused
 
 _ID = "{run_id:[0-9a-f]{32}}"
 LOG_LINES = 200

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 from gidgethub import routing, sansio
 
-from handlers import agent_runs, authorization, checks, commands, installation, pull_request
+from handlers import agent_prs
+from handlers import authorization
+from handlers import checks
+from handlers import commands
+from handlers import installation
+from handlers import pull_request
 from handlers.context import EventContext
 from handlers.payloads import installation_ref, repo_ref
 
@@ -18,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 router = routing.Router(installation.router, authorization.router, pull_request.router, checks.router,
-                        commands.router, agent_runs.router)
+                        commands.router, agent_prs.router)
 
 # Events the installation handlers record completely themselves.
 _SELF_RECORDING = {"installation", "installation_repositories"}

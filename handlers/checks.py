@@ -10,8 +10,8 @@ from gidgethub import routing, sansio
 from bot.models import Project
 from handlers.commands import PullRequestActions
 from handlers.context import EventContext
-from pipeline.commands import ACTION_RERUN, ACTIONS
-from pipeline.validation import pull_request_ref
+from pipeline.commands.parse import ACTION_RERUN, ACTIONS
+from pipeline.validation.service import pull_request_ref
 
 router = routing.Router()
 

@@ -1,4 +1,4 @@
-"""Slash commands in PR comments (parsing is pure: pipeline.commands), and what commands and the
+"""Slash commands in PR comments (parsing is pure: pipeline.commands.parse), and what commands and the
 check run's buttons do on a PR (handlers/checks.py uses `PullRequestActions` for the buttons).
 
 Who may: write, maintain or admin on the repository, from
@@ -19,11 +19,11 @@ from gidgethub import routing, sansio
 from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
 from bot.redact import PROCESS_REDACTOR
 from handlers.context import EventContext
-from pipeline.agent_runs import agent_command, fix_with_agent, plan_command
-from pipeline.commands import ACTIONS, Command, help_text, parse_commands
+from pipeline.agents.service import agent_command, fix_with_agent, plan_command
+from pipeline.commands.parse import ACTIONS, Command, help_text, parse_commands
 from pipeline.decisions import can_write, is_fork
-from pipeline.permissions import repository_role
-from pipeline.validation import pull_request_ref
+from pipeline.commands.permissions import repository_role
+from pipeline.validation.service import pull_request_ref
 
 log = logging.getLogger(__name__)
 

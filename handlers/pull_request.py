@@ -6,7 +6,7 @@ from gidgethub import routing, sansio
 
 from handlers.context import EventContext
 from pipeline.decisions import VALIDATING_ACTIONS, wants_validation
-from pipeline.validation import pull_request_ref
+from pipeline.validation.service import pull_request_ref
 
 router = routing.Router()
 

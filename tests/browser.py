@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ui import CHROMIUM_ARGS, DEFAULT_CHROMIUM
+from pipeline.ui_check.check import CHROMIUM_ARGS, DEFAULT_CHROMIUM
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", DEFAULT_CHROMIUM)
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -16,8 +16,8 @@ from bot.events import wait_for
 from bot.models import Job
 from bot.services import SERVICES
 from bot.web import create_app
-from pipeline.agent_runs import agent_command, fix_with_agent, plan_command
-from pipeline.validation import CHECK_NAME
+from pipeline.agents.service import agent_command, fix_with_agent, plan_command
+from pipeline.validation.service import CHECK_NAME
 from tests.agent_support import FAST, WebhookRelay, make_repository, record_project, wait_run
 from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest

@@ -19,7 +19,7 @@ from bot.models import ValidationState, utcnow
 from bot.services import Services, github_clients
 from bot.store import InstallationRef, RepoRef, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE, may_claim_check_run
-from pipeline.validation import JOB_VALIDATE, PullRequestRef, ValidationService, pull_request_ref
+from pipeline.validation.service import JOB_VALIDATE, PullRequestRef, ValidationService, pull_request_ref
 from tests.fakes.github import FakeGitHub
 from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request, record_project
 

@@ -1,4 +1,4 @@
-"""pipeline.checkout against the fake GitHub's git smart HTTP (real git, real HTTP), and that git server."""
+"""pipeline.workspace.checkout against the fake GitHub's git smart HTTP (real git, real HTTP), and that git server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token
 
-from pipeline.checkout import CheckoutError, Checkouts, PullRequestMoved, remove_tree
+from pipeline.workspace.checkout import CheckoutError, Checkouts, PullRequestMoved, remove_tree
 from tests.fakes.fixtures import APP_ID
 from tests.fakes.github import FakeGitHub
 from tests.gitrepos import GitRepo, executable, git_env, submodule, symlink

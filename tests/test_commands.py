@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.commands import ACTIONS, COMMANDS, Command, check_run_actions, help_text, parse_commands
+from pipeline.commands.parse import ACTIONS, COMMANDS, Command, check_run_actions, help_text, parse_commands
 
 
 def names(body: str) -> list[tuple[str, tuple[str, ...]]]:

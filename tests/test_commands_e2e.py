@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from bot.events import wait_for
-from pipeline.commands import COMMANDS
+from pipeline.commands.parse import COMMANDS
 from tests.pull_requests import APP_ID, Scenario, open_pull_request, record_project, seed_validation
 
 USERS = {"ada": "admin", "max": "maintain", "wes": "write", "tri": "triage", "rea": "read", "nobody": "none"}

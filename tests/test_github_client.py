@@ -1,4 +1,4 @@
-"""bot.github over real HTTP on 127.0.0.1 against FakeGitHub.
+"""bot.github.client over real HTTP on 127.0.0.1 against FakeGitHub.
 
 Time is injected: `Clock.sleep` records each wait, advances the fake clock by it and returns at
 once (or, when gated, blocks until the test opens the gate), so pacing for a minute takes no time.
@@ -16,8 +16,8 @@ import gidgethub
 import pytest
 
 from bot import metrics
-from bot.github import GitHubClientClosed, GitHubClientConfig, GitHubClients
-from bot.pacing import WINDOW_MARGIN
+from bot.github.client import GitHubClientClosed, GitHubClientConfig, GitHubClients
+from bot.github.pacing import WINDOW_MARGIN
 from bot.redact import PROCESS_REDACTOR
 from tests.fakes.github import FakeGitHub
 

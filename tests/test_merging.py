@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.merging import (NOT_READABLE, RequiredCheck, RequiredChecks, check_state, merge_decision,
+from pipeline.merge.decision import (NOT_READABLE, RequiredCheck, RequiredChecks, check_state, merge_decision,
                               merge_settings, required_checks)
-from pipeline.repo_config import ConfigFileError, ProjectSettings, parse_repo_config
+from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
 
 HEAD = "a" * 40
 OTHER = "b" * 40

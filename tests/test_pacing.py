@@ -1,10 +1,10 @@
-"""Pure tests of bot.pacing: no I/O, no clock, no event loop."""
+"""Pure tests of bot.github.pacing: no I/O, no clock, no event loop."""
 
 from collections import deque
 
 import pytest
 
-from bot.pacing import (
+from bot.github.pacing import (
     PRIORITY_CHECK_RUN,
     PRIORITY_NORMAL,
     PRIORITY_PROGRESS,

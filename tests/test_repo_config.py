@@ -1,4 +1,4 @@
-"""pipeline.repo_config: parsing `.github/codegenapp.yml` and merging it with the dashboard's settings."""
+"""pipeline.repo_config.parse: parsing `.github/codegenapp.yml` and merging it with the dashboard's settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 import yaml
 
-from pipeline.repo_config import (
+from pipeline.repo_config.parse import (
     DEFAULT_ANALYSIS,
     AnalysisStep,
     ConfigFileError,
@@ -21,7 +21,7 @@ from pipeline.repo_config import (
     name_steps,
     parse_repo_config,
 )
-from pipeline.ui_config import UiConfig, UiPage, UiStep
+from pipeline.repo_config.ui_block import UiConfig, UiPage, UiStep
 
 
 def error(text: str) -> ConfigFileError:
@@ -489,7 +489,7 @@ def test_docs_example_parses_and_uses_every_documented_feature() -> None:
 
 
 def test_module_docstring_documents_every_key() -> None:
-    import pipeline.repo_config as module
+    import pipeline.repo_config.parse as module
     for key in ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
                 "setup_network", "delete_branch_after_merge", "ui", "Precedence"):
         assert f"`{key}`" in module.__doc__ or key in module.__doc__

@@ -1,4 +1,4 @@
-"""pipeline.report: check-run output, annotations from SARIF, changed lines and the sticky comment."""
+"""pipeline.report.render: check-run output, annotations from SARIF, changed lines and the sticky comment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from pipeline.report import (
+from pipeline.report.render import (
     COMMENT_MARKER,
     AllLines,
     Annotation,

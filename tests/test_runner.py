@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from bot.redact import Redactor
-from pipeline.repo_config import EffectiveConfig, Step
-from pipeline.runner import PipelineRunner, RunPlan, read_workspace_file
-from pipeline.sandbox import Sandbox, SandboxUnavailable
-from pipeline.ui_config import UiConfig
+from pipeline.repo_config.parse import EffectiveConfig, Step
+from pipeline.validation.stages import PipelineRunner, RunPlan, read_workspace_file
+from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
+from pipeline.repo_config.ui_block import UiConfig
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 
@@ -76,7 +76,7 @@ async def test_the_ui_check_is_skipped_when_a_validate_step_failed(tmp_path: Pat
 @needs_bwrap
 async def test_a_ui_check_that_breaks_fails_its_step_and_keeps_the_other_results(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.runner as runner_module
+    import pipeline.validation.stages as runner_module
 
     async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("Target page, context or browser has been closed (secret-value-7)")

@@ -1,4 +1,4 @@
-"""pipeline.sandbox against the real bubblewrap and real processes (skipped, with the reason, without bwrap)."""
+"""pipeline.sandbox.sandbox against the real bubblewrap and real processes (skipped, with the reason, without bwrap)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox import (
+from pipeline.sandbox.sandbox import (
     CGROUP_PARENT,
     CGROUP_ROOT,
     DEFAULT_SANDBOX_UID,
@@ -399,7 +399,7 @@ async def test_a_cancellation_arriving_as_the_process_starts_does_not_leak_it(
         sandbox: Sandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The task is cancelled while it waits for the spawn, whose result is ready: asyncio then drops
     the result for the CancelledError, so the process handle is lost unless the start is guarded."""
-    import pipeline.sandbox as sandbox_module
+    import pipeline.sandbox.sandbox as sandbox_module
 
     mark = marker()
     real_exec = sandbox_module._exec

@@ -17,8 +17,8 @@ from bot.config import ConfigError, load_settings
 from bot.models import (VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED, VALIDATION_SUPERSEDED,
                         ValidationState, utcnow)
 from bot.store import InstallationRef, RepoRef, Store, ValidationLifetime
-from pipeline.retention import expired_validations, prune_screenshots, screenshots_expire_at, screenshots_expired
-from pipeline.ui_screenshots import screenshots_dir, screenshots_root
+from pipeline.ui_check.retention import expired_validations, prune_screenshots, screenshots_expire_at, screenshots_expired
+from pipeline.ui_check.screenshots import screenshots_dir, screenshots_root
 
 NOW = datetime(2024, 6, 30, 12, 0, tzinfo=UTC)
 
@@ -129,12 +129,12 @@ async def test_the_running_app_prunes_old_screenshots_and_keeps_new_ones(start_b
         assert response.status == 200
 
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="pipeline.retention"):
+    with caplog.at_level(logging.INFO, logger="pipeline.ui_check.retention"):
         result = await pruner.run_once()
     assert (result.directories, result.bytes_freed) == (1, (8 + 1000) + (8 + 2000))
     assert not screenshots_dir(data_dir, old).exists() and not (screenshots_root(data_dir) / old).exists()
     assert all(p.is_file() for p in new_files)
-    [line] = [r.getMessage() for r in caplog.records if r.name == "pipeline.retention"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "pipeline.ui_check.retention"]
     assert line == "screenshot retention (30 days): pruned 1 directories, freed 2.9 KiB (3016 bytes); 1 kept"
 
     async with session.get(old_url) as response:

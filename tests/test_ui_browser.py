@@ -1,4 +1,4 @@
-"""The UI check's Chromium in its own bubblewrap sandbox (pipeline/ui_browser.py): the wrapper's
+"""The UI check's Chromium in its own bubblewrap sandbox (pipeline/ui_check/browser.py): the wrapper's
 arguments, and, from the host, what the processes of a running UI check are and can see."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox import Limits, Sandbox, SandboxCapabilities
-from pipeline.ui import BrowserSetup, browser_isolation, browser_sandbox_gap, describe_browser, run_ui_check
-from pipeline.ui_browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_PORT, bwrap_arguments, launcher_script,
+from pipeline.sandbox.sandbox import Limits, Sandbox, SandboxCapabilities
+from pipeline.ui_check.check import BrowserSetup, browser_isolation, browser_sandbox_gap, describe_browser, run_ui_check
+from pipeline.ui_check.browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_PORT, bwrap_arguments, launcher_script,
                                  user_data_dir)
-from pipeline.ui_config import UiConfig, UiPage
+from pipeline.repo_config.ui_block import UiConfig, UiPage
 from tests.browser import CHROMIUM, browser_missing
 from tests.test_sandbox import processes_matching
 from tests.ui_app import PORT, URL, app_files
@@ -68,7 +68,7 @@ def test_with_a_relay_the_browser_gets_its_own_network_and_the_forwarder_starts_
     assert "--unshare-net" in options and "--share-net" not in options
     assert ("/tmp/codegenapp-browser-x/relay", RELAY_MOUNT) in pairs(options, "--ro-bind")
     assert command[:2] == ["/bin/sh", "-c"] and command[3:] == ["/usr/bin/chromium", *argv]
-    assert command[2] == (f"/usr/bin/python3 -I {RELAY_MOUNT}/ui_forwarder.py tcp:127.0.0.1:{RELAY_PORT} "
+    assert command[2] == (f"/usr/bin/python3 -I {RELAY_MOUNT}/forwarder.py tcp:127.0.0.1:{RELAY_PORT} "
                           f'unix:{RELAY_MOUNT}/proxy.sock --detach 3>&- 4>&- && exec "$0" "$@"')
 
 
@@ -181,7 +181,7 @@ async def test_the_forwarder_relays_tcp_to_a_unix_socket_once_detached(tmp_path:
     import socket
     import subprocess
 
-    from pipeline.ui import FORWARDER
+    from pipeline.ui_check.check import FORWARDER
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"echo:" + await reader.readline())

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from bot.events import wait_for
-from pipeline.ui import AXE_SCRIPT
-from pipeline.ui_judge import png_size
+from pipeline.ui_check.check import AXE_SCRIPT
+from pipeline.ui_check.judge import png_size
 from tests.browser import ARTIFACTS, browser_missing
 from tests.pull_requests import open_pull_request
 from tests.test_validation_e2e import check_run, validate

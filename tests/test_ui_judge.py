@@ -5,9 +5,9 @@ import zlib
 
 import pytest
 
-from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, StepFailure, UiOutcome, Violation,
+from pipeline.ui_check.judge import (ConsoleEntry, PageObservation, RequestFailure, StepFailure, UiOutcome, Violation,
                                judge, page_problems, png_size, render, step_result)
-from pipeline.ui_proxy import Origin
+from pipeline.ui_check.proxy import Origin
 
 ORIGIN = Origin.of("http://127.0.0.1:8080")
 
@@ -113,7 +113,7 @@ def test_an_app_that_did_not_answer() -> None:
 
 
 def test_without_axe_core_accessibility_is_not_checked(tmp_path) -> None:
-    from pipeline.ui import AXE_SCRIPT, axe_source
+    from pipeline.ui_check.check import AXE_SCRIPT, axe_source
     assert axe_source(tmp_path / "missing.js") == (None, "not checked: axe-core is not installed on the app's host "
                                                          "(make install)")
     if AXE_SCRIPT.exists():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ui_proxy import AppProxy, Credential, Origin, SandboxSocket, decide, decide_request, rewrite_head
-from pipeline.ui_screenshots import publicly_reachable, screenshot_file, screenshots_dir
+from pipeline.ui_check.proxy import AppProxy, Credential, Origin, SandboxSocket, decide, decide_request, rewrite_head
+from pipeline.ui_check.screenshots import publicly_reachable, screenshot_file, screenshots_dir
 
 ORIGIN = Origin.of("http://127.0.0.1:8080")
 CREDENTIAL = Credential("ui-check", "s3cret-token")

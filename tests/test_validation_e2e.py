@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from bot.events import wait_for
-from pipeline.report import COMMENT_MARKER
+from pipeline.report.render import COMMENT_MARKER
 from tests.pull_requests import Scenario, open_pull_request
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")

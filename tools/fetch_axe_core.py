@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Vendor axe-core (the accessibility checker the UI check runs in each page) into pipeline/vendor/.
+"""Vendor axe-core (the accessibility checker the UI check runs in each page) into pipeline/ui_check/vendor/.
 
 `npm pack` of a pinned version, its tarball checked against the pinned sha512 integrity (the
 registry's, which npm verifies while downloading), then `axe.min.js` copied out. Idempotent: does
@@ -23,7 +23,7 @@ from tools.fetch_github_fixtures import FetchError, npm_pack  # noqa: E402
 AXE_PKG = "axe-core@4.14.1"
 AXE_INTEGRITY = "sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ=="
 MEMBER = "package/axe.min.js"
-DEST = Path(__file__).resolve().parents[1] / "pipeline" / "vendor"
+DEST = Path(__file__).resolve().parents[1] / "pipeline" / "ui_check" / "vendor"
 STAMP = "axe-core.json"
 
 

@@ -1,6 +1,6 @@
 """Coding agents behind one interface (backend.py): the Codegen API (codegen.py) and a local command
 run in the validation sandbox (local.py). The run's state machine is machine.py (pure), its prompts
-prompts.py (pure); pipeline/agent_runs.py is the I/O shell that drives them with jobs."""
+prompts.py (pure); pipeline/agents/service.py is the I/O shell that drives them with jobs."""
 
 from pipeline.agents.backend import (AgentBackend, AgentError, AgentStatus, AgentTarget, Handle, Mode,
                                      backend_problem)

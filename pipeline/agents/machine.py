@@ -1,5 +1,5 @@
 """The agent run's state machine as one pure function: `next_step(run, event) -> Action` (the Kodiak
-shape). The shell (pipeline/agent_runs.py) observes what the run needs (the agent's status, the PR
+shape). The shell (pipeline/agents/service.py) observes what the run needs (the agent's status, the PR
 and its newest validation), asks `next_step` what to do, does it, and stores the result; nothing here
 does I/O, so every transition is tested without any.
 

@@ -3,7 +3,7 @@
 Stored with the validation: `DATA_DIR/validations/<validation id>/screenshots/<token>.png`, the token
 128 random bits. Served without a login at `/validations/<validation id>/screenshots/<token>.png`
 (so GitHub can show them): the address itself is the secret, like the details page's. Deleted
-SCREENSHOT_RETENTION_DAYS after the run ended (pipeline/retention.py); the address then answers 404.
+SCREENSHOT_RETENTION_DAYS after the run ended (pipeline/ui_check/retention.py); the address then answers 404.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ small script (`write_launcher`, one per run) that execs this file, which execs
 
     bwrap <options> -- /usr/bin/chromium <Playwright's arguments>
 
-It runs as `python3 -I` between Playwright and bwrap, importing only pipeline.sandbox (for the
+It runs as `python3 -I` between Playwright and bwrap, importing only pipeline.sandbox.sandbox (for the
 host's /usr layout) besides the standard library. What it does, in order:
 
 - finds the `--user-data-dir` Playwright passes (its fresh profile directory) and, as root, gives it
@@ -23,9 +23,9 @@ Playwright talks to Chromium over the inherited pipes on fds 3 and 4 (`--remote-
 they are not close-on-exec, and bwrap passes inherited fds through to the command untouched.
 
 Network: with a relay directory (`--relay`, the normal case), the browser has a network namespace of
-its own with only a loopback, where ui_forwarder.py (started first, from the read-only relay
+its own with only a loopback, where forwarder.py (started first, from the read-only relay
 directory) listens on 127.0.0.1:`RELAY_PORT` - Chromium's proxy setting - and relays each connection
-to the run's proxy, which listens on a Unix socket in that directory (see pipeline/ui.py). So the
+to the run's proxy, which listens on a Unix socket in that directory (see pipeline/ui_check/check.py). So the
 browser can reach the proxy and nothing else: not the host's loopback services, not the network.
 Without it, the browser shares the host's network namespace. Chromium's own sandbox stays on (no `--no-sandbox`): bwrap does not
 pass `--disable-userns`, so Chromium can still create the user, pid and network namespaces it puts
@@ -42,7 +42,7 @@ from collections.abc import Sequence
 if __name__ == "__main__":  # run as a script (`python3 -I`): the app's package is next to this file's directory
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.sandbox import system_binds  # noqa: E402
+from pipeline.sandbox.sandbox import system_binds  # noqa: E402
 
 BROWSER_UID = 61001
 HOME = "/home/chromium"
@@ -52,7 +52,7 @@ _ETC = ("fonts", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificate
 _READ_ONLY = ("/var/cache/fontconfig",)
 RELAY_MOUNT = "/run/codegenapp-ui"  # inside: the forwarder and the host proxy's socket, read-only
 RELAY_PORT = 3128  # inside the browser's own network namespace: where its proxy setting points
-FORWARDER_NAME = "ui_forwarder.py"
+FORWARDER_NAME = "forwarder.py"
 PROXY_SOCKET = "proxy.sock"
 
 
@@ -70,7 +70,7 @@ def user_data_dir(argv: Sequence[str]) -> str | None:
 def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: str, relay: str | None = None,
                     relay_port: int = RELAY_PORT) -> list[str]:
     """bwrap's command line (without bwrap itself) for running `chromium argv` with `profile` writable.
-    With `relay` (a directory holding ui_forwarder.py and the host proxy's socket `proxy.sock`): a
+    With `relay` (a directory holding forwarder.py and the host proxy's socket `proxy.sock`): a
     network namespace of its own, where the forwarder relays 127.0.0.1:`relay_port` to that socket."""
     if not os.path.isabs(profile) or os.path.normpath(profile) in ("/", "/tmp") or ".." in profile.split("/"):
         raise ValueError(f"refusing {profile!r} as the browser's profile directory")

@@ -42,12 +42,12 @@ from gidgethub import BadRequest
 from bot.redact import Redactor
 from pipeline.agents.backend import LOCAL, AgentError, AgentStatus, AgentTarget, Handle, Mode
 from pipeline.agents.prompts import title_of
-from pipeline.checkout import DEFAULT_PATH, CheckoutError, Checkouts, remove_tree
-from pipeline.runner import read_workspace_file
-from pipeline.sandbox import WORKSPACE_MOUNT, Limits, Sandbox, SandboxUnavailable
+from pipeline.workspace.checkout import DEFAULT_PATH, CheckoutError, Checkouts, remove_tree
+from pipeline.validation.stages import read_workspace_file
+from pipeline.sandbox.sandbox import WORKSPACE_MOUNT, Limits, Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:
-    from bot.github import GitHubClients
+    from bot.github.client import GitHubClients
 
 log = logging.getLogger(__name__)
 

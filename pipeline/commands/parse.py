@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.repo_config import MERGE_METHODS
+from pipeline.repo_config.parse import MERGE_METHODS
 
 MAX_COMMANDS = 10  # per comment; the rest are ignored
 MAX_GOAL = 2000    # characters of an /agent goal

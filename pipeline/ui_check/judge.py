@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from pipeline.report import StepResult, format_duration
-from pipeline.ui_proxy import Origin
+from pipeline.report.render import StepResult, format_duration
+from pipeline.ui_check.proxy import Origin
 
 IMPACTS = ("critical", "serious", "moderate", "minor")
 ENFORCED_IMPACTS = ("critical", "serious")
@@ -91,7 +91,7 @@ class UiOutcome:
     problem: str | None = None  # the app did not answer, or the browser did not start: no page checked
     app_output: str = ""  # its output's tail
     accessibility_note: str = ""  # why accessibility was not checked
-    browser_note: str = ""  # how the browser was isolated (pipeline/ui.py browser_isolation)
+    browser_note: str = ""  # how the browser was isolated (pipeline/ui_check/check.py browser_isolation)
 
     @property
     def screenshots(self) -> list[Screenshot]:

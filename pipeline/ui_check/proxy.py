@@ -1,10 +1,10 @@
 """The browser's only way to the app under test: an HTTP proxy on the host's loopback that serves
 exactly one origin (the `ui.url` of the config) by relaying into the sandbox, and refuses anything else.
 
-    Chromium --proxy--> AppProxy (host) --unix socket--> ui_forwarder.py (sandbox) --tcp--> the app (sandbox)
+    Chromium --proxy--> AppProxy (host) --unix socket--> forwarder.py (sandbox) --tcp--> the app (sandbox)
 
 AppProxy listens on a Unix socket that only the browser's own sandbox reaches (through its relay, see
-pipeline/ui_browser.py), or, when the browser is not sandboxed, on 127.0.0.1:ephemeral.
+pipeline/ui_check/browser.py), or, when the browser is not sandboxed, on 127.0.0.1:ephemeral.
 
 The Unix socket lives in a directory of the workspace, which PR code can write: it could plant a
 symbolic link there pointing at a host socket. So the socket is reached through a directory file
@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from pipeline.ui_forwarder import pipe
+from pipeline.ui_check.forwarder import pipe
 
 HEAD_LIMIT = 64 * 1024
 CHUNK = 64 * 1024

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from bot.models import VALIDATION_ACTIVE, utcnow
-from pipeline.ui_screenshots import SCREENSHOTS, screenshots_root
+from pipeline.ui_check.screenshots import SCREENSHOTS, screenshots_root
 
 if TYPE_CHECKING:
     from bot.store import Store

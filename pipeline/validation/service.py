@@ -23,16 +23,16 @@ from gidgethub.abc import GitHubAPI
 
 from bot.models import Project, ValidationState, new_id
 from bot.redact import PROCESS_REDACTOR, Redactor
-from pipeline import report
-from pipeline.checkout import CheckoutError, Checkouts
-from pipeline.commands import check_run_actions
+from pipeline.report import render as report
+from pipeline.workspace.checkout import CheckoutError, Checkouts
+from pipeline.commands.parse import check_run_actions
 from pipeline.decisions import fork_gate, is_fork
-from pipeline.permissions import repository_role
-from pipeline.repo_config import ConfigFileError, ProjectSettings, RepoConfig, effective_config, parse_repo_config
-from pipeline.runner import PipelineRunner, RunOutcome, RunPlan
-from pipeline.sandbox import SandboxUnavailable
-from pipeline.ui import BrowserSetup
-from pipeline.ui_screenshots import publicly_reachable, screenshot_url, screenshots_dir
+from pipeline.commands.permissions import repository_role
+from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, RepoConfig, effective_config, parse_repo_config
+from pipeline.validation.stages import PipelineRunner, RunOutcome, RunPlan
+from pipeline.sandbox.sandbox import SandboxUnavailable
+from pipeline.ui_check.check import BrowserSetup
+from pipeline.ui_check.screenshots import publicly_reachable, screenshot_url, screenshots_dir
 
 if TYPE_CHECKING:
     from bot.services import Services

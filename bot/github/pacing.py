@@ -1,7 +1,7 @@
 """Pure decisions for talking to GitHub politely: write pacing, priorities, coalescing, retries.
 
 Nothing here does I/O, sleeps or reads a clock: every function takes `now` (and randomness) as
-arguments, so it can be tested exactly. `bot.github` is the thin async shell around it.
+arguments, so it can be tested exactly. `bot.github.client` is the thin async shell around it.
 
 GitHub's secondary rate limits allow at most 80 content-creating requests a minute and 500 an
 hour; `next_write_time` keeps one installation within such a window. When writes are held back,

@@ -340,7 +340,7 @@ def _memfd(name: str, data: bytes) -> int:
 def system_binds() -> list[str]:
     """bwrap options for the host's programs and libraries: `/usr` read-only, and `/bin`, `/sbin`, `/lib*`
     as on the host (links on a merged-/usr system, read-only directories otherwise). Shared with the UI
-    check's browser sandbox (pipeline/ui_browser.py)."""
+    check's browser sandbox (pipeline/ui_check/browser.py)."""
     a = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = f"/{name}"

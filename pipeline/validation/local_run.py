@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.redact import Redactor
-from pipeline import report
-from pipeline.repo_config import ConfigFileError, ProjectSettings, effective_config, parse_repo_config
-from pipeline.runner import PipelineRunner, RunPlan
-from pipeline.sandbox import Sandbox, SandboxUnavailable
-from pipeline.validation import CONFIG_PATH
+from pipeline.report import render as report
+from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, effective_config, parse_repo_config
+from pipeline.validation.stages import PipelineRunner, RunPlan
+from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
+from pipeline.validation.service import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 

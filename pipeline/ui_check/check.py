@@ -1,18 +1,18 @@
 """The UI check: start the PR's app in the sandbox, drive its pages in headless Chromium, take
-screenshots, run axe-core, and say what failed (the judging itself is pure: pipeline/ui_judge.py).
+screenshots, run axe-core, and say what failed (the judging itself is pure: pipeline/ui_check/judge.py).
 
-Network path (PR code never gets a way out; see pipeline/ui_proxy.py):
+Network path (PR code never gets a way out; see pipeline/ui_check/proxy.py):
 
-    Chromium (its own bwrap, uid 61001, no network but) --TCP 127.0.0.1:3128--> ui_forwarder.py (same bwrap)
+    Chromium (its own bwrap, uid 61001, no network but) --TCP 127.0.0.1:3128--> forwarder.py (same bwrap)
         --Unix socket in a per-run directory--> AppProxy (host, only the app's origin, only with this run's
-        credential) --Unix socket in the workspace--> ui_forwarder.py (sandbox) --TCP--> the app at `ui.url`
+        credential) --Unix socket in the workspace--> forwarder.py (sandbox) --TCP--> the app at `ui.url`
         (sandbox)
 
 (Unsandboxed fallback: Chromium on the host, AppProxy on 127.0.0.1:<ephemeral>.)
 
 The app and the forwarder run in one `Sandbox.background` process: the sandbox's rules, no network
 (its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, run in a
-bubblewrap sandbox of its own as uid 61001 with Chromium's own sandbox on (pipeline/ui_browser.py), launched
+bubblewrap sandbox of its own as uid 61001 with Chromium's own sandbox on (pipeline/ui_check/browser.py), launched
 with the proxy for every URL including loopback ones (`<-loopback>`), so page JavaScript cannot reach
 the host's own ports; a context route aborts any request to another origin as well. The app, the
 proxy and the browser are always stopped when the stage ends, on a timeout or a cancel too.
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.sandbox import BackgroundProcess, Limits, Sandbox, SandboxCapabilities, fresh_dir
-from pipeline.ui_browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
-from pipeline.ui_config import UiConfig, UiPage, UiStep
-from pipeline.ui_judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
+from pipeline.sandbox.sandbox import BackgroundProcess, Limits, Sandbox, SandboxCapabilities, fresh_dir
+from pipeline.ui_check.browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
+from pipeline.repo_config.ui_block import UiConfig, UiPage, UiStep
+from pipeline.ui_check.judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
                                Violation, png_size, same_origin)
-from pipeline.ui_proxy import AppProxy, Credential, Origin, SandboxSocket
+from pipeline.ui_check.proxy import AppProxy, Credential, Origin, SandboxSocket
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ BROWSER_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-
 # refuses to run its own sandbox as root. In bubblewrap it runs as BROWSER_UID and keeps its sandbox on.
 CHROMIUM_ARGS = ["--no-sandbox", *BROWSER_FLAGS]
 AXE_SCRIPT = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
-FORWARDER = Path(__file__).resolve().parent / "ui_forwarder.py"
+FORWARDER = Path(__file__).resolve().parent / "forwarder.py"
 SOCKET_DIR = ".codegenapp-ui"
 SOCKET_NAME = "app.sock"
 VIEWPORT = {"width": 1280, "height": 800}

@@ -1,5 +1,5 @@
 """Runs the stages of a validation on a checked-out workspace: setup (or its snapshot), validate
-steps, analysis. Knows nothing of GitHub: the check-run shell (pipeline/validation.py) and the local
+steps, analysis. Knows nothing of GitHub: the check-run shell (pipeline/validation/service.py) and the local
 `codegenapp validate` both drive it.
 
 Everything a step prints is masked (every secret value, plain, base64 and URL-encoded) before it is
@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.redact import Redactor
-from pipeline.repo_config import AnalysisStep, EffectiveConfig
-from pipeline.report import (Annotation, SarifError, StepResult, annotations_on_changed_lines, conclusion_for,
+from pipeline.repo_config.parse import AnalysisStep, EffectiveConfig
+from pipeline.report.render import (Annotation, SarifError, StepResult, annotations_on_changed_lines, conclusion_for,
                              parse_sarif)
-from pipeline.sandbox import WORKSPACE_MOUNT, Limits, RunResult, Sandbox, fresh_dir
-from pipeline.snapshots import SnapshotStore, snapshot_key
-from pipeline.ui import BrowserSetup, run_ui_check
-from pipeline.ui_judge import STEP_NAME as UI_STEP
-from pipeline.ui_judge import Screenshot, step_result
-from pipeline.ui_proxy import Origin
+from pipeline.sandbox.sandbox import WORKSPACE_MOUNT, Limits, RunResult, Sandbox, fresh_dir
+from pipeline.workspace.snapshots import SnapshotStore, snapshot_key
+from pipeline.ui_check.check import BrowserSetup, run_ui_check
+from pipeline.ui_check.judge import STEP_NAME as UI_STEP
+from pipeline.ui_check.judge import Screenshot, step_result
+from pipeline.ui_check.proxy import Origin
 
 log = logging.getLogger(__name__)
 

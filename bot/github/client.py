@@ -15,7 +15,7 @@ is handed to gidgethub, which raises).
 
 Writes of an installation (POST/PATCH/PUT/DELETE; GraphQL only for mutations) go through one
 sender task per installation: one at a time, within `writes_per_minute` / `writes_per_hour`,
-important ones first, progress PATCHes coalesced (see `bot.pacing`). Reads are never paced.
+important ones first, progress PATCHes coalesced (see `bot.github.pacing`). Reads are never paced.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import cachetools
 import gidgethub.aiohttp
 
 from bot import metrics
-from bot.pacing import (
+from bot.github.pacing import (
     WriteQueue,
     QueuedWrite,
     backoff_delay,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.repo_config import EffectiveConfig, ProjectSettings, RepoConfig, effective_config
+from pipeline.repo_config.parse import EffectiveConfig, ProjectSettings, RepoConfig, effective_config
 
 GREEN_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
 ACTIVE_STATUSES = frozenset({"queued", "in_progress"})
@@ -166,7 +166,7 @@ class MergeSettings:
 def merge_settings(repo: RepoConfig | None, project: ProjectSettings, *,
                    pr_auto_merge: bool | None = None) -> MergeSettings:
     """The effective auto-merge switch and method: `/auto-merge on|off` on the PR, then the
-    repository's config file, then the project's setting (see pipeline.repo_config)."""
+    repository's config file, then the project's setting (see pipeline.repo_config.parse)."""
     config: EffectiveConfig = effective_config(repo, project, pr_auto_merge=pr_auto_merge)
     return MergeSettings(auto_merge=config.auto_merge, auto_merge_source=config.sources["auto_merge"],
                          method=config.merge_method, delete_branch=config.delete_branch_after_merge)

@@ -1,17 +1,17 @@
 """A small relay, run by the host's UI check on either side of a network namespace boundary: it
 listens on one endpoint and relays each connection to another, `unix:PATH` or `tcp:HOST:PORT`.
 
-    /usr/bin/python3 -I ui_forwarder.py LISTEN TARGET [--detach]
+    /usr/bin/python3 -I forwarder.py LISTEN TARGET [--detach]
 
 - In the app's sandbox, next to the app under test: `unix:<socket in a directory the host can reach>`
   to `tcp:<the app's address in the sandbox's own network namespace>`.
-- In the browser's sandbox (pipeline/ui_browser.py): `tcp:127.0.0.1:<port>` in the browser's own
+- In the browser's sandbox (pipeline/ui_check/browser.py): `tcp:127.0.0.1:<port>` in the browser's own
   network namespace (where Chromium's proxy setting points) to `unix:<the host proxy's socket>`.
 
 `--detach`: listen first, then go to the background (the caller may go on once this exits: the
 endpoint is accepting). Standard library only (it runs with the sandbox's /usr/bin/python3),
 bind-mounted read-only from the app's package. It is trusted code, but it runs with the
-sandbox's privileges: the host treats whatever answers on the socket as untrusted (see pipeline/ui_proxy.py).
+sandbox's privileges: the host treats whatever answers on the socket as untrusted (see pipeline/ui_check/proxy.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The GitHub shell around `pipeline.merging`: read what the decision needs, merge the validated head.
+"""The GitHub shell around `pipeline.merge.decision`: read what the decision needs, merge the validated head.
 
 One path for every trigger (`/merge`, the Merge button, `/auto-merge on`, auto-merge after a
 successful validation):
@@ -33,9 +33,9 @@ from gidgethub.abc import GitHubAPI
 
 from bot.models import Project, ValidationState, new_id
 from pipeline.decisions import is_fork
-from pipeline.merging import (NOT_READABLE, MergeDecision, MergeSettings, RequiredCheck, RequiredChecks,
+from pipeline.merge.decision import (NOT_READABLE, MergeDecision, MergeSettings, RequiredCheck, RequiredChecks,
                               merge_decision, merge_settings, required_checks)
-from pipeline.repo_config import ConfigFileError, RepoConfig
+from pipeline.repo_config.parse import ConfigFileError, RepoConfig
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -95,14 +95,14 @@ class MergeService:
         return self.services.store
 
     def own_check(self) -> RequiredCheck:
-        from pipeline.validation import CHECK_NAME
+        from pipeline.validation.service import CHECK_NAME
         app_id = self.services.settings.app_id
         return RequiredCheck(CHECK_NAME, int(app_id) if app_id and str(app_id).isdigit() else None)
 
     # ---- settings ------------------------------------------------------------------------------
 
     async def settings(self, project: Project, pr_number: int, repo_config: RepoConfig | None) -> MergeSettings:
-        from pipeline.validation import project_settings
+        from pipeline.validation.service import project_settings
         override = await self.store.pull_requests.auto_merge(project.id, pr_number)
         return merge_settings(repo_config, project_settings(project), pr_auto_merge=override)
 
@@ -261,7 +261,7 @@ class MergeService:
                             merge_commit_sha=merge_sha)
 
     async def _repo_config(self, gh: GitHubAPI, project: Project, pull: dict[str, Any]) -> RepoConfig | None:
-        from pipeline.validation import fetch_repo_config
+        from pipeline.validation.service import fetch_repo_config
         return await fetch_repo_config(gh, project.name, pull["base"]["sha"])
 
     async def _delete_head_branch(self, gh: GitHubAPI, project: Project, pull: dict[str, Any],

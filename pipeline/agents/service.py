@@ -13,7 +13,7 @@ fails its fence and stops); each queues a job that takes it from there. Cancelli
 agent that is running (in this process at once, elsewhere within a few seconds).
 
 **Validation.** The agent's PR is validated like any PR (its webhooks). `validation.completed` on the
-event bus, `on_validation_completed` (for pipeline/validation.py) and a closed PR (handlers/agent_runs.py)
+event bus, `on_validation_completed` (for pipeline/validation/service.py) and a closed PR (handlers/agent_prs.py)
 each nudge the run; the run's own polls look at the newest validation of the PR's head anyway, so a
 missed nudge costs only time. With no validation of a head after `Timing.validation_start_grace`
 (a lost webhook), the run starts one.
@@ -151,7 +151,7 @@ class AgentRunService:
             from pipeline.agents.codegen import CodegenBackend
             return CodegenBackend(self.codegen_client())
         if run.backend == LOCAL:
-            from pipeline.agents.local import LocalAgentBackend
+            from pipeline.agents.local_backend import LocalAgentBackend
             services = self.services
             command = (project.agent_command or "").strip()
             if not command:
@@ -712,7 +712,7 @@ class _Step:
                    + (f": {fix.title}" if fix.title else ""))
 
     async def start_validation(self) -> AgentRun | None:
-        from pipeline.validation import pull_request_ref
+        from pipeline.validation.service import pull_request_ref
 
         validations = self.services.validations
         assert validations is not None and self.run.pr_number is not None
@@ -797,7 +797,7 @@ async def plan_command(services: "Services", project: Project, pr_number: int, v
 
 
 async def on_validation_completed(services: "Services", validation_state: ValidationState) -> None:
-    """For pipeline/validation.py's report step: the run working on this PR looks at the result now.
+    """For pipeline/validation/service.py's report step: the run working on this PR looks at the result now.
     (Optional: the service also follows `validation.completed` on the bus, and runs poll.)"""
     if services.agent_runs is not None:
         await services.agent_runs.on_validation_completed(validation_state)

@@ -44,7 +44,7 @@ Details:
   command names one (`/merge squash`).
 * `delete_branch_after_merge: true` deletes the head branch once the app has merged the PR (by
   auto-merge, `/merge` or the Merge button). A fork's branch is never touched: it is not ours.
-* `ui` (see pipeline/ui_config.py for an example): `start` (required) is the command that runs the app in
+* `ui` (see pipeline/repo_config/ui_block.py for an example): `start` (required) is the command that runs the app in
   the sandbox, in the foreground; `url` (required) is where it listens there, `http://` on 127.0.0.1,
   localhost or [::1], no path; `ready_timeout_seconds` 1-600 (60); `accessibility` report (default) or
   enforce; `pages` (default `[/]`, at most 50) are paths, or `{path, expect_text, steps}` with steps
@@ -85,7 +85,7 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.constructor import SafeConstructor
 
-from pipeline.ui_config import (ACCESSIBILITY_MODES, DEFAULT_READY_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS,
+from pipeline.repo_config.ui_block import (ACCESSIBILITY_MODES, DEFAULT_READY_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS,
                                 LOOPBACK_HOSTS, MAX_PAGES, MAX_READY_TIMEOUT_SECONDS, MAX_STEPS, MAX_WAIT_SECONDS,
                                 ROLES, STEP_KINDS, UiConfig, UiPage, UiStep)
 

@@ -107,7 +107,7 @@ coverage files is not captured; only after a *successful* setup; a save error is
 a failed validation) -> validate. Restored entries belong to the app until the sandbox chowns the
 workspace at the start of the next run, as it does for the checkout. `tracked_files` are the commit's
 paths as `git ls-files -z` (or `git ls-tree -r -z --name-only HEAD` in the mirror) prints them; run git
-in the mirror, never in a workspace a sandbox has touched (see pipeline/sandbox.py).
+in the mirror, never in a workspace a sandbox has touched (see pipeline/sandbox/sandbox.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,55 @@
+"""PR comments: replies, reactions, and comments the app finds again by a hidden marker."""
+
+from __future__ import annotations
+
+from gidgethub import BadRequest
+from gidgethub.abc import GitHubAPI
+
+from bot.github.errors import field
+
+COMMENT_LIMIT = 65536  # characters GitHub takes in a comment body
+
+
+class Comments:
+    def __init__(self, gh: GitHubAPI, repository: str) -> None:
+        self.gh = gh
+        self.repository = repository
+        self.path = f"/repos/{repository}/issues"
+
+    async def create(self, number: int, body: str) -> int:
+        answer = await self.gh.post(f"{self.path}/{number}/comments", data={"body": body})
+        return int(field(answer, "id", f"POST {self.path}/{number}/comments"))
+
+    async def edit(self, comment_id: int, body: str) -> bool:
+        """False when the comment is gone (someone deleted it)."""
+        try:
+            await self.gh.patch(f"{self.path}/comments/{comment_id}", data={"body": body})
+        except BadRequest as exc:
+            if exc.status_code != 404:
+                raise
+            return False
+        return True
+
+    async def react(self, comment_id: int, content: str) -> None:
+        await self.gh.post(f"{self.path}/comments/{comment_id}/reactions", data={"content": content})
+
+    async def find(self, number: int, marker: str) -> int | None:
+        """The first comment on the PR whose body starts with `marker`."""
+        async for comment in self.gh.getiter(f"{self.path}/{number}/comments"):
+            if (comment.get("body") or "").startswith(marker):
+                return int(comment["id"])
+        return None
+
+    async def post_once(self, number: int, marker: str, body: str) -> None:
+        """Post `body` (which carries `marker`) unless a comment with the marker is there already, so a
+        repeated step does not say it twice."""
+        if await self.find(number, marker) is None:
+            await self.create(number, body[:65_000])
+
+    async def upsert(self, number: int, marker: str, body: str, *, known_id: int | None = None) -> int:
+        """The one comment with `marker` on the PR, edited in place or created; its id. `known_id`: where
+        it was last seen (saves listing the PR's comments)."""
+        comment_id = known_id if known_id is not None else await self.find(number, marker)
+        if comment_id is not None and await self.edit(comment_id, body):
+            return comment_id
+        return await self.create(number, body)
