@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := bubblewrap git chromium
 
-.PHONY: install run test test-fast bench clean system-packages fixtures vendor
+.PHONY: install run test test-fast lint-imports bench clean system-packages fixtures vendor
 
 install: $(STAMP) system-packages vendor
 
@@ -37,10 +37,14 @@ run: install
 fixtures:
 	@test -d ../shared/fixtures/github || test -d .cache/github-fixtures || $(BIN)/python tools/fetch_github_fixtures.py
 
-test: install fixtures
+# The import contracts (pyproject.toml [tool.importlinter]) first: a broken layer fails fast.
+lint-imports: install
+	$(BIN)/lint-imports --no-cache
+
+test: install fixtures lint-imports
 	$(BIN)/python -m pytest
 
-test-fast: install fixtures
+test-fast: install fixtures lint-imports
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: install fixtures

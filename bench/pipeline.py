@@ -76,7 +76,8 @@ from tests.webhook_sender import github_headers  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 APP_ID = 12345
-# What the sandbox gives a command (pipeline/sandbox/sandbox.py), for the runs by hand: the same python3 (/usr/bin).
+# What the sandbox gives a command (SANDBOX_PATH in pipeline/sandbox/bwrap.py), for the runs by hand: the same
+# python3 (/usr/bin).
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT = 120.0
 

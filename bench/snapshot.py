@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.workspace.snapshots import SnapshotStore, snapshot_key  # noqa: E402
+from pipeline.workspace.snapshot_key import snapshot_key  # noqa: E402
+from pipeline.workspace.snapshots import SnapshotStore  # noqa: E402
 
 TRACKED = {"requirements.txt": "requests==2.32.3\n", "package-lock.json": "{}\n", "src/app.py": "print(1)\n"}
 WORDS = ("def class return import from self None True False if else for in while with as try except "

@@ -7,12 +7,23 @@ import asyncio
 import gc
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp import web
+
+from bot import migrate
+from bot.app import SchemaOutOfDate, build_services, create_app, prepare_database
 from bot.config import ConfigError, Settings, load_settings
+from bot.crypto import Crypto
+from bot.db import Database
 from bot.logs import configure_logging
+from bot.migrate import upgrade_in_child
+from bot.store import InvalidSecret, Store
+from pipeline.sandbox.sandbox import SandboxUnavailable
+from pipeline.validation.local_run import LocalRunError, validate_local
 
 log = logging.getLogger("codegenapp")
 
@@ -66,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
-        return validate_local(args)
+        return local_validation(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -83,19 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings, *, host: str | None, port: int | None, with_worker: bool) -> int:
-    from aiohttp import web
-
-    from bot.services import SchemaOutOfDate
-    from bot.web import create_app
-
     if not settings.app_configured:
         log.warning("GitHub App not configured (%s missing): webhooks answer 503 until it is; see %s/",
                     ", ".join(settings.missing_app_settings), settings.public_url)
     if settings.database_url.startswith("sqlite"):
-        import subprocess
-
-        from bot.migrate import upgrade_in_child
-
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             upgrade_in_child(settings.database_url)
@@ -118,11 +120,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
     return 0
 
 
-def validate_local(args: argparse.Namespace) -> int:
+def local_validation(args: argparse.Namespace) -> int:
     """Needs no App and no database: only git, the repository and (normally) bubblewrap."""
-    from pipeline.validation.local_run import LocalRunError, validate_local
-    from pipeline.sandbox.sandbox import SandboxUnavailable
-
     configure_logging("WARNING", "pretty")
     try:
         result = asyncio.run(validate_local(Path(args.path), ref=args.ref, config_file=args.config,
@@ -135,9 +134,7 @@ def validate_local(args: argparse.Namespace) -> int:
 
 
 async def run_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot.services import start_services
-
-    services = await start_services(settings, with_worker=True)
+    services = await build_services(settings, with_worker=True)
     settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -150,9 +147,6 @@ async def run_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot import migrate
-    from bot.db import Database
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     try:
@@ -164,11 +158,7 @@ async def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-async def _store(settings: Settings):  # type: ignore[no-untyped-def]
-    from bot.crypto import Crypto
-    from bot.services import prepare_database
-    from bot.store import Store
-
+async def _store(settings: Settings) -> Store:
     return Store(await prepare_database(settings), Crypto(settings.encryption_key), github_url=settings.github_url)
 
 
@@ -190,8 +180,6 @@ async def list_projects(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def set_secret(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.store import InvalidSecret
-
     value = sys.stdin.read()
     if value.endswith("\n"):
         value = value[:-1]

@@ -1,4 +1,5 @@
-"""Database tables. Column meanings follow the seed design's models where it has them."""
+"""Database tables, the job kinds (JOB_WEBHOOK, JOB_VALIDATE, JOB_AGENT_RUN) and `can_write` (who may
+command the app). Column meanings follow the seed design's models where it has them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+WRITE_ROLES = frozenset({"admin", "maintain", "write"})
+
+
+def can_write(role: str) -> bool:
+    """Whether a repository role (GitHub's role_name) may command the app: write, maintain or admin."""
+    return role in WRITE_ROLES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -338,6 +347,11 @@ JOB_QUEUED = "queued"
 JOB_RUNNING = "running"
 JOB_DONE = "done"
 JOB_DEAD = "dead"
+
+# What a job does; bot/app.py gives the worker a handler for each.
+JOB_WEBHOOK = "webhook"      # handle a stored webhook delivery (handlers/)
+JOB_VALIDATE = "validate"    # run a validation (pipeline/validation/)
+JOB_AGENT_RUN = "agent_run"  # advance an agent run (pipeline/agents/)
 
 
 class Job(Base):

@@ -17,7 +17,8 @@ from aiohttp import web
 
 from bot import metrics
 from bot.logs import delivery_id_var
-from bot.services import JOB_WEBHOOK, SERVICES, Services
+from bot.models import JOB_WEBHOOK
+from bot.services import SERVICES, Services
 from bot.store import ClaimedJob, IncomingDelivery
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from gidgethub import BadRequest
 
 from bot.models import AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
@@ -44,6 +43,7 @@ from dashboard.openapi import document
 from dashboard.views import parse_settings
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
+from pipeline.validation.service import NotRevalidated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIST = 200
@@ -108,8 +108,6 @@ async def _user(request: web.Request) -> auth.DashboardUser:
 
 def _service(request: web.Request) -> AgentRunService:
     services: Services = request.app[SERVICES]
-    if services.agent_runs is None:
-        raise web.HTTPServiceUnavailable(text="agent runs are not set up")
     return services.agent_runs
 
 
@@ -227,7 +225,7 @@ async def list_runs(request: web.Request) -> web.Response:
         limit = min(MAX_LIST, max(1, int(request.query.get("limit", "50"))))
     except ValueError:
         return _error(400, "limit must be a whole number")
-    runs = await service.store.for_project(project.id, limit=limit)
+    runs = await service.runs.for_project(project.id, limit=limit)
     return web.json_response({"runs": [run_json(run) for run in runs]})
 
 
@@ -277,7 +275,7 @@ def _settings_json(request: web.Request, project: Project) -> dict[str, Any]:
             "agent_command": project.agent_command, "max_fix_attempts": project.max_fix_attempts,
             "auto_confirm_plans": project.auto_confirm_plans, "repository_rules": project.repository_rules,
             "planning_statement": project.planning_statement,
-            "problem": service.problem(project) if service is not None else "agent runs are not set up"}
+            "problem": service.problem(project)}
 
 
 async def get_agent_settings(request: web.Request) -> web.Response:
@@ -358,23 +356,15 @@ async def get_validation(request: web.Request) -> web.Response:
 
 async def retry_validation(request: web.Request) -> web.Response:
     """Validate the PR's current head again (a new check run), as `/validate` on the PR does."""
-    from pipeline.validation.service import pull_request_ref
-
     services: Services = request.app[SERVICES]
     state, project = await visible_validation(request, request.match_info["id"], write=True)
-    if services.validations is None or services.github is None or project.installation_id is None:
+    if not services.github.configured or project.installation_id is None:
         return _error(503, "validation is not available on this app")
-    gh = services.github.installation(project.installation_id)
     try:
-        pull = await gh.getitem(f"/repos/{project.name}/pulls/{state.pr_number}")
-    except BadRequest as exc:
-        if exc.status_code == 404:
-            return _error(409, f"pull request #{state.pr_number} is gone")
-        raise
-    if pull["state"] != "open":
-        return _error(409, f"pull request #{state.pr_number} is closed: nothing to validate")
-    new = await services.validations.start(gh, project, pull_request_ref(pull["base"]["repo"], pull),
-                                           trigger="api.retry", restart=True)
+        new = await services.validations.revalidate(project, state.pr_number, trigger="api.retry")
+    except NotRevalidated as exc:
+        return _error(409, str(exc))
+    assert new is not None
     user = await _user(request)
     await services.store.audit.record("validation.retried", actor=user.login, project_id=project.id,
                                       installation_id=project.installation_id,

@@ -37,9 +37,9 @@ import jwt
 from aiohttp import web
 from cachetools import TTLCache
 from gidgethub import BadRequest, HTTPException as GitHubHTTPException
-from gidgethub.aiohttp import GitHubAPI
 
 from bot.config import WEBHOOK_PATH, Settings
+from bot.github.github_app import LoginRefused
 from bot.models import Project
 from bot.services import SERVICES, Services
 
@@ -254,11 +254,6 @@ async def require_user(request: web.Request) -> DashboardUser:
     return user
 
 
-def _user_api(services: Services, token: str) -> GitHubAPI:
-    return GitHubAPI(services.http, "codegenapp-dashboard", oauth_token=token,
-                     base_url=services.settings.github_api_url)
-
-
 async def repository_access(request: web.Request, user: DashboardUser) -> dict[int, RepoAccess]:
     """Repository id -> what the user may do there, as GitHub lists it for the user (cached 60 s)."""
     cache = request.app[AUTH].access
@@ -268,13 +263,10 @@ async def repository_access(request: web.Request, user: DashboardUser) -> dict[i
     token = await services.store.projects.user_access_token(user.id)
     access: dict[int, RepoAccess] = {}
     if token is not None:
-        gh = _user_api(services, token)
         try:
-            async for installation in gh.getiter("/user/installations", iterable_key="installations"):
-                async for repo in gh.getiter(f"/user/installations/{installation['id']}/repositories",
-                                             iterable_key="repositories"):
-                    access[int(repo["id"])] = RepoAccess(int(repo["id"]), repo["full_name"], int(installation["id"]),
-                                                         dict(repo.get("permissions") or {}))
+            async for installation_id, repo in services.github.user(token).repositories():
+                access[int(repo["id"])] = RepoAccess(int(repo["id"]), repo["full_name"], installation_id,
+                                                     dict(repo.get("permissions") or {}))
         except BadRequest as exc:
             if exc.status_code not in (401, 403):
                 raise
@@ -377,22 +369,19 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if not code:
         raise web.HTTPBadRequest(text=f"GitHub did not authorize the login: {request.query.get('error', 'no code')}")
     try:
-        async with services.http.post(
-                f"{settings.github_url}/login/oauth/access_token", headers={"Accept": "application/json"},
-                data={"client_id": settings.github_client_id, "client_secret": settings.github_client_secret,
-                      "code": code, "redirect_uri": settings.public_url + "/auth/callback"}) as response:
-            answer = await response.json(content_type=None)
-        token = answer.get("access_token")
-        if not token:
-            raise web.HTTPBadRequest(text=f"GitHub refused the login: {answer.get('error_description') or answer}")
-        user = await _user_api(services, token).getitem("/user")
+        token = await services.github.user_token(code, client_id=settings.github_client_id or "",
+                                                 client_secret=settings.github_client_secret or "",
+                                                 redirect_uri=settings.public_url + "/auth/callback")
+        user_id, login = await services.github.user(token).me()
+    except LoginRefused as exc:
+        raise web.HTTPBadRequest(text=f"GitHub refused the login: {exc}") from None
     except (aiohttp.ClientError, GitHubHTTPException, ValueError) as exc:
         log.warning("login failed: %r", exc)
         raise web.HTTPBadGateway(text="GitHub could not be reached to finish the login; try again") from exc
-    epoch = await services.store.projects.save_user(int(user["id"]), user["login"], access_token=token)
-    forget_access(request, int(user["id"]))
-    replace_session(request, {"uid": int(user["id"]), "login": user["login"], "ep": epoch})
-    await services.store.audit.record("dashboard.login", actor=user["login"])
+    epoch = await services.store.projects.save_user(user_id, login, access_token=token)
+    forget_access(request, user_id)
+    replace_session(request, {"uid": user_id, "login": login, "ep": epoch})
+    await services.store.audit.record("dashboard.login", actor=login)
     raise web.HTTPFound(_safe_next(data.get("next")))
 
 

@@ -32,8 +32,6 @@ async def launch(request: web.Request) -> web.StreamResponse:
     goal = str((await request.post()).get("target_text", "")).replace("\r\n", "\n")
     if not goal.strip():
         return await project_page(request, status=400, problem="Target text: say what the agent should do.")
-    if services.agent_runs is None:
-        return await project_page(request, status=503, problem="Agent runs are not set up on this app.")
     try:
         run = await services.agent_runs.start(project, goal, source="dashboard", requested_by=user.login)
     except AgentRunRefused as exc:

@@ -21,7 +21,8 @@ from bot import registration
 from bot.config import WEBHOOK_PATH, Settings
 from bot.events import AppEvent
 from bot.models import AGENT_TERMINAL, Project
-from bot.services import SERVICES, Services, activate_settings
+from bot.github.github_app import ManifestRefused
+from bot.services import SERVICES, Services
 from bot.store import InvalidSecret
 from bot.store.projects import MAX_SECRET_BYTES, SECRET_NAME
 from dashboard import auth
@@ -138,13 +139,9 @@ async def setup_callback(request: web.Request) -> web.Response:
     if not code.replace("-", "").replace("_", "").isalnum():
         raise web.HTTPBadRequest(text="GitHub sent no usable code")
     try:
-        async with services.http.post(f"{settings.github_api_url}/app-manifests/{code}/conversions",
-                                      headers={"Accept": "application/vnd.github+json",
-                                               "User-Agent": "codegenapp-setup"}) as response:
-            body = await response.json(content_type=None)
-            if response.status != 201:
-                raise web.HTTPBadGateway(text=f"GitHub refused the registration ({response.status}): "
-                                              f"{body.get('message', body) if isinstance(body, dict) else body}")
+        body = await services.github.convert_manifest(code)
+    except ManifestRefused as exc:
+        raise web.HTTPBadGateway(text=f"GitHub refused the registration ({exc.status}): {exc.message}") from None
     except (aiohttp.ClientError, ValueError) as exc:
         raise web.HTTPBadGateway(text="GitHub could not be reached to finish the registration") from exc
     found = registration.Registration(
@@ -152,7 +149,7 @@ async def setup_callback(request: web.Request) -> web.Response:
         client_id=body.get("client_id"), private_key=body["pem"], webhook_secret=body["webhook_secret"],
         client_secret=body.get("client_secret"), owner=(body.get("owner") or {}).get("login"))
     registration.save(settings, found)
-    await activate_settings(services, registration.apply(settings, found))
+    await services.activate(registration.apply(settings, found))
     registration.discard_setup_token(settings)
     auth.update_session(request, setup=False)
     await services.store.audit.record("app.registered", details={"app_id": found.app_id, "slug": found.slug})
@@ -175,7 +172,7 @@ async def project_page(request: web.Request, *, status: int = 200, problem: str 
                        goal: str = "") -> web.Response:
     services = _services(request)
     project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"])
-    agent_problem = services.agent_runs.problem(project) if services.agent_runs else "agent runs are not set up"
+    agent_problem = services.agent_runs.problem(project)
     return await render(request, "project.html", status=status, card=await _card(services, project),
                         validations=await services.store.validations.for_project(project.id, limit=20),
                         runs=await services.store.agent_runs.for_project(project.id, limit=20),

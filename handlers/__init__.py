@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 from gidgethub import routing, sansio
+
+from bot.services import Services
+from bot.store import ClaimedJob
 
 from handlers import agent_prs
 from handlers import authorization
@@ -15,10 +16,6 @@ from handlers import installation
 from handlers import pull_request
 from handlers.context import EventContext
 from handlers.payloads import installation_ref, repo_ref
-
-if TYPE_CHECKING:
-    from bot.services import Services
-    from bot.store import ClaimedJob
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +45,16 @@ async def record_unseen_installation(event: sansio.Event, ctx: EventContext) -> 
     seen[(ctx.installation_id, repo_id)] = True
 
 
-async def handle_delivery(services: "Services", job: "ClaimedJob") -> None:
+async def handle_delivery(services: Services, job: ClaimedJob) -> None:
     assert job.delivery_id is not None
     delivery = await services.store.deliveries.get(job.delivery_id)
     if delivery is None:
         raise LookupError(f"delivery {job.delivery_id} is not stored")
-    event = sansio.Event(delivery.data(), event=delivery.event, delivery_id=delivery.id)
     log.debug("handling %s%s", delivery.event, f".{delivery.action}" if delivery.action else "")
+    await handle_event(services, sansio.Event(delivery.data(), event=delivery.event, delivery_id=delivery.id))
+
+
+async def handle_event(services: Services, event: sansio.Event) -> None:
     ctx = EventContext(services, event)
     await record_unseen_installation(event, ctx)
     await router.dispatch(event, ctx)

@@ -12,7 +12,7 @@ router = routing.Router()
 @router.register("pull_request", action="closed")
 async def pull_request_closed(event: sansio.Event, ctx: EventContext) -> None:
     """The run looks at the PR now (it would at its next poll anyway) and ends: merged or closed."""
-    if ctx.installation_id is None or ctx.services.agent_runs is None:
+    if ctx.installation_id is None:
         return
     project = await ctx.project()
     if project is not None:

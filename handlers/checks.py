@@ -10,8 +10,8 @@ from gidgethub import routing, sansio
 from bot.models import Project
 from handlers.commands import PullRequestActions
 from handlers.context import EventContext
-from pipeline.commands.parse import ACTION_RERUN, ACTIONS
-from pipeline.validation.service import pull_request_ref
+from pipeline.validation.buttons import ACTION_RERUN, ACTIONS
+from pipeline.validation.service import NotRevalidated
 
 router = routing.Router()
 
@@ -37,16 +37,15 @@ async def _rerun(ctx: EventContext, head_sha: str, pull_requests: list[dict[str,
                  external_id: str | None = None) -> int:
     """Validate `head_sha` again on each open PR it is still the head of; returns how many."""
     project = await ctx.project()
-    if ctx.installation_id is None or project is None or ctx.services.validations is None:
+    if ctx.installation_id is None or project is None:
         return 0
     started = 0
     for number in await _pr_numbers(ctx, project, head_sha, pull_requests, external_id):
-        pull = await ctx.gh.getitem(f"/repos/{project.name}/pulls/{number}")
-        if pull["state"] != "open" or pull["head"]["sha"] != head_sha:
-            continue  # the PR moved on; its newer head has its own run
-        await ctx.services.validations.start(ctx.gh, project, pull_request_ref(ctx.event.data["repository"], pull),
-                                             trigger=trigger, restart=True)
-        started += 1
+        try:
+            if await ctx.services.validations.revalidate(project, number, trigger=trigger, only_head=head_sha):
+                started += 1
+        except NotRevalidated:
+            continue  # closed: nothing to validate (a moved-on PR's newer head has its own run)
     return started
 
 
@@ -83,7 +82,7 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
     numbers = await _pr_numbers(ctx, project, head_sha, pull_requests, check_run.get("external_id"))
     if not numbers:
         return  # no PR to act on (the check run is not one of a PR we know)
-    actions = PullRequestActions(ctx, project, event.data["repository"], numbers[0], sender["login"])
+    actions = PullRequestActions(ctx, project, numbers[0], sender["login"])
     if identifier != ACTION_RERUN:
         await actions.button(identifier, check_run)
         return

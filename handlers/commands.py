@@ -16,14 +16,14 @@ from typing import Any
 
 from gidgethub import routing, sansio
 
-from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
+from bot.github.github_app import RepoGitHub
+from bot.github.types import PullRequest
+from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project, can_write
 from bot.redact import PROCESS_REDACTOR
 from handlers.context import EventContext
-from pipeline.agents.service import agent_command, fix_with_agent, plan_command
-from pipeline.commands.parse import ACTIONS, Command, help_text, parse_commands
-from pipeline.decisions import can_write, is_fork
-from pipeline.commands.permissions import repository_role
-from pipeline.validation.service import pull_request_ref
+from pipeline.commands.parse import Command, help_text, parse_commands
+from pipeline.validation.buttons import ACTIONS
+from pipeline.validation.service import NotRevalidated
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +56,22 @@ def refusal(login: str, full_name: str, what: str, role: str) -> str:
 class PullRequestActions:
     """What commands and buttons do on one PR, on behalf of one user."""
 
-    def __init__(self, ctx: EventContext, project: Project, repository: dict[str, Any], number: int,
-                 actor: str) -> None:
+    def __init__(self, ctx: EventContext, project: Project, number: int, actor: str) -> None:
         self.ctx = ctx
         self.services = ctx.services
         self.project = project
-        self.repository = repository
+        self.repo: RepoGitHub = ctx.repo(project)
         self.number = number
         self.actor = actor
-        self._pull: dict[str, Any] | None = None
+        self._pull: PullRequest | None = None
 
-    @property
-    def repo_url(self) -> str:
-        return f"/repos/{self.project.name}"
-
-    async def pull(self) -> dict[str, Any]:
+    async def pull(self) -> PullRequest:
         if self._pull is None:
-            self._pull = await self.ctx.gh.getitem(f"{self.repo_url}/pulls/{self.number}")
+            self._pull = await self.repo.pulls.get(self.number)
         return self._pull
 
     async def authorized(self, what: str, **audit: Any) -> bool:
-        role = await repository_role(self.ctx.gh, self.services.permission_cache, self.project.name, self.actor)
+        role = await self.repo.repos.role(self.actor)
         if can_write(role):
             return True
         await self.ctx.audit("command.refused", actor=self.actor, project_id=self.project.id, pr=self.number,
@@ -85,10 +80,10 @@ class PullRequestActions:
         return False
 
     async def reply(self, body: str) -> None:
-        await self.ctx.gh.post(f"{self.repo_url}/issues/{self.number}/comments", data={"body": body})
+        await self.repo.comments.create(self.number, body)
 
     async def react(self, comment_id: int, content: str) -> None:
-        await self.ctx.gh.post(f"{self.repo_url}/issues/comments/{comment_id}/reactions", data={"content": content})
+        await self.repo.comments.react(comment_id, content)
 
     # ---- comments ------------------------------------------------------------------------------
 
@@ -132,11 +127,11 @@ class PullRequestActions:
         if command.name == "ok-to-test":
             return await self.ok_to_test()
         if command.name == "agent":
-            return Outcome(*await agent_command(self.services, self.project, self.number, command.args[0],
-                                                actor=self.actor))
+            return Outcome(*await self.services.agent_runs.agent_command(self.project, self.number, command.args[0],
+                                                                         actor=self.actor))
         if command.name == "plan":
-            return Outcome(*await plan_command(self.services, self.project, self.number, command.args[0],
-                                               actor=self.actor))
+            return Outcome(*await self.services.agent_runs.plan_command(self.project, self.number, command.args[0],
+                                                                        actor=self.actor))
         if command.name == "help":
             return Outcome(True, help_text())
         raise AssertionError(f"unhandled command {command.name}")
@@ -144,28 +139,23 @@ class PullRequestActions:
     # ---- what each command does ----------------------------------------------------------------
 
     async def validate(self) -> Outcome:
-        pull = await self.pull()
-        if pull["state"] != "open":
+        try:
+            await self.services.validations.revalidate(self.project, self.number, trigger="command.validate")
+        except NotRevalidated:
             return Outcome(False, "Not validating: the PR is closed.")
-        if self.services.validations is None:
-            return Outcome(False, "Not validating: validation is not available on this app.")
-        await self.services.validations.start(self.ctx.gh, self.project, pull_request_ref(self.repository, pull),
-                                              trigger="command.validate", restart=True)
         return Outcome(True)
 
     async def cancel(self) -> Outcome:
         latest = await self.services.store.validations.latest_for_pr(self.project.id, self.number)
-        if latest is None or latest.status not in VALIDATION_ACTIVE or self.services.validations is None:
+        if latest is None or latest.status not in VALIDATION_ACTIVE:
             return Outcome(False, "Nothing to cancel: no validation of this PR is running.")
-        if not await self.services.validations.cancel(self.ctx.gh, self.project, latest,
+        if not await self.services.validations.cancel(self.project, latest,
                                                       reason=f"cancelled by @{self.actor}", actor=self.actor):
             return Outcome(False, "Nothing to cancel: the validation finished meanwhile.")
         return Outcome(True)
 
     async def merge(self, *, method: str | None = None, trigger: str, expected_head: str | None = None) -> Outcome:
-        if self.services.merges is None:
-            return Outcome(False, "Not merging: merging is not available on this app.")
-        outcome = await self.services.merges.merge(self.ctx.gh, self.project, self.number, trigger=trigger,
+        outcome = await self.services.merges.merge(self.project, self.number, trigger=trigger,
                                                    requested_by=self.actor, method=method,
                                                    expected_head=expected_head,
                                                    delivery_id=self.ctx.event.delivery_id)
@@ -175,15 +165,15 @@ class PullRequestActions:
         await self.services.store.pull_requests.set_auto_merge(self.project.id, self.number, on, set_by=self.actor)
         await self.ctx.audit("auto_merge.set", actor=self.actor, project_id=self.project.id, pr=self.number,
                              auto_merge=on)
-        if not on or self.services.merges is None:
+        if not on:
             return Outcome(True)
         # Already validated? Then "on" means now, as it would right after the validation.
         pull = await self.pull()
-        latest = await self.services.store.validations.latest_for_head(self.project.id, pull["head"]["sha"],
+        latest = await self.services.store.validations.latest_for_head(self.project.id, pull.head_sha,
                                                                        pr_number=self.number)
-        if pull["state"] != "open" or latest is None or latest.conclusion != "success":
+        if pull.state != "open" or latest is None or latest.conclusion != "success":
             return Outcome(True)
-        outcome = await self.services.merges.merge(self.ctx.gh, self.project, self.number, trigger="auto-merge",
+        outcome = await self.services.merges.merge(self.project, self.number, trigger="auto-merge",
                                                    requested_by=self.actor, expected_head=latest.head_sha,
                                                    delivery_id=self.ctx.event.delivery_id)
         if outcome.merged:
@@ -192,19 +182,18 @@ class PullRequestActions:
 
     async def ok_to_test(self) -> Outcome:
         pull = await self.pull()
-        if pull["state"] != "open":
+        if pull.state != "open":
             return Outcome(False, "Nothing to approve: the PR is closed.")
-        head = pull["head"]["sha"]
+        head = pull.head_sha
         store = self.services.store.validations
         await store.approve_head(self.project.id, self.number, head, approved_by=self.actor)
         await self.ctx.audit("fork_gate.approved", actor=self.actor, project_id=self.project.id, pr=self.number,
                              head_sha=head)
         latest = await store.latest_for_head(self.project.id, head, pr_number=self.number)
         waiting = latest is not None and latest.status == VALIDATION_WAITING
-        never_started = latest is None and is_fork(pull) and not pull.get("draft")
-        if (waiting or never_started) and self.services.validations is not None:
-            await self.services.validations.start(self.ctx.gh, self.project, pull_request_ref(self.repository, pull),
-                                                  trigger="command.ok-to-test", restart=True)
+        never_started = latest is None and pull.fork and not pull.draft
+        if waiting or never_started:
+            await self.services.validations.start(self.project, pull, trigger="command.ok-to-test", restart=True)
         return Outcome(True)
 
     # ---- buttons -------------------------------------------------------------------------------
@@ -219,7 +208,7 @@ class PullRequestActions:
         if identifier == "merge":
             outcome = await self.merge(trigger="button.merge", expected_head=check_run.get("head_sha"))
         elif identifier == "fix":
-            outcome = Outcome(*await fix_with_agent(self.services, self.project, self.number, actor=self.actor))
+            outcome = Outcome(*await self.services.agent_runs.fix_button(self.project, self.number, actor=self.actor))
         else:
             raise AssertionError(f"button {identifier} is handled in handlers/checks.py")
         if outcome.message:
@@ -242,5 +231,5 @@ async def issue_comment_created(event: sansio.Event, ctx: EventContext) -> None:
     project = await ctx.project()
     if project is None:
         return
-    actions = PullRequestActions(ctx, project, data["repository"], issue["number"], comment["user"]["login"])
+    actions = PullRequestActions(ctx, project, issue["number"], comment["user"]["login"])
     await actions.run_comment(comment["id"], commands)

@@ -1,26 +1,20 @@
-"""What a handler gets besides the event: the app's services and the delivery's installation client."""
+"""What a handler gets besides the event: the app's services, and what the event says of itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gidgethub import sansio
 
-if TYPE_CHECKING:
-    from gidgethub.abc import GitHubAPI
-
-    from bot.models import Project
-    from bot.services import Services
-
-
-class NoInstallation(Exception):
-    pass
+from bot.github.github_app import RepoGitHub
+from bot.models import Project
+from bot.services import Services
 
 
 @dataclass
 class EventContext:
-    services: "Services"
+    services: Services
     event: sansio.Event
 
     @property
@@ -30,15 +24,11 @@ class EventContext:
             return installation["id"]
         return None
 
-    @property
-    def gh(self) -> "GitHubAPI":
-        if self.installation_id is None:
-            raise NoInstallation(f"{self.event.event} delivery {self.event.delivery_id} has no installation")
-        if self.services.github is None:
-            raise NoInstallation("the GitHub App is not configured")
-        return self.services.github.installation(self.installation_id)
+    def repo(self, project: Project) -> RepoGitHub:
+        """The project's repository, as the delivery's installation."""
+        return self.services.github.repo(self.installation_id, project.name)
 
-    async def project(self, *, recent: bool = False) -> "Project | None":
+    async def project(self, *, recent: bool = False) -> Project | None:
         """The project of the event's repository (recorded before handlers run); `recent`: a copy a
         few seconds old will do (ProjectStore.get_project_by_repo_id)."""
         repository = self.event.data.get("repository")

@@ -31,8 +31,7 @@ async def installation_active(event: sansio.Event, ctx: EventContext) -> None:
 async def installation_deleted(event: sansio.Event, ctx: EventContext) -> None:
     installation_id = event.data["installation"]["id"]
     archived = await ctx.services.store.projects.mark_installation_deleted(installation_id)
-    if ctx.services.github is not None:
-        ctx.services.github.forget_installation(installation_id)
+    ctx.services.github.forget_installation(installation_id)
     await ctx.audit("installation.deleted", actor=sender_login(event.data), archived_projects=archived)
 
 
@@ -42,8 +41,7 @@ async def installation_suspended(event: sansio.Event, ctx: EventContext) -> None
     await ctx.services.store.projects.upsert_installation(installation_ref(installation))
     suspended_at = parse_time(installation.get("suspended_at"))
     await ctx.services.store.projects.set_installation_suspended(installation["id"], suspended_at or utcnow())
-    if ctx.services.github is not None:
-        ctx.services.github.forget_installation(installation["id"])
+    ctx.services.github.forget_installation(installation["id"])
     await ctx.audit("installation.suspend", actor=sender_login(event.data))
 
 

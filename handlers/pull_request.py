@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
+from bot.github.types import PullRequest
 from handlers.context import EventContext
-from pipeline.decisions import VALIDATING_ACTIONS, wants_validation
-from pipeline.validation.service import pull_request_ref
+from pipeline.validation.gate import VALIDATING_ACTIONS, wants_validation
 
 router = routing.Router()
 
@@ -16,10 +16,11 @@ async def _validate(event: sansio.Event, ctx: EventContext) -> None:
     if ctx.installation_id is None or not wants_validation(event.data.get("action"), pull_request):
         return  # a repository webhook, not a delivery to the App
     project = await ctx.project(recent=True)  # only who it is: start reads no settings
-    if project is None or ctx.services.validations is None:
+    if project is None:
         return
-    await ctx.services.validations.start(ctx.gh, project, pull_request_ref(event.data["repository"], pull_request),
-                                         trigger=f"pull_request.{event.data['action']}",
+    pull = PullRequest.parse(pull_request, source=f"pull_request.{event.data['action']} delivery {event.delivery_id}",
+                             repository=event.data["repository"]["full_name"])
+    await ctx.services.validations.start(project, pull, trigger=f"pull_request.{event.data['action']}",
                                          claimer=event.delivery_id)
 
 
@@ -33,6 +34,6 @@ async def pull_request_closed(event: sansio.Event, ctx: EventContext) -> None:
     if ctx.installation_id is None:
         return
     project = await ctx.project()
-    if project is None or ctx.services.validations is None:
+    if project is None:
         return
-    await ctx.services.validations.pull_request_closed(ctx.gh, project, event.data["number"])
+    await ctx.services.validations.pull_request_closed(project, event.data["number"])

@@ -17,7 +17,7 @@ from bot.db import Database
 from bot.events import AppEvent, wait_for
 from bot.services import SERVICES, Services
 from bot.store import Store
-from bot.web import create_app
+from bot.app import create_app
 from tests.fakes.codegen import fake_codegen  # noqa: F401 - shared fixture
 from tests.fakes.fixtures import *  # noqa: F401,F403 - app_private_key, fake_github
 from tests.pg import postgres_cluster  # noqa: F401

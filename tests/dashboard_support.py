@@ -12,7 +12,7 @@ from aiohttp.test_utils import unused_port
 
 from bot.services import SERVICES, Services
 from bot.store import InstallationRef, RepoRef
-from bot.web import create_app
+from bot.app import create_app
 from tests.fakes.github import FakeGitHub
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

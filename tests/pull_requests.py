@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from bot.store import InstallationRef, RepoRef
 from tests.fakes.github import FakeGitHub
 
 INSTALLATION_ID = 4242
@@ -86,7 +87,6 @@ class Scenario:
 
 async def record_project(store: Any, scenario: Scenario) -> Any:
     """The scenario's project in the store, as the first event from its installation records it."""
-    from bot.store import InstallationRef, RepoRef
     repo = scenario.fake.repos[scenario.full_name]
     await store.projects.upsert_installation(InstallationRef(id=INSTALLATION_ID, account_login=repo["owner"]["login"]),
                                              only_if_missing=True)

@@ -15,9 +15,8 @@ from sqlalchemy import func, select
 from bot.events import wait_for
 from bot.models import Job
 from bot.services import SERVICES
-from bot.web import create_app
-from pipeline.agents.service import agent_command, fix_with_agent, plan_command
-from pipeline.validation.service import CHECK_NAME
+from bot.app import create_app
+from bot.github.check_runs import CHECK_NAME
 from tests.agent_support import FAST, WebhookRelay, make_repository, record_project, wait_run
 from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest
@@ -307,9 +306,10 @@ async def test_fix_with_agent_and_plan_commands_on_an_existing_pr(launch, fake_g
         assert failed.data["conclusion"] == "failure"
         fake_codegen.script = ScriptedAgent(fake_github, change={"greeting.txt": "hello world\n"},
                                             on_change=relay.poke)
-        started, reply = await fix_with_agent(bot.services, project, scenario.number, actor="alice")
+        started, reply = await bot.services.agent_runs.fix_button(project, scenario.number, actor="alice")
         assert started and "/plan confirm" in reply
-        started, busy = await agent_command(bot.services, project, scenario.number, "something else", actor="bob")
+        started, busy = await bot.services.agent_runs.agent_command(project, scenario.number, "something else",
+                                                                    actor="bob")
         assert not started and busy.startswith("No agent run was started") and "already working on this PR" in busy
         [run] = await bot.store.agent_runs.for_project(project.id)
         assert (run.source, run.requested_by, run.origin_pr_number) == ("fix_button", "alice", scenario.number)
@@ -317,7 +317,7 @@ async def test_fix_with_agent_and_plan_commands_on_an_existing_pr(launch, fake_g
         [plan_comment] = [b for b in comments_on(fake_github, scenario.number) if "/plan confirm" in b]
         assert PLAN.splitlines()[0] not in plan_comment  # ScriptedAgent's default plan, not ours
         assert "Plan of agent run" in plan_comment
-        assert await plan_command(bot.services, project, scenario.number, "confirm", actor="carol") == \
+        assert await bot.services.agent_runs.plan_command(project, scenario.number, "confirm", actor="carol") == \
             (True, f"Plan confirmed: the agent is making the change (run `{run.id}`).")
         done = await wait_for(events, "agent.run.completed", run_id=run.id, timeout=60)
     assert done.data["status"] == "completed", done.data
@@ -326,7 +326,7 @@ async def test_fix_with_agent_and_plan_commands_on_an_existing_pr(launch, fake_g
         assert f"pull request #{scenario.number}" in prompt and "Step `greeting` (validate) failed." in prompt
     assert executing.metadata["pr_number"] == scenario.number and executing.metadata["branch"] == "feature"
     assert not [p for (name, n), p in fake_github.pulls.items() if n != scenario.number]  # no second PR
-    assert await plan_command(bot.services, project, scenario.number, "confirm", actor="carol") == \
+    assert await bot.services.agent_runs.plan_command(project, scenario.number, "confirm", actor="carol") == \
         (False, "No plan of an agent run is waiting for confirmation on this PR.")
     await relay.stop()
 

@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from bot.models import AgentRun, Job, utcnow
 from bot.store import InstallationRef, RepoRef, Store
-from bot.store.agent_runs import JOB_AGENT_RUN, NewRun
+from bot.models import JOB_AGENT_RUN
+from bot.store.agent_runs import NewRun
 
 
 async def new_run(store: Store, **changes) -> AgentRun:

@@ -1,6 +1,6 @@
 """The JSON API checked against its OpenAPI document (`GET /api/v1/openapi.json`): every /api/v1 route
 is described, and every route is called, its request bodies and answers validated against the document
-with openapi-schema-validator (as tests/fakes/github.py checks what the app sends GitHub)."""
+with openapi-schema-validator (as the HTTP fake in tests/fakes/github/ checks what the app sends GitHub)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ run: the claim on creating it is taken in the database, in ValidationStore.begin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -16,10 +17,14 @@ from sqlalchemy import update
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import ValidationState, utcnow
-from bot.services import Services, github_clients
+from bot.events import EventBus
+from bot.github.github_app import GitHubApp
+from bot.github.types import PullRequest
+from bot.models import JOB_VALIDATE
 from bot.store import InstallationRef, RepoRef, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE, may_claim_check_run
-from pipeline.validation.service import JOB_VALIDATE, PullRequestRef, ValidationService, pull_request_ref
+from pipeline.validation.service import ValidationService
+from worker.wakeup import JobWakeup
 from tests.fakes.github import FakeGitHub
 from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request, record_project
 
@@ -158,48 +163,65 @@ async def test_a_check_run_recorded_for_a_validation_ended_meanwhile_is_reported
 
 # ---- two processes' ValidationService over one database, against the fake GitHub -----------------------
 
-class HeldCheckRuns:
-    """An installation client whose check run creation waits until released (the POST in flight)."""
+class CheckRunHold:
+    """Holds a process's check-run creation once armed, with the POST in flight, until released."""
 
-    def __init__(self, gh: Any) -> None:
-        self._gh = gh
+    def __init__(self) -> None:
+        self.armed = False
         self.posting = asyncio.Event()
         self.release = asyncio.Event()
 
+
+class _HeldClient:
+    def __init__(self, gh: Any, hold: CheckRunHold) -> None:
+        self._gh = gh
+        self._hold = hold
+
     async def post(self, url: str, **kwargs: Any) -> Any:
-        if url.endswith("/check-runs"):
-            self.posting.set()
-            await asyncio.wait_for(self.release.wait(), 10)
+        if self._hold.armed and url.endswith("/check-runs"):
+            self._hold.posting.set()
+            await asyncio.wait_for(self._hold.release.wait(), 10)
         return await self._gh.post(url, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._gh, name)
 
 
+class HoldingGitHub(GitHubApp):
+    """The GitHub layer of one process, whose check-run creation can be held (`hold`)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.hold = CheckRunHold()
+
+    def installation_api(self, installation_id: int) -> Any:
+        return _HeldClient(super().installation_api(installation_id), self.hold)
+
+
 @pytest.fixture
 async def two_processes(database_url: str, store: Store, other_store: Store, make_settings: Callable[..., Any],
-                        fake_github: FakeGitHub) -> AsyncIterator[list[tuple[ValidationService, Any]]]:
-    """(the validation service, an installation client) of two processes sharing the database."""
+                        fake_github: FakeGitHub) -> AsyncIterator[list[ValidationService]]:
+    """The validation services of two processes sharing the database."""
     settings = make_settings(DATABASE_URL=database_url, GITHUB_API_URL=fake_github.api_url,
                              GITHUB_URL=fake_github.base_url)
     made = []
     async with aiohttp.ClientSession() as http:
         for s in (store, other_store):
-            services = Services(settings=settings, store=s, http=http)
-            services.github = github_clients(settings, http)
-            assert services.github is not None
-            # start uses neither the runner nor the checkouts
-            made.append((ValidationService(services, runner=None, checkouts=None),  # type: ignore[arg-type]
-                         services.github.installation(INSTALLATION_ID)))
+            # start uses neither the runner, the checkouts nor the merges
+            made.append(ValidationService(s, HoldingGitHub(http, settings), EventBus(), JobWakeup(),
+                                          runner=None, checkouts=None, merges=None,  # type: ignore[arg-type]
+                                          agent_configured=lambda project: False, public_url=settings.public_url,
+                                          data_dir=settings.data_dir, chromium_path=settings.chromium_path))
         yield made
-        for service, _ in made:
-            await service.services.github.close()
+        for service in made:
+            await service.github.close()
 
 
-async def _pull_request(store: Store, fake: FakeGitHub) -> tuple[Any, Scenario, PullRequestRef]:
+async def _pull_request(store: Store, fake: FakeGitHub) -> tuple[Any, Scenario, PullRequest]:
     scenario = open_pull_request(fake, config=None)
     project = await record_project(store, scenario)
-    pr = pull_request_ref(fake.repos[scenario.full_name], fake.pulls[(scenario.full_name, scenario.number)])
+    pr = PullRequest.parse(fake.pulls[(scenario.full_name, scenario.number)], source="the fake",
+                           repository=scenario.full_name)
     return project, scenario, pr
 
 
@@ -211,11 +233,12 @@ async def _validate_jobs(store: Store) -> list[Any]:
     return await store.jobs.claim("test", limit=10, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
 
 
-async def _start_held(service: ValidationService, gh: Any, project: Any,
-                      pr: PullRequestRef) -> tuple[HeldCheckRuns, asyncio.Task[Any]]:
+async def _start_held(service: ValidationService, project: Any,
+                      pr: PullRequest) -> tuple[CheckRunHold, asyncio.Task[Any]]:
     """Process A's start, held with its check-run POST in flight (release it with `.release.set()`)."""
-    held = HeldCheckRuns(gh)
-    starting = asyncio.create_task(service.start(held, project, pr, trigger="pull_request.opened",
+    held = service.github.hold  # type: ignore[attr-defined]
+    held.armed = True
+    starting = asyncio.create_task(service.start(project, pr, trigger="pull_request.opened",
                                                  claimer="delivery-a"))
     await asyncio.wait_for(held.posting.wait(), 10)
     return held, starting
@@ -223,11 +246,11 @@ async def _start_held(service: ValidationService, gh: Any, project: Any,
 
 async def test_two_processes_starting_one_head_create_one_check_run(two_processes, store: Store,
                                                                     fake_github: FakeGitHub) -> None:
-    (service_a, gh_a), (service_b, gh_b) = two_processes
+    service_a, service_b = two_processes
     project, scenario, pr = await _pull_request(store, fake_github)
     # process A has recorded the validation and is creating its check run when B's event arrives
-    held, starting_a = await _start_held(service_a, gh_a, project, pr)
-    state_b = await asyncio.wait_for(service_b.start(gh_b, project, pr, trigger="pull_request.reopened",
+    held, starting_a = await _start_held(service_a, project, pr)
+    state_b = await asyncio.wait_for(service_b.start(project, pr, trigger="pull_request.reopened",
                                                      claimer="delivery-b"), 10)
     assert state_b.check_run_id is None and not fake_github.calls_to("POST", CHECK_RUNS)
     held.release.set()
@@ -242,14 +265,14 @@ async def test_two_processes_starting_one_head_create_one_check_run(two_processe
 
 async def test_two_processes_starting_one_head_at_the_same_moment(two_processes, store: Store,
                                                                   fake_github: FakeGitHub) -> None:
-    (service_a, gh_a), (service_b, gh_b) = two_processes
+    service_a, service_b = two_processes
     project, scenario, pr = await _pull_request(store, fake_github)
     # the validation is already recorded (the PR's first event); two later events of its head meet
     await store.validations.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
                                    base_sha=pr.base_sha)
     states = await asyncio.wait_for(asyncio.gather(
-        service_a.start(gh_a, project, pr, trigger="pull_request.reopened", claimer="delivery-a"),
-        service_b.start(gh_b, project, pr, trigger="pull_request.ready_for_review", claimer="delivery-b")), 10)
+        service_a.start(project, pr, trigger="pull_request.reopened", claimer="delivery-a"),
+        service_b.start(project, pr, trigger="pull_request.ready_for_review", claimer="delivery-b")), 10)
     assert len({s.id for s in states}) == 1
     [run] = _check_runs_of(fake_github, scenario.head_sha)
     assert (await store.validations.get(states[0].id)).check_run_id == run["id"]
@@ -257,31 +280,30 @@ async def test_two_processes_starting_one_head_at_the_same_moment(two_processes,
 
 async def test_a_delivery_whose_check_run_failed_creates_it_on_its_retry(two_processes, store: Store,
                                                                          fake_github: FakeGitHub) -> None:
-    (service_a, gh_a), (service_b, gh_b) = two_processes
+    service_a, service_b = two_processes
     project, scenario, pr = await _pull_request(store, fake_github)
     fake_github.fail_next("POST", CHECK_RUNS, status=422)
     with pytest.raises(BadRequest):
-        await service_a.start(gh_a, project, pr, trigger="pull_request.opened", claimer="delivery-a")
+        await service_a.start(project, pr, trigger="pull_request.opened", claimer="delivery-a")
     fake_github.take_errors()
     # another delivery of the head meanwhile leaves it to the claimer; the claimer's retry creates it
-    assert (await service_b.start(gh_b, project, pr, trigger="pull_request.reopened",
+    assert (await service_b.start(project, pr, trigger="pull_request.reopened",
                                   claimer="delivery-b")).check_run_id is None
     assert not _check_runs_of(fake_github, scenario.head_sha)
-    state = await service_b.start(gh_b, project, pr, trigger="pull_request.opened", claimer="delivery-a")
+    state = await service_b.start(project, pr, trigger="pull_request.opened", claimer="delivery-a")
     [run] = _check_runs_of(fake_github, scenario.head_sha)
     assert (await store.validations.get(state.id)).check_run_id == run["id"]
 
 
 async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelled(two_processes, store: Store,
                                                                                   fake_github: FakeGitHub) -> None:
-    (service_a, gh_a), (service_b, gh_b) = two_processes
+    service_a, service_b = two_processes
     project, scenario, pr = await _pull_request(store, fake_github)
-    held, starting_a = await _start_held(service_a, gh_a, project, pr)
+    held, starting_a = await _start_held(service_a, project, pr)
     # a push arrives in process B while A's check run is on its way: B ends A's validation, which has
     # no check run recorded yet, so B cannot cancel it on GitHub
-    newer = PullRequestRef(full_name=pr.full_name, number=pr.number, head_sha="9" * 40, base_sha=pr.base_sha,
-                           fork=False, author=pr.author)
-    state_b = await asyncio.wait_for(service_b.start(gh_b, project, newer, trigger="pull_request.synchronize",
+    newer = dataclasses.replace(pr, head_sha="9" * 40)
+    state_b = await asyncio.wait_for(service_b.start(project, newer, trigger="pull_request.synchronize",
                                                      claimer="delivery-b"), 10)
     held.release.set()
     state_a = await asyncio.wait_for(starting_a, 10)

@@ -1,4 +1,4 @@
-"""pipeline.workspace.checkout against the fake GitHub's git smart HTTP (real git, real HTTP), and that git server."""
+"""Checkouts (pipeline/workspace/) against the fake GitHub's git smart HTTP (real git, real HTTP), and that git server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import pytest
 from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token
 
-from pipeline.workspace.checkout import CheckoutError, Checkouts, PullRequestMoved, remove_tree
+from pipeline.workspace.checkout import Checkouts
+from pipeline.workspace.errors import CheckoutError, PullRequestMoved
+from pipeline.workspace.trees import remove_tree
 from tests.fakes.fixtures import APP_ID
 from tests.fakes.github import FakeGitHub
 from tests.gitrepos import GitRepo, executable, git_env, submodule, symlink
@@ -334,7 +336,7 @@ async def test_least_recently_used_mirrors_are_evicted(
     await use("c")
     assert mirrors() == {"a.git", "c.git"}
     # A mirror in use is never evicted: hold a's lock as a running checkout would.
-    async with checkouts._mirror("acme/a").lock:  # noqa: SLF001
+    async with checkouts.mirrors.get("acme/a").lock:
         await use("d")
     assert mirrors() == {"a.git", "d.git"}  # c was the least recently used that was free
     assert not any((tmp_path / "cache" / "trash").iterdir())

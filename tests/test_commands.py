@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.commands.parse import ACTIONS, COMMANDS, Command, check_run_actions, help_text, parse_commands
+from pipeline.commands.parse import COMMANDS, Command, help_text, parse_commands
+from pipeline.validation.buttons import ACTIONS, check_run_actions
 
 
 def names(body: str) -> list[tuple[str, tuple[str, ...]]]:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bot.github.types import PullRequest
 from pipeline.merge.decision import (NOT_READABLE, RequiredCheck, RequiredChecks, check_state, merge_decision,
                               merge_settings, required_checks)
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
@@ -21,10 +22,11 @@ class Validation:
 
 
 def pull(**changes):
-    base = {"state": "open", "draft": False, "merged": False, "mergeable": True, "mergeable_state": "clean",
-            "head": {"sha": HEAD, "ref": "feature"}, "base": {"ref": "main", "sha": "c" * 40}}
+    base = {"number": 1, "state": "open", "draft": False, "merged": False, "mergeable": True,
+            "mergeable_state": "clean", "head": {"sha": HEAD, "ref": "feature"},
+            "base": {"ref": "main", "sha": "c" * 40, "repo": {"full_name": "o/r"}}}
     base.update(changes)
-    return base
+    return PullRequest.parse(base, source="a test")
 
 
 def run(name, status="completed", conclusion="success", app=1, id=1):

@@ -1,4 +1,4 @@
-"""pipeline.repo_config.parse: parsing `.github/codegenapp.yml` and merging it with the dashboard's settings."""
+"""pipeline.repo_config: parsing `.github/codegenapp.yml` and merging it with the dashboard's settings."""
 
 from __future__ import annotations
 
@@ -7,20 +7,9 @@ import random
 import pytest
 import yaml
 
-from pipeline.repo_config.parse import (
-    DEFAULT_ANALYSIS,
-    AnalysisStep,
-    ConfigFileError,
-    EffectiveConfig,
-    ProjectSettings,
-    RepoConfig,
-    Step,
-    default_step_name,
-    docs_example,
-    effective_config,
-    name_steps,
-    parse_repo_config,
-)
+from pipeline.repo_config.effective import EffectiveConfig, effective_config
+from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, RepoConfig, docs_example, parse_repo_config
+from pipeline.repo_config.steps import DEFAULT_ANALYSIS, AnalysisStep, Step, default_step_name, name_steps
 from pipeline.repo_config.ui_block import UiConfig, UiPage, UiStep
 
 
@@ -488,8 +477,10 @@ def test_docs_example_parses_and_uses_every_documented_feature() -> None:
     assert (effective.auto_merge, effective.merge_method) == (True, "squash")
 
 
-def test_module_docstring_documents_every_key() -> None:
+def test_module_docstrings_document_every_key_and_the_precedence() -> None:
+    import pipeline.repo_config.effective as effective
     import pipeline.repo_config.parse as module
     for key in ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
-                "setup_network", "delete_branch_after_merge", "ui", "Precedence"):
+                "setup_network", "delete_branch_after_merge", "ui"):
         assert f"`{key}`" in module.__doc__ or key in module.__doc__
+    assert "Precedence" in effective.__doc__

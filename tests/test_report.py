@@ -1,4 +1,4 @@
-"""pipeline.report.render: check-run output, annotations from SARIF, changed lines and the sticky comment."""
+"""pipeline.report and pipeline.results: check-run output, annotations from SARIF, changed lines and the sticky comment."""
 
 from __future__ import annotations
 
@@ -9,29 +9,18 @@ import re
 
 import pytest
 
-from pipeline.report.render import (
-    COMMENT_MARKER,
-    AllLines,
-    Annotation,
-    SarifError,
-    StepResult,
-    annotation_batches,
-    annotations_on_changed_lines,
-    changed_lines,
+from pipeline.report.annotations import AllLines, annotation_batches, annotations_on_changed_lines, changed_lines
+from pipeline.report.check_run import (
     check_run_images,
     check_run_output,
-    clean_output,
-    comment_part,
     conclusion_for,
-    fence_for,
-    format_duration,
     in_progress_output,
-    keep_tail,
-    parse_sarif,
-    render_comment,
-    split_comment,
     superseded_reason,
 )
+from pipeline.report.comment import COMMENT_MARKER, fit_comment, render_comment
+from pipeline.report.sarif import SarifError, parse_sarif
+from pipeline.report.text import clean_output, fence_for, format_duration, keep_tail
+from pipeline.results import Annotation, StepResult
 
 SHA = "3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
 
@@ -617,50 +606,27 @@ def test_render_comment() -> None:
     assert "| validate | `pytest` | ✗ failed (exit 1) | 1 min 12 s |" in body
     assert "- setup restored from snapshot" in body
     assert code_blocks(body) == ["E   assert 1 == 2\nFAILED test_x.py"]
-    assert comment_part(body) == 1
     passed = render_comment([step("a")], head_sha=SHA, conclusion="success")
     assert "### Validation passed" in passed and "```" not in passed and "[check run]" not in passed
     waiting = render_comment([], head_sha=SHA, conclusion="action_required")
     assert "### Validation is waiting for a maintainer" in waiting and "/ok-to-test" in waiting
 
 
-def test_comment_part() -> None:
-    assert comment_part("<!-- codegenapp:validation part 2 -->\nx") == 2
-    assert comment_part("hello " + COMMENT_MARKER) is None
-    assert comment_part("<!-- codegenapp:validation part x -->") is None
-
-
-def test_short_comment_is_one_part() -> None:
+def test_a_short_comment_is_kept_as_it_is() -> None:
     body = render_comment(FOUR, head_sha=SHA, conclusion="failure")
-    assert split_comment(body) == [body]
-    assert split_comment("hello") == [COMMENT_MARKER + "\nhello"]
-    assert split_comment("") == [COMMENT_MARKER + "\n"]
+    assert fit_comment(body) == body
+    assert fit_comment("hello") == COMMENT_MARKER + "\nhello"
+    assert fit_comment("") == COMMENT_MARKER + "\n"
 
 
 def numbered_output(n: int, width: int = 0) -> str:
     return "\n".join(f"out {i:06d}{'x' * width}" for i in range(n))
 
 
-def test_long_comment_is_split_without_breaking_fences() -> None:
-    output = numbered_output(400, width=20) + "\n```inner``` and ````four````"
-    body = render_comment([step("pytest", "failed", exit_code=1, output_tail=output)], head_sha=SHA,
-                          conclusion="failure")
-    parts = split_comment(body, limit=4000, max_parts=10)
-    assert len(parts) > 2
-    assert parts[0].startswith(COMMENT_MARKER + "\n")
-    for n, part in enumerate(parts[1:], start=2):
-        assert part.startswith(f"<!-- codegenapp:validation part {n} -->\n*(continued)*\n\n`````text\n")
-    for part in parts:
-        assert nbytes(part) <= 4000 and fences_balanced(part)
-        assert comment_part(part) == parts.index(part) + 1
-    shown = "\n".join(block for part in parts for block in code_blocks(part))
-    assert shown == output  # nothing lost, nothing added
-
-
-def test_by_default_one_comment_keeps_the_tail() -> None:
+def test_a_long_comment_keeps_the_tail() -> None:
     output = numbered_output(20_000, width=10) + "\nTHE END"
     body = render_comment([step("pytest", "failed", output_tail=output)], head_sha=SHA, conclusion="failure")
-    (part,) = split_comment(body)
+    part = fit_comment(body)
     assert nbytes(part) <= 65536 and fences_balanced(part) and part.startswith(COMMENT_MARKER)
     assert "| validate | `pytest` | ✗ failed | 1.0 s |" in part
     (block,) = code_blocks(part)
@@ -668,56 +634,24 @@ def test_by_default_one_comment_keeps_the_tail() -> None:
     assert block.endswith("\nout 019999xxxxxxxxxx\nTHE END")
 
 
-def test_overflow_keeps_the_tail_and_says_how_many_lines_were_omitted() -> None:
-    output = numbered_output(20_000, width=10) + "\nTHE END"
-    body = render_comment([step("pytest", "failed", output_tail=output)], head_sha=SHA, conclusion="failure")
-    parts = split_comment(body, max_parts=2)
-    assert len(parts) == 2 and all(nbytes(p) <= 65536 and fences_balanced(p) for p in parts)
-    assert "| validate | `pytest` | ✗ failed | 1.0 s |" in parts[0]  # the header survives
-    blocks = [block for part in parts for block in code_blocks(part)]
-    shown = "\n".join(blocks).split("\n")
-    assert shown[-1] == "THE END"
-    note = re.fullmatch(r"… (\d+) lines omitted …", shown[0])
-    assert note is not None and note[0] in code_blocks(parts[0])[0]
-    first_kept = int(shown[1][4:10])
-    assert int(note[1]) == first_kept
-    assert [int(line[4:10]) for line in shown[1:-1]] == list(range(first_kept, 20_000))  # a contiguous tail
-    assert nbytes(parts[0]) + nbytes(parts[1]) > 2 * 65536 - 1000  # the space is used
-
-
-def test_max_parts_one_and_tiny_limits() -> None:
+def test_tiny_limits() -> None:
     body = render_comment([step("x", "failed", output_tail=numbered_output(5000) + "\nTHE END")],
                           head_sha=SHA, conclusion="failure")
-    (part,) = split_comment(body, limit=3000, max_parts=1)
+    part = fit_comment(body, limit=3000)
     assert nbytes(part) <= 3000 and part.rstrip().endswith("THE END\n```") and "lines omitted" in part
     with pytest.raises(ValueError):
-        split_comment(body, limit=50)
-    with pytest.raises(ValueError):
-        split_comment(body, max_parts=0)
+        fit_comment(body, limit=50)
 
 
-def test_a_huge_single_line_and_unicode_are_split_safely() -> None:
+def test_a_huge_single_line_and_unicode_are_cut_safely() -> None:
     output = "🙂é" * 100_000 + "\nTAIL"
     body = render_comment([step("x", "failed", output_tail=output)], head_sha=SHA, conclusion="failure")
-    parts = split_comment(body, max_parts=3)
-    assert len(parts) == 3
-    for part in parts:
-        assert nbytes(part) <= 65536 and fences_balanced(part)
-        part.encode("utf-8")
-    joined = "".join(block for part in parts for block in code_blocks(part))
-    assert joined.endswith("🙂é\nTAIL")
-    assert re.match(r"… 1 line omitted …\n(🙂|é)", joined)
-
-
-def test_crlf_and_tilde_fences_with_info_strings_are_reopened_alike() -> None:
-    body = COMMENT_MARKER + "\r\nintro\r\n~~~~ python title=x\r\n" + "".join(f"print({i})\r\n" for i in range(300)) \
-        + "~~~~\r\noutro\r\n"
-    parts = split_comment(body, limit=1500, max_parts=20)
-    assert len(parts) > 2
-    for part in parts[1:-1]:
-        assert "~~~~ python title=x\n" in part and fences_balanced(part)
-    assert all(nbytes(p) <= 1500 for p in parts)
-    assert "outro" in parts[-1]
+    part = fit_comment(body)
+    assert nbytes(part) <= 65536 and fences_balanced(part)
+    part.encode("utf-8")
+    (block,) = code_blocks(part)
+    assert block.endswith("🙂é\nTAIL")
+    assert re.match(r"… 1 line omitted …\n(🙂|é)", block)
 
 
 def test_random_bodies_keep_every_invariant() -> None:
@@ -729,12 +663,8 @@ def test_random_bodies_keep_every_invariant() -> None:
                  for _ in range(rng.randint(0, 400))]
         body = "\n".join(lines)
         limit = rng.choice([600, 1000, 4096])
-        max_parts = rng.randint(1, 4)
-        parts = split_comment(body, limit=limit, max_parts=max_parts)
-        assert 1 <= len(parts) <= max_parts
-        assert parts[0].startswith(COMMENT_MARKER)
-        for n, part in enumerate(parts, start=1):
-            assert nbytes(part) <= limit
-            assert comment_part(part) == n
+        comment = fit_comment(body, limit=limit)
+        assert comment.startswith(COMMENT_MARKER)
+        assert nbytes(comment) <= limit
         if fences_balanced(body):
-            assert all(fences_balanced(p) for p in parts)
+            assert fences_balanced(comment)

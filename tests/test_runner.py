@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from bot.redact import Redactor
-from pipeline.repo_config.parse import EffectiveConfig, Step
+from pipeline.repo_config.effective import EffectiveConfig
+from pipeline.repo_config.steps import Step
 from pipeline.validation.stages import PipelineRunner, RunPlan, read_workspace_file
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
 from pipeline.repo_config.ui_block import UiConfig

@@ -1,4 +1,4 @@
-"""pipeline.sandbox.sandbox against the real bubblewrap and real processes (skipped, with the reason, without bwrap)."""
+"""pipeline.sandbox against the real bubblewrap and real processes (skipped, with the reason, without bwrap)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox.sandbox import (
-    CGROUP_PARENT,
-    CGROUP_ROOT,
-    DEFAULT_SANDBOX_UID,
-    WORKSPACE_MOUNT,
-    Limits,
-    Sandbox,
-    SandboxUnavailable,
-)
+from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
+from pipeline.sandbox.cgroups import CGROUP_PARENT, CGROUP_ROOT
+from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.sandbox import DEFAULT_SANDBOX_UID, Sandbox, SandboxUnavailable
 
 BWRAP = shutil.which("bwrap")
 needs_bwrap = pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
@@ -402,7 +397,7 @@ async def test_a_cancellation_arriving_as_the_process_starts_does_not_leak_it(
     import pipeline.sandbox.sandbox as sandbox_module
 
     mark = marker()
-    real_exec = sandbox_module._exec
+    real_exec = sandbox_module.start_process
     outer: list[asyncio.Task] = []
 
     async def exec_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -411,7 +406,7 @@ async def test_a_cancellation_arriving_as_the_process_starts_does_not_leak_it(
         await asyncio.sleep(0)  # ...while the start is still awaiting
         return started
 
-    monkeypatch.setattr(sandbox_module, "_exec", exec_then_cancel)
+    monkeypatch.setattr(sandbox_module, "start_process", exec_then_cancel)
     task = asyncio.create_task(sandbox.run(f"sleep 1000; : {mark}", workspace=workspace, limits=SHORT))
     outer.append(task)
     with pytest.raises(asyncio.CancelledError):

@@ -1,4 +1,5 @@
-"""pipeline.workspace.snapshots on real files: keys, save/restore round trip, safety of restore, eviction, concurrency."""
+"""Setup snapshots (pipeline/workspace/snapshot*.py) on real files: keys, save/restore round trip, restore safety,
+eviction, concurrency."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.workspace.snapshots import SnapshotStore, compile_globs, snapshot_key
+from pipeline.workspace.snapshot_key import compile_globs, snapshot_key
+from pipeline.workspace.snapshots import SnapshotStore
 
 COMPRESSIONS = ["none", pytest.param("zstd", marks=pytest.mark.skipif(
     shutil.which("zstd") is None, reason="no zstd binary (apt-get install zstd)"))]
@@ -428,7 +430,7 @@ async def test_lru_eviction_and_oversized_snapshot(tmp_path: Path) -> None:
 
 
 async def test_too_deep_tree_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipeline.workspace.snapshots.MAX_DEPTH", 4)
+    monkeypatch.setattr("pipeline.workspace.snapshot_archive.MAX_DEPTH", 4)
     store = SnapshotStore(tmp_path / "snapshots", compression="none")
     ws = checkout(tmp_path / "ws")
     (ws / "a/b/c").mkdir(parents=True)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox.sandbox import Limits, Sandbox, SandboxCapabilities
+from pipeline.sandbox.capabilities import SandboxCapabilities
+from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.sandbox import Sandbox
 from pipeline.ui_check.check import BrowserSetup, browser_isolation, browser_sandbox_gap, describe_browser, run_ui_check
 from pipeline.ui_check.browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_PORT, bwrap_arguments, launcher_script,
                                  user_data_dir)

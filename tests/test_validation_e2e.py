@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from bot.events import wait_for
-from pipeline.report.render import COMMENT_MARKER
+from pipeline.report.comment import COMMENT_MARKER
 from tests.pull_requests import Scenario, open_pull_request
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
@@ -260,7 +260,7 @@ async def test_the_details_page_shows_the_running_step_and_its_output(bot, fake_
             page = await response.text()
         state = await bot.store.validations.get(validation_id)
         project = await bot.store.projects.get_project(state.project_id)
-        await bot.services.validations.cancel(bot.services.github.installation(4242), project, state, reason="test over")
+        await bot.services.validations.cancel(project, state, reason="test over")
     assert live["running"] and live["current"] == "slow tests"
     assert live["tail"].startswith("collected 12 items <b>")
     assert "collected 12 items &lt;b&gt;" in page and "Running:" in page

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.events import EventBus, wait_for
+from bot.github.errors import UnexpectedResponse
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED
 from bot.store import ClaimedJob, Store
 from worker.runner import Lane, Worker
@@ -193,3 +194,22 @@ async def test_the_ingress_waits_for_a_webhook_slot_and_gives_up_after_its_timeo
     worker.cancel_reservation("webhook")  # the slot comes free: the waiting ingress takes it
     assert await asyncio.wait_for(waiting, 1)
     assert not worker.try_reserve("webhook")
+
+
+async def test_a_permanent_error_ends_the_job_at_its_first_attempt(store: Store) -> None:
+    async def misunderstood(job: ClaimedJob) -> None:
+        raise UnexpectedResponse("GET /repos/o/r/pulls/1", "`head.sha`", {"number": 1})
+
+    worker = make_worker(store, {"read": misunderstood})
+    with worker.bus.subscribe() as events:
+        await worker.start()
+        try:
+            job_id = await store.jobs.enqueue("read", max_attempts=5)
+            worker.wake()
+            finished = await wait_for(events, "job.finished", job_id=job_id)
+        finally:
+            await worker.stop()
+    assert (finished.data["outcome"], finished.data["attempts"]) == ("dead", 1)
+    job = await store.jobs.get(job_id)
+    assert job.status == JOB_DEAD
+    assert "GET /repos/o/r/pulls/1 answered without `head.sha`: got an object with keys [number]" in job.last_error

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot import metrics
+from bot.errors import PermanentError
 from bot.events import EventBus
 from bot.logs import job_context
 from bot.models import utcnow
 from bot.store import ClaimedJob, Store
 from bot.store.batch import GroupCommit
+from worker.wakeup import JobWakeup
 from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst, lost_leases,
                            retry_delay)
 
@@ -78,7 +80,9 @@ class _LaneState:
 class Worker:
     def __init__(self, store: Store, handlers: dict[str, JobHandler], *, bus: EventBus | None = None,
                  concurrency: int = 8, lanes: Sequence[Lane] | None = None, lease_seconds: float = 60.0,
-                 poll_interval: float = 1.0, worker_id: str | None = None) -> None:
+                 poll_interval: float = 1.0, worker_id: str | None = None,
+                 wakeup: JobWakeup | None = None) -> None:
+        """`wakeup`: where the features of this process say they queued a job."""
         self.store = store
         self.handlers = handlers
         self.bus = bus or EventBus()
@@ -99,6 +103,8 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._started_at = utcnow()
         self._completions: GroupCommit[int, bool] = GroupCommit(self._complete_batch)
+        if wakeup is not None:
+            wakeup.listen(self.wake)
 
     def _lane_for(self, kind: str) -> _LaneState:
         for state in self._lanes:
@@ -284,12 +290,14 @@ class Worker:
                     self._wake.set()
 
     async def _record_failure(self, job: ClaimedJob, exc: Exception) -> str:
-        delay = retry_delay(job.attempts, job.max_attempts)
+        # An error that trying again cannot fix (GitHub answered with a shape the app does not
+        # understand, say) ends the job now, keeping the error.
+        delay = None if isinstance(exc, PermanentError) else retry_delay(job.attempts, job.max_attempts)
         error = "".join(traceback.format_exception(exc))
         retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
         await self.store.jobs.fail(self.worker_id, job.id, error=error, retry_at=retry_at)
         if delay is None:
-            log.error("job %s (%s) dead after %d attempts: %s", job.id, job.kind, job.attempts, exc)
+            log.error("job %s (%s) dead after %d attempt(s): %s", job.id, job.kind, job.attempts, exc)
             return "dead"
         log.warning("job %s (%s) attempt %d failed, retrying in %.0fs: %s", job.id, job.kind,
                     job.attempts, delay, exc)

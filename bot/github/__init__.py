@@ -1,9 +1,11 @@
 """The GitHub operations layer: every call the app makes to GitHub goes through here.
 
 - `github_app.GitHubApp`: built once; hands out a `RepoGitHub` per repository (its installation's client),
-  installation tokens for git, and the signed-in user's view (`users.UserGitHub`).
+  installation tokens for git, the manifest conversion and OAuth code exchange of the dashboard, and
+  the signed-in user's view (`users.UserGitHub`).
 - `pulls`, `check_runs`, `comments`, `repos`: the operations, with typed results for what the app
-  reads (`pulls.PullRequest`). An answer without what the operation needs raises
-  `errors.UnexpectedResponse`, which names the endpoint and is not retried.
+  reads (`types.PullRequest`). An answer without what the operation needs raises
+  `errors.UnexpectedResponse`, which names the endpoint and the missing field; it is a
+  `bot.errors.PermanentError`, so the worker dead-letters the job at once instead of retrying it.
 - `client` and `pacing`: authentication, retries, rate limits and the paced writes under all of it.
 """

@@ -5,6 +5,7 @@ App registered from the dashboard while the app runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import gidgethub.aiohttp
@@ -15,11 +16,23 @@ from bot.errors import PermanentError
 from bot.github.check_runs import CheckRuns
 from bot.github.client import GitHubClientConfig, GitHubClients
 from bot.github.comments import Comments
+from bot.github.errors import UnexpectedResponse
 from bot.github.pulls import Pulls
 from bot.github.repos import Repos
 from bot.github.users import UserGitHub
 
 ROLE_CACHE_SECONDS = 60.0
+
+
+class ManifestRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class LoginRefused(Exception):
+    """GitHub did not exchange the OAuth code for a user token (the message says why)."""
 
 
 class AppNotConfigured(PermanentError):
@@ -42,6 +55,7 @@ class GitHubApp:
     def __init__(self, http: aiohttp.ClientSession, settings: Settings) -> None:
         self.http = http
         self.api_url = settings.github_api_url
+        self.web_url = settings.github_url
         # (repository, login) in lower case -> role, for a minute (Repos.role)
         self.roles: TTLCache[tuple[str, str], str] = TTLCache(10_000, ROLE_CACHE_SECONDS)
         self.app_id: str | None = None
@@ -94,6 +108,34 @@ class GitHubApp:
     def forget_installation(self, installation_id: int) -> None:
         if self._clients is not None:
             self._clients.forget_installation(installation_id)
+
+    async def convert_manifest(self, code: str) -> dict[str, Any]:
+        """The App GitHub made from our manifest (`POST /app-manifests/{code}/conversions`, no
+        authentication: the one-time code is the credential): its id, key, secrets. ManifestRefused
+        when GitHub says no; aiohttp's errors when it cannot be reached."""
+        async with self.http.post(f"{self.api_url}/app-manifests/{code}/conversions",
+                                  headers={"Accept": "application/vnd.github+json",
+                                           "User-Agent": "codegenapp-setup"}) as response:
+            body = await response.json(content_type=None)
+            if response.status != 201:
+                raise ManifestRefused(response.status, str(body.get("message", body) if isinstance(body, dict)
+                                                           else body))
+        if not isinstance(body, dict):
+            raise UnexpectedResponse("POST /app-manifests/{code}/conversions", "a JSON object", body)
+        return body
+
+    async def user_token(self, code: str, *, client_id: str, client_secret: str, redirect_uri: str) -> str:
+        """The OAuth web flow's last step (github.com, not the API): the code GitHub sent the browser
+        back with becomes the user's token. LoginRefused when GitHub says no."""
+        async with self.http.post(f"{self.web_url}/login/oauth/access_token", headers={"Accept": "application/json"},
+                                  data={"client_id": client_id, "client_secret": client_secret, "code": code,
+                                        "redirect_uri": redirect_uri}) as response:
+            answer = await response.json(content_type=None)
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        if not token:
+            raise LoginRefused(str(answer.get("error_description") or answer) if isinstance(answer, dict)
+                               else str(answer))
+        return str(token)
 
     def user(self, token: str) -> UserGitHub:
         return UserGitHub(self.http, self.api_url, token)

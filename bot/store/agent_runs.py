@@ -17,11 +17,10 @@ from typing import Any
 from sqlalchemy import Connection, insert, or_, select, update
 
 from bot.db import Database
-from bot.models import (AGENT_PENDING, AGENT_TERMINAL, JOB_QUEUED, AgentRun, Job, Project, ValidationState, new_id,
-                        utcnow)
+from bot.models import (AGENT_PENDING, AGENT_TERMINAL, JOB_AGENT_RUN, JOB_QUEUED, AgentRun, Job, Project,
+                        ValidationState, new_id, utcnow)
 from bot.store.sql import entities, entity
 
-JOB_AGENT_RUN = "agent_run"
 JOB_MAX_ATTEMPTS = 5
 
 

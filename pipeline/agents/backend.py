@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.models import Project
+from bot.config import Settings
+from bot.models import Project
 
 Handle = dict[str, Any]
 
@@ -92,7 +91,7 @@ class AgentBackend(Protocol):
     async def resume(self, handle: Handle, prompt: str, target: AgentTarget) -> tuple[Handle, AgentStatus]: ...
 
 
-def chosen_backend(project: "Project", settings: "Settings") -> str:
+def chosen_backend(project: Project, settings: Settings) -> str:
     """The project's backend: its setting, or Codegen when none is set and Codegen is configured."""
     choice = (project.agent_backend or "").strip().lower()
     if choice:
@@ -100,7 +99,7 @@ def chosen_backend(project: "Project", settings: "Settings") -> str:
     return CODEGEN if settings.codegen_api_key and settings.codegen_org_id else NONE
 
 
-def backend_problem(project: "Project", settings: "Settings", *, sandbox_ok: bool, github_ok: bool) -> str | None:
+def backend_problem(project: Project, settings: Settings, *, sandbox_ok: bool, github_ok: bool) -> str | None:
     """Why no agent can run for this project (a sentence for the user), or None when one can."""
     if not github_ok:
         return "the GitHub App is not configured on this app"
@@ -119,3 +118,4 @@ def backend_problem(project: "Project", settings: "Settings", *, sandbox_ok: boo
             return "the local agent backend needs the sandbox (bubblewrap), which is not working on this host"
         return None
     return f"unknown agent backend {choice!r} (expected codegen, local or none)"
+

@@ -35,19 +35,21 @@ import signal
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gidgethub import BadRequest
-
+from bot.github.github_app import GitHubApp, RepoGitHub
+from bot.github.types import PullRequest
 from bot.redact import Redactor
 from pipeline.agents.backend import LOCAL, AgentError, AgentStatus, AgentTarget, Handle, Mode
 from pipeline.agents.prompts import title_of
-from pipeline.workspace.checkout import DEFAULT_PATH, CheckoutError, Checkouts, remove_tree
+from pipeline.workspace.checkout import Checkouts
+from pipeline.workspace.errors import CheckoutError
+from pipeline.workspace.git import DEFAULT_PATH
+from pipeline.workspace.trees import remove_tree
 from pipeline.validation.stages import read_workspace_file
-from pipeline.sandbox.sandbox import WORKSPACE_MOUNT, Limits, Sandbox, SandboxUnavailable
-
-if TYPE_CHECKING:
-    from bot.github.client import GitHubClients
+from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
+from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,8 @@ class LocalAgentBackend:
     name = LOCAL
     synchronous = True
 
-    def __init__(self, *, command: str, sandbox: Sandbox, checkouts: Checkouts, github: "GitHubClients",
-                 github_url: str, work_root: Path, redactor: Redactor, app_id: str | None,
-                 timeout_seconds: float = TIMEOUT_SECONDS,
+    def __init__(self, *, command: str, sandbox: Sandbox, checkouts: Checkouts, github: GitHubApp,
+                 github_url: str, work_root: Path, redactor: Redactor, timeout_seconds: float = TIMEOUT_SECONDS,
                  on_started: Callable[[], None] | None = None) -> None:
         self.command = command
         self.on_started = on_started
@@ -81,7 +82,6 @@ class LocalAgentBackend:
         self.github_url = github_url.rstrip("/")
         self.work_root = Path(work_root)
         self.redactor = redactor
-        self.app_id = app_id
         self.timeout_seconds = timeout_seconds
 
     # ---- the interface ---------------------------------------------------------------------------------
@@ -105,19 +105,19 @@ class LocalAgentBackend:
         if target.installation_id is None:
             raise AgentError("the project has no installation: the app cannot read or push its repository",
                              terminal=True)
-        gh = self.github.installation(target.installation_id)
+        repo = self.github.repo(target.installation_id, target.repository)
         token = await self.github.installation_token(target.installation_id)
         redactor = self.redactor.child([token, *target.secrets.values()])
         root = self.work_root / f"{target.run_id}-{uuid.uuid4().hex[:8]}"
         workspace, git_dir, home = root / "work", root / "git", root / "home"
         try:
             home.mkdir(parents=True)
-            pull = await self._pull(gh, target) if target.pr_number is not None else None
+            pull = await self._pull(repo, target) if target.pr_number is not None else None
             if pull is not None:
-                sha = pull["head"]["sha"]
+                sha = pull.head_sha
                 await self._checkout(target, sha=sha, token=token, dest=workspace, pr_number=target.pr_number)
             else:
-                sha = await self._branch_sha(gh, target.repository, target.base_branch)
+                sha = await self._branch_sha(repo, target.base_branch)
                 await self._checkout(target, sha=sha, token=token, dest=workspace,
                                      ref=f"refs/heads/{target.base_branch}")
             # The app's own copy of the repository: the sandbox never sees it.
@@ -145,7 +145,7 @@ class LocalAgentBackend:
             if mode == Mode.PLAN:
                 return AgentStatus("finished", raw_status="exit 0", plan_text=self._plan(workspace, tail, redactor),
                                    summary=tail[-500:])
-            return await self._publish(gh, target, token, workspace, git_dir, home, pull, redactor, tail)
+            return await self._publish(repo, target, token, workspace, git_dir, home, pull, redactor, tail)
         except SandboxUnavailable as exc:
             raise AgentError(f"the local agent cannot run: {exc}", terminal=True) from None
         except CheckoutError as exc:
@@ -157,27 +157,22 @@ class LocalAgentBackend:
         finally:
             await asyncio.shield(asyncio.to_thread(remove_tree, root))
 
-    async def _pull(self, gh: Any, target: AgentTarget) -> dict[str, Any]:
-        try:
-            pull = await gh.getitem(f"/repos/{target.repository}/pulls/{target.pr_number}")
-        except BadRequest as exc:
-            if exc.status_code == 404:
-                raise AgentError(f"pull request #{target.pr_number} does not exist", terminal=True) from None
-            raise
-        head_repo = (pull["head"].get("repo") or {}).get("full_name") or ""
+    async def _pull(self, repo: RepoGitHub, target: AgentTarget) -> PullRequest:
+        assert target.pr_number is not None
+        pull = await repo.pulls.find(target.pr_number)
+        if pull is None:
+            raise AgentError(f"pull request #{target.pr_number} does not exist", terminal=True)
+        head_repo = pull.head_repository or ""
         if head_repo.lower() != target.repository.lower():
             raise AgentError(f"pull request #{target.pr_number} comes from a fork ({head_repo or 'deleted'}): "
                              "the app cannot push to its branch", terminal=True)
         return pull
 
-    async def _branch_sha(self, gh: Any, repository: str, branch: str) -> str:
-        try:
-            found = await gh.getitem(f"/repos/{repository}/branches/{branch}")
-        except BadRequest as exc:
-            if exc.status_code == 404:
-                raise AgentError(f"{repository} has no branch {branch!r}", terminal=True) from None
-            raise
-        return str(found["commit"]["sha"])
+    async def _branch_sha(self, repo: RepoGitHub, branch: str) -> str:
+        sha = await repo.repos.branch_sha(branch)
+        if sha is None:
+            raise AgentError(f"{repo.repository} has no branch {branch!r}", terminal=True)
+        return sha
 
     async def _checkout(self, target: AgentTarget, *, sha: str, token: str, dest: Path,
                         pr_number: int | None = None, ref: str | None = None) -> None:
@@ -218,21 +213,21 @@ class LocalAgentBackend:
 
     # ---- commit, push, PR ---------------------------------------------------------------------------------
 
-    async def _publish(self, gh: Any, target: AgentTarget, token: str, workspace: Path, git_dir: Path, home: Path,
-                       pull: dict[str, Any] | None, redactor: Redactor, tail: str) -> AgentStatus:
+    async def _publish(self, repo: RepoGitHub, target: AgentTarget, token: str, workspace: Path, git_dir: Path, home: Path,
+                       pull: PullRequest | None, redactor: Redactor, tail: str) -> AgentStatus:
         git = _Git(git_dir, workspace, home, masks=[token])
         await git.run("add", "--all", "--", ".")
         code, _ = await git.run("diff", "--cached", "--quiet", check=False)
         if code == 0:
             number = target.pr_number
-            url = pull.get("html_url") if pull else None
+            url = pull.html_url if pull else None
             return AgentStatus("finished", raw_status="no change", pr_number=number, pr_url=url,
                                summary="the agent changed no file")
         message = title_of(target.goal)
         if target.attempt:
             message = f"Fix the validation (attempt {target.attempt})"
         body = f"{message}\n\nCodegenApp agent run {target.run_id}.\n"
-        email = f"{self.app_id or 'codegenapp'}+codegenapp[bot]@users.noreply.github.com"
+        email = f"{self.github.app_id or 'codegenapp'}+codegenapp[bot]@users.noreply.github.com"
         await git.run("-c", "user.name=CodegenApp agent", "-c", f"user.email={email}", "commit", "--quiet",
                       "--no-verify", "--no-gpg-sign", "-m", body)
         _, out = await git.run("rev-parse", "HEAD")
@@ -247,20 +242,17 @@ class LocalAgentBackend:
                       env=auth, masks=[header], timeout=GIT_TIMEOUT_SECONDS)
         if target.pr_number is not None:
             return AgentStatus("finished", raw_status="pushed", pr_number=target.pr_number,
-                               pr_url=pull.get("html_url") if pull else None, summary=tail[-500:])
-        number, html_url = await self._open_pull(gh, target)
+                               pr_url=pull.html_url if pull else None, summary=tail[-500:])
+        number, html_url = await self._open_pull(repo, target)
         return AgentStatus("finished", raw_status="pushed", pr_number=number, pr_url=html_url, summary=tail[-500:])
 
-    async def _open_pull(self, gh: Any, target: AgentTarget) -> tuple[int, str | None]:
-        owner = target.repository.split("/", 1)[0]
-        async for existing in gh.getiter(f"/repos/{target.repository}/pulls{{?head,state}}",
-                                         {"head": f"{owner}:{target.branch}", "state": "open"}):
-            return int(existing["number"]), existing.get("html_url")
-        created = await gh.post(f"/repos/{target.repository}/pulls", data={
-            "title": title_of(target.goal), "head": target.branch, "base": target.base_branch,
-            "body": f"{target.goal.strip()}\n\n---\nOpened by CodegenApp agent run `{target.run_id}`.",
-            "maintainer_can_modify": True})
-        return int(created["number"]), created.get("html_url")
+    async def _open_pull(self, repo: RepoGitHub, target: AgentTarget) -> tuple[int, str | None]:
+        for existing in await repo.pulls.open_from(target.branch):
+            return existing.number, existing.html_url
+        created = await repo.pulls.create(
+            title=title_of(target.goal), head=target.branch, base=target.base_branch,
+            body=f"{target.goal.strip()}\n\n---\nOpened by CodegenApp agent run `{target.run_id}`.")
+        return created.number, created.html_url
 
 
 def _handle(status: AgentStatus, mode: Mode, sequence: int) -> Handle:

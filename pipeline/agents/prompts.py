@@ -4,7 +4,7 @@ tails. Output tails are masked before they get here and again by the caller's re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +156,3 @@ def slug(text: str, *, max_length: int = 40) -> str:
 def title_of(goal: str, *, max_length: int = 72) -> str:
     first = next((line.strip() for line in goal.splitlines() if line.strip()), "Agent change")
     return first if len(first) <= max_length else first[:max_length - 1].rstrip() + "…"
-
-
-def summarize_steps(steps: Sequence[FailingStep]) -> str:
-    return ", ".join(step.name for step in steps) or "none"

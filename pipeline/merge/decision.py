@@ -17,7 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.repo_config.parse import EffectiveConfig, ProjectSettings, RepoConfig, effective_config
+from bot.github.types import PullRequest
+from pipeline.report.text import short_sha
+from pipeline.repo_config.effective import EffectiveConfig, effective_config
+from pipeline.repo_config.parse import ProjectSettings, RepoConfig
 
 GREEN_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
 ACTIVE_STATUSES = frozenset({"queued", "in_progress"})
@@ -95,41 +98,37 @@ class MergeDecision:
     retry_later: bool = False  # GitHub is still computing mergeability: read the PR again shortly
 
 
-def _short(sha: str | None) -> str:
-    return (sha or "")[:7]
-
-
-def merge_decision(pull: Mapping[str, Any], validation: ValidationView | None, *,
+def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
                    required: RequiredChecks = NOT_READABLE,
                    check_runs: Iterable[Mapping[str, Any]] = (),
                    statuses: Iterable[Mapping[str, Any]] = (),
                    own_check: RequiredCheck | None = None) -> MergeDecision:
-    """May `pull` (GitHub's PR object, as read now) be merged at its current head?
+    """May `pull` (as read from GitHub now) be merged at its current head?
 
     `validation` is the stored validation of that head (the newest one), `required` the base
     branch's required checks, `check_runs` / `statuses` those of the head. A required check that is
     `own_check` (the app's own check run) is judged by `validation`, which is the source of truth
     for it (GitHub's copy may not show the completion yet).
     """
-    head = ((pull.get("head") or {}).get("sha")) or ""
-    base = ((pull.get("base") or {}).get("ref")) or "the base branch"
-    if pull.get("merged"):
+    head = pull.head_sha
+    base = pull.base_ref or "the base branch"
+    if pull.merged:
         return MergeDecision(False, "the PR is already merged")
-    if pull.get("state") != "open":
+    if pull.state != "open":
         return MergeDecision(False, "the PR is closed")
-    if pull.get("draft"):
+    if pull.draft:
         return MergeDecision(False, "the PR is a draft")
     if validation is None or validation.head_sha != head:
-        return MergeDecision(False, f"the current head {_short(head)} has not been validated (comment `/validate`)")
+        return MergeDecision(False, f"the current head {short_sha(head)} has not been validated (comment `/validate`)")
     if validation.status in ACTIVE_STATUSES:
-        return MergeDecision(False, f"the validation of {_short(head)} is still running")
+        return MergeDecision(False, f"the validation of {short_sha(head)} is still running")
     if validation.status == "waiting":
-        return MergeDecision(False, f"{_short(head)} is a fork's head waiting for a maintainer's `/ok-to-test`")
+        return MergeDecision(False, f"{short_sha(head)} is a fork's head waiting for a maintainer's `/ok-to-test`")
     if validation.conclusion != "success":
-        return MergeDecision(False, f"the validation of {_short(head)} did not succeed "
+        return MergeDecision(False, f"the validation of {short_sha(head)} did not succeed "
                                     f"({validation.conclusion or validation.status})")
-    state = pull.get("mergeable_state")
-    if pull.get("mergeable") is False or state == "dirty":
+    state = pull.mergeable_state
+    if pull.mergeable is False or state == "dirty":
         return MergeDecision(False, f"the PR has conflicts with {base}; resolve them and push")
     if state == "behind":
         return MergeDecision(False, f"the head branch is behind {base} and branch protection requires it "
@@ -147,10 +146,10 @@ def merge_decision(pull: Mapping[str, Any], validation: ValidationView | None, *
         problems.append(f"required check `{check.context}` {words.get(result, f'did not pass ({result})')}")
     if problems:
         return MergeDecision(False, "; ".join(problems))
-    if pull.get("mergeable") is None or state == "unknown":
+    if pull.mergeable is None or state == "unknown":
         return MergeDecision(False, "GitHub has not finished checking whether the PR can be merged; "
                                     "try again in a moment", retry_later=True)
-    return MergeDecision(True, f"the validation of {_short(head)} succeeded")
+    return MergeDecision(True, f"the validation of {short_sha(head)} succeeded")
 
 
 # ---- settings -----------------------------------------------------------------------------------
@@ -166,7 +165,7 @@ class MergeSettings:
 def merge_settings(repo: RepoConfig | None, project: ProjectSettings, *,
                    pr_auto_merge: bool | None = None) -> MergeSettings:
     """The effective auto-merge switch and method: `/auto-merge on|off` on the PR, then the
-    repository's config file, then the project's setting (see pipeline.repo_config.parse)."""
+    repository's config file, then the project's setting (see pipeline.repo_config.effective)."""
     config: EffectiveConfig = effective_config(repo, project, pr_auto_merge=pr_auto_merge)
     return MergeSettings(auto_merge=config.auto_merge, auto_merge_source=config.sources["auto_merge"],
                          method=config.merge_method, delete_branch=config.delete_branch_after_merge)

@@ -25,20 +25,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 from gidgethub import BadRequest
-from gidgethub.abc import GitHubAPI
 
+from bot.events import EventBus
+from bot.github.check_runs import CHECK_NAME
+from bot.github.github_app import GitHubApp, RepoGitHub
+from bot.github.types import PullRequest
 from bot.models import Project, ValidationState, new_id
-from pipeline.decisions import is_fork
+from bot.store import Store
 from pipeline.merge.decision import (NOT_READABLE, MergeDecision, MergeSettings, RequiredCheck, RequiredChecks,
-                              merge_decision, merge_settings, required_checks)
+                                     merge_decision, merge_settings, required_checks)
+from pipeline.report.text import short_sha
 from pipeline.repo_config.parse import ConfigFileError, RepoConfig
-
-if TYPE_CHECKING:
-    from bot.services import Services
+from pipeline.repo_config.reading import project_settings, read_repo_config
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,11 @@ class MergeOutcome:
     stale: bool = False          # the PR moved on from the head the caller meant; nothing to report
 
 
-def _short(sha: str | None) -> str:
-    return (sha or "")[:7]
-
-
-def _branch_path(branch: str) -> str:
-    return quote(branch, safe="/")
-
-
 def merge_error_message(status: int, github_message: str, *, head_sha: str, base_ref: str) -> str:
     """What to tell the PR when GitHub refuses the merge request."""
     said = f" (GitHub: “{github_message}”)" if github_message else ""
     if status == 409:
-        return (f"Not merged: the head moved after {_short(head_sha)} was validated{said}. "
+        return (f"Not merged: the head moved after {short_sha(head_sha)} was validated{said}. "
                 "The new head is validated on its own; merge it once that passes.")
     if status == 405:
         return f"Not merged: GitHub says the PR cannot be merged into {base_ref} now{said}."
@@ -84,34 +77,33 @@ def merge_error_message(status: int, github_message: str, *, head_sha: str, base
 
 
 class MergeService:
-    def __init__(self, services: "Services") -> None:
-        self.services = services
+    def __init__(self, store: Store, github: GitHubApp, bus: EventBus) -> None:
+        self.store = store
+        self.github = github
+        self.bus = bus
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
         self.mergeable_retry_delays: tuple[float, ...] = (1.0, 2.0)  # re-reads while GitHub computes mergeability
         self.lock_wait_seconds = LOCK_WAIT_SECONDS
 
-    @property
-    def store(self):  # type: ignore[no-untyped-def]
-        return self.services.store
+    def repo(self, project: Project) -> RepoGitHub:
+        return self.github.repo(project.installation_id, project.name)
 
     def own_check(self) -> RequiredCheck:
-        from pipeline.validation.service import CHECK_NAME
-        app_id = self.services.settings.app_id
+        app_id = self.github.app_id
         return RequiredCheck(CHECK_NAME, int(app_id) if app_id and str(app_id).isdigit() else None)
 
     # ---- settings ------------------------------------------------------------------------------
 
     async def settings(self, project: Project, pr_number: int, repo_config: RepoConfig | None) -> MergeSettings:
-        from pipeline.validation.service import project_settings
         override = await self.store.pull_requests.auto_merge(project.id, pr_number)
         return merge_settings(repo_config, project_settings(project), pr_auto_merge=override)
 
     # ---- the decision --------------------------------------------------------------------------
 
-    async def required_checks(self, gh: GitHubAPI, full_name: str, base_ref: str) -> RequiredChecks:
+    async def required_checks(self, repo: RepoGitHub, base_ref: str) -> RequiredChecks:
         """The base branch's required checks; where the protection cannot be read, none."""
         try:
-            protection = await gh.getitem(f"/repos/{full_name}/branches/{_branch_path(base_ref)}/protection")
+            protection = await repo.repos.protection(base_ref)
         except BadRequest as exc:
             if exc.status_code == 404:
                 return NOT_READABLE  # not protected (or not visible): nothing is required
@@ -119,33 +111,29 @@ class MergeService:
                 raise
             # No administration permission: the branch's own summary has the required checks too.
             try:
-                branch = await gh.getitem(f"/repos/{full_name}/branches/{_branch_path(base_ref)}")
+                branch = await repo.repos.branch(base_ref)
             except BadRequest:
+                return NOT_READABLE
+            if branch is None:
                 return NOT_READABLE
             return required_checks(branch.get("protection")) if branch.get("protected") else RequiredChecks(True)
         return required_checks(protection)
 
-    async def decide(self, gh: GitHubAPI, project: Project, pull: dict[str, Any],
+    async def decide(self, repo: RepoGitHub, pull: PullRequest,
                      validation: ValidationState | Any | None) -> MergeDecision:
         """`merge_decision` with what it needs read from GitHub (required checks only when needed)."""
         first = merge_decision(pull, validation)
         if not first.allowed and not first.retry_later:
             return first  # refused before any required check matters
-        required = await self.required_checks(gh, project.name, pull["base"]["ref"])
+        required = await self.required_checks(repo, pull.base_ref)
         own = self.own_check()
         others = [c for c in required.checks if not (c.context == own.context and c.app_id in (None, own.app_id))]
         check_runs: list[dict[str, Any]] = []
         statuses: list[dict[str, Any]] = []
         if others:
-            head = pull["head"]["sha"]
-            check_runs = [r async for r in gh.getiter(f"/repos/{project.name}/commits/{head}/check-runs",
-                                                      iterable_key="check_runs")]
-            try:
-                combined = await gh.getitem(f"/repos/{project.name}/commits/{head}/status")
-                statuses = list(combined.get("statuses") or [])
-            except BadRequest as exc:  # 403 without the statuses permission: a required status reads as missing
-                if exc.status_code not in (403, 404):
-                    raise
+            # a required status the app may not read (403) reads as missing
+            check_runs = await repo.check_runs.for_ref(pull.head_sha)
+            statuses = await repo.check_runs.statuses(pull.head_sha)
         return merge_decision(pull, validation, required=required, check_runs=check_runs, statuses=statuses,
                               own_check=own)
 
@@ -173,7 +161,7 @@ class MergeService:
 
     # ---- merging -------------------------------------------------------------------------------
 
-    async def merge(self, gh: GitHubAPI, project: Project, pr_number: int, *, trigger: str,
+    async def merge(self, project: Project, pr_number: int, *, trigger: str,
                     requested_by: str | None, method: str | None = None, expected_head: str | None = None,
                     delivery_id: str | None = None) -> MergeOutcome:
         """Merge the PR at its validated head if the decision allows it (see the module docstring).
@@ -181,61 +169,61 @@ class MergeService:
         `expected_head`: the head the caller acted on (a check run's button, a validation that just
         finished); if the PR has moved on, nothing is merged and the outcome is `stale`.
         """
-        pull = await gh.getitem(f"/repos/{project.name}/pulls/{pr_number}")
+        repo = self.repo(project)
+        pull = await repo.pulls.get(pr_number)
         try:
-            async with self.lock(project.id, pull["base"]["ref"]):
-                return await self._merge_locked(gh, project, pr_number, trigger=trigger, requested_by=requested_by,
+            async with self.lock(project.id, pull.base_ref):
+                return await self._merge_locked(repo, project, pr_number, trigger=trigger, requested_by=requested_by,
                                                 method=method, expected_head=expected_head, delivery_id=delivery_id)
         except MergeBusy as exc:
-            return await self._refused(project, pr_number, pull["head"]["sha"], str(exc), trigger=trigger,
+            return await self._refused(project, pr_number, pull.head_sha, str(exc), trigger=trigger,
                                        requested_by=requested_by, delivery_id=delivery_id)
 
-    async def _merge_locked(self, gh: GitHubAPI, project: Project, pr_number: int, *, trigger: str,
+    async def _merge_locked(self, repo: RepoGitHub, project: Project, pr_number: int, *, trigger: str,
                             requested_by: str | None, method: str | None, expected_head: str | None,
                             delivery_id: str | None) -> MergeOutcome:
-        pull = await gh.getitem(f"/repos/{project.name}/pulls/{pr_number}")
-        head = pull["head"]["sha"]
-        if expected_head is not None and head != expected_head and not pull.get("merged"):
-            reason = f"the PR's head is now {_short(head)}, not {_short(expected_head)}"
+        pull = await repo.pulls.get(pr_number)
+        head = pull.head_sha
+        if expected_head is not None and head != expected_head and not pull.merged:
+            reason = f"the PR's head is now {short_sha(head)}, not {short_sha(expected_head)}"
             outcome = await self._refused(project, pr_number, head, reason, trigger=trigger,
                                           requested_by=requested_by, delivery_id=delivery_id)
             return MergeOutcome(False, outcome.message, head_sha=head, stale=True)
         validation = await self.store.validations.latest_for_head(project.id, head, pr_number=pr_number)
-        decision = await self.decide(gh, project, pull, validation)
+        decision = await self.decide(repo, pull, validation)
         for delay in self.mergeable_retry_delays:
             if not decision.retry_later:
                 break
             await asyncio.sleep(delay)  # GitHub computes mergeability in the background after a read
-            pull = await gh.getitem(f"/repos/{project.name}/pulls/{pr_number}")
-            if pull["head"]["sha"] != head:
+            pull = await repo.pulls.get(pr_number)
+            if pull.head_sha != head:
                 break
-            decision = await self.decide(gh, project, pull, validation)
-        if pull["head"]["sha"] != head:
-            decision = MergeDecision(False, f"the head moved to {_short(pull['head']['sha'])} while deciding")
+            decision = await self.decide(repo, pull, validation)
+        if pull.head_sha != head:
+            decision = MergeDecision(False, f"the head moved to {short_sha(pull.head_sha)} while deciding")
         if not decision.allowed:
             return await self._refused(project, pr_number, head, decision.reason, trigger=trigger,
                                        requested_by=requested_by, delivery_id=delivery_id)
         try:
-            settings = await self.settings(project, pr_number, await self._repo_config(gh, project, pull))
+            settings = await self.settings(project, pr_number, await read_repo_config(repo, pull.base_sha))
         except ConfigFileError as exc:
             return await self._refused(project, pr_number, head, f"the repository's config is invalid: {exc}",
                                        trigger=trigger, requested_by=requested_by, delivery_id=delivery_id)
         method = method or settings.method
-        base_ref = pull["base"]["ref"]
+        base_ref = pull.base_ref
 
         claim = await self.store.pull_requests.claim_merge(
             project_id=project.id, pr_number=pr_number, head_sha=head, base_ref=base_ref, method=method,
             trigger=trigger, requested_by=requested_by)
         if not claim.claimed:
             done = claim.merge
-            reason = (f"{_short(head)} was already merged" if done.status == "merged"
-                      else f"a merge of {_short(head)} is already in progress")
+            reason = (f"{short_sha(head)} was already merged" if done.status == "merged"
+                      else f"a merge of {short_sha(head)} is already in progress")
             return await self._refused(project, pr_number, head, reason, trigger=trigger,
                                        requested_by=requested_by, delivery_id=delivery_id)
         details = {"pr": pr_number, "head_sha": head, "base": base_ref, "method": method, "trigger": trigger}
         try:
-            answer = await gh.put(f"/repos/{project.name}/pulls/{pr_number}/merge",
-                                  data={"sha": head, "merge_method": method})
+            merged = await repo.pulls.merge(pr_number, sha=head, method=method)
         except BadRequest as exc:
             github_message = str(exc.args[0]) if exc.args else ""
             message = merge_error_message(exc.status_code, github_message, head_sha=head, base_ref=base_ref)
@@ -250,31 +238,27 @@ class MergeService:
             await asyncio.shield(self._audit("merge.failed", project, requested_by, delivery_id, **details,
                                               error=f"{type(exc).__name__}: {exc}"))
             raise
-        merge_sha = answer.get("sha") if isinstance(answer, dict) else None
+        merge_sha = merged.sha
         await self.store.pull_requests.finish_merge(claim.merge.id, merged=True, merge_commit_sha=merge_sha)
         await self._audit("merge.merged", project, requested_by, delivery_id, **details, merge_commit_sha=merge_sha)
-        self.services.bus.publish("merge.merged", project_id=project.id, pr_number=pr_number, head_sha=head,
+        self.bus.publish("merge.merged", project_id=project.id, pr_number=pr_number, head_sha=head,
                                   merge_commit_sha=merge_sha, trigger=trigger)
         if settings.delete_branch:
-            await self._delete_head_branch(gh, project, pull, requested_by, delivery_id)
-        return MergeOutcome(True, f"Merged {_short(head)} into {base_ref} ({method}).", head_sha=head,
+            await self._delete_head_branch(repo, project, pull, requested_by, delivery_id)
+        return MergeOutcome(True, f"Merged {short_sha(head)} into {base_ref} ({method}).", head_sha=head,
                             merge_commit_sha=merge_sha)
 
-    async def _repo_config(self, gh: GitHubAPI, project: Project, pull: dict[str, Any]) -> RepoConfig | None:
-        from pipeline.validation.service import fetch_repo_config
-        return await fetch_repo_config(gh, project.name, pull["base"]["sha"])
-
-    async def _delete_head_branch(self, gh: GitHubAPI, project: Project, pull: dict[str, Any],
+    async def _delete_head_branch(self, repo: RepoGitHub, project: Project, pull: PullRequest,
                                   requested_by: str | None, delivery_id: str | None) -> None:
-        if is_fork(pull):
+        if pull.fork:
             return  # a fork's branch belongs to its owner
-        branch = pull["head"]["ref"]
+        branch = pull.head_ref
         try:
-            await gh.delete(f"/repos/{project.name}/git/refs/heads/{_branch_path(branch)}")
+            await repo.repos.delete_branch(branch)
         except BadRequest as exc:  # 422: already gone (GitHub's own setting may have deleted it)
             log.info("deleting branch %s of %s: %s", branch, project.name, exc)
             return
-        await self._audit("merge.branch_deleted", project, requested_by, delivery_id, pr=pull["number"],
+        await self._audit("merge.branch_deleted", project, requested_by, delivery_id, pr=pull.number,
                           branch=branch)
 
     async def _refused(self, project: Project, pr_number: int, head: str | None, reason: str, *, trigger: str,
@@ -290,21 +274,21 @@ class MergeService:
 
     # ---- after a validation --------------------------------------------------------------------
 
-    async def merge_button(self, gh: GitHubAPI, project: Project, validation: Any) -> bool:
+    async def merge_button(self, project: Project, validation: Any) -> bool:
         """Whether the check run of a head whose validation just succeeded (`validation`, completed)
         gets the Merge button: when merging it is allowed now (or GitHub is still computing)."""
-        pull = await gh.getitem(f"/repos/{project.name}/pulls/{validation.pr_number}")
-        decision = await self.decide(gh, project, pull, validation)
+        repo = self.repo(project)
+        decision = await self.decide(repo, await repo.pulls.get(validation.pr_number), validation)
         return decision.allowed or decision.retry_later
 
-    async def auto_merge(self, gh: GitHubAPI, project: Project, validation: Any) -> MergeOutcome:
+    async def auto_merge(self, project: Project, validation: Any) -> MergeOutcome:
         """Auto-merge after a successful validation; a refusal or failure is commented on the PR."""
-        outcome = await self.merge(gh, project, validation.pr_number, trigger="auto-merge", requested_by=None,
+        outcome = await self.merge(project, validation.pr_number, trigger="auto-merge", requested_by=None,
                                    expected_head=validation.head_sha)
         if not outcome.merged and not outcome.stale:
-            await gh.post(f"/repos/{project.name}/issues/{validation.pr_number}/comments",
-                          data={"body": f"Auto-merge is on, but {_lower_first(outcome.message)}\n\n"
-                                        "Comment `/merge` to try again."})
+            await self.repo(project).comments.create(
+                validation.pr_number, f"Auto-merge is on, but {_lower_first(outcome.message)}\n\n"
+                                      "Comment `/merge` to try again.")
         return outcome
 
 

@@ -1,7 +1,8 @@
-"""The repository's `.github/codegenapp.yml`, merged with the project's dashboard settings.
+"""The repository's `.github/codegenapp.yml` parsed and checked, and the project's dashboard settings checked.
 
-Pure: `parse_repo_config` turns text into a `RepoConfig` (or a `ConfigFileError` naming the line), and
-`effective_config` merges it with the `ProjectSettings` the dashboard stores. The caller reads the file
+Pure: `parse_repo_config` turns text into a `RepoConfig` (or a `ConfigFileError` naming the line; the
+YAML shapes and the error are in nodes.py, the steps' names in steps.py); `ProjectSettings` holds what
+the dashboard stores. effective.py merges the two, key by key (precedence). The caller reads the file
 from the pull request's BASE commit, never the head: a pull request must not be able to change how
 it is validated (its commands, network access, auto-merge) by editing the file it is validated with.
 
@@ -55,110 +56,37 @@ Details:
   the key to use the project's setting. Repeated keys, YAML merge keys (`<<`), files over 256 KiB and
   nesting deeper than 64 levels are errors too; `env` holds at most 200 variables.
 
-Precedence (per key)
---------------------
-
-1. `/auto-merge on` or `/auto-merge off` commented on the pull request (auto-merge only);
-2. the repository's `.github/codegenapp.yml` (read from the base branch);
-3. the project's settings in the dashboard;
-4. the defaults above.
-
-A key set in the file wins even when set to an empty list (`setup: []` runs no setup, even if the
-dashboard has setup commands). `env` is merged per variable: the dashboard's variables, then the file's
-(the file wins for a name set in both). Dashboard values that equal the default (no commands, auto-merge
-off, no timeout) count as "not set". `EffectiveConfig.sources` says where each key came from:
-"pull_request", "repository", "project" or "default" (and `env.NAME` for each variable).
+Precedence (per key): see effective.py.
 """
 
 from __future__ import annotations
 
-import difflib
-import posixpath
 import re
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from yaml.constructor import SafeConstructor
 
+from pipeline.repo_config.nodes import (BOOL_TAG, CONFIG_PATH, INT_TAG, NULL_TAG, STR_TAG, TEXT_TAGS, ConfigFileError,
+                                        NodeReader, compose, describe, suggest)
+from pipeline.repo_config.steps import MAX_STEP_NAME, AnalysisStep, Step, name_steps
 from pipeline.repo_config.ui_block import (ACCESSIBILITY_MODES, DEFAULT_READY_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS,
-                                LOOPBACK_HOSTS, MAX_PAGES, MAX_READY_TIMEOUT_SECONDS, MAX_STEPS, MAX_WAIT_SECONDS,
-                                ROLES, STEP_KINDS, UiConfig, UiPage, UiStep)
+                                           LOOPBACK_HOSTS, MAX_PAGES, MAX_READY_TIMEOUT_SECONDS, MAX_STEPS,
+                                           MAX_WAIT_SECONDS, ROLES, STEP_KINDS, UiConfig, UiPage, UiStep)
 
-CONFIG_PATH = ".github/codegenapp.yml"
-DEFAULT_TIMEOUT_MINUTES = 30
 MAX_TIMEOUT_MINUTES = 360
-DEFAULT_MERGE_METHOD = "merge"
 MERGE_METHODS = ("merge", "squash", "rebase")
 ANALYSIS_FORMATS = ("sarif",)
 MAX_CONFIG_BYTES = 256 * 1024
-MAX_LIST_ITEMS = 100
 MAX_ENV_VARIABLES = 200
-MAX_DEPTH = 64  # nesting levels in the whole file
-MAX_STEP_NAME = 100
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 
 UI_KEYS = ("start", "url", "ready_timeout_seconds", "pages", "accessibility")
 KEYS = ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
         "setup_network", "delete_branch_after_merge", "ui")
-
-# Commands whose first word alone says little: the step is named after the next word as well.
-RUNNERS = frozenset({"npm", "yarn", "pnpm", "bun", "npx", "pnpx", "make", "gmake", "cargo", "go", "poetry",
-                     "uv", "uvx", "pdm", "hatch", "tox", "nox", "pipenv", "bundle", "rake", "mvn", "gradle",
-                     "./gradlew", "./mvnw", "dotnet", "deno", "just", "task", "composer", "mix", "flutter",
-                     "dart", "swift", "php", "pre-commit", "docker", "nix"})
-# After a runner, these subcommands are followed by the interesting word (`npm run lint`).
-RUN_SUBCOMMANDS = frozenset({"run", "exec", "x", "dlx", "run-script"})
-PYTHON = re.compile(r"python(\d+(\.\d+)?)?\Z")
-
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-_BOOL = "tag:yaml.org,2002:bool"
-_NULL = "tag:yaml.org,2002:null"
-_TEXT_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL})
-
-
-class ConfigFileError(Exception):
-    """A problem in the configuration file; `str()` is the sentence to show, with the file and line."""
-
-    def __init__(self, message: str, key: str | None = None, line: int | None = None, *,
-                 path: str = CONFIG_PATH) -> None:
-        self.message = message
-        self.key = key
-        self.line = line
-        self.path = path
-        super().__init__(f"{path} line {line}: {message}" if line is not None else f"{path}: {message}")
-
-
-@dataclass(frozen=True)
-class Step:
-    """A validate step: `run` is a shell command run in the checkout's root; `name` labels it."""
-
-    name: str
-    run: str
-
-
-@dataclass(frozen=True)
-class AnalysisStep:
-    """A step whose output is a report (SARIF) turned into annotations.
-
-    The SARIF document is the step's stdout, or the file `output` (relative to the checkout's root) when
-    given. A tool that exits non-zero because it found problems (ruff does) still produced a report.
-    """
-
-    name: str
-    run: str
-    format: str = "sarif"
-    output: str | None = None
-
-
-DEFAULT_ANALYSIS = AnalysisStep(name="ruff", run="ruff check --output-format sarif .", format="sarif")
-"""An example analysis step (documented, not enabled by default)."""
 
 
 @dataclass(frozen=True)
@@ -206,180 +134,20 @@ class ProjectSettings:
             raise ValueError(f"timeout must be a whole number of minutes between 1 and {MAX_TIMEOUT_MINUTES}")
 
 
-@dataclass(frozen=True)
-class EffectiveConfig:
-    """What a run uses, after precedence; `sources[key]` is where each value came from."""
-
-    setup: tuple[str, ...] = ()
-    validate: tuple[Step, ...] = ()
-    analysis: tuple[AnalysisStep, ...] = ()
-    timeout_minutes: int = DEFAULT_TIMEOUT_MINUTES
-    auto_merge: bool = False
-    merge_method: str = DEFAULT_MERGE_METHOD
-    cache_key: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    setup_network: bool = True
-    delete_branch_after_merge: bool = False
-    ui: UiConfig | None = None
-    sources: dict[str, str] = field(default_factory=dict)
-
-
 def _clean_commands(commands: Iterable[str]) -> tuple[str, ...]:
     if isinstance(commands, str):
         commands = commands.splitlines()
     return tuple(c.strip() for c in commands if c.strip())
 
 
-# --- step names ----------------------------------------------------------------------------------
-
-def _words(command: str) -> list[str]:
-    first = command.strip().split("\n", 1)[0]
-    try:
-        words = shlex.split(first, comments=True)
-    except ValueError:
-        words = first.split()
-    while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):  # FOO=bar pytest
-        words.pop(0)
-    return words
-
-
-def default_step_name(command: str) -> str:
-    """A readable name for a command: `pytest -q` -> "pytest", `npm run lint` -> "npm run lint"."""
-    words = _words(command)
-    if not words:
-        return ""
-    first = words[0].removeprefix("./") if words[0] not in RUNNERS else words[0]
-    rest = [w for w in words[1:] if not w.startswith("-")]
-    if PYTHON.match(first) and len(words) > 2 and words[1] == "-m":
-        name = f"{first} -m {words[2]}"
-    elif first in RUNNERS and rest:
-        name = f"{first} {rest[0]}"
-        if rest[0] in RUN_SUBCOMMANDS and len(rest) > 1:
-            name += f" {rest[1]}"
-    else:
-        name = first
-    return name[:MAX_STEP_NAME]
-
-
-def name_steps(items: Sequence[tuple[str | None, str]]) -> tuple[Step, ...]:
-    """Steps from (name or None, command) pairs: missing names derived, repeated ones made unique."""
-    steps: list[Step] = []
-    seen: set[str] = set()
-    for index, (name, command) in enumerate(items, start=1):
-        base = name or default_step_name(command) or f"step {index}"
-        unique, n = base, 1
-        while unique in seen:
-            n += 1
-            unique = f"{base} ({n})"
-        seen.add(unique)
-        steps.append(Step(name=unique, run=command))
-    return tuple(steps)
-
-
-# --- parsing -------------------------------------------------------------------------------------
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _got(node: yaml.Node) -> str:
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if node.tag == _NULL:
-        return "nothing"
-    value = str(node.value)
-    value = value if len(value) <= 60 else value[:57] + "..."
-    return '"' + value.replace("\n", "\\n") + '"'
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
-
-
-class _Parser:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def error(self, message: str, key: str | None, node: yaml.Node | None) -> ConfigFileError:
-        return ConfigFileError(message, key, _line(node) if node is not None else None, path=self.path)
-
-    # generic shapes
-
-    def mapping_items(self, node: yaml.MappingNode, key: str | None, allowed: Sequence[str] | None,
-                      what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
-        """(name, key node, value node) of a mapping with plain, unique keys (from `allowed` if given)."""
-        items: list[tuple[str, yaml.Node, yaml.Node]] = []
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _NULL:
-                raise self.error(f"{what} keys must be plain names", key, key_node)
-            name = key_node.value
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise self.error(f"YAML merge keys (<<) are not supported in {what}", key, key_node)
-            where = f" in {what}" if key is not None else ""
-            if allowed is not None and name not in allowed:
-                valid = ", ".join(f'"{a}"' for a in allowed)
-                raise self.error(f'unknown key "{name}"{where}{_suggest(name, allowed)} (valid keys: {valid})',
-                                 key or name, key_node)
-            if name in first_line:
-                raise self.error(f'"{name}" is set twice{where} (first on line {first_line[name]})',
-                                 key or name, key_node)
-            first_line[name] = _line(key_node)
-            items.append((name, key_node, value_node))
-        return items
-
-    def not_null(self, node: yaml.Node, key: str, empty: str | None) -> None:
-        if not (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
-            return
-        if empty is None:
-            raise self.error(f'"{key}" has no value; give it its keys, or remove it', key, node)
-        raise self.error(f'"{key}" has no value; write "{key}: {empty}" for none, or remove the key '
-                         "to use the project's setting", key, node)
-
-    def text(self, node: yaml.Node, key: str, what: str) -> str:
-        """A non-empty string from a scalar written as text, number or boolean (as written)."""
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in _TEXT_TAGS:
-            raise self.error(f"{what} must be a string, got {_got(node)}", key, node)
-        value = str(node.value).strip()
-        if not value:
-            raise self.error(f"{what} is empty", key, node)
-        if "\0" in value:
-            raise self.error(f"{what} contains a NUL character", key, node)
-        return value
-
-    def boolean(self, node: yaml.Node, key: str, what: str) -> bool:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _BOOL:
-            raise self.error(f"{what} must be true or false, got {_got(node)}", key, node)
-        return bool(SafeConstructor().construct_yaml_bool(node))
+class _Parser(NodeReader):
+    """The file's keys, each read from its node."""
 
     def setup_network(self, node: yaml.Node, key: str) -> bool:
         return self.boolean(node, key, f'"{key}"')
 
     def flag(self, node: yaml.Node, key: str) -> bool:
         return self.boolean(node, key, f'"{key}"')
-
-    def sequence(self, node: yaml.Node, key: str, what: str) -> list[yaml.Node]:
-        """A list (a single string counts as a one-item list), at most MAX_LIST_ITEMS long."""
-        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-            return [node]
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.error(f'"{key}" must be a list of {what}, got {_got(node)}', key, node)
-        if len(node.value) > MAX_LIST_ITEMS:
-            raise self.error(f'"{key}" has {len(node.value)} entries; the limit is {MAX_LIST_ITEMS}', key, node)
-        return list(node.value)
-
-    def relative_path(self, node: yaml.Node, key: str, what: str, *, glob: bool) -> str:
-        value = self.text(node, key, what)
-        if (value.startswith("/") or ".." in value.split("/") or (not glob and "\\" in value)
-                or (not glob and posixpath.normpath(value) == ".")):
-            raise self.error(f'{what} must be a path relative to the repository root (no leading "/", no ".."), '
-                             f"got {_got(node)}", key, node)
-        return value if glob else posixpath.normpath(value)
-
-    # keys
 
     def commands(self, node: yaml.Node, key: str) -> tuple[str, ...]:
         return tuple(self.text(item, key, f'each command in "{key}"')
@@ -420,7 +188,7 @@ class _Parser:
             if "format" in fields:
                 fmt = self.text(fields["format"], key, '"format"').lower()
                 if fmt not in ANALYSIS_FORMATS:
-                    raise self.error(f'"format" must be sarif, got {_got(fields["format"])}', key, fields["format"])
+                    raise self.error(f'"format" must be sarif, got {describe(fields["format"])}', key, fields["format"])
             output = None
             if "output" in fields:
                 output = self.relative_path(fields["output"], key, '"output"', glob=False)
@@ -432,11 +200,11 @@ class _Parser:
 
     def timeout(self, node: yaml.Node, key: str) -> int:
         """Decimal digits only (also quoted): YAML 1.1 would read `1:30` as 90 and `0x1e` as 30."""
-        if (not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT, _STR)
+        if (not isinstance(node, yaml.ScalarNode) or node.tag not in (INT_TAG, STR_TAG)
                 or not re.fullmatch(r"[0-9]+", node.value.strip())
                 or not 1 <= int(node.value) <= MAX_TIMEOUT_MINUTES):
             raise self.error(f'"{key}" must be a whole number of minutes between 1 and {MAX_TIMEOUT_MINUTES}, '
-                             f"got {_got(node)}", key, node)
+                             f"got {describe(node)}", key, node)
         return int(node.value)
 
     def auto_merge(self, node: yaml.Node, key: str) -> tuple[bool | None, str | None]:
@@ -448,7 +216,7 @@ class _Parser:
         if "method" in fields:
             method = self.text(fields["method"], key, '"method"')
             if method not in MERGE_METHODS:
-                raise self.error(f'"method" must be merge, squash or rebase, got {_got(fields["method"])}',
+                raise self.error(f'"method" must be merge, squash or rebase, got {describe(fields["method"])}',
                                  key, fields["method"])
         return enabled, method
 
@@ -458,7 +226,7 @@ class _Parser:
 
     def env(self, node: yaml.Node, key: str) -> Mapping[str, str]:
         if not isinstance(node, yaml.MappingNode):
-            raise self.error(f'"{key}" must be a mapping of NAME: value, got {_got(node)}', key, node)
+            raise self.error(f'"{key}" must be a mapping of NAME: value, got {describe(node)}', key, node)
         if len(node.value) > MAX_ENV_VARIABLES:
             raise self.error(f'"{key}" has {len(node.value)} variables; the limit is {MAX_ENV_VARIABLES}', key, node)
         values: dict[str, str] = {}
@@ -466,23 +234,18 @@ class _Parser:
             if not ENV_NAME.match(name):
                 raise self.error(f'variable name "{name}" in "{key}" must be upper case letters, digits and _ '
                                  "(not starting with a digit)", key, key_node)
-            if not isinstance(value, yaml.ScalarNode) or value.tag not in _TEXT_TAGS:
-                raise self.error(f'"{name}" in "{key}" must be a string, number or true/false, got {_got(value)}',
+            if not isinstance(value, yaml.ScalarNode) or value.tag not in TEXT_TAGS:
+                raise self.error(f'"{name}" in "{key}" must be a string, number or true/false, got {describe(value)}',
                                  key, value)
             if "\0" in value.value:
                 raise self.error(f'"{name}" in "{key}" contains a NUL character', key, value)
-            if value.tag == _BOOL:
+            if value.tag == BOOL_TAG:
                 values[name] = "true" if self.boolean(value, key, name) else "false"
             else:
                 values[name] = value.value
         return MappingProxyType(values)
 
     # the ui block: every message names the key as a path ("ui.pages[2].steps[1].click")
-
-    def fields(self, node: yaml.Node, key: str, allowed: Sequence[str], what: str) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(f'"{key}" must be a mapping of {what}, got {_got(node)}', key, node)
-        return {name: value for name, _, value in self.mapping_items(node, key, allowed, f'"{key}"')}
 
     def ui(self, node: yaml.Node, key: str) -> UiConfig:
         fields = self.fields(node, key, UI_KEYS, '"start", "url", "pages", ...')
@@ -500,7 +263,7 @@ class _Parser:
             accessibility = self.text(fields["accessibility"], f"{key}.accessibility", f'"{key}.accessibility"')
             if accessibility not in ACCESSIBILITY_MODES:
                 where = f"{key}.accessibility"
-                raise self.error(f'"{where}" must be report or enforce, got {_got(fields["accessibility"])}', where,
+                raise self.error(f'"{where}" must be report or enforce, got {describe(fields["accessibility"])}', where,
                                  fields["accessibility"])
         ready = DEFAULT_READY_TIMEOUT_SECONDS
         if "ready_timeout_seconds" in fields:
@@ -528,20 +291,12 @@ class _Parser:
             elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
                 problem = 'must be only scheme, host and port (page paths go under "pages")'
         if problem is not None:
-            raise self.error(f'"{key}" {problem}, got {_got(node)}', key, node)
+            raise self.error(f'"{key}" {problem}, got {describe(node)}', key, node)
         assert parts is not None
         return f"http://{parts.netloc.lower()}"
 
-    def seconds(self, node: yaml.Node, key: str, maximum: int, *, whole: bool) -> float:
-        pattern = r"[0-9]+" if whole else r"[0-9]+(\.[0-9]+)?"
-        if (not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT, _FLOAT, _STR)
-                or not re.fullmatch(pattern, node.value.strip()) or not 0 < float(node.value) <= maximum):
-            kind = "a whole number of seconds between 1 and" if whole else "a number of seconds more than 0, at most"
-            raise self.error(f'"{key}" must be {kind} {maximum}, got {_got(node)}', key, node)
-        return float(node.value)
-
     def ui_page(self, node: yaml.Node, key: str) -> UiPage:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        if isinstance(node, yaml.ScalarNode) and node.tag == STR_TAG:
             return UiPage(self.ui_path(node, key))
         fields = self.fields(node, key, ("path", "expect_text", "steps"), '"path", "expect_text" and "steps"')
         if "path" not in fields:
@@ -561,13 +316,13 @@ class _Parser:
         value = self.text(node, key, f'"{key}"')
         if not value.startswith("/") or value.startswith("//") or any(c.isspace() for c in value) \
                 or len(value) > 2000:
-            raise self.error(f'"{key}" must be a path on the app starting with "/" (no spaces), got {_got(node)}',
+            raise self.error(f'"{key}" must be a path on the app starting with "/" (no spaces), got {describe(node)}',
                              key, node)
         return value
 
     def ui_step(self, node: yaml.Node, key: str) -> UiStep:
         if not isinstance(node, yaml.MappingNode) or len(node.value) != 1:
-            raise self.error(f'"{key}" must be one of {", ".join(STEP_KINDS)} (one per step), got {_got(node)}',
+            raise self.error(f'"{key}" must be one of {", ".join(STEP_KINDS)} (one per step), got {describe(node)}',
                              key, node)
         [(kind, _, value)] = self.mapping_items(node, key, STEP_KINDS, f'"{key}"')
         where = f"{key}.{kind}"
@@ -594,13 +349,9 @@ class _Parser:
         role = self.required_text(fields, "role", where, value)
         if role not in ROLES:
             raise self.error(f'"{where}.role" must be an ARIA role (button, link, checkbox, ...), got '
-                             f'{_got(fields["role"])}{_suggest(role, sorted(ROLES))}', f"{where}.role", fields["role"])
+                             f'{describe(fields["role"])}{suggest(role, sorted(ROLES))}', f"{where}.role",
+                             fields["role"])
         return UiStep("click", role=role, name=self.required_text(fields, "name", where, value))
-
-    def required_text(self, fields: Mapping[str, yaml.Node], name: str, key: str, node: yaml.Node) -> str:
-        if name not in fields:
-            raise self.error(f'"{key}" needs "{name}"', f"{key}.{name}", node)
-        return self.text(fields[name], f"{key}.{name}", f'"{key}.{name}"')
 
 
 # key -> (_Parser method, what to write for "none" in the error for a key without a value)
@@ -609,49 +360,6 @@ _KEY_PARSERS: dict[str, tuple[str, str | None]] = {
     "timeout_minutes": ("timeout", "30"), "auto_merge": ("auto_merge", "false"), "cache_key": ("cache_key", "[]"),
     "env": ("env", "{}"), "setup_network": ("setup_network", "true"),
     "delete_branch_after_merge": ("flag", "false"), "ui": ("ui", None)}
-
-
-def _check_depth(text: str, path: str) -> None:
-    """Refuse deep nesting from the event stream (iterative; libyaml when available, as PyYAML's own
-    scanner is slow on deep flow nesting), before the recursive composer sees it. Syntax errors are
-    left to the composer, so that their wording does not depend on libyaml being installed."""
-    depth = 0
-    try:
-        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    line = event.start_mark.line + 1 if event.start_mark is not None else None
-                    raise ConfigFileError(f"is nested more than {MAX_DEPTH} levels deep", None, line, path=path)
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-    except yaml.MarkedYAMLError as exc:
-        if exc.problem and "nesting depth" in exc.problem:  # libyaml's own limit (1000 levels)
-            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
-            raise ConfigFileError(f"is nested more than {MAX_DEPTH} levels deep", None, line, path=path) from None
-    except (yaml.YAMLError, ValueError):  # e.g. libyaml cannot encode lone surrogates: PyYAML reports them
-        pass
-
-
-def _compose(text: str, path: str) -> yaml.Node | None:
-    try:
-        _check_depth(text, path)
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "unreadable"
-        context = f" ({exc.context})" if exc.context and exc.problem else ""
-        raise ConfigFileError(f"is not valid YAML: {problem}{context}", None,
-                              mark.line + 1 if mark is not None else None, path=path) from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, max(exc.position, 0)) + 1
-        code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
-        raise ConfigFileError(f"is not valid YAML: it contains a character YAML does not allow (U+{code:04X})",
-                              None, line, path=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"is not valid YAML: {exc}", None, None, path=path) from None
-    except RecursionError:
-        raise ConfigFileError("is not valid YAML: nested too deeply", None, None, path=path) from None
 
 
 def parse_repo_config(text: str | bytes, *, path: str = CONFIG_PATH) -> RepoConfig:
@@ -666,12 +374,12 @@ def parse_repo_config(text: str | bytes, *, path: str = CONFIG_PATH) -> RepoConf
             raise ConfigFileError("is not UTF-8 text", None, line, path=path) from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
         raise ConfigFileError(f"is larger than {MAX_CONFIG_BYTES // 1024} KiB", None, None, path=path)
-    root = _compose(text, path)
-    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
+    root = compose(text, path)
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == NULL_TAG):
         return RepoConfig()
     parser = _Parser(path)
     if not isinstance(root, yaml.MappingNode):
-        raise parser.error(f"must be a mapping of keys ({', '.join(KEYS)}), got {_got(root)}", None, root)
+        raise parser.error(f"must be a mapping of keys ({', '.join(KEYS)}), got {describe(root)}", None, root)
     values: dict[str, Any] = {}
     try:
         for key, _, node in parser.mapping_items(root, None, KEYS, "the file"):
@@ -684,59 +392,6 @@ def parse_repo_config(text: str | bytes, *, path: str = CONFIG_PATH) -> RepoConf
     except RecursionError:
         raise ConfigFileError("is nested too deeply", None, None, path=path) from None
     return RepoConfig(**values, present_keys=frozenset(k for k in KEYS if k in values))
-
-
-# --- merging -------------------------------------------------------------------------------------
-
-def effective_config(repo: RepoConfig | None, project: ProjectSettings, *,
-                     pr_auto_merge: bool | None = None) -> EffectiveConfig:
-    """Merge per key: pull request command (auto-merge only) > repository file > dashboard > default."""
-    repo = repo or RepoConfig()
-    sources: dict[str, str] = {}
-
-    def pick(key: str, from_repo: Any, from_project: Any, default: Any) -> Any:
-        if from_repo is not None:
-            sources[key] = "repository"
-            return from_repo
-        if from_project is not None:
-            sources[key] = "project"
-            return from_project
-        sources[key] = "default"
-        return default
-
-    setup = pick("setup", repo.setup, project.setup_commands or None, ())
-    project_steps = name_steps([(None, c) for c in project.validate_commands]) or None
-    validate = pick("validate", repo.validate, project_steps, ())
-    analysis = pick("analysis", repo.analysis, None, ())
-    timeout = pick("timeout_minutes", repo.timeout_minutes, project.timeout_minutes, DEFAULT_TIMEOUT_MINUTES)
-    if pr_auto_merge is not None:
-        sources["auto_merge"] = "pull_request"
-        auto_merge = pr_auto_merge
-    else:
-        auto_merge = pick("auto_merge", repo.auto_merge, True if project.auto_merge_enabled else None, False)
-    merge_method = pick("merge_method", repo.merge_method, None, DEFAULT_MERGE_METHOD)
-    cache_key = pick("cache_key", repo.cache_key, None, ())
-    setup_network = pick("setup_network", repo.setup_network, None, True)
-    delete_branch = pick("delete_branch_after_merge", repo.delete_branch_after_merge, None, False)
-    ui = pick("ui", repo.ui, None, None)
-    env, env_sources = _merge_env(repo.env, project.env)
-    sources["env"] = "repository" if repo.env is not None else "project" if project.env else "default"
-    sources.update(env_sources)
-    return EffectiveConfig(setup=setup, validate=validate, analysis=analysis, timeout_minutes=timeout,
-                           auto_merge=auto_merge, merge_method=merge_method, cache_key=cache_key, env=env,
-                           setup_network=setup_network, delete_branch_after_merge=delete_branch,
-                           ui=ui, sources=sources)
-
-
-def _merge_env(repo: Mapping[str, str] | None,
-               project: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    env: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for origin, values in (("project", project), ("repository", repo or {})):
-        for name, value in values.items():
-            env[name] = value
-            sources[f"env.{name}"] = origin
-    return env, sources
 
 
 # --- documentation -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The `ui:` block of `.github/codegenapp.yml` as typed values (parsed and checked in repo_config.py).
+"""The `ui:` block of `.github/codegenapp.yml` as typed values (parsed and checked in parse.py).
 
 ```yaml
 ui:

@@ -3,7 +3,7 @@ small script (`write_launcher`, one per run) that execs this file, which execs
 
     bwrap <options> -- /usr/bin/chromium <Playwright's arguments>
 
-It runs as `python3 -I` between Playwright and bwrap, importing only pipeline.sandbox.sandbox (for the
+It runs as `python3 -I` between Playwright and bwrap, importing only pipeline.sandbox.bwrap (for the
 host's /usr layout) besides the standard library. What it does, in order:
 
 - finds the `--user-data-dir` Playwright passes (its fresh profile directory) and, as root, gives it
@@ -39,10 +39,10 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-if __name__ == "__main__":  # run as a script (`python3 -I`): the app's package is next to this file's directory
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # run as a script (`python3 -I`): the project root is three directories up
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.sandbox.sandbox import system_binds  # noqa: E402
+from pipeline.sandbox.bwrap import system_binds  # noqa: E402
 
 BROWSER_UID = 61001
 HOME = "/home/chromium"

@@ -33,11 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.sandbox.sandbox import BackgroundProcess, Limits, Sandbox, SandboxCapabilities, fresh_dir
+from pipeline.sandbox.capabilities import SandboxCapabilities
+from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.ownership import fresh_dir
+from pipeline.sandbox.process import BackgroundProcess
+from pipeline.sandbox.sandbox import Sandbox
 from pipeline.ui_check.browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
 from pipeline.repo_config.ui_block import UiConfig, UiPage, UiStep
-from pipeline.ui_check.judge import (ConsoleEntry, PageObservation, RequestFailure, Screenshot, StepFailure, UiOutcome,
-                               Violation, png_size, same_origin)
+from pipeline.results import Screenshot
+from pipeline.ui_check.judge import (ConsoleEntry, PageObservation, RequestFailure, StepFailure, UiOutcome, Violation,
+                                     png_size, same_origin)
 from pipeline.ui_check.proxy import AppProxy, Credential, Origin, SandboxSocket
 
 log = logging.getLogger(__name__)

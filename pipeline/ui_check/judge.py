@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from pipeline.report.render import StepResult, format_duration
+from pipeline.report.text import format_duration
+from pipeline.results import Screenshot, StepResult
 from pipeline.ui_check.proxy import Origin
 
 IMPACTS = ("critical", "serious", "moderate", "minor")
@@ -59,14 +60,6 @@ class Violation:
     help: str
     nodes: int
     help_url: str = ""
-
-
-@dataclass(frozen=True)
-class Screenshot:
-    path: str  # the page's path
-    file: str  # file name under the run's screenshot directory (an unguessable token + .png)
-    width: int
-    height: int
 
 
 @dataclass

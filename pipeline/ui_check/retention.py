@@ -21,13 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from bot.models import VALIDATION_ACTIVE, utcnow
+from bot.store import Store
 from pipeline.ui_check.screenshots import SCREENSHOTS, screenshots_root
-
-if TYPE_CHECKING:
-    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +138,7 @@ def _size_without_following_links(top: Path) -> int:
     return total
 
 
-async def prune_screenshots(store: "Store", data_dir: Path, *, retention_days: int, now: datetime | None = None,
+async def prune_screenshots(store: Store, data_dir: Path, *, retention_days: int, now: datetime | None = None,
                             stop: threading.Event | None = None) -> PruneResult:
     """Delete the screenshots of the validations that ended more than `retention_days` ago; logs one
     line. The filesystem work runs in a thread, the event loop only reads the rows and decides."""
@@ -172,7 +170,7 @@ def _human(size: int) -> str:
 class ScreenshotPruner:
     """Prunes at start, then every `interval` seconds, until `stop()`."""
 
-    def __init__(self, store: "Store", data_dir: Path, retention_days: int, *,
+    def __init__(self, store: Store, data_dir: Path, retention_days: int, *,
                  interval: float = PRUNE_INTERVAL_SECONDS) -> None:
         self.store = store
         self.data_dir = data_dir

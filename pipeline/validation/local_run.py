@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.redact import Redactor
-from pipeline.report import render as report
-from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, effective_config, parse_repo_config
+from pipeline.report.check_run import check_run_output
+from pipeline.repo_config.effective import effective_config
+from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
 from pipeline.validation.stages import PipelineRunner, RunPlan
+from pipeline.results import StepResult
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
 from pipeline.validation.service import CONFIG_PATH
 
@@ -68,13 +70,13 @@ async def validate_local(path: Path, *, ref: str = "HEAD", config_file: Path | N
         workspace = workspace / "src"
         await _git("checkout", "--quiet", "--detach", sha, cwd=workspace)
         tracked = frozenset((await _git("ls-tree", "-r", "--name-only", sha, cwd=workspace)).splitlines())
-        checkout = report.StepResult("checkout", "checkout", "passed", 0.0, detail=sha[:7])
+        checkout = StepResult("checkout", "checkout", "passed", 0.0, detail=sha[:7])
         outcome = await PipelineRunner(sandbox).run(RunPlan(workspace=workspace, config=config, tracked_files=tracked),
                                                     redactor=Redactor(), leading_steps=[checkout])
     finally:
         shutil.rmtree(workspace.parent if workspace.name == "src" else workspace, ignore_errors=True)
-    output = report.check_run_output(outcome.steps, head_sha=sha, conclusion=outcome.conclusion, details_url=None,
-                                     notes=outcome.notes, timeout_minutes=config.timeout_minutes)
+    output = check_run_output(outcome.steps, head_sha=sha, conclusion=outcome.conclusion, details_url=None,
+                              notes=outcome.notes, timeout_minutes=config.timeout_minutes)
     text = f"{output['title']}\n\n{output['summary']}\n"
     if output["text"]:
         text += f"\n{output['text']}\n"

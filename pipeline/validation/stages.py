@@ -22,20 +22,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.redact import Redactor
-from pipeline.repo_config.parse import AnalysisStep, EffectiveConfig
-from pipeline.report.render import (Annotation, SarifError, StepResult, annotations_on_changed_lines, conclusion_for,
-                             parse_sarif)
-from pipeline.sandbox.sandbox import WORKSPACE_MOUNT, Limits, RunResult, Sandbox, fresh_dir
-from pipeline.workspace.snapshots import SnapshotStore, snapshot_key
+from pipeline.repo_config.effective import EffectiveConfig
+from pipeline.repo_config.steps import AnalysisStep
+from pipeline.report.annotations import annotations_on_changed_lines
+from pipeline.report.check_run import LIVE_TAIL_CHARS, conclusion_for
+from pipeline.report.sarif import SarifError, parse_sarif
+from pipeline.results import Annotation, RunOutcome, Screenshot, StepResult
+from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
+from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.ownership import fresh_dir
+from pipeline.sandbox.sandbox import RunResult, Sandbox
+from pipeline.workspace.snapshot_key import snapshot_key
+from pipeline.workspace.snapshots import SnapshotStore
 from pipeline.ui_check.check import BrowserSetup, run_ui_check
 from pipeline.ui_check.judge import STEP_NAME as UI_STEP
-from pipeline.ui_check.judge import Screenshot, step_result
+from pipeline.ui_check.judge import step_result
 from pipeline.ui_check.proxy import Origin
 
 log = logging.getLogger(__name__)
 
 KEPT_OUTPUT_CHARS = 64 * 1024  # per step; the report keeps less
-LIVE_TAIL_CHARS = 8 * 1024
 MAX_SARIF_BYTES = 16 * 1024 * 1024
 ANALYSIS_DIR = ".codegenapp-analysis"
 
@@ -52,17 +58,6 @@ class RunPlan:
     snapshot_scope: str | None = None  # None: no snapshots (e.g. the local command)
     changed_lines: Mapping[str, set[int]] | None = None  # annotations outside these are dropped
     browser: BrowserSetup = BrowserSetup()  # for the UI check: Chromium, and where screenshots go
-
-
-@dataclass
-class RunOutcome:
-    steps: list[StepResult]
-    annotations: list[Annotation]
-    conclusion: str
-    notes: list[str]
-    timed_out: bool = False
-    snapshot_key: str | None = None
-    screenshots: list[Screenshot] = field(default_factory=list)
 
 
 class _Deadline:

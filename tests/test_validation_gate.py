@@ -1,6 +1,8 @@
 import pytest
 
-from pipeline.decisions import fork_gate, is_fork, role_of, wants_validation
+from bot.github.types import is_fork
+from bot.github.repos import role_of
+from pipeline.validation.gate import fork_gate, wants_validation
 
 
 def pr(**changes):

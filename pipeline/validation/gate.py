@@ -1,12 +1,14 @@
-"""What the pipeline decides, as pure functions of data (tested without I/O)."""
+"""Which pull request events start a validation, and whether a head may run (and with the project's
+secrets): pure functions of data, tested without I/O."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from bot.models import can_write
+
 VALIDATING_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
-WRITE_ROLES = frozenset({"admin", "maintain", "write"})
 
 
 def wants_validation(action: str | None, pull_request: dict[str, Any]) -> bool:
@@ -16,24 +18,6 @@ def wants_validation(action: str | None, pull_request: dict[str, Any]) -> bool:
     """
     return (action in VALIDATING_ACTIONS and pull_request.get("state") == "open"
             and not pull_request.get("draft", False))
-
-
-def is_fork(pull_request: dict[str, Any]) -> bool:
-    """A PR whose head lives in another repository (a deleted fork counts as one)."""
-    head_repo = (pull_request.get("head") or {}).get("repo")
-    base_repo = (pull_request.get("base") or {}).get("repo") or {}
-    if not head_repo:
-        return True
-    return head_repo.get("id", head_repo.get("full_name")) != base_repo.get("id", base_repo.get("full_name"))
-
-
-def role_of(permission_response: dict[str, Any]) -> str:
-    """The user's role from GET .../collaborators/{user}/permission (role_name knows 'maintain')."""
-    return str(permission_response.get("role_name") or permission_response.get("permission") or "none")
-
-
-def can_write(role: str) -> bool:
-    return role in WRITE_ROLES
 
 
 @dataclass(frozen=True)

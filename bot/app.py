@@ -1,0 +1,137 @@
+"""The composition root: the one place that builds the app's parts and wires them together.
+
+Every class takes what it uses in its constructor (the store, the GitHub layer, the event bus, the
+worker's wake-up, settings values); nothing is filled in later. The edges (handlers, the dashboard,
+the CLI) get the finished `Services` record; the aiohttp application is built here too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from bot import migrate, registration, webhooks
+from bot.config import WEBHOOK_PATH, Settings
+from bot.crypto import Crypto
+from bot.db import Database
+from bot.events import EventBus
+from bot.github.github_app import GitHubApp
+from bot.models import JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
+from bot.redact import PROCESS_REDACTOR
+from bot.services import SERVICES, SETTINGS, Services
+from bot.store import ClaimedJob, Store
+from bot.web import health, metrics_page
+from dashboard import views as dashboard_views
+from dashboard.api import add_routes as add_api_routes
+from dashboard.pages import validation_live, validation_page, validation_screenshot
+from dashboard.runs import setup as setup_run_pages
+from handlers import handle_delivery
+from pipeline.agents.availability import AgentAvailability
+from pipeline.agents.service import AgentRunService
+from pipeline.merge.service import MergeService
+from pipeline.sandbox.sandbox import Sandbox
+from pipeline.ui_check.retention import ScreenshotPruner
+from pipeline.validation.service import ValidationService
+from pipeline.validation.stages import PipelineRunner
+from pipeline.workspace.checkout import Checkouts
+from pipeline.workspace.snapshots import SnapshotStore
+from worker.runner import Lane, Worker
+from worker.wakeup import JobWakeup
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutOfDate(Exception):
+    pass
+
+
+async def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Database:
+    """Open the database; SQLite is migrated in place, PostgreSQL must be migrated with `codegenapp migrate`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    if db.is_sqlite and migrate_sqlite:
+        await migrate.upgrade(db)
+    else:
+        current, head = await migrate.current_revision(db), migrate.head_revision()
+        if current != head:
+            await db.dispose()
+            raise SchemaOutOfDate(f"database schema is at {current or 'nothing'}, the app needs {head}: "
+                                  "run `codegenapp migrate` first")
+    return db
+
+
+async def build_services(settings: Settings, *, with_worker: bool = True) -> Services:
+    settings = registration.apply(settings)  # the App registered from the dashboard; the environment wins
+    for value in settings.secret_values:
+        PROCESS_REDACTOR.add(value)
+    db = await prepare_database(settings)
+    store = Store(db, Crypto(settings.encryption_key), github_url=settings.github_url)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=10))
+    bus = EventBus()
+    wakeup = JobWakeup()
+    github = GitHubApp(http, settings)
+    sandbox = await Sandbox.probe()  # its layers probed once, reported in /health
+    if not sandbox.capabilities.sandboxed:
+        log.warning("no working sandbox (%s): PR code will not be run; validations fail saying so",
+                    sandbox.capabilities.summary())
+    checkouts = Checkouts(settings.data_dir / "git", github_url=settings.github_url)
+    agents_available = AgentAvailability(settings, github, sandbox_ok=sandbox.capabilities.sandboxed)
+    merges = MergeService(store, github, bus)
+    validations = ValidationService(
+        store, github, bus, wakeup, PipelineRunner(sandbox, SnapshotStore(settings.data_dir / "snapshots")),
+        checkouts, merges, agent_configured=agents_available.configured, public_url=settings.public_url,
+        data_dir=settings.data_dir, chromium_path=settings.chromium_path)
+    agent_runs = AgentRunService(store, github, bus, wakeup, http, settings, sandbox=sandbox, checkouts=checkouts,
+                                 validations=validations, availability=agents_available)
+    worker = pruner = None
+    if with_worker:
+        async def run_webhook(job: ClaimedJob) -> None:
+            await handle_delivery(services, job)
+
+        # Webhook jobs are short and end in what the user sees first (the check run): they have slots of
+        # their own, and the long jobs wait while a burst of them is handled (worker/policy.py).
+        worker = Worker(store, {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: validations.run_job,
+                                JOB_AGENT_RUN: agent_runs.run_job},
+                        bus=bus, wakeup=wakeup, lease_seconds=settings.job_lease_seconds,
+                        lanes=[Lane("webhooks", settings.webhook_concurrency, frozenset({JOB_WEBHOOK}), urgent=True),
+                               Lane("background", settings.worker_concurrency)])
+        pruner = ScreenshotPruner(store, settings.data_dir, settings.screenshot_retention_days)
+    services = Services(settings=settings, store=store, http=http, bus=bus, github=github, sandbox=sandbox,
+                        validations=validations, merges=merges, agent_runs=agent_runs, worker=worker,
+                        screenshot_pruner=pruner)
+    if worker is not None and pruner is not None:
+        await worker.start()
+        agent_runs.start_listening()
+        pruner.start()  # at start, then hourly (pipeline/ui_check/retention.py)
+    return services
+
+
+def create_app(settings: Settings, *, with_worker: bool = True) -> web.Application:
+    app = web.Application(client_max_size=settings.max_webhook_bytes)
+    app[SETTINGS] = settings
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services = await build_services(settings, with_worker=with_worker)
+        app[SERVICES] = services
+        if not services.settings.app_configured:
+            # Setup mode: only who holds the one-time token (DATA_DIR/setup-token, 0600) may register the App.
+            token = registration.ensure_setup_token(services.settings)
+            log.warning("no GitHub App configured: register it at %s/?setup_token=%s",
+                        services.settings.public_url, token)
+        yield
+        await services.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post(WEBHOOK_PATH, webhooks.receive)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_page)
+    dashboard_views.setup(app)  # /, setup, login, projects, settings, /api/v1/ws
+    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}", validation_page)
+    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}/live", validation_live)
+    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}/screenshots/{file}", validation_screenshot)
+    add_api_routes(app)
+    setup_run_pages(app)  # agent-run pages (dashboard/runs.py)
+    return app

@@ -1,0 +1,262 @@
+"""The check run's output: its conclusion and title, the summary (a table of the steps, links, notes,
+screenshots), the failing steps' output in `text`, and the output shown while the run goes on. The PR
+comment (comment.py) shows the same title, summary and output sections.
+
+Results read as a word with a simple mark: "✓ passed", "✗ failed (exit 1)", "✗ timed out",
+"cancelled", "skipped", "✓ restored". Pure functions of plain data (pipeline/results.py), no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+from pipeline.report.text import (clean_output, code_block, code_span, fence_for, format_bytes, format_duration,
+                                  head_bytes, keep_tail, markdown_url, nbytes, plural, short_sha, table_cell,
+                                  tail_bytes, valid_utf8)
+from pipeline.results import CONCLUSIONS, STAGES, StepResult
+
+OUTPUT_LIMIT = 65535          # check run output summary and text
+TITLE_LIMIT = 255             # check run output title and annotation title
+MAX_TEXT_SECTIONS = 10        # failing steps whose output is shown in the check run's text
+LIVE_TAIL_CHARS = 8 * 1024  # of a running step's output, kept for the validation page
+
+_OK = ("passed", "restored")
+_BAD = ("failed", "timed_out")
+
+
+# --- conclusion and title ------------------------------------------------------------------------
+
+def superseded_reason(new_sha: str) -> str:
+    """The `reason` for a run cancelled by a newer push: "superseded by abc1234"."""
+    return f"superseded by {short_sha(new_sha)}"
+
+
+def conclusion_for(steps: Sequence[StepResult], *, cancelled: bool = False, timed_out: bool = False,
+                   action_required: bool = False) -> str:
+    """action_required > cancelled > timed_out > failure > neutral (no step passed) > success."""
+    statuses = {s.status for s in steps}
+    if action_required:
+        return "action_required"
+    if cancelled:
+        return "cancelled"
+    if timed_out or "timed_out" in statuses:
+        return "timed_out"
+    if "failed" in statuses:
+        return "failure"
+    if "cancelled" in statuses:
+        return "cancelled"
+    if "passed" not in statuses:
+        return "neutral"
+    return "success"
+
+
+def _plain_name(name: str) -> str:
+    return " ".join(name.split())[:60]
+
+
+def _failed_title(steps: Sequence[StepResult], fmt: Callable[[str], str]) -> str:
+    """"pytest failed", "npm ci failed in setup", "a and b failed", "a and 2 more failed"."""
+    if len(steps) == 1:
+        stage = steps[0].stage
+        return f"{fmt(steps[0].name)} failed" + (f" in {stage}" if stage not in ("validate", "ui") else "")
+    if len(steps) == 2:
+        return f"{fmt(steps[0].name)} and {fmt(steps[1].name)} failed"
+    return f"{fmt(steps[0].name)} and {len(steps) - 1} more failed"
+
+
+def run_title(steps: Sequence[StepResult], conclusion: str, reason: str | None, timeout_minutes: int | None,
+              fmt: Callable[[str], str] = _plain_name) -> str:
+    if conclusion not in CONCLUSIONS:
+        raise ValueError(f"conclusion must be one of {CONCLUSIONS}, got {conclusion!r}")
+    ok = sum(s.status in _OK for s in steps)
+    skipped = sum(s.status == "skipped" for s in steps)
+    counted = f"{ok} of {len(steps)} steps passed"
+    if conclusion == "success":
+        if not steps:
+            return reason or "Nothing ran"
+        passed = [s for s in steps if s.status in _OK]
+        first = f"{fmt(passed[0].name)} passed" if len(passed) == 1 else f"All {ok} steps passed"
+        return first + (f" ({skipped} skipped)" if skipped else "")
+    if conclusion == "failure":
+        failed = [s for s in steps if s.status in _BAD]
+        return f"{_failed_title(failed, fmt)} — {counted}" if failed else f"{reason or 'Failed'} — {counted}"
+    if conclusion == "cancelled":
+        return f"Cancelled: {reason}" if reason else "Cancelled"
+    if conclusion == "timed_out":
+        late = [s for s in steps if s.status == "timed_out"] or [s for s in steps if s.status != "skipped"]
+        title = f"Timed out in {late[0].stage if late else 'the run'}"
+        return title + (f" after {timeout_minutes} min" if timeout_minutes else "")
+    if conclusion == "action_required":
+        return f"Waiting for a maintainer: {reason or '/ok-to-test'}"
+    if conclusion == "neutral":
+        return reason or ("Nothing to validate" if not steps else counted)
+    return reason or conclusion.capitalize()
+
+
+# --- step table ----------------------------------------------------------------------------------
+
+_RESULT_WORDS = {"passed": "✓ passed", "failed": "✗ failed", "timed_out": "✗ timed out",
+                 "cancelled": "cancelled", "skipped": "skipped", "restored": "✓ restored"}
+
+
+def result_word(step: StepResult) -> str:
+    word = _RESULT_WORDS[step.status]
+    if step.status == "failed" and step.exit_code is not None:
+        word += f" (exit {step.exit_code})"
+    return word
+
+
+def _row(stage: str, name: str, result: str, duration: str) -> str:
+    return f"| {stage} | {code_span(name, table=True)} | {table_cell(result)} | {duration} |"
+
+
+def step_table(steps: Sequence[StepResult], current: tuple[str, str] | None = None) -> str:
+    """The Markdown table of steps; `current` = (stage, name) adds a "running…" row."""
+    rows = ["| Stage | Step | Result | Duration |", "| --- | --- | --- | --- |"]
+    for s in steps:
+        result = result_word(s) + (f" — {s.detail}" if s.detail else "")
+        duration = "—" if s.status == "skipped" else format_duration(s.duration_seconds)
+        rows.append(_row(s.stage, s.name, result, duration))
+    if current is not None:
+        rows.append(_row(table_cell(current[0]) or "…", current[1], "running…", "—"))
+    return "\n".join(rows) + "\n"
+
+
+def run_summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequence[tuple[str, str | None]],
+                notes: Iterable[str], current: tuple[str, str] | None = None, lead: str = "",
+                screenshots: Sequence[tuple[str, str]] = ()) -> str:
+    first = [lead] if lead else []
+    if head_sha:
+        first.append(f"{'commit' if lead else 'Commit'} `{short_sha(table_cell(head_sha).replace('`', ''))}`")
+    first += [f"[{text}]({markdown_url(url)})" for text, url in links if url]
+    parts = [" · ".join(first) + "\n"] if first else []
+    if steps or current:
+        parts.append(step_table(steps, current))
+        total = sum(s.duration_seconds for s in steps if math.isfinite(s.duration_seconds))
+        if steps:
+            parts.append(f"Total time: {format_duration(total)}\n")
+    else:
+        parts.append("No steps ran.\n")
+    notes = [n for n in notes if n and n.strip()]
+    if notes:
+        parts.append("".join(f"- {valid_utf8(n).strip()}\n" for n in notes))
+    if screenshots:
+        shots = " · ".join(f"[{code_span(page)}]({markdown_url(url)})" for page, url in screenshots)
+        parts.append(f"Screenshots: {shots}\n")
+    return "\n".join(parts)
+
+
+def check_run_images(screenshots: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """`output.images` of the check run: GitHub shows them inline (it must be able to fetch the URLs)."""
+    return [{"alt": f"Screenshot of {_plain_name(page)}", "image_url": url, "caption": _plain_name(page)}
+            for page, url in screenshots]
+
+
+def _fit_head(text: str, limit: int) -> str:
+    """`text` within `limit` bytes, keeping the beginning (for summaries, whose table starts at the top)."""
+    if nbytes(text) <= limit:
+        return text
+    note = "\n\n*… the rest of this summary ({}) was cut to fit GitHub's limit.*\n"
+    head = head_bytes(text, limit - nbytes(note) - 20)
+    head = head[:head.rfind("\n") + 1] or head
+    return head + note.format(format_bytes(nbytes(text) - nbytes(head)))
+
+
+# --- output sections -----------------------------------------------------------------------------
+
+def _section_header(step: StepResult, live: bool = False) -> str:
+    if live:
+        return f"### Live output of {code_span(step.name)} ({step.stage})\n\n"
+    what = {"failed": "failed" + (f" with exit code {step.exit_code}" if step.exit_code is not None else ""),
+            "timed_out": "timed out", "cancelled": "was cancelled"}.get(step.status, step.status)
+    return f"### {code_span(step.name)} ({step.stage}) {what}\n\n"
+
+
+def _cut_note(lines: int, size: int) -> str:
+    return f"*{plural(lines, 'earlier line')} ({format_bytes(size)}) cut — the end of the output follows.*\n\n"
+
+
+_NOTE_RESERVE = 120  # bytes for a cut note
+
+
+def _sections(steps: Sequence[StepResult], limit: int | None, live: bool = False) -> str:
+    """Each step's header and output tail in a code block; with `limit`, fitted within it (tails kept,
+    shared fairly: short outputs whole, the rest split evenly)."""
+    outputs = [clean_output(s.output_tail).rstrip("\n") for s in steps]
+    headers = [_section_header(s, live) for s in steps]
+    if limit is None:
+        return "\n".join(h + (code_block(o) if o else "*(no output)*\n")
+                         for h, o in zip(headers, outputs, strict=True))
+    overheads = [nbytes(h) + 2 * len(fence_for(o)) + 12 + _NOTE_RESERVE
+                 for h, o in zip(headers, outputs, strict=True)]
+    budgets = _share([nbytes(o) for o in outputs], limit - sum(overheads) - len(steps))
+    blocks = []
+    for header, output, budget in zip(headers, outputs, budgets, strict=True):
+        kept, lines, size = keep_tail(output, max(budget, 0))
+        note = _cut_note(lines, size) if lines else ""
+        blocks.append(header + note + (code_block(kept) if kept else "*(no output)*\n"))
+    return tail_bytes("\n".join(blocks), limit)
+
+
+def _share(sizes: Sequence[int], total: int) -> list[int]:
+    """Split `total` among items wanting `sizes`: small ones get what they want, the rest equal shares."""
+    budgets = [0] * len(sizes)
+    remaining = max(total, 0)
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    for done, i in enumerate(order):
+        budgets[i] = min(sizes[i], remaining // (len(sizes) - done))
+        remaining -= budgets[i]
+    return budgets
+
+
+def _failing(steps: Sequence[StepResult]) -> list[StepResult]:
+    bad = [s for s in steps if s.status in _BAD]
+    return bad or [s for s in steps if s.status == "cancelled" and s.output_tail]
+
+
+def failure_text(steps: Sequence[StepResult], limit: int | None) -> str:
+    failing = _failing(steps)
+    shown, hidden = failing[:MAX_TEXT_SECTIONS], failing[MAX_TEXT_SECTIONS:]
+    tail = f"\n*{plural(len(hidden), 'more failing step')}: see the table.*\n" if hidden else ""
+    if not shown:
+        return ""
+    return _sections(shown, None if limit is None else limit - nbytes(tail)) + tail
+
+
+# --- check run output ----------------------------------------------------------------------------
+
+def check_run_output(steps: Sequence[StepResult], *, head_sha: str, conclusion: str, details_url: str | None,
+                     notes: Sequence[str] = (), reason: str | None = None, timeout_minutes: int | None = None,
+                     screenshots: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
+    """The final `output` of the check run: {title, summary, text}, each within GitHub's limits.
+
+    `reason` completes the title for cancelled ("superseded by abc1234"), action_required (default
+    "/ok-to-test") and neutral runs; `timeout_minutes` completes "Timed out in setup after 30 min".
+    `text` holds the output tail of each failing step (empty when none failed). `screenshots` are
+    (page, URL) pairs of the UI check, linked from the summary.
+    """
+    title = run_title(steps, conclusion, reason, timeout_minutes)[:TITLE_LIMIT]
+    summary = run_summary(steps, head_sha, [("Full log", details_url)], notes, screenshots=screenshots)
+    return {"title": title, "summary": _fit_head(summary, OUTPUT_LIMIT),
+            "text": failure_text(steps, OUTPUT_LIMIT)}
+
+
+def in_progress_output(steps_so_far: Sequence[StepResult], current_step: str | None, current_tail: str, *,
+                       current_stage: str | None = None) -> dict[str, str]:
+    """The `output` while the run goes on: the steps so far, the running one, and its live output tail."""
+    done = len(steps_so_far)
+    failed = sum(s.status in _BAD for s in steps_so_far)
+    progress = plural(done, "step") + " done" + (f", {failed} failed" if failed else "")
+    if current_step:
+        title = f"Running {' '.join(current_step.split())[:60]}" + (f" — {progress}" if done else "")
+    else:
+        title = progress if done else "Starting"
+    current = (current_stage or "", current_step) if current_step else None
+    summary = run_summary(steps_so_far, None, [], [], current)
+    text = ""
+    if current_step and current_tail.strip():
+        live = StepResult(current_step, current_stage if current_stage in STAGES else "validate", "passed", 0.0,
+                          output_tail=current_tail)
+        text = _sections([live], OUTPUT_LIMIT, live=True)
+    return {"title": title[:TITLE_LIMIT], "summary": _fit_head(summary, OUTPUT_LIMIT), "text": text}

@@ -1,0 +1,78 @@
+"""What a validation run produced, as plain data: its steps' results, the annotations found, the UI
+check's screenshots and the run's outcome. No I/O and no imports from the rest of the pipeline: the
+runner (pipeline/validation/stages.py) and the UI check fill these in, the renderer
+(pipeline/report/) shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STAGES = ("checkout", "setup", "validate", "analysis", "ui")
+STATUSES = ("passed", "failed", "skipped", "cancelled", "timed_out", "restored")
+LEVELS = ("notice", "warning", "failure")
+CONCLUSIONS = ("success", "failure", "cancelled", "timed_out", "action_required", "neutral", "skipped", "stale")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of a run as it ended (or so far)."""
+
+    name: str
+    stage: str
+    status: str
+    duration_seconds: float
+    exit_code: int | None = None
+    output_tail: str = ""
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A check-run annotation; lines are 1-based and inclusive, columns too. As the Checks API takes
+    it: pipeline/report/annotations.py (`annotation_payload`)."""
+
+    path: str
+    start_line: int
+    end_line: int
+    annotation_level: str
+    message: str
+    title: str | None = None
+    raw_details: str | None = None
+    start_column: int | None = None
+    end_column: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.annotation_level not in LEVELS:
+            raise ValueError(f"annotation_level must be one of {LEVELS}, got {self.annotation_level!r}")
+        if self.start_line < 1 or self.end_line < self.start_line:
+            raise ValueError(f"bad line range {self.start_line}-{self.end_line}")
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """A screenshot the UI check took of one page."""
+
+    path: str  # the page's path
+    file: str  # file name under the run's screenshot directory (an unguessable token + .png)
+    width: int
+    height: int
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: its steps in order, the annotations kept, the conclusion and notes for the report."""
+
+    steps: list[StepResult]
+    annotations: list[Annotation]
+    conclusion: str
+    notes: list[str]
+    timed_out: bool = False
+    snapshot_key: str | None = None
+    screenshots: list[Screenshot] = field(default_factory=list)

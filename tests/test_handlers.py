@@ -1,0 +1,118 @@
+"""Handlers and the services under them, over the recording GitHub fake: `router.dispatch(event, ctx)`
+with a real store and no HTTP (the end-to-end tests cover the same paths over the wire)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gidgethub import sansio
+
+from bot.events import EventBus
+from bot.github.errors import UnexpectedResponse
+from bot.github.pulls import Pulls
+from bot.services import Services
+from bot.store import InstallationRef, RepoRef, Store
+from handlers import handle_event
+from pipeline.merge.service import MergeService
+from pipeline.validation.service import ValidationService
+from tests.fakes.github_ops import RecordingGitHub, pull_request
+from worker.wakeup import JobWakeup
+
+INSTALLATION = 77
+REPOSITORY = {"id": 5150, "full_name": "octo/app", "name": "app", "owner": {"login": "octo"}}
+HEAD, NEWER = "a" * 40, "c" * 40
+
+
+@pytest.fixture
+async def services(store: Store, tmp_path: Path, make_settings: Any) -> Services:
+    await store.projects.upsert_installation(InstallationRef(id=INSTALLATION, account_login="octo"))
+    await store.projects.upsert_projects(INSTALLATION, [RepoRef(id=REPOSITORY["id"], full_name="octo/app")])
+    github = RecordingGitHub(pulls=[pull_request(1, head_sha=HEAD)], roles={"alice": "write", "bob": "read"})
+    bus = EventBus()
+    merges = MergeService(store, github, bus)  # type: ignore[arg-type]
+    validations = ValidationService(store, github, bus, JobWakeup(), runner=None, checkouts=None,  # type: ignore
+                                    merges=merges, agent_configured=lambda project: False,
+                                    public_url="http://app.test", data_dir=tmp_path, chromium_path="")
+    return Services(settings=make_settings(), store=store, http=None, bus=bus, github=github,  # type: ignore
+                    sandbox=None, validations=validations, merges=merges, agent_runs=None,  # type: ignore
+                    worker=None, screenshot_pruner=None)
+
+
+def event(name: str, action: str, **data: Any) -> sansio.Event:
+    payload = {"action": action, "installation": {"id": INSTALLATION}, "repository": REPOSITORY, **data}
+    return sansio.Event(payload, event=name, delivery_id=f"delivery-{name}-{action}")
+
+
+def comment(body: str, login: str) -> sansio.Event:
+    return event("issue_comment", "created", issue={"number": 1, "pull_request": {"url": "https://api.github.test/repos/octo/app/pulls/1"}},
+                 comment={"id": 9, "body": body, "user": {"login": login, "type": "User"}},
+                 sender={"login": login, "type": "User"})
+
+
+def pull_request_event(action: str, head_sha: str) -> sansio.Event:
+    return event("pull_request", action, number=1, pull_request={
+        "number": 1, "state": "open", "draft": False, "user": {"login": "alice"},
+        "head": {"sha": head_sha, "ref": "feature", "repo": REPOSITORY},
+        "base": {"sha": "b" * 40, "ref": "main", "repo": REPOSITORY}})
+
+
+async def test_a_command_from_a_reader_is_refused_and_nothing_runs(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    await handle_event(services, comment("/merge", "bob"))
+    [reply] = github.replies(1)
+    assert reply == "@bob you need write access to octo/app to run `/merge` (you have read), so nothing was done."
+    assert "pulls.merge" not in github.operations() and "comments.react" not in github.operations()
+
+
+async def test_validate_from_a_writer_starts_a_check_run_on_the_current_head(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    await handle_event(services, comment("/validate", "alice"))
+    [check_run] = github.check_runs.values()
+    assert (check_run["head_sha"], check_run["status"], check_run["title"]) == (HEAD, "in_progress",
+                                                                               "Validation queued")
+    reactions = [call.args[1] for call in github.calls if call.operation == "comments.react"]
+    assert reactions == ["eyes", "+1"] and github.replies(1) == []
+
+
+async def test_validate_on_a_closed_pull_request_says_so(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    github.pulls[1] = pull_request(1, head_sha=HEAD, state="closed")
+    await handle_event(services, comment("/validate", "alice"))
+    assert github.replies(1) == ["@alice Not validating: the PR is closed."]
+    assert not github.check_runs
+
+
+async def test_a_new_head_cancels_the_check_run_of_the_old_one(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    await handle_event(services, pull_request_event("opened", HEAD))
+    await handle_event(services, pull_request_event("synchronize", NEWER))
+    old, new = github.check_runs.values()
+    assert (old["head_sha"], old["conclusion"], old["title"]) == (HEAD, "cancelled", "Cancelled: superseded by ccccccc")
+    assert (new["head_sha"], new["status"]) == (NEWER, "in_progress")
+
+
+async def test_the_same_head_twice_makes_one_check_run(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    await handle_event(services, pull_request_event("opened", HEAD))
+    await handle_event(services, pull_request_event("reopened", HEAD))
+    assert [call.operation for call in github.calls].count("check_runs.create") == 1
+
+
+class _Answers:
+    """A gidgethub client that answers every GET with the same body."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    async def getitem(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        return self.body
+
+
+async def test_an_answer_without_what_the_app_reads_names_the_endpoint_and_is_permanent() -> None:
+    pulls = Pulls(_Answers({"number": 1, "state": "open", "title": "x"}), "octo/app")  # type: ignore[arg-type]
+    with pytest.raises(UnexpectedResponse) as raised:
+        await pulls.get(1)
+    assert str(raised.value) == ("GET /repos/octo/app/pulls/1 answered without `head.sha`: "
+                                 "got an object with keys [number, state, title]")
