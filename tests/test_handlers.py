@@ -3,6 +3,7 @@ with a real store and no HTTP (the end-to-end tests cover the same paths over th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from gidgethub import sansio
 from bot.events import EventBus
 from bot.github.errors import UnexpectedResponse
 from bot.github.pulls import Pulls
+from bot.models import JOB_VALIDATE
 from bot.services import Services
 from bot.store import InstallationRef, RepoRef, Store
 from handlers import handle_event
@@ -25,6 +27,11 @@ REPOSITORY = {"id": 5150, "full_name": "octo/app", "name": "app", "owner": {"log
 HEAD, NEWER = "a" * 40, "c" * 40
 
 
+class _NoCheckouts:
+    async def remove(self, workspace: Path) -> None:
+        pass
+
+
 @pytest.fixture
 async def services(store: Store, tmp_path: Path, make_settings: Any) -> Services:
     await store.projects.upsert_installation(InstallationRef(id=INSTALLATION, account_login="octo"))
@@ -32,7 +39,7 @@ async def services(store: Store, tmp_path: Path, make_settings: Any) -> Services
     github = RecordingGitHub(pulls=[pull_request(1, head_sha=HEAD)], roles={"alice": "write", "bob": "read"})
     bus = EventBus()
     merges = MergeService(store, github, bus)  # type: ignore[arg-type]
-    validations = ValidationService(store, github, bus, JobWakeup(), runner=None, checkouts=None,  # type: ignore
+    validations = ValidationService(store, github, bus, JobWakeup(), runner=None, checkouts=_NoCheckouts(),  # type: ignore
                                     merges=merges, agent_configured=lambda project: False,
                                     public_url="http://app.test", data_dir=tmp_path, chromium_path="")
     return Services(settings=make_settings(), store=store, http=None, bus=bus, github=github,  # type: ignore
@@ -116,3 +123,26 @@ async def test_an_answer_without_what_the_app_reads_names_the_endpoint_and_is_pe
         await pulls.get(1)
     assert str(raised.value) == ("GET /repos/octo/app/pulls/1 answered without `head.sha`: "
                                  "got an object with keys [number, state, title]")
+
+
+class _Misunderstood:
+    """A pulls operation whose GitHub answered without the PR's head."""
+
+    async def get(self, number: int) -> Any:
+        raise UnexpectedResponse(f"GET /repos/octo/app/pulls/{number}", "`head.sha`", {"number": number})
+
+
+async def test_a_validation_github_answers_strangely_for_ends_at_once_saying_what_came(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    await handle_event(services, pull_request_event("opened", HEAD))
+    [check_run_id] = github.check_runs
+    [job] = await services.store.jobs.claim("test", limit=1, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
+    repo = github.repo
+    github.repo = lambda *args: dataclasses.replace(repo(*args), pulls=_Misunderstood())  # type: ignore[method-assign]
+    await services.validations.run_job(job)  # the first of its attempts: not retried, reported
+    check_run = github.check_runs[check_run_id]
+    assert (check_run["status"], check_run["conclusion"]) == ("completed", "failure")
+    state = await services.store.validations.get(check_run["external_id"])
+    assert state.status == "completed" and state.test_results == {
+        "error": "UnexpectedResponse: GET /repos/octo/app/pulls/1 answered without `head.sha`: "
+                 "got an object with keys [number]"}

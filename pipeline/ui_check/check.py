@@ -224,6 +224,8 @@ def browser_isolation(sandbox: Sandbox, chromium_path: str, directory: str) -> B
 
 async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin, proxy_port: int,
                        credential: Credential, setup: BrowserSetup, outcome: UiOutcome, log_line: Log) -> None:
+    # Playwright is imported where a UI check runs, not at start: the web process that never runs one
+    # does not carry it (its peak memory is a benchmark target, bench/README.md).
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 

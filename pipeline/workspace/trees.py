@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -139,8 +140,6 @@ def _retry_with_chmod(dir_fd: int, action: Callable[[], None]) -> None:
 
 
 def _remove_with_rm(path: Path) -> None:
-    import subprocess
-
     if os.geteuid() != 0:
         subprocess.run(["chmod", "-R", "u+rwx", "--", str(path)], capture_output=True, check=False)
     subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, check=True)
