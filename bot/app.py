@@ -17,7 +17,7 @@ from bot import migrate, registration, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.crypto import Crypto
 from bot.db import Database
-from bot.events import EventBus
+from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.models import JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
 from bot.redact import PROCESS_REDACTOR
@@ -39,7 +39,6 @@ from pipeline.validation.stages import PipelineRunner
 from pipeline.workspace.checkout import Checkouts
 from pipeline.workspace.snapshots import SnapshotStore
 from worker.runner import Lane, Worker
-from worker.wakeup import JobWakeup
 
 log = logging.getLogger(__name__)
 

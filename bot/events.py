@@ -1,4 +1,5 @@
-"""In-process publish/subscribe of what happens (job finished, validation started, ...).
+"""In-process publish/subscribe of what happens (job finished, validation started, ...), and the
+wake-up a feature gives the worker when it queued a job.
 
 Live dashboard updates and tests listen here instead of polling.
 """
@@ -6,6 +7,7 @@ Live dashboard updates and tests listen here instead of polling.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -47,3 +49,19 @@ async def wait_for(queue: asyncio.Queue[AppEvent], name: str, *, timeout: float 
             event = await queue.get()
             if event.name == name and all(event.data.get(k) == v for k, v in match.items()):
                 return event
+
+
+class JobWakeup:
+    """How a feature that queued a job tells this process's worker to look now (a worker in another
+    process finds the job at its next poll)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[str], None]] = []
+
+    def listen(self, callback: Callable[[str], None]) -> None:
+        self._listeners.append(callback)
+
+    def wake(self, kind: str) -> None:
+        """A job of `kind` was queued."""
+        for callback in self._listeners:
+            callback(kind)

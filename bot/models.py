@@ -1,5 +1,5 @@
-"""Database tables, the job kinds (JOB_WEBHOOK, JOB_VALIDATE, JOB_AGENT_RUN) and `can_write` (who may
-command the app). Column meanings follow the seed design's models where it has them."""
+"""Database tables and the job kinds (JOB_WEBHOOK, JOB_VALIDATE, JOB_AGENT_RUN). Column meanings
+follow the seed design's models where it has them."""
 
 from __future__ import annotations
 
@@ -19,14 +19,6 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-WRITE_ROLES = frozenset({"admin", "maintain", "write"})
-
-
-def can_write(role: str) -> bool:
-    """Whether a repository role (GitHub's role_name) may command the app: write, maintain or admin."""
-    return role in WRITE_ROLES
 
 
 class UTCDateTime(TypeDecorator[datetime]):

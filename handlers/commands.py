@@ -17,8 +17,8 @@ from typing import Any
 from gidgethub import routing, sansio
 
 from bot.github.github_app import RepoGitHub
-from bot.github.types import PullRequest
-from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project, can_write
+from bot.github.types import PullRequest, can_write
+from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
 from bot.redact import PROCESS_REDACTOR
 from handlers.context import EventContext
 from pipeline.commands.parse import Command, help_text, parse_commands

@@ -17,14 +17,13 @@ from sqlalchemy import update
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import ValidationState, utcnow
-from bot.events import EventBus
+from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE
 from bot.store import InstallationRef, RepoRef, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE, may_claim_check_run
 from pipeline.validation.service import ValidationService
-from worker.wakeup import JobWakeup
 from tests.fakes.github import FakeGitHub
 from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request, record_project
 

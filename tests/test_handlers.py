@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from gidgethub import sansio
 
-from bot.events import EventBus
+from bot.events import EventBus, JobWakeup
 from bot.github.errors import UnexpectedResponse
 from bot.github.pulls import Pulls
 from bot.models import JOB_VALIDATE
@@ -20,7 +20,6 @@ from handlers import handle_event
 from pipeline.merge.service import MergeService
 from pipeline.validation.service import ValidationService
 from tests.fakes.github_ops import RecordingGitHub, pull_request
-from worker.wakeup import JobWakeup
 
 INSTALLATION = 77
 REPOSITORY = {"id": 5150, "full_name": "octo/app", "name": "app", "owner": {"login": "octo"}}

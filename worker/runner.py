@@ -20,12 +20,11 @@ from datetime import timedelta
 
 from bot import metrics
 from bot.errors import PermanentError
-from bot.events import EventBus
+from bot.events import EventBus, JobWakeup
 from bot.logs import job_context
 from bot.models import utcnow
 from bot.store import ClaimedJob, Store
 from bot.store.batch import GroupCommit
-from worker.wakeup import JobWakeup
 from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst, lost_leases,
                            retry_delay)
 

@@ -9,6 +9,14 @@ from typing import Any
 from bot.github.errors import field
 
 
+WRITE_ROLES = frozenset({"admin", "maintain", "write"})
+
+
+def can_write(role: str) -> bool:
+    """Whether a repository role (GitHub's role_name) may command the app: write, maintain or admin."""
+    return role in WRITE_ROLES
+
+
 def is_fork(pull_request: Mapping[str, Any]) -> bool:
     """A PR whose head lives in another repository (a deleted fork counts as one)."""
     head_repo = (pull_request.get("head") or {}).get("repo")

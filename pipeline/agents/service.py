@@ -32,7 +32,7 @@ import aiohttp
 from gidgethub import BadRequest
 
 from bot.config import Settings
-from bot.events import EventBus
+from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.models import (AGENT_AWAITING_CONFIRMATION, AGENT_FIXING, AGENT_PENDING, AGENT_PLANNING, AGENT_PR_OPEN,
                         AGENT_RUNNING, AGENT_TERMINAL, AGENT_VALIDATING, JOB_AGENT_RUN, AgentRun, Project, utcnow)
@@ -50,7 +50,6 @@ from pipeline.agents.step import RunStep, describe_error
 from pipeline.sandbox.sandbox import Sandbox
 from pipeline.validation.service import ValidationService
 from pipeline.workspace.checkout import Checkouts
-from worker.wakeup import JobWakeup
 
 log = logging.getLogger(__name__)
 

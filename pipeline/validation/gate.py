@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.models import can_write
+from bot.github.types import can_write
 
 VALIDATING_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
 

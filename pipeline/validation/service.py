@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import PermanentError
-from bot.events import EventBus
+from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE, Project, ValidationState, new_id
@@ -41,7 +41,6 @@ from pipeline.ui_check.screenshots import publicly_reachable, screenshot_url, sc
 from pipeline.validation.buttons import check_run_actions
 from pipeline.validation.gate import fork_gate
 from pipeline.validation.stages import PipelineRunner, RunPlan
-from worker.wakeup import JobWakeup
 
 log = logging.getLogger(__name__)
 
