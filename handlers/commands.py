@@ -141,8 +141,8 @@ class PullRequestActions:
     async def validate(self) -> Outcome:
         try:
             await self.services.validations.revalidate(self.project, self.number, trigger="command.validate")
-        except NotRevalidated:
-            return Outcome(False, "Not validating: the PR is closed.")
+        except NotRevalidated as exc:
+            return Outcome(False, "Not validating: the PR is closed." if exc.closed else f"Not validating: {exc}.")
         return Outcome(True)
 
     async def cancel(self) -> Outcome:

@@ -12,7 +12,6 @@ from gidgethub import sansio
 
 from bot.events import EventBus, JobWakeup
 from bot.github.errors import UnexpectedResponse
-from bot.github.pulls import Pulls
 from bot.models import JOB_VALIDATE
 from bot.services import Services
 from bot.store import InstallationRef, RepoRef, Store
@@ -104,24 +103,6 @@ async def test_the_same_head_twice_makes_one_check_run(services: Services) -> No
     await handle_event(services, pull_request_event("opened", HEAD))
     await handle_event(services, pull_request_event("reopened", HEAD))
     assert [call.operation for call in github.calls].count("check_runs.create") == 1
-
-
-class _Answers:
-    """A gidgethub client that answers every GET with the same body."""
-
-    def __init__(self, body: Any) -> None:
-        self.body = body
-
-    async def getitem(self, url: str, *args: Any, **kwargs: Any) -> Any:
-        return self.body
-
-
-async def test_an_answer_without_what_the_app_reads_names_the_endpoint_and_is_permanent() -> None:
-    pulls = Pulls(_Answers({"number": 1, "state": "open", "title": "x"}), "octo/app")  # type: ignore[arg-type]
-    with pytest.raises(UnexpectedResponse) as raised:
-        await pulls.get(1)
-    assert str(raised.value) == ("GET /repos/octo/app/pulls/1 answered without `head.sha`: "
-                                 "got an object with keys [number, state, title]")
 
 
 class _Misunderstood:

@@ -6,6 +6,7 @@
 - `pulls`, `check_runs`, `comments`, `repos`: the operations, with typed results for what the app
   reads (`types.PullRequest`). An answer without what the operation needs raises
   `errors.UnexpectedResponse`, which names the endpoint and the missing field; it is a
-  `bot.errors.PermanentError`, so the worker dead-letters the job at once instead of retrying it.
+  `bot.errors.PermanentError`: the work ends at once (a dead job, a failed validation or agent run)
+  instead of being retried.
 - `client` and `pacing`: authentication, retries, rate limits and the paced writes under all of it.
 """

@@ -7,8 +7,6 @@ from gidgethub.abc import GitHubAPI
 
 from bot.github.errors import field
 
-COMMENT_LIMIT = 65536  # characters GitHub takes in a comment body
-
 
 class Comments:
     def __init__(self, gh: GitHubAPI, repository: str) -> None:
@@ -44,7 +42,7 @@ class Comments:
         """Post `body` (which carries `marker`) unless a comment with the marker is there already, so a
         repeated step does not say it twice."""
         if await self.find(number, marker) is None:
-            await self.create(number, body[:65_000])
+            await self.create(number, body[:65_000])  # GitHub takes 65,536 characters
 
     async def upsert(self, number: int, marker: str, body: str, *, known_id: int | None = None) -> int:
         """The one comment with `marker` on the PR, edited in place or created; its id. `known_id`: where

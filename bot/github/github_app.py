@@ -92,9 +92,6 @@ class GitHubApp:
     def installation_api(self, installation_id: int) -> gidgethub.aiohttp.GitHubAPI:
         return self.clients.installation(installation_id)
 
-    def app_api(self) -> gidgethub.aiohttp.GitHubAPI:
-        return self.clients.app()
-
     def repo(self, installation_id: int | None, repository: str) -> RepoGitHub:
         if installation_id is None:
             raise AppNotConfigured(f"{repository} has no installation of the app")

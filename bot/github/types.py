@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
 from typing import Any
 
 from bot.github.errors import field
@@ -46,19 +46,10 @@ class PullRequest:
     mergeable_state: str | None = None
     html_url: str | None = None
     title: str = ""
-    raw: Mapping[str, Any] = dataclass_field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_open(self) -> bool:
         return self.state == "open" and not self.merged
-
-    @property
-    def owner(self) -> str:
-        return self.repository.split("/", 1)[0]
-
-    @property
-    def repo(self) -> str:
-        return self.repository.split("/", 1)[1]
 
     @classmethod
     def parse(cls, data: Any, *, source: str, repository: str | None = None) -> PullRequest:
@@ -78,7 +69,7 @@ class PullRequest:
             author=(data.get("user") or {}).get("login"), draft=bool(data.get("draft")),
             merged=bool(merged) or (merged is None and data.get("merged_at") is not None),
             mergeable=data.get("mergeable"), mergeable_state=data.get("mergeable_state"),
-            html_url=data.get("html_url"), title=str(data.get("title") or ""), raw=data)
+            html_url=data.get("html_url"), title=str(data.get("title") or ""))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import uuid
 from typing import Any
 
 import aiohttp
-from gidgethub import BadRequest
 
 from bot.config import Settings
 from bot.events import EventBus, JobWakeup
@@ -46,7 +45,7 @@ from pipeline.agents.local_backend import LocalAgentBackend
 from pipeline.agents.machine import (DEFAULT_TIMING, CallFailed, Cancel, Confirm, Event, Finish, Refuse, Reject,
                                      RunFacts, Timing, Transition, next_step)
 from pipeline.agents.prompts import MAX_GOAL_CHARS
-from pipeline.agents.step import RunStep, describe_error
+from pipeline.agents.step import RunStep, describe_error, is_terminal
 from pipeline.sandbox.sandbox import Sandbox
 from pipeline.validation.service import ValidationService
 from pipeline.workspace.checkout import Checkouts
@@ -99,7 +98,7 @@ class AgentRunService:
         self.bus = bus
         self.wakeup = wakeup
         self.http = http
-        self.settings = settings
+        self.settings = settings  # read for Codegen, paths and leases only: the App's own values come from `github`
         self.sandbox = sandbox
         self.checkouts = checkouts
         self.validations = validations
@@ -412,8 +411,7 @@ class AgentRunService:
                 continue
             except Exception as exc:  # noqa: BLE001 - the run retries with backoff, then fails saying why
                 log.warning("agent run %s: %s failed: %s", run.id, type(action).__name__, exc, exc_info=True)
-                unprocessable = isinstance(exc, BadRequest) and exc.status_code == 422
-                pending = CallFailed(describe_error(exc), terminal=unprocessable)
+                pending = CallFailed(describe_error(exc), terminal=is_terminal(exc))
                 continue
             if after is None:
                 return

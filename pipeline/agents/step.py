@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from gidgethub import BadRequest
 
 from bot.config import Settings
+from bot.errors import PermanentError
 from bot.events import EventBus
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
@@ -51,6 +52,12 @@ class RunService(Protocol):
                       *, actor: str | None = None) -> None: ...
 
     def wake(self, after: float = 0.0) -> None: ...
+
+
+def is_terminal(exc: BaseException) -> bool:
+    """An error no retry can fix ends the run: a permanent one (GitHub answered with a shape the app
+    does not understand), or GitHub refusing the request as unprocessable (422)."""
+    return isinstance(exc, PermanentError) or (isinstance(exc, BadRequest) and exc.status_code == 422)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -123,7 +130,7 @@ class RunStep:
             return CallFailed(exc.reason, terminal=exc.terminal, retry_after=exc.retry_after)
         except Exception as exc:  # noqa: BLE001
             log.warning("agent run %s: observing failed: %s", self.run.id, exc, exc_info=True)
-            return CallFailed(describe_error(exc))
+            return CallFailed(describe_error(exc), terminal=is_terminal(exc))
 
     # ---- do ---------------------------------------------------------------------------------------------
 

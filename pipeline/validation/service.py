@@ -52,6 +52,10 @@ NOTHING_TO_VALIDATE = (f"No setup, validate or analysis steps are configured: ad
 class NotRevalidated(Exception):
     """Why a PR's head was not validated again (the PR is gone or closed), in words for its user."""
 
+    def __init__(self, message: str, *, closed: bool) -> None:
+        super().__init__(message)
+        self.closed = closed
+
 
 class ValidationService:
     def __init__(self, store: Store, github: GitHubApp, bus: EventBus, wakeup: JobWakeup, runner: PipelineRunner,
@@ -99,9 +103,9 @@ class ValidationService:
         head has its own run)."""
         pull = await self.repo(project).pulls.find(number)
         if pull is None:
-            raise NotRevalidated(f"pull request #{number} is gone")
+            raise NotRevalidated(f"pull request #{number} is gone", closed=False)
         if not pull.is_open:
-            raise NotRevalidated(f"pull request #{number} is closed: nothing to validate")
+            raise NotRevalidated(f"pull request #{number} is closed: nothing to validate", closed=True)
         if only_head is not None and pull.head_sha != only_head:
             return None
         return await self.start(project, pull, trigger=trigger, restart=True)
