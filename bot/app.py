@@ -7,8 +7,10 @@ the CLI) get the finished `Services` record; the aiohttp application is built he
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -16,9 +18,10 @@ from aiohttp import web
 from bot import migrate, registration, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.crypto import Crypto
-from bot.db import Database
+from bot.db import Database, check_sqlite_file, sqlite_file
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
+from bot.guard.request_guard import GUARD, build_guard
 from bot.models import JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
 from bot.redact import PROCESS_REDACTOR
 from bot.services import SERVICES, SETTINGS, Services
@@ -33,11 +36,13 @@ from pipeline.agents.availability import AgentAvailability
 from pipeline.agents.service import AgentRunService
 from pipeline.merge.service import MergeService
 from pipeline.sandbox.sandbox import Sandbox
+from pipeline.ui_check.launch_check import BrowserHealth
 from pipeline.ui_check.retention import ScreenshotPruner
 from pipeline.validation.service import ValidationService
 from pipeline.validation.stages import PipelineRunner
 from pipeline.workspace.checkout import Checkouts
 from pipeline.workspace.snapshots import SnapshotStore
+from pipeline.workspace.volumes import RunVolumes
 from worker.runner import Lane, Worker
 
 log = logging.getLogger(__name__)
@@ -47,9 +52,19 @@ class SchemaOutOfDate(Exception):
     pass
 
 
-async def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Database:
-    """Open the database; SQLite is migrated in place, PostgreSQL must be migrated with `codegenapp migrate`."""
+def check_database(settings: Settings, *, init: bool = False) -> None:
+    """Refuse (DatabaseUnusable) a damaged SQLite file, or an empty one where DATA_DIR holds the keys of an
+    earlier start, unless `init` (the operator's --init): see bot/db.py."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(settings.database_url)
+    if path is not None:
+        check_sqlite_file(path, keys_found_in=settings.data_dir if settings.generated_keys_found else None, init=init)
+
+
+async def prepare_database(settings: Settings, *, init: bool = False, migrate_sqlite: bool = True) -> Database:
+    """Open the database; SQLite is checked (`check_database`) and migrated in place, PostgreSQL must be
+    migrated with `codegenapp migrate`."""
+    await asyncio.to_thread(check_database, settings, init=init)
     db = Database(settings.database_url)
     if db.is_sqlite and migrate_sqlite:
         await migrate.upgrade(db)
@@ -62,11 +77,11 @@ async def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -
     return db
 
 
-async def build_services(settings: Settings, *, with_worker: bool = True) -> Services:
+async def build_services(settings: Settings, *, with_worker: bool = True, init: bool = False) -> Services:
     settings = registration.apply(settings)  # the App registered from the dashboard; the environment wins
     for value in settings.secret_values:
         PROCESS_REDACTOR.add(value)
-    db = await prepare_database(settings)
+    db = await prepare_database(settings, init=init)
     store = Store(db, Crypto(settings.encryption_key), github_url=settings.github_url)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=10))
     bus = EventBus()
@@ -77,11 +92,16 @@ async def build_services(settings: Settings, *, with_worker: bool = True) -> Ser
         log.warning("no working sandbox (%s): PR code will not be run; validations fail saying so",
                     sandbox.capabilities.summary())
     checkouts = Checkouts(settings.data_dir / "git", github_url=settings.github_url)
+    volumes = RunVolumes(settings.data_dir / "workspaces", limit_bytes=settings.run_disk_limit_bytes,
+                         min_free_bytes=settings.min_free_disk_bytes)
+    await volumes.start()  # removes what a stopped process left mounted; finds out whether mounting works
     agents_available = AgentAvailability(settings, github, sandbox_ok=sandbox.capabilities.sandboxed)
     merges = MergeService(store, github, bus)
+    snapshots = SnapshotStore(settings.data_dir / "snapshots", home_caches=settings.snapshot_home_caches)
     validations = ValidationService(
-        store, github, bus, wakeup, PipelineRunner(sandbox, SnapshotStore(settings.data_dir / "snapshots")),
-        checkouts, merges, agent_configured=agents_available.configured, public_url=settings.public_url,
+        store, github, bus, wakeup, PipelineRunner(sandbox, snapshots),
+        checkouts, merges, volumes=volumes, agent_configured=agents_available.configured,
+        public_url=settings.public_url,
         data_dir=settings.data_dir, chromium_path=settings.chromium_path)
     agent_runs = AgentRunService(store, github, bus, wakeup, http, settings, sandbox=sandbox, checkouts=checkouts,
                                  validations=validations, availability=agents_available)
@@ -95,32 +115,43 @@ async def build_services(settings: Settings, *, with_worker: bool = True) -> Ser
         worker = Worker(store, {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: validations.run_job,
                                 JOB_AGENT_RUN: agent_runs.run_job},
                         bus=bus, wakeup=wakeup, lease_seconds=settings.job_lease_seconds,
+                        outage_budget_seconds=settings.github_outage_budget_hours * 3600.0,
                         lanes=[Lane("webhooks", settings.webhook_concurrency, frozenset({JOB_WEBHOOK}), urgent=True),
                                Lane("background", settings.worker_concurrency)])
         pruner = ScreenshotPruner(store, settings.data_dir, settings.screenshot_retention_days)
+    browser = BrowserHealth(settings.chromium_path, sandbox.capabilities)
+    browser.start()  # one real launch, in the background: /health says "checking" until it is known
     services = Services(settings=settings, store=store, http=http, bus=bus, github=github, sandbox=sandbox,
                         validations=validations, merges=merges, agent_runs=agent_runs, worker=worker,
-                        screenshot_pruner=pruner)
+                        screenshot_pruner=pruner, browser=browser, volumes=volumes)
     if worker is not None and pruner is not None:
         await worker.start()
         agent_runs.start_listening()
         pruner.start()  # at start, then hourly (pipeline/ui_check/retention.py)
+        validations.start_recovery()  # what a killed process left of check runs, at start and every minute
     return services
 
 
-def create_app(settings: Settings, *, with_worker: bool = True) -> web.Application:
+def create_app(settings: Settings, *, with_worker: bool = True,
+               clock: Callable[[], float] = time.monotonic) -> web.Application:
+    """`clock` times the per-client rate limits (tests move it by hand)."""
     app = web.Application(client_max_size=settings.max_webhook_bytes)
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = await build_services(settings, with_worker=with_worker)
         app[SERVICES] = services
+        app[GUARD] = guard = build_guard(services.settings, services.github, clock=clock)
+        if guard.hook_sources is not None:
+            guard.hook_sources.start()  # GitHub's webhook addresses, read now and hourly
         if not services.settings.app_configured:
             # Setup mode: only who holds the one-time token (DATA_DIR/setup-token, 0600) may register the App.
             token = registration.ensure_setup_token(services.settings)
             log.warning("no GitHub App configured: register it at %s/?setup_token=%s",
                         services.settings.public_url, token)
         yield
+        if guard.hook_sources is not None:
+            await guard.hook_sources.stop()
         await services.close()
 
     app.cleanup_ctx.append(lifecycle)

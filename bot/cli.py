@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -15,15 +16,16 @@ from pathlib import Path
 from aiohttp import web
 
 from bot import migrate
-from bot.app import SchemaOutOfDate, build_services, create_app, prepare_database
+from bot.app import SchemaOutOfDate, build_services, check_database, create_app, prepare_database
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Crypto
-from bot.db import Database
+from bot.db import Database, DatabaseUnusable
 from bot.logs import configure_logging
 from bot.migrate import upgrade_in_child
 from bot.store import InvalidSecret, Store
 from pipeline.sandbox.sandbox import SandboxUnavailable
 from pipeline.validation.local_run import LocalRunError, validate_local
+from pipeline.workspace.snapshots import SnapshotStore
 
 log = logging.getLogger("codegenapp")
 
@@ -50,21 +52,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default PORT or 3001)")
     serve.add_argument("--no-worker", action="store_true", help="do not run jobs in this process")
 
-    commands.add_parser("worker", help="run a standalone worker")
-    commands.add_parser("migrate", help="bring the database schema up to date")
+    worker = commands.add_parser("worker", help="run a standalone worker")
+    migrate_command = commands.add_parser("migrate", help="bring the database schema up to date")
+    for command in (serve, worker, migrate_command):
+        command.add_argument("--init", action="store_true",
+                             help="accept an empty database although DATA_DIR holds the keys of an earlier start")
 
     projects = commands.add_parser("projects", help="projects (one per repository)")
     projects_commands = projects.add_subparsers(dest="projects_command", required=True, metavar="ACTION")
     listing = projects_commands.add_parser("list", help="list projects")
     listing.add_argument("--all", action="store_true", help="include archived projects")
 
-    validate = commands.add_parser("validate", help="run the validation pipeline on a local checkout and "
-                                                    "print the report the check run would show")
+    validate = commands.add_parser(
+        "validate", help="run the validation pipeline on a local checkout and print the report the check run "
+                         "would show",
+        description="Validates a commit (not the uncommitted changes of the working tree) with the "
+                    ".github/codegenapp.yml of that commit, in the sandbox. Exit code: 0 passed, 1 failed, "
+                    "2 could not run (no repository, an invalid config, no sandbox).")
     validate.add_argument("path", nargs="?", default=".", help="a git repository (default: .)")
     validate.add_argument("--ref", default="HEAD", help="the commit to validate (default: HEAD)")
-    validate.add_argument("--config", type=Path, help="a config file instead of the commit's .github/codegenapp.yml")
+    validate.add_argument("--base", metavar="REF",
+                          help="annotate only the lines changed since REF (its merge base), as on a pull request")
+    validate.add_argument("--config", type=Path, metavar="FILE",
+                          help="a config file instead of the validated commit's .github/codegenapp.yml")
+    validate.add_argument("--no-snapshots", action="store_true",
+                          help="run setup from scratch, neither restoring nor saving a snapshot (they are kept "
+                               "in $XDG_CACHE_HOME/codegenapp/snapshots, by default ~/.cache/codegenapp/snapshots)")
     validate.add_argument("--unsandboxed", action="store_true",
-                          help="run the commands without the sandbox (only for code you trust)")
+                          help="run the commands without the sandbox (only for code you trust; no snapshots)")
 
     secrets = commands.add_parser("secrets", help="project secrets (stored encrypted)")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
@@ -85,25 +100,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
-        return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker)
+        return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker, init=args.init)
     commands = {"worker": run_worker, "migrate": run_migrate, "projects": list_projects, "secrets": set_secret}
     try:
         return asyncio.run(commands[args.command](settings, args))
     except KeyboardInterrupt:
         return 130
+    except (DatabaseUnusable, SchemaOutOfDate) as exc:
+        print(f"codegenapp: {exc}", file=sys.stderr)
+        return 2
 
 
-def serve(settings: Settings, *, host: str | None, port: int | None, with_worker: bool) -> int:
-    if not settings.app_configured:
-        log.warning("GitHub App not configured (%s missing): webhooks answer 503 until it is; see %s/",
-                    ", ".join(settings.missing_app_settings), settings.public_url)
+def serve(settings: Settings, *, host: str | None, port: int | None, with_worker: bool, init: bool = False) -> int:
     if settings.database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            check_database(settings, init=init)  # before the migration makes an empty file look new
+        except DatabaseUnusable as exc:
+            print(f"codegenapp: {exc}", file=sys.stderr)
+            return 2
         try:
             upgrade_in_child(settings.database_url)
         except subprocess.CalledProcessError:
             print("codegenapp: migrating the SQLite database failed (see above)", file=sys.stderr)
             return 2
+    if not settings.app_configured:
+        log.warning("GitHub App not configured (%s missing): webhooks answer 503 until it is; see %s/",
+                    ", ".join(settings.missing_app_settings), settings.public_url)
 
     async def started(_app: web.Application) -> None:  # runs after the services have started
         settle_heap()
@@ -114,7 +136,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
         web.run_app(app, host=host or settings.host,
                     port=port or settings.port, print=lambda line: log.info("%s", line.strip()),
                     access_log=None, shutdown_timeout=15)
-    except SchemaOutOfDate as exc:
+    except (DatabaseUnusable, SchemaOutOfDate) as exc:
         print(f"codegenapp: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -124,8 +146,10 @@ def local_validation(args: argparse.Namespace) -> int:
     """Needs no App and no database: only git, the repository and (normally) bubblewrap."""
     configure_logging("WARNING", "pretty")
     try:
-        result = asyncio.run(validate_local(Path(args.path), ref=args.ref, config_file=args.config,
-                                            unsandboxed=args.unsandboxed))
+        snapshots = None if args.no_snapshots else SnapshotStore(snapshot_dir())
+        result = asyncio.run(validate_local(Path(args.path), ref=args.ref, base=args.base, config_file=args.config,
+                                            unsandboxed=args.unsandboxed, snapshots=snapshots,
+                                            notify=lambda line: print(f"codegenapp: {line}", file=sys.stderr)))
     except (LocalRunError, SandboxUnavailable, OSError) as exc:
         print(f"codegenapp: {exc}", file=sys.stderr)
         return 2
@@ -133,8 +157,14 @@ def local_validation(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-async def run_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    services = await build_services(settings, with_worker=True)
+def snapshot_dir() -> Path:
+    """The local command's setup snapshots: per user, as a cache (the app's are under DATA_DIR)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "codegenapp" / "snapshots"
+
+
+async def run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    services = await build_services(settings, with_worker=True, init=args.init)
     settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,8 +176,8 @@ async def run_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+async def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    check_database(settings, init=args.init)
     db = Database(settings.database_url)
     try:
         before = await migrate.current_revision(db)

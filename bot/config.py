@@ -7,11 +7,13 @@ is reported at once, each with a sentence a maintainer can act on.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,6 +25,7 @@ from dotenv import dotenv_values
 WEBHOOK_PATH = "/api/v1/webhooks/github"
 DEFAULT_PORT = 3001
 MAX_RETENTION_DAYS = 36500
+GIB = 1024**3
 
 
 class ConfigError(Exception):
@@ -61,8 +64,22 @@ class Settings:
     webhook_concurrency: int = 32
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
+    github_outage_budget_hours: int = 6  # a job waits out GitHub failing this long after its first failure
     chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
     screenshot_retention_days: int = 30  # the UI check's screenshots are deleted this long after a run; 0: never
+    snapshot_home_caches: bool = False  # setup snapshots keep package managers' download caches (~/.npm, ...)
+    # Disk: each run's workspace is a filesystem of this size (pipeline/workspace/volumes.py); /health fails
+    # below min_free on DATA_DIR, and a run starts only when that much stays free after it took its own.
+    run_disk_limit_bytes: int = 4 * GIB
+    min_free_disk_bytes: int = 1 * GIB
+    generated_keys_found: bool = False  # DATA_DIR held the keys an earlier start generated (bot/db.py)
+    # Abuse from outside (bot/guard/): per-client requests a minute (0: no limit), proxies whose
+    # X-Forwarded-For is believed, and the optional allowlist of GitHub's webhook addresses.
+    login_requests_per_minute: int = 30
+    api_requests_per_minute: int = 600
+    webhook_refusals_per_minute: int = 30
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    webhook_github_addresses_only: bool = False
 
     @property
     def app_configured(self) -> bool:
@@ -126,6 +143,49 @@ def _int(values: dict[str, str], name: str, default: int, problems: list[str], *
     if number < minimum:
         problems.append(f"{name} must be at least {minimum}, got {number}")
     return number
+
+
+def _gib(values: dict[str, str], name: str, default: int, problems: list[str], *, minimum: float) -> int:
+    """A size given in GiB (fractions allowed), in bytes."""
+    raw = values.get(name)
+    if raw is None:
+        return default
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = math.nan
+    if not math.isfinite(gib):
+        problems.append(f"{name} must be a number of GiB (such as 4 or 0.5), got {raw!r}")
+        return default
+    if gib < minimum:
+        problems.append(f"{name} must be at least {minimum:g} GiB, got {raw}")
+        return default
+    return int(gib * GIB)
+
+
+def _bool(values: dict[str, str], name: str, default: bool, problems: list[str]) -> bool:
+    raw = values.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    problems.append(f"{name} must be true or false, got {raw!r}")
+    return default
+
+
+def _networks(values: dict[str, str], name: str, problems: list[str]) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for entry in (e.strip() for e in values.get(name, "").split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError:
+            problems.append(f"{name} must be comma-separated IP addresses or CIDR ranges "
+                            f"(10.0.0.0/8, ::1), got {entry!r}")
+    return tuple(networks)
 
 
 def load_or_create_key(path: Path, make: callable) -> str:  # type: ignore[valid-type]
@@ -236,16 +296,25 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         webhook_concurrency=_int(values, "WEBHOOK_CONCURRENCY", 32, problems),
         job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
         job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
+        github_outage_budget_hours=_int(values, "GITHUB_OUTAGE_BUDGET_HOURS", 6, problems, minimum=0),
         chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),
         screenshot_retention_days=screenshot_retention_days,
+        snapshot_home_caches=_bool(values, "SNAPSHOT_HOME_CACHES", False, problems),
+        run_disk_limit_bytes=_gib(values, "RUN_DISK_LIMIT_GIB", 4 * GIB, problems, minimum=0.01),
+        min_free_disk_bytes=_gib(values, "MIN_FREE_DISK_GIB", 1 * GIB, problems, minimum=0),
+        login_requests_per_minute=_int(values, "LOGIN_REQUESTS_PER_MINUTE", 30, problems, minimum=0),
+        api_requests_per_minute=_int(values, "API_REQUESTS_PER_MINUTE", 600, problems, minimum=0),
+        webhook_refusals_per_minute=_int(values, "WEBHOOK_REFUSALS_PER_MINUTE", 30, problems, minimum=0),
+        trusted_proxies=_networks(values, "TRUSTED_PROXIES", problems),
+        webhook_github_addresses_only=_bool(values, "WEBHOOK_GITHUB_ADDRESSES_ONLY", False, problems),
     )
     if problems:
         raise ConfigError(problems)
 
     if create_keys:
-        jwt_secret = values.get("JWT_SECRET_KEY") or load_or_create_key(
-            data_dir / "jwt-secret-key", lambda: secrets.token_urlsafe(48))
-        enc_key = encryption_key or load_or_create_key(
-            data_dir / "encryption-key", lambda: Fernet.generate_key().decode())
-        settings = replace(settings, jwt_secret_key=jwt_secret, encryption_key=enc_key)
+        jwt_file, encryption_file = data_dir / "jwt-secret-key", data_dir / "encryption-key"
+        found = jwt_file.exists() or encryption_file.exists()
+        jwt_secret = values.get("JWT_SECRET_KEY") or load_or_create_key(jwt_file, lambda: secrets.token_urlsafe(48))
+        enc_key = encryption_key or load_or_create_key(encryption_file, lambda: Fernet.generate_key().decode())
+        settings = replace(settings, jwt_secret_key=jwt_secret, encryption_key=enc_key, generated_keys_found=found)
     return settings

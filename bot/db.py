@@ -28,19 +28,28 @@ only its caller sees the error (a unit of work may run twice: it must only touch
 A unit whose caller was cancelled before it ran is dropped.
 
 PostgreSQL: the async engine (asyncpg) runs the same functions through `run_sync`.
+
+Before a SQLite file is used, `check_sqlite_file` refuses a damaged one (`PRAGMA quick_check`: a bad
+page otherwise goes unnoticed until every job that reads it fails) and an empty one where DATA_DIR
+says the app ran before (a truncated or lost file would otherwise start as a fresh database: the
+projects back with new ids, their settings and secrets gone), unless the operator asks for a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -85,6 +94,83 @@ def _begin_deferred(connection: Connection) -> None:
 def sync_url(url: str) -> str:
     """The URL of the synchronous driver for SQLite (DATABASE_URL may name aiosqlite)."""
     return "sqlite://" + url.split("://", 1)[1] if url.startswith("sqlite") else url
+
+
+class DatabaseUnusable(Exception):
+    """The database cannot be used as it is; the message names the file and what to do."""
+
+
+# Rows of `PRAGMA quick_check` quoted in the refusal (the rest are more of the same damage).
+QUICK_CHECK_ROWS = 3
+# Files that passed quick_check in this process, by (device, inode, size, mtime): `serve` checks before
+# migrating in a child process and opens the same, unchanged file again right after.
+_checked: set[tuple[int, int, int, int]] = set()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite DATABASE_URL (None for PostgreSQL or an in-memory database)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    return Path(database).resolve() if database and database != ":memory:" else None
+
+
+def check_sqlite_file(path: Path, *, keys_found_in: Path | None, init: bool) -> None:
+    """Refuse (DatabaseUnusable) a damaged database, and an empty or missing one when `keys_found_in`
+    (DATA_DIR, when it held the keys a previous start generated) unless `init` (the operator's --init)."""
+    empty = not path.exists()
+    if not empty:
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True)) as conn:
+                problems = _quick_check(conn, path)
+                empty = not problems and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise DatabaseUnusable(f"the database {path} cannot be opened: {exc}") from exc
+            problems = [str(exc)]
+        if problems:
+            raise DatabaseUnusable(
+                f"the database {path} is damaged ({'; '.join(problems)}): stop the app and restore the file from "
+                f"a backup (`sqlite3 {path} .recover` saves what is still readable); the app will not use it as it is")
+    if empty and keys_found_in is not None and not init:
+        raise DatabaseUnusable(
+            f"the database {path} is {'empty' if path.exists() else 'missing'}, but {keys_found_in} holds the keys "
+            "of an installation that ran before: starting would lose its projects, settings and secrets. Restore "
+            "the database from a backup, or start with --init to begin with an empty one")
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> list[str]:
+    st = path.stat()
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if identity in _checked:
+        return []
+    rows: list[str] = []
+    try:
+        for (row,) in conn.execute(f"PRAGMA quick_check({QUICK_CHECK_ROWS})"):
+            rows.append(" ".join(row.split()))  # one line: a row may hold several
+    except sqlite3.DatabaseError as exc:  # the damage may stop the check itself, after what it found
+        if not rows:
+            raise
+        rows.append(str(exc))
+    if rows == ["ok"]:
+        _checked.add(identity)
+        return []
+    return rows
+
+
+def failure_cause(exc: BaseException) -> BaseException:
+    """The driver's own error behind a SQLAlchemy one (whose text quotes the statement and its values)."""
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a failed write failed because the disk (or the database's quota) is full."""
+    cause = failure_cause(exc)
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    if isinstance(cause, OSError):
+        return cause.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(cause, "sqlstate", None) == "53100"  # PostgreSQL's disk_full
 
 
 def _sqlite_engine(url: str, *, begin: Callable[[Connection], None], pool_size: int = 1,

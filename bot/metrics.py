@@ -34,7 +34,8 @@ QUEUE_DEPTH = Gauge(
 )
 JOB_OUTCOMES = Counter(
     "codegenapp_jobs_total",
-    "Finished job attempts, by kind and outcome (done, retry, dead, released).",
+    "Finished job attempts, by kind and outcome (done, retry, dead, released; postponed: GitHub was failing or "
+    "rate limited, tried again later without counting an attempt).",
     ["kind", "outcome"],
     registry=REGISTRY,
 )
@@ -65,6 +66,26 @@ GITHUB_WRITES_DEFERRED = Counter(
 GITHUB_WRITES_COALESCED = Counter(
     "codegenapp_github_writes_coalesced_total",
     "Progress updates replaced by a newer update to the same resource before being sent.",
+    registry=REGISTRY,
+)
+
+GITHUB_PAUSED = Gauge(
+    "codegenapp_github_paused",
+    "1 while GitHub work is paused because GitHub is failing, by scope: an installation id, 'app' for the "
+    "App's own requests, 'all' for the whole app.",
+    ["scope"],
+    registry=REGISTRY,
+)
+GITHUB_REQUESTS_REFUSED = Counter(
+    "codegenapp_github_requests_refused_total",
+    "GitHub requests not sent, by reason: 'outage' (GitHub work paused) or 'rate_limit' (a wait beyond the "
+    "longest one honoured).",
+    ["reason"],
+    registry=REGISTRY,
+)
+GITHUB_RATE_LIMIT_HOLDS = Counter(
+    "codegenapp_github_rate_limit_holds_total",
+    "Times an installation's GitHub requests were held for a rate limit (retry-after, x-ratelimit-reset).",
     registry=REGISTRY,
 )
 

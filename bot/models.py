@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -214,7 +214,10 @@ class ValidationState(Base):
 
     __tablename__ = "validation_states"
     __table_args__ = (Index("ix_validation_pr", "project_id", "pr_number"),
-                      Index("ix_validation_head", "project_id", "head_sha"))
+                      Index("ix_validation_head", "project_id", "head_sha"),
+                      # the few whose check run may still need settling (ValidationStore.unsettled)
+                      Index("ix_validation_unsettled", "created_at", sqlite_where=text("check_run_settled = 0"),
+                            postgresql_where=text("NOT check_run_settled")))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
@@ -230,6 +233,9 @@ class ValidationState(Base):
     # random id, and since when; stays on the row once check_run_id is recorded.
     check_run_claimed_by: Mapped[str | None] = mapped_column(String(64))
     check_run_claimed_at: Mapped[datetime | None]
+    # Whether GitHub has been told how this validation ended: its check run completed, or found to have
+    # none. Until then the recovery (ValidationService.recover_check_runs) may have to do it.
+    check_run_settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     snapshot_id: Mapped[str | None] = mapped_column(String(64))
     deployment_status: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32), default=VALIDATION_QUEUED)
@@ -366,6 +372,7 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    first_failed_at: Mapped[datetime | None]  # where the GitHub outage budget starts (worker/policy.py)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 

@@ -17,8 +17,10 @@ from bot.store import Store
 from pipeline.agents.service import AgentRunService
 from pipeline.merge.service import MergeService
 from pipeline.sandbox.sandbox import Sandbox
+from pipeline.ui_check.launch_check import BrowserHealth
 from pipeline.ui_check.retention import ScreenshotPruner
 from pipeline.validation.service import ValidationService
+from pipeline.workspace.volumes import RunVolumes
 from worker.runner import Worker
 
 
@@ -35,6 +37,8 @@ class Services:
     agent_runs: AgentRunService
     worker: Worker | None  # None: `serve --no-worker` (a worker process elsewhere runs the jobs)
     screenshot_pruner: ScreenshotPruner | None  # runs where a worker does
+    browser: BrowserHealth | None = None  # the UI check's browser for /health (None: a record built by hand)
+    volumes: RunVolumes | None = None  # the runs' workspace disks, for /health and closing (None: built by hand)
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
 
@@ -48,8 +52,11 @@ class Services:
     async def close(self) -> None:
         if self.screenshot_pruner is not None:
             await self.screenshot_pruner.stop()
+        await self.validations.close()
         if self.worker is not None:
             await self.worker.stop()
+        if self.volumes is not None:
+            await self.volumes.close()  # each run removes its own; nothing stays mounted whatever happened
         await self.agent_runs.close()
         await self.github.close()
         await self.http.close()

@@ -8,9 +8,10 @@ import logging
 from aiohttp import web
 
 from bot import metrics
+from bot.config import Settings
 from bot.models import utcnow
 from bot.services import SERVICES, Services
-from pipeline.ui_check.check import describe_browser
+from pipeline.workspace.volumes import RunVolumes, free_bytes, gib
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,32 @@ async def health(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - health must answer whatever broke
         healthy = False
         report["database"] = {"ok": False, "error": type(exc).__name__}
+    report["disk"] = disk = disk_report(services.settings, services.volumes)
+    healthy = healthy and bool(disk["ok"])
+    # GitHub failing pauses the app's GitHub work (it resumes by itself): reported, not unhealthy.
+    report["github"] = services.github.status()
     report["sandbox"] = services.sandbox.capabilities.describe()
-    report["browser"] = describe_browser(services.settings.chromium_path, services.sandbox.capabilities)
+    if services.browser is not None:
+        report["browser"] = services.browser.describe()  # one real launch at start, or "checking"
     report["status"] = "ok" if healthy else "unavailable"
     return web.json_response(report, status=200 if healthy else 503)
+
+
+def disk_report(settings: Settings, volumes: RunVolumes | None) -> dict[str, object]:
+    """Free space on DATA_DIR (the database, the ingress and every run's workspace live there): not ok
+    below MIN_FREE_DISK_GIB. `runs`: how each run's own disk use is bounded."""
+    try:
+        free, total = free_bytes(settings.data_dir)
+    except OSError as exc:
+        return {"ok": False, "reason": f"DATA_DIR cannot be examined: {exc.strerror}"}
+    report: dict[str, object] = {"ok": free >= settings.min_free_disk_bytes, "free_bytes": free,
+                                 "total_bytes": total, "min_free_bytes": settings.min_free_disk_bytes}
+    if not report["ok"]:
+        report["reason"] = (f"{gib(free)} GiB free on DATA_DIR, below MIN_FREE_DISK_GIB "
+                            f"({gib(settings.min_free_disk_bytes)} GiB)")
+    if volumes is not None:
+        report["runs"] = volumes.describe()
+    return report
 
 
 async def metrics_page(request: web.Request) -> web.Response:

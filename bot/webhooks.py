@@ -1,12 +1,18 @@
 """Webhook ingress: verify, parse, store with its job in one transaction, acknowledge.
 
 Nothing is handled inside the request; the worker runs handlers from the stored delivery.
+
+Abuse (bot/guard/): with WEBHOOK_GITHUB_ADDRESSES_ONLY, a request from outside GitHub's webhook addresses
+is refused (403) before anything else. Refused requests (unsigned, badly signed, from outside) count
+against the client's WEBHOOK_REFUSALS_PER_MINUTE: past it they get 429 and are logged once, and an
+unsigned one is answered before its body is read. A validly signed delivery is never limited.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +22,8 @@ import orjson
 from aiohttp import web
 
 from bot import metrics
+from bot.guard.request_guard import GUARD, RequestGuard
+from bot.db import disk_full, failure_cause
 from bot.logs import delivery_id_var
 from bot.models import JOB_WEBHOOK
 from bot.services import SERVICES, Services
@@ -24,6 +32,9 @@ from bot.store import ClaimedJob, IncomingDelivery
 log = logging.getLogger(__name__)
 
 MAX_DELIVERY_ID_LENGTH = 64
+MAX_GITHUB_ID = 2**63 - 1  # GitHub's ids are positive 64-bit integers, as are the database's columns
+_HEADER_TOKEN = re.compile(r"[!-~]{1,64}")  # X-GitHub-Event, X-GitHub-Delivery: printable ASCII
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 SLOT_WAIT_SECONDS = 2.0  # well inside GitHub's 10 s delivery timeout
 
 
@@ -45,8 +56,9 @@ class ParsedDelivery:
     payload: dict[str, Any]
 
 
-def verify_signature(body: bytes, headers: Mapping[str, str], secrets: tuple[str, ...]) -> None:
-    """Accept only a valid `X-Hub-Signature-256` made with one of the configured secrets."""
+def signed_digest(headers: Mapping[str, str]) -> str:
+    """The hex digest of `X-Hub-Signature-256: sha256=<64 hex digits>` (lower case), or refused: what
+    is checked without reading the body."""
     signature = headers.get("X-Hub-Signature-256")
     if not signature:
         if headers.get("X-Hub-Signature"):
@@ -54,11 +66,17 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secrets: tuple[str
                                        "X-Hub-Signature-256 is required", metric="signature")
         raise WebhookRejected(401, "the delivery is not signed (no X-Hub-Signature-256)", metric="signature")
     algorithm, _, digest = signature.partition("=")
-    if algorithm != "sha256" or not digest:
-        raise WebhookRejected(401, "X-Hub-Signature-256 is not of the form sha256=<hex>", metric="signature")
+    if algorithm != "sha256" or not _SHA256_HEX.fullmatch(digest):
+        raise WebhookRejected(401, "X-Hub-Signature-256 is not of the form sha256=<64 hex digits>",
+                              metric="signature")
+    return digest.lower()
+
+
+def verify_signature(body: bytes, digest: str, secrets: tuple[str, ...]) -> None:
+    """Accept only a digest (from `signed_digest`) made with one of the configured secrets (rotation)."""
     for secret in secrets:
         expected = hmac.digest(secret.encode(), body, "sha256").hex()
-        if hmac.compare_digest(expected, digest.lower()):
+        if hmac.compare_digest(expected, digest):
             return
     raise WebhookRejected(401, "the signature does not match the webhook secret", metric="signature")
 
@@ -68,8 +86,13 @@ def parse_delivery(body: bytes, headers: Mapping[str, str]) -> ParsedDelivery:
     delivery_id = headers.get("X-GitHub-Delivery", "").strip()
     if not event:
         raise WebhookRejected(400, "missing X-GitHub-Event header", metric="malformed")
+    if not _HEADER_TOKEN.fullmatch(event):
+        raise WebhookRejected(400, "X-GitHub-Event must be at most 64 printable ASCII characters",
+                              metric="malformed")
     if not delivery_id or len(delivery_id) > MAX_DELIVERY_ID_LENGTH:
         raise WebhookRejected(400, "missing or overlong X-GitHub-Delivery header", metric="malformed")
+    if not _HEADER_TOKEN.fullmatch(delivery_id):
+        raise WebhookRejected(400, "X-GitHub-Delivery must be printable ASCII", metric="malformed")
     content_type = headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     try:
         if content_type == "application/json":
@@ -90,10 +113,15 @@ def parse_delivery(body: bytes, headers: Mapping[str, str]) -> ParsedDelivery:
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "payload is not a JSON object", metric="malformed")
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
+    if action is not None and (len(action) > 64 or "\x00" in action):
+        raise WebhookRejected(400, "action must be at most 64 characters", metric="malformed")
     installation = payload.get("installation")
     installation_id = installation.get("id") if isinstance(installation, dict) else None
     if not isinstance(installation_id, int) or isinstance(installation_id, bool):
         installation_id = None
+    elif not 1 <= installation_id <= MAX_GITHUB_ID:
+        raise WebhookRejected(400, f"installation.id {installation_id} is not a GitHub id "
+                                   f"(a whole number from 1 to 2^63-1)", metric="malformed")
     return ParsedDelivery(delivery_id, event, action, installation_id, text, payload)
 
 
@@ -106,6 +134,30 @@ def _reject(exc: WebhookRejected) -> web.Response:
     return web.json_response({"error": exc.reason}, status=exc.status)
 
 
+def _refuse(guard: RequestGuard, request: web.Request, exc: WebhookRejected) -> web.Response:
+    """A refusal that counts against the client's limit: past it, 429, logged once until it passes."""
+    client, verdict = guard.take(guard.webhook_refusals, request)
+    if verdict.allowed:
+        return _reject(exc)
+    metrics.REJECTED_DELIVERIES.labels("rate_limited").inc()
+    if verdict.first_refusal:
+        log.warning("webhook requests from %s refused too often (last: %s): answering 429, not logging each",
+                    client, exc.reason)
+    return web.json_response({"error": f"too many refused webhook requests from this address ({exc.reason}); "
+                                       "try again later"},
+                             status=429, headers={"Retry-After": str(verdict.retry_seconds)})
+
+
+def _not_stored(exc: Exception) -> web.Response:
+    """503, never 500: GitHub records the delivery as failed, to be redelivered once it can be stored."""
+    reason = "the disk is full" if disk_full(exc) else "a database error"
+    metrics.REJECTED_DELIVERIES.labels("not_stored").inc()
+    cause = failure_cause(exc)
+    log.error("delivery not stored (%s): %s: %s", reason, type(cause).__name__, cause)
+    return web.json_response({"error": f"the delivery could not be stored ({reason}); it can be redelivered"},
+                             status=503)
+
+
 async def receive(request: web.Request) -> web.StreamResponse:
     services: Services = request.app[SERVICES]
     settings = services.settings
@@ -113,6 +165,20 @@ async def receive(request: web.Request) -> web.StreamResponse:
         missing = ", ".join(settings.missing_app_settings)
         return web.json_response({"error": f"the GitHub App is not configured: set {missing} "
                                            "(see README, or open / to register the App)"}, status=503)
+    guard = request.app[GUARD]
+    if guard.hook_sources is not None:
+        client = guard.client(request)
+        allowed = guard.hook_sources.allows(client)
+        if allowed is None:
+            return web.json_response({"error": "GitHub's webhook addresses (GET /meta) are not known yet; "
+                                               "try again shortly"}, status=503, headers={"Retry-After": "60"})
+        if not allowed:
+            return _refuse(guard, request, WebhookRejected(
+                403, f"{client} is not one of GitHub's webhook addresses (hooks of GET /meta)", metric="source"))
+    try:
+        digest = signed_digest(request.headers)
+    except WebhookRejected as exc:
+        return _refuse(guard, request, exc)  # whatever the body says: not read
     if request.content_length is not None and request.content_length > settings.max_webhook_bytes:
         return _reject(WebhookRejected(413, f"body larger than {settings.max_webhook_bytes} bytes",
                                        metric="too_large"))
@@ -122,7 +188,10 @@ async def receive(request: web.Request) -> web.StreamResponse:
         return _reject(WebhookRejected(413, f"body larger than {settings.max_webhook_bytes} bytes",
                                        metric="too_large"))
     try:
-        verify_signature(body, request.headers, settings.webhook_secrets)
+        verify_signature(body, digest, settings.webhook_secrets)
+    except WebhookRejected as exc:
+        return _refuse(guard, request, exc)
+    try:
         delivery = parse_delivery(body, request.headers)
     except WebhookRejected as exc:
         return _reject(exc)
@@ -145,9 +214,11 @@ async def receive(request: web.Request) -> web.StreamResponse:
             job_kind=JOB_WEBHOOK,
             max_attempts=settings.job_max_attempts, lease_owner=lease_owner,
             lease_seconds=settings.job_lease_seconds))
-    except BaseException:
+    except BaseException as exc:
         if lease_owner is not None:
             worker.cancel_reservation(JOB_WEBHOOK)  # type: ignore[union-attr]
+        if isinstance(exc, Exception):
+            return _not_stored(exc)
         raise
     if stored.duplicate:
         if lease_owner is not None:

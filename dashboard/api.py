@@ -12,15 +12,17 @@ re-running validations need write access (`push`, `maintain` or `admin`; 403 oth
 settings needs `admin` or `maintain`, like the settings page. The audit log's actor is the user's login.
 
 Projects come from the App's installations: `POST /api/v1/projects` and `DELETE /api/v1/projects/{id}`
-answer 405 saying so (install the App on, or remove it from, the repository on GitHub; an uninstalled
-repository's project is archived). Errors are `{"error": "..."}`.
+are no operations and answer 405 saying so (install the App on, or remove it from, the repository on
+GitHub; an uninstalled repository's project is archived). Every
+error under /api/v1 is `{"error": "..."}` (`api_errors`: the router's 404 and 405 too), and a client past
+API_REQUESTS_PER_MINUTE gets 429 with `Retry-After` (dashboard/limits.py).
 
 | route | what |
 | --- | --- |
 | `GET /api/v1/projects` | the projects the user can see |
 | `GET /api/v1/projects/{id}`, `PUT` the same | a project and its settings; PUT changes the settings sent |
 | `POST /api/v1/projects/{id}/agent-run` `{"target_text": ...}` | start a run: 201 with the run |
-| `GET /api/v1/projects/{id}/runs[?limit=N]` | the project's runs, newest first |
+| `GET /api/v1/projects/{id}/runs[?limit=N]` | the project's runs, newest first (N from 1 to 200, default 50) |
 | `GET /api/v1/projects/{id}/agent-settings`, `PATCH` the same | the project's agent settings |
 | `GET /api/v1/runs/{id}` | one run (its plan, PR, fix attempts, reason) |
 | `POST /api/v1/runs/{id}/confirm`, `/reject`, `/cancel` | decide on the plan; stop the run (409 when it does not apply) |
@@ -31,6 +33,7 @@ repository's project is archived). Errors are `{"error": "..."}`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,7 +43,7 @@ from bot.models import AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
 from dashboard import auth
 from dashboard.openapi import document
-from dashboard.views import parse_settings
+from dashboard.views import LOCAL_NEEDS_COMMAND, parse_settings
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 from pipeline.validation.service import NotRevalidated
@@ -49,6 +52,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIST = 200
 STEP_FIELDS = ("stage", "name", "status", "exit_code", "detail", "duration_seconds", "output_tail")
 _ID = "{id:[0-9a-f]{32}}"
+_PROJECTS = re.compile(r"/api/v1/projects(/[0-9a-f]{32})?")
 # The project settings PUT /api/v1/projects/{id} takes: name -> JSON type(s)
 PROJECT_SETTINGS: dict[str, tuple[type, ...]] = {
     "repository_rules": (str,), "planning_statement": (str,), "agent_command": (str,),
@@ -57,12 +61,11 @@ PROJECT_SETTINGS: dict[str, tuple[type, ...]] = {
 
 
 def add_routes(app: web.Application) -> None:
+    app.middlewares.insert(0, api_errors)  # outermost: it sees the other middlewares' refusals too
     app.router.add_get("/api/v1/openapi.json", openapi_json)
     app.router.add_get("/api/v1/projects", _api(list_projects))
-    app.router.add_post("/api/v1/projects", _api(no_project_changes))
     app.router.add_get(f"/api/v1/projects/{_ID}", _api(get_project))
     app.router.add_put(f"/api/v1/projects/{_ID}", _api(put_project))
-    app.router.add_delete(f"/api/v1/projects/{_ID}", _api(no_project_changes))
     app.router.add_post(f"/api/v1/projects/{_ID}/agent-run", _api(start_run))
     app.router.add_get(f"/api/v1/projects/{_ID}/runs", _api(list_runs))
     app.router.add_get(f"/api/v1/projects/{_ID}/agent-settings", _api(get_agent_settings))
@@ -79,27 +82,58 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 def _api(handler: Handler) -> Handler:
-    """Log-in required; the dashboard's plain-text 4xx (404, 403 from dashboard.auth) become JSON errors."""
+    """Log-in required (401 otherwise, made JSON by `api_errors`)."""
     async def checked(request: web.Request) -> web.StreamResponse:
-        try:
-            await auth.require_user(request)
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            message = exc.text if exc.text and exc.content_type != "application/json" else None
-            if exc.status == 401:
-                return _error(401, "log in, or send a personal API token as `Authorization: Bearer cga_...`",
-                              **{"WWW-Authenticate": 'Bearer realm="codegenapp"'})
-            if message is None:
-                try:
-                    message = json.loads(exc.text or "{}").get("error")
-                except ValueError:
-                    message = None
-            return _error(exc.status, message or exc.reason)
+        await auth.require_user(request)
+        return await handler(request)
 
     checked.__name__ = handler.__name__
     return checked
+
+
+def _as_json_error(request: web.Request, answer: web.Response) -> web.Response:
+    """A plain-text error (the router's 404 and 405, dashboard.auth's 403 and 404, the CSRF check) as
+    `{"error": ...}`, keeping its headers (Allow, Retry-After) and cookies (a new session)."""
+    if answer.status == 401:
+        converted = _error(401, "log in, or send a personal API token as `Authorization: Bearer cga_...`",
+                           **{"WWW-Authenticate": 'Bearer realm="codegenapp"'})
+    elif answer.status == 405:
+        allowed = answer.headers.get("Allow", "")
+        message = f"{request.method} is not a method of {request.path} (it has {allowed or 'none'})"
+        if _PROJECTS.fullmatch(request.path):
+            message += ("; projects come from the GitHub App's installations: install the App on a repository "
+                        "(or remove it) on GitHub, and a removed repository's project is archived")
+        converted = _error(405, message, Allow=allowed)
+    else:
+        message = answer.text if answer.text and answer.content_type != "application/json" else None
+        if message is None:
+            try:
+                message = json.loads(answer.text or "{}").get("error")
+            except (ValueError, AttributeError):
+                message = None
+        message = (message or answer.reason).removeprefix(f"{answer.status}: ")
+        kept = {k: v for k, v in answer.headers.items() if k.lower() in ("allow", "retry-after")}
+        converted = _error(answer.status, message, **kept)
+    for name, morsel in answer.cookies.items():
+        converted.cookies[name] = morsel
+    return converted
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error under /api/v1 is JSON, as the OpenAPI document says, whoever answered it."""
+    if request.path != "/api/v1" and not request.path.startswith("/api/v1/"):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _as_json_error(request, exc)
+    if response.status >= 400 and isinstance(response, web.Response) and not response.prepared \
+            and response.content_type != "application/json":
+        return _as_json_error(request, response)
+    return response
 
 
 async def _user(request: web.Request) -> auth.DashboardUser:
@@ -150,12 +184,6 @@ async def list_projects(request: web.Request) -> web.Response:
     return web.json_response({"projects": [await project_json(request, p) for p in projects]})
 
 
-async def no_project_changes(request: web.Request) -> web.Response:
-    return _error(405, "projects come from the GitHub App's installations: install the App on a repository "
-                       "(or remove it) on GitHub; a removed repository's project is archived",
-                  Allow="GET" if request.method == "POST" else "GET, PUT")
-
-
 async def get_project(request: web.Request) -> web.Response:
     return web.json_response(await project_json(request, await _project(request)))
 
@@ -172,6 +200,8 @@ def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], li
             problems.append(f"{key} has the wrong type")
         elif types == (list,) and not all(isinstance(c, str) and "\n" not in c and "\r" not in c for c in value):
             problems.append(f"{key} must be a list of one-line strings")
+        elif key == "agent_backend" and value is not None and value not in BACKENDS:
+            problems.append(f"agent_backend must be one of {', '.join(BACKENDS)} or null")
     if problems:
         return {}, problems
     merged = {key: getattr(project, key) for key in PROJECT_SETTINGS} | body
@@ -186,8 +216,13 @@ def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], li
 async def put_project(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     project = await _project(request, manage=True)
-    form, problems = _as_form(project, await _json_body(request))
+    body = await _json_body(request)
+    if not body:
+        return _error(400, "name at least one setting to change")
+    form, problems = _as_form(project, body)
     values, more = parse_settings(form) if not problems else ({}, [])
+    if more == [LOCAL_NEEDS_COMMAND]:  # each value is fine; together with the project's they are not
+        return _error(409, LOCAL_NEEDS_COMMAND)
     if problems or more:
         return _error(400, "; ".join(problems + more))
     changed = sorted(k for k, v in values.items() if getattr(project, k) != v)
@@ -221,10 +256,10 @@ async def start_run(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     service = _service(request)
     project = await _project(request)
-    try:
-        limit = min(MAX_LIST, max(1, int(request.query.get("limit", "50"))))
-    except ValueError:
-        return _error(400, "limit must be a whole number")
+    raw = request.query.get("limit", "50")
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        return _error(400, f"limit must be a whole number from 1 to {MAX_LIST}, got {raw[:20]!r}")
+    limit = int(raw)
     runs = await service.runs.for_project(project.id, limit=limit)
     return web.json_response({"runs": [run_json(run) for run in runs]})
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import jwt
@@ -51,6 +52,7 @@ STATE_SECONDS = 600
 ACCESS_CACHE_SECONDS = 60
 API_TOKEN_PREFIX = "cga_"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @dataclass(frozen=True)
@@ -176,13 +178,20 @@ def _bearer(request: web.Request) -> str | None:
 async def session_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path == WEBHOOK_PATH:
         return await handler(request)
+    form = None
+    if request.method not in SAFE_METHODS and request.content_type in FORM_TYPES:
+        try:  # read once here (aiohttp keeps it for the handler): a body that is no form is a 400, not a 500
+            form = await request.post()
+        except ValueError:
+            return web.Response(status=400, text=f"the {request.content_type} body could not be read as a form",
+                                content_type="text/plain")
     if request.method not in SAFE_METHODS and _bearer(request) is None:
         if not (request.path.startswith("/api/v1/") and COOKIE not in request.cookies):
             given = request.headers.get("X-CSRF-Token")
-            if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-                given = (await request.post()).get("csrf_token")  # type: ignore[assignment]
+            if given is None and form is not None:
+                given = form.get("csrf_token")  # type: ignore[assignment]
             expected = _decode(_settings(request), request.cookies.get(COOKIE, ""))
-            if not given or expected is None or not hmac.compare_digest(str(given), str(expected.get("csrf", ""))):
+            if expected is None or not same_secret(given, expected.get("csrf")):
                 return web.Response(status=403, text="CSRF token missing or wrong: reload the page and try again",
                                     content_type="text/plain")
     try:
@@ -194,6 +203,14 @@ async def session_middleware(request: web.Request, handler: Any) -> web.StreamRe
     if request.get(SESSION_DIRTY) and not response.prepared:
         _write_cookie(request, response)
     return response
+
+
+def same_secret(given: object, expected: object) -> bool:
+    """Constant-time comparison of a token someone sent with ours; anything that is not a non-empty
+    string (a file upload, non-ASCII text: hmac refuses to compare that) simply does not match."""
+    if not isinstance(given, str) or not isinstance(expected, str) or not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 # ---------------------------------------------------------------- one-time states
@@ -344,8 +361,17 @@ async def _check(request: web.Request, user: DashboardUser, project: Project | N
 
 # ---------------------------------------------------------------- login and logout
 
+_SAME_ORIGIN_PATH = re.compile(r"/(?![/\\])[!-~]*")  # printable ASCII, no "//" or "/\\" at the start
+
+
 def _safe_next(value: str | None) -> str:
-    return value if value and value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+    """Where a login may send the browser back to: a path of this site, else "/". No control characters
+    or spaces (browsers drop tabs and newlines: "/%09/evil.example" would be "//evil.example"), no backslash
+    (read as "/"), and nothing that makes it another origin."""
+    if not value or not _SAME_ORIGIN_PATH.fullmatch(value) or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
 
 
 async def login(request: web.Request) -> web.StreamResponse:

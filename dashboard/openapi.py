@@ -112,6 +112,8 @@ def _body(schema: str) -> dict[str, Any]:
 
 _PARAM = {"name": "id", "in": "path", "required": True, "schema": ID}
 _UNAUTHORIZED = {"401": _answer("not logged in and no (valid) personal API token")}
+_TOO_MANY = {"429": {**_answer("too many requests from this address (API_REQUESTS_PER_MINUTE)"), "headers": {
+    "Retry-After": {"description": "seconds to wait", "required": True, "schema": _s("integer", minimum=1)}}}}
 _HIDDEN = {"404": _answer("no such object, or the user may not see its project")}
 _FORBIDDEN = {"403": _answer("the user lacks the access this needs")}
 _BAD = {"400": _answer("the body or a parameter is not valid")}
@@ -120,7 +122,7 @@ _CONFLICT = {"409": _answer("not possible in the current state")}
 
 def _op(summary: str, ok: str, schema: str, *, status: str = "200", body: str | None = None,
         errors: tuple[dict[str, Any], ...] = (), id_param: bool = True, **more: Any) -> dict[str, Any]:
-    responses = {status: _answer(ok, schema), **_UNAUTHORIZED}
+    responses = {status: _answer(ok, schema), **_UNAUTHORIZED, **_TOO_MANY}
     for extra in errors:
         responses.update(extra)
     operation: dict[str, Any] = {"summary": summary, "responses": responses, **more}
@@ -132,17 +134,17 @@ def _op(summary: str, ok: str, schema: str, *, status: str = "200", body: str | 
 
 
 PATHS: dict[str, Any] = {
+    # Projects come from the App's installations: POST /api/v1/projects and DELETE /api/v1/projects/{id}
+    # are no operations (405 with Allow, like any other method a path does not have).
     "/api/v1/projects": {
         "get": _op("The projects the user can see", "the projects", "ProjectList", id_param=False),
-        "post": _op("Not supported: projects come from the App's installations", "never", "Error",
-                    status="405", id_param=False),
     },
     "/api/v1/projects/{id}": {
         "get": _op("A project and its settings", "the project", "Project", errors=(_HIDDEN,)),
         "put": _op("Change the project's settings (needs admin or maintain)", "the changed project", "Project",
-                   body="ProjectSettingsChange", errors=(_BAD, _FORBIDDEN, _HIDDEN)),
-        "delete": _op("Not supported: remove the App from the repository on GitHub (the project is archived)",
-                      "never", "Error", status="405"),
+                   body="ProjectSettingsChange", errors=(_BAD, _FORBIDDEN, _HIDDEN, {"409": _answer(
+                       "the settings do not go together with each other or the project's others (the local "
+                       "agent backend needs an agent command)")})),
     },
     "/api/v1/projects/{id}/agent-run": {
         "post": _op("Start an agent run (needs write access)", "the new run (status pending)", "Run",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from bot.links import github_link
 from bot.models import VALIDATION_ACTIVE, utcnow
 from bot.services import SERVICES
 from pipeline.ui_check.retention import screenshots_expired
@@ -12,6 +13,8 @@ from pipeline.ui_check.screenshots import screenshot_file, screenshot_url, scree
 
 templates = Environment(loader=PackageLoader("dashboard", "templates"),
                         autoescape=select_autoescape(["html"]), enable_async=False)
+# Every link to GitHub goes through it: `url|github_link(settings.github_url)` is None for anything else.
+templates.filters["github_link"] = github_link
 
 
 async def validation_page(request: web.Request) -> web.Response:
@@ -35,7 +38,8 @@ async def validation_page(request: web.Request) -> web.Response:
         validation=validation, project=project, steps=results.get("steps") or (live or {}).get("steps", []),
         notes=results.get("notes", []), error=results.get("error") or results.get("config_error"), live=live,
         running=validation.status in VALIDATION_ACTIVE, screenshots=[] if expired else screenshots,
-        screenshots_expired=len(screenshots) if expired else 0, retention_days=retention_days)
+        screenshots_expired=len(screenshots) if expired else 0, retention_days=retention_days,
+        github_url=services.settings.github_url)
     return web.Response(text=html, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex",
                                  "Referrer-Policy": "no-referrer"})

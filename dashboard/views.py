@@ -1,7 +1,8 @@
 """The dashboard's pages: setup (App registration), projects, a project, its settings and audit log, the
 user's API tokens; and the live-update WebSocket `/api/v1/ws`.
 
-Server-rendered with Jinja2 (autoescape on), small plain JS (`static/live.js`), no build step.
+Server-rendered with Jinja2 (autoescape on); plain JS and CSS files in `static/`, no build step and no
+inline script or style (the Content-Security-Policy of dashboard/security_headers.py allows none).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -25,7 +27,7 @@ from bot.github.github_app import ManifestRefused
 from bot.services import SERVICES, Services
 from bot.store import InvalidSecret
 from bot.store.projects import MAX_SECRET_BYTES, SECRET_NAME
-from dashboard import auth
+from dashboard import auth, limits, security_headers
 from dashboard.pages import templates
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ MAX_COMMANDS = 50
 MAX_COMMAND = 2_000
 MAX_FIX_ATTEMPTS = 20
 BACKEND_CHOICES = ("", "codegen", "local", "none")  # "" = the default (Codegen when configured)
+LOCAL_NEEDS_COMMAND = "Agent command is needed when the agent backend is local"
 LIVE_EVENTS = ("project.status.updated", "agent.run.started", "agent.run.updated", "agent.run.completed",
                "pr.created", "pr.updated", "validation.started", "validation.completed", "notification.new",
                "merge.merged")
@@ -45,6 +48,8 @@ WEBSOCKETS = web.AppKey("dashboard_websockets", set)
 
 def setup(app: web.Application) -> None:
     auth.setup(app)
+    limits.setup(app)
+    security_headers.setup(app)
     app[WEBSOCKETS] = set()
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/", index)
@@ -232,7 +237,7 @@ def parse_settings(form: Any) -> tuple[dict[str, Any], list[str]]:
     else:
         values["max_fix_attempts"] = int(raw)
     if values["agent_backend"] == "local" and not values["agent_command"].strip():
-        problems.append("Agent command is needed when the agent backend is local")
+        problems.append(LOCAL_NEEDS_COMMAND)
     return values, problems
 
 
@@ -338,7 +343,12 @@ async def delete_token(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- live updates
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    """Pushes `{"event": name, "data": {...}}` for the bus's events about projects the user may see."""
+    """Pushes `{"event": name, "data": {...}}` for the bus's events about projects the user may see.
+    A browser's handshake must come from the dashboard's own pages (`Origin` is PUBLIC_URL's): the
+    session cookie goes along from any site's page, so another site could otherwise listen in."""
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(origin, _services(request).settings.public_url):
+        raise web.HTTPForbidden(text=f"live updates are only for this app's own pages, not {origin[:100]!r}")
     user = await auth.authenticate(request)
     if user is None:
         raise web.HTTPUnauthorized(text="log in first")
@@ -373,6 +383,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         request.app[WEBSOCKETS].discard(ws)
     return ws
+
+
+def same_origin(origin: str, public_url: str) -> bool:
+    """Whether an `Origin` header names PUBLIC_URL's origin (scheme, host, port; default ports alike)."""
+    def key(url: str) -> tuple[str, str, int | None] | None:
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+        except ValueError:
+            return None
+        return (parts.scheme.lower(), (parts.hostname or "").lower(), port) if parts.hostname else None
+
+    found = key(origin)
+    return found is not None and found == key(public_url)
 
 
 async def _status(services: Services, project_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 
 from handlers.context import EventContext
+from handlers.payloads import required
 
 router = routing.Router()
 
@@ -16,4 +17,4 @@ async def pull_request_closed(event: sansio.Event, ctx: EventContext) -> None:
         return
     project = await ctx.project()
     if project is not None:
-        await ctx.services.agent_runs.nudge_pr(project.id, event.data["number"])
+        await ctx.services.agent_runs.nudge_pr(project.id, required(event, "number", int))

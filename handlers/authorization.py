@@ -6,12 +6,13 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 
 from handlers.context import EventContext
+from handlers.payloads import required
 
 router = routing.Router()
 
 
 @router.register("github_app_authorization", action="revoked")
 async def authorization_revoked(event: sansio.Event, ctx: EventContext) -> None:
+    forgot = await ctx.services.store.projects.forget_user_tokens(required(event, "sender.id", int), end_sessions=True)
     sender = event.data["sender"]
-    forgot = await ctx.services.store.projects.forget_user_tokens(sender["id"], end_sessions=True)
     await ctx.audit("github_app_authorization.revoked", actor=sender.get("login"), tokens_forgotten=forgot)

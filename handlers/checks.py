@@ -10,6 +10,7 @@ from gidgethub import routing, sansio
 from bot.models import Project
 from handlers.commands import PullRequestActions
 from handlers.context import EventContext
+from handlers.payloads import required
 from pipeline.validation.buttons import ACTION_RERUN, ACTIONS
 from pipeline.validation.service import NotRevalidated
 
@@ -51,24 +52,25 @@ async def _rerun(ctx: EventContext, head_sha: str, pull_requests: list[dict[str,
 
 @router.register("check_run", action="rerequested")
 async def check_run_rerequested(event: sansio.Event, ctx: EventContext) -> None:
-    check_run = event.data["check_run"]
+    check_run = required(event, "check_run", dict)
     if _ours(ctx, check_run.get("app")):
-        await _rerun(ctx, check_run["head_sha"], check_run.get("pull_requests") or [], "check_run.rerequested",
-                     check_run.get("external_id"))
+        await _rerun(ctx, required(event, "check_run.head_sha", str), check_run.get("pull_requests") or [],
+                     "check_run.rerequested", check_run.get("external_id"))
 
 
 @router.register("check_suite", action="rerequested")
 async def check_suite_rerequested(event: sansio.Event, ctx: EventContext) -> None:
-    suite = event.data["check_suite"]
+    suite = required(event, "check_suite", dict)
     if _ours(ctx, suite.get("app")):
-        await _rerun(ctx, suite["head_sha"], suite.get("pull_requests") or [], "check_suite.rerequested")
+        await _rerun(ctx, required(event, "check_suite.head_sha", str), suite.get("pull_requests") or [],
+                     "check_suite.rerequested")
 
 
 @router.register("check_run", action="requested_action")
 async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> None:
     """A button of our check run: the clicking user is authorized like a command's author (GitHub
     shows the buttons to users with write access only, but the app does not rely on that)."""
-    check_run = event.data["check_run"]
+    check_run = required(event, "check_run", dict)
     identifier = (event.data.get("requested_action") or {}).get("identifier")
     sender = event.data.get("sender") or {}
     if (ctx.installation_id is None or not _ours(ctx, check_run.get("app")) or identifier not in ACTIONS
@@ -77,7 +79,7 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
     project = await ctx.project()
     if project is None:
         return
-    head_sha = check_run["head_sha"]
+    head_sha = required(event, "check_run.head_sha", str)
     pull_requests = check_run.get("pull_requests") or []
     numbers = await _pr_numbers(ctx, project, head_sha, pull_requests, check_run.get("external_id"))
     if not numbers:

@@ -21,6 +21,7 @@ from bot.github.types import PullRequest, can_write
 from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
 from bot.redact import PROCESS_REDACTOR
 from handlers.context import EventContext
+from handlers.payloads import required
 from pipeline.commands.parse import Command, help_text, parse_commands
 from pipeline.validation.buttons import ACTIONS
 from pipeline.validation.service import NotRevalidated
@@ -231,5 +232,6 @@ async def issue_comment_created(event: sansio.Event, ctx: EventContext) -> None:
     project = await ctx.project()
     if project is None:
         return
-    actions = PullRequestActions(ctx, project, issue["number"], comment["user"]["login"])
-    await actions.run_comment(comment["id"], commands)
+    actions = PullRequestActions(ctx, project, required(event, "issue.number", int),
+                                 required(event, "comment.user.login", str))
+    await actions.run_comment(required(event, "comment.id", int), commands)

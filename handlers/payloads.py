@@ -1,11 +1,77 @@
-"""Reading the parts of webhook payloads the handlers use, tolerating fields that older deliveries lack."""
+"""Reading the parts of webhook payloads the handlers use: what a handler cannot do without is read with
+`required`, which names the missing field (`MalformedDelivery`, a permanent error: the delivery is dead at
+once instead of being retried); fields that older deliveries lack are tolerated.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gidgethub import sansio
+
+from bot.errors import PermanentError
+from bot.github.errors import UnexpectedResponse, describe
+from bot.github.types import PullRequest
 from bot.store import InstallationRef, RepoRef
+
+
+class MalformedDelivery(PermanentError):
+    """A delivery without a field its handler reads, or with one of another type. Every delivery of an
+    event comes in the same shape, so handling it again cannot help."""
+
+    def __init__(self, event: sansio.Event, path: str, problem: str) -> None:
+        self.path = path
+        action = event.data.get("action") if isinstance(event.data, Mapping) else None
+        name = f"{event.event}.{action}" if isinstance(action, str) else event.event
+        super().__init__(f"{name} delivery {event.delivery_id} {problem}. GitHub sends it in every such delivery, "
+                         "so this one is not handled and not retried: compare it with the App's Recent Deliveries "
+                         "(its Advanced settings on GitHub) and redeliver it from there if GitHub's copy is whole")
+
+
+def required(event: sansio.Event, path: str, kind: type | None = None) -> Any:
+    """The payload's value at the dotted `path` (list items by index: "repositories.0.id"), not null and,
+    with `kind`, of that type; else MalformedDelivery naming the path and what is there instead."""
+    value: Any = event.data
+    walked: list[str] = []
+    for part in path.split("."):
+        if isinstance(value, Mapping) and value.get(part) is not None:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            where = f" (`{'.'.join(walked)}` is {describe(value)})" if walked else ""
+            raise MalformedDelivery(event, path, f"has no `{path}`{where}")
+        walked.append(part)
+    if kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise MalformedDelivery(event, path, f"has `{path}` as {describe(value)}, not {kind.__name__}")
+    return value
+
+
+def pull_request_of(event: sansio.Event) -> PullRequest:
+    """The delivery's `pull_request`, typed; MalformedDelivery naming a field it lacks."""
+    pull_request = required(event, "pull_request", dict)
+    repository = required(event, "repository.full_name", str)
+    try:
+        return PullRequest.parse(pull_request, source=f"delivery {event.delivery_id}", repository=repository)
+    except UnexpectedResponse as exc:
+        required(event, f"pull_request.{exc.missing.strip('`')}")  # raises, naming the field in the payload
+        raise
+
+
+def repo_refs(event: sansio.Event, key: str) -> list[RepoRef]:
+    """The repositories listed under `key` ("repositories", "repositories_added"); none when it is absent."""
+    listed = event.data.get(key) or []
+    for i in range(len(listed)):
+        required(event, f"{key}.{i}.id", int)
+        required(event, f"{key}.{i}.full_name", str)
+    return [repo_ref(repo) for repo in listed]
+
+
+def installation_of(event: sansio.Event) -> InstallationRef:
+    required(event, "installation.id", int)
+    return installation_ref(event.data["installation"])
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
-from bot.github.types import PullRequest
 from handlers.context import EventContext
+from handlers.payloads import pull_request_of, required
 from pipeline.validation.gate import VALIDATING_ACTIONS, wants_validation
 
 router = routing.Router()
 
 
 async def _validate(event: sansio.Event, ctx: EventContext) -> None:
-    pull_request = event.data["pull_request"]
+    pull_request = required(event, "pull_request", dict)
     if ctx.installation_id is None or not wants_validation(event.data.get("action"), pull_request):
         return  # a repository webhook, not a delivery to the App
+    pull = pull_request_of(event)
     project = await ctx.project(recent=True)  # only who it is: start reads no settings
     if project is None:
         return
-    pull = PullRequest.parse(pull_request, source=f"pull_request.{event.data['action']} delivery {event.delivery_id}",
-                             repository=event.data["repository"]["full_name"])
     await ctx.services.validations.start(project, pull, trigger=f"pull_request.{event.data['action']}",
                                          claimer=event.delivery_id)
 
@@ -36,4 +35,4 @@ async def pull_request_closed(event: sansio.Event, ctx: EventContext) -> None:
     project = await ctx.project()
     if project is None:
         return
-    await ctx.services.validations.pull_request_closed(project, event.data["number"])
+    await ctx.services.validations.pull_request_closed(project, required(event, "number", int))

@@ -22,7 +22,7 @@ from pipeline.ui_check.check import CHROMIUM_ARGS, DEFAULT_CHROMIUM
 CHROMIUM = os.environ.get("CHROMIUM_PATH", DEFAULT_CHROMIUM)
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
-__all__ = ["browser", "ARTIFACTS", "screenshot", "browser_missing"]
+__all__ = ["browser", "ARTIFACTS", "screenshot", "browser_missing", "watch_csp"]
 
 
 def browser_missing() -> str | None:
@@ -59,3 +59,11 @@ async def screenshot(page: object, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     return path
+
+
+def watch_csp(page: object) -> list[str]:
+    """The Content-Security-Policy violations the page will report (Chromium says so on its console)."""
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text)  # type: ignore[attr-defined]
+            if "Content Security Policy" in message.text else None)
+    return refused

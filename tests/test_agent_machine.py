@@ -203,6 +203,13 @@ def test_a_fix_prompt_names_the_failing_step_and_its_masked_tail() -> None:
     assert "Step `lint` (validate) timed out: stopped after 1 min" in text and "checkout" not in text
 
 
+def test_a_fix_prompt_carries_the_rules_and_the_planning_statement_as_every_prompt_does() -> None:
+    fix = fix_context(title="pytest failed", head_sha="f" * 40, results={}, attempt=1, max_attempts=3)
+    on_pr = replace(CTX, pr_number=9, branch="feature")
+    for prompt in (plan_prompt(CTX), execute_prompt(CTX), fix_prompt(on_pr, fix)):
+        assert "## Repository rules\n\nUse tabs." in prompt and "## Planning statement\n\nSmall steps." in prompt
+
+
 def test_slug_and_title() -> None:
     assert slug("Add a /health endpoint!! (fast)") == "add-a-health-endpoint-fast"
     assert slug("¡¡¡") == "change"

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.agent_support import FAST, WebhookRelay, make_repository, record_project
-from tests.browser import screenshot
+from tests.browser import screenshot, watch_csp
 from tests.conftest import WEBHOOK_SECRET
 from tests.dashboard_support import start_dashboard
 from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent
@@ -47,6 +47,7 @@ async def test_launch_an_agent_run_and_confirm_its_plan(browser, aiohttp_server,
     relay.start()
     context = await browser.new_context(viewport={"width": 1100, "height": 800})
     page = await context.new_page()
+    refused = watch_csp(page)
     try:
         await page.goto(f"{dash.url}/auth/login?next=/projects/acme/widgets")
         await expect(page.get_by_role("heading", level=1)).to_contain_text("acme/widgets")
@@ -86,6 +87,7 @@ async def test_launch_an_agent_run_and_confirm_its_plan(browser, aiohttp_server,
         await screenshot(page, "run-04-phone")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the run page scrolls sideways at phone width ({width}px)"
+        assert refused == []  # the Content-Security-Policy allowed every script and style (files of ours)
     finally:
         await context.close()
         await relay.stop()

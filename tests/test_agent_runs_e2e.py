@@ -338,7 +338,8 @@ async def test_local_agent_plans_executes_and_fixes(launch, fake_github) -> None
     make_repository(fake_github, config=CONFIG, files={"agent.py": LOCAL_AGENT})
     bot, _ = await launch(CODEGEN_API_KEY=None, CODEGEN_ORG_ID=None)
     project = await record_project(bot, fake_github, agent_backend="local",
-                                   agent_command="/usr/bin/python3 agent.py", max_fix_attempts=2)
+                                   agent_command="/usr/bin/python3 agent.py", max_fix_attempts=2,
+                                   repository_rules="Keep changes small.", planning_statement="Plan in two steps.")
     await bot.store.projects.set_secret(project.id, "AGENT_KEY", "model-key-very-secret-42")
     relay = WebhookRelay(fake_github, bot).start()
     with bot.services.bus.subscribe() as events:
@@ -363,6 +364,7 @@ async def test_local_agent_plans_executes_and_fixes(launch, fake_github) -> None
     assert not [f for f in files if f.startswith(".codegenapp-agent/")]  # the agent's inputs are never committed
     fix_goal = repo.read(head, "agent-log/attempt-1.md").decode()
     assert "Step `greeting` (validate) failed." in fix_goal and "attempt 1 of 2" in fix_goal
+    assert "Keep changes small." in fix_goal and "Plan in two steps." in fix_goal
     first_goal = repo.read(head, "agent-log/attempt-0.md").decode()
     assert "Confirmed plan" in first_goal and "The model key is set." in first_goal
     message = repo.git("log", "-2", "--format=%an <%ae>|%s", head).splitlines()

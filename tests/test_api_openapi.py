@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
@@ -114,8 +115,12 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     # projects
     status, listing = await call("GET", "/api/v1/projects")
     assert [p["name"] for p in listing["projects"]] == ["acme/widgets"] and listing["projects"][0]["can_manage"]
-    assert (await call("POST", "/api/v1/projects"))[0] == 405
-    assert (await call("DELETE", f"/api/v1/projects/{project.id}"))[0] == 405
+    for method, path, allowed in (("POST", "/api/v1/projects", {"GET", "HEAD"}),
+                                  ("DELETE", f"/api/v1/projects/{project.id}", {"GET", "HEAD", "PUT"})):
+        async with bot.webhooks.session.request(method, bot.url + path,
+                                                headers={"Authorization": f"Bearer {bot.token}"}) as response:
+            assert response.status == 405 and set(response.headers["Allow"].split(",")) == set(allowed)
+            assert "install the App" in (await response.json())["error"]
     status, shown = await call("GET", f"/api/v1/projects/{project.id}")
     assert status == 200 and shown["settings"]["max_fix_attempts"] == 3
     assert (await call("GET", f"/api/v1/projects/{nobody}"))[0] == 404
@@ -128,6 +133,12 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     status, problem = await call("PUT", f"/api/v1/projects/{project.id}",
                                  {"agent_command": "", "max_fix_attempts": 99}, valid_body=False)
     assert status == 400 and "Agent command is needed" in problem["error"] and "Max fix attempts" in problem["error"]
+    status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {"agent_command": " "})
+    assert status == 409 and "Agent command is needed" in problem["error"]  # valid alone, not with "local"
+    status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {"agent_backend": ""}, valid_body=False)
+    assert status == 400 and "agent_backend must be one of" in problem["error"]  # "" is the page's "default"
+    status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {}, valid_body=False)
+    assert status == 400 and "at least one setting" in problem["error"]  # minProperties: 1
     status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {"colour": "blue"}, valid_body=False)
     assert status == 400 and "'colour'" in problem["error"]
     assert (await call("PUT", f"/api/v1/projects/{project.id}", {"pinned": False}, token=reader,
@@ -168,6 +179,9 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     status, runs = await call("GET", f"/api/v1/projects/{project.id}/runs?limit=5")
     assert [r["id"] for r in runs["runs"]] == [run["id"]]
     assert (await call("GET", f"/api/v1/projects/{project.id}/runs?limit=x"))[0] == 400
+    for outside in ("0", "201", "-1", "1e3"):  # the document's range is 1 to 200
+        status, problem = await call("GET", f"/api/v1/projects/{project.id}/runs?limit={outside}")
+        assert status == 400 and "from 1 to 200" in problem["error"], (outside, problem)
     assert (await call("GET", f"/api/v1/runs/{run['id']}"))[1]["target_text"] == "Add a health endpoint"
     assert (await call("GET", f"/api/v1/runs/{nobody}"))[0] == 404
     assert (await call("POST", f"/api/v1/runs/{run['id']}/confirm"))[0] == 409
@@ -183,3 +197,26 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     # without a token
     async with bot.webhooks.session.get(bot.url + "/api/v1/projects") as response:
         assert response.status == 401 and "error" in await response.json()
+
+
+async def test_every_error_under_the_api_is_json(checked) -> None:
+    """The router's 404 (an unknown path, an id that is no id) and 405, and the CSRF refusal of a
+    cookie session, are `{"error": ...}` like the API's own errors (they were text/plain)."""
+    bot = checked.bot
+    auth = {"Authorization": f"Bearer {bot.token}"}
+    for method, path, status in (("GET", "/api/v1/nothing-here", 404), ("GET", "/api/v1/projects/%C2%84", 404),
+                                 ("GET", "/api/v1", 404), ("PATCH", "/api/v1/projects", 405),
+                                 ("DELETE", f"/api/v1/runs/{'0' * 32}", 405)):
+        async with bot.webhooks.session.request(method, bot.url + path, headers=auth) as response:
+            assert response.status == status, (method, path)
+            assert response.content_type == "application/json", (method, path)
+            assert (await response.json())["error"], (method, path)
+            if status == 405:
+                assert response.headers["Allow"]
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session:
+        async with session.get(bot.url + "/") as response:  # an (anonymous) session cookie
+            assert response.status == 200
+        async with session.put(f"{bot.url}/api/v1/projects/{bot.project.id}", json={"pinned": True}) as response:
+            assert response.status == 403 and response.content_type == "application/json"
+            assert "CSRF" in (await response.json())["error"]

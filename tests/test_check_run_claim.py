@@ -206,9 +206,9 @@ async def two_processes(database_url: str, store: Store, other_store: Store, mak
     made = []
     async with aiohttp.ClientSession() as http:
         for s in (store, other_store):
-            # start uses neither the runner, the checkouts nor the merges
+            # start uses neither the runner, the checkouts, the merges nor the volumes
             made.append(ValidationService(s, HoldingGitHub(http, settings), EventBus(), JobWakeup(),
-                                          runner=None, checkouts=None, merges=None,  # type: ignore[arg-type]
+                                          runner=None, checkouts=None, merges=None, volumes=None,  # type: ignore[arg-type]
                                           agent_configured=lambda project: False, public_url=settings.public_url,
                                           data_dir=settings.data_dir, chromium_path=settings.chromium_path))
         yield made

@@ -1,6 +1,7 @@
 """The `codegenapp` command, run as a real process."""
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ def codegenapp(*args: str, env: dict[str, str], stdin: str | None = None) -> sub
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"DATA_DIR": str(tmp_path / "data")}
+    return {"DATA_DIR": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}  # nothing in ~
 
 
 async def add_project(env: dict[str, str], full_name: str) -> None:
@@ -95,23 +96,28 @@ async def test_serve_starts_without_an_app_and_stops_on_sigterm(env: dict[str, s
         assert await asyncio.wait_for(process.wait(), 20) == 0
 
 
+def _git(path: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=path, check=True, capture_output=True,
+                   env={"PATH": os.environ["PATH"], "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b",
+                        "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b", "HOME": str(path)})
+
+
 def _local_repo(path: Path, config: str, files: dict[str, str]) -> Path:
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True,
-                       env={"PATH": os.environ["PATH"], "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b",
-                            "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b", "HOME": str(path)})
     path.mkdir()
-    git("init", "-q")
+    _git(path, "init", "-q")
     (path / ".github").mkdir()
     (path / ".github" / "codegenapp.yml").write_text(config)
     for name, content in files.items():
         (path / name).write_text(content)
-    git("add", "-A")
-    git("commit", "-qm", "init")
+    _git(path, "add", "-A")
+    _git(path, "commit", "-qm", "init")
     return path
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+
+
+@needs_bwrap
 def test_validate_a_local_checkout(tmp_path: Path, env: dict[str, str]) -> None:
     repo = _local_repo(tmp_path / "repo", "validate:\n  - test -f app.py\n  - name: style\n"
                                           "    run: \"echo 'E501 line too long'; exit 3\"\n", {"app.py": "x = 1\n"})
@@ -134,6 +140,68 @@ def test_validate_refuses_without_a_config(tmp_path: Path, env: dict[str, str]) 
                         "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b"})
     result = codegenapp("validate", str(repo), env=env)
     assert result.returncode == 2 and "pass --config FILE" in result.stderr
+
+
+def test_an_invalid_config_means_the_command_could_not_run(tmp_path: Path, env: dict[str, str]) -> None:
+    repo = _local_repo(tmp_path / "repo", "validate:\n  - true\ntimeout_minutes: ten\n", {})
+    result = codegenapp("validate", str(repo), env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "invalid configuration: .github/codegenapp.yml line 3" in result.stderr and "ten" in result.stderr
+
+
+def _sarif(*findings: tuple[int, str]) -> str:
+    results = [{"ruleId": "W1", "level": "warning", "message": {"text": text}, "locations": [
+        {"physicalLocation": {"artifactLocation": {"uri": "app.py"}, "region": {"startLine": line}}}]}
+        for line, text in findings]
+    return json.dumps({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "lint"}}, "results": results}]})
+
+
+SNAPSHOT_CONFIG = ("setup:\n  - mkdir -p .venv && touch .venv/ready\nvalidate:\n  - test -f .venv/ready\n"
+                   "analysis:\n  - cat report.sarif\n")
+
+
+@needs_bwrap
+def test_validate_snapshots_per_user_annotates_changes_since_base_and_says_what_it_validates(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    repo = _local_repo(tmp_path / "repo", SNAPSHOT_CONFIG,
+                       {"app.py": "x = 1\n", "report.sarif": _sarif((1, "on an old line"), (2, "on a new line"))})
+    first = codegenapp("validate", str(repo), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "with the .github/codegenapp.yml of that commit" in first.stderr and "uncommitted" not in first.stderr
+    assert "setup saved as a snapshot" in first.stdout
+    assert "app.py:1: warning: on an old line" in first.stdout and "app.py:2: warning: on a new line" in first.stdout
+    assert list((tmp_path / "cache/codegenapp/snapshots").glob("??/*.json"))
+
+    (repo / "app.py").write_text("x = 1\ny = 2\n")
+    _git(repo, "commit", "-qam", "line 2")
+    (repo / "app.py").write_text("uncommitted\n")
+    second = codegenapp("validate", str(repo), "--base", "HEAD~1", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "| setup | `snapshot` | ✓ restored" in second.stdout
+    assert "app.py:2: warning: on a new line" in second.stdout and "on an old line" not in second.stdout
+    assert "uncommitted changes: they are not validated, only HEAD is" in second.stderr
+
+    cold = codegenapp("validate", str(repo), "--no-snapshots", env=env)
+    assert cold.returncode == 0 and "snapshot" not in cold.stdout
+
+
+@needs_bwrap
+def test_validate_works_with_tmpdir_on_another_file_system(tmp_path: Path, env: dict[str, str]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    repo = _local_repo(tmp_path / "repo", "validate:\n  - test -f app.py\n", {"app.py": "x = 1\n"})
+    tmpdir = tmp_path / "tmpfs"
+    tmpdir.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(tmpdir)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        assert os.stat(tmpdir).st_dev != os.stat(repo).st_dev
+        result = codegenapp("validate", str(repo), env={**env, "TMPDIR": str(tmpdir)})
+        assert result.returncode == 0, result.stderr
+        assert os.listdir(tmpdir) == []  # the temporary checkout is gone
+    finally:
+        subprocess.run(["umount", str(tmpdir)], check=True)
 
 
 def test_settle_heap_freezes_what_start_up_built_and_collects_young_objects_less_often() -> None:

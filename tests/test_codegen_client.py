@@ -19,6 +19,9 @@ async def http():
         yield session
 
 
+GITHUB = "https://github.com"
+
+
 def client(http, fake: FakeCodegen, *, key: str = API_KEY, org: str = ORG_ID, sleeps: list | None = None):
     async def sleep(seconds: float) -> None:
         if sleeps is not None:
@@ -31,7 +34,7 @@ async def test_start_poll_resume_with_the_bearer_key_and_the_org(http, fake_code
     fake_github.add_installation(7, "acme", repos=["acme/widgets"])
     fake_github.git_repo("acme/widgets").commit({"a.txt": "1"}, branch="main")
     fake_codegen.script = ScriptedAgent(fake_github, change={"a.txt": "2"}, fixes=[{"a.txt": "3"}], polls=2)
-    backend = CodegenBackend(client(http, fake_codegen))
+    backend = CodegenBackend(client(http, fake_codegen), github_url=fake_github.base_url)
     handle, status = await backend.start("do it", Mode.EXECUTE, {"mode": "execute", "repository": "acme/widgets",
                                                                   "base_branch": "main"}, TARGET)
     assert status.state == "running" and handle["id"] == 1001 and handle["web_url"].endswith("/agent/trace/1001")
@@ -114,12 +117,44 @@ def test_the_pr_is_found_in_github_pull_requests() -> None:
     pulls = [{"id": 1, "url": "https://github.com/other/repo/pull/3"},
              {"id": 2, "url": "https://github.com/acme/widgets/pull/12", "head_branch_name": "b"},
              {"id": 3, "title": "no url"}]
-    assert pick_pull_request(pulls, "acme/widgets")["id"] == 2
-    assert pick_pull_request(pulls, "someone/else") is None  # never a PR of another repository
-    assert pick_pull_request(pulls, None)["id"] == 2
-    assert pick_pull_request(None, "acme/widgets") is None
+    assert pick_pull_request(pulls, "acme/widgets", GITHUB)["id"] == 2
+    assert pick_pull_request(pulls, "someone/else", GITHUB) is None  # never a PR of another repository
+    assert pick_pull_request(pulls, None, GITHUB)["id"] == 2
+    assert pick_pull_request(None, "acme/widgets", GITHUB) is None
     status = status_from_response({"id": 1, "status": "complete", "result": "the plan", "github_pull_requests": pulls,
-                                   "new_field": {"x": 1}}, mode="plan", repository="acme/widgets")
+                                   "new_field": {"x": 1}}, mode="plan", repository="acme/widgets", github_url=GITHUB)
     assert (status.state, status.plan_text, status.pr_number) == ("finished", "the plan", 12)
-    minimal = status_from_response({"id": 1, "status": "SOMETHING_NEW"}, mode="execute", repository=None)
+    minimal = status_from_response({"id": 1, "status": "SOMETHING_NEW"}, mode="execute", repository=None,
+                                   github_url=GITHUB)
     assert minimal.state == "running" and minimal.pr_number is None
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(document.cookie)//github.com/acme/widgets/pull/7",
+    "JavaScript:alert(1)",
+    "data:text/html,<script>alert(1)</script>/acme/widgets/pull/7",
+    "https://evil.example/acme/widgets/pull/7",
+    "https://github.com.evil.example/acme/widgets/pull/7",
+    "https://user@evil.example@github.com/acme/widgets/pull/7",
+    "//evil.example/acme/widgets/pull/7",
+    "https://github.com/acme/widgets/pull/7\n<script>",
+    "java\tscript:alert(1)//https://github.com/acme/widgets/pull/7",
+])
+def test_a_hostile_pr_url_is_never_taken(url: str) -> None:
+    """A Codegen answer naming a PR by a URL off the configured GitHub: the run takes no PR and keeps no
+    link (it would be a link on the run and project pages)."""
+    answer = {"id": 1, "status": "complete", "web_url": "javascript:alert(2)",
+              "github_pull_requests": [{"id": 9, "number": 7, "url": url}]}
+    for repository in ("acme/widgets", None):
+        status = status_from_response(answer, mode="execute", repository=repository, github_url=GITHUB)
+        assert (status.pr_number, status.pr_url, status.web_url) == (None, None, None), (url, repository)
+
+
+def test_a_pr_url_on_a_github_enterprise_host_is_taken() -> None:
+    pulls = [{"id": 9, "url": "https://ghe.example.com/acme/widgets/pull/7"}]
+    status = status_from_response({"id": 1, "status": "complete", "github_pull_requests": pulls,
+                                   "web_url": "https://codegen.example/trace/1"},
+                                  mode="execute", repository="acme/widgets", github_url="https://ghe.example.com")
+    assert (status.pr_number, status.pr_url, status.web_url) == (7, pulls[0]["url"], "https://codegen.example/trace/1")
+    assert status_from_response({"id": 1, "status": "complete", "github_pull_requests": pulls}, mode="execute",
+                                repository="acme/widgets", github_url=GITHUB).pr_url is None

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from bot.events import wait_for
+from bot.models import JOB_VALIDATE
 from pipeline.commands.parse import COMMANDS
 from tests.pull_requests import APP_ID, Scenario, open_pull_request, record_project, seed_validation
 
@@ -35,7 +36,7 @@ def quiet(app, monkeypatch):  # type: ignore[no-untyped-def]
     async def nothing(job) -> None:  # type: ignore[no-untyped-def]
         return None
 
-    monkeypatch.setattr(app.services.validations, "run_job", nothing)
+    monkeypatch.setitem(app.services.worker.handlers, JOB_VALIDATE, nothing)
 
 
 def with_users(fake, scenario: Scenario) -> Scenario:

@@ -78,3 +78,37 @@ def test_secrets_are_not_in_repr(tmp_path: Path, app_private_key: str) -> None:
 def test_the_ui_checks_browser_is_debians_chromium_unless_set(tmp_path: Path) -> None:
     assert load(tmp_path).chromium_path == "/usr/bin/chromium"
     assert load(tmp_path, CHROMIUM_PATH="/opt/chromium/chrome").chromium_path == "/opt/chromium/chrome"
+
+
+def test_setup_snapshots_leave_home_caches_out_unless_asked(tmp_path: Path) -> None:
+    assert load(tmp_path).snapshot_home_caches is False
+    assert load(tmp_path, SNAPSHOT_HOME_CACHES="true").snapshot_home_caches is True
+    with pytest.raises(ConfigError, match="SNAPSHOT_HOME_CACHES must be true or false, got 'npm'"):
+        load(tmp_path, SNAPSHOT_HOME_CACHES="npm")
+
+
+def test_the_github_outage_budget_is_whole_hours(tmp_path: Path) -> None:
+    assert load(tmp_path).github_outage_budget_hours == 6
+    assert load(tmp_path, GITHUB_OUTAGE_BUDGET_HOURS="0").github_outage_budget_hours == 0
+    with pytest.raises(ConfigError, match="GITHUB_OUTAGE_BUDGET_HOURS must be a whole number, got '1.5'"):
+        load(tmp_path, GITHUB_OUTAGE_BUDGET_HOURS="1.5")
+
+
+def test_the_abuse_limits_proxies_and_hook_allowlist(tmp_path: Path) -> None:
+    from ipaddress import ip_network
+
+    settings = load(tmp_path)
+    assert (settings.login_requests_per_minute, settings.api_requests_per_minute,
+            settings.webhook_refusals_per_minute) == (30, 600, 30)
+    assert settings.trusted_proxies == () and settings.webhook_github_addresses_only is False
+    settings = load(tmp_path, TRUSTED_PROXIES="10.0.0.0/8, ::1 ,192.0.2.7", WEBHOOK_GITHUB_ADDRESSES_ONLY="True",
+                    API_REQUESTS_PER_MINUTE="0")
+    assert settings.trusted_proxies == (ip_network("10.0.0.0/8"), ip_network("::1"), ip_network("192.0.2.7"))
+    assert settings.webhook_github_addresses_only and settings.api_requests_per_minute == 0
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, TRUSTED_PROXIES="10.0.0.0/8,proxy.internal", WEBHOOK_GITHUB_ADDRESSES_ONLY="maybe",
+             LOGIN_REQUESTS_PER_MINUTE="-1")
+    assert caught.value.problems == [
+        "LOGIN_REQUESTS_PER_MINUTE must be at least 0, got -1",
+        "TRUSTED_PROXIES must be comma-separated IP addresses or CIDR ranges (10.0.0.0/8, ::1), got 'proxy.internal'",
+        "WEBHOOK_GITHUB_ADDRESSES_ONLY must be true or false, got 'maybe'"]

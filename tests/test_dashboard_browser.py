@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from bot import registration
-from tests.browser import screenshot
+from tests.browser import screenshot, watch_csp
 from tests.dashboard_support import start_dashboard
 from tests.pull_requests import INSTALLATION_ID, open_pull_request, record_project
 from tests.webhook_sender import WebhookSender
@@ -30,6 +30,7 @@ async def test_register_login_configure_and_watch_live(browser, aiohttp_server, 
     setup_token = (services.settings.data_dir / registration.SETUP_TOKEN_FILE).read_text().strip()
     context = await browser.new_context(viewport={"width": 1100, "height": 800})
     page = await context.new_page()
+    refused = watch_csp(page)
 
     # 1. Setup mode: one click registers the App through GitHub's manifest flow.
     await page.goto(f"{dash.url}/?setup_token={setup_token}")
@@ -100,6 +101,12 @@ async def test_register_login_configure_and_watch_live(browser, aiohttp_server, 
     await expect(page.locator("#notifications li").first).to_contain_text("Validation of PR #")
     await screenshot(page, "05-live-card")
 
+    # The validation page the card links to, styled by its own stylesheet (no inline style allowed).
+    await card.locator('[data-field="validation"] a').click()
+    await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert await page.evaluate("getComputedStyle(document.body).maxWidth") == "960px"
+    await screenshot(page, "05b-validation")
+
     # 6. Phone width.
     await page.set_viewport_size({"width": 390, "height": 844})
     await screenshot(page, "06-phone")
@@ -112,3 +119,4 @@ async def test_register_login_configure_and_watch_live(browser, aiohttp_server, 
     response = await page.goto(dash.url + "/projects/other/hidden")
     assert response is not None and response.status == 404
     await context.close()
+    assert refused == []  # every script and style is a file of ours: the Content-Security-Policy allows them

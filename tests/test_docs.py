@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def variables_read_by_config() -> set[str]:
     source = (ROOT / "bot" / "config.py").read_text()
     names = set(re.findall(r'values\.get\("([A-Z_]+)"', source))
-    names |= set(re.findall(r'_int\(values, "([A-Z_]+)"', source))
+    names |= set(re.findall(r'_[a-z]+\(values, "([A-Z_]+)"', source))  # _int, _bool, ...
     return names
 
 

@@ -7,16 +7,17 @@ once (or, when gated, blocks until the test opens the gate), so pacing for a min
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-import gidgethub
 import pytest
 
 from bot import metrics
-from bot.github.client import GitHubClientClosed, GitHubClientConfig, GitHubClients
+from bot.errors import GitHubUnavailable
+from bot.github.client import GitHubClientClosed, GitHubClientConfig, GitHubClients, GitHubRateLimited
 from bot.github.pacing import WINDOW_MARGIN
 from bot.redact import PROCESS_REDACTOR
 from tests.fakes.github import FakeGitHub
@@ -186,12 +187,15 @@ async def test_502_on_a_write_is_retried(github: FakeGitHub, make_clients) -> No
     assert [c.status for c in github.calls_to("POST", "/repos/octo/one/issues/*/comments")] == [502, 201]
 
 
-async def test_gives_up_after_max_attempts(github: FakeGitHub, make_clients, clock: Clock) -> None:
+async def test_gives_up_after_max_attempts_saying_github_is_unavailable(
+    github: FakeGitHub, make_clients, clock: Clock
+) -> None:
     gh = make_clients(max_attempts=3).installation(1)
     await gh.getitem("/repos/octo/one")
     github.fail_next("GET", "/repos/octo/one", status=503, times=3)
-    with pytest.raises(gidgethub.GitHubBroken):
+    with pytest.raises(GitHubUnavailable) as caught:
         await gh.getitem("/repos/octo/one")
+    assert str(caught.value) == "GitHub answered 503 to GET /api/v3/repos/octo/one (3 tries)"
     assert len(github.calls_to("GET", "/repos/octo/one")) == 4
     assert len(clock.sleeps) == 2
 
@@ -232,14 +236,190 @@ async def test_retry_after_is_honoured(github: FakeGitHub, make_clients, clock: 
     assert len(github.comments) == 1
 
 
-async def test_wait_beyond_the_maximum_gives_up(github: FakeGitHub, make_clients, clock: Clock) -> None:
-    gh = make_clients(max_retry_wait=2.0).installation(1)
+async def test_wait_beyond_the_maximum_refuses_the_installation_until_it_ends(
+    github: FakeGitHub, make_clients, clock: Clock
+) -> None:
+    clients = make_clients(max_retry_wait=2.0)
+    gh = clients.installation(1)
     github.rate_limit_next("GET", "/repos/octo/one", retry_after=30)
-    with pytest.raises(gidgethub.BadRequest) as caught:
+    with pytest.raises(GitHubRateLimited) as caught:
         await gh.getitem("/repos/octo/one")
-    assert caught.value.status_code == 403
+    assert caught.value.retry_after == 30.0
+    # The installation's other requests are refused without asking GitHub; another installation is not held.
+    with pytest.raises(GitHubRateLimited):
+        await gh.post("/repos/octo/one/issues/1/comments", data={"body": "held"})
+    assert (await clients.installation(2).getitem("/repos/acme/two"))["full_name"] == "acme/two"
+    assert clients.status()["rate_limited"] == [{"scope": "1", "what": "installation 1", "for_seconds": 30.0}]
+    assert clients.status()["ok"]  # a rate limit is not an outage
+    clock.now += 30
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
     assert clock.sleeps == []
-    assert len(github.calls_to("GET", "/repos/octo/one")) == 1
+    assert len(github.calls_to("GET", "/repos/octo/one")) == 2
+    assert github.calls_to("POST", "/repos/octo/one/issues/*/comments") == []
+
+
+def record_arrivals(github: FakeGitHub, clock: Clock, monkeypatch) -> list[tuple[Any, str, str, float]]:
+    """(installation, method, path, fake clock time) of each request as the fake receives it."""
+    arrivals: list[tuple[Any, str, str, float]] = []
+    original = github._process
+
+    async def record(request, call, bucket):  # type: ignore[no-untyped-def]
+        credential = call.headers.get("authorization", "").partition(" ")[2]
+        arrivals.append((github.tokens.get(credential, {}).get("installation_id", "app"), call.method, call.path,
+                         clock.now))
+        return await original(request, call, bucket)
+
+    monkeypatch.setattr(github, "_process", record)
+    return arrivals
+
+
+async def test_a_secondary_limit_holds_every_request_of_the_installation(
+    github: FakeGitHub, make_clients, clock: Clock, monkeypatch
+) -> None:
+    """GitHub: after a secondary rate limit, make no requests until the wait is over. Reads and writes of
+    the limited installation wait; another installation does not."""
+    github.set_permission("octo/one", "octocat", "write")
+    clients = make_clients()
+    one, two = clients.installation(1), clients.installation(2)
+    run = await one.post("/repos/octo/one/check-runs", data={"name": "ci", "head_sha": "c" * 40})
+    await clients.installation_token(2)
+    arrivals = record_arrivals(github, clock, monkeypatch)
+    github.rate_limit_next("POST", "/repos/octo/one/issues/1/comments", retry_after=2)
+    clock.gate = gate = asyncio.Event()
+    limited = asyncio.create_task(one.post("/repos/octo/one/issues/1/comments", data={"body": "limited"}))
+    await asyncio.wait_for(clock.waiting.wait(), 2)  # it waits out its Retry-After
+    limited_at = clock.now
+
+    assert (await two.getitem("/repos/acme/two"))["full_name"] == "acme/two"  # not held
+    held = asyncio.gather(
+        one.getitem("/repos/octo/one/collaborators/octocat/permission"),
+        one.post("/repos/octo/one/issues/1/comments", data={"body": "second"}),
+        one.post("/repos/octo/one/issues/1/comments", data={"body": "third"}),
+        one.patch(f"/repos/octo/one/check-runs/{run['id']}", data={"output": {"title": "t", "summary": "s"}}),
+        *[one.getitem("/repos/octo/one") for _ in range(3)],
+    )
+    await until(lambda: len([a for a in arrivals if a[0] == 1]) >= 4)  # the reads, once their wait is over
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(limited, held), 2)
+
+    first, *later = arrivals
+    assert first[:3] == (1, "POST", "/repos/octo/one/issues/1/comments") and first[3] < limited_at + 2
+    assert later[0] == (2, "GET", "/repos/acme/two", limited_at)
+    after_limit = [(method, path, at) for iid, method, path, at in later if iid == 1]
+    assert len(after_limit) == 8  # 4 reads, the limited comment again, 2 comments, the PATCH
+    assert all(at >= limited_at + 2 for _, _, at in after_limit), after_limit
+    assert [c["body"] for c in github.comments.values()] == ["limited", "second", "third"]
+
+
+async def test_a_spent_primary_limit_holds_the_installation_until_its_reset(
+    github: FakeGitHub, make_clients, clock: Clock, monkeypatch
+) -> None:
+    github.set_permission("octo/one", "octocat", "write")
+    clients = make_clients()
+    wall = float(int(time.time()))  # x-ratelimit-reset is in seconds since the epoch
+    clients._wall_clock = lambda: wall + (clock.now - 1000.0)
+    gh = clients.installation(1)
+    await clients.installation_token(1)
+    arrivals = record_arrivals(github, clock, monkeypatch)
+    spent = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(wall) + 20)}
+    # A successful answer that used the last request of the hour: the next ones wait for the reset.
+    github.fail_next("GET", "/repos/octo/one", status=200, headers=spent, body={"full_name": "octo/one"})
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    start = clock.now
+    assert (await gh.getitem("/repos/octo/one/collaborators/octocat/permission"))["permission"]
+    await gh.post("/repos/octo/one/issues/1/comments", data={"body": "after the reset"})
+    assert clock.sleeps == [21.0]  # until x-ratelimit-reset, +1 s for its rounding
+    assert [at - start for *_, at in arrivals] == [0.0, 21.0, 21.0]
+    # And a 403 for the primary limit holds the others too, then is tried again.
+    github.fail_next("GET", "/repos/octo/one", status=403, headers={**spent, "x-ratelimit-reset": str(int(wall) + 50)},
+                     body={"message": "API rate limit exceeded for installation ID 1."})
+    assert (await gh.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    assert clock.sleeps == [21.0, 30.0]  # the reset is 50 s after the first answer
+
+
+# --- GitHub failing: pauses and probes --------------------------------------------------------
+
+
+async def test_an_installation_github_fails_for_is_paused_until_a_probe_gets_an_answer(
+    github: FakeGitHub, make_clients, clock: Clock
+) -> None:
+    clients = make_clients(max_attempts=2)
+    one, two = clients.installation(1), clients.installation(2)
+    await asyncio.gather(clients.installation_token(1), clients.installation_token(2))
+    github.fail_next("GET", "/repos/octo/one", status=502, times=3)
+    clock.gate = gate = asyncio.Event()
+    failing = asyncio.create_task(one.getitem("/repos/octo/one"))
+    await asyncio.wait_for(clock.waiting.wait(), 2)  # between its two tries
+    clock.now += 0.5
+    assert (await two.getitem("/repos/acme/two"))["full_name"] == "acme/two"  # GitHub answers the other one
+    gate.set()
+    with pytest.raises(GitHubUnavailable) as failed:
+        await failing
+    assert failed.value.retry_after == 5.0  # when its job may come back: the probe
+
+    [pause] = clients.status()["paused"]
+    assert (pause["scope"], pause["what"], pause["reason"]) == ("1", "installation 1", "GitHub answered 502")
+    assert pause["next_probe_in_seconds"] == 5.0 and not clients.status()["ok"]
+    assert sample("codegenapp_github_paused", scope="1") == 1
+    sent = len(github.calls_to("GET", "/repos/octo/one"))
+    with pytest.raises(GitHubUnavailable) as refused:  # refused without asking GitHub
+        await one.post("/repos/octo/one/issues/1/comments", data={"body": "not now"})
+    assert str(refused.value) == ("GitHub work of installation 1 is paused while GitHub is failing "
+                                  "(GitHub answered 502); next try in 5 s")
+    assert refused.value.retry_after == 5.0
+    assert (await two.getitem("/repos/acme/two"))["full_name"] == "acme/two"  # only installation 1 is paused
+
+    clock.now += 5  # the probe: one try, and GitHub still fails: paused twice as long
+    with pytest.raises(GitHubUnavailable):
+        await one.getitem("/repos/octo/one")
+    assert len(github.calls_to("GET", "/repos/octo/one")) == sent + 1
+    assert clients.status()["paused"][0]["next_probe_in_seconds"] == 10.0
+    clock.now += 10  # GitHub is back: the probe gets its answer, and the installation's work resumes
+    assert (await one.getitem("/repos/octo/one"))["full_name"] == "octo/one"
+    assert (await one.post("/repos/octo/one/issues/1/comments", data={"body": "now"}))["body"] == "now"
+    assert clients.status() == {"ok": True, "paused": [], "rate_limited": []}
+    assert sample("codegenapp_github_paused", scope="1") == 0
+    assert github.calls_to("POST", "/repos/octo/one/issues/*/comments")[0].json == {"body": "now"}
+
+
+async def test_when_github_fails_for_everything_the_whole_app_pauses_and_one_probe_resumes_it(
+    github: FakeGitHub, make_clients, clock: Clock, monkeypatch
+) -> None:
+    clients = make_clients(max_attempts=1)
+    one, two = clients.installation(1), clients.installation(2)
+    await clients.installation_token(1)
+    github.fail_next("*", "**", status=502)
+    with pytest.raises(GitHubUnavailable):
+        await one.getitem("/repos/octo/one")
+    assert [p["scope"] for p in clients.status()["paused"]] == ["all", "1"]
+    assert sample("codegenapp_github_paused", scope="all") == 1
+    # An installation that never failed waits too, without a request (not even for its token).
+    with pytest.raises(GitHubUnavailable, match="GitHub work of the whole app is paused"):
+        await two.getitem("/repos/acme/two")
+    assert github.calls_to("POST", "/app/installations/2/access_tokens") == []
+
+    answer = asyncio.Event()
+    arrived = asyncio.Event()
+    original = github._process
+
+    async def held(request, call, bucket):  # type: ignore[no-untyped-def]
+        if call.path == "/app/installations/2/access_tokens":
+            arrived.set()
+            await answer.wait()
+        return await original(request, call, bucket)
+
+    monkeypatch.setattr(github, "_process", held)
+    clock.now += 5
+    probe = asyncio.create_task(two.getitem("/repos/acme/two"))  # its token is fetched on the way, held
+    await asyncio.wait_for(arrived.wait(), 2)
+    waiting = asyncio.create_task(one.getitem("/repos/octo/one"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done() and len(github.calls_to("GET", "/repos/octo/one")) == 1  # it waits for the probe
+    answer.set()
+    results = await asyncio.wait_for(asyncio.gather(probe, waiting), 2)
+    assert [r["full_name"] for r in results] == ["acme/two", "octo/one"]
+    assert clients.status()["ok"] and sample("codegenapp_github_paused", scope="all") == 0
 
 
 # --- write pacing -----------------------------------------------------------------------------

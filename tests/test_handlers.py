@@ -10,24 +10,21 @@ from typing import Any
 import pytest
 from gidgethub import sansio
 
+from bot.errors import GitHubUnavailable
 from bot.events import EventBus, JobWakeup
 from bot.github.errors import UnexpectedResponse
 from bot.models import JOB_VALIDATE
 from bot.services import Services
-from bot.store import InstallationRef, RepoRef, Store
+from bot.store import ClaimedJob, InstallationRef, RepoRef, Store
 from handlers import handle_event
 from pipeline.merge.service import MergeService
 from pipeline.validation.service import ValidationService
+from pipeline.workspace.volumes import GIB, RunVolumes
 from tests.fakes.github_ops import RecordingGitHub, pull_request
 
 INSTALLATION = 77
 REPOSITORY = {"id": 5150, "full_name": "octo/app", "name": "app", "owner": {"login": "octo"}}
 HEAD, NEWER = "a" * 40, "c" * 40
-
-
-class _NoCheckouts:
-    async def remove(self, workspace: Path) -> None:
-        pass
 
 
 @pytest.fixture
@@ -37,8 +34,10 @@ async def services(store: Store, tmp_path: Path, make_settings: Any) -> Services
     github = RecordingGitHub(pulls=[pull_request(1, head_sha=HEAD)], roles={"alice": "write", "bob": "read"})
     bus = EventBus()
     merges = MergeService(store, github, bus)  # type: ignore[arg-type]
-    validations = ValidationService(store, github, bus, JobWakeup(), runner=None, checkouts=_NoCheckouts(),  # type: ignore
-                                    merges=merges, agent_configured=lambda project: False,
+    validations = ValidationService(store, github, bus, JobWakeup(), runner=None, checkouts=None,  # type: ignore
+                                    merges=merges, volumes=RunVolumes(tmp_path / "workspaces", limit_bytes=GIB,
+                                                                      min_free_bytes=0),
+                                    agent_configured=lambda project: False,
                                     public_url="http://app.test", data_dir=tmp_path, chromium_path="")
     return Services(settings=make_settings(), store=store, http=None, bus=bus, github=github,  # type: ignore
                     sandbox=None, validations=validations, merges=merges, agent_runs=None,  # type: ignore
@@ -112,13 +111,20 @@ class _Misunderstood:
         raise UnexpectedResponse(f"GET /repos/octo/app/pulls/{number}", "`head.sha`", {"number": number})
 
 
-async def test_a_validation_github_answers_strangely_for_ends_at_once_saying_what_came(services: Services) -> None:
+async def validation_job_meeting(services: Services, pulls: Any) -> tuple[int, ClaimedJob]:
+    """A PR's validation started (its check run id) and its job claimed; GitHub's pulls are now `pulls`."""
     github: RecordingGitHub = services.github  # type: ignore[assignment]
     await handle_event(services, pull_request_event("opened", HEAD))
     [check_run_id] = github.check_runs
     [job] = await services.store.jobs.claim("test", limit=1, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
     repo = github.repo
-    github.repo = lambda *args: dataclasses.replace(repo(*args), pulls=_Misunderstood())  # type: ignore[method-assign]
+    github.repo = lambda *args: dataclasses.replace(repo(*args), pulls=pulls)  # type: ignore[method-assign]
+    return check_run_id, job
+
+
+async def test_a_validation_github_answers_strangely_for_ends_at_once_saying_what_came(services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    check_run_id, job = await validation_job_meeting(services, _Misunderstood())
     await services.validations.run_job(job)  # the first of its attempts: not retried, reported
     check_run = github.check_runs[check_run_id]
     assert (check_run["status"], check_run["conclusion"]) == ("completed", "failure")
@@ -126,3 +132,22 @@ async def test_a_validation_github_answers_strangely_for_ends_at_once_saying_wha
     assert state.status == "completed" and state.test_results == {
         "error": "UnexpectedResponse: GET /repos/octo/app/pulls/1 answered without `head.sha`: "
                  "got an object with keys [number]"}
+
+
+class _Unreachable:
+    """A pulls operation while GitHub is failing."""
+
+    async def get(self, number: int) -> Any:
+        raise GitHubUnavailable(f"GitHub answered 502 to GET /repos/octo/app/pulls/{number} (4 tries)", retry_after=5)
+
+
+async def test_a_validation_on_its_last_attempt_waits_out_github_failing_instead_of_ending(services: Services) -> None:
+    """GitHub failing is not the validation's fault: even on its last attempt it is not ended as broken
+    (which would leave it completed and its retried job with nothing to do); the worker tries it again."""
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    check_run_id, job = await validation_job_meeting(services, _Unreachable())
+    with pytest.raises(GitHubUnavailable):
+        await services.validations.run_job(dataclasses.replace(job, attempts=job.max_attempts))
+    assert github.check_runs[check_run_id]["status"] == "in_progress"
+    state = await services.store.validations.get(github.check_runs[check_run_id]["external_id"])
+    assert state.status == "in_progress"

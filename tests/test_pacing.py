@@ -14,8 +14,8 @@ from bot.github.pacing import (
     is_write,
     next_write_time,
     prune_sent_times,
+    primary_limit_wait,
     rate_limit_wait,
-    retry_delay,
     write_priority,
 )
 
@@ -299,13 +299,13 @@ def test_backoff_is_exponential_jittered_and_capped():
     assert backoff_delay(20, 0.0, cap=60.0) == 30.0
 
 
-def test_retry_delay_on_server_errors():
-    assert retry_delay(502, {}, b"", 1, now_epoch=0, rand=0.0) == 0.5
-    assert retry_delay(503, {}, b"", 2, now_epoch=0, rand=0.0) == 1.0
-    assert retry_delay(501, {}, b"", 1, now_epoch=0, rand=0.0) is None
-    assert retry_delay(404, {}, b"", 1, now_epoch=0, rand=0.0) is None
-    assert retry_delay(422, {}, b"", 1, now_epoch=0, rand=0.0) is None
-    assert retry_delay(200, {}, b"", 1, now_epoch=0, rand=0.0) is None
+def test_a_spent_primary_limit_waits_for_its_reset_whatever_the_status():
+    spent = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1030"}
+    assert primary_limit_wait(spent, 1000.0) == 31.0  # +1 s: the reset is rounded to the second
+    assert primary_limit_wait({"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "990"}, 1000.0) == 1.0
+    assert primary_limit_wait({"x-ratelimit-remaining": "1", "x-ratelimit-reset": "1030"}, 1000.0) is None
+    assert primary_limit_wait({"x-ratelimit-remaining": "0"}, 1000.0) is None
+    assert primary_limit_wait({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon"}, 1000.0) is None
 
 
 def test_rate_limit_waits():

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
+import signal
 import sqlite3
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
 from pipeline.sandbox.cgroups import CGROUP_PARENT, CGROUP_ROOT
-from pipeline.sandbox.limits import Limits
-from pipeline.sandbox.sandbox import DEFAULT_SANDBOX_UID, Sandbox, SandboxUnavailable
+from pipeline.sandbox.limits import Limits, limit_notes
+from pipeline.sandbox.network import TAP_DEVICE, default_route_via_tap
+from pipeline.sandbox.sandbox import DEFAULT_SANDBOX_UID, NetworkUnavailable, Sandbox, SandboxUnavailable
+from tests.conftest import BotUnderTest
+
+SLIRP_HOST_ALIAS = "10.0.2.2"  # slirp's address for the host's loopback, refused with --disable-host-loopback
 
 BWRAP = shutil.which("bwrap")
 needs_bwrap = pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
@@ -96,6 +104,9 @@ def test_probe_reports_layers(sandbox: Sandbox) -> None:
     for layer in ("user_namespace", "mount_namespace", "pid_namespace", "net_namespace", "capabilities_dropped",
                   "no_new_privs", "rlimits"):
         assert layers[layer] is True, layer
+    if shutil.which("slirp4netns"):
+        assert layers["user_network"] is True, caps.notes
+        assert described["slirp4netns_version"].startswith("slirp4netns version")
     if os.geteuid() == 0:
         assert layers["dedicated_uid"] is True and caps.uid == DEFAULT_SANDBOX_UID
     try:
@@ -264,12 +275,99 @@ async def test_no_network_by_default(sandbox: Sandbox, workspace: Path) -> None:
     assert interfaces.split() == ["lo"]
 
 
+REACH = """
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"GET /health HTTP/1.0\\r\\n\\r\\n")
+        print(target, "reached", s.recv(100)[:40])
+    except OSError as e:
+        print(target, "failed", e.errno)
+"""
+INTERFACES = "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | tr '\\n' ' '"
+
+
+def needs_slirp4netns(sandbox: Sandbox) -> None:
+    if not sandbox.capabilities.user_network:
+        pytest.skip(f"no user-mode network here: {sandbox.capabilities.notes}")
+
+
 @needs_bwrap
-async def test_network_true_shares_the_host_network(sandbox: Sandbox, workspace: Path) -> None:
+async def test_network_true_gets_its_own_network_without_the_hosts_loopback(
+        sandbox: Sandbox, tmp_path: Path, bot: BotUnderTest) -> None:
+    needs_slirp4netns(sandbox)
+    workspace = tmp_path / "ws"  # the app keeps DATA_DIR's workspaces to itself
+    workspace.mkdir()
     server, port = await _listener()
+    app_port = urlsplit(bot.url).port
+    async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/health") as health:
+        assert health.status in (200, 503)  # the app answers on the host
+    targets = [f"{host}:{p}" for p in (port, app_port) for host in ("127.0.0.1", "localhost", SLIRP_HOST_ALIAS)]
+    (workspace / "reach.py").write_text(REACH)
     async with server:
-        result = await sandbox.run(CONNECT.format(port=port), workspace=workspace, network=True, limits=SHORT)
-    assert result.output.splitlines()[0] == "hello-from-host", result.output
+        result = await sandbox.run(f"python3 reach.py {' '.join(targets)}; {INTERFACES}", workspace=workspace,
+                                   network=True, limits=SHORT)
+    *attempts, interfaces = result.output.splitlines()
+    assert [a.split()[:2] for a in attempts] == [[t, "failed"] for t in targets], result.output
+    assert interfaces.split() == ["lo", TAP_DEVICE]  # its own namespace: a loopback of its own and slirp's tap
+
+
+@needs_bwrap
+async def test_network_true_cannot_reconfigure_its_network(sandbox: Sandbox, workspace: Path) -> None:
+    needs_slirp4netns(sandbox)
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2's `ip` is not installed")
+    result = await sandbox.run(f"ip link set {TAP_DEVICE} down; ip addr add 10.0.2.2/24 dev lo; "
+                               "cat /proc/net/route", workspace=workspace, network=True, limits=SHORT)
+    assert result.output.count("Operation not permitted") == 2, result.output
+    assert default_route_via_tap(result.output.split("\n", 2)[-1])
+
+
+@needs_bwrap
+async def test_network_true_refused_without_slirp4netns(workspace: Path) -> None:
+    sandbox = await Sandbox.probe(slirp4netns="/nonexistent/slirp4netns")
+    if not sandbox.capabilities.sandboxed:
+        pytest.skip(f"bubblewrap does not work here: {sandbox.capabilities.notes}")
+    described = sandbox.capabilities.describe()
+    assert described["layers"]["user_network"] is False and described["slirp4netns"] is None
+    assert any("slirp4netns" in note and "refused" in note for note in described["notes"]), described["notes"]
+    with pytest.raises(NetworkUnavailable, match="apt-get install slirp4netns") as refused:
+        await sandbox.run("echo ran > ran", workspace=workspace, network=True, limits=SHORT)
+    assert "never shared" in str(refused.value)
+    assert not (workspace / "ran").exists()
+    assert (await sandbox.run("echo ok", workspace=workspace, limits=SHORT)).output == "ok\n"  # no network: fine
+
+
+@needs_bwrap
+async def test_cancelling_a_network_run_stops_its_slirp4netns(sandbox: Sandbox, workspace: Path) -> None:
+    needs_slirp4netns(sandbox)
+    chunks = Chunks()
+    task = asyncio.create_task(sandbox.run("echo ready; sleep 1000", workspace=workspace, network=True,
+                                           on_output=chunks, limits=SHORT))
+    await chunks.wait_for("ready")
+    assert own_slirp4netns()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert own_slirp4netns() == []  # gone before CancelledError reached us
+
+
+def own_slirp4netns() -> list[int]:
+    """This test process's slirp4netns children still running (not zombies)."""
+    found = []
+    for pid in processes_matching("slirp4netns"):
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if os.path.basename(program) == b"slirp4netns" and fields.get("PPid", "").strip() == str(os.getpid()) \
+                and not fields.get("State", "").startswith("Z"):
+            found.append(pid)
+    return found
 
 
 # ------------------------------------------------------------------------------------------- limits
@@ -465,6 +563,32 @@ def test_never_as_root_uid() -> None:
 def test_limits_validation() -> None:
     with pytest.raises(ValueError):
         Limits(timeout_seconds=0)
+    with pytest.raises(ValueError):
+        Limits(cpu_seconds=0)
+
+
+def test_the_cpu_limit_follows_the_time_budget() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert Limits(timeout_seconds=1800).cpu_limit == 1800 * cpus  # timeout_minutes: 30, not a fixed 600
+    assert Limits(timeout_seconds=2.5).cpu_limit == math.ceil(2.5 * cpus)
+    assert Limits(timeout_seconds=1800, cpu_seconds=7).cpu_limit == 7  # given: as given
+
+
+def test_a_cpu_limit_that_ended_the_command_is_named() -> None:
+    budget = Limits(timeout_seconds=3)
+    [note] = limit_notes(budget, timed_out=False, events={}, signal_number=signal.SIGXCPU)
+    assert note.strip() == (f"[sandbox] CPU time limit of {budget.cpu_limit} CPU-seconds per process, the 3 s "
+                            f"time budget on {len(os.sched_getaffinity(0))} CPU(s), exceeded: the kernel stopped "
+                            "the process (SIGXCPU)")
+    assert limit_notes(budget, timed_out=False, events={}, signal_number=signal.SIGKILL) == []
+    assert "wall-clock" in limit_notes(budget, timed_out=True, events={}, signal_number=signal.SIGKILL)[0]
+
+
+@needs_bwrap
+async def test_a_command_gets_the_cpu_limit_of_its_time_budget(sandbox: Sandbox, workspace: Path) -> None:
+    limits = Limits(timeout_seconds=900)
+    result = await sandbox.run("grep 'Max cpu time' /proc/self/limits", workspace=workspace, limits=limits)
+    assert result.output.split()[3:5] == [str(limits.cpu_limit), str(limits.cpu_limit + 1)], result.output
 
 
 # ------------------------------------------------------------------------------------------- slow
@@ -498,6 +622,7 @@ async def test_cpu_seconds_limit(sandbox: Sandbox, workspace: Path) -> None:
                                limits=Limits(timeout_seconds=20, cpu_seconds=1))
     assert not result.timed_out and result.signal in (24, 9)  # SIGXCPU at the soft limit
     assert result.duration_seconds < 10
+    assert "[sandbox] CPU time limit of 1 CPU-second per process exceeded" in result.output, result.output
 
 
 @needs_bwrap

@@ -205,7 +205,7 @@ def test_negated_glob_is_rejected() -> None:
 
 async def test_round_trip_into_a_fresh_checkout(tmp_path: Path, outside: Path,
                                                 make_store: Callable[..., SnapshotStore]) -> None:
-    store = make_store()
+    store = make_store(home_caches=True)  # everything setup left, its .cache/ too
     ws = checkout(tmp_path / "ws")
     key = key_for(ws)
     run_setup(ws, outside)
@@ -257,6 +257,22 @@ async def test_restore_miss_and_exclude(tmp_path: Path, outside: Path,
     assert (fresh / "node_modules/left-pad/index.js").exists()
     with pytest.raises(ValueError):
         await store.restore("../../etc", fresh)
+
+
+async def test_home_caches_are_left_out_unless_the_store_keeps_them(tmp_path: Path) -> None:
+    ws = checkout(tmp_path / "ws")
+    for rel in (".npm/_cacache/index-v5/ab/cd", ".cache/pip/http/blob", ".cargo/registry/index/x", ".venv/bin/tool",
+                "node_modules/.cache/babel/x", "web/.npm/kept"):
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text("x")
+    caches = {".npm/_cacache/index-v5/ab/cd", ".cache/pip/http/blob", ".cargo/registry/index/x"}
+    by_default = await SnapshotStore(tmp_path / "default").save(key_for(ws), ws, tracked_files=list(TRACKED))
+    kept = await SnapshotStore(tmp_path / "kept", home_caches=True).save(key_for(ws), ws, tracked_files=list(TRACKED))
+    assert by_default is not None and kept is not None
+    stored = set(archive_members(by_default))
+    assert {".venv/bin/tool", "node_modules/.cache/babel/x", "web/.npm/kept"} <= stored  # only HOME's caches go
+    assert not caches & stored and ".npm" not in stored and ".cache" not in stored
+    assert caches <= set(archive_members(kept))
 
 
 async def test_tracked_files_of_the_new_checkout_are_not_overwritten(
@@ -444,7 +460,7 @@ async def test_too_deep_tree_is_not_kept(tmp_path: Path, monkeypatch: pytest.Mon
 
 async def test_concurrent_saves_of_one_key_and_restore_during_save(
         tmp_path: Path, outside: Path, make_store: Callable[..., SnapshotStore]) -> None:
-    store = make_store()
+    store = make_store(home_caches=True)  # compares whole trees, .cache/ included
     workspaces = []
     for i in range(3):
         ws = checkout(tmp_path / f"ws{i}")

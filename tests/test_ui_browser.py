@@ -7,9 +7,9 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 import uuid
 from dataclasses import replace
-from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,9 @@ import pytest
 from pipeline.sandbox.capabilities import SandboxCapabilities
 from pipeline.sandbox.limits import Limits
 from pipeline.sandbox.sandbox import Sandbox
-from pipeline.ui_check.check import BrowserSetup, browser_isolation, browser_sandbox_gap, describe_browser, run_ui_check
+from pipeline.ui_check.check import BrowserSetup, browser_isolation, browser_sandbox_gap, run_ui_check
 from pipeline.ui_check.browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_PORT, bwrap_arguments, launcher_script,
-                                 user_data_dir)
+                                       with_profile)
 from pipeline.repo_config.ui_block import UiConfig, UiPage
 from tests.browser import CHROMIUM, browser_missing
 from tests.test_sandbox import processes_matching
@@ -32,10 +32,13 @@ def pairs(args: list[str], option: str) -> list[tuple[str, str]]:
     return [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == option]
 
 
-def test_the_profile_directory_is_found_in_either_spelling() -> None:
-    assert user_data_dir(["--headless", "--user-data-dir=/tmp/p-1", "about:blank"]) == "/tmp/p-1"
-    assert user_data_dir(["--user-data-dir", "/tmp/p 2", "--remote-debugging-pipe"]) == "/tmp/p 2"
-    assert user_data_dir(["--remote-debugging-pipe"]) is None
+def test_chromium_gets_the_profile_the_app_made_instead_of_playwrights_in_either_spelling() -> None:
+    assert with_profile(["--headless", "--user-data-dir=/private/p-1", "about:blank"], "/tmp/b/profile") == \
+        ["--headless", "about:blank", "--user-data-dir=/tmp/b/profile"]
+    assert with_profile(["--user-data-dir", "/private/p 2", "--remote-debugging-pipe"], "/tmp/b/profile") == \
+        ["--remote-debugging-pipe", "--user-data-dir=/tmp/b/profile"]
+    assert with_profile(["--remote-debugging-pipe"], "/tmp/b/profile") == \
+        ["--remote-debugging-pipe", "--user-data-dir=/tmp/b/profile"]
 
 
 def test_bwrap_arguments_are_an_allowlist_with_only_the_profile_writable() -> None:
@@ -81,9 +84,10 @@ def test_bwrap_arguments_refuse_a_profile_that_is_not_a_plain_directory_path() -
 
 
 def test_the_launcher_quotes_its_arguments_and_passes_playwrights_through() -> None:
-    script = launcher_script(bwrap="/usr/bin/bwrap", chromium="/opt/my chromium", uid=61001)
+    script = launcher_script(bwrap="/usr/bin/bwrap", chromium="/opt/my chromium", uid=61001, profile="/tmp/b/profile")
     assert script.startswith(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I ")
-    assert "'/opt/my chromium'" in script and "--uid 61001" in script and script.endswith(' -- "$@"\n')
+    assert "'/opt/my chromium'" in script and "--uid 61001" in script and "--profile /tmp/b/profile" in script
+    assert script.endswith(' -- "$@"\n')
 
 
 WORKING = SandboxCapabilities(bwrap="/usr/bin/bwrap", bwrap_works=True, user_namespace=True, pid_namespace=True,
@@ -103,28 +107,24 @@ def test_whether_the_browser_gets_its_sandbox_is_decided_from_the_probe(caps, is
     assert browser_sandbox_gap(caps, is_root=is_root) == gap
 
 
-def test_health_describes_the_browser(tmp_path: Path) -> None:
-    missing = describe_browser(str(tmp_path / "no-chromium"), SandboxCapabilities(bwrap_works=False))
-    assert missing == {"chromium": str(tmp_path / "no-chromium"), "found": False, "sandboxed": False,
-                       "not_sandboxed_because": "no usable bubblewrap: sandbox mode=unavailable"}
-    executable = tmp_path / "chromium"
-    executable.write_text("#!/bin/sh\n")
-    executable.chmod(0o755)
-    assert describe_browser(str(executable), WORKING) == {"chromium": str(executable), "found": True, "sandboxed": True}
-
-
-def test_without_a_working_bubblewrap_the_browser_is_started_directly_and_the_step_says_so(tmp_path: Path) -> None:
-    unsandboxed = SimpleNamespace(capabilities=SandboxCapabilities(bwrap_works=False, allow_unsandboxed=True))
-    isolation = browser_isolation(unsandboxed, "/usr/bin/chromium", str(tmp_path))  # type: ignore[arg-type]
+def test_without_a_working_bubblewrap_the_browser_is_started_directly_and_the_step_says_so(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    unsandboxed = SandboxCapabilities(bwrap_works=False, allow_unsandboxed=True)
+    isolation = browser_isolation(unsandboxed, "/usr/bin/chromium")
     assert (isolation.executable, isolation.chromium_sandbox) == ("/usr/bin/chromium", False)
     assert isolation.note.startswith("browser: NOT sandboxed (no usable bubblewrap: sandbox mode=unsandboxed)")
-    assert (isolation.proxy_socket, isolation.proxy_port) == (None, None)  # the proxy listens on 127.0.0.1
-    assert list(tmp_path.iterdir()) == []  # no launcher written
+    assert (isolation.proxy_socket, isolation.proxy_port, isolation.directory) == (None, None, None)  # on 127.0.0.1
+    assert list(tmp_path.iterdir()) == []  # no browser directory made
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 async def test_the_browser_of_a_running_ui_check_is_isolated_from_the_app(tmp_path: Path, monkeypatch) -> None:
+    # TMPDIR below a 0700 directory, as `mktemp -d`, a service's private tmp or /run/user/N make it: the browser's
+    # uid cannot pass it, so its profile and sockets must be elsewhere.
+    monkeypatch.setenv("TMPDIR", tempfile.mkdtemp(dir=tmp_path))  # pytest's tmp_path is below a 0700 directory
+    monkeypatch.setattr(tempfile, "tempdir", None)
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
     key = data_dir / "app-private-key.pem"
@@ -208,3 +208,46 @@ async def test_the_forwarder_relays_tcp_to_a_unix_socket_once_detached(tmp_path:
         for pid in processes_matching(f"tcp:127.0.0.1:{port}"):
             os.kill(pid, 9)
         server.close()
+
+
+
+async def ignore(text: str) -> None:
+    pass
+
+
+async def test_a_browser_that_is_not_there_fails_the_step_before_the_app_starts(tmp_path: Path) -> None:
+    outcome = await run_ui_check(Sandbox(), UiConfig(start="false", url=URL), workspace=tmp_path, env={},
+                                 limits=Limits(), setup=BrowserSetup(chromium_path="/usr/bin/no-such-chromium"),
+                                 log_line=ignore)
+    assert outcome.problem == ("the UI check could not start Chromium at /usr/bin/no-such-chromium (CHROMIUM_PATH): "
+                               "there is no executable file there: install Debian's chromium package "
+                               "(apt-get install chromium)")
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+async def test_a_browser_that_does_not_start_fails_the_step_saying_why(tmp_path: Path) -> None:
+    """A browser outside /usr: there on the host, not in its sandbox. The step says what ended the launch
+    and what to do, not Playwright's "Target page, context or browser has been closed"."""
+    from pipeline.ui_check.judge import step_result
+    from pipeline.ui_check.proxy import Origin
+
+    workspace = tmp_path / "work"
+    workspace.mkdir()
+    for name, text in app_files().items():
+        (workspace / name).write_text(text)
+    outside_usr = tmp_path / "chromium"
+    outside_usr.write_text("#!/bin/sh\n")
+    outside_usr.chmod(0o755)
+    sandbox = await Sandbox.probe()
+    if not sandbox.capabilities.sandboxed:
+        pytest.skip("the sandbox does not work here: the browser would not be started through bwrap")
+    ui = UiConfig(start=f"python3 server.py {PORT}", url=URL, pages=(UiPage("/"),))
+    outcome = await run_ui_check(sandbox, ui, workspace=workspace, env={}, limits=Limits(timeout_seconds=60),
+                                 setup=BrowserSetup(chromium_path=str(outside_usr)), log_line=ignore)
+    why = (f"the UI check could not start Chromium at {outside_usr} (CHROMIUM_PATH): Chromium did not start: "
+           f"{outside_usr}: 1: exec: {outside_usr}: not found (CHROMIUM_PATH must be Debian's "
+           "chromium, under /usr (apt-get install chromium))")
+    assert outcome.problem == why
+    step = step_result(outcome, Origin.of(URL), enforce=False, duration=1.0)
+    assert (step.status, step.detail) == ("failed", why)
+    assert step.output_tail.startswith(why + "\n")

@@ -170,3 +170,39 @@ async def test_a_cancelled_run_stops_the_app_and_the_browser(bot, fake_github) -
     assert processes_matching(BROWSER_FLAG) == [], "the cancelled run's browser is still running"
     state = await bot.store.validations.get(validation_id)
     assert (state.status, state.conclusion) == ("superseded", "cancelled")
+
+
+@pytest.mark.slow  # a whole validation with its UI check (~14 s)
+async def test_a_private_tmpdir_and_a_data_dir_elsewhere_leave_the_browser_working(start_bot, fake_github, monkeypatch):
+    """TMPDIR below a 0700 directory (a service's private tmp, `mktemp -d`, /run/user/N) and DATA_DIR on
+    another filesystem below one too: the sandboxed browser, as its own uid, still starts, and /health
+    says so from a real launch."""
+    import asyncio
+    import os
+    import tempfile
+
+    outside = tempfile.mkdtemp(prefix="cg-private-", dir="/tmp")  # pytest's tmp_path is already below a 0700 one
+    elsewhere = tempfile.mkdtemp(prefix="cg-data-", dir="/dev/shm")  # a tmpfs: another filesystem
+    try:
+        for private in (outside, elsewhere):
+            os.chmod(private, 0o700)
+        os.mkdir(f"{outside}/tmp")
+        monkeypatch.setenv("TMPDIR", f"{outside}/tmp")
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        bot = await start_bot(DATA_DIR=f"{elsewhere}/data")
+        assert bot.services.browser.describe()["status"] in ("checking", "ok")  # not waited for at start
+        scenario = open_pull_request(fake_github, config=ui_config("    - /about\n"), base_files=app_files())
+        state = await validate(bot, scenario)
+        run = check_run(fake_github, state)
+        assert run["conclusion"] == "success", run["output"]
+        assert "browser: sandboxed (bubblewrap, uid " in step(state)["output_tail"]
+
+        assert await asyncio.to_thread(bot.services.browser.wait, 60)
+        async with bot.webhooks.session.get(bot.url + "/health") as response:
+            browser = (await response.json())["browser"]
+        assert (browser["status"], browser["sandboxed"]) == ("ok", True), browser
+        assert not browser["directory"].startswith(outside)
+        assert [n for n in os.listdir(f"{outside}/tmp") if n.startswith(("codegenapp-browser-", "playwright"))] == []
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+        shutil.rmtree(elsewhere, ignore_errors=True)

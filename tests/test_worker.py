@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from bot.errors import GitHubUnavailable
 from bot.events import EventBus, wait_for
 from bot.github.errors import UnexpectedResponse
-from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED
+from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, Job, utcnow
 from bot.store import ClaimedJob, Store
 from worker.runner import Lane, Worker
 
@@ -200,16 +205,74 @@ async def test_a_permanent_error_ends_the_job_at_its_first_attempt(store: Store)
     async def misunderstood(job: ClaimedJob) -> None:
         raise UnexpectedResponse("GET /repos/o/r/pulls/1", "`head.sha`", {"number": 1})
 
-    worker = make_worker(store, {"read": misunderstood})
-    with worker.bus.subscribe() as events:
-        await worker.start()
-        try:
-            job_id = await store.jobs.enqueue("read", max_attempts=5)
-            worker.wake()
-            finished = await wait_for(events, "job.finished", job_id=job_id)
-        finally:
-            await worker.stop()
+    job_id, finished = await run_once(store, misunderstood, max_attempts=5)
     assert (finished.data["outcome"], finished.data["attempts"]) == ("dead", 1)
     job = await store.jobs.get(job_id)
     assert job.status == JOB_DEAD
     assert "GET /repos/o/r/pulls/1 answered without `head.sha`: got an object with keys [number]" in job.last_error
+
+
+async def run_once(store: Store, handler, *, max_attempts: int, first_failed_at=None, **options):  # type: ignore[no-untyped-def]
+    """Run one job of `handler` until its first attempt ends; (its id, the job.finished event)."""
+    job_id = await store.jobs.enqueue("once", max_attempts=max_attempts)
+    if first_failed_at is not None:
+        await make_due(store, job_id, first_failed_at=first_failed_at)
+    worker = make_worker(store, {"once": handler}, **options)
+    with worker.bus.subscribe() as events:
+        await worker.start()
+        try:
+            return job_id, await wait_for(events, "job.finished", job_id=job_id)
+        finally:
+            await worker.stop()
+
+
+async def make_due(store: Store, job_id: int, **values: object) -> None:
+    """The job's postponement is over (without waiting for it)."""
+    await store.db.write(lambda conn: conn.execute(update(Job).where(Job.id == job_id)
+                                                   .values(run_after=utcnow(), **values)))
+
+
+async def test_github_unavailable_postpones_the_job_without_counting_its_attempts(store: Store) -> None:
+    tries = 0
+
+    async def outage(job: ClaimedJob) -> None:
+        nonlocal tries
+        tries += 1
+        if tries <= 7:
+            raise GitHubUnavailable("GitHub answered 502 to GET /repos/o/r (4 tries)", retry_after=30.0)
+
+    worker = make_worker(store, {"github": outage})
+    with worker.bus.subscribe() as events:
+        await worker.start()
+        try:
+            job_id = await store.jobs.enqueue("github", max_attempts=2)
+            worker.wake()
+            outcomes = []
+            for _ in range(8):  # more tries than its attempts: GitHub failing is not the job's fault
+                finished = await wait_for(events, "job.finished", job_id=job_id)
+                outcomes.append(finished.data["outcome"])
+                job = await store.jobs.get(job_id)
+                if finished.data["outcome"] == "postponed":
+                    assert job.status == JOB_QUEUED and job.attempts == 0
+                    assert 20 <= (job.run_after - utcnow()).total_seconds() <= 36  # when GitHub may be asked
+                    assert "GitHub answered 502" in job.last_error and job.first_failed_at is not None
+                    await make_due(store, job_id)
+                    worker.wake()
+        finally:
+            await worker.stop()
+    assert outcomes == ["postponed"] * 7 + ["done"]
+    assert (await store.jobs.get(job_id)).status == JOB_DONE
+
+
+async def test_once_its_outage_budget_is_spent_github_unavailable_counts_and_the_job_says_why(store: Store) -> None:
+    async def outage(job: ClaimedJob) -> None:
+        raise GitHubUnavailable("GitHub answered 502 to GET /repos/o/r (4 tries)", retry_after=30.0)
+
+    job_id, finished = await run_once(store, outage, max_attempts=1, outage_budget_seconds=6 * 3600,
+                                      first_failed_at=utcnow() - timedelta(hours=6, seconds=1))
+    assert (finished.data["outcome"], finished.data["attempts"]) == ("dead", 1)
+    job = await store.jobs.get(job_id)
+    assert job.status == JOB_DEAD
+    assert job.last_error.startswith(
+        "GitHub stayed unavailable beyond the job's outage budget (6 h since its first failure; "
+        "GITHUB_OUTAGE_BUDGET_HOURS): GitHub answered 502 to GET /repos/o/r (4 tries)\n\nTraceback")

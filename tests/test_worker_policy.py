@@ -1,7 +1,7 @@
 import random
 
 from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst,
-                           lost_leases, retry_delay)
+                           lost_leases, outage_delay, retry_delay)
 
 
 def test_retry_delay_grows_and_stops_at_max_attempts() -> None:
@@ -15,6 +15,16 @@ def test_retry_delay_grows_and_stops_at_max_attempts() -> None:
 
 def test_retry_delay_is_capped() -> None:
     assert retry_delay(30, 100, rand=random.Random(0)) <= 600 * 1.2
+
+
+def test_github_unavailable_waits_until_github_may_be_asked_again_within_the_budget() -> None:
+    rand = random.Random(3)
+    delays = [outage_delay(retry_after=40.0, failing_for=600.0, budget=3600.0, rand=rand) for _ in range(50)]
+    assert all(40.0 <= d <= 48.0 for d in delays) and len(set(delays)) > 1  # spread, never early
+    assert 30.0 <= outage_delay(retry_after=None, failing_for=0.0, budget=3600.0) <= 36.0
+    assert 1.0 <= outage_delay(retry_after=0.0, failing_for=0.0, budget=3600.0) <= 1.2
+    assert outage_delay(retry_after=7200.0, failing_for=0.0, budget=3600.0) <= 600 * 1.2
+    assert outage_delay(retry_after=5.0, failing_for=3600.0, budget=3600.0) is None  # spent: counts as a failure
 
 
 def test_lease_expiry_budget() -> None:

@@ -1,4 +1,5 @@
-"""Pure decisions of the job queue (no I/O): when to retry, when to give up, which jobs were lost."""
+"""Pure decisions of the job queue (no I/O): when to retry (a bug, or GitHub unavailable), when to give up,
+which jobs were lost."""
 
 from __future__ import annotations
 
@@ -20,6 +21,25 @@ def retry_delay(attempts: int, max_attempts: int, *, rand: random.Random | None 
     delay = min(MAX_DELAY_SECONDS, BASE_DELAY_SECONDS * 2 ** max(0, attempts - 1))
     jitter = (rand or random).uniform(0.8, 1.2)
     return delay * jitter
+
+
+OUTAGE_DEFAULT_DELAY_SECONDS = 30.0  # when GitHub's unavailability says nothing of when to come back
+OUTAGE_MIN_DELAY_SECONDS = 1.0
+
+
+def outage_delay(*, retry_after: float | None, failing_for: float, budget: float,
+                 rand: random.Random | None = None) -> float | None:
+    """Seconds until a job that met GitHub unavailable runs again, its attempt not counted; None once
+    `budget` seconds have passed since the job's first failure (it then fails like any other error).
+
+    Never before GitHub may be asked again (`retry_after`), and up to 20 % later so that the jobs a
+    pause turned away do not all come back at the same instant.
+    """
+    if failing_for >= budget:
+        return None
+    delay = OUTAGE_DEFAULT_DELAY_SECONDS if retry_after is None else retry_after
+    delay = min(MAX_DELAY_SECONDS, max(OUTAGE_MIN_DELAY_SECONDS, delay))
+    return delay * (rand or random).uniform(1.0, 1.2)
 
 
 def exhausted_by_lease_expiry(attempts: int, max_attempts: int) -> bool:

@@ -1,6 +1,10 @@
 """The worker: claims jobs with a lease, runs them with bounded concurrency, heartbeats, and finishes
 (done, retry with backoff, dead-letter). Jobs run at least once; handlers are written to be idempotent,
 so a job repeated after a crash (its side effects happened, its completion did not) does no harm.
+
+A job that met GitHub unavailable (`bot.errors.GitHubUnavailable`: failing, or rate limited) is not at
+fault: it is postponed until GitHub may be asked again, without counting an attempt, for as long as its
+outage budget lasts (`outage_budget_seconds` since its first failure).
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot import metrics
-from bot.errors import PermanentError
+from bot.errors import GitHubUnavailable, PermanentError
 from bot.events import EventBus, JobWakeup
 from bot.logs import job_context
 from bot.models import utcnow
 from bot.store import ClaimedJob, Store
 from bot.store.batch import GroupCommit
 from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst, lost_leases,
-                           retry_delay)
+                           outage_delay, retry_delay)
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +84,11 @@ class Worker:
     def __init__(self, store: Store, handlers: dict[str, JobHandler], *, bus: EventBus | None = None,
                  concurrency: int = 8, lanes: Sequence[Lane] | None = None, lease_seconds: float = 60.0,
                  poll_interval: float = 1.0, worker_id: str | None = None,
-                 wakeup: JobWakeup | None = None) -> None:
-        """`wakeup`: where the features of this process say they queued a job."""
+                 wakeup: JobWakeup | None = None, outage_budget_seconds: float = 6 * 3600.0) -> None:
+        """`wakeup`: where the features of this process say they queued a job. `outage_budget_seconds`: how
+        long after its first failure a job keeps waiting out GitHub's unavailability for free."""
         self.store = store
+        self.outage_budget_seconds = outage_budget_seconds
         self.handlers = handlers
         self.bus = bus or EventBus()
         self.lease_seconds = lease_seconds
@@ -285,21 +291,35 @@ class Worker:
                 metrics.JOB_DURATION.labels(job.kind).observe(time.monotonic() - started)
                 self.bus.publish("job.finished", job_id=job.id, kind=job.kind, outcome=outcome,
                                  delivery_id=job.delivery_id, attempts=job.attempts)
-                if lane.backlog or outcome == "retry":
+                if lane.backlog or outcome in ("retry", "postponed"):
                     self._wake.set()
 
     async def _record_failure(self, job: ClaimedJob, exc: Exception) -> str:
+        now = utcnow()
+        error = "".join(traceback.format_exception(exc))
+        why = str(exc)
+        if isinstance(exc, GitHubUnavailable):
+            failing_for = (now - (job.first_failed_at or now)).total_seconds()
+            wait = outage_delay(retry_after=exc.retry_after, failing_for=failing_for,
+                                budget=self.outage_budget_seconds)
+            if wait is not None:
+                await self.store.jobs.postpone(self.worker_id, job.id, error=error,
+                                               retry_at=now + timedelta(seconds=wait))
+                log.warning("job %s (%s) postponed %.0f s, no attempt counted (GitHub unavailable for %.0f s): %s",
+                            job.id, job.kind, wait, failing_for, exc)
+                return "postponed"
+            why = (f"GitHub stayed unavailable beyond the job's outage budget ({self.outage_budget_seconds / 3600:g} h "
+                   f"since its first failure; GITHUB_OUTAGE_BUDGET_HOURS): {exc}")
         # An error that trying again cannot fix (GitHub answered with a shape the app does not
         # understand, say) ends the job now, keeping the error.
         delay = None if isinstance(exc, PermanentError) else retry_delay(job.attempts, job.max_attempts)
-        error = "".join(traceback.format_exception(exc))
-        retry_at = None if delay is None else utcnow() + timedelta(seconds=delay)
-        await self.store.jobs.fail(self.worker_id, job.id, error=error, retry_at=retry_at)
+        retry_at = None if delay is None else now + timedelta(seconds=delay)
+        await self.store.jobs.fail(self.worker_id, job.id, error=f"{why}\n\n{error}", retry_at=retry_at)
         if delay is None:
-            log.error("job %s (%s) dead after %d attempt(s): %s", job.id, job.kind, job.attempts, exc)
+            log.error("job %s (%s) dead after %d attempt(s): %s", job.id, job.kind, job.attempts, why)
             return "dead"
         log.warning("job %s (%s) attempt %d failed, retrying in %.0fs: %s", job.id, job.kind,
-                    job.attempts, delay, exc)
+                    job.attempts, delay, why)
         return "retry"
 
     async def _complete_batch(self, job_ids: list[int]) -> list[bool]:

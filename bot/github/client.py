@@ -9,9 +9,17 @@
   `bot.redact.PROCESS_REDACTOR` as soon as it arrives.
 
 Both retry inside `_request` (before gidgethub deciphers and raises): 5xx and network errors with
-exponential backoff and jitter, 403/429 rate limits as `retry-after` / `x-ratelimit-reset` say,
-at most `max_attempts` tries, never a single wait above `max_retry_wait` (beyond it the response
-is handed to gidgethub, which raises).
+exponential backoff and jitter, at most `max_attempts` tries (a POST that writes is not sent again
+after a network error once it may have reached GitHub: `may_send_again`). A request that still meets GitHub
+failing raises `bot.errors.GitHubUnavailable` (the worker tries its job again later without counting
+an attempt) and pauses its installation's GitHub work, or the whole app's (`bot.github.outage`): while
+paused, requests are refused at once, until one probe finds GitHub answering again.
+
+Rate limits hold every request of the installation ("app" for the JWT), reads and writes alike: after
+a 403/429 with `retry-after`, or any answer with `x-ratelimit-remaining: 0` (until
+`x-ratelimit-reset`), nothing of that installation is sent until the wait is over; the limited request
+is then tried again. A wait above `max_retry_wait` is not slept through: the installation's requests
+raise `GitHubRateLimited` (a `GitHubUnavailable` saying when to come back) until it ends.
 
 Writes of an installation (POST/PATCH/PUT/DELETE; GraphQL only for mutations) go through one
 sender task per installation: one at a time, within `writes_per_minute` / `writes_per_hour`,
@@ -21,6 +29,7 @@ important ones first, progress PATCHes coalesced (see `bot.github.pacing`). Read
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import json
 import logging
@@ -36,7 +45,10 @@ import cachetools
 import gidgethub.aiohttp
 
 from bot import metrics
+from bot.errors import GitHubUnavailable
+from bot.github.outage import WHOLE_APP, Admission, Outages, Verdict
 from bot.github.pacing import (
+    RETRYABLE_STATUSES,
     WriteQueue,
     QueuedWrite,
     backoff_delay,
@@ -45,8 +57,9 @@ from bot.github.pacing import (
     WINDOW_MARGIN,
     next_write_time,
     parse_json_body,
+    primary_limit_wait,
     prune_sent_times,
-    retry_delay,
+    rate_limit_wait,
     url_path,
 )
 from bot.redact import PROCESS_REDACTOR
@@ -59,9 +72,42 @@ TOKEN_CACHE_SIZE = 10_000
 
 Response = tuple[int, Mapping[str, str], bytes]
 
+# Set while a probe (bot.github.outage) is sent: what it needs on the way (its installation token) goes
+# with it instead of waiting for the probe's own outcome.
+_IN_PROBE: contextvars.ContextVar[bool] = contextvars.ContextVar("github_probe", default=False)
+
 
 class GitHubClientClosed(RuntimeError):
     """The GitHubClients was closed: queued writes and new token fetches fail with this."""
+
+
+class GitHubFailing(GitHubUnavailable):
+    """GitHub answered 5xx, or not at all, to every try of a request."""
+
+    def __init__(self, cause: str, method: str, url: str, tries: int) -> None:
+        self.cause = cause  # what /health shows of the pause: no path, no repository names
+        super().__init__(f"{cause} to {method} {url_path(url)} ({tries} {'try' if tries == 1 else 'tries'})")
+
+
+class GitHubRateLimited(GitHubUnavailable):
+    """GitHub asked this installation to wait longer than `max_retry_wait`: its requests are refused
+    until then (GitHub answered: this says nothing about an outage)."""
+
+
+def may_send_again(method: str, url: str, body: bytes, exc: BaseException) -> bool:
+    """Whether a request that met the network error `exc` may be sent again: always when it never left
+    (no connection was made); otherwise unless it is a POST that writes. GitHub may have done that
+    one before its answer was lost, and sending it again would create a second check run or comment:
+    its caller decides (bot.github.check_runs looks for what the first try made)."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return True
+    return not (method.upper() == "POST" and is_write(method, url, parse_json_body(body)))
+
+
+def describe_scope(scope: str) -> str:
+    if scope == WHOLE_APP:
+        return "the whole app"
+    return "the App's own requests" if scope == "app" else f"installation {scope}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +120,8 @@ class GitHubClientConfig:
     writes_per_hour: int = 500
     max_attempts: int = 4  # total tries for retryable failures
     max_retry_wait: float = 60.0  # longest single wait honoured (Retry-After/reset/backoff)
+    outage_min_cooldown: float = 5.0  # a paused installation's first wait before its probe
+    outage_max_cooldown: float = 60.0  # ... doubling after each failed probe up to this
 
     def __repr__(self) -> str:  # never print the key
         return (
@@ -238,13 +286,15 @@ class _Pacer:
 
     async def _write(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         c = self.clients
+        scope = str(self.installation_id)
 
         async def before_attempt(attempt: int) -> None:
             if attempt > 1:  # a retry is one more write for the window
                 await self._wait_for_window()
+            await c._wait_for_hold(scope)  # after the window: a rate limit met meanwhile still counts
             self.sent.append(c._clock())
 
-        return await c._execute(str(self.installation_id), self.installation_id, method, path, headers, body,
+        return await c._execute(scope, self.installation_id, method, path, headers, body,
                                 before_attempt=before_attempt)
 
 
@@ -277,6 +327,10 @@ class GitHubClients:
         self._pacers: dict[int, _Pacer] = {}
         self._app_api: _AppAPI | None = None
         self._closed = False
+        self._outages = Outages(min_cooldown=config.outage_min_cooldown, max_cooldown=config.outage_max_cooldown)
+        self._probe_settled = asyncio.Event()  # replaced by a fresh one each time a probe ends
+        self._paused_scopes: set[str] = set()  # as last reported to metrics
+        self._holds: dict[str, float] = {}  # scope -> clock time until which it is rate limited
 
     # --- public API ------------------------------------------------------------------------
 
@@ -304,6 +358,18 @@ class GitHubClients:
             self._token_fetches[iid] = task
             task.add_done_callback(lambda t, iid=iid: self._token_fetch_done(iid, t))
         return await asyncio.shield(task)
+
+    def status(self) -> dict[str, Any]:
+        """For /health: the paused scopes (GitHub failing) and the rate-limited ones."""
+        now, wall = self._clock(), self._wall_clock()
+        paused = [{"scope": pause.scope, "what": describe_scope(pause.scope),
+                   "since": datetime.datetime.fromtimestamp(wall - (now - pause.since), datetime.UTC).isoformat(),
+                   "next_probe_in_seconds": round(pause.retry_in, 1), "probing": pause.probing,
+                   "reason": pause.reason}
+                  for pause in self._outages.pauses(now)]
+        held = [{"scope": scope, "what": describe_scope(scope), "for_seconds": round(until - now, 1)}
+                for scope, until in sorted(self._holds.items()) if until > now]
+        return {"ok": not paused, "paused": paused, "rate_limited": held}
 
     def forget_installation(self, installation_id: int) -> None:
         iid = int(installation_id)
@@ -396,11 +462,114 @@ class GitHubClients:
         *,
         before_attempt: Callable[[int], Awaitable[None]] | None = None,
     ) -> Response:
-        """Send one request with retries; returns the last response for gidgethub to decipher.
+        """Send one request of scope `label` (an installation id, or "app"): refused while GitHub is
+        failing for it, held while it is rate limited, retried; returns the answer for gidgethub to
+        decipher, or raises GitHubUnavailable.
 
         With `iid`, requests without an authorization header get the installation token.
-        Network errors after the last attempt propagate.
         """
+        if before_attempt is None:  # a write waits for its hold in its lane (before_attempt)
+            await self._wait_for_hold(label)
+        admission = await self._admit(label)
+        probe = admission.verdict is Verdict.PROBE or _IN_PROBE.get()
+        in_probe = _IN_PROBE.set(True) if probe else None
+        started = self._clock()
+        settled = False
+        try:
+            response = await self._attempts(label, iid, method, url, headers, body, before_attempt=before_attempt,
+                                            max_attempts=1 if probe else self.config.max_attempts)
+        except GitHubRateLimited:
+            self._outages.answered(label, self._clock(), admission)
+            settled = True
+            raise
+        except GitHubFailing as exc:
+            now = self._clock()
+            self._outages.failed(label, now, admission, started=started, reason=exc.cause)
+            exc.retry_after = self._outages.paused_for(label, now)  # the worker comes back for the probe
+            settled = True
+            raise
+        else:
+            self._outages.answered(label, self._clock(), admission)
+            settled = True
+            return response
+        finally:  # not settled: cancelled, or refused on the way (its token): no news of GitHub
+            if in_probe is not None:
+                _IN_PROBE.reset(in_probe)
+            if not settled:
+                self._outages.abandoned(admission)
+            if admission.verdict is Verdict.PROBE:
+                settled_event, self._probe_settled = self._probe_settled, asyncio.Event()
+                settled_event.set()
+            self._report_pauses()
+
+    async def _admit(self, scope: str) -> Admission:
+        """Whether a request may go (bot.github.outage): refused with GitHubUnavailable while GitHub work
+        of its scope (or the whole app) is paused; waits while a probe is out."""
+        if _IN_PROBE.get():  # on the way of a probe: goes with it
+            return Admission(Verdict.SEND, scope)
+        while True:
+            admission = self._outages.admit(scope, self._clock())
+            if admission.verdict is Verdict.WAIT:
+                try:  # bounded: a probe stuck behind this very request must not hold it for ever
+                    await asyncio.wait_for(self._probe_settled.wait(), self.config.max_retry_wait)
+                except TimeoutError:
+                    raise GitHubUnavailable(f"GitHub work of {describe_scope(admission.scope)} is paused while "
+                                            "GitHub is failing; its probe did not finish",
+                                            retry_after=self.config.outage_min_cooldown) from None
+                continue
+            if admission.verdict is Verdict.REFUSE:
+                metrics.GITHUB_REQUESTS_REFUSED.labels("outage").inc()
+                raise GitHubUnavailable(
+                    f"GitHub work of {describe_scope(admission.scope)} is paused while GitHub is failing "
+                    f"({admission.reason}); next try in {admission.retry_after:.0f} s",
+                    retry_after=admission.retry_after)
+            return admission
+
+    def _report_pauses(self) -> None:
+        paused = set(self._outages.circuits)
+        for scope in paused - self._paused_scopes:
+            log.warning("GitHub work of %s paused: %s", describe_scope(scope), self._outages.circuits[scope].reason)
+            metrics.GITHUB_PAUSED.labels(scope).set(1)
+        for scope in self._paused_scopes - paused:
+            log.info("GitHub work of %s resumed", describe_scope(scope))
+            metrics.GITHUB_PAUSED.labels(scope).set(0)
+        self._paused_scopes = paused
+
+    def _hold(self, scope: str, seconds: float) -> None:
+        """GitHub asked `scope` to make no requests for `seconds`."""
+        until = self._clock() + seconds
+        if until > self._holds.get(scope, float("-inf")):
+            self._holds[scope] = until
+            metrics.GITHUB_RATE_LIMIT_HOLDS.inc()
+
+    async def _wait_for_hold(self, scope: str) -> None:
+        """Until `scope`'s rate limit is over; GitHubRateLimited if that is more than `max_retry_wait`."""
+        while (until := self._holds.get(scope)) is not None:
+            wait = until - self._clock()
+            if wait <= 0:
+                if self._holds.get(scope) == until:
+                    del self._holds[scope]
+                return
+            if wait > self.config.max_retry_wait:
+                metrics.GITHUB_REQUESTS_REFUSED.labels("rate_limit").inc()
+                raise GitHubRateLimited(f"GitHub's rate limit holds {describe_scope(scope)} for {wait:.0f} s more",
+                                        retry_after=wait)
+            await self._sleep(wait)
+
+    async def _attempts(
+        self,
+        label: str,
+        iid: int | None,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        max_attempts: int,
+        before_attempt: Callable[[int], Awaitable[None]] | None,
+    ) -> Response:
+        """The tries of one request: 5xx and network errors back off and retry, rate limits hold the scope
+        and retry, a rotated token is replaced once."""
         cfg = self.config
         inject_token = iid is not None and not any(k.lower() == "authorization" for k in headers)
         token_renewed = False
@@ -409,6 +578,8 @@ class GitHubClients:
             attempt += 1
             if before_attempt is not None:
                 await before_attempt(attempt)
+            else:
+                await self._wait_for_hold(label)
             send_headers = dict(headers)
             token = None
             if inject_token:
@@ -420,13 +591,12 @@ class GitHubClients:
                     status, resp_headers, data = resp.status, resp.headers, await resp.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 metrics.GITHUB_REQUESTS.labels(method, "error").inc()
-                if attempt >= cfg.max_attempts:
-                    raise
+                cause = f"no answer ({type(exc).__name__})"
+                if attempt >= max_attempts or not may_send_again(method, url, body, exc):
+                    raise GitHubFailing(cause, method, url, attempt) from exc
                 delay = backoff_delay(attempt, self._random(), cap=cfg.max_retry_wait)
-                log.warning(
-                    "GitHub %s %s failed (%s); retry %d in %.1f s",
-                    method, url_path(url), type(exc).__name__, attempt, delay,
-                )
+                log.warning("GitHub %s %s failed (%s); retry %d in %.1f s",
+                            method, url_path(url), type(exc).__name__, attempt, delay)
                 await self._sleep(delay)
                 continue
             metrics.GITHUB_REQUESTS.labels(method, str(status)).inc()
@@ -436,32 +606,31 @@ class GitHubClients:
                     metrics.GITHUB_RATE_LIMIT_REMAINING.labels(label).set(float(remaining))
                 except ValueError:
                     pass
-            if status == 401 and token is not None and not token_renewed and attempt < cfg.max_attempts:
+            exhausted = primary_limit_wait(resp_headers, self._wall_clock())
+            if exhausted is not None:
+                self._hold(label, exhausted)
+            if status == 401 and token is not None and not token_renewed and attempt < max_attempts:
                 # Revoked or rotated under us: fetch a new token once.
                 assert iid is not None
                 self._drop_token(iid, token)
                 token_renewed = True
                 continue
-            if attempt >= cfg.max_attempts:
+            if status in RETRYABLE_STATUSES:
+                if attempt >= max_attempts:
+                    raise GitHubFailing(f"GitHub answered {status}", method, url, attempt)
+                delay = backoff_delay(attempt, self._random(), cap=cfg.max_retry_wait)
+                log.warning("GitHub %s %s: %d; retry %d in %.1f s", method, url_path(url), status, attempt, delay)
+                await self._sleep(delay)
+                continue
+            wait = rate_limit_wait(status, resp_headers, data, self._wall_clock())
+            if wait is None:
                 return status, resp_headers, data
-            delay = retry_delay(
-                status,
-                resp_headers,
-                data,
-                attempt,
-                now_epoch=self._wall_clock(),
-                rand=self._random(),
-                cap=cfg.max_retry_wait,
-            )
-            if delay is None:
-                return status, resp_headers, data
-            if delay > cfg.max_retry_wait:
-                log.warning(
-                    "GitHub %s %s: %d asks to wait %.0f s (> %.0f s); giving up",
-                    method, url_path(url), status, delay, cfg.max_retry_wait,
-                )
-                return status, resp_headers, data
-            log.warning(
-                "GitHub %s %s: %d; retry %d in %.1f s", method, url_path(url), status, attempt, delay
-            )
-            await self._sleep(delay)
+            self._hold(label, wait)
+            if wait > cfg.max_retry_wait or attempt >= max_attempts:
+                metrics.GITHUB_REQUESTS_REFUSED.labels("rate_limit").inc()
+                raise GitHubRateLimited(
+                    f"GitHub's rate limit: {status} to {method} {url_path(url)} asks {describe_scope(label)} "
+                    f"to wait {wait:.0f} s", retry_after=wait)
+            log.warning("GitHub %s %s: %d (rate limit); %s waits %.1f s, then retry %d",
+                        method, url_path(url), status, describe_scope(label), wait, attempt)
+            # The next turn's hold waits it out, as every other request of the scope does.

@@ -1,4 +1,8 @@
-"""PR comments: replies, reactions, and comments the app finds again by a hidden marker."""
+"""PR comments: replies, reactions, and comments the app finds again by a hidden marker.
+
+Every body is masked on its way out (`_masked`) by the process's redactor or the one given to
+`masked` (which knows a project's secrets); a leading marker is left as it is, to be found again.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,33 @@ from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
 from bot.github.errors import field
+from bot.redact import PROCESS_REDACTOR, Redactor
 
 
 class Comments:
-    def __init__(self, gh: GitHubAPI, repository: str) -> None:
+    def __init__(self, gh: GitHubAPI, repository: str, *, redactor: Redactor = PROCESS_REDACTOR) -> None:
         self.gh = gh
         self.repository = repository
         self.path = f"/repos/{repository}/issues"
+        self.redactor = redactor
+
+    def masked(self, redactor: Redactor) -> Comments:
+        """These comments, every body masked by `redactor` (e.g. the process's plus a project's secrets)."""
+        return Comments(self.gh, self.repository, redactor=redactor)
+
+    def _masked(self, body: str) -> str:
+        end = body.find("-->") if body.startswith("<!--") else -1
+        kept = end + len("-->") if end != -1 else 0  # the marker the comment is found again by
+        return body[:kept] + self.redactor.redact(body[kept:])
 
     async def create(self, number: int, body: str) -> int:
-        answer = await self.gh.post(f"{self.path}/{number}/comments", data={"body": body})
+        answer = await self.gh.post(f"{self.path}/{number}/comments", data={"body": self._masked(body)})
         return int(field(answer, "id", f"POST {self.path}/{number}/comments"))
 
     async def edit(self, comment_id: int, body: str) -> bool:
         """False when the comment is gone (someone deleted it)."""
         try:
-            await self.gh.patch(f"{self.path}/comments/{comment_id}", data={"body": body})
+            await self.gh.patch(f"{self.path}/comments/{comment_id}", data={"body": self._masked(body)})
         except BadRequest as exc:
             if exc.status_code != 404:
                 raise

@@ -4,6 +4,7 @@ App registered from the dashboard while the app runs."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,11 @@ from bot.github.check_runs import CheckRuns
 from bot.github.client import GitHubClientConfig, GitHubClients
 from bot.github.comments import Comments
 from bot.github.errors import UnexpectedResponse
+from bot.github.meta import GitHubMeta, read_meta
 from bot.github.pulls import Pulls
 from bot.github.repos import Repos
 from bot.github.users import UserGitHub
+from bot.redact import Redactor
 
 ROLE_CACHE_SECONDS = 60.0
 
@@ -49,6 +52,12 @@ class RepoGitHub:
     check_runs: CheckRuns
     comments: Comments
     repos: Repos
+
+    def masked(self, redactor: Redactor) -> RepoGitHub:
+        """This repository, every check run and comment it writes masked by `redactor` (which knows
+        what the process does not: a project's secrets)."""
+        return dataclasses.replace(self, check_runs=self.check_runs.masked(redactor),
+                                   comments=self.comments.masked(redactor))
 
 
 class GitHubApp:
@@ -89,6 +98,13 @@ class GitHubApp:
             raise AppNotConfigured("the GitHub App is not configured")
         return self._clients
 
+    def status(self) -> dict[str, Any]:
+        """For /health: GitHub work paused while GitHub fails (by installation, or "all"), and the
+        installations held by a rate limit."""
+        if self._clients is None:
+            return {"ok": True, "paused": [], "rate_limited": []}
+        return self._clients.status()
+
     def installation_api(self, installation_id: int) -> gidgethub.aiohttp.GitHubAPI:
         return self.clients.installation(installation_id)
 
@@ -96,7 +112,8 @@ class GitHubApp:
         if installation_id is None:
             raise AppNotConfigured(f"{repository} has no installation of the app")
         gh = self.installation_api(installation_id)
-        return RepoGitHub(repository, installation_id, Pulls(gh, repository), CheckRuns(gh, repository),
+        return RepoGitHub(repository, installation_id, Pulls(gh, repository),
+                          CheckRuns(gh, repository, app_id=self.app_id),
                           Comments(gh, repository), Repos(gh, repository, self.roles))
 
     async def installation_token(self, installation_id: int) -> str:
@@ -136,6 +153,10 @@ class GitHubApp:
 
     def user(self, token: str) -> UserGitHub:
         return UserGitHub(self.http, self.api_url, token)
+
+    async def meta(self) -> GitHubMeta:
+        """`GET /meta` (anonymous): where GitHub's webhook deliveries come from."""
+        return await read_meta(gidgethub.aiohttp.GitHubAPI(self.http, "codegenapp", base_url=self.api_url))
 
     async def close(self) -> None:
         if self._clients is not None:

@@ -149,6 +149,20 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def primary_limit_wait(headers: Mapping[str, str], now_epoch: float) -> float | None:
+    """Seconds until the primary rate limit resets when a response says none is left
+    (`x-ratelimit-remaining: 0`), +1 s for the integer rounding of `x-ratelimit-reset`; else None.
+    Any response can say so, a successful one included."""
+    remaining = _header(headers, "x-ratelimit-remaining")
+    reset = _header(headers, "x-ratelimit-reset")
+    if remaining is None or remaining.strip() != "0" or reset is None:
+        return None
+    try:
+        return max(0.0, float(reset) - now_epoch) + 1.0
+    except ValueError:
+        return None
+
+
 def rate_limit_wait(status: int, headers: Mapping[str, str], body: bytes | None, now_epoch: float) -> float | None:
     """Seconds to wait before retrying a rate-limited response (403/429), or None if it is not one.
 
@@ -163,39 +177,14 @@ def rate_limit_wait(status: int, headers: Mapping[str, str], body: bytes | None,
             return max(0.0, float(retry_after))
         except ValueError:
             pass
-    remaining = _header(headers, "x-ratelimit-remaining")
-    reset = _header(headers, "x-ratelimit-reset")
-    if remaining is not None and remaining.strip() == "0" and reset is not None:
-        try:
-            return max(0.0, float(reset) - now_epoch) + 1.0
-        except ValueError:
-            pass
+    exhausted = primary_limit_wait(headers, now_epoch)
+    if exhausted is not None:
+        return exhausted
     if status == 429:
         return SECONDARY_LIMIT_DEFAULT_WAIT
     if body and b"rate limit" in body.lower():
         return SECONDARY_LIMIT_DEFAULT_WAIT
     return None
-
-
-def retry_delay(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes | None,
-    attempt: int,
-    *,
-    now_epoch: float,
-    rand: float,
-    base: float = 1.0,
-    cap: float = 60.0,
-) -> float | None:
-    """Seconds to wait before retrying a response after attempt `attempt`, or None: do not retry.
-
-    5xx: backoff. 403/429 rate limits: what the headers say (see `rate_limit_wait`).
-    The caller still bounds attempts and refuses waits beyond its maximum.
-    """
-    if status in RETRYABLE_STATUSES:
-        return backoff_delay(attempt, rand, base=base, cap=cap)
-    return rate_limit_wait(status, headers, body, now_epoch)
 
 
 # --- the write queue -------------------------------------------------------------------------

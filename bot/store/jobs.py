@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, literal, or_, select, update
 
 from bot.db import Database
-from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
+from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, UTCDateTime, utcnow
 from bot.store.prepared import Prepared
 from bot.store.sql import any_of, upsert_insert
 
@@ -28,9 +28,10 @@ class ClaimedJob:
     args: dict[str, Any]
     attempts: int
     max_attempts: int
+    first_failed_at: datetime | None = None
 
 
-_CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts)
+_CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts, Job.first_failed_at)
 
 
 def _claim_statement(*, skip_locked: bool, kinds: frozenset[str] | None = None,
@@ -62,6 +63,11 @@ _COMPLETE = Prepared(update(Job)
                      .values(status=JOB_DONE, finished_at=bindparam("now"), lease_owner=None, lease_expires_at=None,
                              last_error=None)
                      .returning(Job.id))
+
+
+def _first_failure_at(now: datetime) -> Any:
+    """A job's first failure: kept once recorded."""
+    return func.coalesce(Job.first_failed_at, literal(now, UTCDateTime()))
 
 
 class JobStore:
@@ -128,12 +134,20 @@ class JobStore:
 
     async def fail(self, owner: str, job_id: int, *, error: str, retry_at: datetime | None) -> bool:
         """Record a failed attempt: back to the queue at retry_at, or dead-lettered when None."""
-        values: dict[str, Any] = {"last_error": error[-20_000:], "lease_owner": None, "lease_expires_at": None}
+        values: dict[str, Any] = {"last_error": error[-20_000:], "lease_owner": None, "lease_expires_at": None,
+                                  "first_failed_at": _first_failure_at(utcnow())}
         if retry_at is None:
             values.update(status=JOB_DEAD, finished_at=utcnow())
         else:
             values.update(status=JOB_QUEUED, run_after=retry_at)
         return await self._fenced_update(owner, job_id, values)
+
+    async def postpone(self, owner: str, job_id: int, *, error: str, retry_at: datetime) -> bool:
+        """Back to the queue at retry_at without spending the attempt (GitHub was unavailable)."""
+        return await self._fenced_update(owner, job_id, {
+            "status": JOB_QUEUED, "run_after": retry_at, "lease_owner": None, "lease_expires_at": None,
+            "attempts": Job.attempts - 1, "last_error": error[-20_000:],
+            "first_failed_at": _first_failure_at(utcnow())})
 
     async def release(self, owner: str, job_id: int) -> bool:
         """Give a job back untried (shutdown): it keeps its place and does not spend an attempt."""

@@ -5,6 +5,9 @@ is never moved back to running or completed by a slower worker.
 
 The right to create a validation's check run is claimed in `begin`'s transaction, so that of two
 processes starting the same head at once only one creates it (see `may_claim_check_run`).
+`unsettled` finds what a crash may have left for the recovery (ValidationService.recover_check_runs):
+a validation without a check run whose claim is stale, an ended one whose check run may still show it
+running.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, insert, not_, or_, select, text, update
 
 from bot.db import Database
 from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
@@ -69,11 +72,13 @@ def pr_lock_key(project_id: str, pr_number: int) -> int:
 
 
 class Begun(NamedTuple):
-    """What `ValidationStore.begin` did: the validations it ended, the one joined or recorded, and
-    whether the caller holds the claim on creating that one's check run."""
+    """What `ValidationStore.begin` did: the validations it ended, the one joined or recorded, whether
+    the caller holds the claim on creating that one's check run, and whether `begin` recorded it (so no
+    check run of it can exist yet: a joined one's may have been created by an earlier claimer)."""
     ended: list[ValidationState]
     validation: ValidationState
     claimed: bool
+    recorded: bool = False
 
 
 class ValidationLifetime(NamedTuple):
@@ -124,7 +129,7 @@ class ValidationStore:
             if to_end:
                 _END.run_many(conn, [{"b_id": v.id, **_ended_by_head(ended_by, now)} for v in to_end])
             if join is None:
-                return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True)
+                return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True, recorded=True)
             if not may_claim_check_run(join, claimer, now=now):
                 return Begun(to_end, join, False)
             if _CLAIM_CHECK_RUN.run(conn, {"b_id": join.id, "b_claimer": claimer, "b_now": now,
@@ -157,6 +162,35 @@ class ValidationStore:
             return None
 
         return await self._db.write(work)
+
+    async def claim_check_run(self, validation_id: str, claimer: str) -> bool:
+        """Claim the creation of this validation's check run for `claimer`, if `may_claim_check_run`
+        allows it (the recovery, taking over a stale claim)."""
+        now = utcnow()
+        params = {"b_id": validation_id, "b_claimer": claimer, "b_now": now,
+                  "b_stale_before": now - CHECK_RUN_CLAIM_STALE}
+        return await self._db.write(lambda conn: _CLAIM_CHECK_RUN.run(conn, params).rowcount == 1)
+
+    async def settle_check_run(self, validation_id: str) -> None:
+        """GitHub has been told how this validation ended (or it has no check run): nothing to recover."""
+        stmt = update(ValidationState).where(ValidationState.id == validation_id).values(check_run_settled=True)
+        await self._db.write(lambda conn: conn.execute(stmt))
+
+    async def unsettled(self, *, limit: int = 100) -> list[ValidationState]:
+        """What a crash may have left, oldest first: active validations without a check run whose claim
+        on creating it is stale (or was never taken), and validations that ended longer than the same
+        while ago whose check run was not settled (`settle_check_run`)."""
+        stale_before = utcnow() - CHECK_RUN_CLAIM_STALE
+        active = any_of(ValidationState.status, VALIDATION_ACTIVE)
+        stmt = (select(ValidationState)
+                .where(not_(ValidationState.check_run_settled),
+                       or_(and_(active, ValidationState.check_run_id.is_(None),
+                                or_(ValidationState.check_run_claimed_by.is_(None),
+                                    ValidationState.check_run_claimed_at < stale_before)),
+                           and_(not_(active), or_(ValidationState.completed_at.is_(None),
+                                                  ValidationState.completed_at < stale_before))))
+                .order_by(ValidationState.created_at).limit(limit))
+        return await self._db.read(lambda conn: entities(conn, stmt))
 
     async def start(self, validation_id: str) -> bool:
         return await self._fenced(validation_id, VALIDATION_ACTIVE,
@@ -283,7 +317,7 @@ def may_claim_check_run(validation: ValidationState, claimer: str, *, now: datet
 def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
     row = {column.key: None for column in _COLUMNS}
     row.update(values, id=new_id(), status=VALIDATION_QUEUED, test_results={}, auto_merge_eligible=False,
-               created_at=utcnow())
+               check_run_settled=False, created_at=utcnow())
     _INSERT.run(conn, row)
     return from_rows(ValidationState, [row])[0]
 

@@ -31,6 +31,16 @@
   // The run page: its live log, and its status, plan and PR fetched again when the run changes.
   var run = document.querySelector("[data-run-id]"), runId = run && run.dataset.runId;
   function field(name) { return run.querySelector('[data-field="' + name + '"]'); }
+  // A link only to the configured GitHub (as bot/links.py decides on the server): an agent API's answer
+  // could name any URL, javascript: ones included.
+  function githubLink(url) {
+    try {
+      var base = new URL(run.dataset.githubUrl), found = new URL(url);
+      var root = base.pathname.replace(/\/+$/, "");
+      if (found.origin !== base.origin || found.username || found.password || /[\s\\]/.test(url)) return null;
+      return !root || found.pathname === root || found.pathname.indexOf(root + "/") === 0 ? found.href : null;
+    } catch (e) { return null; }
+  }
   function logLine(text) {
     var log = document.getElementById("run-log"), item = document.createElement("li"), time = document.createElement("time");
     time.textContent = new Date().toTimeString().slice(0, 8);
@@ -51,12 +61,15 @@
       field("run-fixes").textContent = shown.fix_attempts + " of " + shown.max_fix_attempts;
       var pr = field("run-pr");
       if (shown.pr_number) run.dataset.prNumber = shown.pr_number;
-      if (shown.pr_url) {
+      var prLink = shown.pr_url && githubLink(shown.pr_url);
+      if (prLink) {
         var link = document.createElement("a");
-        link.href = shown.pr_url;
+        link.href = prLink;
         link.textContent = "#" + shown.pr_number;
         pr.textContent = "";
         pr.appendChild(link);
+      } else if (shown.pr_number) {
+        pr.textContent = "#" + shown.pr_number;
       }
       var decision = field("run-decision"), cancel = field("run-cancel");
       if (decision) decision.hidden = shown.status !== "awaiting_confirmation";

@@ -7,7 +7,9 @@
 
 `Authorization: Bearer CODEGEN_API_KEY`. Status strings are compared case-insensitively: COMPLETE is
 finished, FAILED / ERROR / CANCELLED failed, anything else (ACTIVE, RUNNING, PENDING, unknown newer
-ones) not finished. The PR comes from `github_pull_requests` (its `url`; a `number` when given). 401,
+ones) not finished. The PR comes from `github_pull_requests` (its `url`; a `number` when given): only
+a PR whose `url` is on the configured GitHub (GITHUB_URL) in the run's repository counts, and that `url`
+is the link the dashboard shows (bot/links.py); the run's `web_url` is kept only when it is http(s). 401,
 402, 403, 404 and 422 end the run with a reason; 429 waits for `Retry-After` (in the call when short,
 else the run polls again after it); 5xx and network errors are retried by the run with backoff.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.links import github_link, web_link
 from pipeline.agents.backend import CODEGEN, AgentError, AgentStatus, AgentTarget, Handle, Mode
 
 log = logging.getLogger(__name__)
@@ -87,24 +90,27 @@ def pull_number(item: Mapping[str, Any]) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def pick_pull_request(pulls: Any, repository: str | None) -> Mapping[str, Any] | None:
-    """The run's PR: the newest of `github_pull_requests` in the target repository (the newest of all
+def pick_pull_request(pulls: Any, repository: str | None, github_url: str) -> Mapping[str, Any] | None:
+    """The run's PR: the newest of `github_pull_requests` whose `url` is a link on `github_url` (a
+    `javascript:` or foreign URL would become a link on the dashboard), in the target repository (any
     when no repository is given)."""
     if not isinstance(pulls, list):
         return None
-    candidates = [p for p in pulls if isinstance(p, Mapping) and pull_number(p) is not None]
+    candidates = [p for p in pulls if isinstance(p, Mapping) and pull_number(p) is not None
+                  and github_link(p.get("url"), github_url) is not None]
     if repository:  # never a PR of another repository: the run would watch the wrong PR
-        marker = f"/{repository.lower()}/pull"
-        candidates = [p for p in candidates if marker in str(p.get("url") or "").lower()]
+        prefix = f"{github_url.rstrip('/')}/{repository}/pull/".lower()
+        candidates = [p for p in candidates if str(p["url"]).lower().startswith(prefix)]
     return candidates[-1] if candidates else None
 
 
-def status_from_response(data: Mapping[str, Any], *, mode: str | None, repository: str | None) -> AgentStatus:
+def status_from_response(data: Mapping[str, Any], *, mode: str | None, repository: str | None,
+                         github_url: str) -> AgentStatus:
     raw = data.get("status")
     state = state_of(raw if isinstance(raw, str) else None)
     result = data.get("result") if isinstance(data.get("result"), str) else None
     summary = data.get("summary") if isinstance(data.get("summary"), str) else None
-    pull = pick_pull_request(data.get("github_pull_requests"), repository)
+    pull = pick_pull_request(data.get("github_pull_requests"), repository, github_url)
     error = None
     if state == "failed":
         error = f"Codegen reports {raw}" + (f": {(result or summary or '').strip()[:500]}" if (result or summary) else "")
@@ -113,10 +119,10 @@ def status_from_response(data: Mapping[str, Any], *, mode: str | None, repositor
         raw_status=str(raw) if raw is not None else None,
         plan_text=(result or summary) if mode == Mode.PLAN else None,
         pr_number=pull_number(pull) if pull else None,
-        pr_url=str(pull.get("url")) if pull and pull.get("url") else None,
+        pr_url=str(pull["url"]) if pull else None,
         summary=summary or result,
         error=error,
-        web_url=data.get("web_url") if isinstance(data.get("web_url"), str) else None)
+        web_url=web_link(data.get("web_url")))
 
 
 def _message(body: Any) -> str:
@@ -235,8 +241,9 @@ class CodegenBackend:
     name = CODEGEN
     synchronous = False
 
-    def __init__(self, client: CodegenClient) -> None:
+    def __init__(self, client: CodegenClient, *, github_url: str) -> None:
         self.client = client
+        self.github_url = github_url  # the only host a PR link may name
 
     async def start(self, prompt: str, mode: Mode, metadata: Mapping[str, Any],
                     target: AgentTarget) -> tuple[Handle, AgentStatus]:
@@ -245,14 +252,17 @@ class CodegenBackend:
         if run_id is None:
             raise AgentError("Codegen started an agent run but did not say its id", terminal=True)
         handle: Handle = {"backend": CODEGEN, "id": run_id, "mode": str(mode), "repository": target.repository,
-                          "web_url": data.get("web_url")}
-        return handle, status_from_response(data, mode=str(mode), repository=target.repository)
+                          "web_url": web_link(data.get("web_url"))}
+        return handle, status_from_response(data, mode=str(mode), repository=target.repository,
+                                            github_url=self.github_url)
 
     async def poll(self, handle: Handle) -> AgentStatus:
         data = await self.client.get_run(handle["id"])
-        return status_from_response(data, mode=handle.get("mode"), repository=handle.get("repository"))
+        return status_from_response(data, mode=handle.get("mode"), repository=handle.get("repository"),
+                                    github_url=self.github_url)
 
     async def resume(self, handle: Handle, prompt: str, target: AgentTarget) -> tuple[Handle, AgentStatus]:
         data = await self.client.resume_run(handle["id"], prompt)
         new_handle = {**handle, "mode": str(Mode.EXECUTE), "id": data.get("id", handle["id"])}
-        return new_handle, status_from_response(data, mode=str(Mode.EXECUTE), repository=target.repository)
+        return new_handle, status_from_response(data, mode=str(Mode.EXECUTE), repository=target.repository,
+                                                github_url=self.github_url)

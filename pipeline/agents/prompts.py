@@ -86,9 +86,12 @@ def _project(ctx: PromptContext) -> list[str]:
         where = f" from a branch named `{ctx.branch}`" if ctx.branch else ""
         lines.append(f"Open one pull request against `{ctx.base_branch}`{where} with your change.")
     lines.append("")
-    lines += _section("Repository rules", ctx.repository_rules)
-    lines += _section("Planning statement", ctx.planning_statement)
-    return lines
+    return lines + _standing_instructions(ctx)
+
+
+def _standing_instructions(ctx: PromptContext) -> list[str]:
+    """What the project tells its agents every time: every prompt, a fix's too, carries it."""
+    return _section("Repository rules", ctx.repository_rules) + _section("Planning statement", ctx.planning_statement)
 
 
 def _goal(ctx: PromptContext) -> list[str]:
@@ -137,7 +140,7 @@ def fix_prompt(ctx: PromptContext, fix: FixContext) -> str:
         lines += ["Your previous attempt pushed no change: this time push a commit that fixes the failure.", ""]
     lines += _failure(fix)
     lines += ["## The original goal", "", ctx.goal.strip()[:MAX_GOAL_CHARS], ""]
-    lines += _section("Repository rules", ctx.repository_rules)
+    lines += _standing_instructions(ctx)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -132,7 +132,7 @@ class AgentRunService:
 
     def backend(self, run: AgentRun, project: Project) -> AgentBackend:
         if run.backend == CODEGEN:
-            return CodegenBackend(self.codegen_client())
+            return CodegenBackend(self.codegen_client(), github_url=self.settings.github_url)
         if run.backend == LOCAL:
             command = (project.agent_command or "").strip()
             if not command:

@@ -19,7 +19,7 @@ Unknown keys are an error, so a typo such as `timeout:` fails loudly instead of 
 | `analysis` | list of `{run: ..., format: sarif, name: ..., output: ...}`; findings become annotations | `[]` |
 | `timeout_minutes` | whole minutes, 1-360, for the whole run (setup + validate + analysis) | `30` |
 | `auto_merge` | `true`/`false`, or `{enabled: true/false, method: merge/squash/rebase}` | off, `merge` |
-| `cache_key` | list of globs (relative to the repository root); their contents key the setup snapshot | `[]` |
+| `cache_key` | list of globs (relative to the repository root); their contents key the setup snapshot | the usual manifests and lock files |
 | `env` | mapping `NAME: value` of non-secret variables; names match `[A-Z_][A-Z0-9_]*` | `{}` |
 | `setup_network` | `true`/`false`: whether setup commands may use the network | `true` |
 | `delete_branch_after_merge` | `true`/`false`: delete the PR's head branch after the app merges it (never a fork's) | `false` |
@@ -402,8 +402,9 @@ def docs_example() -> str:
 # .github/codegenapp.yml - read from the pull request's base branch.
 # Every key is optional; unknown keys are an error.
 
-# Commands run once before validation; they may download dependencies.
-# The result is snapshotted and reused while the cache_key files are unchanged.
+# Commands run before validation; they may download dependencies. They always run; what they
+# left is snapshotted and laid out first (a warm start) while the cache_key files are unchanged,
+# so write them to be re-runnable (`test -d .venv || python -m venv .venv`).
 setup:
   - python -m pip install -e '.[dev]'
 setup_network: true          # setup may use the network (default); validate never does

@@ -9,8 +9,8 @@ only: synthetic passwd, group, hosts, hostname, nsswitch.conf (so `id`, `whoami`
 `localhost` work) and read-only binds of public, non-secret files tools need: alternatives (Debian's
 /usr/bin/awk etc. are symlinks through it), ssl/certs, ssl/openssl.cnf, ca-certificates (TLS; not
 /etc/ssl/private), ld.so.cache, ld.so.conf*, localtime, timezone, os-release, services, protocols,
-mime.types, python3* (Debian's sitecustomize), and with network: resolv.conf, gai.conf, host.conf and
-the host's hosts file.
+mime.types, python3* (Debian's sitecustomize), and with network: gai.conf, host.conf, the host's hosts
+file and a resolv.conf naming slirp's DNS forwarder (network.py).
 
 All bwrap options (including `--setenv` values) go through a memfd with `--args`, so environment values
 given by the caller never appear in the host's `ps`; only `bwrap --args N -- /bin/sh -c <command>` does.
@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.network import SANDBOX_RESOLV_CONF
 
 WORKSPACE_MOUNT = "/workspace"
 SANDBOX_HOSTNAME = "sandbox"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ETC_READ_ONLY = ("alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ld.so.cache", "ld.so.conf",
                   "ld.so.conf.d", "localtime", "timezone", "os-release", "services", "protocols", "mime.types")
-_ETC_NETWORK = ("resolv.conf", "gai.conf", "host.conf", "hosts")
+_ETC_NETWORK = ("gai.conf", "host.conf", "hosts")
 
 
 def memfd(name: str, data: bytes) -> int:
@@ -71,14 +72,14 @@ def resolve_bwrap(bwrap: str) -> str | None:
     return shutil.which(bwrap, path="/usr/local/bin:/usr/bin:/bin")
 
 
-async def bwrap_version(path: str) -> str | None:
-    """`bwrap --version`, None when it cannot tell."""
+async def version_of(path: str) -> str | None:
+    """The first line of `path --version` (bwrap, slirp4netns), None when it cannot tell."""
     try:
         proc = await asyncio.create_subprocess_exec(
             path, "--version", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env={"PATH": SANDBOX_PATH})
         out, _ = await asyncio.wait_for(proc.communicate(), 10)
-        return out.decode(errors="replace").strip() or None
+        return out.decode(errors="replace").strip().split("\n")[0] or None
     except (OSError, TimeoutError):
         return None
 
@@ -96,11 +97,15 @@ class Bind:
 
 def bwrap_options(*, uid: int, gid: int, network: bool, limits: Limits, disable_userns: bool,
                   env: Mapping[str, str], binds: Sequence[Bind], data_fds: Mapping[str, int],
-                  seccomp_fd: int | None, info_fd: int) -> list[str]:
-    """bwrap's options for one run (passed through a memfd with `--args`, never in argv)."""
+                  seccomp_fd: int | None, info_fd: int, block_fd: int | None = None) -> list[str]:
+    """bwrap's options for one run (passed through a memfd with `--args`, never in argv). `network`: keep
+    the network namespace bwrap is started in, the run's own (network.py), never the host's; `block_fd`:
+    the command waits until it is readable."""
     a = ["--unshare-all", "--unshare-user"]
     if network:
         a.append("--share-net")
+    if block_fd is not None:
+        a += ["--block-fd", str(block_fd)]
     if disable_userns:
         a.append("--disable-userns")
     a += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--uid", str(uid),
@@ -149,6 +154,8 @@ def etc_files(sandbox_uid: int, sandbox_gid: int, network: bool) -> dict[str, by
         "/etc/nsswitch.conf": b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
                               b"networks: files\nprotocols: files\nservices: files\n",
     }
+    if network:
+        files["/etc/resolv.conf"] = SANDBOX_RESOLV_CONF
     if not network or not os.path.exists("/etc/hosts"):
         files["/etc/hosts"] = (f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n"
                                "::1\tlocalhost ip6-localhost ip6-loopback\n").encode()

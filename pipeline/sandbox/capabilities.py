@@ -2,7 +2,9 @@
 (reported in /health and the logs), and the probe run that measures the layers from inside.
 
 The probe runs `PROBE_SCRIPT` in the sandbox under `PROBE_LIMITS` and reads back the namespaces, uid,
-capabilities, NoNewPrivs, seccomp mode and process limit the command actually got (`read_probe`).
+capabilities, NoNewPrivs, seccomp mode and process limit the command actually got (`read_probe`); then,
+with slirp4netns installed, a `network=True` run checks that the user-mode network is there
+(network.py `PROBE_SCRIPT`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class SandboxCapabilities:
     rlimits: bool = False
     cgroup_memory: bool = False
     cgroup_pids: bool = False
+    user_network: bool = False  # network=True runs get slirp4netns (host loopback disabled); else they are refused
+    slirp4netns: str | None = None
+    slirp4netns_version: str | None = None
     allow_unsandboxed: bool = False
     probe_seconds: float = 0.0
     notes: tuple[str, ...] = ()
@@ -69,6 +74,8 @@ class SandboxCapabilities:
             "sandboxed": self.sandboxed,
             "bwrap": self.bwrap,
             "bwrap_version": self.bwrap_version,
+            "slirp4netns": self.slirp4netns,
+            "slirp4netns_version": self.slirp4netns_version,
             "uid": self.uid,
             "layers": {
                 "user_namespace": self.user_namespace,
@@ -85,6 +92,7 @@ class SandboxCapabilities:
                 "rlimits": self.rlimits,
                 "cgroup_memory": self.cgroup_memory,
                 "cgroup_pids": self.cgroup_pids,
+                "user_network": self.user_network,
             },
             "probe_seconds": round(self.probe_seconds, 4),
             "notes": list(self.notes),

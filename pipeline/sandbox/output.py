@@ -46,7 +46,12 @@ class Output:
         tail = self.tail.decode("utf-8", errors="replace")
         if not self.dropped:
             return head + tail
-        return f"{head}\n… {self.dropped} bytes omitted …\n{tail}"
+        return f"{head}{omitted_note(self.dropped)}{tail}"
+
+
+def omitted_note(dropped: int) -> str:
+    """What `Output.render` puts between the head and the tail it kept, `dropped` bytes apart."""
+    return f"\n… {dropped} bytes omitted …\n"
 
 
 class Streamer:

@@ -1,5 +1,7 @@
 """What runs in the forked child before it execs bwrap (or, unsandboxed, the shell): it joins the run's
-cgroups, stages the binds (as root), sets the rlimits, drops to the sandbox uid and sets NoNewPrivs.
+cgroups, stages the binds (as root), sets the rlimits, drops to the sandbox uid, makes the network
+namespace a `network=True` run uses (network.py) and sets NoNewPrivs. `helper_preexec_fn` is the same uid
+drop for a run's helper process (slirp4netns).
 
 Binds: the unprivileged bwrap resolves bind sources by path, and the workspace's real ancestors (a
 0700 DATA_DIR, pytest's /tmp/pytest-of-root) are not searchable by the sandbox uid. So as root, the spawned
@@ -25,7 +27,9 @@ from pipeline.sandbox.cgroups import Cgroup
 from pipeline.sandbox.limits import Limits, rlimits
 
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 # Root mode: an empty root-owned 0755 directory on which each spawn mounts, in a private mount namespace of
 # its own, a tmpfs holding bind mounts of the workspace and the read-only binds (see preexec_fn).
@@ -68,7 +72,7 @@ def prepare_stage_dir() -> Path:
 
 
 def preexec_fn(limits: Limits, cgroup: Cgroup | None, *, uid: int, gid: int, switch_uid: bool,
-               stage_dir: Path | None, stage: Sequence[Bind]) -> Callable[[], None]:
+               stage_dir: Path | None, stage: Sequence[Bind], own_network: bool = False) -> Callable[[], None]:
     """Runs in the forked child before exec: only C-level calls with everything precomputed (no imports,
     no logging, no Python-level locks).
 
@@ -76,7 +80,10 @@ def preexec_fn(limits: Limits, cgroup: Cgroup | None, *, uid: int, gid: int, swi
     small tmpfs on STAGE_DIR and bind each source there from the app's O_PATH fd. The unprivileged bwrap
     then binds from those paths: it resolves bind sources by path, and the workspace's real ancestors
     (a 0700 DATA_DIR, pytest's /tmp/pytest-of-root) are not searchable by the sandbox uid. The private
-    mount namespace ends with the run."""
+    mount namespace ends with the run.
+
+    With `own_network`, after the uid switch: a new user namespace (mapping only the sandbox uid and gid
+    to themselves) and a network namespace it owns, for slirp4netns to attach to (network.py)."""
     pids_cgroup = cgroup is not None and any(d.parent.parent.name == "pids" for d in cgroup.dirs)
     memory_cgroup = cgroup is not None and any(d.parent.parent.name == "memory" for d in cgroup.dirs)
     to_set = rlimits(limits, pids_cgroup=pids_cgroup, memory_cgroup=memory_cgroup)
@@ -84,6 +91,8 @@ def preexec_fn(limits: Limits, cgroup: Cgroup | None, *, uid: int, gid: int, swi
     libc = _LIBC
     stage_root = os.fsencode(stage_dir) if stage_dir is not None else b""
     mounts = [(os.fsencode(b.source), b.dev_ino, os.fsencode(b.stage), b.is_dir) for b in stage if b.stage]
+    id_maps = ((b"/proc/self/setgroups", b"deny"), (b"/proc/self/uid_map", b"%d %d 1" % (uid, uid)),
+               (b"/proc/self/gid_map", b"%d %d 1" % (gid, gid)))
 
     def preexec() -> None:
         pid = str(os.getpid()).encode()
@@ -115,9 +124,35 @@ def preexec_fn(limits: Limits, cgroup: Cgroup | None, *, uid: int, gid: int, swi
         for which, value in to_set:
             resource.setrlimit(which, value)
         if switch_uid:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
+            _switch_uid(uid, gid)
+        if own_network:
+            # The uid switch made the process undumpable, which leaves /proc/self/*_map to root.
+            libc.check(libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+            libc.check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET), "unshare(CLONE_NEWUSER|CLONE_NEWNET)")
+            for path, data in id_maps:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
         libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
     return preexec
+
+
+def helper_preexec_fn(*, uid: int, gid: int, switch_uid: bool) -> Callable[[], None]:
+    """For a run's helper process (slirp4netns): the sandbox uid with no groups (as root), NoNewPrivs."""
+    libc = _LIBC
+
+    def preexec() -> None:
+        if switch_uid:
+            _switch_uid(uid, gid)
+        libc.check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+    return preexec
+
+
+def _switch_uid(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)

@@ -2,9 +2,10 @@
 
 A run is a `Proc`: the process (bwrap in its own session, or `/bin/sh` in its own process group), a
 future set when it exits (asyncio's own wait also waits for stdout to close), and, sandboxed, a pidfd
-on the sandbox's pid 1 (`ChildInfo`, from bwrap's `--info-fd`) and its cgroup. `kill_tree` SIGKILLs
-pid 1 (the kernel then kills the whole pid namespace), the session or group, and the cgroup, and waits
-(bounded) until all of it is gone. `BackgroundProcess` is the handle `Sandbox.background` gives its caller.
+on the sandbox's pid 1 (`ChildInfo`, from bwrap's `--info-fd`), its cgroup and its slirp4netns.
+`kill_tree` SIGKILLs pid 1 (the kernel then kills the whole pid namespace), the session or group, and
+the cgroup, and waits (bounded) until all of it is gone; `cleanup` stops the slirp4netns.
+`BackgroundProcess` is the handle `Sandbox.background` gives its caller.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.sandbox.cgroups import Cgroup
+from pipeline.sandbox.network import UserNetwork
 from pipeline.sandbox.output import READ_CHUNK, Output
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ class ChildInfo:
         self.fd: int | None = fd
         self.buf = b""
         self.pidfd: int | None = None
+        self.info: dict[str, object] = {}  # bwrap's report: child-pid, pid-namespace, ...
+        self.read: asyncio.Future[None] = loop.create_future()  # set once the report is in (or never will be)
         os.set_blocking(fd, False)
         loop.add_reader(fd, self.poll)
 
@@ -55,7 +59,8 @@ class ChildInfo:
                 info = json.loads(self.buf)
             except ValueError:
                 return
-            pid = info.get("child-pid") if isinstance(info, dict) else None
+            self.info = info if isinstance(info, dict) else {}
+            pid = self.info.get("child-pid")
             if isinstance(pid, int) and pid > 0:
                 try:
                     self.pidfd = os.pidfd_open(pid)
@@ -68,6 +73,8 @@ class ChildInfo:
             self.loop.remove_reader(self.fd)
             os.close(self.fd)
             self.fd = None
+        if not self.read.done():
+            self.read.set_result(None)
 
     def kill(self) -> None:
         if self.pidfd is not None:
@@ -106,6 +113,7 @@ class Proc:
     sandboxed: bool
     info: ChildInfo | None = None
     cgroup: Cgroup | None = None
+    network: UserNetwork | None = None
 
 
 class BackgroundProcess:
@@ -205,10 +213,12 @@ async def reap_leftovers(run: Proc) -> None:
 
 
 async def cleanup(run: Proc) -> None:
-    """Releases what a finished run holds: its pipe, its pidfd, its cgroup (emptied first)."""
+    """Releases what a finished run holds: its pipe, its pidfd, its slirp4netns, its cgroup (emptied first)."""
     run.transport.close()  # closes our end of the pipe even if a stray process (unsandboxed) still holds it
     if run.info is not None:
         run.info.close()
+    if run.network is not None:
+        await run.network.stop()
     if run.cgroup is not None:
         await run.cgroup.kill_all(KILL_WAIT_SECONDS)
         await run.cgroup.remove()

@@ -19,7 +19,9 @@
 3. **seccomp** (optional): a syscall filter for the command only (seccomp.py).
 4. **rlimits** (required), set by the child before exec (limits.py, preexec.py).
 5. **cgroup v1** memory and pids limits (optional; root): one child cgroup per run (cgroups.py).
-6. **Wall-clock timeout, cancellation, output cap**: see `Sandbox.run`. `Sandbox.background` keeps a
+6. **A user-mode network** (optional; `network=True` runs are refused without it): slirp4netns, host
+   loopback disabled, in a network namespace of the run's own (network.py).
+7. **Wall-clock timeout, cancellation, output cap**: see `Sandbox.run`. `Sandbox.background` keeps a
    command (the UI stage's app under test) running during an `async with` block, under the same rules
    with no network, and kills its whole tree when the block ends, however it ends.
 
@@ -33,14 +35,14 @@ caller's env (which may override those). The bwrap process itself is started wit
 environment, so nothing of the app's environment (secrets, DATABASE_URL, ...) is ever passed on.
 
 **Network policy**: `network=False` (the default; always for validate commands) gives a private network
-namespace with only `lo`: no route anywhere, not even to the host's 127.0.0.1. `network=True` (an
-option for setup steps that download dependencies) keeps every other namespace but *shares the host's
-network namespace* (`--share-net`). Trade-off: the command can then reach everything the host can -
-the internet, the internal network, cloud metadata endpoints, and the host's loopback services (the
-app's own HTTP port, PostgreSQL on 127.0.0.1, ...) and abstract unix sockets. So services on the host
-must never trust loopback connections (no `trust` auth in pg_hba.conf for 127.0.0.1, no unauthenticated
-admin endpoints), and setup with network should be treated as less isolated than validate. A user-mode
-network stack (pasta/slirp4netns, not installed here) with host-loopback disabled would close this gap.
+namespace with only `lo`: no route anywhere, not even to the host's 127.0.0.1. `network=True` (setup
+steps that download dependencies, a local agent) gives a network namespace of its own too, whose way
+out is slirp4netns with the host's loopback disabled (network.py): the internet and the registries, but
+not the app's port, a PostgreSQL on 127.0.0.1 or the host's abstract unix sockets. It never shares the
+host's network namespace: without a working slirp4netns (probed at start, `user_network`), a
+`network=True` run fails closed with `NetworkUnavailable`. What the host's routes reach (its other
+interfaces' addresses, the internal network, a cloud metadata endpoint) stays reachable, as from any
+program on the host.
 
 **Unsandboxed fallback**: without a working bubblewrap, `run()` raises `SandboxUnavailable`, unless the
 Sandbox was constructed with `allow_unsandboxed=True` (only for the local `codegenapp validate`): then
@@ -65,14 +67,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.sandbox.bwrap import (SANDBOX_PATH, WORKSPACE_MOUNT, Bind, bwrap_options, bwrap_version, etc_files,
-                                    memfd, resolve_bwrap)
+from pipeline.sandbox.bwrap import (SANDBOX_PATH, WORKSPACE_MOUNT, Bind, bwrap_options, etc_files, memfd,
+                                    resolve_bwrap, version_of)
 from pipeline.sandbox.capabilities import PROBE_LIMITS, PROBE_SCRIPT, SandboxCapabilities, read_probe
 from pipeline.sandbox.cgroups import Cgroup, cleanup_stale_cgroups, probe_cgroup
 from pipeline.sandbox.limits import Limits, limit_notes
+from pipeline.sandbox.network import (PROBE_SCRIPT as NETWORK_PROBE_SCRIPT, READY_SECONDS, UserNetwork,
+                                      UserNetworkError, default_route_via_tap, open_network_namespace,
+                                      resolve_slirp4netns)
 from pipeline.sandbox.output import Output, Streamer, read_output
 from pipeline.sandbox.ownership import claim_tree
-from pipeline.sandbox.preexec import preexec_fn, prepare_stage_dir
+from pipeline.sandbox.preexec import helper_preexec_fn, preexec_fn, prepare_stage_dir
 from pipeline.sandbox.process import (DRAIN_SECONDS, BackgroundProcess, ChildInfo, Proc, cleanup, kill_tree,
                                       reap_leftovers, start_process, uncancellable)
 from pipeline.sandbox.seccomp import build_seccomp_filter
@@ -88,6 +93,10 @@ _UNSANDBOXED_WARNING = (
 
 class SandboxUnavailable(Exception):
     """No working bubblewrap, and the Sandbox was not allowed to run commands unsandboxed."""
+
+
+class NetworkUnavailable(SandboxUnavailable):
+    """A `network=True` run, and no user-mode network for it: the host's own is never shared instead."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +122,11 @@ class Sandbox:
     """Runs shell command lines in a bubblewrap sandbox. Construct with `await Sandbox.probe()`, once per
     process; `run()` may be called concurrently."""
 
-    def __init__(self, *, allow_unsandboxed: bool = False, uid: int | None = None, bwrap: str = "bwrap") -> None:
+    def __init__(self, *, allow_unsandboxed: bool = False, uid: int | None = None, bwrap: str = "bwrap",
+                 slirp4netns: str = "slirp4netns") -> None:
         self.allow_unsandboxed = allow_unsandboxed
         self.bwrap = bwrap
+        self.slirp4netns = slirp4netns
         self._is_root = os.geteuid() == 0
         if self._is_root:
             if uid == 0:
@@ -127,6 +138,9 @@ class Sandbox:
                 raise ValueError(f"only root can run the sandbox as another uid ({uid}); the app runs as {os.getuid()}")
             self.uid, self.gid = os.getuid(), os.getgid()
         self._bwrap_path: str | None = None
+        self._slirp_path: str | None = None
+        self._slirp_args: tuple[str, ...] = ()
+        self._network_problem = "the network was not probed"  # why network=True runs are refused
         self._stage: Path | None = None
         self._seccomp_bpf: bytes | None = None
         self._config: _Config | None = None
@@ -200,7 +214,7 @@ class Sandbox:
         if self._bwrap_path is None:
             notes.append(f"bwrap: {self.bwrap!r} not found or not executable (apt-get install bubblewrap)")
         else:
-            caps["bwrap_version"] = await bwrap_version(self._bwrap_path)
+            caps["bwrap_version"] = await version_of(self._bwrap_path)
             trials = [_Config(seccomp=self._seccomp_bpf is not None, disable_userns=True),
                       _Config(seccomp=False, disable_userns=True), _Config(seccomp=False, disable_userns=False)]
             seen: set[tuple[bool, bool]] = set()
@@ -222,6 +236,7 @@ class Sandbox:
                     notes.append("seccomp: filter built but bwrap could not load it; running without")
                 if not self._config.disable_userns:
                     notes.append("bwrap --disable-userns failed; nested user namespaces are only blocked by seccomp")
+                caps.update(await self._probe_user_network(self._config, notes))
         if not caps.get("bwrap_works"):
             self._config = None
             if self.allow_unsandboxed:
@@ -232,18 +247,47 @@ class Sandbox:
         caps["notes"] = tuple(notes)
         return SandboxCapabilities(**caps)
 
+    async def _probe_user_network(self, config: _Config, notes: list[str]) -> dict[str, Any]:
+        """slirp4netns for `network=True` runs: found, and giving a probe run its default route (with its
+        own seccomp filter if it can). Why not is kept for `NetworkUnavailable`."""
+        self._slirp_path = resolve_slirp4netns(self.slirp4netns)
+        found: dict[str, Any] = {}
+        if self._slirp_path is None:
+            self._network_problem = f"{self.slirp4netns!r} is not installed (apt-get install slirp4netns)"
+        else:
+            found = {"slirp4netns": self._slirp_path, "slirp4netns_version": await version_of(self._slirp_path)}
+            for args in (("--enable-seccomp",), ()):
+                self._slirp_args = args
+                try:
+                    result = await self._probe_command(NETWORK_PROBE_SCRIPT, config, network=True)
+                except Exception as exc:  # noqa: BLE001 - reported: network=True runs are then refused
+                    problem = f"{type(exc).__name__}: {exc}"
+                else:
+                    if default_route_via_tap(result.output):
+                        return {**found, "user_network": True}
+                    problem = f"no route out of the sandbox: {result.output.strip()[-500:]}"
+                self._network_problem = f"slirp4netns {' '.join(args)} failed: {problem}"
+                notes.append(f"network: {self._network_problem}")
+        notes.append(f"network: {self._network_problem}; commands that need the network (setup_network) are "
+                     "refused, the host's network is never shared instead")
+        return found
+
     async def _probe_run(self, config: _Config) -> tuple[dict[str, Any], str | None]:
-        workspace = Path(tempfile.mkdtemp(prefix="codegenapp-sandbox-probe-"))
         try:
-            result = await self._run(PROBE_SCRIPT, workspace=workspace, env={}, network=False,
-                                     limits=PROBE_LIMITS, on_output=None, read_only_binds=(), config=config)
+            result = await self._probe_command(PROBE_SCRIPT, config, network=False)
         except Exception as exc:
             return {}, f"{type(exc).__name__}: {exc}"
-        finally:
-            shutil.rmtree(workspace, ignore_errors=True)
         return read_probe(result.exit_code, result.output, seccomp=config.seccomp,
                           disable_userns=config.disable_userns, pids_cgroup="pids" in config.cgroup_controllers,
                           root=self._is_root, uid=self.uid)
+
+    async def _probe_command(self, script: str, config: _Config, *, network: bool) -> RunResult:
+        workspace = Path(tempfile.mkdtemp(prefix="codegenapp-sandbox-probe-"))
+        try:
+            return await self._run(script, workspace=workspace, env={}, network=network, limits=PROBE_LIMITS,
+                                   on_output=None, read_only_binds=(), config=config)
+        finally:
+            shutil.rmtree(workspace, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------- run
 
@@ -253,8 +297,9 @@ class Sandbox:
         """Run `command` with `/bin/sh -c` in the sandbox, cwd and HOME = the workspace (at /workspace).
 
         - `env` is added to the clean environment (it may override PATH, HOME, ...).
-        - `network=True` shares the host's network namespace (see the module docstring for the trade-off);
-          the default is a private network namespace with only loopback.
+        - `network=True`: out through slirp4netns, not to the host's loopback (see the module docstring);
+          `NetworkUnavailable` where the probe found no working slirp4netns. The default is a private
+          network namespace with only loopback.
         - `on_output(chunk)` is awaited with decoded output as it arrives (all of it, not capped); if it
           raises, the error is logged and streaming stops, the run continues.
         - `read_only_binds`: host paths (absolute, existing) made visible read-only at the same path
@@ -264,6 +309,11 @@ class Sandbox:
           CancelledError propagates.
         """
         config = await self._config_for(command)
+        if network and config is not None and not self.capabilities.user_network:
+            raise NetworkUnavailable(
+                "This command needs the network, which the sandbox gives only through slirp4netns (a user-mode "
+                "network stack that keeps the host's own services out of reach), and on the app's host "
+                f"{self._network_problem}. The host's network is never shared instead.")
         return await self._run(command, workspace=workspace, env=env, network=network, limits=limits,
                                on_output=on_output, read_only_binds=read_only_binds, config=config)
 
@@ -386,8 +436,8 @@ class Sandbox:
                 if not pump.done():
                     pump.cancel()
                     await asyncio.wait([pump])
-            rc = run.proc.returncode
-            notes = limit_notes(limits, timed_out=timed_out,
+            exit_code, sig = _exit_status(run.proc.returncode, timed_out)
+            notes = limit_notes(limits, timed_out=timed_out, signal_number=sig,
                                 events=run.cgroup.events() if run.cgroup is not None else {})
             for note in notes:
                 output.feed(note.encode())
@@ -395,22 +445,9 @@ class Sandbox:
             await streamer.flush()
         finally:
             await uncancellable(cleanup(run))
-        duration = time.monotonic() - started
-        sig: int | None = None
-        exit_code: int | None
-        if timed_out or rc is None:
-            exit_code, sig = None, signal.SIGKILL
-        else:
-            if rc < 0:
-                sig = -rc
-                exit_code = 128 + sig
-            else:
-                exit_code = rc
-                if rc > 128 and rc - 128 < signal.NSIG:
-                    sig = rc - 128
         return RunResult(exit_code=exit_code, timed_out=timed_out, output=output.render(),
-                         output_truncated_bytes=output.dropped, duration_seconds=duration,
-                         signal=int(sig) if sig is not None else None)
+                         output_truncated_bytes=output.dropped, duration_seconds=time.monotonic() - started,
+                         signal=sig)
 
     @staticmethod
     def _sandbox_env(env: Mapping[str, str], *, home: str) -> dict[str, str]:
@@ -438,7 +475,7 @@ class Sandbox:
                            limits: Limits, ro_binds: Sequence[tuple[Path, str]], config: _Config) -> Proc:
         assert self._bwrap_path is not None
         fds: list[int] = []
-        info_r = info_w = -1
+        info_r = info_w = block_r = block_w = -1
         cgroup: Cgroup | None = None
         try:
             binds: list[Bind] = []
@@ -462,34 +499,67 @@ class Sandbox:
                 seccomp_fd = memfd("seccomp", self._seccomp_bpf)
                 fds.append(seccomp_fd)
             info_r, info_w = os.pipe2(os.O_CLOEXEC)
+            if network:  # the command waits until slirp4netns has set up its network (network.py)
+                block_r, block_w = os.pipe2(os.O_CLOEXEC)
             options = bwrap_options(uid=self.uid, gid=self.gid, network=network, limits=limits,
                                     disable_userns=config.disable_userns, env=env, binds=binds, data_fds=data_fds,
-                                    seccomp_fd=seccomp_fd, info_fd=info_w)
+                                    seccomp_fd=seccomp_fd, info_fd=info_w, block_fd=block_r if network else None)
             args_fd = memfd("bwrap-args", b"".join(os.fsencode(o) + b"\0" for o in options))
             fds.append(args_fd)
             if config.cgroup_controllers:
                 cgroup = Cgroup(config.cgroup_controllers)
                 cgroup.create(limits)
             preexec = preexec_fn(limits, cgroup, uid=self.uid, gid=self.gid, switch_uid=self._is_root,
-                                 stage_dir=self._stage, stage=[b for b in binds if b.stage is not None])
+                                 stage_dir=self._stage, stage=[b for b in binds if b.stage is not None],
+                                 own_network=network)
             # Only the fds bwrap consumes (and closes) may be passed: an O_PATH fd of a directory reaching the
             # command would let it openat(fd, "..") its way out of the mount namespace.
             passed = [fd for fd in fds if all(b.fd != fd or b.stage is None for b in binds)] + [info_w]
+            passed += [block_r] if network else []
             proc, exited, transport = await start_process(
                 self._bwrap_path, "--args", str(args_fd), "--", "/bin/sh", "-c", command,
                 env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"}, cwd="/", pass_fds=passed, preexec_fn=preexec)
         except BaseException:
-            for fd in (*fds, info_r, info_w):
+            for fd in (*fds, info_r, info_w, block_r, block_w):
                 if fd >= 0:
                     os.close(fd)
             if cgroup is not None:
                 await cgroup.remove()
             raise
-        for fd in fds:
-            os.close(fd)
-        os.close(info_w)
+        for fd in (*fds, info_w, block_r):
+            if fd >= 0:
+                os.close(fd)
         info = ChildInfo(asyncio.get_running_loop(), info_r)
-        return Proc(proc=proc, exited=exited, transport=transport, sandboxed=True, info=info, cgroup=cgroup)
+        run = Proc(proc=proc, exited=exited, transport=transport, sandboxed=True, info=info, cgroup=cgroup)
+        if network:
+            try:
+                run.network = await self._attach_network(info)
+            except BaseException as exc:
+                await uncancellable(kill_tree(run))  # before the block fd closes: the command never starts
+                await uncancellable(cleanup(run))
+                os.close(block_w)
+                if isinstance(exc, (UserNetworkError, OSError)):
+                    raise NetworkUnavailable(f"could not give the sandbox its network: {exc}") from exc
+                raise
+            os.write(block_w, b"1")
+            os.close(block_w)
+        return run
+
+    async def _attach_network(self, info: ChildInfo) -> UserNetwork:
+        """slirp4netns on the network namespace of the run's pid 1, once bwrap has said which process that is."""
+        assert self._slirp_path is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(info.read), READY_SECONDS)
+        pid, pid_namespace = info.info.get("child-pid"), info.info.get("pid-namespace")
+        if not isinstance(pid, int) or not isinstance(pid_namespace, int):
+            raise UserNetworkError(f"bwrap did not report its sandbox's first process ({info.info or 'nothing'})")
+        netns_fd = open_network_namespace(pid, pid_namespace)
+        try:
+            return await UserNetwork.attach(
+                self._slirp_path, netns_fd, extra_args=self._slirp_args,
+                preexec_fn=helper_preexec_fn(uid=self.uid, gid=self.gid, switch_uid=self._is_root))
+        finally:
+            os.close(netns_fd)
 
     async def _spawn_direct(self, command: str, workspace: Path, env: Mapping[str, str], limits: Limits) -> Proc:
         proc, exited, transport = await start_process(
@@ -497,3 +567,13 @@ class Sandbox:
             preexec_fn=preexec_fn(limits, None, uid=self.uid, gid=self.gid, switch_uid=False,
                                   stage_dir=self._stage, stage=[]))
         return Proc(proc=proc, exited=exited, transport=transport, sandboxed=False)
+
+
+def _exit_status(rc: int | None, timed_out: bool) -> tuple[int | None, int | None]:
+    """(exit code, the signal that ended the command): 128+N and N for a signal N, (None, SIGKILL) when
+    the wall-clock timeout killed it."""
+    if timed_out or rc is None:
+        return None, int(signal.SIGKILL)
+    if rc < 0:
+        return 128 - rc, -rc
+    return rc, rc - 128 if 128 < rc < 128 + signal.NSIG else None

@@ -6,9 +6,10 @@ small script (`write_launcher`, one per run) that execs this file, which execs
 It runs as `python3 -I` between Playwright and bwrap, importing only pipeline.sandbox.bwrap (for the
 host's /usr layout) besides the standard library. What it does, in order:
 
-- finds the `--user-data-dir` Playwright passes (its fresh profile directory) and, as root, gives it
-  to the browser's uid (`BROWSER_UID`, 61001: unprivileged, no passwd entry, distinct from the PR
-  sandbox's 61000);
+- replaces the `--user-data-dir` Playwright passes (its own, in TMPDIR, which the browser's uid may not
+  reach) by `--profile`: the profile directory the app made for the browser's uid (`BROWSER_UID`,
+  61001: unprivileged, no passwd entry, distinct from the PR sandbox's 61000), in a place that uid can
+  reach (pipeline/ui_check/browser_dir.py);
 - as root, drops to that uid/gid with no supplementary groups, so bwrap runs *unprivileged* and every
   browser process is uid 61001 on the host (not root: a compromised renderer that escaped Chromium's
   own sandbox and bwrap's namespaces still lands as a nobody);
@@ -56,15 +57,18 @@ FORWARDER_NAME = "forwarder.py"
 PROXY_SOCKET = "proxy.sock"
 
 
-def user_data_dir(argv: Sequence[str]) -> str | None:
-    """The profile directory Playwright passes to Chromium (`--user-data-dir=D` or `--user-data-dir D`)."""
-    found = None
-    for i, arg in enumerate(argv):
-        if arg.startswith("--user-data-dir="):
-            found = arg.split("=", 1)[1]
-        elif arg == "--user-data-dir" and i + 1 < len(argv):
-            found = argv[i + 1]
-    return found
+def with_profile(argv: Sequence[str], profile: str) -> list[str]:
+    """Chromium's arguments with `profile` as its only `--user-data-dir` (either spelling replaced)."""
+    kept: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg == "--user-data-dir":
+            skip_next = True
+        elif not arg.startswith("--user-data-dir="):
+            kept.append(arg)
+    return [*kept, f"--user-data-dir={profile}"]
 
 
 def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: str, relay: str | None = None,
@@ -97,10 +101,11 @@ def bwrap_arguments(*, chromium: str, argv: Sequence[str], uid: int, profile: st
     return a
 
 
-def launcher_script(*, bwrap: str, chromium: str, uid: int, relay: str | None = None,
+def launcher_script(*, bwrap: str, chromium: str, uid: int, profile: str, relay: str | None = None,
                     python: str = sys.executable) -> str:
     """The executable Playwright starts (a shell script: `executable_path` takes no arguments)."""
-    command = [python, "-I", os.path.abspath(__file__), "--bwrap", bwrap, "--chromium", chromium, "--uid", str(uid)]
+    command = [python, "-I", os.path.abspath(__file__), "--bwrap", bwrap, "--chromium", chromium, "--uid", str(uid),
+               "--profile", profile]
     if relay is not None:
         command += ["--relay", relay]
     return "#!/bin/sh\nexec " + " ".join(shlex.quote(c) for c in command) + ' -- "$@"\n'
@@ -115,34 +120,18 @@ def write_launcher(directory: str, **kwargs: object) -> str:
     return path
 
 
-def _give_profile(profile: str, uid: int) -> None:
-    """chown the fresh profile directory (empty, created by Playwright) to the browser's uid, without
-    following a link."""
-    fd = os.open(profile, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fchown(fd, uid, uid)
-        for name in os.listdir(fd):
-            os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
-    finally:
-        os.close(fd)
-
-
 def main(args: Sequence[str]) -> None:
     options: dict[str, str] = {}
     rest = list(args)
     while rest and rest[0] != "--":
         options[rest[0].lstrip("-")] = rest[1]
         rest = rest[2:]
-    argv = rest[1:]
     uid = int(options["uid"])
-    profile = user_data_dir(argv)
-    if profile is None:
-        sys.exit("codegenapp browser sandbox: no --user-data-dir among the arguments; refusing to start")
-    profile = os.path.realpath(profile)
+    profile = options["profile"]
+    argv = with_profile(rest[1:], profile)
     if os.geteuid() == 0:
         if uid == 0:
             sys.exit("codegenapp browser sandbox: refusing to run the browser as uid 0")
-        _give_profile(profile, uid)
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)

@@ -10,6 +10,11 @@ Network path (PR code never gets a way out; see pipeline/ui_check/proxy.py):
 
 (Unsandboxed fallback: Chromium on the host, AppProxy on 127.0.0.1:<ephemeral>.)
 
+The browser's profile, its launcher and the relay directory are in a directory made for it, where its
+uid can reach them whatever TMPDIR and DATA_DIR are (pipeline/ui_check/browser_dir.py). A launch that
+fails says why (pipeline/ui_check/launch_failure.py); /health reports one real launch made at start
+(pipeline/ui_check/launch_check.py).
+
 The app and the forwarder run in one `Sandbox.background` process: the sandbox's rules, no network
 (its own loopback only). Chromium is Debian's (`CHROMIUM_PATH`), never a downloaded build, run in a
 bubblewrap sandbox of its own as uid 61001 with Chromium's own sandbox on (pipeline/ui_check/browser.py), launched
@@ -25,8 +30,6 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -38,11 +41,13 @@ from pipeline.sandbox.limits import Limits
 from pipeline.sandbox.ownership import fresh_dir
 from pipeline.sandbox.process import BackgroundProcess
 from pipeline.sandbox.sandbox import Sandbox
-from pipeline.ui_check.browser import BROWSER_UID, FORWARDER_NAME, PROXY_SOCKET, RELAY_PORT, write_launcher
+from pipeline.ui_check.browser import BROWSER_UID, PROXY_SOCKET, RELAY_PORT, write_launcher
+from pipeline.ui_check.browser_dir import BrowserDir, NoBrowserDirectory, make_browser_dir
 from pipeline.repo_config.ui_block import UiConfig, UiPage, UiStep
 from pipeline.results import Screenshot
 from pipeline.ui_check.judge import (ConsoleEntry, PageObservation, RequestFailure, StepFailure, UiOutcome, Violation,
                                      png_size, same_origin)
+from pipeline.ui_check.launch_failure import launch_failure
 from pipeline.ui_check.proxy import AppProxy, Credential, Origin, SandboxSocket
 
 log = logging.getLogger(__name__)
@@ -99,6 +104,9 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
     """Start the app, wait until it answers, check every page. Cancel-safe: the app, the proxy and the
     browser are gone when this returns or raises."""
     outcome = UiOutcome()
+    if (missing := missing_browser(setup.chromium_path)) is not None:
+        outcome.problem = cannot_start(setup.chromium_path, missing)
+        return outcome
     origin = Origin.of(ui.url)
     fresh_dir(workspace / SOCKET_DIR)
     sock = SandboxSocket(workspace / SOCKET_DIR, SOCKET_NAME)
@@ -108,8 +116,13 @@ async def run_ui_check(sandbox: Sandbox, ui: UiConfig, *, workspace: Path, env: 
             app = await stack.enter_async_context(sandbox.background(
                 command, workspace=workspace, env=env, limits=limits, on_output=log_line, read_only_binds=[FORWARDER]))
             # After the app started: the sandbox has been probed, the browser's isolation follows from it.
-            isolation = browser_isolation(sandbox, setup.chromium_path,
-                                          stack.enter_context(tempfile.TemporaryDirectory(prefix="codegenapp-browser-")))
+            try:
+                isolation = browser_isolation(sandbox.capabilities, setup.chromium_path)
+            except NoBrowserDirectory as exc:
+                outcome.problem = cannot_start(setup.chromium_path, str(exc))
+                outcome.app_output = app.output()[-OUTPUT_TAIL_CHARS:]
+                return outcome
+            stack.callback(isolation.remove)
             proxy = await stack.enter_async_context(AppProxy(origin, sock.connect, unix_path=isolation.proxy_socket))
             isolation.hand_over_socket()
             await log_line(f"started: {ui.start}\nwaiting for {ui.url} (at most {ui.ready_timeout_seconds} s)\n")
@@ -169,12 +182,17 @@ class BrowserIsolation:
     uid: int | None = None  # the browser's uid, when bubblewrap runs it
     proxy_socket: str | None = None  # the host proxy listens there, not on TCP (the browser has no other network)
     proxy_port: int | None = None  # the proxy's port as the browser sees it (its relay's, in its own namespace)
+    directory: BrowserDir | None = None  # the launcher, the relay and the profile (removed after the run)
 
     def hand_over_socket(self) -> None:
-        """Once the proxy listens: its socket to the browser's uid (the relay directory is that uid's)."""
+        """Once the proxy listens: its socket to the browser's uid (the relay directory stays root's)."""
         if self.proxy_socket is not None and self.uid is not None and os.geteuid() == 0:
             os.chmod(self.proxy_socket, 0o600)  # only root writes in the relay directory: no link to follow
             os.chown(self.proxy_socket, self.uid, self.uid)
+
+    def remove(self) -> None:
+        if self.directory is not None:
+            self.directory.remove()
 
 
 def browser_sandbox_gap(caps: SandboxCapabilities, *, is_root: bool) -> str | None:
@@ -189,37 +207,47 @@ def browser_sandbox_gap(caps: SandboxCapabilities, *, is_root: bool) -> str | No
     return "bubblewrap without " + ", ".join(missing) if missing else None
 
 
-def describe_browser(chromium_path: str, caps: SandboxCapabilities) -> dict[str, Any]:
-    """The UI check's browser, for /health: found or not, and sandboxed or why not."""
-    gap = browser_sandbox_gap(caps, is_root=os.geteuid() == 0)
-    found = os.path.isfile(chromium_path) and os.access(chromium_path, os.X_OK)
-    return {"chromium": chromium_path, "found": found, "sandboxed": gap is None,
-            **({"not_sandboxed_because": gap} if gap is not None else {})}
-
-
-def browser_isolation(sandbox: Sandbox, chromium_path: str, directory: str) -> BrowserIsolation:
+def browser_isolation(caps: SandboxCapabilities, chromium_path: str) -> BrowserIsolation:
     """Chromium in bubblewrap, in a network namespace of its own with a relay to the proxy, when the PR
     sandbox's probe found what that needs (`browser_sandbox_gap`); otherwise directly, saying so.
-    `directory`: the app's, private, for the launcher and the relay directory (removed after the run)."""
-    caps = sandbox.capabilities
+    Sandboxed, it gets a fresh browser directory (`remove` it after the run); NoBrowserDirectory when
+    there is no place its uid can reach."""
     is_root = os.geteuid() == 0
     if (gap := browser_sandbox_gap(caps, is_root=is_root)) is not None:
         return BrowserIsolation(chromium_path, list(CHROMIUM_ARGS), False,
                                 f"browser: NOT sandboxed ({gap}): Chromium "
                                 f"runs as uid {os.geteuid()} with --no-sandbox and can read what the app can")
     uid = BROWSER_UID if is_root else os.getuid()
-    # The browser's uid may pass through to the relay directory (bwrap binds it by path), not list either.
-    os.chmod(directory, 0o711)
-    relay = os.path.join(directory, "relay")
-    os.mkdir(relay)
-    os.chmod(relay, 0o711)
-    shutil.copyfile(FORWARDER, os.path.join(relay, FORWARDER_NAME))
-    os.chmod(os.path.join(relay, FORWARDER_NAME), 0o644)
-    launcher = write_launcher(directory, bwrap=caps.bwrap, chromium=chromium_path, uid=uid, relay=relay)
+    directory = make_browser_dir(uid, FORWARDER)
+    try:
+        launcher = write_launcher(directory.root, bwrap=caps.bwrap, chromium=chromium_path, uid=uid,
+                                  profile=directory.profile, relay=directory.relay)
+    except BaseException:
+        directory.remove()
+        raise
     return BrowserIsolation(launcher, list(BROWSER_FLAGS), True,
                             f"browser: sandboxed (bubblewrap, uid {uid}, no network but the proxy, Chromium's own "
                             "sandbox on, no access to the app's files)",
-                            uid=uid, proxy_socket=os.path.join(relay, PROXY_SOCKET), proxy_port=RELAY_PORT)
+                            uid=uid, proxy_socket=os.path.join(directory.relay, PROXY_SOCKET), proxy_port=RELAY_PORT,
+                            directory=directory)
+
+
+async def launch(playwright: Any, isolation: BrowserIsolation, *, args: list[str] | None = None,
+                 **options: Any) -> Any:
+    """Chromium as `isolation` says, headless (the UI check's launch, and the one /health reports)."""
+    return await playwright.chromium.launch(executable_path=isolation.executable, headless=True,
+                                            chromium_sandbox=isolation.chromium_sandbox,
+                                            args=[*isolation.args, *(args or [])], **options)
+
+
+def cannot_start(chromium_path: str, why: str) -> str:
+    return f"the UI check could not start Chromium at {chromium_path} (CHROMIUM_PATH): {why}"
+
+
+def missing_browser(chromium_path: str) -> str | None:
+    if os.path.isfile(chromium_path) and os.access(chromium_path, os.X_OK):
+        return None
+    return "there is no executable file there: install Debian's chromium package (apt-get install chromium)"
 
 
 async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin, proxy_port: int,
@@ -236,16 +264,16 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
         await log_line(isolation.note + "\n")
         playwright = await stack.enter_async_context(async_playwright())
         try:
-            browser = await playwright.chromium.launch(
-                executable_path=isolation.executable, headless=True, chromium_sandbox=isolation.chromium_sandbox,
+            browser = await launch(
+                playwright, isolation,
                 # Playwright answers the proxy's 407 with these; they are never on a command line.
                 proxy={"server": f"http://127.0.0.1:{proxy_port}", "username": credential.username,
                        "password": credential.password},
                 # Playwright already forces loopback through the proxy; this keeps it so whatever its environment.
-                args=[*isolation.args, "--proxy-bypass-list=<-loopback>"])
+                args=["--proxy-bypass-list=<-loopback>"])
         except PlaywrightError as exc:
-            outcome.problem = (f"the UI check could not start Chromium at {setup.chromium_path} (CHROMIUM_PATH): "
-                               f"{_first_line(exc.message)}")
+            outcome.problem = cannot_start(setup.chromium_path, launch_failure(exc.message))
+            log.warning("%s", outcome.problem)
             return
         try:
             context = await browser.new_context(viewport=VIEWPORT, service_workers="block", accept_downloads=False)

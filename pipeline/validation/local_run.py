@@ -1,22 +1,39 @@
-"""`codegenapp validate`: the same pipeline on a local checkout, printing what the check run would show."""
+"""`codegenapp validate`: the same pipeline on a local checkout, printing what the check run would show.
+
+ - **What is validated**: a commit (`ref`, default HEAD), cloned into a temporary directory under TMPDIR;
+   uncommitted changes of the working tree are not (the notices say so). Git is not told `--local`:
+   it hard-links the objects when TMPDIR is on the repository's file system and copies them otherwise
+   (an explicit `--local` dies with "Invalid cross-device link").
+ - **Configuration**: that commit's `.github/codegenapp.yml` (a PR reads its base's), or `config_file`.
+   An invalid one is a LocalRunError: the command could not run.
+ - **Snapshots**: the caller passes a store (the CLI's is per user: `$XDG_CACHE_HOME/codegenapp/snapshots`);
+   the scope is the repository's path. Not used unsandboxed: the checkout is then at a new temporary
+   path each run, and what setup writes (a venv's scripts) names that path.
+ - **Changed lines**: with `base`, annotations are kept only on lines changed since the merge base of
+   `base` and the commit, as on a pull request (local_changes.py); without it, all are kept.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.redact import Redactor
 from pipeline.report.check_run import check_run_output
-from pipeline.repo_config.effective import effective_config
+from pipeline.repo_config.effective import EffectiveConfig, effective_config
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
-from pipeline.validation.stages import PipelineRunner, RunPlan
 from pipeline.results import StepResult
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
+from pipeline.validation.local_changes import changed_lines_of_diff
 from pipeline.validation.service import CONFIG_PATH
+from pipeline.validation.stages import PipelineRunner, RunPlan
+from pipeline.workspace.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -35,46 +52,98 @@ class LocalReport:
         return 0 if self.conclusion == "success" else 1
 
 
-async def _git(*args: str, cwd: Path | None = None) -> str:
+async def _git(*args: str, cwd: Path | None = None) -> bytes:
     process = await asyncio.create_subprocess_exec("git", *args, cwd=cwd, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     if process.returncode != 0:
         raise LocalRunError(f"git {' '.join(args)}: {err.decode(errors='replace').strip()}")
-    return out.decode()
+    return out
 
 
-async def validate_local(path: Path, *, ref: str = "HEAD", config_file: Path | None = None,
-                         unsandboxed: bool = False) -> LocalReport:
-    repo = Path(path).resolve()
-    sha = (await _git("rev-parse", "--verify", f"{ref}^{{commit}}", cwd=repo)).strip()
+async def _commit(repo: Path, ref: str) -> str:
+    try:
+        out = await _git("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}", cwd=repo)
+    except LocalRunError as exc:
+        raise LocalRunError(f"{ref!r} is not a commit of {repo} ({exc})") from None
+    return out.decode().strip()
+
+
+async def tracked_files(repo: Path, sha: str) -> frozenset[str]:
+    """The commit's paths, NUL-separated so that git never quotes them (a quoted non-ASCII name would be
+    taken for an untracked file and end up in a snapshot)."""
+    out = await _git("ls-tree", "-r", "-z", "--name-only", sha, cwd=repo)
+    return frozenset(os.fsdecode(path) for path in out.split(b"\0") if path)
+
+
+async def changed_since(repo: Path, base: str, sha: str) -> Mapping[str, set[int]]:
+    base_sha = await _commit(repo, base)
+    try:
+        merge_base = (await _git("merge-base", base_sha, sha, cwd=repo)).decode().strip()
+    except LocalRunError:
+        raise LocalRunError(f"--base {base} and the validated commit have no common ancestor") from None
+    diff = await _git("diff", "-U0", "-M", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
+                      "--dst-prefix=b/", merge_base, sha, cwd=repo)
+    return changed_lines_of_diff(diff)
+
+
+async def _uncommitted(repo: Path, sha: str) -> bool:
+    """Whether the working tree differs from the validated commit, when that commit is its HEAD."""
+    try:
+        if (await _git("rev-parse", "--verify", "HEAD", cwd=repo)).decode().strip() != sha:
+            return False
+        return bool((await _git("status", "--porcelain", "-z", cwd=repo)).strip(b"\0"))
+    except LocalRunError:  # a bare repository has no working tree
+        return False
+
+
+async def _config(repo: Path, sha: str, ref: str, config_file: Path | None,
+                  notify: Callable[[str], None]) -> EffectiveConfig:
     if config_file is not None:
-        text = config_file.read_text()
+        text = config_file.read_bytes()
+        notify(f"validating {sha[:7]} ({ref}) with {config_file}")
     else:
         try:
             text = await _git("show", f"{sha}:{CONFIG_PATH}", cwd=repo)
         except LocalRunError:
             raise LocalRunError(f"{repo} has no {CONFIG_PATH} at {ref}; pass --config FILE") from None
+        notify(f"validating {sha[:7]} ({ref}) with the {CONFIG_PATH} of that commit")
     try:
-        config = effective_config(parse_repo_config(text, path=str(config_file or CONFIG_PATH)), ProjectSettings())
+        return effective_config(parse_repo_config(text, path=str(config_file or CONFIG_PATH)), ProjectSettings())
     except ConfigFileError as exc:
-        return LocalReport("failure", f"Invalid configuration: {exc}\n")
+        raise LocalRunError(f"invalid configuration: {exc}") from None
+
+
+async def validate_local(path: Path, *, ref: str = "HEAD", base: str | None = None, config_file: Path | None = None,
+                         unsandboxed: bool = False, snapshots: SnapshotStore | None = None,
+                         notify: Callable[[str], None] = lambda line: None) -> LocalReport:
+    repo = Path(path).resolve()
+    sha = await _commit(repo, ref)
+    config = await _config(repo, sha, ref, config_file, notify)
+    if await _uncommitted(repo, sha):
+        notify(f"the working tree has uncommitted changes: they are not validated, only {ref} is "
+               "(commit them to include them)")
+    changed = await changed_since(repo, base, sha) if base is not None else None
 
     sandbox = await Sandbox.probe(allow_unsandboxed=unsandboxed)
     if not sandbox.capabilities.sandboxed and not unsandboxed:
         raise SandboxUnavailable(f"no working sandbox ({sandbox.capabilities.summary()}): install bubblewrap, "
                                  "or pass --unsandboxed to run the commands directly on this machine")
-    workspace = Path(tempfile.mkdtemp(prefix="codegenapp-validate-"))
+    if not sandbox.capabilities.sandboxed and snapshots is not None:
+        notify("no setup snapshots without the sandbox: setup runs from scratch")
+        snapshots = None
+    tracked = await tracked_files(repo, sha)
+    scratch = Path(tempfile.mkdtemp(prefix="codegenapp-validate-"))
+    workspace = scratch / "src"
     try:
-        await _git("clone", "--quiet", "--local", "--no-checkout", str(repo), str(workspace / "src"))
-        workspace = workspace / "src"
+        await _git("clone", "--quiet", "--no-checkout", str(repo), str(workspace))
         await _git("checkout", "--quiet", "--detach", sha, cwd=workspace)
-        tracked = frozenset((await _git("ls-tree", "-r", "--name-only", sha, cwd=workspace)).splitlines())
         checkout = StepResult("checkout", "checkout", "passed", 0.0, detail=sha[:7])
-        outcome = await PipelineRunner(sandbox).run(RunPlan(workspace=workspace, config=config, tracked_files=tracked),
-                                                    redactor=Redactor(), leading_steps=[checkout])
+        plan = RunPlan(workspace=workspace, config=config, tracked_files=tracked, changed_lines=changed,
+                       snapshot_scope=f"local:{repo}" if snapshots is not None else None)
+        outcome = await PipelineRunner(sandbox, snapshots).run(plan, redactor=Redactor(), leading_steps=[checkout])
     finally:
-        shutil.rmtree(workspace.parent if workspace.name == "src" else workspace, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     output = check_run_output(outcome.steps, head_sha=sha, conclusion=outcome.conclusion, details_url=None,
                               notes=outcome.notes, timeout_minutes=config.timeout_minutes)
     text = f"{output['title']}\n\n{output['summary']}\n"

@@ -4,6 +4,10 @@ PR comment.
 `start` runs in the webhook's job and does only what must be immediate: end older heads' runs, record
 the validation, create its check run `in_progress`, queue the validation job. `run_job` does the work.
 `revalidate` is what a command, a button and the dashboard share: validate a PR's current head again.
+
+One head, one check run: its creation is claimed in the database (ValidationStore.begin), made at most
+once on GitHub where an earlier try may have made it (CheckRuns.create_once adopts that one), and what
+a killed process left half done is settled by `recover_check_runs`, at start and every minute.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.errors import PermanentError
+from gidgethub import BadRequest
+
+from bot.errors import GitHubUnavailable, PermanentError
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
-from bot.models import JOB_VALIDATE, Project, ValidationState, new_id
+from bot.models import JOB_VALIDATE, VALIDATION_ACTIVE, VALIDATION_SUPERSEDED, Project, ValidationState, new_id
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
+from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.report.annotations import annotation_batches, changed_lines
 from pipeline.report.check_run import (LIVE_TAIL_CHARS, check_run_images, check_run_output, in_progress_output,
                                        superseded_reason)
@@ -31,6 +38,7 @@ from pipeline.report.text import short_sha
 from pipeline.results import RunOutcome, StepResult
 from pipeline.workspace.checkout import CheckoutResult, Checkouts
 from pipeline.workspace.errors import CheckoutError
+from pipeline.workspace.volumes import RunVolumes, Volume, VolumeUnavailable
 from pipeline.merge.service import MergeService
 from pipeline.repo_config.effective import effective_config
 from pipeline.repo_config.parse import ConfigFileError, RepoConfig
@@ -45,6 +53,7 @@ from pipeline.validation.stages import PipelineRunner, RunPlan
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 5.0
+RECOVERY_INTERVAL_SECONDS = CHECK_RUN_CLAIM_STALE.total_seconds()
 NOTHING_TO_VALIDATE = (f"No setup, validate or analysis steps are configured: add `validate:` steps to "
                        f"{CONFIG_PATH} on the base branch, or set the project's commands in the dashboard.")
 
@@ -59,21 +68,25 @@ class NotRevalidated(Exception):
 
 class ValidationService:
     def __init__(self, store: Store, github: GitHubApp, bus: EventBus, wakeup: JobWakeup, runner: PipelineRunner,
-                 checkouts: Checkouts, merges: MergeService, *, agent_configured: Callable[[Project], bool],
-                 public_url: str, data_dir: Path, chromium_path: str) -> None:
-        """`agent_configured`: whether an agent run can start for a project (the "Fix with agent" button)."""
+                 checkouts: Checkouts, merges: MergeService, *, volumes: RunVolumes,
+                 agent_configured: Callable[[Project], bool], public_url: str, data_dir: Path,
+                 chromium_path: str) -> None:
+        """`volumes`: each run's workspace, a filesystem of its own. `agent_configured`: whether an agent run
+        can start for a project (the "Fix with agent" button)."""
         self.store = store
         self.github = github
         self.bus = bus
         self.wakeup = wakeup
         self.runner = runner
         self.checkouts = checkouts
+        self.volumes = volumes
         self.merges = merges
         self.agent_configured = agent_configured
         self.public_url = public_url
         self.data_dir = data_dir
         self.chromium_path = chromium_path
         self._running: dict[str, asyncio.Task[Any]] = {}
+        self._recovery: asyncio.Task[None] | None = None
         self._pr_locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = weakref.WeakValueDictionary()
 
     def details_url(self, validation_id: str) -> str:
@@ -113,26 +126,35 @@ class ValidationService:
     async def _start(self, project: Project, pr: PullRequest, *, trigger: str, restart: bool,
                      claimer: str) -> ValidationState:
         # The same head again (a retried job, an event GitHub sent twice) joins the validation under way.
-        ended, state, claimed = await self.store.validations.begin(
+        begun = await self.store.validations.begin(
             project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha, restart=restart, base_sha=pr.base_sha,
             is_fork=pr.fork, author=pr.author, trigger=trigger, claimer=claimer)
-        await self.end_superseded(project, pr, ended, restart=restart)
-        if state.check_run_id is not None or not claimed:
+        await self.end_superseded(project, pr, begun.ended, restart=restart)
+        state = begun.validation
+        if state.check_run_id is not None or not begun.claimed:
             return state  # recorded already, or another start (perhaps in another process) is creating it
+        # A validation `begin` joined may have had its check run created by an earlier try that never
+        # recorded it (killed, or GitHub's answer lost): look for that one first.
+        await self._open_check_run(project, state, look_first=not begun.recorded)
+        return state
+
+    async def _open_check_run(self, project: Project, state: ValidationState, *, look_first: bool) -> None:
+        """Create (or adopt: CheckRuns.create_once) the check run of a validation whose creation this
+        process claimed, record it and queue the validation's job."""
         check_runs = self.repo(project).check_runs
-        check_run_id = await check_runs.create(head_sha=pr.head_sha, details_url=self.details_url(state.id),
-                                               external_id=state.id, title="Validation queued",
-                                               summary=f"Validating {short_sha(pr.head_sha)}.")
+        check_run_id = await check_runs.create_once(
+            head_sha=state.head_sha, details_url=self.details_url(state.id), external_id=state.id,
+            title="Validation queued", summary=f"Validating {short_sha(state.head_sha)}.", look_first=look_first)
         ended_as = await self.store.validations.set_check_run(state.id, check_run_id, then_queue=JOB_VALIDATE,
                                                               max_attempts=3)
         if ended_as is not None:  # ended meanwhile by another process's start or a close: say so
             await check_runs.complete(check_run_id, conclusion="cancelled",
                                       output={"title": ended_as, "summary": f"{ended_as}."})
-            return state
+            await self.store.validations.settle_check_run(state.id)
+            return
         self.wakeup.wake(JOB_VALIDATE)
         self.bus.publish("validation.started", project_id=project.id, validation_id=state.id,
-                         pr_number=pr.number, head_sha=pr.head_sha)
-        return state
+                         pr_number=state.pr_number, head_sha=state.head_sha)
 
     async def end_superseded(self, project: Project, pr: PullRequest, ended: list[ValidationState], *,
                              restart: bool) -> None:
@@ -155,6 +177,7 @@ class ValidationService:
             reason = reason_of(old)
             if old.check_run_id is not None:
                 await self.repo(project).check_runs.cancel(old.check_run_id, f"Cancelled: {reason}")
+                await self.store.validations.settle_check_run(old.id)
             await self.store.audit.record(
                 "validation.superseded", project_id=project.id, installation_id=project.installation_id,
                 details={"pr": number, "head_sha": old.head_sha, "by": by, "reason": reason})
@@ -169,6 +192,7 @@ class ValidationService:
         if state.check_run_id is not None:
             await self.repo(project).check_runs.cancel(state.check_run_id, title, actions=check_run_actions(
                 "cancelled", merge_allowed=False, agent_configured=self.agent_configured(project)))
+            await self.store.validations.settle_check_run(state.id)
         await self.store.audit.record(
             "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
             details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason})
@@ -181,6 +205,69 @@ class ValidationService:
         if task is not None and not task.done():
             task.cancel()
 
+    # ---- recovery ----------------------------------------------------------------------------------
+
+    def start_recovery(self) -> None:
+        """`recover_check_runs` now, then every minute until `close`."""
+        self._recovery = asyncio.create_task(self._recover_every(RECOVERY_INTERVAL_SECONDS))
+
+    async def _recover_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.recover_check_runs()
+            except Exception:  # the database is away, say: the next round tries again
+                log.exception("could not look for check runs to recover")
+            await asyncio.sleep(seconds)
+
+    async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+
+    async def recover_check_runs(self) -> int:
+        """Settle what a process killed halfway left (ValidationStore.unsettled): a validation recorded
+        without a check run whose claim is stale gets one (the one an earlier try made, or a new one)
+        and its job; a check run whose validation ended is completed as it ended. Returns how many
+        validations it settled."""
+        settled = 0
+        for state in await self.store.validations.unsettled():
+            try:
+                settled += await self._recover(state)
+            except BadRequest as exc:  # the repository or its check run is gone, or the app lost access
+                log.warning("validation %s: its check run cannot be settled (GitHub answered %s): given up",
+                            state.id, exc.status_code)
+                await self.store.validations.settle_check_run(state.id)
+            except Exception:  # GitHub is failing, say: the next round tries again
+                log.exception("validation %s: could not settle its check run", state.id)
+        return settled
+
+    async def _recover(self, state: ValidationState) -> bool:
+        project = await self.store.projects.get_project(state.project_id)
+        if project is None or project.installation_id is None:
+            await self.store.validations.settle_check_run(state.id)  # nothing on GitHub can be reached
+            return True
+        if state.status in VALIDATION_ACTIVE:
+            if not await self.store.validations.claim_check_run(state.id, new_id()):
+                return False  # another process took it over meanwhile
+            log.info("validation %s: recovering its check run", state.id)
+            await self._open_check_run(project, state, look_first=True)
+            return True
+        check_runs = self.repo(project).check_runs
+        runs = ([await check_runs.get(state.check_run_id)] if state.check_run_id is not None
+                else await check_runs.of(state.head_sha, state.id))
+        title = state.title or "Cancelled"
+        summary = (f"{title}.\n\nCodegenApp was interrupted before it updated this check run: "
+                   f"[the validation's page]({self.details_url(state.id)}) shows what it recorded.")
+        actions = None if state.status == VALIDATION_SUPERSEDED else check_run_actions(
+            state.conclusion or "cancelled", merge_allowed=False, agent_configured=self.agent_configured(project))
+        for run in runs:
+            if not run.completed:
+                log.info("validation %s ended: completing its check run %d", state.id, run.id)
+                await check_runs.complete(run.id, conclusion=state.conclusion or "cancelled",
+                                          output={"title": title, "summary": summary}, actions=actions)
+        await self.store.validations.settle_check_run(state.id)
+        return True
+
     # ---- the job -----------------------------------------------------------------------------------
 
     async def run_job(self, job: ClaimedJob) -> None:
@@ -190,25 +277,28 @@ class ValidationService:
             return  # superseded or cancelled before it began
         project = await self.store.projects.get_project(state.project_id)
         assert project is not None and project.installation_id is not None
-        repo = self.repo(project)
+        # Whatever the run sends to GitHub is masked with the project's secrets too, however it came to
+        # hold one (a SARIF message, an error, a page's path): the masking is in the GitHub layer.
+        secrets = await self.store.projects.secret_values(project.id)
+        repo = self.repo(project).masked(PROCESS_REDACTOR.child(list(secrets.values())))
         task = asyncio.current_task()
         assert task is not None
         self._running[validation_id] = task
         watchdog = asyncio.create_task(self._cancel_when_ended_elsewhere(validation_id, task))
-        workspace = self.data_dir / "workspaces" / validation_id
         try:
-            await _Validation(self, repo, project, state, workspace).run()
+            await _Validation(self, repo, project, state).run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if job.attempts < job.max_attempts and not isinstance(exc, (SandboxUnavailable, PermanentError)):
-                raise  # the queue tries again with backoff
+            if isinstance(exc, GitHubUnavailable) or (
+                    job.attempts < job.max_attempts and not isinstance(exc, (SandboxUnavailable, PermanentError))):
+                raise  # the queue tries again with backoff (GitHub unavailable: once it may be asked again)
             log.exception("validation %s failed for good", validation_id)
-            await _Validation(self, repo, project, state, workspace).finish_broken(exc)
+            await _Validation(self, repo, project, state).finish_broken(exc)
         finally:
             watchdog.cancel()
             self._running.pop(validation_id, None)
-            await self.checkouts.remove(workspace)
+            await self.volumes.remove(validation_id)
 
     async def _cancel_when_ended_elsewhere(self, validation_id: str, task: asyncio.Task[Any]) -> None:
         """Another worker process may supersede this run: notice it within a few seconds."""
@@ -222,13 +312,12 @@ class ValidationService:
 class _Validation:
     """One run of the job for one validation (all the GitHub I/O of the pipeline is here)."""
 
-    def __init__(self, service: ValidationService, repo: RepoGitHub, project: Project, state: ValidationState,
-                 workspace: Path) -> None:
+    def __init__(self, service: ValidationService, repo: RepoGitHub, project: Project, state: ValidationState) -> None:
         self.service = service
         self.repo = repo
         self.project = project
         self.state = state
-        self.workspace = workspace
+        self.volume: Volume | None = None  # the workspace, once the checkout made it
         self.store = service.store
         self.repo_config: RepoConfig | None = None
         self.pull: PullRequest | None = None
@@ -265,8 +354,9 @@ class _Validation:
         changed = changed_lines(await self.repo.pulls.files(self.state.pr_number))
         scope = f"{self.project.id}:{'trusted' if gate.with_secrets else 'fork'}"
         service = self.service
-        plan = RunPlan(workspace=self.workspace, config=config, tracked_files=checkout.tracked_files,
-                       secrets=secrets, snapshot_scope=scope, changed_lines=changed,
+        plan = RunPlan(workspace=checkout.workspace, volume=self.volume, config=config,
+                       tracked_files=checkout.tracked_files, secrets=secrets, snapshot_scope=scope,
+                       changed_lines=changed,
                        browser=BrowserSetup(chromium_path=service.chromium_path,
                                             screenshots_dir=screenshots_dir(service.data_dir, self.state.id)))
         outcome = await service.runner.run(plan, redactor=redactor, on_progress=self.progress,
@@ -284,9 +374,10 @@ class _Validation:
         token = await self.service.github.installation_token(self.repo.installation_id)
         started = time.monotonic()
         try:
+            self.volume = await self.service.volumes.create(self.state.id)
             result = await self.service.checkouts.checkout(self.project.name, sha=self.state.head_sha, token=token,
-                                                           dest=self.workspace, pr_number=self.state.pr_number)
-        except CheckoutError as exc:
+                                                           dest=self.volume.path, pr_number=self.state.pr_number)
+        except (CheckoutError, VolumeUnavailable) as exc:
             return StepResult("checkout", "checkout", "failed", time.monotonic() - started,
                               detail=str(exc), output_tail=str(exc)), None
         return StepResult("checkout", "checkout", "passed", time.monotonic() - started,
@@ -309,6 +400,7 @@ class _Validation:
         if self.state.check_run_id is not None:
             await self.repo.check_runs.complete(self.state.check_run_id, conclusion=conclusion, output=output,
                                                 actions=actions)
+            await self.store.validations.settle_check_run(self.state.id)
 
     async def report(self, outcome: RunOutcome, redactor: Redactor, *, timeout_minutes: int | None = None) -> None:
         details_url = self.service.details_url(self.state.id)
@@ -340,7 +432,7 @@ class _Validation:
         body = render_comment(outcome.steps, head_sha=self.state.head_sha, conclusion=outcome.conclusion,
                               check_run_url=None, details_url=details_url, notes=outcome.notes,
                               timeout_minutes=timeout_minutes, screenshots=shots)
-        await self.upsert_comment(redactor.redact(body))
+        await self.upsert_comment(body)  # masked on its way (RepoGitHub.masked)
         await self.finished(outcome.conclusion, output["title"])
         if auto_merge:
             await self.auto_merge()

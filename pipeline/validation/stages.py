@@ -3,7 +3,9 @@ steps, analysis. Knows nothing of GitHub: the check-run shell (pipeline/validati
 `codegenapp validate` both drive it.
 
 Everything a step prints is masked (every secret value, plain, base64 and URL-encoded) before it is
-kept, so nothing later can leak it into a check run, a comment, a log or the database.
+kept, so nothing later can leak it into a check run, a comment, a log or the database. Output cut
+short (the live tail, the head and tail the sandbox keeps of a long output) is masked as an excerpt:
+a secret the cut went through is masked by the part of it that is left.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from pipeline.report.sarif import SarifError, parse_sarif
 from pipeline.results import Annotation, RunOutcome, Screenshot, StepResult
 from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
 from pipeline.sandbox.limits import Limits
+from pipeline.sandbox.output import omitted_note
 from pipeline.sandbox.ownership import fresh_dir
-from pipeline.sandbox.sandbox import RunResult, Sandbox
-from pipeline.workspace.snapshot_key import snapshot_key
+from pipeline.sandbox.sandbox import NetworkUnavailable, RunResult, Sandbox
+from pipeline.workspace.snapshot_key import DEFAULT_CACHE_KEY, snapshot_key
 from pipeline.workspace.snapshots import SnapshotStore
+from pipeline.workspace.volumes import Volume
 from pipeline.ui_check.check import BrowserSetup, run_ui_check
 from pipeline.ui_check.judge import STEP_NAME as UI_STEP
 from pipeline.ui_check.judge import step_result
@@ -58,6 +62,7 @@ class RunPlan:
     snapshot_scope: str | None = None  # None: no snapshots (e.g. the local command)
     changed_lines: Mapping[str, set[int]] | None = None  # annotations outside these are dropped
     browser: BrowserSetup = BrowserSetup()  # for the UI check: Chromium, and where screenshots go
+    volume: Volume | None = None  # the workspace's own filesystem: a step that fills it fails saying so
 
 
 class _Deadline:
@@ -124,24 +129,29 @@ class PipelineRunner:
         if not commands:
             return None
         key = None
+        restored = False
         if self.snapshots is not None and plan.snapshot_scope is not None:
             public_env = {k: v for k, v in env.items() if k not in plan.secrets}
             key = snapshot_key(scope=plan.snapshot_scope, setup_commands=commands, env=public_env,
-                               workspace=plan.workspace, cache_key_globs=plan.config.cache_key,
+                               workspace=plan.workspace,
+                               cache_key_globs=plan.config.cache_key or DEFAULT_CACHE_KEY,
                                tracked_files=plan.tracked_files, tool_version=host_toolchain())
             started = time.monotonic()
-            if await self._restore(key, plan.workspace):
-                steps.append(StepResult("setup", "setup", "restored", time.monotonic() - started,
-                                        detail="restored from snapshot"))
-                notes.append("setup restored from snapshot")
-                return key
+            restored = await self._restore(key, plan.workspace)
+            if restored:
+                steps.append(StepResult("snapshot", "setup", "restored", time.monotonic() - started,
+                                        detail="an earlier setup's output"))
+                notes.append("setup restored from snapshot, then run on it")
+        # Setup runs even after a restore: the snapshot is only a warm start. What setup derives from this
+        # commit (a compiled extension, a bundle) is then rebuilt from it, so a warm run reaches the
+        # verdict a cold one would; a snapshot of an older commit's build never stands in for this one's.
         for index, command in enumerate(commands, start=1):
             name = "setup" if len(commands) == 1 else f"setup {index}"
             result = await step_runner.run(name, "setup", command, network=plan.config.setup_network)
             steps.append(result)
             if result.status != "passed":
                 return key
-        if key is not None and self.snapshots is not None:
+        if key is not None and not restored and self.snapshots is not None:
             try:
                 info = await self.snapshots.save(key, plan.workspace, tracked_files=plan.tracked_files)
             except OSError as exc:  # a snapshot is an optimisation: never fail the validation for it
@@ -179,12 +189,12 @@ class PipelineRunner:
             except Exception as exc:  # noqa: BLE001 - the browser or the app broke: this step fails, the run goes on
                 if isinstance(exc, TimeoutError) and deadline.expired():
                     return StepResult(UI_STEP, "ui", "timed_out", time.monotonic() - started,
-                                      output_tail=step_runner.redactor.redact(tail.text),
+                                      output_tail=tail.masked(step_runner.redactor),
                                       detail=step_runner.timeout_detail)
                 broke = step_runner.redactor.redact(f"the UI check broke: {type(exc).__name__}: {exc}")
                 log.warning("%s", broke)  # masked: the error may quote the page
                 return StepResult(UI_STEP, "ui", "failed", time.monotonic() - started,
-                                  output_tail=step_runner.redactor.redact(f"{tail.text}\n{broke}"), detail=broke)
+                                  output_tail=f"{tail.masked(step_runner.redactor)}\n{broke}", detail=broke)
         screenshots.extend(outcome.screenshots)
         if outcome.accessibility_note and outcome.pages:
             notes.append(f"accessibility {outcome.accessibility_note}")
@@ -233,10 +243,19 @@ class _StepRunner:
                   judge_exit: bool = True) -> StepResult:
         if self.deadline.remaining() <= 0:
             return StepResult(name, stage, "skipped", 0.0, detail="out of time")
+        full_before = self._disk_full()
         async with self.live(name, stage) as (limits, tail):
-            result = await self.runner.sandbox.run(command, workspace=self.plan.workspace, env=self.env,
-                                                   network=network, limits=limits, on_output=tail.add)
-        return self._result(name, stage, result, judge_exit)
+            try:
+                result = await self.runner.sandbox.run(command, workspace=self.plan.workspace, env=self.env,
+                                                       network=network, limits=limits, on_output=tail.add)
+            except NetworkUnavailable as exc:  # fails closed: a step never gets the host's network instead
+                return StepResult(name, stage, "failed", 0.0, detail="no safe network on the app's host",
+                                  output_tail=f"{exc}\nSet `setup_network: false` if setup needs no network.")
+        # The step that filled the workspace's disk is the one that fails for it (not every step after it).
+        return self._result(name, stage, result, judge_exit, filled_disk=None if full_before else self._disk_full())
+
+    def _disk_full(self) -> str | None:
+        return self.plan.volume.limit_reached() if self.plan.volume is not None else None
 
     @contextlib.asynccontextmanager
     async def live(self, name: str, stage: str) -> AsyncIterator[tuple[Limits, "_Tail"]]:
@@ -255,10 +274,13 @@ class _StepRunner:
     def timeout_detail(self) -> str:
         return f"stopped after {self.deadline.minutes} min (timeout_minutes)"
 
-    def _result(self, name: str, stage: str, result: RunResult, judge_exit: bool) -> StepResult:
-        output = self.redactor.redact(result.output)[-KEPT_OUTPUT_CHARS:]
+    def _result(self, name: str, stage: str, result: RunResult, judge_exit: bool,
+                filled_disk: str | None) -> StepResult:
+        output = masked_output(self.redactor, result)[-KEPT_OUTPUT_CHARS:]
         if result.timed_out:
             status, detail = "timed_out", self.timeout_detail
+        elif filled_disk:
+            status, detail = "failed", filled_disk
         elif judge_exit and result.exit_code != 0:
             status, detail = "failed", ""
         else:
@@ -266,15 +288,34 @@ class _StepRunner:
         return StepResult(name, stage, status, result.duration_seconds, result.exit_code, output, detail)
 
 
+def masked_output(redactor: Redactor, result: RunResult) -> str:
+    """A step's output, masked. Of a long output the sandbox kept the head and the tail: a secret
+    either cut went through is masked by the part of it that is left."""
+    note = omitted_note(result.output_truncated_bytes)
+    head, found, tail = result.output.partition(note) if result.output_truncated_bytes else ("", "", "")
+    if not found:
+        return redactor.redact(result.output)
+    return redactor.redact_excerpt(head, cut_end=True) + note + redactor.redact_excerpt(tail, cut_start=True)
+
+
 class _Tail:
+    """The last `size` characters of a running step's output."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self.text = ""
+        self.cut = False  # whether earlier output was dropped (the text starts inside it)
         self.version = 0
 
     async def add(self, chunk: str) -> None:
-        self.text = (self.text + chunk)[-self.size:]
+        text = self.text + chunk
+        self.cut = self.cut or len(text) > self.size
+        self.text = text[-self.size:]
         self.version += 1
+
+    def masked(self, redactor: Redactor, *, running: bool = False) -> str:
+        """The text, masked; while the step runs its end is a cut too (a secret may be half printed)."""
+        return redactor.redact_excerpt(self.text, cut_start=self.cut, cut_end=running)
 
 
 class _ProgressReporter:
@@ -300,7 +341,7 @@ class _ProgressReporter:
                 seen = self.tail.version
                 try:
                     await callback(list(self.step_runner.steps), self.name, self.stage,
-                                   self.step_runner.redactor.redact(self.tail.text))
+                                   self.tail.masked(self.step_runner.redactor, running=True))
                 except Exception:  # progress is best effort; the run goes on
                     log.exception("progress update failed")
             await asyncio.sleep(self.step_runner.runner.progress_interval)

@@ -11,11 +11,11 @@ every *tracked* file matching one of them (sorted by path), its path and the sha
  - Never pass secrets in `env`: they would end up hashed in a file name. Put the toolchain identity
    (e.g. the host's python3 / node version, OS release) into `tool_version`: a venv's `bin/python` is
    an absolute symlink to `/usr/bin/python3` and breaks when the host upgrades it.
- - Without globs the key depends on commands, env and scope only, so a change of the dependency files
-   is NOT noticed and a stale snapshot is restored. Always set cache_key, e.g.
-   `["requirements*.txt", "pyproject.toml", "package-lock.json"]`. If setup installs the project
-   itself non-editably (`pip install .`, a build into `dist/`), the installed copy is the *old*
-   commit's code: either include those sources in the globs or use editable installs.
+ - The caller runs setup after every restore (pipeline/validation/stages.py): a snapshot is a warm
+   start, and setup brings it up to date with the commit (rebuilds a compiled extension, reinstalls the
+   project). What re-running setup cannot undo is what the key must cover: a dependency the commit
+   dropped stays installed in a restored venv or node_modules. So the globs name the dependency files;
+   a config without `cache_key` gets `DEFAULT_CACHE_KEY`, the usual manifests and lock files.
 
 **Glob semantics** (gitignore-like, matched against the tracked paths, POSIX separators): a pattern
 without a slash (other than a trailing one) matches a name at any depth (`requirements*.txt` matches
@@ -40,6 +40,11 @@ from pathlib import Path
 from pipeline.workspace.trees import DIR_FLAGS, READ_FLAGS, DirChain
 
 FORMAT_VERSION = 1  # part of every key and of the store's metadata: bump it when snapshots change shape
+DEFAULT_CACHE_KEY = (
+    "requirements*.txt", "constraints*.txt", "pyproject.toml", "setup.py", "setup.cfg", "Pipfile.lock",
+    "poetry.lock", "uv.lock", "package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock",
+    "pnpm-lock.yaml", "Gemfile.lock", "go.sum", "Cargo.lock", "composer.lock",
+)
 _HASH_CHUNK = 1 << 20
 
 

@@ -1,5 +1,6 @@
 """Setup snapshots: keep what a PR's setup commands produced (`.venv/`, `node_modules/`, build outputs)
-and lay it into a later fresh checkout of the same project, so that validation can skip setup.
+and lay it into a later fresh checkout of the same project, so that setup, which still runs, finds its
+work mostly done (a venv to reuse, packages already installed) and only brings it up to date.
 
 The key (what determines setup's output) is `snapshot_key` in snapshot_key.py; what a snapshot
 holds, its tar archive and how it is restored safely are in snapshot_archive.py. This module keeps the
@@ -38,16 +39,23 @@ restore opens the archive named by the metadata under the lock and reads it from
 a concurrent save or eviction that deletes it cannot affect it: it sees the old complete snapshot or
 none. Blocking work runs in `asyncio.to_thread`; cancelling the awaiting task does not stop the thread.
 
+**HOME caches**: the sandbox's HOME is the workspace, so the download caches of package managers land in
+it (`.cache/pip`, `.npm/_cacache`, ...): 28 of commander's 135 MB snapshot were `.npm/_cacache`. They
+are left out (`HOME_CACHES`) unless the store is made with `home_caches=True` (SNAPSHOT_HOME_CACHES):
+setup runs after every restore, so they only save downloads (`npm ci` deletes `node_modules` and
+installs from `.npm`), never change what setup produces.
+
 **Size**: `max_bytes` bounds the archives kept; after each commit the least recently used snapshots
 (by last restore or save) are evicted until the total fits (so disk use may exceed it by one archive
 being written). A snapshot whose content (sum of file sizes plus tar headers) exceeds `max_bytes // 4`
 is not kept: the check happens before anything is written (a sparse 1 TB file cannot fill the disk
 on save or on restore), and the compressed archive must fit too.
 
-Caller order: checkout -> `snapshot_key(...)` -> `restore(key, ws)`; on a miss: setup in the sandbox ->
-`save(key, ws, tracked_files=...)` (before any validate command runs, so validation output such as
-coverage files is not captured; only after a *successful* setup; a save error is worth a warning, not
-a failed validation) -> validate. Restored entries belong to the app until the sandbox chowns the
+Caller order: checkout -> `snapshot_key(...)` -> `restore(key, ws)` -> setup in the sandbox, hit or miss
+(a snapshot is a warm start: setup brings it up to date with the commit, so a restored snapshot never
+changes a verdict) -> on a miss, `save(key, ws, tracked_files=...)` (before any validate command runs,
+so validation output such as coverage files is not captured; only after a *successful* setup; a save
+error is worth a warning, not a failed validation) -> validate. Restored entries belong to the app until the sandbox chowns the
 workspace at the start of the next run, as it does for the checkout. `tracked_files` are the commit's
 paths as `git ls-files -z` (or `git ls-tree -r -z --name-only HEAD` in the mirror) prints them; run git
 in the mirror, never in a workspace a sandbox has touched (see pipeline/sandbox/ownership.py).
@@ -78,6 +86,8 @@ from pipeline.workspace.trees import DIR_FLAGS
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 5 * 1024**3
+HOME_CACHES = ("/.cache/", "/.npm/", "/.yarn/berry/cache/", "/.pnpm-store/", "/.local/share/pnpm/store/",
+               "/.cargo/registry/", "/.cargo/git/", "/.m2/repository/", "/.gradle/caches/", "/go/pkg/mod/")
 ZSTD_LEVEL = 1
 STALE_TMP_SECONDS = 3600.0
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
@@ -104,8 +114,9 @@ class SnapshotStore:
     """Setup snapshots under `root` (see the module docstring)."""
 
     def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, compression: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 home_caches: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
+        self.always_excluded: tuple[str, ...] = () if home_caches else HOME_CACHES
         self.max_bytes = max_bytes
         self.max_snapshot_bytes = max_bytes // 4
         self._zstd = shutil.which("zstd")
@@ -130,12 +141,14 @@ class SnapshotStore:
 
     async def save(self, key: str, workspace: Path, *, tracked_files: Collection[str],
                    exclude: Sequence[str] = ()) -> SnapshotInfo | None:
-        """Snapshots what setup left in `workspace` besides `tracked_files` (and `exclude` globs). None
-        when it is larger than max_bytes // 4 (or deeper than MAX_DEPTH): nothing is kept then. I/O errors
-        (e.g. a file shrinking while it is read: something still running) raise OSError, nothing kept."""
+        """Snapshots what setup left in `workspace` besides `tracked_files` (and `exclude` globs, and the HOME
+        caches unless home_caches). None when it is larger than max_bytes // 4 (or deeper than MAX_DEPTH):
+        nothing is kept then. I/O errors (e.g. a file shrinking while it is read: something still running)
+        raise OSError, nothing kept."""
         _check_key(key)
         tracked = normalise_tracked(tracked_files)
-        return await asyncio.to_thread(self._save, key, Path(workspace), tracked, compile_globs(exclude))
+        excluded = compile_globs([*exclude, *self.always_excluded])
+        return await asyncio.to_thread(self._save, key, Path(workspace), tracked, excluded)
 
     def usage(self) -> tuple[int, int]:
         """(bytes of the archives kept, number of snapshots)."""

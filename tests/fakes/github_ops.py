@@ -17,6 +17,7 @@ from typing import Any
 from cachetools import TTLCache
 from gidgethub import BadRequest
 
+from bot.github.check_runs import FoundRun
 from bot.github.github_app import RepoGitHub
 from bot.github.types import MergeResult, PullRequest
 
@@ -120,6 +121,26 @@ class _Pulls(_Part):
 
 
 class _CheckRuns(_Part):
+    def masked(self, redactor: Any) -> _CheckRuns:
+        return self
+
+    async def create_once(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str,
+                          look_first: bool) -> int:
+        if look_first and (found := await self.of(head_sha, external_id)):
+            return found[0].id
+        return await self.create(head_sha=head_sha, details_url=details_url, external_id=external_id, title=title,
+                                 summary=summary)
+
+    async def of(self, head_sha: str, external_id: str) -> list[FoundRun]:
+        self.github.record("check_runs.of", head_sha, external_id)
+        return [FoundRun(check_run_id, run["status"] == "completed")
+                for check_run_id, run in sorted(self.github.check_runs.items())
+                if run["head_sha"] == head_sha and run["external_id"] == external_id]
+
+    async def get(self, check_run_id: int) -> FoundRun:
+        self.github.record("check_runs.get", check_run_id)
+        return FoundRun(check_run_id, self.github.check_runs[check_run_id]["status"] == "completed")
+
     async def create(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str) -> int:
         check_run_id = self.github.next_id()
         self.github.record("check_runs.create", head_sha=head_sha, external_id=external_id, title=title)
@@ -154,6 +175,9 @@ class _CheckRuns(_Part):
 
 
 class _Comments(_Part):
+    def masked(self, redactor: Any) -> _Comments:
+        return self
+
     async def create(self, number: int, body: str) -> int:
         comment_id = self.github.next_id()
         self.github.record("comments.create", number)

@@ -47,13 +47,15 @@ state through ``self`` and registers its REST handlers with ``@_handles("METHOD 
   ``_handles`` and ``_Request``.
 - ``rest.py`` - GitHub's REST description (``RestSpec``, ``load_rest_spec``) and the router.
 - ``server.py`` - the aiohttp server and request pipeline, call recording (``calls_to``,
-  ``wait_for_call``, ``assert_clean``...), fault injection (``fail_next``, ``rate_limit_next``), rate limits.
+  ``wait_for_call``, ``assert_clean``...), fault injection (``fail_next``, ``rate_limit_next``), held or slow
+  answers (``hold_next``), rate limits.
 - ``auth.py`` - the app's JWT, installation and user tokens, which repositories a principal may see.
 - ``apps.py`` - app, installations, access tokens, manifests, /user endpoints, OAuth and manifest web flows.
 - ``repos.py`` - repository, collaborator permission, contents, branches, protection, git refs.
 - ``pulls.py`` - pull requests; ``check_runs.py`` - check runs, check suites, commit statuses;
   ``issues.py`` - issue comments, reactions, labels.
 - ``git.py`` - git over smart HTTP and the real repositories of ``git_repo()``.
+- ``meta.py`` - ``GET /meta``: the ``hooks`` ranges webhooks come from (``hook_ranges``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from tests.fakes.github.check_runs import CheckRunsMixin
 from tests.fakes.github.common import DOCS_URL, Call, Fault, RateLimitBucket, _fake_sha
 from tests.fakes.github.git import GIT_TIMEOUT_S, GitMixin
 from tests.fakes.github.issues import IssuesMixin
+from tests.fakes.github.meta import MetaMixin
 from tests.fakes.github.pulls import PullsMixin
 from tests.fakes.github.repos import LEGACY_PERMISSION, ROLES, ReposMixin
 from tests.fakes.github.rest import RestSpec, _parse_operations, _Router, load_rest_spec
@@ -107,10 +110,11 @@ __all__ = [
 ]
 
 
-class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, CheckRunsMixin, IssuesMixin, GitMixin):
+class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, CheckRunsMixin, IssuesMixin, GitMixin,
+                 MetaMixin):
     """See the package docstring. Public state: ``installations``, ``repos``, ``pulls``,
     ``pull_files``, ``check_runs``, ``comments``, ``reactions``, ``merges``, ``statuses``,
-    ``labels``, ``deleted_refs``, ``tokens``, ``user_tokens``, ``rate_limits``, ``users``."""
+    ``labels``, ``deleted_refs``, ``tokens``, ``user_tokens``, ``rate_limits``, ``users``, ``hook_ranges``."""
 
     def __init__(
         self,
@@ -140,6 +144,7 @@ class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, Chec
         self.calls: list[Call] = []
         self._changed = asyncio.Condition()
         self._faults: list[Fault] = []
+        self._holds = []
         self._acknowledged: set[int] = set()  # ids of calls whose errors were taken
         # The data model: installations, repos, pulls, check runs, comments... (state.py).
         super().__init__()

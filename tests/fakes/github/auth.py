@@ -32,7 +32,7 @@ def _auth_kind(template: str) -> str:
         return "none"  # the app does not exist yet, so there is no key to sign a JWT with
     if template == "/app" or template.startswith("/app/") or template == "/repos/{owner}/{repo}/installation":
         return "jwt"
-    if template == "/rate_limit":
+    if template in ("/rate_limit", "/meta"):
         return "any"
     if template == "/user" or template.startswith("/user/"):
         return "user"

@@ -4,8 +4,10 @@ One catch-all route (``_handle``) records every request as a ``Call`` and dispat
 (OAuth, App manifests: ``apps.py``) and git over smart HTTP (``git.py``) outside ``/api/v3``; under it,
 routing by the REST description (``rest.py``), authentication (``auth.py``), body validation, fault
 injection (``fail_next``, ``rate_limit_next``), the primary rate limit, then the handler registered with
-``@_handles`` (in the resource modules) or the description's example. Also the test-facing API for calls:
-``calls_to``, ``wait_for_call``, ``errors``/``take_errors``/``assert_clean``.
+``@_handles`` (in the resource modules) or the description's example; a request may be held before or
+after its handler runs (``hold_next``: a slow GitHub, or one that did the work but whose answer is late).
+Also the test-facing API for calls: ``calls_to``, ``wait_for_call``, ``wait_until``,
+``errors``/``take_errors``/``assert_clean``.
 
 Methods of the composed ``FakeGitHub`` it dispatches to: ``_authenticate`` (``auth.py``),
 ``_web_flow_handler`` (``apps.py``), ``_serve_git``/``_git_text`` (``git.py``).
@@ -20,8 +22,10 @@ import secrets
 import shutil
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import unquote
 
 import orjson
@@ -74,6 +78,42 @@ def _call_matches(call: Call, method: str, path_pattern: str) -> bool:
     return (method == "*" or method.upper() == call.method) and bool(_glob_regex(path_pattern).fullmatch(call.path))
 
 
+@dataclass
+class Hold:
+    """Requests held by ``hold_next``: ``arrived`` is set when one comes in; each is answered on
+    ``release()``, or after ``seconds`` when given (a slow GitHub)."""
+
+    method: str
+    pattern: str
+    remaining: int
+    before_handling: bool
+    seconds: float | None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def wait(self) -> None:
+        self.arrived.set()
+        try:
+            await asyncio.wait_for(self.released.wait(), self.seconds)
+        except TimeoutError:
+            pass
+
+
+_Injected = TypeVar("_Injected", Fault, Hold)
+
+
+def _take_first(injected: list[_Injected], call: Call) -> _Injected | None:
+    """The first of `injected` (faults, holds) for `call`, one of its uses taken."""
+    for entry in injected:
+        if entry.remaining > 0 and _call_matches(call, entry.method, entry.pattern):
+            entry.remaining -= 1
+            return entry
+    return None
+
+
 class ServerMixin(FakeState):
     """Lifecycle, call recording, fault injection and the request pipeline (see the module docstring)."""
 
@@ -82,6 +122,7 @@ class ServerMixin(FakeState):
     calls: list[Call]
     _changed: asyncio.Condition
     _faults: list[Fault]
+    _holds: list[Hold]
     _acknowledged: set[int]
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,6 +174,14 @@ class ServerMixin(FakeState):
                 ) from None
         return self.calls_to(method, path_pattern)[count - 1]
 
+    async def wait_until(self, condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+        """Until ``condition()`` holds, checked after each call the fake answers."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(condition), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"the condition did not hold within {timeout}s") from None
+
     def errors(self) -> list[str]:
         """Problems not yet acknowledged, one line per call."""
         return [
@@ -176,14 +225,31 @@ class ServerMixin(FakeState):
             method, path_pattern, status=403, times=times, headers={"Retry-After": str(retry_after)}, body=body
         )
 
+    def clear_faults(self) -> None:
+        """GitHub is well again: injected answers not yet given are dropped."""
+        self._faults = []
+
+    def hold_next(self, method: str, path_pattern: str, *, before_handling: bool = False,
+                  seconds: float | None = None, times: int = 1) -> Hold:
+        """Hold the next ``times`` requests matching until released (or for ``seconds``): after their
+        handler ran (the work is done, the answer is late) or, ``before_handling``, before it (nothing is
+        done until then; a request whose sender died meanwhile is still done once released)."""
+        hold = Hold(method.upper(), path_pattern, times, before_handling, seconds)
+        self._holds.append(hold)
+        return hold
+
+    def _take_hold(self, call: Call) -> Hold | None:
+        hold = _take_first(self._holds, call)
+        self._holds = [h for h in self._holds if h.remaining > 0]
+        return hold
+
     def _take_fault(self, call: Call) -> _Reply | None:
-        for fault in self._faults:
-            if fault.remaining > 0 and _call_matches(call, fault.method, fault.pattern):
-                fault.remaining -= 1
-                self._faults = [f for f in self._faults if f.remaining > 0]
-                call.injected = True
-                return _Reply(fault.status, _copy(fault.body), dict(fault.headers))
-        return None
+        fault = _take_first(self._faults, call)
+        self._faults = [f for f in self._faults if f.remaining > 0]
+        if fault is None:
+            return None
+        call.injected = True
+        return _Reply(fault.status, _copy(fault.body), dict(fault.headers))
 
     # ------------------------------------------------------------------ request pipeline
 
@@ -263,7 +329,13 @@ class ServerMixin(FakeState):
         if bucket.remaining <= 0 and route.template != "/rate_limit":
             who = f"installation ID {principal.installation_id}" if principal.installation_id else "this credential"
             return _GitHubError(403, f"API rate limit exceeded for {who}.").reply()
-        return self._run_handler(_Request(request, call, route, params, principal, repo))
+        hold = self._take_hold(call)
+        if hold is not None and hold.before_handling:
+            await hold.wait()
+        reply = self._run_handler(_Request(request, call, route, params, principal, repo))
+        if hold is not None and not hold.before_handling:
+            await hold.wait()
+        return reply
 
     async def _read_body(self, request: web.Request, call: Call) -> _GitHubError | None:
         try:
