@@ -25,13 +25,13 @@ from bot.errors import GitHubUnavailable
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.github.types import PullRequest
-from bot.models import JOB_VALIDATE, ValidationState, utcnow
-from bot.store import Store
+from bot.models import JOB_VALIDATE, JOB_WEBHOOK, ValidationState, utcnow
+from bot.store import IncomingDelivery, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.validation.service import ValidationService
 from tests.conftest import APP_ID, WEBHOOK_SECRET
 from tests.fakes.github import FakeGitHub
-from tests.pull_requests import Scenario, open_pull_request
+from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request
 from tests.test_check_run_claim import _pull_request
 from tests.webhook_sender import WebhookSender
 
@@ -153,6 +153,28 @@ async def test_the_recovery_adopts_the_check_run_a_dead_process_made_or_makes_th
     assert sorted(await _queued_validations(store)) == sorted([orphaned.id, never_made.id])
     assert fresh.id not in [v.id for v in await store.validations.unsettled()]
     assert await service.recover_check_runs() == 0
+
+
+async def test_the_recovery_leaves_a_validation_to_the_delivery_job_that_will_run_again(
+        store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
+    # Made here, the check run's validation could end before that job runs again, and the job would
+    # then begin a second validation (and check run) of the same head.
+    service = validation_service(store, github_of_process())
+    project, scenario, pr = await _pull_request(store, fake_github)
+    stored = await store.deliveries.store(IncomingDelivery(
+        id="delivery-9", event="pull_request", action="opened", installation_id=INSTALLATION_ID, payload="{}",
+        job_kind=JOB_WEBHOOK, max_attempts=5))
+    begun = await store.validations.begin(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
+                                          restart=False, base_sha=pr.base_sha, is_fork=False, author="octocat",
+                                          trigger="pull_request.opened", claimer="delivery-9")
+    await _age(store, begun.validation.id)
+    assert await service.recover_check_runs() == 0
+    assert not runs_on(fake_github, pr.head_sha)
+    [job] = await store.jobs.claim("w", limit=1, lease_seconds=60, kinds=frozenset({JOB_WEBHOOK}))
+    assert job.id == stored.job_id
+    assert await store.jobs.complete_many("w", [job.id]) == {job.id}  # the job ran: now the recovery may
+    assert await service.recover_check_runs() == 1
+    assert len(runs_on(fake_github, pr.head_sha)) == 1
 
 
 async def test_the_recovery_completes_check_runs_whose_validation_ended_while_they_ran(

@@ -26,7 +26,8 @@ from bot.errors import GitHubUnavailable, PermanentError
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
-from bot.models import JOB_VALIDATE, VALIDATION_ACTIVE, VALIDATION_SUPERSEDED, Project, ValidationState, new_id
+from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, VALIDATION_SUPERSEDED, Project,
+                        ValidationState, new_id)
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
@@ -247,6 +248,8 @@ class ValidationService:
             await self.store.validations.settle_check_run(state.id)  # nothing on GitHub can be reached
             return True
         if state.status in VALIDATION_ACTIVE:
+            if await self._begun_by_unfinished_delivery(state):
+                return False  # that delivery's job runs again and creates or adopts the check run itself
             if not await self.store.validations.claim_check_run(state.id, new_id()):
                 return False  # another process took it over meanwhile
             log.info("validation %s: recovering its check run", state.id)
@@ -267,6 +270,15 @@ class ValidationService:
                                           output={"title": title, "summary": summary}, actions=actions)
         await self.store.validations.settle_check_run(state.id)
         return True
+
+    async def _begun_by_unfinished_delivery(self, state: ValidationState) -> bool:
+        """Whether the webhook delivery that began this validation (its claimer) still has a job to run.
+        Left to that job: were the check run made here, the validation could end before the job runs
+        again, and the job's `begin` would then record a second validation (and check run) of the head."""
+        claimer = state.check_run_claimed_by
+        if claimer is None:
+            return False
+        return any(job.status in (JOB_QUEUED, JOB_RUNNING) for job in await self.store.jobs.for_delivery(claimer))
 
     # ---- the job -----------------------------------------------------------------------------------
 
