@@ -60,6 +60,16 @@ async def test_a_passing_pr_gets_a_green_check_run_and_one_comment(bot, fake_git
     assert len(comments_on(fake_github, scenario)) == 1
 
 
+async def test_a_persons_comment_carrying_the_marker_is_not_taken_for_the_apps(bot, fake_github) -> None:
+    scenario = open_pull_request(fake_github, config=PASSING)
+    theirs = fake_github.add_comment(scenario.full_name, scenario.number, f"{COMMENT_MARKER}\nquoting the app")
+    state = await validate(bot, scenario)
+    assert state.conclusion == "success"
+    [ours] = [c for c in comments_on(fake_github, scenario) if c["id"] != theirs["id"]]
+    assert "Validation passed" in ours["body"]
+    assert fake_github.comments[theirs["id"]]["body"] == f"{COMMENT_MARKER}\nquoting the app"
+
+
 async def test_a_failing_step_is_named_with_its_output_tail(bot, fake_github) -> None:
     config = ("validate:\n  - name: unit tests\n    run: \"echo 'AssertionError: expected 2, got 3' && exit 1\"\n"
               "  - test -f app.py\n")

@@ -6,6 +6,8 @@ Every body is masked on its way out (`_masked`) by the process's redactor or the
 
 from __future__ import annotations
 
+from typing import Any
+
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
@@ -14,15 +16,18 @@ from bot.redact import PROCESS_REDACTOR, Redactor
 
 
 class Comments:
-    def __init__(self, gh: GitHubAPI, repository: str, *, redactor: Redactor = PROCESS_REDACTOR) -> None:
+    def __init__(self, gh: GitHubAPI, repository: str, *, app_id: str | None = None,
+                 redactor: Redactor = PROCESS_REDACTOR) -> None:
+        """`app_id`: this App's id; only comments it made count as its marked comments."""
         self.gh = gh
         self.repository = repository
         self.path = f"/repos/{repository}/issues"
+        self.app_id = app_id
         self.redactor = redactor
 
     def masked(self, redactor: Redactor) -> Comments:
         """These comments, every body masked by `redactor` (e.g. the process's plus a project's secrets)."""
-        return Comments(self.gh, self.repository, redactor=redactor)
+        return Comments(self.gh, self.repository, app_id=self.app_id, redactor=redactor)
 
     def _masked(self, body: str) -> str:
         end = body.find("-->") if body.startswith("<!--") else -1
@@ -47,11 +52,16 @@ class Comments:
         await self.gh.post(f"{self.path}/comments/{comment_id}/reactions", data={"content": content})
 
     async def find(self, number: int, marker: str) -> int | None:
-        """The first comment on the PR whose body starts with `marker`."""
+        """The first comment this App made on the PR whose body starts with `marker` (a person can post the
+        marker too: editing their comment would fail, and it is not the app's to edit)."""
         async for comment in self.gh.getiter(f"{self.path}/{number}/comments"):
-            if (comment.get("body") or "").startswith(marker):
+            if (comment.get("body") or "").startswith(marker) and self._ours(comment):
                 return int(comment["id"])
         return None
+
+    def _ours(self, comment: dict[str, Any]) -> bool:
+        made_by = comment.get("performed_via_github_app")
+        return self.app_id is None or (isinstance(made_by, dict) and str(made_by.get("id")) == str(self.app_id))
 
     async def post_once(self, number: int, marker: str, body: str) -> None:
         """Post `body` (which carries `marker`) unless a comment with the marker is there already, so a

@@ -114,7 +114,7 @@ class GitHubApp:
         gh = self.installation_api(installation_id)
         return RepoGitHub(repository, installation_id, Pulls(gh, repository),
                           CheckRuns(gh, repository, app_id=self.app_id),
-                          Comments(gh, repository), Repos(gh, repository, self.roles))
+                          Comments(gh, repository, app_id=self.app_id), Repos(gh, repository, self.roles))
 
     async def installation_token(self, installation_id: int) -> str:
         return await self.clients.installation_token(installation_id)
