@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := bubblewrap slirp4netns git chromium e2fsprogs
+DEBIAN_PACKAGES := bubblewrap slirp4netns git chromium e2fsprogs postgresql
 
 .PHONY: install run test test-fast lint-imports bench clean system-packages fixtures vendor
 
