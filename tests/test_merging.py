@@ -19,6 +19,7 @@ class Validation:
     head_sha: str = HEAD
     status: str = "completed"
     conclusion: str | None = "success"
+    title: str | None = None
 
 
 def pull(**changes):
@@ -53,6 +54,8 @@ def test_a_validated_open_pr_may_be_merged() -> None:
     ({}, Validation(status="waiting", conclusion="action_required"), "/ok-to-test"),
     ({}, Validation(conclusion="failure"), "did not succeed (failure)"),
     ({}, Validation(conclusion="cancelled"), "did not succeed (cancelled)"),
+    ({}, Validation(conclusion="failure", title="ruff failed in analysis — 2 of 3 steps passed"),
+     "did not succeed (failure: ruff failed in analysis — 2 of 3 steps passed)"),
     ({}, Validation(status="superseded", conclusion="cancelled"), "did not succeed (cancelled)"),
     ({"mergeable": False, "mergeable_state": "dirty"}, Validation(), "conflicts with main"),
     ({"mergeable_state": "dirty"}, Validation(), "conflicts with main"),

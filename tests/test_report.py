@@ -295,6 +295,8 @@ def test_in_progress_output() -> None:
     assert "| validate | `jest` | running… | — |" in output["summary"]
     assert output["text"].startswith("### Live output of `jest` (validate)")
     assert code_blocks(output["text"]) == ["PASS a.test.js\nRUNS b.test.js"]
+    assert "Total time" not in output["summary"]  # the finished steps' 40 s is not how long it has run
+    assert "Running for 8 min 20 s" in in_progress_output(done, "jest", "", elapsed=500)["summary"]
     assert in_progress_output([], None, "")["title"] == "Starting"
     assert in_progress_output([], None, "")["text"] == ""
     failed = in_progress_output([step("a", "failed")], "b", "")

@@ -32,6 +32,7 @@ class ValidationView(Protocol):
     head_sha: str
     status: str
     conclusion: str | None
+    title: str | None  # what the check run's title said
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,9 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
     if validation.status == "waiting":
         return MergeDecision(False, f"{short_sha(head)} is a fork's head waiting for a maintainer's `/ok-to-test`")
     if validation.conclusion != "success":
-        return MergeDecision(False, f"the validation of {short_sha(head)} did not succeed "
-                                    f"({validation.conclusion or validation.status})")
+        outcome = validation.conclusion or validation.status
+        said = f"{outcome}: {validation.title}" if validation.title else outcome
+        return MergeDecision(False, f"the validation of {short_sha(head)} did not succeed ({said})")
     state = pull.mergeable_state
     if pull.mergeable is False or state == "dirty":
         return MergeDecision(False, f"the PR has conflicts with {base}; resolve them and push")

@@ -125,7 +125,9 @@ def step_table(steps: Sequence[StepResult], current: tuple[str, str] | None = No
 
 def run_summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequence[tuple[str, str | None]],
                 notes: Iterable[str], current: tuple[str, str] | None = None, lead: str = "",
-                screenshots: Sequence[tuple[str, str]] = ()) -> str:
+                screenshots: Sequence[tuple[str, str]] = (), elapsed: float | None = None) -> str:
+    """`elapsed`: while the run goes on, how long it has been running (the finished steps' total would
+    leave out the running one)."""
     first = [lead] if lead else []
     if head_sha:
         first.append(f"{'commit' if lead else 'Commit'} `{short_sha(table_cell(head_sha).replace('`', ''))}`")
@@ -134,7 +136,10 @@ def run_summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequen
     if steps or current:
         parts.append(step_table(steps, current))
         total = sum(s.duration_seconds for s in steps if math.isfinite(s.duration_seconds))
-        if steps:
+        if current is not None:
+            if elapsed is not None:
+                parts.append(f"Running for {format_duration(elapsed)}\n")
+        elif steps:
             parts.append(f"Total time: {format_duration(total)}\n")
     else:
         parts.append("No steps ran.\n")
@@ -243,7 +248,7 @@ def check_run_output(steps: Sequence[StepResult], *, head_sha: str, conclusion: 
 
 
 def in_progress_output(steps_so_far: Sequence[StepResult], current_step: str | None, current_tail: str, *,
-                       current_stage: str | None = None) -> dict[str, str]:
+                       current_stage: str | None = None, elapsed: float | None = None) -> dict[str, str]:
     """The `output` while the run goes on: the steps so far, the running one, and its live output tail."""
     done = len(steps_so_far)
     failed = sum(s.status in _BAD for s in steps_so_far)
@@ -253,7 +258,7 @@ def in_progress_output(steps_so_far: Sequence[StepResult], current_step: str | N
     else:
         title = progress if done else "Starting"
     current = (current_stage or "", current_step) if current_step else None
-    summary = run_summary(steps_so_far, None, [], [], current)
+    summary = run_summary(steps_so_far, None, [], [], current, elapsed=elapsed)
     text = ""
     if current_step and current_tail.strip():
         live = StepResult(current_step, current_stage if current_stage in STAGES else "validate", "passed", 0.0,

@@ -333,6 +333,7 @@ class _Validation:
         self.store = service.store
         self.repo_config: RepoConfig | None = None
         self.pull: PullRequest | None = None
+        self.started = time.monotonic()  # the run's start, for "Running for …" while it goes on
 
     async def run(self) -> None:
         pull = self.pull = await self.repo.pulls.get(self.state.pr_number)
@@ -397,7 +398,8 @@ class _Validation:
 
     async def progress(self, steps: list[StepResult], current: str | None, stage: str | None, tail: str) -> None:
         """Called at most every few seconds while a step runs (the tail is masked already)."""
-        output = in_progress_output(steps, current, tail, current_stage=stage)
+        output = in_progress_output(steps, current, tail, current_stage=stage,
+                                    elapsed=time.monotonic() - self.started)
         if self.state.check_run_id is not None:
             await self.repo.check_runs.update(self.state.check_run_id, output)
         await self.store.validations.set_progress(self.state.id, {

@@ -30,6 +30,7 @@ from pipeline.report.annotations import annotations_on_changed_lines
 from pipeline.report.check_run import LIVE_TAIL_CHARS, conclusion_for
 from pipeline.report.sarif import SarifError, parse_sarif
 from pipeline.results import Annotation, RunOutcome, Screenshot, StepResult
+from pipeline.validation.analysis_verdict import judge_analysis
 from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
 from pipeline.sandbox.limits import Limits
 from pipeline.sandbox.output import omitted_note
@@ -105,21 +106,16 @@ class PipelineRunner:
                 steps.append(StepResult(analysis.name, "analysis", "skipped", 0.0))
                 continue
             result, found = await self._analysis(analysis, plan, step_runner)
-            steps.append(result)
+            if plan.changed_lines is not None:
+                found = annotations_on_changed_lines(found, dict(plan.changed_lines))
+            steps.append(judge_analysis(result, found))
             annotations.extend(found)
-        if plan.changed_lines is not None:
-            annotations = annotations_on_changed_lines(annotations, dict(plan.changed_lines))
         screenshots: list[Screenshot] = []
         if plan.config.ui is not None:
             steps.append(await self._ui(plan, step_runner, steps, screenshots, notes))
-        failing = [a for a in annotations if a.annotation_level == "failure"]
-        if failing:
-            notes.append(f"static analysis found {len(failing)} problem(s) on lines this PR changed")
 
         timed_out = any(s.status == "timed_out" for s in steps) and deadline.remaining() <= 0
         conclusion = conclusion_for(steps, timed_out=timed_out)
-        if conclusion == "success" and failing:
-            conclusion = "failure"
         return RunOutcome(steps, annotations, conclusion, notes, timed_out=timed_out, snapshot_key=key,
                           screenshots=screenshots)
 
