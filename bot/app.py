@@ -132,6 +132,13 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
     return services
 
 
+def setup_mode_warning(settings: Settings, setup_token: str) -> str:
+    """What the start says when no GitHub App is configured (neither in the environment nor registered
+    from the dashboard): what is missing, what that means, and the one-time link to register one."""
+    return (f"no GitHub App configured ({', '.join(settings.missing_app_settings)} missing): webhooks answer "
+            f"503 until it is; register it at {settings.public_url}/?setup_token={setup_token}")
+
+
 def create_app(settings: Settings, *, with_worker: bool = True,
                clock: Callable[[], float] = time.monotonic) -> web.Application:
     """`clock` times the per-client rate limits (tests move it by hand)."""
@@ -146,9 +153,7 @@ def create_app(settings: Settings, *, with_worker: bool = True,
             guard.hook_sources.start()  # GitHub's webhook addresses, read now and hourly
         if not services.settings.app_configured:
             # Setup mode: only who holds the one-time token (DATA_DIR/setup-token, 0600) may register the App.
-            token = registration.ensure_setup_token(services.settings)
-            log.warning("no GitHub App configured: register it at %s/?setup_token=%s",
-                        services.settings.public_url, token)
+            log.warning("%s", setup_mode_warning(services.settings, registration.ensure_setup_token(services.settings)))
         yield
         if guard.hook_sources is not None:
             await guard.hook_sources.stop()

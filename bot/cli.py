@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot import migrate, registration
+from bot import migrate
 from bot.app import SchemaOutOfDate, build_services, check_database, create_app, prepare_database
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Crypto
@@ -111,16 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def unconfigured_warning(settings: Settings) -> str | None:
-    """What to say at start when no GitHub App is configured: neither in the environment nor registered
-    from the dashboard (DATA_DIR), which the app applies as it starts."""
-    effective = registration.apply(settings)
-    if effective.app_configured:
-        return None
-    return (f"GitHub App not configured ({', '.join(effective.missing_app_settings)} missing): webhooks "
-            f"answer 503 until it is; see {effective.public_url}/")
-
-
 def serve(settings: Settings, *, host: str | None, port: int | None, with_worker: bool, init: bool = False) -> int:
     if settings.database_url.startswith("sqlite"):
         try:
@@ -133,8 +123,6 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
         except subprocess.CalledProcessError:
             print("codegenapp: migrating the SQLite database failed (see above)", file=sys.stderr)
             return 2
-    if (warning := unconfigured_warning(settings)) is not None:
-        log.warning("%s", warning)
 
     async def started(_app: web.Application) -> None:  # runs after the services have started
         settle_heap()

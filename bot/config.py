@@ -167,9 +167,10 @@ def _bool(values: dict[str, str], name: str, default: bool, problems: list[str])
     raw = values.get(name)
     if raw is None:
         return default
-    if raw.strip().lower() in ("1", "true", "yes", "on"):
+    word = raw.strip().lower()
+    if word in ("1", "true", "yes", "on"):
         return True
-    if raw.strip().lower() in ("0", "false", "no", "off"):
+    if word in ("0", "false", "no", "off"):
         return False
     problems.append(f"{name} must be true or false, got {raw!r}")
     return default

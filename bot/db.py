@@ -136,7 +136,8 @@ def check_sqlite_file(path: Path, *, keys_found_in: Path | None, init: bool) -> 
         raise DatabaseUnusable(
             f"the database {path} is {'empty' if path.exists() else 'missing'}, but {keys_found_in} holds the keys "
             "of an installation that ran before: starting would lose its projects, settings and secrets. Restore "
-            "the database from a backup, or start with --init to begin with an empty one")
+            "the database from a backup, or begin with an empty one: `codegenapp migrate --init` (or `serve --init`, "
+            "`worker --init`)")
 
 
 def _quick_check(conn: sqlite3.Connection, path: Path) -> list[str]:
@@ -184,7 +185,7 @@ def _sqlite_engine(url: str, *, begin: Callable[[Connection], None], pool_size: 
 
 
 def _is_locked(exc: OperationalError | sqlite3.OperationalError) -> bool:
-    orig = exc.orig if isinstance(exc, OperationalError) else exc  # BEGIN goes to the driver directly
+    orig = failure_cause(exc)  # a BEGIN goes to the driver directly: its error is already the driver's
     if not isinstance(orig, sqlite3.OperationalError):
         return False
     code = getattr(orig, "sqlite_errorcode", None)

@@ -171,7 +171,8 @@ async def receive(request: web.Request) -> web.StreamResponse:
         allowed = guard.hook_sources.allows(client)
         if allowed is None:
             return web.json_response({"error": "GitHub's webhook addresses (GET /meta) are not known yet; "
-                                               "try again shortly"}, status=503, headers={"Retry-After": "60"})
+                                               "try again shortly"}, status=503,
+                                     headers={"Retry-After": str(round(guard.hook_sources.retry_seconds))})
         if not allowed:
             return _refuse(guard, request, WebhookRejected(
                 403, f"{client} is not one of GitHub's webhook addresses (hooks of GET /meta)", metric="source"))

@@ -310,7 +310,7 @@ def _settings_json(request: web.Request, project: Project) -> dict[str, Any]:
             "agent_command": project.agent_command, "max_fix_attempts": project.max_fix_attempts,
             "auto_confirm_plans": project.auto_confirm_plans, "repository_rules": project.repository_rules,
             "planning_statement": project.planning_statement,
-            "problem": service.problem(project)}
+            "problem": service.availability.problem(project)}
 
 
 async def get_agent_settings(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot.config import WEBHOOK_PATH
 from bot.guard.ratelimit import RateLimiter
-from bot.guard.request_guard import GUARD
+from bot.guard.request_guard import GUARD, RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,7 @@ def setup(app: web.Application) -> None:
     app.middlewares.insert(0, rate_limits)  # before sessions: a refused request costs no cookie or lookup
 
 
-def _limiter(request: web.Request) -> RateLimiter | None:
-    guard = request.app.get(GUARD)
-    if guard is None:
-        return None
+def _limiter(request: web.Request, guard: RequestGuard) -> RateLimiter | None:
     if request.path in LOGIN_PATHS:
         return guard.login
     if request.path.startswith(API_PREFIX) and request.path != WEBHOOK_PATH:
@@ -39,16 +36,17 @@ def _limiter(request: web.Request) -> RateLimiter | None:
 
 @web.middleware
 async def rate_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limiter = _limiter(request)
+    guard = request.app[GUARD]
+    limiter = _limiter(request, guard)
     if limiter is None:
         return await handler(request)
-    client, verdict = request.app[GUARD].take(limiter, request)
+    client, verdict = guard.take(limiter, request)
     if verdict.allowed:
         return await handler(request)
     if verdict.first_refusal:
         log.warning("%s: too many requests from %s, answering 429 (logged once)", request.path, client)
     message = f"too many requests from this address: try again in {verdict.retry_seconds} s"
     headers = {"Retry-After": str(verdict.retry_seconds)}
-    if limiter is request.app[GUARD].api:
+    if limiter is guard.api:
         return web.json_response({"error": message}, status=429, headers=headers)
     return web.Response(status=429, text=message.capitalize(), headers=headers)

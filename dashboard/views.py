@@ -177,7 +177,7 @@ async def project_page(request: web.Request, *, status: int = 200, problem: str 
                        goal: str = "") -> web.Response:
     services = _services(request)
     project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"])
-    agent_problem = services.agent_runs.problem(project)
+    agent_problem = services.agent_runs.availability.problem(project)
     return await render(request, "project.html", status=status, card=await _card(services, project),
                         validations=await services.store.validations.for_project(project.id, limit=20),
                         runs=await services.store.agent_runs.for_project(project.id, limit=20),

@@ -107,7 +107,7 @@ async def test_no_backend_no_run_and_the_settings_say_why(api_bot) -> None:
     assert status == 200 and settings["problem"] is None and settings["agent_command"] == "agent --yes"
     stored = await api_bot.store.projects.get_project(project.id)
     assert (stored.agent_backend, stored.max_fix_attempts, stored.auto_confirm_plans) == ("local", 5, True)
-    assert api_bot.services.agent_runs.configured(stored)
+    assert api_bot.services.agent_runs.availability.configured(stored)
 
 
 async def test_a_new_run_is_201_and_decisions_must_fit_its_status(api_bot, fake_github) -> None:

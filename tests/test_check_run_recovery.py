@@ -28,7 +28,8 @@ from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE, JOB_WEBHOOK, ValidationState, utcnow
 from bot.store import IncomingDelivery, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
-from pipeline.validation.service import ValidationService
+from pipeline.validation.buttons import recovered_actions
+from pipeline.validation.service import ValidationService, recovered_output
 from tests.conftest import APP_ID, WEBHOOK_SECRET
 from tests.fakes.github import FakeGitHub
 from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request
@@ -219,6 +220,25 @@ async def test_a_check_run_that_cannot_be_reached_any_more_is_given_up(
     fake_github.fail_next("GET", "/repos/*/*/check-runs/*", status=404)  # the repository was deleted
     assert await service.recover_check_runs() == 0
     assert await store.validations.unsettled() == []  # not asked again every minute
+
+
+def test_what_the_recovery_writes_on_the_check_run_of_an_ended_validation() -> None:
+    ended = ValidationState(id="v1", status="completed", conclusion="failure", title="ruff failed")
+    conclusion, output = recovered_output(ended, "http://app.test/validations/v1")
+    assert conclusion == "failure" and output == {
+        "title": "ruff failed",
+        "summary": "ruff failed.\n\nCodegenApp was interrupted before it updated this check run: "
+                   "[the validation's page](http://app.test/validations/v1) shows what it recorded."}
+    conclusion, output = recovered_output(ValidationState(id="v2", status="completed"), "u")  # nothing recorded
+    assert (conclusion, output["title"]) == ("cancelled", "Cancelled")
+
+    def buttons(status: str, conclusion: str) -> list[str] | None:
+        actions = recovered_actions(status, conclusion, agent_configured=True)
+        return None if actions is None else [action["identifier"] for action in actions]
+
+    assert buttons("completed", "failure") == ["rerun", "fix"]
+    assert buttons("completed", "success") == ["rerun"]  # never Merge: nothing decided it
+    assert buttons("superseded", "cancelled") is None  # the newer head's check run has them
 
 
 # ---- a real `codegenapp serve`, killed with SIGKILL ------------------------------------------------------

@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot import registration
-from bot.cli import unconfigured_warning
+from bot.app import setup_mode_warning
 from bot.config import load_settings
 from bot.crypto import Crypto
 from bot.db import Database
@@ -221,12 +220,9 @@ def test_settle_heap_freezes_what_start_up_built_and_collects_young_objects_less
         gc.set_threshold(*threshold)
 
 
-def test_the_start_warns_of_a_missing_app_only_when_none_is_registered(make_settings, app_private_key) -> None:
+def test_the_start_in_setup_mode_says_what_is_missing_and_where_to_register(make_settings) -> None:
     settings = make_settings(APP_ID=None, PRIVATE_KEY=None, WEBHOOK_SECRET=None)
-    warning = unconfigured_warning(settings)
-    assert warning is not None and warning.startswith("GitHub App not configured (APP_ID")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registration.save(settings, registration.Registration(
-        app_id="777", slug="codegenapp-test", html_url="https://github.test/apps/codegenapp-test", client_id=None,
-        private_key=app_private_key, webhook_secret="whsec-registered", client_secret=None))
-    assert unconfigured_warning(settings) is None  # registered from the dashboard: the app is configured
+    assert setup_mode_warning(settings, "t0k3n") == (
+        "no GitHub App configured (APP_ID, PRIVATE_KEY or PRIVATE_KEY_PATH, WEBHOOK_SECRET missing): webhooks "
+        "answer 503 until it is; "
+        f"register it at {settings.public_url}/?setup_token=t0k3n")

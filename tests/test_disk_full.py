@@ -16,15 +16,11 @@ from sqlalchemy.exc import OperationalError
 from bot import metrics
 from bot.config import ConfigError
 from bot.events import wait_for
+from pipeline.workspace.volumes import leaves_reserve
 from tests.pull_requests import open_pull_request
+from tests.volume_support import mounted_under
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")
-
-
-def mounted_under(path: Path) -> list[str]:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as mounts:
-        return [line.split()[4] for line in mounts if line.split()[4].startswith(real + "/")]
 
 
 @as_root
@@ -64,6 +60,12 @@ async def test_a_run_that_would_eat_into_the_apps_reserve_does_not_start(start_b
     assert run["conclusion"] == "failure"
     assert ("| checkout | `checkout` | ✗ failed — not enough free disk to start this run: its workspace takes "
             "4 GiB and 1e+06 GiB must stay free for the app, but ") in run["output"]["summary"]
+
+
+def test_a_run_starts_only_when_its_workspace_leaves_the_reserve_free() -> None:
+    assert leaves_reserve(free=10, limit_bytes=4, min_free_bytes=6)  # exactly the reserve left: fine
+    assert not leaves_reserve(free=10, limit_bytes=4, min_free_bytes=7)
+    assert not leaves_reserve(free=3, limit_bytes=4, min_free_bytes=0)  # not even room for the workspace
 
 
 def test_the_disk_settings_are_read_in_gib(make_settings) -> None:

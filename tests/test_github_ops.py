@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 from gidgethub import BadRequest
 
+from bot.github.check_runs import CheckRuns
+from bot.github.comments import Comments
 from bot.github.errors import UnexpectedResponse
 from bot.github.pulls import Pulls
+from bot.github.repos import Repos
 from pipeline.agents.step import is_terminal
+from tests.fakes.github_ops import _CheckRuns, _Comments, _Pulls, _Repos
 
 
 class _Answers:
@@ -44,3 +49,16 @@ def test_an_agent_run_ends_on_errors_no_retry_can_fix() -> None:
     assert is_terminal(BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, "Validation Failed"))
     assert not is_terminal(BadRequest(HTTPStatus.NOT_FOUND, "Not Found"))
     assert not is_terminal(TimeoutError())
+
+
+def public_methods(cls: type) -> dict[str, tuple[bool, list[tuple[str, inspect._ParameterKind]]]]:
+    """Each public method: whether it is async, and its parameters' names and kinds."""
+    return {name: (inspect.iscoroutinefunction(method),
+                   [(p.name, p.kind) for p in inspect.signature(method).parameters.values()])
+            for name, method in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize(("real", "fake"), [(Pulls, _Pulls), (CheckRuns, _CheckRuns), (Comments, _Comments),
+                                            (Repos, _Repos)])
+def test_the_recording_fake_offers_what_the_operations_layer_offers(real: type, fake: type) -> None:
+    assert public_methods(fake) == public_methods(real)

@@ -21,7 +21,6 @@ from tests.pull_requests import INSTALLATION_ID, open_pull_request
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 
-OLD_RETRY_WINDOW = 2 + 4 + 8 + 16  # seconds: the five attempts of a webhook job before, then dead
 STEP = 75.0  # longer than the longest pause before a probe (60 s) and a postponed job's jitter (+20 %)
 
 
@@ -76,7 +75,6 @@ async def test_an_acknowledged_delivery_outlives_a_github_outage_and_its_pr_is_v
                 await expect_pause_reported(bot)
             clock.advance(STEP)
             bot.services.worker.wake()
-        assert postponements >= 600 / STEP and clock.offset > 10 * OLD_RETRY_WINDOW
 
         fake_github.clear_faults()  # GitHub is back
         finished = await wait_for(events, "job.finished", timeout=10, delivery_id=delivery)

@@ -151,3 +151,18 @@ async def test_a_validation_on_its_last_attempt_waits_out_github_failing_instead
     assert github.check_runs[check_run_id]["status"] == "in_progress"
     state = await services.store.validations.get(github.check_runs[check_run_id]["external_id"])
     assert state.status == "in_progress"
+
+
+async def test_a_merge_reads_the_branch_protection_once_while_github_computes_mergeability(
+        services: Services) -> None:
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    github.pulls[1] = pull_request(1, head_sha=HEAD, mergeable=None)  # GitHub is still computing it
+    project = await services.store.projects.get_project_by_name("octo/app")
+    assert project is not None
+    validation = await services.store.validations.create(project_id=project.id, pr_number=1, head_sha=HEAD)
+    assert await services.store.validations.complete(validation.id, conclusion="success", title="Passed", results={})
+    services.merges.mergeable_retry_delays = (0.0, 0.0)
+    outcome = await services.merges.merge(project, 1, trigger="command", requested_by="alice")
+    assert not outcome.merged and "has not finished checking" in outcome.message
+    operations = github.operations()
+    assert (operations.count("pulls.get"), operations.count("repos.protection")) == (4, 1)  # 2 retries, 1 read

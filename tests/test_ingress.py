@@ -191,8 +191,10 @@ async def test_health_and_metrics(bot) -> None:
     browser = health["browser"]  # from a launch in the background: known now, or soon
     assert browser["found"] == os.access(browser["chromium"], os.X_OK)
     assert browser["status"] in ("checking", "ok", "failed")
-    if browser["status"] != "checking":
-        assert browser["sandboxed"] == (browser["status"] == "ok" and "not_sandboxed_because" not in browser)
+    assert await asyncio.to_thread(bot.services.browser.wait, 90)  # then it is known, and says so
+    async with bot.webhooks.session.get(bot.url + "/health") as response:
+        browser = (await response.json())["browser"]
+    assert browser["sandboxed"] == (browser["status"] == "ok" and "not_sandboxed_because" not in browser)
     if health["sandbox"]["mode"] != "bwrap":
         assert not browser.get("sandboxed")
     async with bot.webhooks.session.get(bot.url + "/metrics") as response:

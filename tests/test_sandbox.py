@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -338,6 +339,39 @@ async def test_network_true_refused_without_slirp4netns(workspace: Path) -> None
     assert "never shared" in str(refused.value)
     assert not (workspace / "ran").exists()
     assert (await sandbox.run("echo ok", workspace=workspace, limits=SHORT)).output == "ok\n"  # no network: fine
+
+
+@needs_bwrap
+async def test_a_failing_slirp4netns_is_noted_once_with_both_attempts() -> None:
+    sandbox = await Sandbox.probe(slirp4netns="/bin/false")
+    if not sandbox.capabilities.sandboxed:
+        pytest.skip(f"bubblewrap does not work here: {sandbox.capabilities.notes}")
+    [note] = [note for note in sandbox.capabilities.notes if note.startswith("network:")]
+    assert note.startswith("network: slirp4netns gave the probe run no network (with --enable-seccomp: "
+                           "slirp4netns failed (exit "), note
+    assert "; without: slirp4netns failed (exit " in note and note.endswith("the host's network is never shared "
+                                                                             "instead"), note
+    assert "  " not in note and "NetworkUnavailable" not in note and "could not give" not in note
+
+
+@needs_bwrap
+async def test_slirp4netns_without_its_seccomp_filter_is_noted(sandbox: Sandbox) -> None:
+    needs_slirp4netns(sandbox)
+    folder = Path(tempfile.mkdtemp())  # the sandbox uid runs slirp4netns: not under tmp_path
+    folder.chmod(0o755)
+    wrapper = folder / "slirp4netns"
+    wrapper.write_text('#!/bin/sh\ncase " $* " in *" --enable-seccomp "*) echo no seccomp >&2; exit 1;; esac\n'
+                       f'exec {sandbox.capabilities.slirp4netns} "$@"\n')
+    wrapper.chmod(0o755)
+    try:
+        probed = await Sandbox.probe(slirp4netns=str(wrapper))
+    finally:
+        shutil.rmtree(folder)
+    assert probed.capabilities.user_network, probed.capabilities.notes
+    [note] = [note for note in probed.capabilities.notes if note.startswith("network:")]
+    assert note.startswith("network: slirp4netns runs without its own seccomp filter (with --enable-seccomp: "
+                           "slirp4netns failed (exit "), note
+    assert note.endswith("): no seccomp)"), note
 
 
 @needs_bwrap

@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.workspace.volumes import GIB, RunVolumes, VolumeUnavailable, free_bytes
+from bot.config import GIB
+from pipeline.workspace.volumes import RunVolumes, VolumeUnavailable, free_bytes
+from tests.volume_support import mounted_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
                                 reason="loop-mounting a filesystem needs root and mkfs.ext4 (e2fsprogs)")
 
 LIMIT = 32 * 1024**2
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def mounted_under(root: Path) -> list[str]:
-    real = os.path.realpath(root)
-    with open("/proc/self/mountinfo") as mounts:
-        return [line.split()[4] for line in mounts if line.split()[4].startswith(real + "/")]
 
 
 def fill(directory: Path, mib: int) -> int | None:
@@ -133,13 +129,18 @@ asyncio.run(main())
 """
 
 
-async def test_what_a_crashed_process_left_mounted_is_removed_at_the_next_start(tmp_path: Path, make_volumes) -> None:
-    root = tmp_path / "workspaces"
+def leave_a_volume(root: Path) -> None:
+    """A process that dies with its run's volume `crashed` mounted under `root`."""
     died = subprocess.run([sys.executable, "-c", LEAVE_A_VOLUME, str(root)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=60)
     assert died.returncode == 9, died.stderr
     assert mounted_under(root) == [str(root / "crashed")]
     assert (root / "crashed" / "file").read_text() == "left behind"
+
+
+async def test_what_a_crashed_process_left_mounted_is_removed_at_the_next_start(tmp_path: Path, make_volumes) -> None:
+    root = tmp_path / "workspaces"
+    leave_a_volume(root)
     old_style = root / "0123abcd"  # a plain workspace directory an older version left
     old_style.mkdir()
     (old_style / "x").write_text("x")
@@ -151,7 +152,7 @@ async def test_what_a_crashed_process_left_mounted_is_removed_at_the_next_start(
 async def test_a_retried_run_of_the_same_name_replaces_what_its_dead_attempt_left(tmp_path: Path, make_volumes) -> None:
     root = tmp_path / "workspaces"
     volumes = await make_volumes(root)
-    subprocess.run([sys.executable, "-c", LEAVE_A_VOLUME, str(root)], cwd=PROJECT_ROOT, timeout=60)
+    leave_a_volume(root)
     volume = await volumes.create("crashed")
     assert list(volume.path.iterdir()) == [] and mounted_under(root) == [str(volume.path)]
     await volumes.close()

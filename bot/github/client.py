@@ -101,7 +101,18 @@ def may_send_again(method: str, url: str, body: bytes, exc: BaseException) -> bo
     its caller decides (bot.github.check_runs looks for what the first try made)."""
     if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
         return True
-    return not (method.upper() == "POST" and is_write(method, url, parse_json_body(body)))
+    return not (method.upper() == "POST" and _is_write(method, url, body))
+
+
+def _is_write(method: str, url: str, body: bytes) -> bool:
+    """`is_write`, decoding the JSON body only where it decides: a POST to GraphQL (is it a mutation?).
+    Without a body `is_write` says yes to every other write and no to such a POST."""
+    return is_write(method, url) or (method.upper() == "POST" and is_write(method, url, parse_json_body(body)))
+
+
+def _scope(iid: int | None) -> str:
+    """The scope of an installation's requests (its id), or "app" for the App's own (JWT)."""
+    return "app" if iid is None else str(iid)
 
 
 def describe_scope(scope: str) -> str:
@@ -146,7 +157,7 @@ class _AppAPI(gidgethub.aiohttp.GitHubAPI):
         self._clients = clients
 
     async def _request(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Response:
-        return await self._clients._execute("app", None, method, url, headers, body)
+        return await self._clients._execute(None, method, url, headers, body)
 
     async def sleep(self, seconds: float) -> None:
         await self._clients._sleep(seconds)
@@ -192,7 +203,7 @@ class _Pacer:
         self.task: asyncio.Task[None] | None = None
         self.holding = False  # the sender is sleeping for the rate window
 
-    async def submit(self, method: str, url: str, headers: Mapping[str, str], body: bytes, parsed: Any) -> Response:
+    async def submit(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
         if self.clients._closed:
             raise GitHubClientClosed("GitHub client is closed")
         loop = asyncio.get_running_loop()
@@ -200,7 +211,7 @@ class _Pacer:
             return await self._send_now(method, url, headers, body)
         fut: asyncio.Future[Response] = loop.create_future()
         fut.add_done_callback(_consume_exception)
-        entry, coalesced = self.queue.push(method, url, parsed, _Waiter(headers, body, fut))
+        entry, coalesced = self.queue.push(method, url, parse_json_body(body), _Waiter(headers, body, fut))
         if coalesced:
             metrics.GITHUB_WRITES_COALESCED.inc()
         if self.holding:
@@ -286,7 +297,7 @@ class _Pacer:
 
     async def _write(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         c = self.clients
-        scope = str(self.installation_id)
+        scope = _scope(self.installation_id)
 
         async def before_attempt(attempt: int) -> None:
             if attempt > 1:  # a retry is one more write for the window
@@ -294,8 +305,7 @@ class _Pacer:
             await c._wait_for_hold(scope)  # after the window: a rate limit met meanwhile still counts
             self.sent.append(c._clock())
 
-        return await c._execute(scope, self.installation_id, method, path, headers, body,
-                                before_attempt=before_attempt)
+        return await c._execute(self.installation_id, method, path, headers, body, before_attempt=before_attempt)
 
 
 class GitHubClients:
@@ -446,14 +456,12 @@ class GitHubClients:
     async def _installation_request(
         self, iid: int, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> Response:
-        parsed = parse_json_body(body) if body and method.upper() != "GET" else None
-        if is_write(method, url, parsed):
-            return await self._pacer(iid).submit(method.upper(), url, headers, body, parsed)
-        return await self._execute(str(iid), iid, method, url, headers, body)
+        if _is_write(method, url, body):
+            return await self._pacer(iid).submit(method.upper(), url, headers, body)
+        return await self._execute(iid, method, url, headers, body)
 
     async def _execute(
         self,
-        label: str,
         iid: int | None,
         method: str,
         url: str,
@@ -462,41 +470,39 @@ class GitHubClients:
         *,
         before_attempt: Callable[[int], Awaitable[None]] | None = None,
     ) -> Response:
-        """Send one request of scope `label` (an installation id, or "app"): refused while GitHub is
-        failing for it, held while it is rate limited, retried; returns the answer for gidgethub to
+        """Send one request of installation `iid` (None: the App's own, scope "app"): refused while GitHub
+        is failing for it, held while it is rate limited, retried; returns the answer for gidgethub to
         decipher, or raises GitHubUnavailable.
 
         With `iid`, requests without an authorization header get the installation token.
         """
+        label = _scope(iid)
         if before_attempt is None:  # a write waits for its hold in its lane (before_attempt)
             await self._wait_for_hold(label)
         admission = await self._admit(label)
         probe = admission.verdict is Verdict.PROBE or _IN_PROBE.get()
         in_probe = _IN_PROBE.set(True) if probe else None
         started = self._clock()
-        settled = False
         try:
-            response = await self._attempts(label, iid, method, url, headers, body, before_attempt=before_attempt,
+            response = await self._attempts(iid, method, url, headers, body, before_attempt=before_attempt,
                                             max_attempts=1 if probe else self.config.max_attempts)
         except GitHubRateLimited:
-            self._outages.answered(label, self._clock(), admission)
-            settled = True
+            self._outages.answered(label, self._clock())
             raise
         except GitHubFailing as exc:
             now = self._clock()
             self._outages.failed(label, now, admission, started=started, reason=exc.cause)
             exc.retry_after = self._outages.paused_for(label, now)  # the worker comes back for the probe
-            settled = True
+            raise
+        except BaseException:  # cancelled, or refused on the way (its token): no news of GitHub
+            self._outages.abandoned(admission)
             raise
         else:
-            self._outages.answered(label, self._clock(), admission)
-            settled = True
+            self._outages.answered(label, self._clock())
             return response
-        finally:  # not settled: cancelled, or refused on the way (its token): no news of GitHub
+        finally:
             if in_probe is not None:
                 _IN_PROBE.reset(in_probe)
-            if not settled:
-                self._outages.abandoned(admission)
             if admission.verdict is Verdict.PROBE:
                 settled_event, self._probe_settled = self._probe_settled, asyncio.Event()
                 settled_event.set()
@@ -558,7 +564,6 @@ class GitHubClients:
 
     async def _attempts(
         self,
-        label: str,
         iid: int | None,
         method: str,
         url: str,
@@ -571,6 +576,7 @@ class GitHubClients:
         """The tries of one request: 5xx and network errors back off and retry, rate limits hold the scope
         and retry, a rotated token is replaced once."""
         cfg = self.config
+        label = _scope(iid)
         inject_token = iid is not None and not any(k.lower() == "authorization" for k in headers)
         token_renewed = False
         attempt = 0

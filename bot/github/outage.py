@@ -84,7 +84,7 @@ class Outages:
         own = self.circuits.get(scope)
         return own.admit(scope, now) if own is not None else Admission(Verdict.SEND, scope)
 
-    def answered(self, scope: str, now: float, admission: Admission) -> None:
+    def answered(self, scope: str, now: float) -> None:
         """GitHub answered a request of `scope` (whatever the status, short of a 5xx)."""
         self.last_answer = now
         self.circuits.pop(scope, None)

@@ -48,15 +48,21 @@ _INSERT = Prepared(insert(ValidationState))
 # A claim on creating the check run that is this old was given up (its process died, or its POST
 # failed and the delivery's retries ran out): another start may take it over.
 CHECK_RUN_CLAIM_STALE = timedelta(seconds=60)
+_ACTIVE = any_of(ValidationState.status, VALIDATION_ACTIVE)
+
+
+def _claim_given_up(stale_before: Any) -> Any:
+    """SQL: nobody holds the claim on creating the check run: never taken, or taken before `stale_before`."""
+    return or_(ValidationState.check_run_claimed_by.is_(None), ValidationState.check_run_claimed_at < stale_before)
+
+
 # may_claim_check_run as one fenced statement (PostgreSQL: a concurrent claim of the row is waited
-# for and the WHERE evaluated again on the row as that claim left it).
+# for and the WHERE evaluated again on the row as that claim left it). Its parameters: `_claim`.
 _CLAIM_CHECK_RUN = Prepared(update(ValidationState)
-                            .where(ValidationState.id == bindparam("b_id"),
-                                   any_of(ValidationState.status, VALIDATION_ACTIVE),
+                            .where(ValidationState.id == bindparam("b_id"), _ACTIVE,
                                    ValidationState.check_run_id.is_(None),
-                                   or_(ValidationState.check_run_claimed_by.is_(None),
-                                       ValidationState.check_run_claimed_by == bindparam("b_claimer"),
-                                       ValidationState.check_run_claimed_at < bindparam("b_stale_before")))
+                                   or_(_claim_given_up(bindparam("b_stale_before")),
+                                       ValidationState.check_run_claimed_by == bindparam("b_claimer")))
                             .values(check_run_claimed_by=bindparam("b_claimer"),
                                     check_run_claimed_at=bindparam("b_now")))
 _SET_CHECK_RUN = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"))
@@ -132,8 +138,7 @@ class ValidationStore:
                 return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True, recorded=True)
             if not may_claim_check_run(join, claimer, now=now):
                 return Begun(to_end, join, False)
-            if _CLAIM_CHECK_RUN.run(conn, {"b_id": join.id, "b_claimer": claimer, "b_now": now,
-                                           "b_stale_before": now - CHECK_RUN_CLAIM_STALE}).rowcount != 1:
+            if _CLAIM_CHECK_RUN.run(conn, _claim(join.id, claimer, now)).rowcount != 1:
                 return Begun(to_end, join, False)  # PostgreSQL: another transaction claimed it meanwhile
             join.check_run_claimed_by, join.check_run_claimed_at = claimer, now
             return Begun(to_end, join, True)
@@ -166,9 +171,7 @@ class ValidationStore:
     async def claim_check_run(self, validation_id: str, claimer: str) -> bool:
         """Claim the creation of this validation's check run for `claimer`, if `may_claim_check_run`
         allows it (the recovery, taking over a stale claim)."""
-        now = utcnow()
-        params = {"b_id": validation_id, "b_claimer": claimer, "b_now": now,
-                  "b_stale_before": now - CHECK_RUN_CLAIM_STALE}
+        params = _claim(validation_id, claimer, utcnow())
         return await self._db.write(lambda conn: _CLAIM_CHECK_RUN.run(conn, params).rowcount == 1)
 
     async def settle_check_run(self, validation_id: str) -> None:
@@ -181,14 +184,11 @@ class ValidationStore:
         on creating it is stale (or was never taken), and validations that ended longer than the same
         while ago whose check run was not settled (`settle_check_run`)."""
         stale_before = utcnow() - CHECK_RUN_CLAIM_STALE
-        active = any_of(ValidationState.status, VALIDATION_ACTIVE)
         stmt = (select(ValidationState)
                 .where(not_(ValidationState.check_run_settled),
-                       or_(and_(active, ValidationState.check_run_id.is_(None),
-                                or_(ValidationState.check_run_claimed_by.is_(None),
-                                    ValidationState.check_run_claimed_at < stale_before)),
-                           and_(not_(active), or_(ValidationState.completed_at.is_(None),
-                                                  ValidationState.completed_at < stale_before))))
+                       or_(and_(_ACTIVE, ValidationState.check_run_id.is_(None), _claim_given_up(stale_before)),
+                           and_(not_(_ACTIVE), or_(ValidationState.completed_at.is_(None),
+                                                   ValidationState.completed_at < stale_before))))
                 .order_by(ValidationState.created_at).limit(limit))
         return await self._db.read(lambda conn: entities(conn, stmt))
 
@@ -326,6 +326,12 @@ def _supersede(conn: Connection, project_id: str, pr_number: int, new_head_sha: 
     """End every active or waiting validation of the PR at another head; returns them (now ended)."""
     return from_rows(ValidationState, conn.execute(_SUPERSEDE, {
         "b_project": project_id, "b_pr": pr_number, **_ended_by_head(new_head_sha, utcnow())}).mappings())
+
+
+def _claim(validation_id: str, claimer: str, now: datetime) -> dict[str, Any]:
+    """The parameters of `_CLAIM_CHECK_RUN`: `claimer` claims at `now` (a claim older than
+    CHECK_RUN_CLAIM_STALE was given up)."""
+    return {"b_id": validation_id, "b_claimer": claimer, "b_now": now, "b_stale_before": now - CHECK_RUN_CLAIM_STALE}
 
 
 def _ended_by_head(head: str, now: datetime) -> dict[str, Any]:

@@ -31,9 +31,8 @@ import json
 import logging
 import os
 import shutil
-import signal
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from pipeline.agents.backend import LOCAL, AgentError, AgentStatus, AgentTarget,
 from pipeline.agents.prompts import title_of
 from pipeline.workspace.checkout import Checkouts
 from pipeline.workspace.errors import CheckoutError
-from pipeline.workspace.git import DEFAULT_PATH
+from pipeline.workspace.git import Git
 from pipeline.workspace.trees import remove_tree
 from pipeline.validation.stages import read_workspace_file
 from pipeline.sandbox.bwrap import WORKSPACE_MOUNT
@@ -61,10 +60,8 @@ TIMEOUT_SECONDS = 60 * 60
 MAX_PLAN_BYTES = 256 * 1024
 TAIL_CHARS = 4000
 GIT_TIMEOUT_SECONDS = 300.0
-
-
-class _GitError(Exception):
-    pass
+# What git on the app's copy of the repository sets beyond pipeline/workspace/git.py's hardening.
+GIT_OPTIONS = ("-c", "core.autocrlf=false", "-c", "commit.gpgSign=false")
 
 
 class LocalAgentBackend:
@@ -145,15 +142,16 @@ class LocalAgentBackend:
             if mode == Mode.PLAN:
                 return AgentStatus("finished", raw_status="exit 0", plan_text=self._plan(workspace, tail, redactor),
                                    summary=tail[-500:])
-            return await self._publish(repo, target, token, workspace, git_dir, home, pull, redactor, tail)
+            try:
+                return await self._publish(repo, target, token, workspace, git_dir, root, pull, tail)
+            except CheckoutError as exc:  # git on the app's copy, not the checkout
+                raise AgentError(redactor.redact(str(exc)), terminal=False) from None
         except SandboxUnavailable as exc:
             raise AgentError(f"the local agent cannot run: {exc}", terminal=True) from None
         except CheckoutError as exc:
             terminal = exc.reason in ("auth", "not_found", "invalid", "missing_ref", "missing_commit")
             raise AgentError(f"checking out {target.repository} failed: {redactor.redact(str(exc))}",
                              terminal=terminal) from None
-        except _GitError as exc:
-            raise AgentError(redactor.redact(str(exc)), terminal=False) from None
         finally:
             await asyncio.shield(asyncio.to_thread(remove_tree, root))
 
@@ -213,11 +211,18 @@ class LocalAgentBackend:
 
     # ---- commit, push, PR ---------------------------------------------------------------------------------
 
-    async def _publish(self, repo: RepoGitHub, target: AgentTarget, token: str, workspace: Path, git_dir: Path, home: Path,
-                       pull: PullRequest | None, redactor: Redactor, tail: str) -> AgentStatus:
-        git = _Git(git_dir, workspace, home, masks=[token])
-        await git.run("add", "--all", "--", ".")
-        code, _ = await git.run("diff", "--cached", "--quiet", check=False)
+    async def _publish(self, repo: RepoGitHub, target: AgentTarget, token: str, workspace: Path, git_dir: Path,
+                       root: Path, pull: PullRequest | None, tail: str) -> AgentStatus:
+        """git as pipeline/workspace/git.py runs it, HOME `root/home`, on the app's copy with the agent's work tree."""
+        runner = Git("git", root, GIT_TIMEOUT_SECONDS)
+
+        def git(*args: str, what: str | None = None, masks: Sequence[str] = (),
+                **options: Any) -> Awaitable[tuple[int, bytes]]:
+            return runner.run([*GIT_OPTIONS, *args], git_dir=git_dir, work_tree=workspace, masks=[token, *masks],
+                              what=what or f"git {args[0]}", **options)
+
+        await git("add", "--all", "--", ".")
+        code, _ = await git("diff", "--cached", "--quiet", check=False)
         if code == 0:
             number = target.pr_number
             url = pull.html_url if pull else None
@@ -228,9 +233,9 @@ class LocalAgentBackend:
             message = f"Fix the validation (attempt {target.attempt})"
         body = f"{message}\n\nCodegenApp agent run {target.run_id}.\n"
         email = f"{self.github.app_id or 'codegenapp'}+codegenapp[bot]@users.noreply.github.com"
-        await git.run("-c", "user.name=CodegenApp agent", "-c", f"user.email={email}", "commit", "--quiet",
-                      "--no-verify", "--no-gpg-sign", "-m", body)
-        _, out = await git.run("rev-parse", "HEAD")
+        await git("-c", "user.name=CodegenApp agent", "-c", f"user.email={email}", "commit", "--quiet",
+                  "--no-verify", "--no-gpg-sign", "-m", body, what="git commit")
+        _, out = await git("rev-parse", "HEAD")
         head = out.decode().strip()
         # Our own new branch may be left over from an attempt that died before opening the PR: overwrite it.
         force = "+" if target.pr_number is None else ""
@@ -238,8 +243,8 @@ class LocalAgentBackend:
         auth = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                 "GIT_CONFIG_VALUE_0": f"Authorization: Basic {header}"}
         url = f"{self.github_url}/{target.repository}.git"
-        await git.run("push", "--quiet", "--no-verify", url, f"{force}{head}:refs/heads/{target.branch}",
-                      env=auth, masks=[header], timeout=GIT_TIMEOUT_SECONDS)
+        await git("push", "--quiet", "--no-verify", url, f"{force}{head}:refs/heads/{target.branch}",
+                  env=auth, masks=[header])
         if target.pr_number is not None:
             return AgentStatus("finished", raw_status="pushed", pr_number=target.pr_number,
                                pr_url=pull.html_url if pull else None, summary=tail[-500:])
@@ -272,47 +277,3 @@ def _copy_git_dir(source: Path, target: Path, hardlink: bool) -> None:
         shutil.copy2(src, dst, follow_symlinks=False)
 
     shutil.copytree(source, target, symlinks=True, copy_function=copy)
-
-
-class _Git:
-    """git on the app's private repository with the agent's work tree: no hooks, no inherited config,
-    no credential helpers, only http(s); the token only in the environment of the push."""
-
-    def __init__(self, git_dir: Path, work_tree: Path, home: Path, *, masks: Sequence[str]) -> None:
-        self.git_dir = git_dir
-        self.work_tree = work_tree
-        self.home = home
-        self.masks = list(masks)
-
-    async def run(self, *args: str, env: Mapping[str, str] | None = None, masks: Sequence[str] = (),
-                  check: bool = True, timeout: float = GIT_TIMEOUT_SECONDS) -> tuple[int, bytes]:
-        options = ["-c", "credential.helper=", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-                   "-c", "protocol.version=2", "-c", "core.autocrlf=false", "-c", "commit.gpgSign=false",
-                   "-c", f"safe.directory={os.path.abspath(self.git_dir)}",
-                   "-c", f"safe.directory={os.path.abspath(self.work_tree)}",
-                   f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}"]
-        full_env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "HOME": str(self.home), "LANG": "C",
-                    "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-                    "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "",
-                    "GIT_ALLOW_PROTOCOL": "http:https", **(env or {})}
-        process = await asyncio.create_subprocess_exec(
-            "git", *options, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=full_env, cwd=str(self.home), start_new_session=True)
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), timeout)
-        except BaseException:
-            if process.returncode is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)  # git and its remote helpers
-                except ProcessLookupError:
-                    pass
-            await process.wait()
-            raise
-        code = process.returncode if process.returncode is not None else -1
-        if check and code != 0:
-            text = err.decode(errors="replace").strip()
-            for secret in [*self.masks, *masks]:
-                if secret:
-                    text = text.replace(secret, "***")
-            raise _GitError(f"git {args[0] if args[0] != '-c' else 'commit'} failed (exit {code}): {text}")
-        return code, out

@@ -114,13 +114,6 @@ class AgentRunService:
 
     # ---- configuration ---------------------------------------------------------------------------------
 
-    def problem(self, project: Project) -> str | None:
-        """Why no agent can run for this project, or None."""
-        return self.availability.problem(project)
-
-    def configured(self, project: Project) -> bool:
-        return self.problem(project) is None
-
     def codegen_client(self) -> CodegenClient:
         if self._codegen is None:
             settings = self.settings
@@ -163,7 +156,7 @@ class AgentRunService:
             raise AgentRunRefused(f"the goal is longer than {MAX_GOAL_CHARS} characters")
         if project.archived_at is not None:
             raise AgentRunRefused(f"{project.name} is archived (the app is not installed on it)")
-        if (problem := self.problem(project)) is not None:
+        if (problem := self.availability.problem(project)) is not None:
             raise AgentRunRefused(f"no agent run was started: {problem}")
         if pr_number is not None:
             busy = await self.runs.active_for_pr(project.id, pr_number)

@@ -87,6 +87,7 @@ class RunStep:
         self.owner = owner
         self.pull: PullRequest | None = None
         self.validation: ValidationState | None = None
+        self._secrets: dict[str, str] | None = None  # the project's secret values, read once a step
 
     @property
     def repo(self) -> RepoGitHub:
@@ -189,9 +190,13 @@ class RunStep:
             return None
         raise AssertionError(f"unknown action {action!r}")
 
+    async def secrets(self) -> dict[str, str]:
+        if self._secrets is None:
+            self._secrets = await self.service.store.projects.secret_values(self.project.id)
+        return self._secrets
+
     async def redactor(self) -> Redactor:
-        secrets = await self.service.store.projects.secret_values(self.project.id)
-        return PROCESS_REDACTOR.child(list(secrets.values()))
+        return PROCESS_REDACTOR.child(list((await self.secrets()).values()))
 
     async def base_branch(self) -> str:
         if self.project.default_branch:
@@ -209,7 +214,7 @@ class RunStep:
             branch = pull.head_ref
         else:
             branch = run.branch or f"codegenapp/{run.id[:8]}-{slug(run.target_text)}"
-        secrets = await self.service.store.projects.secret_values(self.project.id) if run.backend == LOCAL else {}
+        secrets = await self.secrets() if run.backend == LOCAL else {}
         return AgentTarget(run_id=run.id, project_id=self.project.id, repository=self.project.name,
                            installation_id=self.project.installation_id, base_branch=await self.base_branch(),
                            branch=branch, pr_number=run.pr_number, goal=run.target_text, attempt=attempt,

@@ -6,7 +6,8 @@ successful validation):
 1. lock the base branch: an asyncio lock per (project, base branch) in this process, then the
    `merge_locks` row (one statement; with several workers on PostgreSQL the row is the lock);
 2. read the PR again, inside the lock, and the stored validation of its current head;
-3. decide (`merge_decision`), reading the base branch's required checks only when the cheap checks pass;
+3. decide (`merge_decision`), reading the base branch's required checks only when the cheap checks pass,
+   once (the re-reads while GitHub computes mergeability, seconds apart, use the same);
 4. claim the merge of that head in the store: a second `/merge` of the same head does nothing;
 5. `PUT .../pulls/{n}/merge` with `sha` = the validated head. 409 (head moved), 405 (not mergeable,
    blocked) and 422 end the attempt with a clear message; nothing retries them;
@@ -119,13 +120,16 @@ class MergeService:
             return required_checks(branch.get("protection")) if branch.get("protected") else RequiredChecks(True)
         return required_checks(protection)
 
-    async def decide(self, repo: RepoGitHub, pull: PullRequest,
-                     validation: ValidationState | Any | None) -> MergeDecision:
-        """`merge_decision` with what it needs read from GitHub (required checks only when needed)."""
+    async def decide(self, repo: RepoGitHub, pull: PullRequest, validation: ValidationState | Any | None, *,
+                     required: RequiredChecks | None = None) -> tuple[MergeDecision, RequiredChecks | None]:
+        """`merge_decision` with what it needs read from GitHub; also the base branch's required checks, for
+        a decision again moments later to pass back as `required`. They are read only once the cheap
+        checks pass (None until then)."""
         first = merge_decision(pull, validation)
         if not first.allowed and not first.retry_later:
-            return first  # refused before any required check matters
-        required = await self.required_checks(repo, pull.base_ref)
+            return first, required  # refused before any required check matters
+        if required is None:
+            required = await self.required_checks(repo, pull.base_ref)
         own = self.own_check()
         others = [c for c in required.checks if not (c.context == own.context and c.app_id in (None, own.app_id))]
         check_runs: list[dict[str, Any]] = []
@@ -135,7 +139,7 @@ class MergeService:
             check_runs = await repo.check_runs.for_ref(pull.head_sha)
             statuses = await repo.check_runs.statuses(pull.head_sha)
         return merge_decision(pull, validation, required=required, check_runs=check_runs, statuses=statuses,
-                              own_check=own)
+                              own_check=own), required
 
     # ---- the lock ------------------------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class MergeService:
                                           requested_by=requested_by, delivery_id=delivery_id)
             return MergeOutcome(False, outcome.message, head_sha=head, stale=True)
         validation = await self.store.validations.latest_for_head(project.id, head, pr_number=pr_number)
-        decision = await self.decide(repo, pull, validation)
+        decision, required = await self.decide(repo, pull, validation)
         for delay in self.mergeable_retry_delays:
             if not decision.retry_later:
                 break
@@ -198,7 +202,8 @@ class MergeService:
             pull = await repo.pulls.get(pr_number)
             if pull.head_sha != head:
                 break
-            decision = await self.decide(repo, pull, validation)
+            # The required checks the first decision read serve its retries: they are seconds apart.
+            decision, required = await self.decide(repo, pull, validation, required=required)
         if pull.head_sha != head:
             decision = MergeDecision(False, f"the head moved to {short_sha(pull.head_sha)} while deciding")
         if not decision.allowed:
@@ -278,7 +283,7 @@ class MergeService:
         """Whether the check run of a head whose validation just succeeded (`validation`, completed)
         gets the Merge button: when merging it is allowed now (or GitHub is still computing)."""
         repo = self.repo(project)
-        decision = await self.decide(repo, await repo.pulls.get(validation.pr_number), validation)
+        decision, _ = await self.decide(repo, await repo.pulls.get(validation.pr_number), validation)
         return decision.allowed or decision.retry_later
 
     async def auto_merge(self, project: Project, validation: Any) -> MergeOutcome:

@@ -256,18 +256,23 @@ class Sandbox:
             self._network_problem = f"{self.slirp4netns!r} is not installed (apt-get install slirp4netns)"
         else:
             found = {"slirp4netns": self._slirp_path, "slirp4netns_version": await version_of(self._slirp_path)}
-            for args in (("--enable-seccomp",), ()):
+            attempts = []
+            for args, label in ((("--enable-seccomp",), "with --enable-seccomp"), ((), "without")):
                 self._slirp_args = args
                 try:
                     result = await self._probe_command(NETWORK_PROBE_SCRIPT, config, network=True)
+                except NetworkUnavailable as exc:  # its cause says why, without its own sentence around it
+                    problem = str(exc.__cause__ or exc)
                 except Exception as exc:  # noqa: BLE001 - reported: network=True runs are then refused
                     problem = f"{type(exc).__name__}: {exc}"
                 else:
                     if default_route_via_tap(result.output):
+                        if attempts:
+                            notes.append(f"network: slirp4netns runs without its own seccomp filter ({attempts[0]})")
                         return {**found, "user_network": True}
                     problem = f"no route out of the sandbox: {result.output.strip()[-500:]}"
-                self._network_problem = f"slirp4netns {' '.join(args)} failed: {problem}"
-                notes.append(f"network: {self._network_problem}")
+                attempts.append(f"{label}: {problem}")
+            self._network_problem = f"slirp4netns gave the probe run no network ({'; '.join(attempts)})"
         notes.append(f"network: {self._network_problem}; commands that need the network (setup_network) are "
                      "refused, the host's network is never shared instead")
         return found

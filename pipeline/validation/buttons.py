@@ -3,6 +3,8 @@ pure function of its result. Pressing one arrives as `check_run.requested_action
 
 from __future__ import annotations
 
+from bot.models import VALIDATION_SUPERSEDED
+
 ACTION_RERUN = "rerun"
 ACTION_MERGE = "merge"
 ACTION_FIX = "fix"
@@ -25,3 +27,12 @@ def check_run_actions(conclusion: str, *, merge_allowed: bool, agent_configured:
     if conclusion in ("failure", "timed_out") and agent_configured:
         wanted.append(ACTION_FIX)
     return [{"label": ACTIONS[i][0], "description": ACTIONS[i][1], "identifier": i} for i in wanted[:MAX_ACTIONS]]
+
+
+def recovered_actions(status: str, conclusion: str, *, agent_configured: bool) -> list[dict[str, str]] | None:
+    """The buttons of a check run the recovery completes as its validation ended (`status`,
+    `conclusion`): none (None: left unset) when a newer head superseded it, whose own check run has
+    them; else those of its conclusion, without Merge."""
+    if status == VALIDATION_SUPERSEDED:
+        return None
+    return check_run_actions(conclusion, merge_allowed=False, agent_configured=agent_configured)

@@ -28,10 +28,10 @@ from bot.redact import Redactor
 from pipeline.report.check_run import check_run_output
 from pipeline.repo_config.effective import EffectiveConfig, effective_config
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
+from pipeline.repo_config.reading import CONFIG_PATH
 from pipeline.results import StepResult
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
 from pipeline.validation.local_changes import changed_lines_of_diff
-from pipeline.validation.service import CONFIG_PATH
 from pipeline.validation.stages import PipelineRunner, RunPlan
 from pipeline.workspace.snapshots import SnapshotStore
 

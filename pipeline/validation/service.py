@@ -24,10 +24,10 @@ from gidgethub import BadRequest
 
 from bot.errors import GitHubUnavailable, PermanentError
 from bot.events import EventBus, JobWakeup
+from bot.github.check_runs import CheckRuns, Output
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
-from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, VALIDATION_SUPERSEDED, Project,
-                        ValidationState, new_id)
+from bot.models import JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
@@ -47,7 +47,7 @@ from pipeline.repo_config.reading import CONFIG_PATH, project_settings, read_rep
 from pipeline.sandbox.sandbox import SandboxUnavailable
 from pipeline.ui_check.check import BrowserSetup
 from pipeline.ui_check.screenshots import publicly_reachable, screenshot_url, screenshots_dir
-from pipeline.validation.buttons import check_run_actions
+from pipeline.validation.buttons import check_run_actions, recovered_actions
 from pipeline.validation.gate import fork_gate
 from pipeline.validation.stages import PipelineRunner, RunPlan
 
@@ -57,6 +57,20 @@ CANCEL_POLL_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = CHECK_RUN_CLAIM_STALE.total_seconds()
 NOTHING_TO_VALIDATE = (f"No setup, validate or analysis steps are configured: add `validate:` steps to "
                        f"{CONFIG_PATH} on the base branch, or set the project's commands in the dashboard.")
+
+
+def recovered_output(state: ValidationState, details_url: str) -> tuple[str, dict[str, str]]:
+    """(conclusion, output) of the check run of a validation that ended while no process reported it
+    (the recovery completes it): as the validation ended, cancelled where nothing was recorded."""
+    title = state.title or "Cancelled"
+    summary = (f"{title}.\n\nCodegenApp was interrupted before it updated this check run: "
+               f"[the validation's page]({details_url}) shows what it recorded.")
+    return state.conclusion or "cancelled", {"title": title, "summary": summary}
+
+
+def _saying(title: str) -> dict[str, str]:
+    """A check run's output that only says `title` (its summary repeats it)."""
+    return {"title": title, "summary": f"{title}."}
 
 
 class NotRevalidated(Exception):
@@ -149,9 +163,7 @@ class ValidationService:
         ended_as = await self.store.validations.set_check_run(state.id, check_run_id, then_queue=JOB_VALIDATE,
                                                               max_attempts=3)
         if ended_as is not None:  # ended meanwhile by another process's start or a close: say so
-            await check_runs.complete(check_run_id, conclusion="cancelled",
-                                      output={"title": ended_as, "summary": f"{ended_as}."})
-            await self.store.validations.settle_check_run(state.id)
+            await self.complete_check_run(check_runs, state.id, check_run_id, "cancelled", _saying(ended_as))
             return
         self.wakeup.wake(JOB_VALIDATE)
         self.bus.publish("validation.started", project_id=project.id, validation_id=state.id,
@@ -177,8 +189,8 @@ class ValidationService:
             self.cancel_running(old.id)
             reason = reason_of(old)
             if old.check_run_id is not None:
-                await self.repo(project).check_runs.cancel(old.check_run_id, f"Cancelled: {reason}")
-                await self.store.validations.settle_check_run(old.id)
+                await self.complete_check_run(self.repo(project).check_runs, old.id, old.check_run_id, "cancelled",
+                                              _saying(f"Cancelled: {reason}"))
             await self.store.audit.record(
                 "validation.superseded", project_id=project.id, installation_id=project.installation_id,
                 details={"pr": number, "head_sha": old.head_sha, "by": by, "reason": reason})
@@ -191,15 +203,23 @@ class ValidationService:
             return False
         self.cancel_running(state.id)  # another worker's run notices within CANCEL_POLL_SECONDS
         if state.check_run_id is not None:
-            await self.repo(project).check_runs.cancel(state.check_run_id, title, actions=check_run_actions(
-                "cancelled", merge_allowed=False, agent_configured=self.agent_configured(project)))
-            await self.store.validations.settle_check_run(state.id)
+            actions = check_run_actions("cancelled", merge_allowed=False,
+                                        agent_configured=self.agent_configured(project))
+            await self.complete_check_run(self.repo(project).check_runs, state.id, state.check_run_id, "cancelled",
+                                          _saying(title), actions=actions)
         await self.store.audit.record(
             "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
             details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason})
         self.bus.publish("validation.completed", project_id=project.id, validation_id=state.id,
                          pr_number=state.pr_number, head_sha=state.head_sha, conclusion="cancelled")
         return True
+
+    async def complete_check_run(self, check_runs: CheckRuns, validation_id: str, check_run_id: int, conclusion: str,
+                                 output: Output, *, actions: list[dict[str, str]] | None = None) -> None:
+        """Complete a validation's check run, then settle it (ValidationStore.settle_check_run): GitHub
+        knows how the validation ended, nothing is left for the recovery."""
+        await check_runs.complete(check_run_id, conclusion=conclusion, output=output, actions=actions)
+        await self.store.validations.settle_check_run(validation_id)
 
     def cancel_running(self, validation_id: str) -> None:
         task = self._running.get(validation_id)
@@ -258,16 +278,12 @@ class ValidationService:
         check_runs = self.repo(project).check_runs
         runs = ([await check_runs.get(state.check_run_id)] if state.check_run_id is not None
                 else await check_runs.of(state.head_sha, state.id))
-        title = state.title or "Cancelled"
-        summary = (f"{title}.\n\nCodegenApp was interrupted before it updated this check run: "
-                   f"[the validation's page]({self.details_url(state.id)}) shows what it recorded.")
-        actions = None if state.status == VALIDATION_SUPERSEDED else check_run_actions(
-            state.conclusion or "cancelled", merge_allowed=False, agent_configured=self.agent_configured(project))
+        conclusion, output = recovered_output(state, self.details_url(state.id))
+        actions = recovered_actions(state.status, conclusion, agent_configured=self.agent_configured(project))
         for run in runs:
             if not run.completed:
                 log.info("validation %s ended: completing its check run %d", state.id, run.id)
-                await check_runs.complete(run.id, conclusion=state.conclusion or "cancelled",
-                                          output={"title": title, "summary": summary}, actions=actions)
+                await check_runs.complete(run.id, conclusion=conclusion, output=output, actions=actions)
         await self.store.validations.settle_check_run(state.id)
         return True
 
@@ -292,13 +308,14 @@ class ValidationService:
         # Whatever the run sends to GitHub is masked with the project's secrets too, however it came to
         # hold one (a SARIF message, an error, a page's path): the masking is in the GitHub layer.
         secrets = await self.store.projects.secret_values(project.id)
-        repo = self.repo(project).masked(PROCESS_REDACTOR.child(list(secrets.values())))
+        redactor = PROCESS_REDACTOR.child(list(secrets.values()))
+        validation = _Validation(self, self.repo(project).masked(redactor), project, state, secrets, redactor)
         task = asyncio.current_task()
         assert task is not None
         self._running[validation_id] = task
         watchdog = asyncio.create_task(self._cancel_when_ended_elsewhere(validation_id, task))
         try:
-            await _Validation(self, repo, project, state).run()
+            await validation.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -306,7 +323,7 @@ class ValidationService:
                     job.attempts < job.max_attempts and not isinstance(exc, (SandboxUnavailable, PermanentError))):
                 raise  # the queue tries again with backoff (GitHub unavailable: once it may be asked again)
             log.exception("validation %s failed for good", validation_id)
-            await _Validation(self, repo, project, state).finish_broken(exc)
+            await validation.finish_broken(exc)
         finally:
             watchdog.cancel()
             self._running.pop(validation_id, None)
@@ -324,19 +341,22 @@ class ValidationService:
 class _Validation:
     """One run of the job for one validation (all the GitHub I/O of the pipeline is here)."""
 
-    def __init__(self, service: ValidationService, repo: RepoGitHub, project: Project, state: ValidationState) -> None:
+    def __init__(self, service: ValidationService, repo: RepoGitHub, project: Project, state: ValidationState,
+                 secrets: dict[str, str], redactor: Redactor) -> None:
+        """`secrets`: the project's, decrypted; `redactor` masks them (and the process's own), as `repo` does."""
         self.service = service
         self.repo = repo
         self.project = project
         self.state = state
+        self.secrets = secrets
+        self.redactor = redactor
         self.volume: Volume | None = None  # the workspace, once the checkout made it
         self.store = service.store
         self.repo_config: RepoConfig | None = None
-        self.pull: PullRequest | None = None
         self.started = time.monotonic()  # the run's start, for "Running for …" while it goes on
 
     async def run(self) -> None:
-        pull = self.pull = await self.repo.pulls.get(self.state.pr_number)
+        pull = await self.repo.pulls.get(self.state.pr_number)
         if pull.head_sha != self.state.head_sha:
             await self.complete_without_run("cancelled", superseded_reason(pull.head_sha))
             return
@@ -352,13 +372,12 @@ class _Validation:
             return
 
         gate = fork_gate(fork=self.state.is_fork, author_role=await self.author_role(),
-                         head_approved=await self.store.validations.is_head_approved(
-                             self.project.id, self.state.pr_number, self.state.head_sha))
+                         head_approved=await self.head_approved())
         if not gate.run:
             await self.wait_for_approval(gate.reason)
             return
-        secrets = await self.store.projects.secret_values(self.project.id) if gate.with_secrets else {}
-        redactor = PROCESS_REDACTOR.child(list(secrets.values()))
+        # A fork's run is given none of the project's secrets: its results are masked of the process's own.
+        secrets, redactor = (self.secrets, self.redactor) if gate.with_secrets else ({}, PROCESS_REDACTOR)
 
         checkout_step, checkout = await self.checkout()
         if checkout is None:
@@ -382,6 +401,11 @@ class _Validation:
         if not self.state.is_fork or not self.state.author:
             return None
         return await self.repo.repos.role(self.state.author)
+
+    async def head_approved(self) -> bool:
+        """Whether a maintainer approved this head with /ok-to-test (asked of a fork's head only)."""
+        return self.state.is_fork and await self.store.validations.is_head_approved(
+            self.project.id, self.state.pr_number, self.state.head_sha)
 
     async def checkout(self) -> tuple[StepResult, CheckoutResult | None]:
         token = await self.service.github.installation_token(self.repo.installation_id)
@@ -412,9 +436,8 @@ class _Validation:
     async def complete_check_run(self, conclusion: str, output: dict[str, Any], *,
                                  actions: list[dict[str, str]] | None = None) -> None:
         if self.state.check_run_id is not None:
-            await self.repo.check_runs.complete(self.state.check_run_id, conclusion=conclusion, output=output,
-                                                actions=actions)
-            await self.store.validations.settle_check_run(self.state.id)
+            await self.service.complete_check_run(self.repo.check_runs, self.state.id, self.state.check_run_id,
+                                                  conclusion, output, actions=actions)
 
     async def report(self, outcome: RunOutcome, redactor: Redactor, *, timeout_minutes: int | None = None) -> None:
         details_url = self.service.details_url(self.state.id)
@@ -467,6 +490,7 @@ class _Validation:
         if settings.auto_merge:
             return True, False
         try:
+            # As stored now: the decision reads the conclusion and title `report` just recorded.
             return False, await merges.merge_button(self.project, await self.store.validations.get(self.state.id))
         except Exception:
             log.exception("validation %s: could not decide about the Merge button", self.state.id)
@@ -474,7 +498,7 @@ class _Validation:
 
     async def auto_merge(self) -> None:
         try:
-            await self.service.merges.auto_merge(self.project, await self.store.validations.get(self.state.id))
+            await self.service.merges.auto_merge(self.project, self.state)  # its PR and head: never changed
         except Exception:  # the validation is reported; its job must not run again for this
             log.exception("validation %s: auto-merge failed", self.state.id)
 
@@ -496,28 +520,28 @@ class _Validation:
     async def report_config_error(self, exc: ConfigFileError) -> None:
         title = f"Invalid {CONFIG_PATH}"
         summary = f"{exc}\n\nThe file is read from the PR's base branch; fix it there."
-        if not await self.store.validations.complete(self.state.id, conclusion="failure", title=title,
-                                                     results={"config_error": str(exc)}):
-            return
         annotations = []
         if exc.line is not None:
             annotations.append({"path": CONFIG_PATH, "start_line": exc.line, "end_line": exc.line,
                                 "annotation_level": "failure", "message": str(exc)})
-        await self.complete_check_run("failure", {"title": title, "summary": summary, "annotations": annotations},
-                                      actions=self.actions("failure"))
-        await self.upsert_comment(f"{COMMENT_MARKER}\n### Validation could not start\n\n{summary}")
-        await self.finished("failure", title)
+        if await self.store.validations.complete(self.state.id, conclusion="failure", title=title,
+                                                 results={"config_error": str(exc)}):
+            await self.tell_not_run("failure", {"title": title, "summary": summary, "annotations": annotations},
+                                    heading="Validation could not start")
 
     async def wait_for_approval(self, reason: str) -> None:
         title = "Waiting for a maintainer: /ok-to-test"
         summary = (f"{reason}, so its code does not run until a maintainer with write access comments "
                    f"`/ok-to-test` on the PR. The approval holds for {short_sha(self.state.head_sha)} only.")
-        if not await self.store.validations.wait_for_approval(self.state.id, title=title):
-            return
-        await self.complete_check_run("action_required", {"title": title, "summary": summary},
-                                      actions=self.actions("action_required"))
-        await self.upsert_comment(f"{COMMENT_MARKER}\n### {title}\n\n{summary}")
-        await self.finished("action_required", title)
+        if await self.store.validations.wait_for_approval(self.state.id, title=title):
+            await self.tell_not_run("action_required", {"title": title, "summary": summary}, heading=title)
+
+    async def tell_not_run(self, conclusion: str, output: dict[str, Any], *, heading: str) -> None:
+        """Say why the head's code did not run (recorded already): on the check run, with its buttons, and
+        in the PR's comment under `heading`."""
+        await self.complete_check_run(conclusion, output, actions=self.actions(conclusion))
+        await self.upsert_comment(f"{COMMENT_MARKER}\n### {heading}\n\n{output['summary']}")
+        await self.finished(conclusion, output["title"])
 
     async def finish_broken(self, exc: Exception) -> None:
         title = "CodegenApp could not validate this head"
@@ -525,8 +549,7 @@ class _Validation:
             else f"{type(exc).__name__}: {exc}"
         # The error may quote anything the run saw: mask it before it reaches the database, the
         # details page or the check run.
-        secrets = await self.store.projects.secret_values(self.project.id)
-        reason = PROCESS_REDACTOR.child(list(secrets.values())).redact(reason)
+        reason = self.redactor.redact(reason)
         if await self.store.validations.complete(self.state.id, conclusion="failure", title=title,
                                                  results={"error": reason}):
             await self.complete_check_run("failure", {"title": title, "summary": f"{title}: {reason}"},

@@ -21,8 +21,6 @@ Measured here (2000 files, 40 commits, 9 MB of packs): building the workspace fr
 comes from ``git ls-tree -r`` in the mirror: every path of the commit's tree as ``git ls-files`` prints
 it - files, symlinks and submodule gitlinks (the checkout leaves an empty directory for a gitlink;
 submodules are not fetched).
-
-**remove()** deletes a workspace the sandbox has used (``remove_tree`` in pipeline/workspace/trees.py).
 """
 
 from __future__ import annotations
@@ -143,15 +141,6 @@ class Checkouts:
             full_name, sha[:12], dest, len(tracked), fetched, duration,
         )
         return CheckoutResult(sha, dest, tracked, duration, fetched)
-
-    async def remove(self, workspace: Path) -> None:
-        """Delete a workspace, whatever PR code did to it (see pipeline/workspace/trees.py)."""
-        workspace = Path(workspace)
-        resolved = Path(os.path.abspath(workspace))
-        mirrors = Path(os.path.abspath(self.root / "mirrors"))
-        if resolved == Path(resolved.anchor) or resolved in (mirrors, *mirrors.parents) or mirrors in resolved.parents:
-            raise ValueError(f"refusing to remove {workspace}: not a workspace")
-        await asyncio.to_thread(remove_tree, workspace)
 
     def mirror_path(self, full_name: str) -> Path:
         owner, name = _split_full_name(full_name)

@@ -42,11 +42,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.config import GIB
 from pipeline.workspace.trees import remove_tree
 
 log = logging.getLogger(__name__)
 
-GIB = 1024**3
 MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-i", "8192",
         "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"]
 MOUNT_OPTIONS = "loop,nosuid,nodev,noatime,noinit_itable"
@@ -64,6 +64,11 @@ class VolumeUnavailable(Exception):
 def gib(size: int) -> str:
     """A size in GiB as people write it: 4, 0.5, 0.0312."""
     return f"{size / GIB:.3g}"
+
+
+def leaves_reserve(free: int, limit_bytes: int, min_free_bytes: int) -> bool:
+    """Whether a run whose workspace takes `limit_bytes` leaves `min_free_bytes` of `free` free."""
+    return free - limit_bytes >= min_free_bytes
 
 
 def free_bytes(path: Path) -> tuple[int, int]:
@@ -199,7 +204,7 @@ class RunVolumes:
 
     def _admit(self) -> None:
         free, _total = free_bytes(self.root)
-        if free - self.limit_bytes < self.min_free_bytes:
+        if not leaves_reserve(free, self.limit_bytes, self.min_free_bytes):
             log.warning("a run was refused: %s GiB free on DATA_DIR, a run takes %s GiB and %s GiB must stay free",
                         gib(free), gib(self.limit_bytes), gib(self.min_free_bytes))
             raise VolumeUnavailable(
@@ -226,9 +231,12 @@ class RunVolumes:
             self._image(name).unlink()
         await asyncio.to_thread(remove_tree, path)
 
+    def _has_leftover(self, name: str) -> bool:
+        return os.path.lexists(self.path(name)) or self._image(name).exists()
+
     async def _remove_leftover(self, name: str) -> None:
         """With run `name`'s lock held: what a dead holder of the same name left."""
-        if os.path.lexists(self.path(name)) or self._image(name).exists():
+        if self._has_leftover(name):
             log.warning("removing the workspace %s a stopped process left", name)
             await self._unmake(name)
 
@@ -240,7 +248,7 @@ class RunVolumes:
             if lock is None:
                 continue  # a live process's run
             try:
-                if os.path.lexists(self.path(name)) or self._image(name).exists():
+                if self._has_leftover(name):
                     await self._unmake(name)
                     removed.add(name)
             except (OSError, VolumeUnavailable) as exc:

@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachetools import TTLCache
 from gidgethub import BadRequest
 
-from bot.github.check_runs import FoundRun
-from bot.github.github_app import RepoGitHub
+from bot.github.check_runs import CheckRuns, FoundRun
+from bot.github.comments import Comments
+from bot.github.github_app import AppNotConfigured, RepoGitHub
+from bot.github.repos import Repos
 from bot.github.types import MergeResult, PullRequest
 
 
@@ -32,6 +33,11 @@ def pull_request(number: int = 1, *, repository: str = "octo/app", head_sha: str
     return PullRequest(**values)
 
 
+def not_found() -> BadRequest:
+    """What gidgethub raises for GitHub's 404."""
+    return BadRequest(HTTPStatus.NOT_FOUND, "Not Found")
+
+
 @dataclass
 class Call:
     operation: str  # e.g. "check_runs.complete"
@@ -40,7 +46,9 @@ class Call:
 
 
 class RecordingGitHub:
-    """Stands in for bot.github.github_app.GitHubApp."""
+    """Stands in for the part of bot.github.github_app.GitHubApp that handlers and services use: `repo()`
+    (whose Pulls, CheckRuns, Comments and Repos work on the dicts below), `installation_token`,
+    `forget_installation` and `close`. Not the App's own endpoints (manifest, OAuth, /meta) nor `status`."""
 
     def __init__(self, *, app_id: str = "12345", pulls: Sequence[PullRequest] = (),
                  roles: Mapping[str, str] | None = None, files: Mapping[str, str] | None = None) -> None:
@@ -55,7 +63,6 @@ class RecordingGitHub:
         self.merged: list[tuple[int, str, str]] = []
         self.forgotten: list[int] = []
         self._ids = itertools.count(1000)
-        self.role_cache: TTLCache[tuple[str, str], str] = TTLCache(100, 60)
 
     def record(self, operation: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append(Call(operation, args, kwargs))
@@ -69,10 +76,18 @@ class RecordingGitHub:
     def replies(self, number: int) -> list[str]:
         return [body for pr, body in self.comments.values() if pr == number]
 
+    def check_run(self, check_run_id: int) -> dict[str, Any]:
+        """The check run, or the 404 GitHub answers for one it does not know."""
+        if check_run_id not in self.check_runs:
+            raise not_found()
+        return self.check_runs[check_run_id]
+
     # ---- GitHubApp -------------------------------------------------------------------------------
 
     def repo(self, installation_id: int | None, repository: str) -> RepoGitHub:
-        return RepoGitHub(repository, installation_id or 0, _Pulls(self), _CheckRuns(self),  # type: ignore[arg-type]
+        if installation_id is None:
+            raise AppNotConfigured(f"{repository} has no installation of the app")
+        return RepoGitHub(repository, installation_id, _Pulls(self), _CheckRuns(self),  # type: ignore[arg-type]
                           _Comments(self), _Repos(self))
 
     async def installation_token(self, installation_id: int) -> str:
@@ -94,6 +109,8 @@ class _Part:
 class _Pulls(_Part):
     async def get(self, number: int) -> PullRequest:
         self.github.record("pulls.get", number)
+        if number not in self.github.pulls:
+            raise not_found()
         return self.github.pulls[number]
 
     async def find(self, number: int) -> PullRequest | None:
@@ -110,7 +127,7 @@ class _Pulls(_Part):
 
     async def create(self, *, title: str, head: str, base: str, body: str) -> PullRequest:
         self.github.record("pulls.create", title=title, head=head, base=base)
-        created = pull_request(len(self.github.pulls) + 1, head_ref=head, base_ref=base, title=title)
+        created = pull_request(max(self.github.pulls, default=0) + 1, head_ref=head, base_ref=base, title=title)
         self.github.pulls[created.number] = created
         return created
 
@@ -124,12 +141,8 @@ class _CheckRuns(_Part):
     def masked(self, redactor: Any) -> _CheckRuns:
         return self
 
-    async def create_once(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str,
-                          look_first: bool) -> int:
-        if look_first and (found := await self.of(head_sha, external_id)):
-            return found[0].id
-        return await self.create(head_sha=head_sha, details_url=details_url, external_id=external_id, title=title,
-                                 summary=summary)
+    create_once = CheckRuns.create_once
+    cancel = CheckRuns.cancel
 
     async def of(self, head_sha: str, external_id: str) -> list[FoundRun]:
         self.github.record("check_runs.of", head_sha, external_id)
@@ -139,7 +152,7 @@ class _CheckRuns(_Part):
 
     async def get(self, check_run_id: int) -> FoundRun:
         self.github.record("check_runs.get", check_run_id)
-        return FoundRun(check_run_id, self.github.check_runs[check_run_id]["status"] == "completed")
+        return FoundRun(check_run_id, self.github.check_run(check_run_id)["status"] == "completed")
 
     async def create(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str) -> int:
         check_run_id = self.github.next_id()
@@ -150,16 +163,13 @@ class _CheckRuns(_Part):
 
     async def update(self, check_run_id: int, output: Mapping[str, Any]) -> None:
         self.github.record("check_runs.update", check_run_id)
-        self.github.check_runs[check_run_id]["title"] = output.get("title")
+        self.github.check_run(check_run_id)["title"] = output.get("title")
 
     async def complete(self, check_run_id: int, *, conclusion: str, output: Mapping[str, Any],
                        actions: Sequence[Mapping[str, str]] | None = None) -> None:
         self.github.record("check_runs.complete", check_run_id, conclusion=conclusion)
-        self.github.check_runs[check_run_id].update(status="completed", conclusion=conclusion,
-                                                    title=output.get("title"), actions=actions)
-
-    async def cancel(self, check_run_id: int, title: str, actions: Sequence[Mapping[str, str]] | None = None) -> None:
-        await self.complete(check_run_id, conclusion="cancelled", output={"title": title}, actions=actions)
+        self.github.check_run(check_run_id).update(status="completed", conclusion=conclusion,
+                                                   title=output.get("title"), actions=actions)
 
     async def add_annotations(self, check_run_id: int, *, title: str, summary: str,
                               annotations: Sequence[Mapping[str, Any]]) -> None:
@@ -199,15 +209,8 @@ class _Comments(_Part):
         return next((cid for cid, (pr, body) in self.github.comments.items()
                      if pr == number and body.startswith(marker)), None)
 
-    async def post_once(self, number: int, marker: str, body: str) -> None:
-        if await self.find(number, marker) is None:
-            await self.create(number, body)
-
-    async def upsert(self, number: int, marker: str, body: str, *, known_id: int | None = None) -> int:
-        comment_id = known_id if known_id is not None else await self.find(number, marker)
-        if comment_id is not None and await self.edit(comment_id, body):
-            return comment_id
-        return await self.create(number, body)
+    post_once = Comments.post_once
+    upsert = Comments.upsert
 
 
 class _Repos(_Part):
@@ -215,8 +218,7 @@ class _Repos(_Part):
         self.github.record("repos.get")
         return {"default_branch": "main"}
 
-    async def default_branch(self) -> str:
-        return (await self.get())["default_branch"]
+    default_branch = Repos.default_branch
 
     async def file_text(self, path: str, ref: str) -> str | None:
         self.github.record("repos.file_text", path, ref)
