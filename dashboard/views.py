@@ -344,10 +344,13 @@ async def delete_token(request: web.Request) -> web.Response:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Pushes `{"event": name, "data": {...}}` for the bus's events about projects the user may see.
-    A browser's handshake must come from the dashboard's own pages (`Origin` is PUBLIC_URL's): the
-    session cookie goes along from any site's page, so another site could otherwise listen in."""
+    A browser's handshake must come from the dashboard's own pages (`Origin` is PUBLIC_URL's, or the
+    address the request itself was sent to, as when PUBLIC_URL is left to its default and the app is
+    reached on another port or host name): the session cookie goes along from any site's page, so
+    another site could otherwise listen in."""
     origin = request.headers.get("Origin")
-    if origin is not None and not same_origin(origin, _services(request).settings.public_url):
+    own = (_services(request).settings.public_url, f"{request.scheme}://{request.host}")
+    if origin is not None and not any(same_origin(origin, url) for url in own):
         raise web.HTTPForbidden(text=f"live updates are only for this app's own pages, not {origin[:100]!r}")
     user = await auth.authenticate(request)
     if user is None:

@@ -93,6 +93,21 @@ async def test_a_page_of_another_origin_cannot_listen_in(dashboard) -> None:
             assert message["event"] == "project.status.updated"
 
 
+async def test_the_dashboard_reached_at_another_address_than_public_url_still_gets_live_updates(dashboard) -> None:
+    # PUBLIC_URL left to its default (HOST/PORT) while `serve --port` listens elsewhere: the page's own
+    # origin is the address the browser used, which the request names in its Host.
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        services = dashboard.services
+        services.settings = services.settings.with_overrides(public_url="http://127.0.0.1:1")
+        async with session.ws_connect(dashboard.url + "/api/v1/ws", headers={"Origin": dashboard.url}) as ws:
+            services.bus.publish("project.status.updated", project_id=(
+                await services.store.projects.get_project_by_name("acme/widgets")).id, change="x")
+            assert (await ws.receive_json(timeout=10))["event"] == "project.status.updated"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(dashboard.url + "/api/v1/ws", headers={"Origin": "http://evil.example"})
+        assert refused.value.status == 403
+
+
 # ---------------------------------------------------------------- links from outside
 
 @pytest.mark.parametrize("url, link", [
