@@ -422,6 +422,28 @@ async def test_when_github_fails_for_everything_the_whole_app_pauses_and_one_pro
     assert clients.status()["ok"] and sample("codegenapp_github_paused", scope="all") == 0
 
 
+async def test_a_request_held_back_by_a_rate_limit_is_no_news_of_github(
+    github: FakeGitHub, make_clients, clock: Clock
+) -> None:
+    """A write of a rate-limited installation refused here, never sent, must not end a pause as if
+    GitHub had answered it."""
+    clients = make_clients(max_attempts=1, max_retry_wait=2.0)
+    one, two = clients.installation(1), clients.installation(2)
+    await asyncio.gather(clients.installation_token(1), clients.installation_token(2))
+    github.rate_limit_next("GET", "/repos/octo/one", retry_after=30)
+    with pytest.raises(GitHubRateLimited):
+        await one.getitem("/repos/octo/one")  # installation 1 is held for 30 s
+    github.fail_next("*", "**", status=502)
+    with pytest.raises(GitHubUnavailable):
+        await two.getitem("/repos/acme/two")
+    assert [p["scope"] for p in clients.status()["paused"]] == ["all", "2"]
+    clock.now += 6  # past the pause's first wait: the next request may go as its probe
+    with pytest.raises(GitHubRateLimited):
+        await one.patch("/repos/octo/one/check-runs/1", data={"output": {"title": "t", "summary": "s"}})
+    assert github.calls_to("PATCH", "/repos/octo/one/check-runs/*") == []
+    assert [p["scope"] for p in clients.status()["paused"]] == ["all", "2"]  # still: GitHub said nothing
+
+
 # --- write pacing -----------------------------------------------------------------------------
 
 

@@ -94,6 +94,11 @@ class GitHubRateLimited(GitHubUnavailable):
     until then (GitHub answered: this says nothing about an outage)."""
 
 
+class _HeldBack(GitHubRateLimited):
+    """Refused here, during a rate limit GitHub asked for earlier: this request never left, so it is no
+    news of GitHub either way (an outage's pause is neither ended nor extended by it)."""
+
+
 def may_send_again(method: str, url: str, body: bytes, exc: BaseException) -> bool:
     """Whether a request that met the network error `exc` may be sent again: always when it never left
     (no connection was made); otherwise unless it is a POST that writes. GitHub may have done that
@@ -486,6 +491,9 @@ class GitHubClients:
         try:
             response = await self._attempts(iid, method, url, headers, body, before_attempt=before_attempt,
                                             max_attempts=1 if probe else self.config.max_attempts)
+        except _HeldBack:  # never sent (this or its token): no news of GitHub
+            self._outages.abandoned(admission)
+            raise
         except GitHubRateLimited:
             self._outages.answered(label, self._clock())
             raise
@@ -558,8 +566,8 @@ class GitHubClients:
                 return
             if wait > self.config.max_retry_wait:
                 metrics.GITHUB_REQUESTS_REFUSED.labels("rate_limit").inc()
-                raise GitHubRateLimited(f"GitHub's rate limit holds {describe_scope(scope)} for {wait:.0f} s more",
-                                        retry_after=wait)
+                raise _HeldBack(f"GitHub's rate limit holds {describe_scope(scope)} for {wait:.0f} s more",
+                                retry_after=wait)
             await self._sleep(wait)
 
     async def _attempts(
