@@ -116,6 +116,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
                                 JOB_AGENT_RUN: agent_runs.run_job},
                         bus=bus, wakeup=wakeup, lease_seconds=settings.job_lease_seconds,
                         outage_budget_seconds=settings.github_outage_budget_hours * 3600.0,
+                        on_dead={JOB_VALIDATE: validations.job_died},
                         lanes=[Lane("webhooks", settings.webhook_concurrency, frozenset({JOB_WEBHOOK}), urgent=True),
                                Lane("background", settings.worker_concurrency)])
         pruner = ScreenshotPruner(store, settings.data_dir, settings.screenshot_retention_days)

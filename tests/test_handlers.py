@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from gidgethub import sansio
+from sqlalchemy import update
 
 from bot.errors import GitHubUnavailable
-from bot.events import EventBus, JobWakeup
+from bot.events import AppEvent, EventBus, JobWakeup, wait_for
 from bot.github.errors import UnexpectedResponse
-from bot.models import JOB_VALIDATE
+from bot.models import JOB_VALIDATE, Job
 from bot.services import Services
 from bot.store import ClaimedJob, InstallationRef, RepoRef, Store
 from handlers import handle_event
@@ -21,6 +22,7 @@ from pipeline.merge.service import MergeService
 from pipeline.validation.service import ValidationService
 from pipeline.workspace.volumes import GIB, RunVolumes
 from tests.fakes.github_ops import RecordingGitHub, pull_request
+from worker.runner import Worker
 
 INSTALLATION = 77
 REPOSITORY = {"id": 5150, "full_name": "octo/app", "name": "app", "owner": {"login": "octo"}}
@@ -111,21 +113,43 @@ class _Misunderstood:
         raise UnexpectedResponse(f"GET /repos/octo/app/pulls/{number}", "`head.sha`", {"number": number})
 
 
+def meeting(services: Services, pulls: Any) -> None:
+    """GitHub's pulls are `pulls` from now on."""
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    repo = github.repo
+    github.repo = lambda *args: dataclasses.replace(repo(*args), pulls=pulls)  # type: ignore[method-assign]
+
+
 async def validation_job_meeting(services: Services, pulls: Any) -> tuple[int, ClaimedJob]:
     """A PR's validation started (its check run id) and its job claimed; GitHub's pulls are now `pulls`."""
     github: RecordingGitHub = services.github  # type: ignore[assignment]
     await handle_event(services, pull_request_event("opened", HEAD))
     [check_run_id] = github.check_runs
     [job] = await services.store.jobs.claim("test", limit=1, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
-    repo = github.repo
-    github.repo = lambda *args: dataclasses.replace(repo(*args), pulls=pulls)  # type: ignore[method-assign]
+    meeting(services, pulls)
     return check_run_id, job
+
+
+async def validation_job_through_a_worker(services: Services, **worker_options: Any) -> AppEvent:
+    """The queued validation job run by a worker as the app builds it (bot/app.py); its job.finished."""
+    worker = Worker(services.store, {JOB_VALIDATE: services.validations.run_job}, bus=services.bus,
+                    on_dead={JOB_VALIDATE: services.validations.job_died}, poll_interval=0.05, **worker_options)
+    with services.bus.subscribe() as events:
+        await worker.start()
+        try:
+            worker.wake()
+            return await wait_for(events, "job.finished", kind=JOB_VALIDATE)
+        finally:
+            await worker.stop()
 
 
 async def test_a_validation_github_answers_strangely_for_ends_at_once_saying_what_came(services: Services) -> None:
     github: RecordingGitHub = services.github  # type: ignore[assignment]
-    check_run_id, job = await validation_job_meeting(services, _Misunderstood())
-    await services.validations.run_job(job)  # the first of its attempts: not retried, reported
+    await handle_event(services, pull_request_event("opened", HEAD))
+    [check_run_id] = github.check_runs
+    meeting(services, _Misunderstood())
+    finished = await validation_job_through_a_worker(services)
+    assert (finished.data["outcome"], finished.data["attempts"]) == ("dead", 1)  # not retried: reported
     check_run = github.check_runs[check_run_id]
     assert (check_run["status"], check_run["conclusion"]) == ("completed", "failure")
     state = await services.store.validations.get(check_run["external_id"])
@@ -151,6 +175,24 @@ async def test_a_validation_on_its_last_attempt_waits_out_github_failing_instead
     assert github.check_runs[check_run_id]["status"] == "in_progress"
     state = await services.store.validations.get(github.check_runs[check_run_id]["external_id"])
     assert state.status == "in_progress"
+
+
+async def test_a_validation_whose_job_github_kept_failing_past_its_budget_ends_saying_why(
+        services: Services) -> None:
+    """The worker gives the job up once GitHub stayed unavailable past the outage budget, on its last
+    try: the validation must not stay "in progress" (nor its check run) with nothing left to run it."""
+    github: RecordingGitHub = services.github  # type: ignore[assignment]
+    await handle_event(services, pull_request_event("opened", HEAD))
+    [check_run_id] = github.check_runs
+    await services.store.db.write(lambda conn: conn.execute(update(Job).where(Job.kind == JOB_VALIDATE).values(
+        max_attempts=1)))
+    meeting(services, _Unreachable())
+    finished = await validation_job_through_a_worker(services, outage_budget_seconds=0)
+    assert finished.data["outcome"] == "dead"
+    check_run = github.check_runs[check_run_id]
+    assert (check_run["status"], check_run["conclusion"]) == ("completed", "failure")
+    state = await services.store.validations.get(check_run["external_id"])
+    assert state.status == "completed" and state.test_results["error"].startswith("GitHubUnavailable: GitHub answered 502")
 
 
 async def test_a_merge_reads_the_branch_protection_once_while_github_computes_mergeability(

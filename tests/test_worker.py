@@ -276,3 +276,29 @@ async def test_once_its_outage_budget_is_spent_github_unavailable_counts_and_the
     assert job.last_error.startswith(
         "GitHub stayed unavailable beyond the job's outage budget (6 h since its first failure; "
         "GITHUB_OUTAGE_BUDGET_HOURS): GitHub answered 502 to GET /repos/o/r (4 tries)\n\nTraceback")
+
+
+async def test_a_job_given_up_is_handed_to_its_kinds_on_dead_hook_once(store: Store) -> None:
+    died: list[tuple[int, str]] = []
+
+    async def broken(job: ClaimedJob) -> None:
+        raise ValueError(f"try {job.attempts}")
+
+    async def on_dead(job: ClaimedJob, exc: Exception) -> None:
+        died.append((job.id, str(exc)))
+
+    worker = make_worker(store, {"broken": broken}, on_dead={"broken": on_dead})
+    with worker.bus.subscribe() as events:
+        await worker.start()
+        try:
+            retried = await store.jobs.enqueue("broken", max_attempts=2)
+            given_up = await store.jobs.enqueue("broken", max_attempts=1)
+            worker.wake()
+            outcomes = {}
+            for _ in range(2):
+                event = await wait_for(events, "job.finished")
+                outcomes[event.data["job_id"]] = event.data["outcome"]
+        finally:
+            await worker.stop()
+    assert outcomes == {retried: "retry", given_up: "dead"}
+    assert died == [(given_up, "try 1")]  # the retried job is not dead (yet)

@@ -18,7 +18,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +35,7 @@ from worker.policy import (background_may_start, background_wait, exhausted_by_l
 log = logging.getLogger(__name__)
 
 JobHandler = Callable[[ClaimedJob], Awaitable[None]]
+DeadJobHandler = Callable[[ClaimedJob, Exception], Awaitable[None]]  # the job, the error that ended it
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,14 @@ class Worker:
     def __init__(self, store: Store, handlers: dict[str, JobHandler], *, bus: EventBus | None = None,
                  concurrency: int = 8, lanes: Sequence[Lane] | None = None, lease_seconds: float = 60.0,
                  poll_interval: float = 1.0, worker_id: str | None = None,
-                 wakeup: JobWakeup | None = None, outage_budget_seconds: float = 6 * 3600.0) -> None:
+                 wakeup: JobWakeup | None = None, outage_budget_seconds: float = 6 * 3600.0,
+                 on_dead: Mapping[str, DeadJobHandler] | None = None) -> None:
         """`wakeup`: where the features of this process say they queued a job. `outage_budget_seconds`: how
-        long after its first failure a job keeps waiting out GitHub's unavailability for free."""
+        long after its first failure a job keeps waiting out GitHub's unavailability for free. `on_dead`:
+        per job kind, what to do once a job is given up (its tries or its outage budget spent, or an
+        error no try can fix), so that what it worked on does not stay "running" forever."""
         self.store = store
+        self.on_dead = dict(on_dead or {})
         self.outage_budget_seconds = outage_budget_seconds
         self.handlers = handlers
         self.bus = bus or EventBus()
@@ -277,6 +282,8 @@ class Worker:
                 raise
             except Exception as exc:
                 outcome = await self._record_failure(job, exc)
+                if outcome == "dead":
+                    await self._given_up(job, exc)
             else:
                 await self._completions.submit(job.id)
             finally:
@@ -321,6 +328,15 @@ class Worker:
         log.warning("job %s (%s) attempt %d failed, retrying in %.0fs: %s", job.id, job.kind,
                     job.attempts, delay, why)
         return "retry"
+
+    async def _given_up(self, job: ClaimedJob, exc: Exception) -> None:
+        handler = self.on_dead.get(job.kind)
+        if handler is None:
+            return
+        try:
+            await handler(job, exc)
+        except Exception:  # noqa: BLE001 - the job is dead either way; its kind's own recovery may still settle it
+            log.exception("job %s (%s): handling its death failed", job.id, job.kind)
 
     async def _complete_batch(self, job_ids: list[int]) -> list[bool]:
         finished = await self.store.jobs.complete_many(self.worker_id, job_ids)

@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.errors import PermanentError
 from pipeline.sandbox.bwrap import (SANDBOX_PATH, WORKSPACE_MOUNT, Bind, bwrap_options, etc_files, memfd,
                                     resolve_bwrap, version_of)
 from pipeline.sandbox.capabilities import PROBE_LIMITS, PROBE_SCRIPT, SandboxCapabilities, read_probe
@@ -91,8 +92,9 @@ _UNSANDBOXED_WARNING = (
     "environment apply. Never use this for code you do not trust. Reason: %s")
 
 
-class SandboxUnavailable(Exception):
-    """No working bubblewrap, and the Sandbox was not allowed to run commands unsandboxed."""
+class SandboxUnavailable(PermanentError):
+    """No working bubblewrap, and the Sandbox was not allowed to run commands unsandboxed (no later try
+    of the same work can do better)."""
 
 
 class NetworkUnavailable(SandboxUnavailable):

@@ -22,7 +22,6 @@ from typing import Any
 
 from gidgethub import BadRequest
 
-from bot.errors import GitHubUnavailable, PermanentError
 from bot.events import EventBus, JobWakeup
 from bot.github.check_runs import CheckRuns, Output
 from bot.github.github_app import GitHubApp, RepoGitHub
@@ -303,31 +302,36 @@ class ValidationService:
         state = await self.store.validations.get(validation_id)
         if state is None or not await self.store.validations.start(validation_id):
             return  # superseded or cancelled before it began
+        validation = await self._validation(state)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[validation_id] = task
+        watchdog = asyncio.create_task(self._cancel_when_ended_elsewhere(validation_id, task))
+        try:
+            await validation.run()  # an error goes to the worker: it tries again, or gives up (job_died)
+        finally:
+            watchdog.cancel()
+            self._running.pop(validation_id, None)
+            await self.volumes.remove(validation_id)
+
+    async def job_died(self, job: ClaimedJob, exc: Exception) -> None:
+        """The worker gave up the validation's job (its tries or its GitHub outage budget spent, or an
+        error no try can fix): the validation ends failed, saying why. Recorded first; a check run GitHub
+        cannot be told of now is completed by `recover_check_runs` once it can."""
+        state = await self.store.validations.get(job.args["validation_id"])
+        if state is None or state.status not in VALIDATION_ACTIVE:
+            return  # ended meanwhile: nothing is left running
+        log.error("validation %s failed for good: %s", state.id, type(exc).__name__)
+        await (await self._validation(state)).finish_broken(exc)
+
+    async def _validation(self, state: ValidationState) -> _Validation:
         project = await self.store.projects.get_project(state.project_id)
         assert project is not None and project.installation_id is not None
         # Whatever the run sends to GitHub is masked with the project's secrets too, however it came to
         # hold one (a SARIF message, an error, a page's path): the masking is in the GitHub layer.
         secrets = await self.store.projects.secret_values(project.id)
         redactor = PROCESS_REDACTOR.child(list(secrets.values()))
-        validation = _Validation(self, self.repo(project).masked(redactor), project, state, secrets, redactor)
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[validation_id] = task
-        watchdog = asyncio.create_task(self._cancel_when_ended_elsewhere(validation_id, task))
-        try:
-            await validation.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, GitHubUnavailable) or (
-                    job.attempts < job.max_attempts and not isinstance(exc, (SandboxUnavailable, PermanentError))):
-                raise  # the queue tries again with backoff (GitHub unavailable: once it may be asked again)
-            log.exception("validation %s failed for good", validation_id)
-            await validation.finish_broken(exc)
-        finally:
-            watchdog.cancel()
-            self._running.pop(validation_id, None)
-            await self.volumes.remove(validation_id)
+        return _Validation(self, self.repo(project).masked(redactor), project, state, secrets, redactor)
 
     async def _cancel_when_ended_elsewhere(self, validation_id: str, task: asyncio.Task[Any]) -> None:
         """Another worker process may supersede this run: notice it within a few seconds."""
@@ -552,9 +556,11 @@ class _Validation:
         reason = self.redactor.redact(reason)
         if await self.store.validations.complete(self.state.id, conclusion="failure", title=title,
                                                  results={"error": reason}):
-            await self.complete_check_run("failure", {"title": title, "summary": f"{title}: {reason}"},
-                                          actions=self.actions("failure"))
-            await self.finished("failure", title)
+            try:  # GitHub may be why the job died: then the recovery completes the check run later
+                await self.complete_check_run("failure", {"title": title, "summary": f"{title}: {reason}"},
+                                              actions=self.actions("failure"))
+            finally:
+                await self.finished("failure", title)
 
     async def upsert_comment(self, body: str) -> None:
         """The one comment of the app on this PR, edited in place (found again by its marker)."""
