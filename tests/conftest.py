@@ -22,6 +22,7 @@ from tests.fakes.codegen import fake_codegen  # noqa: F401 - shared fixture
 from tests.fakes.fixtures import *  # noqa: F401,F403 - app_private_key, fake_github
 from tests.pg import postgres_cluster  # noqa: F401
 from tests.browser import browser  # noqa: F401 - headless Chromium (Playwright)
+from tests.dashboard_support import dashboard  # noqa: F401 - the dashboard with acme/widgets
 from tests.webhook_sender import Answer, WebhookSender
 
 WEBHOOK_SECRET = "whsec-test-0f1e2d3c4b5a"

@@ -4,10 +4,14 @@ GitHub's redirects), projects recorded from the fake GitHub, and a logged-in HTT
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import unused_port
 
 from bot.services import SERVICES, Services
@@ -23,6 +27,7 @@ class Dashboard:
     url: str
     services: Services
     fake: FakeGitHub
+    app: web.Application
 
     async def record(self, installation_id: int, *full_names: str) -> None:
         """The installation's repositories as projects, as the installation webhook records them."""
@@ -42,7 +47,10 @@ class Dashboard:
 
 
 async def start_dashboard(aiohttp_server: Any, make_settings: Any, fake: FakeGitHub, *, with_app: bool = True,
+                          with_worker: bool = True, clock: Callable[[], float] = time.monotonic,
                           **env: str | None) -> Dashboard:
+    """The app on 127.0.0.1 at PUBLIC_URL against `fake`, logging in through it (`with_app`: a GitHub App
+    configured, else setup mode); `with_worker` and `clock` go to `create_app`, `env` to the settings."""
     port = unused_port()
     values: dict[str, str | None] = {"PUBLIC_URL": f"http://127.0.0.1:{port}", "GITHUB_API_URL": fake.api_url,
                                      "GITHUB_URL": fake.base_url}
@@ -51,9 +59,19 @@ async def start_dashboard(aiohttp_server: Any, make_settings: Any, fake: FakeGit
     else:
         values.update(APP_ID=None, PRIVATE_KEY=None, WEBHOOK_SECRET=None)
     values.update(env)
-    app = create_app(make_settings(**values))
+    app = create_app(make_settings(**values), with_worker=with_worker, clock=clock)
     await aiohttp_server(app, host="127.0.0.1", port=port)
-    return Dashboard(f"http://127.0.0.1:{port}", app[SERVICES], fake)
+    return Dashboard(f"http://127.0.0.1:{port}", app[SERVICES], fake, app)
+
+
+@pytest.fixture
+async def dashboard(aiohttp_server: Any, make_settings: Any, fake_github: FakeGitHub) -> Dashboard:
+    """The dashboard with one installation (1, acme) and its repository acme/widgets recorded as a project
+    (registered in tests/conftest.py; a test file extends it by overriding it with one that asks for it)."""
+    fake_github.add_installation(1, "acme", repos=["widgets"])
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github)
+    await dash.record(1, "acme/widgets")
+    return dash
 
 
 async def csrf_of(session: aiohttp.ClientSession, url: str) -> str:

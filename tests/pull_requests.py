@@ -7,7 +7,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from bot.events import wait_for
 from bot.store import InstallationRef, RepoRef
+from pipeline.report.comment import COMMENT_MARKER
 from tests.fakes.github import FakeGitHub
 
 INSTALLATION_ID = 4242
@@ -132,3 +134,26 @@ def open_pull_request(fake: FakeGitHub, *, config: str | None, base_files: dict[
     changed = list((head_files or {"app.py": ""}).keys())
     fake.set_pull_files(full_name, number, changed)
     return Scenario(fake, full_name, number, base, head)
+
+
+async def validate(bot: Any, scenario: Scenario, action: str = "opened", *, timeout: float = 60,
+                   until_job_finished: bool = False) -> Any:
+    """Deliver the PR's `action` event to `bot` (tests/conftest.py's BotUnderTest); return the validation of
+    its head once completed (with `until_job_finished`, once its job, auto-merge included, has finished too)."""
+    with bot.services.bus.subscribe() as events:
+        answer = await bot.webhooks.send("pull_request", scenario.payload(action))
+        assert answer.status == 202
+        done = await wait_for(events, "validation.completed", timeout=timeout, head_sha=scenario.head_sha)
+        if until_job_finished:
+            await wait_for(events, "job.finished", timeout=timeout, kind="validate")
+    return await bot.store.validations.get(done.data["validation_id"])
+
+
+def check_run(fake: FakeGitHub, state: Any) -> dict[str, Any]:
+    """The validation's check run on the fake GitHub."""
+    return fake.check_runs[state.check_run_id]
+
+
+def comments_on(fake: FakeGitHub, scenario: Scenario) -> list[dict[str, Any]]:
+    """The app's sticky validation comments (those starting with its marker)."""
+    return [c for c in fake.comments.values() if c["body"].startswith(COMMENT_MARKER)]

@@ -3,7 +3,6 @@ Codegen API and the real sandbox. A webhook relay sends the pull_request events 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from typing import Any
@@ -22,9 +21,10 @@ from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest
 from tests.fakes.codegen import API_KEY, ORG_ID, ScriptedAgent
 from tests.pull_requests import open_pull_request
+from tests.sandbox_support import needs_bwrap
 from tests.webhook_sender import WebhookSender
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+pytestmark = needs_bwrap
 
 CONFIG = "validate:\n  - name: greeting\n    run: grep -qx 'hello world' greeting.txt\n"
 AUTO_MERGE = CONFIG + "auto_merge: true\n"

@@ -12,23 +12,21 @@ from typing import Any
 import aiohttp
 import pytest
 from gidgethub import BadRequest
-from sqlalchemy import update
 
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import ValidationState, utcnow
-from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE
 from bot.store import InstallationRef, RepoRef, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE, may_claim_check_run
 from pipeline.validation.service import ValidationService
+from tests.check_run_support import (CHECK_RUNS, age_validation, begin_validation, check_runs_of,
+                                     queued_validations, recorded_pull_request, validation_service_without_runner)
 from tests.fakes.github import FakeGitHub
-from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request, record_project
 
 NOW = utcnow()
-CHECK_RUNS = "/repos/*/*/check-runs"
 
 
 # ---- the rule ----------------------------------------------------------------------------------------
@@ -84,32 +82,20 @@ async def project_id(store: Store) -> str:
     return project.id
 
 
-async def _begin(store: Store, project_id: str, claimer: str, *, head: str = "a" * 40, restart: bool = False) -> Any:
-    return await store.validations.begin(project_id=project_id, pr_number=1, head_sha=head, restart=restart,
-                                         base_sha="b" * 40, is_fork=False, author="octocat",
-                                         trigger="pull_request.opened", claimer=claimer)
-
-
-async def _age_claim(store: Store, validation_id: str, by: timedelta) -> None:
-    stmt = (update(ValidationState).where(ValidationState.id == validation_id)
-            .values(check_run_claimed_at=utcnow() - by))
-    await store.db.write(lambda conn: conn.execute(stmt))
-
-
 async def test_begin_claims_for_one_claimer_at_a_time(store: Store, other_store: Store, project_id: str) -> None:
-    first = await _begin(store, project_id, "d1")
+    first = await begin_validation(store, project_id, "d1")
     assert first.claimed and first.validation.check_run_claimed_by == "d1"
     # another process joins while d1 creates the check run: it must not create one too
-    joined = await _begin(other_store, project_id, "d2")
+    joined = await begin_validation(other_store, project_id, "d2")
     assert joined.validation.id == first.validation.id and not joined.claimed
     # d1's job, retried (say its POST failed), claims again at once
-    again = await _begin(other_store, project_id, "d1")
+    again = await begin_validation(other_store, project_id, "d1")
     assert again.validation.id == first.validation.id and again.claimed
 
     # two claimers race for an unclaimed validation (as one recorded before migration 0006): one wins
-    await _age_claim(store, first.validation.id, CHECK_RUN_CLAIM_STALE + timedelta(seconds=5))
-    races = await asyncio.gather(*(_begin(s, project_id, c) for s, c in [(store, "d3"), (other_store, "d4"),
-                                                            (store, "d5"), (other_store, "d6")]))
+    await age_validation(store, first.validation.id, CHECK_RUN_CLAIM_STALE + timedelta(seconds=5))
+    races = await asyncio.gather(*(begin_validation(s, project_id, c)
+                                   for s, c in [(store, "d3"), (other_store, "d4"), (store, "d5"), (other_store, "d6")]))
     assert {r.validation.id for r in races} == {first.validation.id}
     winners = [r.validation.check_run_claimed_by for r in races if r.claimed]
     assert len(winners) == 1
@@ -118,19 +104,19 @@ async def test_begin_claims_for_one_claimer_at_a_time(store: Store, other_store:
 
     # once the check run is recorded, nobody claims it, not even a stale claim's taker
     await store.validations.set_check_run(first.validation.id, 99)
-    await _age_claim(store, first.validation.id, CHECK_RUN_CLAIM_STALE * 2)
-    assert not (await _begin(other_store, project_id, "d7")).claimed
+    await age_validation(store, first.validation.id, CHECK_RUN_CLAIM_STALE * 2)
+    assert not (await begin_validation(other_store, project_id, "d7")).claimed
     assert (await store.validations.get(first.validation.id)).check_run_claimed_by == winners[0]
 
 
 async def test_a_stale_claim_is_taken_over_and_a_restart_claims_its_new_validation(
         store: Store, other_store: Store, project_id: str) -> None:
-    first = await _begin(store, project_id, "d1")
-    await _age_claim(store, first.validation.id, CHECK_RUN_CLAIM_STALE + timedelta(seconds=1))
-    taken = await _begin(other_store, project_id, "d2")
+    first = await begin_validation(store, project_id, "d1")
+    await age_validation(store, first.validation.id, CHECK_RUN_CLAIM_STALE + timedelta(seconds=1))
+    taken = await begin_validation(other_store, project_id, "d2")
     assert taken.claimed and taken.validation.id == first.validation.id
-    assert not (await _begin(store, project_id, "d1")).claimed  # d1 gave it up
-    restarted = await _begin(store, project_id, "d3", restart=True)
+    assert not (await begin_validation(store, project_id, "d1")).claimed  # d1 gave it up
+    restarted = await begin_validation(store, project_id, "d3", restart=True)
     assert restarted.claimed and restarted.validation.id != first.validation.id
     assert [v.id for v in restarted.ended] == [first.validation.id]
 
@@ -139,7 +125,7 @@ async def test_two_processes_beginning_the_same_new_head_at_once_record_one_vali
         store: Store, other_store: Store, project_id: str) -> None:
     # No row exists yet: without a per-PR lock, two PostgreSQL transactions would each insert one.
     for head in ("c" * 40, "d" * 40, "e" * 40):
-        begun = await asyncio.gather(*(_begin(s, project_id, c, head=head)
+        begun = await asyncio.gather(*(begin_validation(s, project_id, c, head_sha=head)
                                        for s, c in [(store, "d1"), (other_store, "d2"), (store, "d3"),
                                                     (other_store, "d4")]))
         assert len({b.validation.id for b in begun}) == 1
@@ -150,12 +136,12 @@ async def test_two_processes_beginning_the_same_new_head_at_once_record_one_vali
 
 async def test_a_check_run_recorded_for_a_validation_ended_meanwhile_is_reported_back(
         store: Store, project_id: str) -> None:
-    first = await _begin(store, project_id, "d1")
-    await _begin(store, project_id, "d2", head="f" * 40)  # another process's new head ends it
+    first = await begin_validation(store, project_id, "d1")
+    await begin_validation(store, project_id, "d2", head_sha="f" * 40)  # another process's new head ends it
     ended_as = await store.validations.set_check_run(first.validation.id, 41, then_queue=JOB_VALIDATE)
     assert ended_as == f"Superseded by {'f' * 7}"
     assert (await store.jobs.counts())["queued"] == 0  # no job for a validation that ended
-    live = await _begin(store, project_id, "d3", head="f" * 40)
+    live = await begin_validation(store, project_id, "d3", head_sha="f" * 40)
     assert await store.validations.set_check_run(live.validation.id, 42, then_queue=JOB_VALIDATE) is None
     assert (await store.jobs.counts())["queued"] == 1
 
@@ -207,29 +193,12 @@ async def two_processes(database_url: str, store: Store, other_store: Store, mak
     async with aiohttp.ClientSession() as http:
         for s in (store, other_store):
             # start uses neither the runner, the checkouts, the merges nor the volumes
-            made.append(ValidationService(s, HoldingGitHub(http, settings), EventBus(), JobWakeup(),
-                                          runner=None, checkouts=None, merges=None, volumes=None,  # type: ignore[arg-type]
-                                          agent_configured=lambda project: False, public_url=settings.public_url,
-                                          data_dir=settings.data_dir, chromium_path=settings.chromium_path))
+            made.append(validation_service_without_runner(
+                s, HoldingGitHub(http, settings), public_url=settings.public_url, data_dir=settings.data_dir,
+                chromium_path=settings.chromium_path))
         yield made
         for service in made:
             await service.github.close()
-
-
-async def _pull_request(store: Store, fake: FakeGitHub) -> tuple[Any, Scenario, PullRequest]:
-    scenario = open_pull_request(fake, config=None)
-    project = await record_project(store, scenario)
-    pr = PullRequest.parse(fake.pulls[(scenario.full_name, scenario.number)], source="the fake",
-                           repository=scenario.full_name)
-    return project, scenario, pr
-
-
-def _check_runs_of(fake: FakeGitHub, head_sha: str) -> list[dict[str, Any]]:
-    return [run for run in fake.check_runs.values() if run["head_sha"] == head_sha]
-
-
-async def _validate_jobs(store: Store) -> list[Any]:
-    return await store.jobs.claim("test", limit=10, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
 
 
 async def _start_held(service: ValidationService, project: Any,
@@ -246,7 +215,7 @@ async def _start_held(service: ValidationService, project: Any,
 async def test_two_processes_starting_one_head_create_one_check_run(two_processes, store: Store,
                                                                     fake_github: FakeGitHub) -> None:
     service_a, service_b = two_processes
-    project, scenario, pr = await _pull_request(store, fake_github)
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     # process A has recorded the validation and is creating its check run when B's event arrives
     held, starting_a = await _start_held(service_a, project, pr)
     state_b = await asyncio.wait_for(service_b.start(project, pr, trigger="pull_request.reopened",
@@ -256,16 +225,16 @@ async def test_two_processes_starting_one_head_create_one_check_run(two_processe
     state_a = await asyncio.wait_for(starting_a, 10)
 
     assert state_a.id == state_b.id
-    [run] = _check_runs_of(fake_github, scenario.head_sha)
+    [run] = check_runs_of(fake_github, scenario.head_sha)
     assert (run["status"], run["external_id"]) == ("in_progress", state_a.id)
     assert (await store.validations.get(state_a.id)).check_run_id == run["id"]
-    assert [job.args for job in await _validate_jobs(store)] == [{"validation_id": state_a.id}]
+    assert await queued_validations(store) == [state_a.id]
 
 
 async def test_two_processes_starting_one_head_at_the_same_moment(two_processes, store: Store,
                                                                   fake_github: FakeGitHub) -> None:
     service_a, service_b = two_processes
-    project, scenario, pr = await _pull_request(store, fake_github)
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     # the validation is already recorded (the PR's first event); two later events of its head meet
     await store.validations.create(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
                                    base_sha=pr.base_sha)
@@ -273,14 +242,14 @@ async def test_two_processes_starting_one_head_at_the_same_moment(two_processes,
         service_a.start(project, pr, trigger="pull_request.reopened", claimer="delivery-a"),
         service_b.start(project, pr, trigger="pull_request.ready_for_review", claimer="delivery-b")), 10)
     assert len({s.id for s in states}) == 1
-    [run] = _check_runs_of(fake_github, scenario.head_sha)
+    [run] = check_runs_of(fake_github, scenario.head_sha)
     assert (await store.validations.get(states[0].id)).check_run_id == run["id"]
 
 
 async def test_a_delivery_whose_check_run_failed_creates_it_on_its_retry(two_processes, store: Store,
                                                                          fake_github: FakeGitHub) -> None:
     service_a, service_b = two_processes
-    project, scenario, pr = await _pull_request(store, fake_github)
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     fake_github.fail_next("POST", CHECK_RUNS, status=422)
     with pytest.raises(BadRequest):
         await service_a.start(project, pr, trigger="pull_request.opened", claimer="delivery-a")
@@ -288,16 +257,16 @@ async def test_a_delivery_whose_check_run_failed_creates_it_on_its_retry(two_pro
     # another delivery of the head meanwhile leaves it to the claimer; the claimer's retry creates it
     assert (await service_b.start(project, pr, trigger="pull_request.reopened",
                                   claimer="delivery-b")).check_run_id is None
-    assert not _check_runs_of(fake_github, scenario.head_sha)
+    assert not check_runs_of(fake_github, scenario.head_sha)
     state = await service_b.start(project, pr, trigger="pull_request.opened", claimer="delivery-a")
-    [run] = _check_runs_of(fake_github, scenario.head_sha)
+    [run] = check_runs_of(fake_github, scenario.head_sha)
     assert (await store.validations.get(state.id)).check_run_id == run["id"]
 
 
 async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelled(two_processes, store: Store,
                                                                                   fake_github: FakeGitHub) -> None:
     service_a, service_b = two_processes
-    project, scenario, pr = await _pull_request(store, fake_github)
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     held, starting_a = await _start_held(service_a, project, pr)
     # a push arrives in process B while A's check run is on its way: B ends A's validation, which has
     # no check run recorded yet, so B cannot cancel it on GitHub
@@ -306,8 +275,8 @@ async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelle
                                                      claimer="delivery-b"), 10)
     held.release.set()
     state_a = await asyncio.wait_for(starting_a, 10)
-    [run_a] = _check_runs_of(fake_github, pr.head_sha)
+    [run_a] = check_runs_of(fake_github, pr.head_sha)
     assert (run_a["status"], run_a["conclusion"]) == ("completed", "cancelled")
     assert run_a["output"]["title"] == "Superseded by 9999999"
-    assert [job.args for job in await _validate_jobs(store)] == [{"validation_id": state_b.id}]
+    assert await queued_validations(store) == [state_b.id]
     assert state_a.id != state_b.id

@@ -6,39 +6,32 @@ start adopts the check run an earlier try made, and what a killed process left h
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.errors import GitHubUnavailable
-from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.github.types import PullRequest
-from bot.models import JOB_VALIDATE, JOB_WEBHOOK, ValidationState, utcnow
+from bot.models import JOB_WEBHOOK, ValidationState
 from bot.store import IncomingDelivery, Store
-from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.validation.buttons import recovered_actions
-from pipeline.validation.service import ValidationService, recovered_output
+from pipeline.validation.service import recovered_output
+from tests.check_run_support import (CHECK_RUNS, age_validation, begin_validation, check_runs_of, queued_validations,
+                                     recorded_pull_request, validation_service_without_runner)
+from tests.cli_support import ServedApp, cli_env
 from tests.conftest import APP_ID, WEBHOOK_SECRET
 from tests.fakes.github import FakeGitHub
+from tests.pg import free_port
 from tests.pull_requests import INSTALLATION_ID, Scenario, open_pull_request
-from tests.test_check_run_claim import _pull_request
-from tests.webhook_sender import WebhookSender
 
-CHECK_RUNS = "/repos/*/*/check-runs"
 CLIENT_TIMEOUT = 1.0  # the app's is 60 s: a POST answered after it is one GitHub made but the app never heard of
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -57,59 +50,32 @@ async def github_of_process(make_settings: Callable[..., Any],
             await github.close()
 
 
-def validation_service(store: Store, github: GitHubApp) -> ValidationService:
-    # start and the recovery use neither the runner, the checkouts, the merges nor the volumes
-    return ValidationService(store, github, EventBus(), JobWakeup(), runner=None, checkouts=None,  # type: ignore[arg-type]
-                             merges=None, volumes=None, agent_configured=lambda project: False,  # type: ignore[arg-type]
-                             public_url="http://app.test", data_dir=Path("/nonexistent"), chromium_path="")
-
-
-def runs_on(fake: FakeGitHub, head_sha: str) -> list[dict[str, Any]]:
-    return [run for _, run in sorted(fake.check_runs.items()) if run["head_sha"] == head_sha]
-
-
-async def _queued_validations(store: Store) -> list[str]:
-    jobs = await store.jobs.claim("test", limit=50, lease_seconds=60, kinds=frozenset({JOB_VALIDATE}))
-    return [job.args["validation_id"] for job in jobs]
-
-
-async def _age(store: Store, validation_id: str, by: timedelta = CHECK_RUN_CLAIM_STALE * 2) -> None:
-    """As if the process that claimed or ended this validation had gone quiet `by` ago."""
-    row = await store.validations.get(validation_id)
-    assert row is not None
-    values: dict[str, Any] = {"check_run_claimed_at": utcnow() - by}
-    if row.completed_at is not None:
-        values["completed_at"] = utcnow() - by
-    stmt = update(ValidationState).where(ValidationState.id == validation_id).values(**values)
-    await store.db.write(lambda conn: conn.execute(stmt))
-
-
 # ---- a lost answer, a retried start --------------------------------------------------------------------
 
 async def test_a_check_run_answered_too_late_is_adopted_by_the_retry_not_created_again(
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
-    project, scenario, pr = await _pull_request(store, fake_github)
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     # GitHub creates the check run at once but answers after the client gave up waiting
     late = fake_github.hold_next("POST", CHECK_RUNS, seconds=CLIENT_TIMEOUT + 1)
     with pytest.raises(GitHubUnavailable):  # not sent again: the job is tried again later
-        await validation_service(store, github_of_process()).start(project, pr, trigger="pull_request.opened",
-                                                                    claimer="delivery-1")
+        await validation_service_without_runner(store, github_of_process()).start(
+            project, pr, trigger="pull_request.opened", claimer="delivery-1")
     assert late.arrived.is_set()
-    [orphan] = runs_on(fake_github, pr.head_sha)
+    [orphan] = check_runs_of(fake_github, pr.head_sha)
     # the delivery's job, tried again (here by another process: this one's GitHub work is paused)
-    state = await validation_service(store, github_of_process()).start(project, pr, trigger="pull_request.opened",
-                                                                       claimer="delivery-1")
-    assert runs_on(fake_github, pr.head_sha) == [orphan] and orphan["external_id"] == state.id
+    state = await validation_service_without_runner(store, github_of_process()).start(
+        project, pr, trigger="pull_request.opened", claimer="delivery-1")
+    assert check_runs_of(fake_github, pr.head_sha) == [orphan] and orphan["external_id"] == state.id
     assert (await store.validations.get(state.id)).check_run_id == orphan["id"]
-    assert await _queued_validations(store) == [state.id]
+    assert await queued_validations(store) == [state.id]
 
 
 async def test_a_new_validation_creates_its_check_run_without_looking_first(
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
-    project, scenario, pr = await _pull_request(store, fake_github)
-    await validation_service(store, github_of_process()).start(project, pr, trigger="pull_request.opened",
-                                                               claimer="delivery-1")
-    assert len(runs_on(fake_github, pr.head_sha)) == 1
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
+    await validation_service_without_runner(store, github_of_process()).start(
+        project, pr, trigger="pull_request.opened", claimer="delivery-1")
+    assert len(check_runs_of(fake_github, pr.head_sha)) == 1
     assert not fake_github.calls_to("GET", "/repos/*/*/commits/*/check-runs")  # nothing to doubt: one request
 
 
@@ -117,10 +83,7 @@ async def test_a_new_validation_creates_its_check_run_without_looking_first(
 
 async def _begun(store: Store, project: Any, pr: PullRequest) -> ValidationState:
     """A validation whose process claimed its check run and then died."""
-    begun = await store.validations.begin(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
-                                          restart=False, base_sha=pr.base_sha, is_fork=False, author="octocat",
-                                          trigger="pull_request.opened", claimer="dead-process")
-    return begun.validation
+    return (await begin_validation(store, project.id, "dead-process", pr=pr)).validation
 
 
 async def _made_by_dead_process(github: GitHubApp, project: Any, state: ValidationState) -> int:
@@ -132,26 +95,26 @@ async def _made_by_dead_process(github: GitHubApp, project: Any, state: Validati
 async def test_the_recovery_adopts_the_check_run_a_dead_process_made_or_makes_the_missing_one(
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
     github = github_of_process()
-    service = validation_service(store, github)
-    project, first, pr = await _pull_request(store, fake_github)
+    service = validation_service_without_runner(store, github)
+    project, first, pr = await recorded_pull_request(store, fake_github)
     orphaned = await _begun(store, project, pr)  # died after the POST, before recording its answer
     orphan_id = await _made_by_dead_process(github, project, orphaned)
-    _, second, other_pr = await _pull_request(store, fake_github)
+    _, second, other_pr = await recorded_pull_request(store, fake_github)
     never_made = await _begun(store, project, other_pr)  # died before the POST
-    _, third, fresh_pr = await _pull_request(store, fake_github)
+    _, third, fresh_pr = await recorded_pull_request(store, fake_github)
     fresh = await _begun(store, project, fresh_pr)  # its process may still be at it
 
     assert await service.recover_check_runs() == 0  # claims still fresh: not touched
-    await _age(store, orphaned.id)
-    await _age(store, never_made.id)
+    await age_validation(store, orphaned.id)
+    await age_validation(store, never_made.id)
     assert await service.recover_check_runs() == 2
 
-    assert [run["id"] for run in runs_on(fake_github, pr.head_sha)] == [orphan_id]
+    assert [run["id"] for run in check_runs_of(fake_github, pr.head_sha)] == [orphan_id]
     assert (await store.validations.get(orphaned.id)).check_run_id == orphan_id
-    [made] = runs_on(fake_github, other_pr.head_sha)
+    [made] = check_runs_of(fake_github, other_pr.head_sha)
     assert (made["external_id"], made["status"]) == (never_made.id, "in_progress")
-    assert not runs_on(fake_github, fresh_pr.head_sha)
-    assert sorted(await _queued_validations(store)) == sorted([orphaned.id, never_made.id])
+    assert not check_runs_of(fake_github, fresh_pr.head_sha)
+    assert sorted(await queued_validations(store)) == sorted([orphaned.id, never_made.id])
     assert fresh.id not in [v.id for v in await store.validations.unsettled()]
     assert await service.recover_check_runs() == 0
 
@@ -160,43 +123,41 @@ async def test_the_recovery_leaves_a_validation_to_the_delivery_job_that_will_ru
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
     # Made here, the check run's validation could end before that job runs again, and the job would
     # then begin a second validation (and check run) of the same head.
-    service = validation_service(store, github_of_process())
-    project, scenario, pr = await _pull_request(store, fake_github)
+    service = validation_service_without_runner(store, github_of_process())
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     stored = await store.deliveries.store(IncomingDelivery(
         id="delivery-9", event="pull_request", action="opened", installation_id=INSTALLATION_ID, payload="{}",
         job_kind=JOB_WEBHOOK, max_attempts=5))
-    begun = await store.validations.begin(project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha,
-                                          restart=False, base_sha=pr.base_sha, is_fork=False, author="octocat",
-                                          trigger="pull_request.opened", claimer="delivery-9")
-    await _age(store, begun.validation.id)
+    begun = await begin_validation(store, project.id, "delivery-9", pr=pr)
+    await age_validation(store, begun.validation.id)
     assert await service.recover_check_runs() == 0
-    assert not runs_on(fake_github, pr.head_sha)
+    assert not check_runs_of(fake_github, pr.head_sha)
     [job] = await store.jobs.claim("w", limit=1, lease_seconds=60, kinds=frozenset({JOB_WEBHOOK}))
     assert job.id == stored.job_id
     assert await store.jobs.complete_many("w", [job.id]) == {job.id}  # the job ran: now the recovery may
     assert await service.recover_check_runs() == 1
-    assert len(runs_on(fake_github, pr.head_sha)) == 1
+    assert len(check_runs_of(fake_github, pr.head_sha)) == 1
 
 
 async def test_the_recovery_completes_check_runs_whose_validation_ended_while_they_ran(
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
     github = github_of_process()
-    service = validation_service(store, github)
-    project, scenario, pr = await _pull_request(store, fake_github)
+    service = validation_service_without_runner(store, github)
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     state = await service.start(project, pr, trigger="pull_request.opened", claimer="delivery-1")
     # its job recorded the outcome, then died before it completed the check run
     assert await store.validations.start(state.id)
     assert await store.validations.complete(state.id, conclusion="success", title="All 3 steps passed", results={})
     # a new head's start ended another validation, then died before cancelling its check run (made by a
     # start that died before recording it)
-    _, other, other_pr = await _pull_request(store, fake_github)
+    _, other, other_pr = await recorded_pull_request(store, fake_github)
     superseded = await _begun(store, project, other_pr)
     orphan_id = await _made_by_dead_process(github, project, superseded)
     await store.validations.supersede(project.id, other_pr.number, new_head_sha="f" * 40)
 
     assert await service.recover_check_runs() == 0  # they ended a moment ago: their process may be at it
-    await _age(store, state.id)
-    await _age(store, superseded.id)
+    await age_validation(store, state.id)
+    await age_validation(store, superseded.id)
     assert await service.recover_check_runs() == 2
 
     run = fake_github.check_runs[(await store.validations.get(state.id)).check_run_id]
@@ -212,11 +173,11 @@ async def test_the_recovery_completes_check_runs_whose_validation_ended_while_th
 
 async def test_a_check_run_that_cannot_be_reached_any_more_is_given_up(
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
-    service = validation_service(store, github_of_process())
-    project, scenario, pr = await _pull_request(store, fake_github)
+    service = validation_service_without_runner(store, github_of_process())
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
     state = await service.start(project, pr, trigger="pull_request.opened", claimer="delivery-1")
     assert await store.validations.cancel(state.id, title="Cancelled: by hand")
-    await _age(store, state.id)
+    await age_validation(store, state.id)
     fake_github.fail_next("GET", "/repos/*/*/check-runs/*", status=404)  # the repository was deleted
     assert await service.recover_check_runs() == 0
     assert await store.validations.unsettled() == []  # not asked again every minute
@@ -243,64 +204,20 @@ def test_what_the_recovery_writes_on_the_check_run_of_an_ended_validation() -> N
 
 # ---- a real `codegenapp serve`, killed with SIGKILL ------------------------------------------------------
 
-class ServedApp:
-    """`python -m bot serve` in a process of its own, against the fake GitHub, on a database that
-    outlives it."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, session: aiohttp.ClientSession) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.webhooks = WebhookSender(session, self.url, WEBHOOK_SECRET)
-        self.log: list[str] = []
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "serve", cwd=self.cwd, env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        ready = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_log(ready))
-        exited = asyncio.create_task(self.process.wait())
-        await asyncio.wait([asyncio.create_task(ready.wait()), exited], timeout=60,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if not ready.is_set():
-            raise AssertionError("the app did not start:\n" + "".join(self.log[-30:]))
-
-    async def _read_log(self, ready: asyncio.Event) -> None:
-        assert self.process.stderr is not None
-        async for line in self.process.stderr:  # read to the end: a full pipe would stall the app
-            self.log.append(line.decode(errors="replace"))
-            if "Running on" in self.log[-1]:
-                ready.set()
-
-    async def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        await self._reader
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            await self.kill()
-
-
 @pytest.fixture
 async def served(tmp_path: Path, app_private_key: str,
                  fake_github: FakeGitHub) -> AsyncIterator[Callable[[], Any]]:
-    """Starts `codegenapp serve` (again: each process on the same DATA_DIR and database)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8", "PYTHONPATH": str(PROJECT_ROOT),
-           "APP_ID": str(APP_ID), "PRIVATE_KEY": app_private_key, "WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "DATA_DIR": str(tmp_path / "data"), "HOST": "127.0.0.1", "PORT": str(port),
-           "GITHUB_API_URL": fake_github.api_url, "GITHUB_URL": fake_github.base_url, "JOB_LEASE_SECONDS": "2",
-           "GITHUB_WRITES_PER_MINUTE": "1000", "GITHUB_WRITES_PER_HOUR": "10000", "LOG_LEVEL": "INFO"}
+    """Starts `codegenapp serve` (again: each process on the same DATA_DIR, database and port)."""
+    port = free_port()
+    env = cli_env(tmp_path, HOME=str(tmp_path), LANG="C.UTF-8", APP_ID=str(APP_ID), PRIVATE_KEY=app_private_key,
+                  WEBHOOK_SECRET=WEBHOOK_SECRET, HOST="127.0.0.1", GITHUB_API_URL=fake_github.api_url,
+                  GITHUB_URL=fake_github.base_url, JOB_LEASE_SECONDS="2", GITHUB_WRITES_PER_MINUTE="1000",
+                  GITHUB_WRITES_PER_HOUR="10000", LOG_LEVEL="INFO")
     apps: list[ServedApp] = []
     async with aiohttp.ClientSession() as session:
         async def start() -> ServedApp:
-            apps.append(ServedApp(env, tmp_path, session))
-            await apps[-1].start()
-            return apps[-1]
+            apps.append(ServedApp(env, port=port, session=session))
+            return await apps[-1].start()
 
         yield start
         for app in apps:
@@ -321,7 +238,8 @@ async def _validations_of(store: Store, scenario: Scenario) -> list[ValidationSt
 
 
 def _all_completed(fake: FakeGitHub, heads: list[str]) -> Callable[[], bool]:
-    return lambda: all(runs_on(fake, head) and all(run["status"] == "completed" for run in runs_on(fake, head))
+    return lambda: all(check_runs_of(fake, head)
+                       and all(run["status"] == "completed" for run in check_runs_of(fake, head))
                        for head in heads)
 
 
@@ -335,11 +253,11 @@ async def test_killed_after_github_made_the_check_run_the_next_process_adopts_it
     await asyncio.wait_for(created.arrived.wait(), 30)
     await app.kill()
     created.release()
-    [orphan] = runs_on(fake_github, scenario.head_sha)
+    [orphan] = check_runs_of(fake_github, scenario.head_sha)
 
     await served()  # the delivery's job, run again once its lease expired, adopts the check run
     await fake_github.wait_until(_all_completed(fake_github, [scenario.head_sha]), timeout=60)
-    [run] = runs_on(fake_github, scenario.head_sha)
+    [run] = check_runs_of(fake_github, scenario.head_sha)
     assert (run["id"], run["conclusion"], run["output"]["title"]) == (orphan["id"], "neutral", "Nothing to validate")
     [validation] = await _validations_of(app_store, scenario)
     assert validation.check_run_id == orphan["id"]
@@ -356,11 +274,11 @@ async def test_killed_before_it_completed_the_check_run_the_next_process_complet
     await app.kill()
     [validation] = await _validations_of(app_store, scenario)
     assert (validation.status, validation.conclusion) == ("completed", "neutral")  # recorded, not reported
-    await _age(app_store, validation.id)  # the app stayed down a while
+    await age_validation(app_store, validation.id)  # the app stayed down a while
 
     await served()
     await fake_github.wait_until(_all_completed(fake_github, [scenario.head_sha]), timeout=30)
-    [run] = runs_on(fake_github, scenario.head_sha)
+    [run] = check_runs_of(fake_github, scenario.head_sha)
     assert (run["conclusion"], run["output"]["title"]) == ("neutral", "Nothing to validate")
     assert "interrupted" in run["output"]["summary"]  # by the recovery: the job, run again, had nothing to do
 
@@ -395,7 +313,7 @@ async def test_a_burst_of_pull_requests_through_a_sigkill_gets_one_check_run_per
     twelfth.release()
     everything = select(ValidationState.id)
     for validation_id in await app_store.db.read(lambda conn: conn.execute(everything).scalars().all()):
-        await _age(app_store, validation_id)  # the app stayed down a while
+        await age_validation(app_store, validation_id)  # the app stayed down a while
 
     app = await served()
     for scenario, delivery_id in deliveries:  # redelivered; those stored already are duplicates
@@ -403,7 +321,7 @@ async def test_a_burst_of_pull_requests_through_a_sigkill_gets_one_check_run_per
                                         delivery_id=delivery_id)).status in (200, 202)
     heads = [scenario.head_sha for scenario in scenarios]
     await fake_github.wait_until(_all_completed(fake_github, heads), timeout=120)
-    assert {head: len(runs_on(fake_github, head)) for head in heads} == {head: 1 for head in heads}
+    assert {head: len(check_runs_of(fake_github, head)) for head in heads} == {head: 1 for head in heads}
     for scenario in scenarios:
         [validation] = await _validations_of(app_store, scenario)
-        assert validation.check_run_id == runs_on(fake_github, scenario.head_sha)[0]["id"]
+        assert validation.check_run_id == check_runs_of(fake_github, scenario.head_sha)[0]["id"]

@@ -1,11 +1,8 @@
 """The `codegenapp` command, run as a real process."""
 
-import asyncio
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,20 +13,13 @@ from bot.config import load_settings
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.store import InstallationRef, RepoRef, Store
-from tests.pg import free_port
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def codegenapp(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), **env},
-                          cwd=Path(env["DATA_DIR"]).parent, timeout=60)  # no stray .env is read
+from tests.cli_support import ServedApp, cli_env, codegenapp
+from tests.sandbox_support import needs_bwrap
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"DATA_DIR": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}  # nothing in ~
+    return cli_env(tmp_path)
 
 
 async def add_project(env: dict[str, str], full_name: str) -> None:
@@ -79,22 +69,15 @@ def test_bad_configuration_is_explained_and_nothing_starts(env: dict[str, str]) 
 
 @pytest.mark.slow
 async def test_serve_starts_without_an_app_and_stops_on_sigterm(env: dict[str, str]) -> None:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "serve", "--port", str(port), cwd=Path(env["DATA_DIR"]).parent,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), **env}, stderr=asyncio.subprocess.PIPE)
+    app = await ServedApp(env).start(timeout=20)
     try:
-        async with asyncio.timeout(20):
-            while b"Running on" not in await process.stderr.readline():
-                pass
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{port}/api/v1/webhooks/github", data=b"{}") as response:
+            async with session.post(f"{app.url}/api/v1/webhooks/github", data=b"{}") as response:
                 assert response.status == 503
-            async with session.get(f"http://127.0.0.1:{port}/health") as response:
+            async with session.get(f"{app.url}/health") as response:
                 assert (await response.json())["app_configured"] is False
     finally:
-        process.terminate()
-        assert await asyncio.wait_for(process.wait(), 20) == 0
+        assert await app.terminate() == 0
 
 
 def _git(path: Path, *args: str) -> None:
@@ -113,9 +96,6 @@ def _local_repo(path: Path, config: str, files: dict[str, str]) -> Path:
     _git(path, "add", "-A")
     _git(path, "commit", "-qm", "init")
     return path
-
-
-needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 
 
 @needs_bwrap

@@ -7,21 +7,19 @@ auto-merge, the buttons of a completed run and /ok-to-test on a fork PR.
 """
 
 import asyncio
-import shutil
 
 import pytest
 
 from bot.events import wait_for
 from bot.models import JOB_VALIDATE
 from pipeline.commands.parse import COMMANDS
-from tests.pull_requests import APP_ID, Scenario, open_pull_request, record_project, seed_validation
+from tests.pull_requests import APP_ID, Scenario, open_pull_request, record_project, seed_validation, validate
+from tests.sandbox_support import needs_bwrap
 
 USERS = {"ada": "admin", "max": "maintain", "wes": "write", "tri": "triage", "rea": "read", "nobody": "none"}
 ALLOWED = ("admin", "maintain", "write")
 MERGE_PATH = "/repos/*/*/pulls/*/merge"
 PERMISSION_PATH = "/repos/*/*/collaborators/*/permission"
-
-needs_sandbox = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
 
 
 @pytest.fixture
@@ -450,24 +448,14 @@ async def test_buttons_on_a_fork_pr_find_the_pr_from_the_stored_validation(app, 
 PASSING = "validate:\n  - test -f app.py\n"
 
 
-async def validate(app, scenario: Scenario, action: str = "opened", *, timeout: float = 60):
-    """Deliver the PR event; return the validation once its job (auto-merge included) has finished."""
-    with app.services.bus.subscribe() as events:
-        answer = await app.webhooks.send("pull_request", scenario.payload(action))
-        assert answer.status == 202
-        done = await wait_for(events, "validation.completed", timeout=timeout, head_sha=scenario.head_sha)
-        await wait_for(events, "job.finished", timeout=timeout, kind="validate")
-    return await app.store.validations.get(done.data["validation_id"])
-
-
 def buttons(fake, state) -> list[str]:
     return [a["identifier"] for a in fake.check_runs[state.check_run_id]["actions"]]
 
 
-@needs_sandbox
+@needs_bwrap
 async def test_auto_merge_from_the_repository_config(app, fake_github) -> None:
     scenario = with_users(fake_github, open_pull_request(fake_github, config=PASSING + "auto_merge: true\n"))
-    state = await validate(app, scenario)
+    state = await validate(app, scenario, until_job_finished=True)
     assert state.conclusion == "success"
     [merge] = fake_github.merges
     assert (merge["head_sha"], merge["merge_method"]) == (state.head_sha, "merge")
@@ -477,12 +465,12 @@ async def test_auto_merge_from_the_repository_config(app, fake_github) -> None:
     assert merged.details["trigger"] == "auto-merge" and merged.actor is None
 
 
-@needs_sandbox
+@needs_bwrap
 async def test_auto_merge_off_on_the_pr_wins_over_the_config(app, fake_github) -> None:
     scenario = with_users(fake_github, open_pull_request(fake_github, config=PASSING + "auto_merge: true\n"))
     await record_project(app.store, scenario)
     await comment(app, scenario, "/auto-merge off", user="wes")
-    state = await validate(app, scenario)
+    state = await validate(app, scenario, until_job_finished=True)
     assert state.conclusion == "success" and fake_github.merges == []
     assert buttons(fake_github, state) == ["rerun", "merge"]  # a maintainer merges with the button
     await app.deliver("check_run", scenario.requested_action_payload(
@@ -490,42 +478,42 @@ async def test_auto_merge_off_on_the_pr_wins_over_the_config(app, fake_github) -
     assert [m["head_sha"] for m in fake_github.merges] == [state.head_sha]
 
 
-@needs_sandbox
+@needs_bwrap
 async def test_auto_merge_on_from_a_comment_merges_after_the_validation(app, fake_github) -> None:
     scenario = with_users(fake_github, open_pull_request(fake_github, config=PASSING))
     await record_project(app.store, scenario)
     await comment(app, scenario, "/auto-merge on", user="wes")
-    state = await validate(app, scenario)
+    state = await validate(app, scenario, until_job_finished=True)
     assert [m["head_sha"] for m in fake_github.merges] == [state.head_sha]
 
 
-@needs_sandbox
+@needs_bwrap
 async def test_auto_merge_refusal_is_explained_on_the_pr(app, fake_github) -> None:
     scenario = with_users(fake_github, open_pull_request(fake_github, config=PASSING + "auto_merge: true\n"))
     fake_github.set_branch_protection(scenario.full_name, "main", {"required_status_checks": {
         "strict": False, "contexts": ["ci/build"]}})
-    state = await validate(app, scenario)
+    state = await validate(app, scenario, until_job_finished=True)
     assert state.conclusion == "success" and fake_github.merges == []
     [said] = [body for body in replies(fake_github, scenario) if body.startswith("Auto-merge")]
     assert "required check `ci/build` has not reported" in said and "`/merge`" in said
 
 
-@needs_sandbox
+@needs_bwrap
 async def test_a_failed_validation_has_only_the_rerun_button(app, fake_github) -> None:
     scenario = with_users(fake_github, open_pull_request(fake_github, config="validate:\n  - 'false'\n"
                                                                                 "auto_merge: true\n"))
-    state = await validate(app, scenario)
+    state = await validate(app, scenario, until_job_finished=True)
     assert state.conclusion == "failure" and fake_github.merges == []
     assert buttons(fake_github, state) == ["rerun"]  # no agent backend: no "Fix with agent"
     assert not [body for body in replies(fake_github, scenario) if body.startswith("Auto-merge")]
 
 
-@needs_sandbox
+@needs_bwrap
 async def test_ok_to_test_lets_one_head_of_a_fork_pr_run(app, fake_github) -> None:
     scenario = with_users(fake_github, open_pull_request(fake_github, config=PASSING, fork_owner="stranger",
                                                          author="stranger"))
     fake_github.set_permission(scenario.full_name, "stranger", "read")
-    waiting = await validate(app, scenario)
+    waiting = await validate(app, scenario, until_job_finished=True)
     assert waiting.status == "waiting"
     assert buttons(fake_github, waiting) == ["rerun"]
 
@@ -541,5 +529,5 @@ async def test_ok_to_test_lets_one_head_of_a_fork_pr_run(app, fake_github) -> No
     assert "without the project's secrets" in fake_github.check_runs[state.check_run_id]["output"]["summary"]
 
     scenario.push({"app.py": "print('changed again')\n"})
-    again = await validate(app, scenario, "synchronize")
+    again = await validate(app, scenario, "synchronize", until_job_finished=True)
     assert again.status == "waiting"  # the approval was for the previous head only

@@ -5,10 +5,8 @@ database that has forgotten every project's settings and secrets."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,13 @@ from bot import migrate
 from bot.config import load_settings
 from bot.cli import serve
 from bot.db import Database, DatabaseUnusable, check_sqlite_file
+from tests.cli_support import ServedApp, cli_env, codegenapp
 from tests.pg import free_port
-from tests.test_cli import PROJECT_ROOT, codegenapp
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"DATA_DIR": str(tmp_path / "data")}
+    return cli_env(tmp_path)
 
 
 def database_of(env: dict[str, str]) -> Path:
@@ -146,17 +144,8 @@ async def test_the_commands_refuse_a_lost_database_and_init_starts_a_new_one(env
         assert line.startswith(f"codegenapp: the database {database_of(env)} is empty, but "), line
         assert line.endswith("`codegenapp migrate --init` (or `serve --init`, `worker --init`)"), line
 
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "serve", "--init", "--port", str(port), cwd=Path(env["DATA_DIR"]).parent,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), **env}, stderr=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(30):
-            while b"Running on" not in (line := await process.stderr.readline()):
-                assert line, "serve --init stopped"
-    finally:
-        process.terminate()
-        assert await asyncio.wait_for(process.wait(), 20) == 0
+    served = await ServedApp(env, "--init").start(timeout=30)
+    assert await served.terminate() == 0
     assert "no projects yet" in codegenapp("projects", "list", env=env).stdout
 
     damage_a_page_in_the_middle(database_of(env))

@@ -13,13 +13,11 @@ from tests.dashboard_support import csrf_of, start_dashboard
 
 
 @pytest.fixture
-async def dashboard(aiohttp_server, make_settings, fake_github):  # type: ignore[no-untyped-def]
-    fake_github.add_installation(1, "acme", repos=["widgets"])
-    fake_github.add_installation(2, "other", repos=["secret-plans"])
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github)
-    await dash.record(1, "acme/widgets")
-    await dash.record(2, "other/secret-plans")
-    return dash
+async def dashboard(dashboard):  # type: ignore[no-untyped-def]
+    """tests/dashboard_support.py's, with a second installation, of another owner (2, other/secret-plans)."""
+    dashboard.fake.add_installation(2, "other", repos=["secret-plans"])
+    await dashboard.record(2, "other/secret-plans")
+    return dashboard
 
 
 async def test_login_shows_only_the_users_installations(dashboard) -> None:

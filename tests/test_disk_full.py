@@ -18,14 +18,15 @@ from bot.config import ConfigError
 from bot.events import wait_for
 from pipeline.workspace.volumes import leaves_reserve
 from tests.pull_requests import open_pull_request
+from tests.sandbox_support import needs_bwrap
 from tests.volume_support import mounted_under
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")
 
 
 @as_root
-@pytest.mark.skipif(shutil.which("bwrap") is None or shutil.which("mkfs.ext4") is None,
-                    reason="needs bubblewrap and mkfs.ext4: `make install`")
+@needs_bwrap
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="mkfs.ext4 not installed: `make install`")
 async def test_a_step_that_writes_past_the_runs_disk_limit_fails_saying_so(start_bot, fake_github) -> None:
     bot = await start_bot(RUN_DISK_LIMIT_GIB="0.03125", MIN_FREE_DISK_GIB="0")  # 32 MiB a run
     data_dir = bot.services.settings.data_dir
@@ -48,7 +49,7 @@ async def test_a_step_that_writes_past_the_runs_disk_limit_fails_saying_so(start
     assert mounted_under(data_dir) == [] and list((data_dir / "workspaces").iterdir()) == []
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+@needs_bwrap
 async def test_a_run_that_would_eat_into_the_apps_reserve_does_not_start(start_bot, fake_github) -> None:
     bot = await start_bot(MIN_FREE_DISK_GIB="1000000")
     scenario = open_pull_request(fake_github, config="validate:\n  - test -f app.py\n")

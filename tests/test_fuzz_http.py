@@ -19,15 +19,13 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 from hypothesis import HealthCheck, given, settings, strategies as st
 from yarl import URL
 
-from bot.app import create_app
 from bot.config import WEBHOOK_PATH
-from bot.services import SERVICES
 from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET
+from tests.dashboard_support import start_dashboard
 from tests.pull_requests import open_pull_request, record_project, seed_validation
 
 QUICK = settings(max_examples=200, deadline=None, database=None, derandomize=True,
@@ -69,22 +67,19 @@ class Served:
 
 @pytest.fixture
 async def served(aiohttp_server, make_settings, fake_github):  # type: ignore[no-untyped-def]
-    port = unused_port()
-    app = create_app(make_settings(
-        PUBLIC_URL=f"http://127.0.0.1:{port}", GITHUB_API_URL=fake_github.api_url, GITHUB_URL=fake_github.base_url,
-        GITHUB_CLIENT_ID=fake_github.client_id, GITHUB_CLIENT_SECRET=fake_github.client_secret,
-        LOGIN_REQUESTS_PER_MINUTE="0", API_REQUESTS_PER_MINUTE="0", WEBHOOK_REFUSALS_PER_MINUTE="0",
-        GITHUB_WRITES_PER_MINUTE="100000", GITHUB_WRITES_PER_HOUR="100000"), with_worker=False)
-    await aiohttp_server(app, host="127.0.0.1", port=port)
-    store = app[SERVICES].store
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False,
+                                 LOGIN_REQUESTS_PER_MINUTE="0", API_REQUESTS_PER_MINUTE="0",
+                                 WEBHOOK_REFUSALS_PER_MINUTE="0", GITHUB_WRITES_PER_MINUTE="100000",
+                                 GITHUB_WRITES_PER_HOUR="100000")
+    store = dash.services.store
     scenario = open_pull_request(fake_github, config="validate:\n  - test -f app.py\n")
     project = await record_project(store, scenario)
     validation = await seed_validation(store, scenario, conclusion="success")
     token = await api_token_for(store, fake_github, "alice", role="admin")
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        async with session.get(f"http://127.0.0.1:{port}/") as response:
+        async with session.get(f"{dash.url}/") as response:
             cookie = response.cookies["cga_session"].value
-        yield Served(f"http://127.0.0.1:{port}", asyncio.get_running_loop(), session, token, cookie,
+        yield Served(dash.url, asyncio.get_running_loop(), session, token, cookie,
                      [project.id, validation.id])
     fake_github.take_errors()  # what random retries asked of GitHub and it refused is not the point here
 

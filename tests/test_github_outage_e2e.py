@@ -9,17 +9,15 @@ inside a request, the pause before a probe), and the job queue's `utcnow` (when 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from datetime import timedelta
-
-import pytest
 
 from bot import models
 from bot.events import wait_for
 from tests.pull_requests import INSTALLATION_ID, open_pull_request
+from tests.sandbox_support import needs_bwrap
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+pytestmark = needs_bwrap
 
 STEP = 75.0  # longer than the longest pause before a probe (60 s) and a postponed job's jitter (+20 %)
 

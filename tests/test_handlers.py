@@ -12,15 +12,15 @@ from gidgethub import sansio
 from sqlalchemy import update
 
 from bot.errors import GitHubUnavailable
-from bot.events import AppEvent, EventBus, JobWakeup, wait_for
+from bot.events import AppEvent, EventBus, wait_for
 from bot.github.errors import UnexpectedResponse
 from bot.models import JOB_VALIDATE, Job
 from bot.services import Services
 from bot.store import ClaimedJob, InstallationRef, RepoRef, Store
 from handlers import handle_event
 from pipeline.merge.service import MergeService
-from pipeline.validation.service import ValidationService
 from pipeline.workspace.volumes import GIB, RunVolumes
+from tests.check_run_support import validation_service_without_runner
 from tests.fakes.github_ops import RecordingGitHub, pull_request
 from worker.runner import Worker
 
@@ -36,11 +36,9 @@ async def services(store: Store, tmp_path: Path, make_settings: Any) -> Services
     github = RecordingGitHub(pulls=[pull_request(1, head_sha=HEAD)], roles={"alice": "write", "bob": "read"})
     bus = EventBus()
     merges = MergeService(store, github, bus)  # type: ignore[arg-type]
-    validations = ValidationService(store, github, bus, JobWakeup(), runner=None, checkouts=None,  # type: ignore
-                                    merges=merges, volumes=RunVolumes(tmp_path / "workspaces", limit_bytes=GIB,
-                                                                      min_free_bytes=0),
-                                    agent_configured=lambda project: False,
-                                    public_url="http://app.test", data_dir=tmp_path, chromium_path="")
+    validations = validation_service_without_runner(
+        store, github, bus=bus, merges=merges, data_dir=tmp_path,
+        volumes=RunVolumes(tmp_path / "workspaces", limit_bytes=GIB, min_free_bytes=0))
     return Services(settings=make_settings(), store=store, http=None, bus=bus, github=github,  # type: ignore
                     sandbox=None, validations=validations, merges=merges, agent_runs=None,  # type: ignore
                     worker=None, screenshot_pruner=None)

@@ -4,17 +4,15 @@ itself, as a process, is in test_cli.py."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
-
-import pytest
 
 from pipeline.validation.local_changes import unquote_path
 from pipeline.validation.local_run import changed_since, tracked_files, validate_local
 from pipeline.workspace.snapshots import SnapshotStore
 from tests.gitrepos import git_env
+from tests.sandbox_support import needs_bwrap
 from tests.test_snapshots import archive_members
 
 NAIVE = "naïve.txt"
@@ -67,7 +65,7 @@ async def test_tracked_files_are_read_unquoted(tmp_path: Path) -> None:
     assert await tracked_files(repo, sha) == {NAIVE, "dir/ünïcode/ok.txt", "plain.txt"}
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+@needs_bwrap
 async def test_a_tracked_non_ascii_file_is_not_taken_into_the_snapshot(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     commit(repo, {NAIVE: "tracked\n", ".github/codegenapp.yml":

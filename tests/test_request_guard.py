@@ -10,9 +10,7 @@ from ipaddress import ip_network
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
-from bot.app import create_app
 from bot.config import WEBHOOK_PATH
 from bot.guard.client_address import client_address, rate_key
 from bot.guard.hook_sources import HookSources
@@ -21,6 +19,7 @@ from bot.guard.request_guard import GUARD
 from bot.services import SERVICES
 from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET
+from tests.dashboard_support import start_dashboard
 from tests.webhook_sender import WebhookSender, github_headers
 
 NETS = lambda *values: tuple(ip_network(v) for v in values)  # noqa: E731
@@ -126,13 +125,8 @@ async def test_hook_sources_keep_the_last_list_when_a_refresh_fails() -> None:
 # ---------------------------------------------------------------- at the HTTP edges
 
 async def start(aiohttp_server, make_settings, fake_github, clock: Clock, **env: str):  # type: ignore[no-untyped-def]
-    port = unused_port()
-    values = {"PUBLIC_URL": f"http://127.0.0.1:{port}", "GITHUB_API_URL": fake_github.api_url,
-              "GITHUB_URL": fake_github.base_url, "GITHUB_CLIENT_ID": fake_github.client_id,
-              "GITHUB_CLIENT_SECRET": fake_github.client_secret, **env}
-    app = create_app(make_settings(**values), with_worker=False, clock=clock)
-    await aiohttp_server(app, host="127.0.0.1", port=port)
-    return f"http://127.0.0.1:{port}", app
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False, clock=clock, **env)
+    return dash.url, dash.app
 
 
 async def test_the_login_and_its_callbacks_are_limited_per_client(aiohttp_server, make_settings, fake_github) -> None:

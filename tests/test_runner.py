@@ -1,7 +1,6 @@
 """The pipeline runner on a real workspace and the real sandbox, without GitHub."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from pipeline.validation.stages import PipelineRunner, RunPlan, read_workspace_f
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
 from pipeline.repo_config.ui_block import UiConfig
 from pipeline.workspace.snapshots import SnapshotStore
-
-needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+from tests.sandbox_support import needs_bwrap
 
 
 def workspace(tmp_path: Path) -> Path:

@@ -22,11 +22,11 @@ from pipeline.sandbox.limits import Limits, limit_notes
 from pipeline.sandbox.network import TAP_DEVICE, default_route_via_tap
 from pipeline.sandbox.sandbox import DEFAULT_SANDBOX_UID, NetworkUnavailable, Sandbox, SandboxUnavailable
 from tests.conftest import BotUnderTest
+from tests.sandbox_support import needs_bwrap
 
 SLIRP_HOST_ALIAS = "10.0.2.2"  # slirp's address for the host's loopback, refused with --disable-host-loopback
 
 BWRAP = shutil.which("bwrap")
-needs_bwrap = pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
 SHORT = Limits(timeout_seconds=20)
 
 

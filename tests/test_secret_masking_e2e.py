@@ -3,15 +3,14 @@ signed pull_request event through the real sandbox to the fake GitHub over HTTP,
 request body it was sent."""
 
 import json
-import shutil
 
 import pytest
 
 from bot.events import wait_for
-from tests.pull_requests import open_pull_request
-from tests.test_validation_e2e import _project, check_run, validate
+from tests.pull_requests import check_run, open_pull_request, record_project, validate
+from tests.sandbox_support import needs_bwrap
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+pytestmark = needs_bwrap
 
 SECRET = "tok-0123456789abcdef-SECRET-7788"  # 32 characters
 
@@ -35,7 +34,7 @@ def sent_to_github(fake_github) -> str:
 async def test_a_secret_in_a_sarif_finding_is_masked_in_its_annotation(bot, fake_github) -> None:
     config = "validate:\n  - 'true'\nanalysis:\n  - name: lint\n    run: python3 lint.py\n"
     scenario = open_pull_request(fake_github, config=config, base_files={"lint.py": SARIF_QUOTING_THE_SECRET})
-    project = await _project(bot, scenario)
+    project = await record_project(bot.store, scenario)
     await bot.store.projects.set_secret(project.id, "API_TOKEN", SECRET)
     state = await validate(bot, scenario)
     [annotation] = check_run(fake_github, state)["annotations"]
@@ -50,7 +49,7 @@ async def test_a_secret_cut_by_the_start_of_the_live_tail_is_not_shown_in_part(b
     # The live tail is the last 8192 characters: the secret is printed so that 30 of its 32 are in it.
     command = 'printf %s "$API_TOKEN"; head -c 8162 /dev/zero | tr "\\\\0" x; sleep 4'
     scenario = open_pull_request(fake_github, config=f"validate:\n  - name: noisy\n    run: '{command}'\n")
-    project = await _project(bot, scenario)
+    project = await record_project(bot.store, scenario)
     await bot.store.projects.set_secret(project.id, "API_TOKEN", SECRET)
     with bot.services.bus.subscribe() as events:
         await bot.webhooks.send("pull_request", scenario.payload("opened"))

@@ -18,7 +18,7 @@ from bot.store import projects as project_store
 from dashboard.auth import COOKIE, session_stands
 from tests.api_support import api_token_for
 from tests.conftest import WEBHOOK_SECRET, BotUnderTest
-from tests.dashboard_support import csrf_of, start_dashboard
+from tests.dashboard_support import csrf_of
 from tests.ghfixtures import load_webhook, require_fixtures
 from tests.webhook_sender import WebhookSender
 
@@ -35,14 +35,6 @@ from tests.webhook_sender import WebhookSender
 ])
 def test_session_stands(claims: dict, current: int | None, stands: bool) -> None:
     assert session_stands(claims, current) is stands
-
-
-@pytest.fixture
-async def dashboard(aiohttp_server, make_settings, fake_github):  # type: ignore[no-untyped-def]
-    fake_github.add_installation(1, "acme", repos=["widgets"])
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github)
-    await dash.record(1, "acme/widgets")
-    return dash
 
 
 def cookie_of(session: aiohttp.ClientSession, url: str) -> str:

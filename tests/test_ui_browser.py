@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 import uuid
@@ -22,6 +21,7 @@ from pipeline.ui_check.browser import (BROWSER_UID, HOME, RELAY_MOUNT, RELAY_POR
                                        with_profile)
 from pipeline.repo_config.ui_block import UiConfig, UiPage
 from tests.browser import CHROMIUM, browser_missing
+from tests.sandbox_support import needs_bwrap
 from tests.test_sandbox import processes_matching
 from tests.ui_app import PORT, URL, app_files
 
@@ -118,7 +118,7 @@ def test_without_a_working_bubblewrap_the_browser_is_started_directly_and_the_st
     assert list(tmp_path.iterdir()) == []  # no browser directory made
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+@needs_bwrap
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 async def test_the_browser_of_a_running_ui_check_is_isolated_from_the_app(tmp_path: Path, monkeypatch) -> None:
     # TMPDIR below a 0700 directory, as `mktemp -d`, a service's private tmp or /run/user/N make it: the browser's
@@ -224,7 +224,7 @@ async def test_a_browser_that_is_not_there_fails_the_step_before_the_app_starts(
                                "(apt-get install chromium)")
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+@needs_bwrap
 async def test_a_browser_that_does_not_start_fails_the_step_saying_why(tmp_path: Path) -> None:
     """A browser outside /usr: there on the host, not in its sandbox. The step says what ended the launch
     and what to do, not Playwright's "Target page, context or browser has been closed"."""

@@ -15,12 +15,12 @@ from bot.events import wait_for
 from pipeline.ui_check.check import AXE_SCRIPT
 from pipeline.ui_check.judge import png_size
 from tests.browser import ARTIFACTS, browser_missing
-from tests.pull_requests import open_pull_request
-from tests.test_validation_e2e import check_run, validate
+from tests.pull_requests import check_run, open_pull_request, validate
+from tests.sandbox_support import needs_bwrap
 from tests.ui_app import ABOUT, LOGIN, URL, app_files, page, reach_page, ui_config
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`"),
+    needs_bwrap,
     pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing())),
 ]
 

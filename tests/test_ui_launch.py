@@ -21,6 +21,7 @@ from pipeline.ui_check.check import FORWARDER
 from pipeline.ui_check.launch_check import BrowserHealth, LaunchResult, launch_in_child
 from pipeline.ui_check.launch_failure import launch_failure
 from tests.browser import CHROMIUM, browser_missing
+from tests.sandbox_support import needs_bwrap
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the browser gets a uid of its own only when the app is root")
 
@@ -174,7 +175,7 @@ def test_a_missing_browser_is_not_launched_and_health_says_what_to_install(tmp_p
                                                   "package (apt-get install chromium), or set CHROMIUM_PATH")
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+@needs_bwrap
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 async def test_the_launch_check_starts_the_sandboxed_browser_under_a_private_tmpdir(public_tmp: Path,
                                                                                       monkeypatch) -> None:

@@ -2,7 +2,6 @@
 real git over smart HTTP, the real sandbox, the fake GitHub over HTTP."""
 
 import json
-import shutil
 import subprocess
 import uuid
 
@@ -10,9 +9,10 @@ import pytest
 
 from bot.events import wait_for
 from pipeline.report.comment import COMMENT_MARKER
-from tests.pull_requests import Scenario, open_pull_request
+from tests.pull_requests import check_run, comments_on, open_pull_request, record_project, validate
+from tests.sandbox_support import needs_bwrap
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: `make install`")
+pytestmark = needs_bwrap
 
 PASSING = """\
 validate:
@@ -20,23 +20,6 @@ validate:
   - name: greeting
     run: grep -q changed app.py
 """
-
-
-async def validate(bot, scenario: Scenario, action: str = "opened", *, timeout: float = 60):
-    with bot.services.bus.subscribe() as events:
-        answer = await bot.webhooks.send("pull_request", scenario.payload(action))
-        assert answer.status == 202
-        done = await wait_for(events, "validation.completed", timeout=timeout, head_sha=scenario.head_sha)
-    state = await bot.store.validations.get(done.data["validation_id"])
-    return state
-
-
-def check_run(fake, state):
-    return fake.check_runs[state.check_run_id]
-
-
-def comments_on(fake, scenario):
-    return [c for c in fake.comments.values() if c["body"].startswith(COMMENT_MARKER)]
 
 
 async def test_a_passing_pr_gets_a_green_check_run_and_one_comment(bot, fake_github) -> None:
@@ -96,9 +79,8 @@ async def test_secrets_reach_commands_and_are_masked_everywhere(bot, fake_github
 
 
 async def _project(bot, scenario):
-    # the first event records the project; make sure it exists before setting a secret
-    await bot.deliver("pull_request", {**scenario.payload("labeled")})
-    return await bot.store.projects.get_project_by_name(scenario.full_name)
+    # make sure the project exists before setting a secret
+    return await record_project(bot.store, scenario)
 
 
 async def test_config_is_read_at_the_base_not_the_head(bot, fake_github) -> None:

@@ -14,13 +14,13 @@ import pytest
 
 from bot.config import GIB
 from pipeline.workspace.volumes import RunVolumes, VolumeUnavailable, free_bytes
+from tests.cli_support import PROJECT_ROOT
 from tests.volume_support import mounted_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
                                 reason="loop-mounting a filesystem needs root and mkfs.ext4 (e2fsprogs)")
 
 LIMIT = 32 * 1024**2
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def fill(directory: Path, mib: int) -> int | None:

@@ -13,18 +13,15 @@ from bot.models import AgentRun
 from bot.store.agent_runs import NewRun
 from dashboard.auth import _safe_next
 from dashboard.views import same_origin
-from tests.dashboard_support import csrf_of, start_dashboard
+from tests.dashboard_support import csrf_of
 
 GITHUB = "https://github.com"
 
 
 @pytest.fixture
-async def dashboard(aiohttp_server, make_settings, fake_github):  # type: ignore[no-untyped-def]
-    fake_github.add_installation(1, "acme", repos=["widgets"])
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github)
-    await dash.record(1, "acme/widgets")
-    await dash.services.worker.stop()  # an agent run made here stays as written
-    return dash
+async def dashboard(dashboard):  # type: ignore[no-untyped-def]
+    await dashboard.services.worker.stop()  # an agent run made here stays as written
+    return dashboard
 
 
 # ---------------------------------------------------------------- the login's way back
