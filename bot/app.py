@@ -29,8 +29,6 @@ from bot.store import ClaimedJob, Store
 from bot.web import health, metrics_page
 from dashboard import views as dashboard_views
 from dashboard.api import add_routes as add_api_routes
-from dashboard.pages import validation_live, validation_page, validation_screenshot
-from dashboard.runs import setup as setup_run_pages
 from handlers import handle_delivery
 from pipeline.agents.availability import AgentAvailability
 from pipeline.agents.service import AgentRunService
@@ -164,10 +162,6 @@ def create_app(settings: Settings, *, with_worker: bool = True,
     app.router.add_post(WEBHOOK_PATH, webhooks.receive)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_page)
-    dashboard_views.setup(app)  # /, setup, login, projects, settings, /api/v1/ws
-    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}", validation_page)
-    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}/live", validation_live)
-    app.router.add_get("/validations/{validation_id:[0-9a-f]{32}}/screenshots/{file}", validation_screenshot)
+    dashboard_views.setup(app)  # every dashboard page, the validation pages and /api/v1/ws
     add_api_routes(app)
-    setup_run_pages(app)  # agent-run pages (dashboard/runs.py)
     return app

@@ -43,7 +43,7 @@ from bot.models import AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
 from dashboard import auth
 from dashboard.openapi import document
-from dashboard.views import LOCAL_NEEDS_COMMAND, parse_settings
+from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 from pipeline.validation.service import NotRevalidated
@@ -190,7 +190,7 @@ async def get_project(request: web.Request) -> web.Response:
 
 def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """The JSON settings as the settings page's form would send them (over the current values), so that
-    `views.parse_settings` checks them; or the problems with their JSON types."""
+    `project_settings.parse_settings` checks them; or the problems with their JSON types."""
     problems: list[str] = []
     for key, value in body.items():
         types = PROJECT_SETTINGS.get(key)

@@ -10,7 +10,8 @@ from bot.models import AGENT_AWAITING_CONFIRMATION, AGENT_TERMINAL
 from bot.services import SERVICES, Services
 from dashboard import auth
 from dashboard.api import decide_run
-from dashboard.views import project_page, render
+from dashboard.projects import project_page
+from dashboard.rendering import render
 from pipeline.agents.service import AgentRunRefused
 
 _ID = "{run_id:[0-9a-f]{32}}"

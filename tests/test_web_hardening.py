@@ -12,7 +12,7 @@ from bot.links import github_link
 from bot.models import AgentRun
 from bot.store.agent_runs import NewRun
 from dashboard.auth import _safe_next
-from dashboard.views import same_origin
+from dashboard.live import same_origin
 from tests.dashboard_support import csrf_of
 
 GITHUB = "https://github.com"

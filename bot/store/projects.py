@@ -20,7 +20,7 @@ from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new
 from bot.store.sql import entities, entity, upsert_insert
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-# What the dashboard may change on a project (dashboard/views.py checks the values).
+# What the dashboard may change on a project (dashboard/project_settings.py checks the values).
 PROJECT_SETTINGS = frozenset({"repository_rules", "setup_commands", "validate_commands", "auto_merge_enabled",
                               "auto_confirm_plans", "planning_statement", "agent_backend", "agent_command",
                               "max_fix_attempts", "pinned"})

@@ -1,20 +1,14 @@
-"""Server-rendered pages (Jinja2, autoescaped)."""
+"""A validation's page (its check run's details_url), its live tail and its UI-check screenshots."""
 
 from __future__ import annotations
 
 from aiohttp import web
-from jinja2 import Environment, PackageLoader, select_autoescape
-
-from bot.links import github_link
 from bot.models import VALIDATION_ACTIVE, utcnow
 from bot.services import SERVICES
+from dashboard.rendering import templates
 from pipeline.ui_check.retention import screenshots_expired
 from pipeline.ui_check.screenshots import screenshot_file, screenshot_url, screenshots_dir
 
-templates = Environment(loader=PackageLoader("dashboard", "templates"),
-                        autoescape=select_autoescape(["html"]), enable_async=False)
-# Every link to GitHub goes through it: `url|github_link(settings.github_url)` is None for anything else.
-templates.filters["github_link"] = github_link
 
 
 async def validation_page(request: web.Request) -> web.Response:

@@ -1,0 +1,90 @@
+"""The live-update WebSocket `/api/v1/ws`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from bot.events import AppEvent
+from dashboard import auth
+from dashboard.projects import live_status
+from dashboard.rendering import services_of
+
+LIVE_EVENTS = ("project.status.updated", "agent.run.started", "agent.run.updated", "agent.run.completed",
+               "pr.created", "pr.updated", "validation.started", "validation.completed", "notification.new",
+               "merge.merged")
+WEBSOCKETS = web.AppKey("dashboard_websockets", set)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Pushes `{"event": name, "data": {...}}` for the bus's events about projects the user may see.
+    A browser's handshake must come from the dashboard's own pages (`Origin` is PUBLIC_URL's, or the
+    address the request itself was sent to, as when PUBLIC_URL is left to its default and the app is
+    reached on another port or host name): the session cookie goes along from any site's page, so
+    another site could otherwise listen in."""
+    origin = request.headers.get("Origin")
+    own = (services_of(request).settings.public_url, f"{request.scheme}://{request.host}")
+    if origin is not None and not any(same_origin(origin, url) for url in own):
+        raise web.HTTPForbidden(text=f"live updates are only for this app's own pages, not {origin[:100]!r}")
+    user = await auth.authenticate(request)
+    if user is None:
+        raise web.HTTPUnauthorized(text="log in first")
+    visible = await auth.visible_project_ids(request)
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
+    services = services_of(request)
+    try:
+        with services.bus.subscribe() as queue:
+            reader = asyncio.ensure_future(ws.receive())
+            while not ws.closed:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({reader, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    getter.cancel()
+                    message = reader.result()
+                    if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+                    reader = asyncio.ensure_future(ws.receive())
+                    continue
+                event: AppEvent = getter.result()
+                if event.name not in LIVE_EVENTS or event.data.get("project_id") not in visible:
+                    continue
+                await ws.send_json({"event": event.name, "data": _jsonable(event.data)})
+                if event.name.startswith("validation."):
+                    await ws.send_json({"event": "project.status.updated",
+                                        "data": await live_status(services, event.data["project_id"])})
+            reader.cancel()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        request.app[WEBSOCKETS].discard(ws)
+    return ws
+
+
+def same_origin(origin: str, public_url: str) -> bool:
+    """Whether an `Origin` header names PUBLIC_URL's origin (scheme, host, port; default ports alike)."""
+    def key(url: str) -> tuple[str, str, int | None] | None:
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+        except ValueError:
+            return None
+        return (parts.scheme.lower(), (parts.hostname or "").lower(), port) if parts.hostname else None
+
+    found = key(origin)
+    return found is not None and found == key(public_url)
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data, default=str))
+
+
+async def close_websockets(app: web.Application) -> None:
+    for ws in list(app[WEBSOCKETS]):
+        await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
