@@ -228,6 +228,7 @@ class ValidationState(Base):
     is_fork: Mapped[bool] = mapped_column(Boolean, default=False)
     author: Mapped[str | None] = mapped_column(String(255))
     trigger: Mapped[str] = mapped_column(String(64), default="pull_request")
+    triggered_by: Mapped[str | None] = mapped_column(String(255))  # the login who asked (a command, a button)
     check_run_id: Mapped[int | None] = mapped_column(BigInteger)
     # Who may create the check run (ValidationStore.begin, may_claim_check_run): a delivery id or a
     # random id, and since when; stays on the row once check_run_id is recorded.
@@ -288,6 +289,34 @@ class PullRequestSettings(Base):
     auto_merge: Mapped[bool | None] = mapped_column(Boolean)
     auto_merge_set_by: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+PR_OPEN = "open"
+PR_CLOSED = "closed"
+PR_MERGED = "merged"
+
+
+class TrackedPullRequest(Base):
+    """What the app last heard of a pull request (its events, or a listing): the PR overview's rows."""
+
+    __tablename__ = "pull_requests"
+    __table_args__ = (UniqueConstraint("project_id", "number", name="uq_pull_request"),
+                      Index("ix_pull_request_state", "project_id", "state"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str | None] = mapped_column(String(255))
+    head_sha: Mapped[str] = mapped_column(String(40))
+    head_ref: Mapped[str | None] = mapped_column(String(255))
+    base_ref: Mapped[str | None] = mapped_column(String(255))
+    is_fork: Mapped[bool] = mapped_column(Boolean, default=False)
+    draft: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default=PR_OPEN)
+    opened_at: Mapped[datetime | None]  # GitHub's created_at
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    closed_at: Mapped[datetime | None]
 
 
 MERGE_MERGING = "merging"
