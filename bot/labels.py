@@ -1,0 +1,114 @@
+"""The words a person reads for the app's stored values: a validation's state, an agent run's status,
+what triggered a run, a duration. Pages, reports, the CLI and logs use these; none shows a raw value
+such as `in_progress` or `check_run.requested_action`."""
+
+from __future__ import annotations
+
+import math
+
+VALIDATION_STATES = {
+    # (status, conclusion) → label; a completed run is labelled by its conclusion
+    "queued": "Queued",
+    "in_progress": "Running",
+    "waiting": "Waiting for approval",
+    "superseded": "Superseded",
+}
+CONCLUSIONS = {
+    "success": "Passed",
+    "failure": "Failed",
+    "neutral": "Neutral",
+    "cancelled": "Cancelled",
+    "timed_out": "Timed out",
+    "action_required": "Action required",
+    "skipped": "Skipped",
+    "stale": "Stale",
+}
+AGENT_STATUSES = {
+    "pending": "Starting",
+    "planning": "Planning",
+    "awaiting_confirmation": "Waiting for confirmation",
+    "running": "Working",
+    "pr_open": "PR opened",
+    "validating": "Validating",
+    "fixing": "Fixing",
+    "completed": "Done",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+MERGE_STATUSES = {"merging": "Merging", "merged": "Merged", "failed": "Merge failed"}
+
+# trigger (ValidationState.trigger, a merge's trigger) → how it reads after "via"
+TRIGGERS = {
+    "pull_request": "a pull request event",
+    "pull_request.opened": "a new pull request",
+    "pull_request.synchronize": "a push",
+    "pull_request.reopened": "the pull request being reopened",
+    "pull_request.ready_for_review": "ready for review",
+    "pull_request.edited": "a change of base",
+    "command": "a command",
+    "command.validate": "/validate",
+    "command.ok-to-test": "/ok-to-test",
+    "command.merge": "/merge",
+    "button.rerun": "the Re-run button",
+    "button.merge": "the Merge button",
+    "check_run.rerequested": "Re-run on GitHub",
+    "check_suite.rerequested": "Re-run all on GitHub",
+    "check_run.requested_action": "a check-run button",
+    "api.retry": "the dashboard's Retry",
+    "dashboard.retry": "the dashboard's Retry",
+    "agent_run": "an agent run",
+    "auto-merge": "auto-merge",
+}
+
+
+def _humanize(raw: str) -> str:
+    """A fallback for a value this module does not know yet: words, not an identifier."""
+    text = raw.replace("_", " ").replace(".", " ").replace("-", " ").strip()
+    return text[:1].upper() + text[1:] if text else "Unknown"
+
+
+def validation_state(status: str, conclusion: str | None = None) -> str:
+    if status == "completed":
+        return CONCLUSIONS.get(conclusion or "", _humanize(conclusion or "completed"))
+    return VALIDATION_STATES.get(status, _humanize(status))
+
+
+def conclusion(value: str | None) -> str:
+    return CONCLUSIONS.get(value or "", _humanize(value or "none"))
+
+
+def agent_status(status: str) -> str:
+    return AGENT_STATUSES.get(status, _humanize(status))
+
+
+def merge_status(status: str) -> str:
+    return MERGE_STATUSES.get(status, _humanize(status))
+
+
+def trigger(value: str | None) -> str:
+    """`command.validate` → `/validate`; an unknown trigger in words."""
+    if not value:
+        return "unknown"
+    return TRIGGERS.get(value, _humanize(value).lower())
+
+
+def triggered(value: str | None, actor: str | None) -> str:
+    """"by @dev-alice via /validate", or "via a push" when no one in particular asked."""
+    via = f"via {trigger(value)}"
+    return f"by @{actor} {via}" if actor else via
+
+
+def duration(seconds: float | None) -> str:
+    """GitHub Actions' way: `0.4s`, `12s`, `8m 20s`, `2m`, `1h 5m`."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes}m {rest}s" if rest else f"{minutes}m"
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}h {rest // 60}m" if rest // 60 else f"{hours}h"
