@@ -25,6 +25,7 @@ from bot.guard.request_guard import GUARD, build_guard
 from bot.models import JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
 from bot.redact import PROCESS_REDACTOR
 from bot.services import SERVICES, SETTINGS, Services
+from bot.startup_report import StartupFacts, startup_report
 from bot.store import ClaimedJob, Store
 from bot.web import health, metrics_page
 from dashboard import views as dashboard_views
@@ -85,10 +86,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
     bus = EventBus()
     wakeup = JobWakeup()
     github = GitHubApp(http, settings)
-    sandbox = await Sandbox.probe()  # its layers probed once, reported in /health
-    if not sandbox.capabilities.sandboxed:
-        log.warning("no working sandbox (%s): PR code will not be run; validations fail saying so",
-                    sandbox.capabilities.summary())
+    sandbox = await Sandbox.probe()  # its layers probed once (it logs them), reported in /health and at start
     checkouts = Checkouts(settings.data_dir / "git", github_url=settings.github_url)
     volumes = RunVolumes(settings.data_dir / "workspaces", limit_bytes=settings.run_disk_limit_bytes,
                          min_free_bytes=settings.min_free_disk_bytes)
@@ -131,11 +129,28 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
     return services
 
 
-def setup_mode_warning(settings: Settings, setup_token: str) -> str:
-    """What the start says when no GitHub App is configured (neither in the environment nor registered
-    from the dashboard): what is missing, what that means, and the one-time link to register one."""
-    return (f"no GitHub App configured ({', '.join(settings.missing_app_settings)} missing): webhooks answer "
-            f"503 until it is; register it at {settings.public_url}/?setup_token={setup_token}")
+def startup_facts(services: Services, *, runs_jobs: bool) -> StartupFacts:
+    """What the start-up block reports, from what the start already measured (the facts of /health); in
+    setup mode, the one-time token of the registration link (DATA_DIR/setup-token, 0600) is made here."""
+    settings = services.settings
+    registered = registration.load(settings)
+    return StartupFacts(
+        settings=settings,
+        app_name=registered.slug if registered is not None and registered.app_id == settings.app_id else None,
+        setup_token=None if settings.app_configured else registration.ensure_setup_token(settings),
+        sandbox=services.sandbox.capabilities.describe(),
+        workspaces=services.volumes.describe() if services.volumes is not None else None,
+        browser=services.browser.describe() if services.browser is not None else None,
+        runs_jobs=runs_jobs)
+
+
+def serving_at(settings: Settings, *, host: str | None, port: int | None) -> Settings:
+    """The settings of `serve --host/--port`: a PUBLIC_URL left to its default (http://HOST:PORT) follows
+    them, so that the link printed at start and the URLs registered with GitHub are where the app listens."""
+    host, port = host or settings.host, port or settings.port
+    default = f"http://{settings.host}:{settings.port}"
+    public_url = f"http://{host}:{port}" if settings.public_url == default else settings.public_url
+    return settings.with_overrides(host=host, port=port, public_url=public_url)
 
 
 def create_app(settings: Settings, *, with_worker: bool = True,
@@ -150,9 +165,8 @@ def create_app(settings: Settings, *, with_worker: bool = True,
         app[GUARD] = guard = build_guard(services.settings, services.github, clock=clock)
         if guard.hook_sources is not None:
             guard.hook_sources.start()  # GitHub's webhook addresses, read now and hourly
-        if not services.settings.app_configured:
-            # Setup mode: only who holds the one-time token (DATA_DIR/setup-token, 0600) may register the App.
-            log.warning("%s", setup_mode_warning(services.settings, registration.ensure_setup_token(services.settings)))
+        # One block for the operator; in setup mode it carries the link only the token's holder may use.
+        log.info("%s", "\n".join(startup_report(startup_facts(services, runs_jobs=with_worker))))
         yield
         if guard.hook_sources is not None:
             await guard.hook_sources.stop()

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,13 +17,15 @@ from pathlib import Path
 from aiohttp import web
 
 from bot import migrate
-from bot.app import SchemaOutOfDate, build_services, check_database, create_app, prepare_database
+from bot.app import SchemaOutOfDate, build_services, check_database, create_app, prepare_database, serving_at
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Crypto
 from bot.db import Database, DatabaseUnusable
 from bot.logs import configure_logging
 from bot.migrate import upgrade_in_child
 from bot.store import InvalidSecret, Store
+from pipeline.report.local import json_report
+from pipeline.report.terminal import FORMATS, report_format, terminal_report, use_colour
 from pipeline.sandbox.sandbox import SandboxUnavailable
 from pipeline.validation.local_run import LocalRunError, validate_local
 from pipeline.workspace.snapshots import SnapshotStore
@@ -43,8 +46,36 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+EXAMPLES = """\
+examples:
+  codegenapp serve                           run the web app and a worker (it prints the URL to open)
+  codegenapp validate                        validate HEAD of the repository in the current directory
+  codegenapp validate --base origin/main     ... with findings only on the lines changed since origin/main
+  codegenapp validate --format json | jq .conclusion
+  codegenapp projects list                   the repositories the App is installed on
+  echo -n "$TOKEN" | codegenapp secrets set octo/widgets API_TOKEN
+
+`codegenapp COMMAND --help` shows a command's options.
+"""
+
+VALIDATE_EXAMPLES = """\
+output:
+  On a terminal, a coloured report (NO_COLOR=1 turns the colours off); piped, the Markdown the check run
+  would show. --format chooses: text (the terminal form), markdown, or json (README: "Running it locally").
+
+examples:
+  codegenapp validate                        HEAD of the repository in the current directory
+  codegenapp validate ../widgets --ref my-branch --base main
+  codegenapp validate --config ci/validate.yml --no-snapshots
+  codegenapp validate --format json > report.json
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codegenapp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="codegenapp", epilog=EXAMPLES,
+                                     description="CodegenApp: a GitHub App that validates pull requests in a "
+                                                 "sandbox, merges them and runs coding agents.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the web app (and a worker, unless --no-worker)")
@@ -66,9 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate", help="run the validation pipeline on a local checkout and print the report the check run "
                          "would show",
-        description="Validates a commit (not the uncommitted changes of the working tree) with the "
-                    ".github/codegenapp.yml of that commit, in the sandbox. Exit code: 0 passed, 1 failed, "
-                    "2 could not run (no repository, an invalid config, no sandbox).")
+        description="Validates a commit (not the uncommitted changes of the working tree) with the\n"
+                    ".github/codegenapp.yml of that commit, in the sandbox.\n"
+                    "Exit code: 0 passed, 1 failed, 2 could not run (no repository, an invalid config, no sandbox).",
+        epilog=VALIDATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     validate.add_argument("path", nargs="?", default=".", help="a git repository (default: .)")
     validate.add_argument("--ref", default="HEAD", help="the commit to validate (default: HEAD)")
     validate.add_argument("--base", metavar="REF",
@@ -80,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
                                "in $XDG_CACHE_HOME/codegenapp/snapshots, by default ~/.cache/codegenapp/snapshots)")
     validate.add_argument("--unsandboxed", action="store_true",
                           help="run the commands without the sandbox (only for code you trust; no snapshots)")
+    validate.add_argument("--format", choices=FORMATS, default=None,
+                          help="text (coloured, for a terminal), markdown (the check run's) or json; default: text "
+                               "on a terminal, markdown when piped")
+    validate.add_argument("--screenshots", type=Path, metavar="DIR",
+                          help="where the UI check's screenshots are kept, in a directory per commit (default: "
+                               "$XDG_CACHE_HOME/codegenapp/screenshots)")
 
     secrets = commands.add_parser("secrets", help="project secrets (stored encrypted)")
     secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
@@ -90,7 +128,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):  # as git does: the help, and 1 since nothing was done
+        parser.print_help()
+        return 1
+    args = parser.parse_args(argv)
     if args.command == "validate":
         return local_validation(args)
     try:
@@ -127,11 +169,11 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
     async def started(_app: web.Application) -> None:  # runs after the services have started
         settle_heap()
 
+    settings = serving_at(settings, host=host, port=port)
     app = create_app(settings, with_worker=with_worker)
     app.on_startup.append(started)
     try:
-        web.run_app(app, host=host or settings.host,
-                    port=port or settings.port, print=lambda line: log.info("%s", line.strip()),
+        web.run_app(app, host=settings.host, port=settings.port, print=lambda line: log.info("%s", line.strip()),
                     access_log=None, shutdown_timeout=15)
     except (DatabaseUnusable, SchemaOutOfDate) as exc:
         print(f"codegenapp: {exc}", file=sys.stderr)
@@ -142,22 +184,34 @@ def serve(settings: Settings, *, host: str | None, port: int | None, with_worker
 def local_validation(args: argparse.Namespace) -> int:
     """Needs no App and no database: only git, the repository and (normally) bubblewrap."""
     configure_logging("WARNING", "pretty")
+    terminal = sys.stdout.isatty()
     try:
         snapshots = None if args.no_snapshots else SnapshotStore(snapshot_dir())
         result = asyncio.run(validate_local(Path(args.path), ref=args.ref, base=args.base, config_file=args.config,
                                             unsandboxed=args.unsandboxed, snapshots=snapshots,
+                                            screenshots=args.screenshots or cache_dir() / "screenshots",
                                             notify=lambda line: print(f"codegenapp: {line}", file=sys.stderr)))
     except (LocalRunError, SandboxUnavailable, OSError) as exc:
         print(f"codegenapp: {exc}", file=sys.stderr)
         return 2
-    print(result.text, end="")
+    shown = report_format(args.format, terminal)
+    if shown == "json":
+        print(json_report(result.run), end="")
+    elif shown == "text":
+        print(terminal_report(result.run, colour=use_colour(os.environ, terminal),
+                              width=shutil.get_terminal_size().columns), end="")
+    else:
+        print(result.text, end="")
     return result.exit_code
 
 
+def cache_dir() -> Path:
+    """The local command's own files: per user, as a cache (the app's are under DATA_DIR)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "codegenapp"
+
+
 def snapshot_dir() -> Path:
-    """The local command's setup snapshots: per user, as a cache (the app's are under DATA_DIR)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "codegenapp" / "snapshots"
+    return cache_dir() / "snapshots"
 
 
 async def run_worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -36,6 +36,25 @@ AGENT_STATUSES = {
     "cancelled": "Cancelled",
 }
 MERGE_STATUSES = {"merging": "Merging", "merged": "Merged", "failed": "Merge failed"}
+# AgentRun.source → how it reads after "via"
+AGENT_SOURCES = {"dashboard": "the dashboard", "api": "the API", "pr_comment": "/agent",
+                 "fix_button": "the Fix with agent button"}
+# where a setting's value comes from (pipeline/repo_config/settings_sources.py), on the settings page
+SETTING_SOURCES = {"file": "set in .github/codegenapp.yml", "project": "project setting", "default": "default"}
+# a pull request's state in the PR overview (dashboard/pull_overview.py decides it)
+PR_STATES = {"failing": "Failing", "running": "Running", "waiting": "Waiting for /ok-to-test",
+             "ready": "Ready to merge", "unvalidated": "Not validated", "merged": "Merged", "closed": "Closed"}
+# a validation step's status (pipeline/results.py STATUSES), and "pending"/"running" on the live page
+STEP_STATES = {
+    "pending": "Pending",
+    "running": "Running",
+    "passed": "Passed",
+    "failed": "Failed",
+    "skipped": "Skipped",
+    "cancelled": "Cancelled",
+    "timed_out": "Timed out",
+    "restored": "Restored",
+}
 
 # trigger (ValidationState.trigger, a merge's trigger) → how it reads after "via"
 TRIGGERS = {
@@ -83,6 +102,23 @@ def agent_status(status: str) -> str:
 
 def merge_status(status: str) -> str:
     return MERGE_STATUSES.get(status, _humanize(status))
+
+
+def agent_source(source: str | None) -> str:
+    """`fix_button` → "the Fix with agent button"."""
+    return AGENT_SOURCES.get(source or "", _humanize(source or "unknown").lower())
+
+
+def setting_source(source: str) -> str:
+    return SETTING_SOURCES.get(source, _humanize(source).lower())
+
+
+def pr_state(state: str) -> str:
+    return PR_STATES.get(state, _humanize(state))
+
+
+def step_state(status: str) -> str:
+    return STEP_STATES.get(status, _humanize(status))
 
 
 def trigger(value: str | None) -> str:

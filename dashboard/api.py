@@ -395,12 +395,12 @@ async def retry_validation(request: web.Request) -> web.Response:
     state, project = await visible_validation(request, request.match_info["id"], write=True)
     if not services.github.configured or project.installation_id is None:
         return _error(503, "validation is not available on this app")
+    user = await _user(request)
     try:
-        new = await services.validations.revalidate(project, state.pr_number, trigger="api.retry")
+        new = await services.validations.revalidate(project, state.pr_number, trigger="api.retry", actor=user.login)
     except NotRevalidated as exc:
         return _error(409, str(exc))
     assert new is not None
-    user = await _user(request)
     await services.store.audit.record("validation.retried", actor=user.login, project_id=project.id,
                                       installation_id=project.installation_id,
                                       details={"pr": state.pr_number, "validation_id": new.id, "from": state.id})

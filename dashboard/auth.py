@@ -9,7 +9,7 @@
   user's is anonymous again (its cookie is replaced; pages redirect to the login, the API answers 401).
   The epoch is read through the store, cached SESSION_EPOCH_SECONDS (bot/store/projects.py) per process;
   the process that raises it sees the raise at once, other processes within that bound.
-  Personal API tokens are not sessions: they are revoked one by one on /account.
+  Personal API tokens are not sessions: they are revoked one by one on /account, or expire.
 - **CSRF**: every state-changing request carries the session's token as the form field `csrf_token` or
   the header `X-CSRF-Token`. Exempt: requests with `Authorization: Bearer` (personal API tokens) and the
   webhook (signed). Under `/api/v1` a request with no session cookie at all is left
@@ -30,6 +30,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -236,6 +237,11 @@ def take_state(request: web.Request, state: str | None, purpose: str) -> dict[st
 
 # ---------------------------------------------------------------- who is asking
 
+def token_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """A personal API token stops authenticating at its expiry (None: it never expires)."""
+    return expires_at is not None and now >= expires_at
+
+
 async def authenticate(request: web.Request) -> DashboardUser | None:
     """The user behind the request: `Authorization: Bearer cga_...` (a personal API token) or the session
     cookie; None when neither names a user. Cached on the request."""
@@ -246,8 +252,9 @@ async def authenticate(request: web.Request) -> DashboardUser | None:
     if bearer is not None:
         if bearer.startswith(API_TOKEN_PREFIX):
             found = await request.app[SERVICES].store.projects.user_for_api_token(bearer)
-            if found is not None and found.access_token_encrypted:
-                user = DashboardUser(found.id, found.login, "api_token")
+            if (found is not None and found.user.access_token_encrypted
+                    and not token_expired(found.expires_at, datetime.now(UTC))):
+                user = DashboardUser(found.user.id, found.user.login, "api_token")
     else:
         current = session(request)
         if "uid" in current:

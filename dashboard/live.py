@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from bot import labels
 from bot.events import AppEvent
 from dashboard import auth
 from dashboard.projects import live_status
@@ -18,6 +19,8 @@ from dashboard.rendering import services_of
 LIVE_EVENTS = ("project.status.updated", "agent.run.started", "agent.run.updated", "agent.run.completed",
                "pr.created", "pr.updated", "validation.started", "validation.completed", "notification.new",
                "merge.merged")
+# After these, the project's card and PR overview change: a `project.status.updated` follows them.
+CHANGES_STATUS = frozenset({"validation.started", "validation.completed", "pr.updated", "merge.merged"})
 WEBSOCKETS = web.AppKey("dashboard_websockets", set)
 
 
@@ -34,7 +37,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     user = await auth.authenticate(request)
     if user is None:
         raise web.HTTPUnauthorized(text="log in first")
-    visible = await auth.visible_project_ids(request)
+    names = {p.id: p.name for p in await auth.visible_projects(request)}
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
@@ -53,10 +56,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     reader = asyncio.ensure_future(ws.receive())
                     continue
                 event: AppEvent = getter.result()
-                if event.name not in LIVE_EVENTS or event.data.get("project_id") not in visible:
+                name = names.get(event.data.get("project_id"))  # type: ignore[arg-type]
+                if event.name not in LIVE_EVENTS or name is None:
                     continue
-                await ws.send_json({"event": event.name, "data": _jsonable(event.data)})
-                if event.name.startswith("validation."):
+                await ws.send_json({"event": event.name, "data": described(event, name)})
+                if event.name in CHANGES_STATUS:
                     await ws.send_json({"event": "project.status.updated",
                                         "data": await live_status(services, event.data["project_id"])})
             reader.cancel()
@@ -81,8 +85,19 @@ def same_origin(origin: str, public_url: str) -> bool:
     return found is not None and found == key(public_url)
 
 
-def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(data, default=str))
+def described(event: AppEvent, repository: str) -> dict[str, Any]:
+    """The event's data as JSON, with what a person reads of it: its repository, and a validation's
+    result in words (`label`)."""
+    data = json.loads(json.dumps(event.data, default=str))
+    data["repository"] = repository
+    if event.name == "validation.completed":
+        waiting = data.get("conclusion") == "action_required"  # the fork gate: the run waits, it did not fail
+        data["label"] = labels.validation_state("waiting") if waiting else labels.conclusion(data.get("conclusion"))
+    elif event.name == "validation.started":
+        data["label"] = labels.validation_state("in_progress")
+    elif event.name.startswith("agent.run.") and isinstance(data.get("status"), str):
+        data["label"] = labels.agent_status(data["status"])
+    return data
 
 
 async def close_websockets(app: web.Application) -> None:

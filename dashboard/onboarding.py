@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -14,6 +15,7 @@ from aiohttp import web
 from bot import registration
 from bot.config import WEBHOOK_PATH, Settings
 from bot.github.github_app import ManifestRefused
+from bot.reachability import unreachable_reason
 from dashboard import auth
 from dashboard.rendering import render, services_of
 
@@ -53,27 +55,44 @@ async def setup_page(request: web.Request) -> web.Response:
         return await render(request, "setup.html", allowed=False, problem=None)
     state = auth.new_state(request, "register")
     return await render(request, "setup.html", allowed=True, problem=None, state=state,
-                        manifest_json=json.dumps(manifest(settings)), github_url=settings.github_url)
+                        manifest_json=json.dumps(manifest(settings)), github_url=settings.github_url,
+                        unreachable=unreachable_reason(settings.public_url), local_port=listening_port(settings))
+
+
+def listening_port(settings: Settings) -> int:
+    """The port a tunnel forwards to: PUBLIC_URL's, when GitHub cannot reach it, is where the app listens."""
+    public = urlsplit(settings.public_url)
+    return public.port or {"https": 443, "http": 80}.get(public.scheme, settings.port)
 
 
 async def setup_callback(request: web.Request) -> web.Response:
+    """GitHub sends the browser back here with the registration's code. Reloaded, or opened again later,
+    it explains on a page of its own (with a way back) instead of failing bare."""
     services = services_of(request)
     settings = services.settings
     if settings.app_configured:
-        raise web.HTTPConflict(text="a GitHub App is already configured")
+        return await _callback_problem(request, 409, "The GitHub App is already registered",
+                                       "This registration is finished: opening its page again changes nothing.")
     if not auth.session(request).get("setup") or auth.take_state(request, request.query.get("state"),
                                                                   "register") is None:
-        raise web.HTTPBadRequest(text="this registration link is expired, used, or from another browser: "
-                                      "start again from the setup link")
+        return await _callback_problem(
+            request, 400, "This registration link has expired",
+            "It was used already, is more than 10 minutes old, or was opened in another browser. "
+            "Nothing was registered: start again from the setup link the server printed.")
     code = request.query.get("code", "")
     if not code.replace("-", "").replace("_", "").isalnum():
-        raise web.HTTPBadRequest(text="GitHub sent no usable code")
+        return await _callback_problem(request, 400, "GitHub did not finish the registration",
+                                       "GitHub sent no usable code back. Nothing was registered: start again.")
     try:
         body = await services.github.convert_manifest(code)
     except ManifestRefused as exc:
-        raise web.HTTPBadGateway(text=f"GitHub refused the registration ({exc.status}): {exc.message}") from None
-    except (aiohttp.ClientError, ValueError) as exc:
-        raise web.HTTPBadGateway(text="GitHub could not be reached to finish the registration") from exc
+        return await _callback_problem(request, 502, "GitHub did not finish the registration",
+                                       f"GitHub refused it ({exc.status}): {exc.message}")
+    except (aiohttp.ClientError, ValueError):
+        log.warning("GitHub could not be reached to finish the App's registration", exc_info=True)
+        return await _callback_problem(request, 502, "GitHub did not finish the registration",
+                                       "GitHub could not be reached to finish it. Nothing was registered: "
+                                       "start again in a moment.")
     found = registration.Registration(
         app_id=str(body["id"]), slug=body.get("slug") or "", html_url=body.get("html_url") or "",
         client_id=body.get("client_id"), private_key=body["pem"], webhook_secret=body["webhook_secret"],
@@ -85,3 +104,8 @@ async def setup_callback(request: web.Request) -> web.Response:
     await services.store.audit.record("app.registered", details={"app_id": found.app_id, "slug": found.slug})
     log.info("GitHub App %s (%s) registered from the dashboard", found.slug, found.app_id)
     return await render(request, "registered.html", registration=found)
+
+
+async def _callback_problem(request: web.Request, status: int, heading: str, explanation: str) -> web.Response:
+    return await render(request, "registration_problem.html", status=status, heading=heading,
+                        explanation=explanation)

@@ -1,16 +1,30 @@
-"""A project's settings page: the form (validation commands, rules, agents, merging) and its secrets."""
+"""A project's settings page: each key with the value a run uses and where it comes from (the repository's
+`.github/codegenapp.yml` at the default branch's head, the project's setting, or the default), the form
+(Validation; Agents and merging) and the project's secrets (deleting one asks first)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
+from gidgethub import GitHubException
 
+from bot import labels
+from bot.errors import GitHubUnavailable, PermanentError
 from bot.models import Project
+from bot.services import Services
 from bot.store import InvalidSecret
 from bot.store.projects import MAX_SECRET_BYTES, SECRET_NAME
 from dashboard import auth
 from dashboard.rendering import render, services_of
+from pipeline.repo_config.parse import ConfigFileError, RepoConfig
+from pipeline.repo_config.reading import CONFIG_PATH, read_repo_config, stored_settings
+from pipeline.repo_config.settings_sources import FILE_KEY_OF, FILE_ONLY_KEYS, Resolved, resolve_settings
 
 MAX_TEXT = 20_000  # repository rules, planning statement, agent command (characters)
 MAX_COMMANDS = 50
@@ -18,6 +32,15 @@ MAX_COMMAND = 2_000
 MAX_FIX_ATTEMPTS = 20
 BACKEND_CHOICES = ("", "codegen", "local", "none")  # "" = the default (Codegen when configured)
 LOCAL_NEEDS_COMMAND = "Agent command is needed when the agent backend is local"
+FILE_READ_SECONDS = 5.0  # the page waits this long for GitHub, then shows the project's values
+
+FIELD_LABELS = {"setup_commands": "Setup commands", "validate_commands": "Validate commands",
+                "auto_merge_enabled": "Auto-merge"}
+FILE_ONLY_LABELS = {"timeout_minutes": "Timeout", "merge_method": "Merge method",
+                    "delete_branch_after_merge": "Delete the branch after merging",
+                    "setup_network": "Network during setup", "analysis": "Analysis",
+                    "cache_key": "Setup snapshot key", "env": "Environment variables", "ui": "UI check"}
+MERGE_METHOD_WORDS = {"merge": "merge commit", "squash": "squash and merge", "rebase": "rebase and merge"}
 
 
 def _commands(raw: str, label: str, problems: list[str]) -> list[str]:
@@ -60,32 +83,133 @@ def parse_settings(form: Any) -> tuple[dict[str, Any], list[str]]:
     return values, problems
 
 
-async def _settings_view(request: web.Request, project: Project, *, status: int = 200,
+def keep_file_keys(values: dict[str, Any], submitted: Mapping[str, Any], stored: Mapping[str, Any],
+                   file_keys: set[str]) -> list[str]:
+    """Take the keys the repository's file sets out of `values` (the stored value stays: the page does
+    not offer them), and refuse a submitted change to one: it would be saved and silently ignored."""
+    problems = []
+    for key in sorted(file_keys):
+        if key in submitted and values.get(key) != stored.get(key):
+            problems.append(f"{FIELD_LABELS[key]} is set in {CONFIG_PATH} on the default branch: change it "
+                            "there (a value saved here would be ignored)")
+        values.pop(key, None)
+    return problems
+
+
+# ---- the repository's file, as the page shows it ---------------------------------------------------
+
+@dataclass(frozen=True)
+class RepoFile:
+    """`.github/codegenapp.yml` at the default branch's head: `status` is "found", "absent", "invalid"
+    (`problem` says why) or "unreachable" (GitHub could not be asked; `problem` says why)."""
+
+    status: str
+    config: RepoConfig | None = None
+    problem: str = ""
+
+
+async def read_repo_file(services: Services, project: Project) -> RepoFile:
+    if not services.github.configured or project.installation_id is None:
+        return RepoFile("unreachable", problem="the GitHub App is not configured for this repository")
+    try:
+        repo = services.github.repo(project.installation_id, project.name)
+        config = await asyncio.wait_for(read_repo_config(repo, None), FILE_READ_SECONDS)
+    except ConfigFileError as exc:
+        return RepoFile("invalid", problem=str(exc))
+    except TimeoutError:
+        return RepoFile("unreachable", problem=f"GitHub did not answer within {FILE_READ_SECONDS:.0f} seconds")
+    except (GitHubUnavailable, GitHubException, PermanentError, aiohttp.ClientError, OSError) as exc:
+        return RepoFile("unreachable", problem=str(exc) or type(exc).__name__)
+    return RepoFile("absent") if config is None else RepoFile("found", config)
+
+
+def file_url(project: Project) -> str:
+    """The file on GitHub, at the head of the default branch."""
+    return f"{project.github_url}/blob/{quote(project.default_branch or 'HEAD', safe='/')}/{CONFIG_PATH}"
+
+
+# ---- what the page shows -----------------------------------------------------------------------------
+
+def shown_lines(key: str, value: Any) -> list[str]:
+    """A resolved value as the lines a person reads (an empty list: nothing set)."""
+    if key in ("setup_commands", "cache_key"):
+        return list(value)
+    if key in ("validate_commands", "analysis"):
+        return [step.run for step in value]
+    if key == "env":
+        return [f"{name}={text}" for name, text in value.items()]
+    if key == "timeout_minutes":
+        return [f"{value} minutes"]
+    if key == "merge_method":
+        return [MERGE_METHOD_WORDS.get(value, value)]
+    if key == "setup_network":
+        return ["allowed" if value else "no network"]
+    if key == "ui":
+        return [] if value is None else [f"{value.start} at {value.url}, "
+                                         + ", ".join(page.path for page in value.pages)]
+    if isinstance(value, bool):
+        return ["on" if value else "off"]
+    return [] if value is None else [str(value)]
+
+
+CODE_KEYS = frozenset({"setup_commands", "validate_commands", "analysis", "cache_key", "env", "ui"})  # shown as code
+EMPTY_WORDS = {"cache_key": "the usual manifests and lock files", "ui": "no UI check", "env": "none",
+               "analysis": "none", "setup_commands": "no commands", "validate_commands": "no commands"}
+
+
+def file_only_rows(resolved: Mapping[str, Resolved]) -> list[dict[str, Any]]:
+    """The keys only the file sets, for the page's list: label, key, lines (or the words for none; `code`:
+    commands and names, shown as code), source."""
+    return [{"key": key, "label": FILE_ONLY_LABELS[key], "lines": shown_lines(key, resolved[key].value),
+             "code": key in CODE_KEYS, "empty": EMPTY_WORDS.get(key, "none"),
+             "source": labels.setting_source(resolved[key].source)}
+            for key in FILE_ONLY_KEYS]
+
+
+async def _settings_view(request: web.Request, project: Project, repo_file: RepoFile, *, status: int = 200,
                          problems: list[str] | None = None, form: dict[str, Any] | None = None,
                          message: str | None = None) -> web.Response:
-    secrets_ = await services_of(request).store.projects.secret_names(project.id)
-    return await render(request, "settings.html", status=status, project=project, problems=problems or [],
-                        form=form, message=message, secrets=secrets_, limits={
-                            "text": MAX_TEXT, "commands": MAX_COMMANDS, "command": MAX_COMMAND,
-                            "fix": MAX_FIX_ATTEMPTS, "secret_kib": MAX_SECRET_BYTES // 1024},
-                        backends=BACKEND_CHOICES)
+    services = services_of(request)
+    secrets_ = await services.store.projects.secret_names(project.id)
+    resolved = resolve_settings(repo_file.config, stored_settings(project))
+    codegen = bool(services.settings.codegen_api_key and services.settings.codegen_org_id)
+    return await render(
+        request, "settings.html", status=status, project=project, problems=problems or [], form=form,
+        message=message, secrets=secrets_, repo_file=repo_file, config_path=CONFIG_PATH,
+        file_url=file_url(project), resolved=resolved,
+        sources={key: labels.setting_source(r.source) for key, r in resolved.items()},
+        file_text={key: "\n".join(shown_lines(key, resolved[key].value)) for key in FILE_KEY_OF},
+        empty_words=EMPTY_WORDS, file_only=file_only_rows(resolved),
+        merge_method=shown_lines("merge_method", resolved["merge_method"].value)[0],
+        default_backend="codegen" if codegen else "none",
+        limits={"text": MAX_TEXT, "commands": MAX_COMMANDS, "command": MAX_COMMAND, "fix": MAX_FIX_ATTEMPTS,
+                "secret_kib": MAX_SECRET_BYTES // 1024},
+        backends=BACKEND_CHOICES)
+
+
+async def _managed_project(request: web.Request) -> Project:
+    return await auth.require_project(request, request.match_info["owner"], request.match_info["repo"],
+                                      manage=True)
 
 
 async def settings_page(request: web.Request) -> web.Response:
-    project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"],
-                                         manage=True)
-    return await _settings_view(request, project, message=request.query.get("saved") and "Settings saved.")
+    project = await _managed_project(request)
+    repo_file = await read_repo_file(services_of(request), project)
+    return await _settings_view(request, project, repo_file, message=request.query.get("saved") and "Settings saved.")
 
 
 async def save_settings(request: web.Request) -> web.Response:
     services = services_of(request)
-    project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"],
-                                         manage=True)
+    project = await _managed_project(request)
     form = await request.post()
     values, problems = parse_settings(form)
+    repo_file = await read_repo_file(services, project)
+    stored = stored_settings(project)
+    resolved = resolve_settings(repo_file.config, stored)
+    problems += keep_file_keys(values, form, stored, {key for key in FILE_KEY_OF if resolved[key].from_file})
     if problems:
         shown = {k: str(form.get(k, "")).replace("\r\n", "\n") for k in form if k != "csrf_token"}
-        return await _settings_view(request, project, status=400, problems=problems, form=shown)
+        return await _settings_view(request, project, repo_file, status=400, problems=problems, form=shown)
     changed = sorted(k for k, v in values.items() if getattr(project, k) != v)
     await services.store.projects.update_project(project.id, values)
     user = await auth.authenticate(request)
@@ -96,10 +220,11 @@ async def save_settings(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/projects/{project.name}/settings?saved=1")
 
 
+# ---- secrets -------------------------------------------------------------------------------------------
+
 async def save_secret(request: web.Request) -> web.Response:
     services = services_of(request)
-    project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"],
-                                         manage=True)
+    project = await _managed_project(request)
     form = await request.post()
     name, value = str(form.get("name", "")).strip(), str(form.get("value", ""))
     problems = []
@@ -114,7 +239,8 @@ async def save_secret(request: web.Request) -> web.Response:
         except InvalidSecret as exc:
             problems.append(str(exc))
     if problems:
-        return await _settings_view(request, project, status=400, problems=problems)
+        return await _settings_view(request, project, await read_repo_file(services, project), status=400,
+                                    problems=problems)
     user = await auth.authenticate(request)
     await services.store.audit.record("project.secret.replaced" if replaced else "project.secret.added",
                                       actor=user.login if user else None, project_id=project.id,
@@ -122,10 +248,18 @@ async def save_secret(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/projects/{project.name}/settings?saved=1#secrets")
 
 
+async def confirm_delete_secret(request: web.Request) -> web.Response:
+    """The question before a secret is deleted (the settings page's Delete links here)."""
+    project = await _managed_project(request)
+    name = request.match_info["name"]
+    if name not in {n for n, _ in await services_of(request).store.projects.secret_names(project.id)}:
+        raise web.HTTPNotFound(text="no such secret")
+    return await render(request, "secret_delete.html", project=project, secret=name)
+
+
 async def delete_secret(request: web.Request) -> web.Response:
     services = services_of(request)
-    project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"],
-                                         manage=True)
+    project = await _managed_project(request)
     name = request.match_info["name"]
     if await services.store.projects.delete_secret(project.id, name):
         user = await auth.authenticate(request)

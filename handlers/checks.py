@@ -35,19 +35,27 @@ async def _pr_numbers(ctx: EventContext, project: Project, head_sha: str,
 
 
 async def _rerun(ctx: EventContext, head_sha: str, pull_requests: list[dict[str, Any]], trigger: str,
-                 external_id: str | None = None) -> int:
-    """Validate `head_sha` again on each open PR it is still the head of; returns how many."""
+                 external_id: str | None = None, actor: str | None = None) -> int:
+    """Validate `head_sha` again on each open PR it is still the head of, asked by `actor` (a login);
+    returns how many."""
     project = await ctx.project()
     if ctx.installation_id is None or project is None:
         return 0
     started = 0
     for number in await _pr_numbers(ctx, project, head_sha, pull_requests, external_id):
         try:
-            if await ctx.services.validations.revalidate(project, number, trigger=trigger, only_head=head_sha):
+            if await ctx.services.validations.revalidate(project, number, trigger=trigger, only_head=head_sha,
+                                                         actor=actor):
                 started += 1
         except NotRevalidated:
             continue  # closed: nothing to validate (a moved-on PR's newer head has its own run)
     return started
+
+
+def _person(event: sansio.Event) -> str | None:
+    """The login of the person who sent the event (None for a bot)."""
+    sender = event.data.get("sender") or {}
+    return sender.get("login") if sender.get("type") != "Bot" and isinstance(sender.get("login"), str) else None
 
 
 @router.register("check_run", action="rerequested")
@@ -55,7 +63,7 @@ async def check_run_rerequested(event: sansio.Event, ctx: EventContext) -> None:
     check_run = required(event, "check_run", dict)
     if _ours(ctx, check_run.get("app")):
         await _rerun(ctx, required(event, "check_run.head_sha", str), check_run.get("pull_requests") or [],
-                     "check_run.rerequested", check_run.get("external_id"))
+                     "check_run.rerequested", check_run.get("external_id"), actor=_person(event))
 
 
 @router.register("check_suite", action="rerequested")
@@ -63,7 +71,7 @@ async def check_suite_rerequested(event: sansio.Event, ctx: EventContext) -> Non
     suite = required(event, "check_suite", dict)
     if _ours(ctx, suite.get("app")):
         await _rerun(ctx, required(event, "check_suite.head_sha", str), suite.get("pull_requests") or [],
-                     "check_suite.rerequested")
+                     "check_suite.rerequested", actor=_person(event))
 
 
 @router.register("check_run", action="requested_action")
@@ -92,6 +100,7 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
         return
     await ctx.audit(f"button.{identifier}", actor=sender["login"], project_id=project.id, pr=numbers[0],
                     head_sha=head_sha, check_run=check_run.get("id"))
-    if not await _rerun(ctx, head_sha, pull_requests, "check_run.requested_action", check_run.get("external_id")):
+    if not await _rerun(ctx, head_sha, pull_requests, "check_run.requested_action", check_run.get("external_id"),
+                        actor=sender["login"]):
         await actions.reply(f"@{sender['login']} Not re-running: {head_sha[:7]} is no longer the head of an "
                             "open PR; the newer head is validated on its own.")

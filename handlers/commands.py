@@ -141,7 +141,8 @@ class PullRequestActions:
 
     async def validate(self) -> Outcome:
         try:
-            await self.services.validations.revalidate(self.project, self.number, trigger="command.validate")
+            await self.services.validations.revalidate(self.project, self.number, trigger="command.validate",
+                                                       actor=self.actor)
         except NotRevalidated as exc:
             return Outcome(False, "Not validating: the PR is closed." if exc.closed else f"Not validating: {exc}.")
         return Outcome(True)
@@ -194,7 +195,8 @@ class PullRequestActions:
         waiting = latest is not None and latest.status == VALIDATION_WAITING
         never_started = latest is None and pull.fork and not pull.draft
         if waiting or never_started:
-            await self.services.validations.start(self.project, pull, trigger="command.ok-to-test", restart=True)
+            await self.services.validations.start(self.project, pull, trigger="command.ok-to-test", restart=True,
+                                                  actor=self.actor)
         return Outcome(True)
 
     # ---- buttons -------------------------------------------------------------------------------

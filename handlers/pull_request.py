@@ -1,14 +1,49 @@
-"""Pull request events start (and end) validations of their heads."""
+"""Pull request events start (and end) validations of their heads, and are recorded for the PR overview."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gidgethub import routing, sansio
 
+from bot.github.types import PullRequest
+from bot.models import PR_CLOSED, PR_MERGED, PR_OPEN, utcnow
+from bot.store.tracked_pulls import PullSnapshot
 from handlers.context import EventContext
-from handlers.payloads import pull_request_of, required
+from handlers.payloads import parse_time, pull_request_of, required
 from pipeline.validation.gate import VALIDATING_ACTIONS, wants_validation
 
 router = routing.Router()
+
+# The events that change what the PR overview shows of a PR (its head, title, draft, state).
+TRACKED_ACTIONS = ("opened", "reopened", "synchronize", "edited", "ready_for_review", "converted_to_draft",
+                   "closed")
+
+
+def snapshot_of(pull: PullRequest, raw: dict[str, Any]) -> PullSnapshot:
+    """The overview's record of the PR as the event's `pull_request` describes it."""
+    state = PR_MERGED if pull.merged else PR_OPEN if pull.state == "open" else PR_CLOSED
+    return PullSnapshot(number=pull.number, title=pull.title, author=pull.author, head_sha=pull.head_sha,
+                        head_ref=pull.head_ref, base_ref=pull.base_ref, is_fork=pull.fork, draft=pull.draft,
+                        state=state, opened_at=parse_time(raw.get("created_at")),
+                        updated_at=parse_time(raw.get("updated_at")) or utcnow(),
+                        closed_at=parse_time(raw.get("closed_at")))
+
+
+async def _track(event: sansio.Event, ctx: EventContext) -> None:
+    if ctx.installation_id is None:
+        return
+    snapshot = snapshot_of(pull_request_of(event), required(event, "pull_request", dict))
+    project = await ctx.project(recent=True)
+    if project is None:
+        return
+    if await ctx.services.store.tracked_pulls.record(project.id, snapshot):
+        ctx.services.bus.publish("pr.updated", project_id=project.id, pr_number=snapshot.number,
+                                 state=snapshot.state, head_sha=snapshot.head_sha)
+
+
+for _action in TRACKED_ACTIONS:  # before validating: a started validation finds its PR recorded
+    router.add(_track, "pull_request", action=_action)
 
 
 async def _validate(event: sansio.Event, ctx: EventContext) -> None:

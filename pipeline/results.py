@@ -1,12 +1,14 @@
 """What a validation run produced, as plain data: its steps' results, the annotations found, the UI
-check's screenshots and the run's outcome. No I/O and no imports from the rest of the pipeline: the
-runner (pipeline/validation/stages.py) and the UI check fill these in, the renderer
-(pipeline/report/) shows them.
+check's screenshots and the run's outcome. No I/O and no imports from the rest of the pipeline but the
+pure network_note: the runner (pipeline/validation/stages.py) and the UI check fill these in, the
+renderer (pipeline/report/) shows them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pipeline.network_note import network_note
 
 STAGES = ("checkout", "setup", "validate", "analysis", "ui")
 STATUSES = ("passed", "failed", "skipped", "cancelled", "timed_out", "restored")
@@ -23,14 +25,17 @@ class StepResult:
     status: str
     duration_seconds: float
     exit_code: int | None = None
-    output_tail: str = ""
+    output_tail: str = ""  # masked; kept for every step, a passing one too (its last lines say what it ran)
     detail: str = ""
+    note: str = ""  # a hint for the reader; by default, why a failed offline step may have failed (network_note)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if not self.note:  # derived here, so every way a step result is made carries it
+            object.__setattr__(self, "note", network_note(self.stage, self.status, self.output_tail))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,16 @@ in a process of its own until the test stops or kills it."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import aiohttp
@@ -36,6 +42,38 @@ def codegenapp(*args: str, env: dict[str, str], stdin: str | None = None) -> sub
     """`codegenapp ARGS`, run to its end."""
     return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
                           env=_process_env(env), cwd=_cwd(env), timeout=60)
+
+
+def codegenapp_in_terminal(*args: str, env: dict[str, str], columns: int = 100,
+                           timeout: float = 120) -> tuple[int, str, str]:
+    """`codegenapp ARGS` with its standard output on a pseudo-terminal `columns` wide, as a person runs it:
+    (exit code, what the terminal showed with CRLF as "\\n", standard error)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "bot", *args], stdin=subprocess.DEVNULL, stdout=slave,
+                               stderr=subprocess.PIPE, env=_process_env(env), cwd=_cwd(env))
+    os.close(slave)
+    shown = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"`codegenapp {' '.join(args)}` took over {timeout} s:\n{shown.decode()}")
+            if not select.select([master], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command closed the terminal (it ended)
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    code = process.wait(timeout=30)
+    assert process.stderr is not None
+    return code, shown.decode().replace("\r\n", "\n"), process.stderr.read().decode()
 
 
 class ServedApp:

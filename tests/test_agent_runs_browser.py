@@ -64,11 +64,11 @@ async def test_launch_an_agent_run_and_confirm_its_plan(browser, aiohttp_server,
         # The plan arrives live; Confirm appears.
         agent.release()
         status = page.locator('[data-field="run-status"]')
-        await expect(status).to_have_text("awaiting confirmation", timeout=30_000)
-        await expect(page.locator('[data-field="run-plan"]')).to_have_text(PLAN)
+        await expect(status).to_have_text("Waiting for confirmation", timeout=30_000)
+        await expect(page.locator('[data-field="run-plan"]')).to_contain_text("Write 'hello world' to greeting.txt.")
         assert await page.evaluate("window.__notReloaded") is True
         assert await page.locator("script:not([src])").count() == 0  # the plan is text
-        await expect(page.locator("#run-log")).to_contain_text("awaiting confirmation")
+        await expect(page.locator("#run-log")).to_contain_text("Waiting for confirmation")
         await screenshot(page, "run-02-plan")
 
         # Confirm: the run goes on, and its PR shows up live.
@@ -76,7 +76,7 @@ async def test_launch_an_agent_run_and_confirm_its_plan(browser, aiohttp_server,
         await expect(page.get_by_role("button", name="Confirm")).to_be_hidden()
         await page.evaluate("window.__notReloaded = true")
         await expect(page.locator('[data-field="run-pr"] a')).to_have_text(re.compile(r"#\d+"), timeout=30_000)
-        await expect(status).not_to_have_text("awaiting confirmation")
+        await expect(status).not_to_have_text("Waiting for confirmation")
         assert await page.evaluate("window.__notReloaded") is True
         [run] = await services.store.agent_runs.for_project(project.id)
         assert run.plan_decided_by == "alice" and run.requested_by == "alice" and run.source == "dashboard"

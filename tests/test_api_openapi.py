@@ -164,6 +164,7 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     with bot.services.bus.subscribe() as events:
         status, again = await call("POST", f"/api/v1/validation/{seeded.id}/retry")
         assert status == 202 and again["id"] != seeded.id and again["trigger"] == "api.retry"
+        assert (await bot.store.validations.get(again["id"])).triggered_by == "alice"
         await wait_for(events, "validation.completed", timeout=60, validation_id=again["id"])
     status, done = await call("GET", f"/api/v1/validation/{again['id']}")
     assert done["status"] == "completed" and done["conclusion"] == "success"

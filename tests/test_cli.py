@@ -8,7 +8,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.app import setup_mode_warning
 from bot.config import load_settings
 from bot.crypto import Crypto
 from bot.db import Database
@@ -198,11 +197,3 @@ def test_settle_heap_freezes_what_start_up_built_and_collects_young_objects_less
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
-
-
-def test_the_start_in_setup_mode_says_what_is_missing_and_where_to_register(make_settings) -> None:
-    settings = make_settings(APP_ID=None, PRIVATE_KEY=None, WEBHOOK_SECRET=None)
-    assert setup_mode_warning(settings, "t0k3n") == (
-        "no GitHub App configured (APP_ID, PRIVATE_KEY or PRIVATE_KEY_PATH, WEBHOOK_SECRET missing): webhooks "
-        "answer 503 until it is; "
-        f"register it at {settings.public_url}/?setup_token=t0k3n")

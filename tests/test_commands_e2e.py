@@ -369,7 +369,7 @@ async def test_validate_and_cancel(app, quiet, pr, fake_github) -> None:
         started = await wait_for(events, "validation.started", head_sha=pr.head_sha)
     assert reactions(fake_github, taken["id"]) == ["eyes", "+1"]
     state = await app.store.validations.get(started.data["validation_id"])
-    assert (state.status, state.trigger) == ("queued", "command.validate")
+    assert (state.status, state.trigger, state.triggered_by) == ("queued", "command.validate", "wes")
 
     cancelled = await comment(app, pr, "/cancel", user="wes")
     assert reactions(fake_github, cancelled["id"]) == ["eyes", "+1"]
@@ -420,7 +420,8 @@ async def test_rerun_button(app, quiet, pr, fake_github) -> None:
     with app.services.bus.subscribe() as events:
         await click(app, pr, "rerun", user="wes", external_id=validated.id)
         started = await wait_for(events, "validation.started", head_sha=pr.head_sha)
-    assert (await app.store.validations.get(started.data["validation_id"])).trigger == "check_run.requested_action"
+    rerun = await app.store.validations.get(started.data["validation_id"])
+    assert (rerun.trigger, rerun.triggered_by) == ("check_run.requested_action", "wes")
     old_head = pr.head_sha
     pr.push({"app.py": "print('newer')\n"})
     await click(app, pr, "rerun", user="wes", external_id=validated.id, head_sha=old_head)

@@ -65,8 +65,10 @@ async def test_register_login_configure_and_watch_live(browser, aiohttp_server, 
     await page.wait_for_url(dash.url + "/projects/acme/widgets")
     await page.get_by_role("link", name="Settings").click()
     await page.get_by_label("Repository rules").fill(RULES)
-    await page.get_by_label("Validate commands").fill("test -f app.py\nmake check")
+    # the repository's file sets validate: shown read-only, it is not typed here
+    assert await page.get_by_label("Validate commands").get_attribute("readonly") is not None
     await page.get_by_label("Auto-merge").check()
+    await page.get_by_label("Agent backend").select_option("codegen")  # agent fields show for a backend
     await page.get_by_label("Planning statement").fill("Small steps.")
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.get_by_text("Settings saved.")).to_be_visible()
@@ -74,7 +76,7 @@ async def test_register_login_configure_and_watch_live(browser, aiohttp_server, 
     assert await page.get_by_label("Auto-merge").is_checked()
     assert await page.locator("b").count() == 0  # the rules' markup is text
     project = await services.store.projects.get_project_by_name("acme/widgets")
-    assert project.repository_rules == RULES and project.validate_commands == ["test -f app.py", "make check"]
+    assert project.repository_rules == RULES and project.validate_commands == []
 
     # 4. A secret: stored, listed by name, its value never rendered back.
     await page.get_by_label("Secret name").fill("DEPLOY_TOKEN")
@@ -95,16 +97,16 @@ async def test_register_login_configure_and_watch_live(browser, aiohttp_server, 
         sender = WebhookSender(session, dash.url, fake_github.manifest_webhook_secret)
         answer = await sender.send("pull_request", scenario.payload("opened"))
         assert answer.status == 202, answer
-    await expect(card.locator('[data-field="conclusion"]')).to_have_text(re.compile("success|failure"),
+    await expect(card.locator('[data-field="conclusion"]')).to_have_text(re.compile("Passed|Failed"),
                                                                          timeout=60_000)
     assert await page.evaluate("window.__notReloaded") is True
-    await expect(page.locator("#notifications li").first).to_contain_text("Validation of PR #")
+    await expect(page.locator("#notifications li").first).to_contain_text(re.compile(r"acme/widgets #\d+: (Passed|Failed)"))
     await screenshot(page, "05-live-card")
 
     # The validation page the card links to, styled by its own stylesheet (no inline style allowed).
     await card.locator('[data-field="validation"] a').click()
     await expect(page.get_by_role("heading", level=1)).to_be_visible()
-    assert await page.evaluate("getComputedStyle(document.body).maxWidth") == "960px"
+    assert await page.evaluate("getComputedStyle(document.querySelector('main')).maxWidth") == "1024px"  # 64rem
     await screenshot(page, "05b-validation")
 
     # 6. Phone width.

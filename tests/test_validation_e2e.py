@@ -205,7 +205,7 @@ async def test_sarif_findings_become_annotations_on_changed_lines_in_batches(bot
     assert "✗ failed — 120 findings on changed lines" in run["output"]["summary"]
     assert "app.py:1 E1 problem on line 1" in run["output"]["text"]
     [comment] = comments_on(fake_github, scenario)
-    assert "app.py:2 E1 problem on line 2" in comment["body"]
+    assert "- ✗ `app.py:2` `E1` problem on line 2" in comment["body"]  # the findings as a list
     assert any(p["output"]["title"].startswith("Running") for p in patches if "output" in p)  # live progress
 
 
@@ -244,7 +244,8 @@ async def test_a_repository_with_nothing_configured_gets_a_neutral_check_and_no_
 @pytest.mark.slow  # output shows at the next progress update, a few seconds in
 async def test_the_details_page_shows_the_running_step_and_its_output(bot, fake_github) -> None:
     marker = f"sleep 60.{uuid.uuid4().int % 10**6:06d}"
-    config = f"validate:\n  - name: slow tests\n    run: echo 'collected 12 items <b>'; {marker}\n"
+    config = (f"setup:\n  - 'true'\nvalidate:\n  - name: slow tests\n    run: echo 'collected 12 items <b>'; {marker}\n"
+              "  - name: lint\n    run: test -f app.py\n")
     scenario = open_pull_request(fake_github, config=config)
     with bot.services.bus.subscribe() as events:
         await bot.webhooks.send("pull_request", scenario.payload("opened"))
@@ -261,7 +262,13 @@ async def test_the_details_page_shows_the_running_step_and_its_output(bot, fake_
         await bot.services.validations.cancel(project, state, reason="test over")
     assert live["running"] and live["current"] == "slow tests"
     assert live["tail"].startswith("collected 12 items <b>")
-    assert "collected 12 items &lt;b&gt;" in page and "Running:" in page
+    assert "collected 12 items &lt;b&gt;" in page and '<span class="state">Running</span>' in page
+    # every step is listed from the start: those done, the running one, those to come
+    assert [(s["name"], s["state"]) for s in live["steps"]] == [
+        ("checkout", "passed"), ("setup", "passed"), ("slow tests", "running"), ("lint", "pending")]
+    async with bot.webhooks.session.get(f"{bot.url}/validations/{validation_id}") as response:
+        cancelled = await response.text()  # how far it got
+    assert '<li id="step-3" class="step cancelled"' in cancelled and '<li id="step-4" class="step skipped"' in cancelled
 
 
 @pytest.mark.slow  # the queue tries three times (2 s and 4 s apart) before reporting

@@ -1,5 +1,10 @@
 """PR comments: replies, reactions, and comments the app finds again by a hidden marker.
 
+A marked comment starts with `marker(kind, key)`: one comment of each kind on a PR (the validation's
+sticky comment), or one of each kind per key (an agent run's plan, outcome and context, keyed by the
+run's id). `upsert` edits it in place, so a comment is updated, never posted twice; only comments made
+by this App count (`find`).
+
 Every body is masked on its way out (`_masked`) by the process's redactor or the one given to
 `masked` (which knows a project's secrets); a leading marker is left as it is, to be found again.
 """
@@ -13,6 +18,15 @@ from gidgethub.abc import GitHubAPI
 
 from bot.github.errors import field
 from bot.redact import PROCESS_REDACTOR, Redactor
+
+BODY_LIMIT = 65_536  # characters GitHub takes in a comment
+
+
+def marker(kind: str, key: str | None = None) -> str:
+    """The hidden first line of the app's comment of `kind` (and `key`): `<!-- codegenapp:agent-plan:1f2e -->`."""
+    if not kind.replace("-", "").isalnum() or (key is not None and not key.replace("-", "").isalnum()):
+        raise ValueError(f"a marker's kind and key are letters, digits and dashes: {kind!r}, {key!r}")
+    return f"<!-- codegenapp:{kind}{f':{key}' if key is not None else ''} -->"
 
 
 class Comments:
@@ -32,7 +46,7 @@ class Comments:
     def _masked(self, body: str) -> str:
         end = body.find("-->") if body.startswith("<!--") else -1
         kept = end + len("-->") if end != -1 else 0  # the marker the comment is found again by
-        return body[:kept] + self.redactor.redact(body[kept:])
+        return (body[:kept] + self.redactor.redact(body[kept:]))[:BODY_LIMIT]
 
     async def create(self, number: int, body: str) -> int:
         answer = await self.gh.post(f"{self.path}/{number}/comments", data={"body": self._masked(body)})
@@ -67,7 +81,7 @@ class Comments:
         """Post `body` (which carries `marker`) unless a comment with the marker is there already, so a
         repeated step does not say it twice."""
         if await self.find(number, marker) is None:
-            await self.create(number, body[:65_000])  # GitHub takes 65,536 characters
+            await self.create(number, body)
 
     async def upsert(self, number: int, marker: str, body: str, *, known_id: int | None = None) -> int:
         """The one comment with `marker` on the PR, edited in place or created; its id. `known_id`: where

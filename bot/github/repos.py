@@ -42,10 +42,11 @@ class Repos:
     async def default_branch(self) -> str:
         return str((await self.get()).get("default_branch") or "main")
 
-    async def file_text(self, path: str, ref: str) -> str | None:
-        """The file at `ref` as text (undecodable bytes replaced); None when there is none (404)."""
+    async def file_text(self, path: str, ref: str | None) -> str | None:
+        """The file at `ref` as text (undecodable bytes replaced); None when there is none (404).
+        `ref` None: at the head of the default branch."""
         try:
-            content = await self.gh.getitem(f"{self.path}/contents/{path}{{?ref}}", {"ref": ref})
+            content = await self.gh.getitem(f"{self.path}/contents/{path}{{?ref}}", {"ref": ref} if ref else {})
         except BadRequest as exc:
             if exc.status_code == 404:
                 return None

@@ -15,6 +15,7 @@ from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
 from bot.store.pull_requests import MergeClaim, PullRequestStore
+from bot.store.tracked_pulls import TrackedPullStore
 from bot.store.validations import ValidationLifetime, ValidationStore
 
 __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
@@ -34,6 +35,7 @@ class Store:
         self.validations = ValidationStore(db, self.jobs)
         self.agent_runs = AgentRunStore(db)
         self.pull_requests = PullRequestStore(db)
+        self.tracked_pulls = TrackedPullStore(db)
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(text("SELECT 1")))

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select
 
 from bot.db import Database
 from bot.models import AuditEvent, WorkerHeartbeat, utcnow
 from bot.store.sql import entities, entity, upsert_insert
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of a project's audit log, newest first; whether newer and older events exist."""
+
+    events: list[AuditEvent]
+    newer: bool
+    older: bool
 
 
 class AuditStore:
@@ -33,6 +46,61 @@ class AuditStore:
         if installation_id is not None:
             stmt = stmt.where(AuditEvent.installation_id == installation_id)
         return await self._db.read(lambda conn: entities(conn, stmt), large=True)
+
+    async def page(self, project_id: str, *, actions: Collection[str] | None = None, actor: str | None = None,
+                   before: int | None = None, after: int | None = None, limit: int = PAGE_SIZE) -> AuditPage:
+        """A page of the project's events (keyset paging on the id): the newest ones, the `limit` older
+        than `before`, or the `limit` just newer than `after`. `actions`: only these kinds; `actor`: only
+        this login (case-insensitive)."""
+        conditions = [AuditEvent.project_id == project_id]
+        if actions is not None:
+            conditions.append(AuditEvent.action.in_(sorted(actions)) if actions else AuditEvent.id.is_(None))
+        if actor:
+            conditions.append(func.lower(AuditEvent.actor) == actor.lower())
+
+        def read(conn: Connection) -> AuditPage:
+            stmt = select(AuditEvent).where(*conditions)
+            if after is not None:
+                found = entities(conn, stmt.where(AuditEvent.id > after).order_by(AuditEvent.id.asc()).limit(limit))
+                found.reverse()
+            else:
+                if before is not None:
+                    stmt = stmt.where(AuditEvent.id < before)
+                found = entities(conn, stmt.order_by(AuditEvent.id.desc()).limit(limit))
+            if not found:  # paged past an end: the way back
+                return AuditPage([], newer=before is not None and _any(conn, conditions, AuditEvent.id >= before),
+                                 older=after is not None and _any(conn, conditions, AuditEvent.id <= after))
+            return AuditPage(found, newer=_any(conn, conditions, AuditEvent.id > found[0].id),
+                             older=_any(conn, conditions, AuditEvent.id < found[-1].id))
+
+        return await self._db.read(read, large=True)
+
+    async def actors(self, project_id: str, *, limit: int = 100) -> list[str]:
+        """The logins that appear in the project's log (the actor filter's suggestions)."""
+        stmt = (select(AuditEvent.actor).where(AuditEvent.project_id == project_id, AuditEvent.actor.is_not(None))
+                .group_by(AuditEvent.actor).order_by(func.max(AuditEvent.id).desc()).limit(limit))
+        return await self._db.read(lambda conn: [row[0] for row in conn.execute(stmt)], large=True)
+
+    async def for_run(self, project_id: str, run_id: str, *, pr_number: int | None = None,
+                      since: datetime | None = None, kinds_of_pr: Collection[str] = (),
+                      limit: int = 200) -> list[AuditEvent]:
+        """An agent run's events, oldest first: those naming the run, and (`pr_number`) those of
+        `kinds_of_pr` about its PR since `since` (its validations and merges)."""
+        mine = AuditEvent.details["run_id"].as_string() == run_id
+        if pr_number is not None and kinds_of_pr:
+            about_pr = and_(AuditEvent.action.in_(sorted(kinds_of_pr)),
+                            AuditEvent.details["pr"].as_integer() == pr_number,
+                            *([AuditEvent.at >= since] if since is not None else []))
+            mine = or_(mine, about_pr)
+        stmt = (select(AuditEvent).where(AuditEvent.project_id == project_id, mine)
+                .order_by(AuditEvent.id.desc()).limit(limit))
+        found = await self._db.read(lambda conn: entities(conn, stmt), large=True)
+        found.reverse()
+        return found
+
+
+def _any(conn: Connection, conditions: list[Any], beyond: Any) -> bool:
+    return bool(conn.execute(select(exists().where(*conditions, beyond))).scalar())
 
 
 class HeartbeatStore:

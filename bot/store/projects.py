@@ -60,6 +60,14 @@ class InstallationRef:
     suspended_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ApiTokenHolder:
+    """Whose personal API token it is, and when it expires (None: never)."""
+
+    user: User
+    expires_at: datetime | None
+
+
 class ProjectStore:
     def __init__(self, db: Database, crypto: Crypto, *, github_url: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -282,9 +290,11 @@ class ProjectStore:
     def hash_api_token(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
-    async def create_api_token(self, user_id: int, name: str, token: str) -> ApiToken:
+    async def create_api_token(self, user_id: int, name: str, token: str, *,
+                               expires_at: datetime | None = None) -> ApiToken:
+        """`expires_at` None: the token never expires (until revoked)."""
         row = {"id": new_id(), "user_id": user_id, "name": name, "token_hash": self.hash_api_token(token),
-               "created_at": utcnow()}
+               "created_at": utcnow(), "expires_at": expires_at}
         stmt = upsert_insert(self._db, ApiToken).values(row)
         await self._db.write(lambda conn: conn.execute(stmt))
         return ApiToken(**row)
@@ -297,15 +307,18 @@ class ProjectStore:
         stmt = delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.id == token_id).returning(ApiToken.id)
         return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
 
-    async def user_for_api_token(self, token: str) -> User | None:
+    async def user_for_api_token(self, token: str) -> ApiTokenHolder | None:
+        """The token's user and when the token expires (the caller decides whether it still counts; its
+        use is recorded either way)."""
         digest = self.hash_api_token(token)
-        found = select(ApiToken.user_id).where(ApiToken.token_hash == digest)
+        found = select(ApiToken.user_id, ApiToken.expires_at).where(ApiToken.token_hash == digest)
 
-        def work(conn: Connection) -> User | None:
-            user_id = conn.execute(found).scalar_one_or_none()
-            if user_id is None:
+        def work(conn: Connection) -> ApiTokenHolder | None:
+            row = conn.execute(found).one_or_none()
+            if row is None:
                 return None
             conn.execute(update(ApiToken).where(ApiToken.token_hash == digest).values(last_used_at=utcnow()))
-            return entity(conn, select(User).where(User.id == user_id))
+            user = entity(conn, select(User).where(User.id == row.user_id))
+            return None if user is None else ApiTokenHolder(user, row.expires_at)
 
         return await self._db.write(work)

@@ -102,9 +102,10 @@ class ValidationStore:
 
     async def create(self, *, project_id: str, pr_number: int, head_sha: str, base_sha: str | None = None,
                      is_fork: bool = False, author: str | None = None, trigger: str = "pull_request",
-                     agent_run_id: str | None = None) -> ValidationState:
+                     agent_run_id: str | None = None, triggered_by: str | None = None) -> ValidationState:
         values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
-                      is_fork=is_fork, author=author, trigger=trigger, agent_run_id=agent_run_id)
+                      is_fork=is_fork, author=author, trigger=trigger, agent_run_id=agent_run_id,
+                      triggered_by=triggered_by)
         return await self._db.write(lambda conn: _insert(conn, values))
 
     async def supersede(self, project_id: str, pr_number: int, *, new_head_sha: str) -> list[ValidationState]:
@@ -112,15 +113,17 @@ class ValidationStore:
         return await self._db.write(lambda conn: _supersede(conn, project_id, pr_number, new_head_sha))
 
     async def begin(self, *, project_id: str, pr_number: int, head_sha: str, restart: bool, base_sha: str | None,
-                    is_fork: bool, author: str | None, trigger: str, claimer: str) -> Begun:
+                    is_fork: bool, author: str | None, trigger: str, claimer: str,
+                    triggered_by: str | None = None) -> Begun:
         """In one transaction: end the runs of this PR's other heads (of every head on a restart), then
         join the active validation of this head or record a new one, and claim the creation of its
         check run for `claimer` when that is still to be done and allowed (`may_claim_check_run`):
         a new validation is claimed as it is recorded; joining one costs a statement only when its
-        check run is not recorded yet."""
+        check run is not recorded yet. `triggered_by`: the login of the person who asked (a command, a
+        button, the dashboard), None for an event such as a push."""
         values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
                       is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None,
-                      check_run_claimed_by=claimer)
+                      check_run_claimed_by=claimer, triggered_by=triggered_by)
 
         def work(conn: Connection) -> Begun:
             if not self._db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes every begin
@@ -214,12 +217,28 @@ class ValidationStore:
                 .values(**values).returning(ValidationState.id))
         return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
 
+    async def set_plan(self, validation_id: str, planned: list[dict[str, str]]) -> None:
+        """The steps the running validation will take ({"name", "stage"} each, in order), recorded as it
+        starts so that its page lists them all, pending, from the start; the first one runs."""
+        first = planned[0] if planned else {}
+        await self.set_progress(validation_id, {"planned": planned, "steps": [], "current": first.get("name"),
+                                                "stage": first.get("stage"), "tail": ""})
+
     async def set_progress(self, validation_id: str, progress: dict[str, Any]) -> None:
-        """What the running validation is doing, for its page (while it is still running)."""
-        stmt = (update(ValidationState)
-                .where(ValidationState.id == validation_id, ValidationState.status.in_(VALIDATION_ACTIVE))
-                .values(test_results={"live": progress}))
-        await self._db.write(lambda conn: conn.execute(stmt))
+        """What the running validation is doing, for its page (while it is still running): one write a
+        progress update (a few seconds apart at most), keeping the plan (`set_plan`) and when the
+        running step started."""
+        active = (ValidationState.id == validation_id, ValidationState.status.in_(VALIDATION_ACTIVE))
+        read = select(ValidationState.test_results).where(*active)
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(read).first()
+            if row is None:
+                return
+            live = merged_progress((row[0] or {}).get("live"), progress, now=utcnow())
+            conn.execute(update(ValidationState).where(*active).values(test_results={"live": live}))
+
+        await self._db.write(work)
 
     async def is_active(self, validation_id: str) -> bool:
         stmt = select(ValidationState.status).where(ValidationState.id == validation_id)
@@ -232,6 +251,15 @@ class ValidationStore:
     async def latest_for_pr(self, project_id: str, pr_number: int) -> ValidationState | None:
         stmt = (select(ValidationState)
                 .where(ValidationState.project_id == project_id, ValidationState.pr_number == pr_number)
+                .order_by(ValidationState.created_at.desc()))
+        return await self._db.read(lambda conn: entity(conn, stmt))
+
+    async def previous_completed(self, state: ValidationState) -> ValidationState | None:
+        """The PR's latest validation completed before `state` was recorded (the PR comment's "Previous")."""
+        stmt = (select(ValidationState)
+                .where(ValidationState.project_id == state.project_id, ValidationState.pr_number == state.pr_number,
+                       ValidationState.status == VALIDATION_COMPLETED, ValidationState.id != state.id,
+                       ValidationState.created_at <= state.created_at)
                 .order_by(ValidationState.created_at.desc()))
         return await self._db.read(lambda conn: entity(conn, stmt))
 
@@ -299,6 +327,18 @@ def plan_begin(open_validations: list[ValidationState], *, head_sha: str,
     to_end = [v for v in open_validations if v.head_sha != head_sha]
     join = next((v for v in open_validations if v.head_sha == head_sha and v.status in VALIDATION_ACTIVE), None)
     return to_end, join
+
+
+def merged_progress(previous: dict[str, Any] | None, progress: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+    """A running validation's live record after a progress update: `progress` (its steps so far, the
+    running step and its output tail), the plan kept from `previous`, and when the running step started
+    (kept while the same step runs)."""
+    previous = previous or {}
+    live = {"planned": previous.get("planned", []), **progress}
+    same_step = (previous.get("current"), previous.get("stage")) == (live.get("current"), live.get("stage"))
+    live["current_started_at"] = (previous.get("current_started_at") if same_step and "current_started_at" in previous
+                                  else now.isoformat())
+    return live
 
 
 def may_claim_check_run(validation: ValidationState, claimer: str, *, now: datetime,

@@ -27,6 +27,7 @@ from pipeline.agents.backend import AgentStatus, Mode
 
 ACTIVE_VALIDATION = ("queued", "in_progress")
 FAILING_CONCLUSIONS = ("failure", "timed_out")
+MERGED_REASON = "the pull request was merged"  # a completed run's reason when its PR was merged
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ def _after_failure(run: RunFacts, event: CallFailed, timing: Timing) -> Action:
 
 def _pull_ended(pull: PullFacts) -> Finish:
     if pull.state == "merged":
-        return Finish(AGENT_COMPLETED, "the pull request was merged")
+        return Finish(AGENT_COMPLETED, MERGED_REASON)
     return Finish(AGENT_CANCELLED, "the pull request was closed")
 
 

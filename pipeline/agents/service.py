@@ -18,7 +18,12 @@ newest validation of the PR's head anyway, so a missed nudge costs only time. Wi
 (a lost webhook), the run starts one.
 
 Every status change is published on the bus (`agent.run.started`, `agent.run.updated`,
-`agent.run.completed`, `pr.created`) and written to the audit log.
+`agent.run.completed`, `pr.created`) and written to the audit log; how a run ended is logged at INFO.
+
+**The PR.** A run with a PR says where it stands there (comments.py): its plan (updated when a
+maintainer decides), the context of a PR the agent opened, and its outcome. A run started by a PR
+command or the Fix button has that PR from the start; a run started elsewhere has one once the agent
+opened it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from bot import labels
 from bot.config import Settings
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
@@ -41,6 +47,7 @@ from bot.store.agent_runs import NewRun
 from pipeline.agents.availability import AgentAvailability
 from pipeline.agents.backend import CODEGEN, LOCAL, AgentBackend, AgentError, chosen_backend
 from pipeline.agents.codegen import CodegenBackend, CodegenClient
+from pipeline.agents.comments import PrComment, outcome_comment, plan_comment
 from pipeline.agents.local_backend import LocalAgentBackend
 from pipeline.agents.machine import (DEFAULT_TIMING, CallFailed, Cancel, Confirm, Event, Finish, Refuse, Reject,
                                      RunFacts, Timing, Transition, next_step)
@@ -162,7 +169,7 @@ class AgentRunService:
             busy = await self.runs.active_for_pr(project.id, pr_number)
             if busy:
                 raise AgentRunRefused(f"agent run `{busy[0].id}` is already working on this PR "
-                                      f"({busy[0].status.replace('_', ' ')})")
+                                      f"({labels.agent_status(busy[0].status).lower()})")
         run = await self.runs.create(NewRun(
             project_id=project.id, target_text=goal, source=source, requested_by=requested_by,
             backend=chosen_backend(project, self.settings), auto_confirm=project.auto_confirm_plans,
@@ -185,7 +192,9 @@ class AgentRunService:
         after = await self.runs.transition(run_id, expect=(AGENT_AWAITING_CONFIRMATION,), values={
             "status": action.status, "plan_decided_by": by, "agent_handle": {}, "agent_started_at": None,
             "agent_seen_active": False, "agent_resumed": False, "polls": 0, "reason": action.reason})
-        return await self._user_changed(run, after, action.reason, by, "agent.plan.confirmed")
+        after = await self._user_changed(run, after, action.reason, by, "agent.plan.confirmed")
+        await self.say_on_pr(after, plan_comment)
+        return after
 
     async def reject(self, run_id: str, *, by: str) -> AgentRun:
         run = await self._get(run_id)
@@ -195,7 +204,9 @@ class AgentRunService:
         assert isinstance(action, Finish)
         after = await self.runs.transition(run_id, expect=(AGENT_AWAITING_CONFIRMATION,), values={
             "status": action.status, "plan_decided_by": by, "reason": action.reason, "completed_at": utcnow()})
-        return await self._user_changed(run, after, action.reason, by, "agent.plan.rejected")
+        after = await self._user_changed(run, after, action.reason, by, "agent.plan.rejected")
+        await self.say_on_pr(after, plan_comment)  # it says the run ended, too
+        return after
 
     async def cancel(self, run_id: str, *, by: str) -> AgentRun:
         run = await self._get(run_id)
@@ -206,6 +217,7 @@ class AgentRunService:
         after = await self.runs.transition(run_id, expect=_NOT_ENDED, values={
             "status": action.status, "reason": action.reason, "completed_at": utcnow()})
         result = await self._user_changed(run, after, action.reason, by, "agent.run.cancelled")
+        await self.say_on_pr(result, outcome_comment)
         task = self._tasks.get(run_id)
         if task is not None and not task.done():
             task.cancel()  # a local agent running here; elsewhere the job's watch notices
@@ -215,7 +227,7 @@ class AgentRunService:
                             audit_action: str) -> AgentRun:
         if after is None:
             current = await self._get(before.id)
-            raise AgentRunConflict(f"the run changed meanwhile (it is {current.status.replace('_', ' ')})")
+            raise AgentRunConflict(f"the run changed meanwhile (it is {labels.agent_status(current.status).lower()})")
         project = await self.store.projects.get_project(after.project_id)
         await self.store.audit.record(
             audit_action, actor=actor, project_id=after.project_id,
@@ -230,6 +242,32 @@ class AgentRunService:
             raise LookupError(f"no agent run {run_id}")
         return run
 
+    # ---- what the run says on its PR ------------------------------------------------------------------
+
+    def run_url(self, run: AgentRun, project: Project) -> str:
+        """The run's page on the dashboard."""
+        return f"{self.settings.public_url}/projects/{project.name}/runs/{run.id}"
+
+    async def say_on_pr(self, run: AgentRun, comment: PrComment) -> None:
+        """Post or update the run's `comment` (comments.py: its marker and body, from the run and the
+        URL of its page) on its PR (none without a PR), masked of the project's secrets. The run goes
+        on either way: a failure is only logged."""
+        if run.pr_number is None or not self.github.configured:
+            return
+        project = await self.store.projects.get_project(run.project_id)
+        if project is None or project.installation_id is None:
+            return
+        marker, body = comment(run, self.run_url(run, project))
+        try:
+            secrets = await self.store.projects.secret_values(project.id)
+            repo = self.github.repo(project.installation_id, project.name)
+            comments = repo.comments.masked(PROCESS_REDACTOR.child(list(secrets.values())))
+            await comments.upsert(run.pr_number, marker, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the run's page shows it either way
+            log.exception("agent run %s: could not comment on #%s", run.id, run.pr_number)
+
     # ---- seams for PR commands and buttons ---------------------------------------------------------------
 
     async def agent_command(self, project: Project, pr_number: int, goal: str, *, actor: str) -> tuple[bool, str]:
@@ -238,7 +276,7 @@ class AgentRunService:
             run = await self.start(project, goal, pr_number=pr_number, source="pr_comment", requested_by=actor)
         except AgentRunRefused as exc:
             return False, f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
-        return True, self._started_message(run)
+        return True, self._started_message(run, project)
 
     async def fix_button(self, project: Project, pr_number: int, *, actor: str) -> tuple[bool, str]:
         """The "Fix with agent" button of a failed check run: (started, the reply for the PR)."""
@@ -246,13 +284,14 @@ class AgentRunService:
             run = await self.start(project, "", pr_number=pr_number, source="fix_button", requested_by=actor)
         except AgentRunRefused as exc:
             return False, f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
-        return True, self._started_message(run)
+        return True, self._started_message(run, project)
 
-    def _started_message(self, run: AgentRun) -> str:
+    def _started_message(self, run: AgentRun, project: Project) -> str:
+        started = f"[Agent run `{run.id[:8]}`]({self.run_url(run, project)}) started"
         if run.auto_confirm:
-            return f"Agent run `{run.id}` started: the agent is working on this PR."
-        return (f"Agent run `{run.id}` started: the agent's plan will be posted here; confirm it with "
-                "`/plan confirm` or drop it with `/plan reject`.")
+            return f"{started}: the agent is working on this PR."
+        return (f"{started}: the agent's plan will be posted here; confirm it with `/plan confirm` or drop it "
+                "with `/plan reject`.")
 
     async def plan_command(self, project: Project, pr_number: int, verb: str, *, actor: str) -> tuple[bool, str]:
         """`/plan confirm` or `/plan reject` on a PR: (done, the reply for the PR)."""
@@ -426,6 +465,9 @@ class AgentRunService:
                            installation_id=installation_id,
                            details={"run_id": after.id, "from": before.status, "to": after.status, "reason": reason})
         if after.status in AGENT_TERMINAL:
+            log.info("agent run %s on %s: %s (%s)%s", after.id, project.name if project else after.project_id,
+                     labels.agent_status(after.status), reason or "no reason given",
+                     f", PR #{after.pr_number}" if after.pr_number is not None else "")
             bus.publish("agent.run.completed", run_id=after.id, project_id=after.project_id, status=after.status,
                         reason=reason, pr_number=after.pr_number)
             await audit.record("agent.run.completed", actor=actor, project_id=after.project_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any, Protocol
 
 from gidgethub import BadRequest
@@ -21,18 +22,16 @@ from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import Store
 from bot.store.agent_runs import AgentRunStore
 from pipeline.agents.backend import LOCAL, AgentBackend, AgentError, AgentTarget, Mode
+from pipeline.agents.comments import PrComment, context_comment, outcome_comment, plan_comment
 from pipeline.agents.machine import (OBSERVE_AGENT, OBSERVE_NOTHING, AgentObserved, AwaitValidation, CallFailed,
                                      Event, Finish, Idle, PullFacts, PullObserved, RecordPullRequest, Refuse,
                                      ResumeForFix, RunFacts, StartAgent, StartValidation, StorePlan, Tick,
                                      Transition, ValidationFacts, Wait, observation_needed)
 from pipeline.agents.prompts import (FixContext, PromptContext, execute_prompt, fix_context, fix_prompt, plan_prompt,
-                                     slug, title_of)
+                                     slug)
 from pipeline.validation.service import ValidationService
 
 log = logging.getLogger(__name__)
-
-PLAN_MARKER = "<!-- codegenapp:agent-plan:{run_id} -->"
-ENDED_MARKER = "<!-- codegenapp:agent-run:{run_id}:ended -->"
 
 
 class RunService(Protocol):
@@ -52,6 +51,8 @@ class RunService(Protocol):
                       *, actor: str | None = None) -> None: ...
 
     def wake(self, after: float = 0.0) -> None: ...
+
+    async def say_on_pr(self, run: AgentRun, comment: PrComment) -> None: ...
 
 
 def is_terminal(exc: BaseException) -> bool:
@@ -271,15 +272,7 @@ class RunStep:
                                  "polls": 0, "reason": "the plan waits for confirmation"}, announce=False)
         if after is None:
             return None
-        if after.pr_number is not None:
-            marker = PLAN_MARKER.format(run_id=after.id)
-            body = (f"{marker}\n### Plan of agent run `{after.id}`\n\n**Goal:** {title_of(after.target_text, max_length=200)}"
-                    f"\n\n{plan}\n\n---\nReply `/plan confirm` to let the agent make this change, or `/plan reject` "
-                    "to drop it (the dashboard has the same buttons).")
-            try:
-                await self.repo.comments.post_once(after.pr_number, marker, body)
-            except Exception:  # noqa: BLE001 - the dashboard shows the plan either way
-                log.exception("agent run %s: could not post the plan on #%s", after.id, after.pr_number)
+        await self.service.say_on_pr(after, plan_comment)  # on the PR the run was started on, if any
         await self.service.changed(self.project, self.run, after, after.reason)
         return after
 
@@ -290,6 +283,7 @@ class RunStep:
                                  "polls": 0, "transient_errors": 0, "fix_base_sha": None,
                                  "reason": f"the agent opened #{number}"})
         if after is not None:
+            await self.service.say_on_pr(after, context_comment)
             self.service.bus.publish("pr.created", run_id=after.id, project_id=after.project_id, pr_number=number,
                                       pr_url=url)
             await self.service.store.audit.record(
@@ -334,17 +328,7 @@ class RunStep:
                                 reason=action.reason, announce=False)
         if after is None:
             return
-        if action.needs_human and after.pr_number is not None:
-            await self.say_human_needed(after, action.reason)
+        await self.service.say_on_pr(after, partial(outcome_comment, needs_human=action.needs_human))
         await self.service.changed(self.project, self.run, after, action.reason)
-
-    async def say_human_needed(self, after: AgentRun, reason: str) -> None:
-        marker = ENDED_MARKER.format(run_id=after.id)
-        body = (f"{marker}\n### A human is needed\n\nAgent run `{after.id}` stopped: {reason}.\n\n"
-                f"Goal: {title_of(after.target_text, max_length=200)}")
-        try:
-            await self.repo.comments.post_once(after.pr_number, marker, (await self.redactor()).redact(body))
-        except Exception:  # noqa: BLE001 - the run has ended either way
-            log.exception("agent run %s: could not comment on #%s", after.id, after.pr_number)
 
 

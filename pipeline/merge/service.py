@@ -30,6 +30,7 @@ from typing import Any
 
 from gidgethub import BadRequest
 
+from bot import labels
 from bot.events import EventBus
 from bot.github.check_runs import CHECK_NAME
 from bot.github.github_app import GitHubApp, RepoGitHub
@@ -181,7 +182,7 @@ class MergeService:
                                                 method=method, expected_head=expected_head, delivery_id=delivery_id)
         except MergeBusy as exc:
             return await self._refused(project, pr_number, pull.head_sha, str(exc), trigger=trigger,
-                                       requested_by=requested_by, delivery_id=delivery_id)
+                                       requested_by=requested_by, delivery_id=delivery_id, method=method)
 
     async def _merge_locked(self, repo: RepoGitHub, project: Project, pr_number: int, *, trigger: str,
                             requested_by: str | None, method: str | None, expected_head: str | None,
@@ -191,7 +192,7 @@ class MergeService:
         if expected_head is not None and head != expected_head and not pull.merged:
             reason = f"the PR's head is now {short_sha(head)}, not {short_sha(expected_head)}"
             outcome = await self._refused(project, pr_number, head, reason, trigger=trigger,
-                                          requested_by=requested_by, delivery_id=delivery_id)
+                                          requested_by=requested_by, delivery_id=delivery_id, method=method)
             return MergeOutcome(False, outcome.message, head_sha=head, stale=True)
         validation = await self.store.validations.latest_for_head(project.id, head, pr_number=pr_number)
         decision, required = await self.decide(repo, pull, validation)
@@ -208,12 +209,13 @@ class MergeService:
             decision = MergeDecision(False, f"the head moved to {short_sha(pull.head_sha)} while deciding")
         if not decision.allowed:
             return await self._refused(project, pr_number, head, decision.reason, trigger=trigger,
-                                       requested_by=requested_by, delivery_id=delivery_id)
+                                       requested_by=requested_by, delivery_id=delivery_id, method=method)
         try:
             settings = await self.settings(project, pr_number, await read_repo_config(repo, pull.base_sha))
         except ConfigFileError as exc:
             return await self._refused(project, pr_number, head, f"the repository's config is invalid: {exc}",
-                                       trigger=trigger, requested_by=requested_by, delivery_id=delivery_id)
+                                       trigger=trigger, requested_by=requested_by, delivery_id=delivery_id,
+                                       method=method)
         method = method or settings.method
         base_ref = pull.base_ref
 
@@ -225,7 +227,7 @@ class MergeService:
             reason = (f"{short_sha(head)} was already merged" if done.status == "merged"
                       else f"a merge of {short_sha(head)} is already in progress")
             return await self._refused(project, pr_number, head, reason, trigger=trigger,
-                                       requested_by=requested_by, delivery_id=delivery_id)
+                                       requested_by=requested_by, delivery_id=delivery_id, method=method)
         details = {"pr": pr_number, "head_sha": head, "base": base_ref, "method": method, "trigger": trigger}
         try:
             merged = await repo.pulls.merge(pr_number, sha=head, method=method)
@@ -236,8 +238,12 @@ class MergeService:
                                                         error=f"{exc.status_code}: {github_message}")
             await self._audit("merge.failed", project, requested_by, delivery_id,
                               **details, status=exc.status_code, error=github_message)
+            log_merge(project, pr_number, head, method, trigger, requested_by, message)
             return MergeOutcome(False, message, head_sha=head)
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                log_merge(project, pr_number, head, method, trigger, requested_by,
+                          f"{labels.merge_status('failed')}: {type(exc).__name__}: {exc}")
             await asyncio.shield(self.store.pull_requests.finish_merge(
                 claim.merge.id, merged=False, error=f"{type(exc).__name__}: {exc}"))
             await asyncio.shield(self._audit("merge.failed", project, requested_by, delivery_id, **details,
@@ -246,6 +252,8 @@ class MergeService:
         merge_sha = merged.sha
         await self.store.pull_requests.finish_merge(claim.merge.id, merged=True, merge_commit_sha=merge_sha)
         await self._audit("merge.merged", project, requested_by, delivery_id, **details, merge_commit_sha=merge_sha)
+        log_merge(project, pr_number, head, method, trigger, requested_by,
+                  f"{labels.merge_status('merged')} into {base_ref} as {short_sha(merge_sha) if merge_sha else '-'}")
         self.bus.publish("merge.merged", project_id=project.id, pr_number=pr_number, head_sha=head,
                                   merge_commit_sha=merge_sha, trigger=trigger)
         if settings.delete_branch:
@@ -267,10 +275,12 @@ class MergeService:
                           branch=branch)
 
     async def _refused(self, project: Project, pr_number: int, head: str | None, reason: str, *, trigger: str,
-                       requested_by: str | None, delivery_id: str | None) -> MergeOutcome:
+                       requested_by: str | None, delivery_id: str | None, method: str | None = None) -> MergeOutcome:
         await self._audit("merge.refused", project, requested_by, delivery_id, pr=pr_number, head_sha=head,
                           trigger=trigger, reason=reason)
-        return MergeOutcome(False, f"Not merging: {reason}.", head_sha=head)
+        message = f"Not merging: {reason}."
+        log_merge(project, pr_number, head, method, trigger, requested_by, message)
+        return MergeOutcome(False, message, head_sha=head)
 
     async def _audit(self, action: str, project: Project, actor: str | None, delivery_id: str | None,
                      **details: Any) -> None:
@@ -295,6 +305,14 @@ class MergeService:
                 validation.pr_number, f"Auto-merge is on, but {_lower_first(outcome.message)}\n\n"
                                       "Comment `/merge` to try again.")
         return outcome
+
+
+def log_merge(project: Project, pr_number: int, head: str | None, method: str | None, trigger: str,
+              requested_by: str | None, result: str) -> None:
+    """One INFO line per merge outcome: `acme/widgets PR #12 at abc1234 (squash) by @alice via /merge: Merged
+    into main as def5678`."""
+    log.info("%s PR #%d at %s (%s) %s: %s", project.name, pr_number, short_sha(head) if head else "an unknown head",
+             method or "method not chosen yet", labels.triggered(trigger, requested_by), result)
 
 
 def _lower_first(text: str) -> str:

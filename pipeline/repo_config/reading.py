@@ -1,5 +1,6 @@
-"""Where a repository's config comes from: `.github/codegenapp.yml` at a commit, through the GitHub
-layer, and the project's dashboard settings it is merged with."""
+"""Where a repository's config comes from: `.github/codegenapp.yml` at a commit (or at the head of the
+default branch, for the settings page), through the GitHub layer, and the project's dashboard settings
+it is merged with."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from bot.github.github_app import RepoGitHub
 from bot.github.repos import NotAFile
 from bot.models import Project
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, RepoConfig, parse_repo_config
+from pipeline.repo_config.settings_sources import PROJECT_DEFAULTS, project_settings_of
 
 CONFIG_PATH = ".github/codegenapp.yml"
 
 
-async def read_repo_config(repo: RepoGitHub, ref: str) -> RepoConfig | None:
-    """The repository's config file at `ref` (None when there is none); ConfigFileError when invalid."""
+async def read_repo_config(repo: RepoGitHub, ref: str | None) -> RepoConfig | None:
+    """The repository's config file at `ref` (None: the default branch's head); None when there is
+    none; ConfigFileError when invalid."""
     try:
         text = await repo.repos.file_text(CONFIG_PATH, ref)
     except NotAFile:
@@ -20,7 +23,10 @@ async def read_repo_config(repo: RepoGitHub, ref: str) -> RepoConfig | None:
     return None if text is None else parse_repo_config(text, path=CONFIG_PATH)
 
 
+def stored_settings(project: Project) -> dict[str, object]:
+    """The project's dashboard settings as stored, by key (PROJECT_DEFAULTS' keys)."""
+    return {key: getattr(project, key) for key in PROJECT_DEFAULTS}
+
+
 def project_settings(project: Project) -> ProjectSettings:
-    return ProjectSettings(setup_commands=tuple(project.setup_commands or ()),
-                           validate_commands=tuple(project.validate_commands or ()),
-                           auto_merge_enabled=project.auto_merge_enabled)
+    return project_settings_of(stored_settings(project))

@@ -1,6 +1,7 @@
 """The check run's output: its conclusion and title, the summary (a table of the steps, links, notes,
 screenshots), the failing steps' output in `text`, and the output shown while the run goes on. The PR
-comment (comment.py) shows the same title, summary and output sections.
+comment (comment.py) shows the same title and a compact form of the rest. Durations read as GitHub
+Actions writes them (bot.labels.duration: "1m 12s").
 
 Results read as a word with a simple mark: "✓ passed", "✗ failed (exit 1)", "✗ timed out",
 "cancelled", "skipped", "✓ restored". Pure functions of plain data (pipeline/results.py), no I/O.
@@ -11,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-from pipeline.report.text import (clean_output, code_block, code_span, fence_for, format_bytes, format_duration,
-                                  head_bytes, keep_tail, markdown_url, nbytes, plural, short_sha, table_cell,
-                                  tail_bytes, valid_utf8)
+from bot import labels
+from pipeline.report.text import (clean_output, code_block, code_span, fence_for, format_bytes, head_bytes,
+                                  keep_tail, markdown_url, nbytes, plural, short_sha, table_cell, tail_bytes,
+                                  valid_utf8)
 from pipeline.results import CONCLUSIONS, STAGES, StepResult
 
 OUTPUT_LIMIT = 65535          # check run output summary and text
@@ -91,7 +93,7 @@ def run_title(steps: Sequence[StepResult], conclusion: str, reason: str | None, 
         return f"Waiting for a maintainer: {reason or '/ok-to-test'}"
     if conclusion == "neutral":
         return reason or ("Nothing to validate" if not steps else counted)
-    return reason or conclusion.capitalize()
+    return reason or labels.conclusion(conclusion)
 
 
 # --- step table ----------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ def step_table(steps: Sequence[StepResult], current: tuple[str, str] | None = No
     rows = ["| Stage | Step | Result | Duration |", "| --- | --- | --- | --- |"]
     for s in steps:
         result = result_word(s) + (f" — {s.detail}" if s.detail else "")
-        duration = "—" if s.status == "skipped" else format_duration(s.duration_seconds)
+        duration = "—" if s.status == "skipped" else labels.duration(s.duration_seconds)
         rows.append(_row(s.stage, s.name, result, duration))
     if current is not None:
         rows.append(_row(table_cell(current[0]) or "…", current[1], "running…", "—"))
@@ -138,9 +140,9 @@ def run_summary(steps: Sequence[StepResult], head_sha: str | None, links: Sequen
         total = sum(s.duration_seconds for s in steps if math.isfinite(s.duration_seconds))
         if current is not None:
             if elapsed is not None:
-                parts.append(f"Running for {format_duration(elapsed)}\n")
+                parts.append(f"Running for {labels.duration(elapsed)}\n")
         elif steps:
-            parts.append(f"Total time: {format_duration(total)}\n")
+            parts.append(f"Total time: {labels.duration(total)}\n")
     else:
         parts.append("No steps ran.\n")
     notes = [n for n in notes if n and n.strip()]
@@ -175,7 +177,8 @@ def _section_header(step: StepResult, live: bool = False) -> str:
         return f"### Live output of {code_span(step.name)} ({step.stage})\n\n"
     what = {"failed": "failed" + (f" with exit code {step.exit_code}" if step.exit_code is not None else ""),
             "timed_out": "timed out", "cancelled": "was cancelled"}.get(step.status, step.status)
-    return f"### {code_span(step.name)} ({step.stage}) {what}\n\n"
+    note = f"*{valid_utf8(step.note).strip()}*\n\n" if step.note.strip() else ""  # e.g. no network here
+    return f"### {code_span(step.name)} ({step.stage}) {what}\n\n{note}"
 
 
 def _cut_note(lines: int, size: int) -> str:
@@ -215,13 +218,15 @@ def _share(sizes: Sequence[int], total: int) -> list[int]:
     return budgets
 
 
-def _failing(steps: Sequence[StepResult]) -> list[StepResult]:
+def failing_steps(steps: Sequence[StepResult]) -> list[StepResult]:
+    """The steps whose output a report shows: the failed and timed-out ones (else the cancelled ones
+    that said something)."""
     bad = [s for s in steps if s.status in _BAD]
     return bad or [s for s in steps if s.status == "cancelled" and s.output_tail]
 
 
 def failure_text(steps: Sequence[StepResult], limit: int | None) -> str:
-    failing = _failing(steps)
+    failing = failing_steps(steps)
     shown, hidden = failing[:MAX_TEXT_SECTIONS], failing[MAX_TEXT_SECTIONS:]
     tail = f"\n*{plural(len(hidden), 'more failing step')}: see the table.*\n" if hidden else ""
     if not shown:
@@ -245,6 +250,15 @@ def check_run_output(steps: Sequence[StepResult], *, head_sha: str, conclusion: 
     summary = run_summary(steps, head_sha, [("Full log", details_url)], notes, screenshots=screenshots)
     return {"title": title, "summary": _fit_head(summary, OUTPUT_LIMIT),
             "text": failure_text(steps, OUTPUT_LIMIT)}
+
+
+def waiting_output(reason: str, head_sha: str) -> dict[str, str]:
+    """The `output` of a fork's head waiting for `/ok-to-test`; `reason`: why (the fork gate's words)."""
+    title = "Waiting for a maintainer: /ok-to-test"
+    why = reason[:1].upper() + reason[1:]
+    summary = (f"{why}, so its code does not run until a maintainer with write access comments `/ok-to-test` "
+               f"on the PR. The approval holds for `{short_sha(head_sha)}` only.")
+    return {"title": title, "summary": summary}
 
 
 def in_progress_output(steps_so_far: Sequence[StepResult], current_step: str | None, current_tail: str, *,

@@ -1,4 +1,6 @@
-"""The sticky PR comment: the check run's title, summary and failing output, fitted into one comment.
+"""The sticky PR comment over a run's whole life: "Validating `abc1234`…" while the run goes on (with the
+previous result in one line), then the result fitted into one screen: the title, a compact step table,
+each failing step's output tail folded in `<details>`, the analysis findings, the screenshots as links.
 
 The sticky comment is the one whose body starts with `COMMENT_MARKER` (find it among the App's own
 comments, never trust another author's). It is ONE comment: overflow is dropped from the beginning of
@@ -9,35 +11,180 @@ before the note and reopened, with the same fence and info string, after it.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.report.check_run import failure_text, run_summary, run_title
-from pipeline.report.text import code_span, nbytes, plural, valid_utf8
-from pipeline.results import StepResult
+from bot import labels
+from pipeline.report.check_run import failing_steps, run_title
+from pipeline.report.text import (clean_output, code_block, code_span, markdown_url, nbytes, plural, short_sha,
+                                  valid_utf8)
+from pipeline.results import Annotation, StepResult
 
 COMMENT_LIMIT = 65536         # issue comment body
-COMMENT_TEXT_CAP = 1024 * 1024  # failing output rendered into a comment body, before fitting
 COMMENT_MARKER = "<!-- codegenapp:validation -->"
+TAIL_LINES = 60               # of each failing step's output (the whole log is on the details page)
+SHOWN_STEPS = 3               # failing steps whose tail the comment shows
+LISTED_FINDINGS = 50          # findings listed; a count says how many more
+OPEN_FINDINGS = 10            # ... of which these show unfolded
 
-_HEADINGS = {"success": "Validation passed", "failure": "Validation failed", "cancelled": "Validation cancelled",
-             "timed_out": "Validation timed out", "action_required": "Validation is waiting for a maintainer",
-             "neutral": "Nothing was validated", "skipped": "Validation skipped", "stale": "Validation is stale"}
+_HEADINGS = {"success": "✓ Validation passed", "failure": "✗ Validation failed",
+             "timed_out": "✗ Validation timed out", "cancelled": "Validation cancelled",
+             "action_required": "Validation is waiting for a maintainer", "neutral": "Nothing was validated",
+             "skipped": "Validation skipped", "stale": "Validation is stale"}
+_MARKS = {"success": "✓", "failure": "✗", "timed_out": "✗"}
+_STEP_MARKS = {"passed": "✓", "restored": "✓", "failed": "✗", "timed_out": "✗", "cancelled": "–",
+               "skipped": "–"}
+_LEVELS = {"failure": "✗", "warning": "⚠️", "notice": "ℹ️"}
+_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!&])")
+
+
+@dataclass(frozen=True)
+class PreviousResult:
+    """How the PR's previous validation ended, for one line under the current one."""
+
+    conclusion: str
+    head_sha: str
+    title: str | None = None
+
+
+def comment_heading(conclusion: str) -> str:
+    """"✗ Validation failed": the comment's heading for a run that ended so."""
+    return _HEADINGS.get(conclusion, f"Validation: {labels.conclusion(conclusion)}")
+
+
+def inline_text(text: str, limit: int = 200) -> str:
+    """Plain text as Markdown inline text: one line, no Markdown or HTML of its own, at most `limit` chars."""
+    text = " ".join(valid_utf8(text).split())
+    if len(text) > limit:
+        text = text[:limit - 1].rstrip() + "…"
+    return _INLINE_SPECIAL.sub(r"\\\1", text)
+
+
+def previous_line(previous: PreviousResult | None) -> str:
+    """"Previous: ✗ Failed on `1234abc` — pytest failed", or "" when there was none."""
+    if previous is None:
+        return ""
+    mark = _MARKS.get(previous.conclusion, "")
+    said = f"{mark} " if mark else ""
+    line = f"Previous: {said}{labels.conclusion(previous.conclusion)} on `{short_sha(previous.head_sha)}`"
+    said_why = (previous.title or "").split(" — ")[0]  # "pytest failed", without "— 3 of 4 steps passed"
+    return line + (f" — {inline_text(said_why, 120)}" if said_why.strip() else "")
+
+
+def _footer(previous: PreviousResult | None) -> str:
+    line = previous_line(previous)
+    return f"\n<sub>{line}</sub>\n" if line else ""
+
+
+def render_running_comment(*, head_sha: str, details_url: str | None, previous: PreviousResult | None = None) -> str:
+    """The sticky comment while a run goes on (one write when the run starts; the result replaces it)."""
+    follow = f"[Follow it live]({markdown_url(details_url)}): " if details_url else ""
+    return (f"{COMMENT_MARKER}\n### Validating `{short_sha(head_sha)}`…\n\n"
+            f"{follow}this comment shows the result when the run ends.\n{_footer(previous)}")
+
+
+def render_not_run_comment(heading: str, text: str, *, previous: PreviousResult | None = None) -> str:
+    """The sticky comment of a head whose code did not run (waiting for `/ok-to-test`, an invalid config):
+    `heading` and why, in Markdown."""
+    return f"{COMMENT_MARKER}\n### {heading}\n\n{text.strip()}\n{_footer(previous)}"
+
+
+def _step_cell(step: StepResult) -> str:
+    name = code_span(step.name, table=True)
+    if step.status == "passed":
+        return name
+    if step.status == "failed":
+        what = "failed" + (f" (exit {step.exit_code})" if step.exit_code is not None else "")
+    else:
+        what = {"timed_out": "timed out", "restored": "restored from a snapshot"}.get(step.status, step.status)
+    detail = f": {inline_text(step.detail, 100)}" if step.detail and step.status in ("failed", "timed_out") else ""
+    return f"{name} {what}{detail}"
+
+
+def compact_step_table(steps: Sequence[StepResult]) -> str:
+    """| ✓ | `pytest` | 1m 12s |: a mark, the step (and what went wrong), its duration."""
+    rows = ["| | Step | Duration |", "| :-: | --- | --: |"]
+    for step in steps:
+        took = "—" if step.status == "skipped" else labels.duration(step.duration_seconds)
+        rows.append(f"| {_STEP_MARKS[step.status]} | {_step_cell(step)} | {took} |")
+    return "\n".join(rows) + "\n"
+
+
+def _last_lines(text: str, count: int) -> tuple[str, int]:
+    """The last `count` lines of `text` and how many lines were left out before them."""
+    lines = text.split("\n")
+    return "\n".join(lines[-count:]), max(0, len(lines) - count)
+
+
+def _failing_tail(step: StepResult) -> str:
+    output = clean_output(step.output_tail).rstrip("\n")
+    kept, cut = _last_lines(output, TAIL_LINES)
+    what = "timed out" if step.status == "timed_out" else "cancelled" if step.status == "cancelled" else "failed"
+    which = f"last {plural(TAIL_LINES, 'line')}" if cut else "output"
+    name = html.escape(" ".join(step.name.split())[:100])
+    summary = f"{_STEP_MARKS[step.status]} <code>{name}</code> {what}: {which}"
+    inside = code_block(kept) if kept.strip() else "*(no output)*\n"
+    note = f"*{valid_utf8(step.note).strip()}*\n\n" if step.note.strip() else ""  # e.g. no network here
+    return f"{note}<details>\n<summary>{summary}</summary>\n\n{inside}\n</details>\n"
+
+
+def _finding(annotation: Annotation) -> str:
+    where = code_span(f"{annotation.path}:{annotation.start_line}")
+    rule = f" {code_span(annotation.title)}" if annotation.title else ""
+    return f"- {_LEVELS[annotation.annotation_level]} {where}{rule} {inline_text(annotation.message, 160)}\n"
+
+
+def findings_section(findings: Sequence[Annotation]) -> str:
+    """The analysis findings on the changed lines, failures first: the first few shown, up to
+    LISTED_FINDINGS in all (the rest folded), then a count of the others."""
+    if not findings:
+        return ""
+    order = sorted(findings, key=lambda f: (list(_LEVELS).index(f.annotation_level), f.path, f.start_line))
+    listed = order[:LISTED_FINDINGS]
+    shown, folded = listed[:OPEN_FINDINGS], listed[OPEN_FINDINGS:]
+    counts = [(level, sum(f.annotation_level == level for f in findings)) for level in _LEVELS]
+    words = {"failure": "failing the check", "warning": "warning", "notice": "notice"}
+    split = "" if max(n for _, n in counts) == len(findings) else \
+        " (" + ", ".join(f"{n} {words[level]}" if level == "failure" else plural(n, words[level])
+                         for level, n in counts if n) + ")"
+    parts = [f"**{plural(len(findings), 'finding')} on changed lines**{split}\n\n", *map(_finding, shown)]
+    if folded:
+        parts.append(f"\n<details>\n<summary>{plural(len(folded), 'more finding')}</summary>\n\n"
+                     + "".join(map(_finding, folded)) + "\n</details>\n")
+    if len(order) > LISTED_FINDINGS:
+        parts.append(f"\n*… and {len(order) - LISTED_FINDINGS} more in the check run's annotations.*\n")
+    return "".join(parts)
 
 
 def render_comment(steps: Sequence[StepResult], *, head_sha: str, conclusion: str,
                    check_run_url: str | None = None, details_url: str | None = None, notes: Sequence[str] = (),
                    reason: str | None = None, timeout_minutes: int | None = None,
-                   screenshots: Sequence[tuple[str, str]] = ()) -> str:
-    """The sticky comment's body (starts with COMMENT_MARKER). Its failing output is capped at
-    COMMENT_TEXT_CAP (1 MiB, to keep fitting cheap); fit it into one comment with `fit_comment`."""
+                   screenshots: Sequence[tuple[str, str]] = (), findings: Sequence[Annotation] = (),
+                   previous: PreviousResult | None = None) -> str:
+    """The sticky comment's body when the run ended (starts with COMMENT_MARKER); fit it into one
+    comment with `fit_comment`."""
     title = run_title(steps, conclusion, reason, timeout_minutes, fmt=code_span)
     links = [("check run", check_run_url), ("details and full log", details_url)]
-    summary = run_summary(steps, head_sha, links, notes, lead=title, screenshots=screenshots)
-    body = f"{COMMENT_MARKER}\n### {_HEADINGS[conclusion]}\n\n{summary}"
-    text = failure_text(steps, COMMENT_TEXT_CAP)
-    return body + ("\n" + text if text else "")
+    lead = " · ".join([title, f"commit `{short_sha(head_sha)}`",
+                       *(f"[{text}]({markdown_url(url)})" for text, url in links if url)])
+    parts = [f"{COMMENT_MARKER}\n### {comment_heading(conclusion)}\n\n{lead}\n"]
+    parts.append(compact_step_table(steps) if steps else "No steps ran.\n")
+    # An analysis step failed by its findings says why in the findings list, not in its output.
+    failing = [s for s in failing_steps(steps)
+               if not (findings and s.stage == "analysis" and s.exit_code is None)]
+    parts += [_failing_tail(step) for step in failing[:SHOWN_STEPS]]
+    if len(failing) > SHOWN_STEPS:
+        parts.append(f"*{plural(len(failing) - SHOWN_STEPS, 'more failing step')}: see the details page.*\n")
+    if findings:
+        parts.append(findings_section(findings))
+    if kept := [n for n in notes if n and n.strip()]:  # "*" bullets: not one list with the findings' "-"
+        parts.append("".join(f"* {valid_utf8(n).strip()}\n" for n in kept))
+    if screenshots:
+        shots = " · ".join(f"[{code_span(page)}]({markdown_url(url)})" for page, url in screenshots)
+        parts.append(f"Screenshots: {shots}\n")
+    return "\n".join(parts) + _footer(previous)
 
 
 _Fence = tuple[str, str]  # (fence, info string)

@@ -11,28 +11,36 @@
    path each run, and what setup writes (a venv's scripts) names that path.
  - **Changed lines**: with `base`, annotations are kept only on lines changed since the merge base of
    `base` and the commit, as on a pull request (local_changes.py); without it, all are kept.
+ - **The report**: the Markdown the check run would show, and the run as data (LocalRun) for the
+   terminal and JSON forms (pipeline/report/terminal.py, local.py). Setup steps are named after their
+   commands; the UI check's screenshots are kept in a directory per commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.redact import Redactor
 from pipeline.report.check_run import check_run_output
+from pipeline.report.local import LocalRun, findings_by_step
 from pipeline.repo_config.effective import EffectiveConfig, effective_config
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
 from pipeline.repo_config.reading import CONFIG_PATH
+from pipeline.repo_config.steps import name_steps
 from pipeline.results import StepResult
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
+from pipeline.ui_check.check import BrowserSetup
 from pipeline.validation.local_changes import changed_lines_of_diff
-from pipeline.validation.stages import PipelineRunner, RunPlan
+from pipeline.validation.stages import PipelineRunner, Progress, RunPlan, setup_step_name
 from pipeline.workspace.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -44,12 +52,51 @@ class LocalRunError(Exception):
 
 @dataclass(frozen=True)
 class LocalReport:
-    conclusion: str
-    text: str
+    run: LocalRun  # for the terminal and JSON forms (pipeline/report/terminal.py, local.py)
+    text: str  # Markdown: what the check run would show, then the annotations
+
+    @property
+    def conclusion(self) -> str:
+        return self.run.conclusion
 
     @property
     def exit_code(self) -> int:
         return 0 if self.conclusion == "success" else 1
+
+
+SETUP_NAME_WIDTH = 40
+
+
+def setup_step_names(commands: Sequence[str]) -> list[str]:
+    """Setup steps named after what they run, like the validate steps (`pip install -r requirements.txt`,
+    `npm ci`): each command's first line shortened, a repeated one made unique."""
+    shortened = []
+    for command in commands:
+        first = " ".join((command.strip().split("\n", 1) or [""])[0].split())
+        shortened.append(first if len(first) <= SETUP_NAME_WIDTH else first[:SETUP_NAME_WIDTH - 1] + "…")
+    return [step.name for step in name_steps([(name or None, command) for name, command in zip(shortened, commands,
+                                                                                              strict=True)])]
+
+
+def setup_renames(commands: Sequence[str]) -> dict[str, str]:
+    """The runner's names of the setup steps ("setup", "setup 2") -> setup_step_names."""
+    return {setup_step_name(index, len(commands)): name
+            for index, name in enumerate(setup_step_names(commands), start=1)}
+
+
+def shown_name(stage: str, name: str, renames: Mapping[str, str]) -> str:
+    return renames.get(name, name) if stage == "setup" else name
+
+
+def progress_notifier(notify: Callable[[str], None], renames: Mapping[str, str]) -> Progress:
+    """on_progress for the runner: says once which step runs, so a long run is not silent."""
+    announced: set[tuple[str, str]] = set()
+
+    async def on_progress(_steps: Sequence[StepResult], name: str | None, stage: str | None, _tail: str) -> None:
+        if name is not None and stage is not None and (stage, name) not in announced:
+            announced.add((stage, name))
+            notify(f"running {shown_name(stage, name, renames)} ({stage})")
+    return on_progress
 
 
 async def _git(*args: str, cwd: Path | None = None) -> bytes:
@@ -116,7 +163,11 @@ async def _config(repo: Path, sha: str, ref: str, config_file: Path | None,
 
 async def validate_local(path: Path, *, ref: str = "HEAD", base: str | None = None, config_file: Path | None = None,
                          unsandboxed: bool = False, snapshots: SnapshotStore | None = None,
+                         screenshots: Path | None = None,
                          notify: Callable[[str], None] = lambda line: None) -> LocalReport:
+    """`screenshots`: where the UI check's screenshots are kept, in a directory per commit (emptied
+    first); None: not kept."""
+    started = time.monotonic()
     repo = Path(path).resolve()
     sha = await _commit(repo, ref)
     config = await _config(repo, sha, ref, config_file, notify)
@@ -132,6 +183,7 @@ async def validate_local(path: Path, *, ref: str = "HEAD", base: str | None = No
     if not sandbox.capabilities.sandboxed and snapshots is not None:
         notify("no setup snapshots without the sandbox: setup runs from scratch")
         snapshots = None
+    shots_dir = _screenshots_dir(screenshots, sha) if screenshots is not None and config.ui is not None else None
     tracked = await tracked_files(repo, sha)
     scratch = Path(tempfile.mkdtemp(prefix="codegenapp-validate-"))
     workspace = scratch / "src"
@@ -140,15 +192,31 @@ async def validate_local(path: Path, *, ref: str = "HEAD", base: str | None = No
         await _git("checkout", "--quiet", "--detach", sha, cwd=workspace)
         checkout = StepResult("checkout", "checkout", "passed", 0.0, detail=sha[:7])
         plan = RunPlan(workspace=workspace, config=config, tracked_files=tracked, changed_lines=changed,
-                       snapshot_scope=f"local:{repo}" if snapshots is not None else None)
-        outcome = await PipelineRunner(sandbox, snapshots).run(plan, redactor=Redactor(), leading_steps=[checkout])
+                       snapshot_scope=f"local:{repo}" if snapshots is not None else None,
+                       browser=BrowserSetup(screenshots_dir=shots_dir))
+        renames = setup_renames(config.setup)
+        outcome = await PipelineRunner(sandbox, snapshots).run(plan, redactor=Redactor(), leading_steps=[checkout],
+                                                               on_progress=progress_notifier(notify, renames))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    output = check_run_output(outcome.steps, head_sha=sha, conclusion=outcome.conclusion, details_url=None,
+    steps = [dataclasses.replace(s, name=shown_name(s.stage, s.name, renames)) for s in outcome.steps]
+    output = check_run_output(steps, head_sha=sha, conclusion=outcome.conclusion, details_url=None,
                               notes=outcome.notes, timeout_minutes=config.timeout_minutes)
     text = f"{output['title']}\n\n{output['summary']}\n"
     if output["text"]:
         text += f"\n{output['text']}\n"
     for annotation in outcome.annotations:
         text += f"{annotation.path}:{annotation.start_line}: {annotation.annotation_level}: {annotation.message}\n"
-    return LocalReport(outcome.conclusion, text)
+    run = LocalRun(sha=sha, title=output["title"], conclusion=outcome.conclusion, steps=steps, notes=outcome.notes,
+                   findings=findings_by_step(steps, outcome.annotations),
+                   screenshots=[(shot, str(shots_dir / shot.file)) for shot in outcome.screenshots if shots_dir],
+                   elapsed=time.monotonic() - started)
+    return LocalReport(run, text)
+
+
+def _screenshots_dir(root: Path, sha: str) -> Path:
+    """The commit's screenshot directory, emptied of an earlier run's."""
+    directory = root / sha[:12]
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory

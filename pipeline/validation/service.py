@@ -22,18 +22,22 @@ from typing import Any
 
 from gidgethub import BadRequest
 
+from bot import labels
 from bot.events import EventBus, JobWakeup
 from bot.github.check_runs import CheckRuns, Output
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
-from bot.models import JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id
+from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id,
+                        utcnow)
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.report.annotations import annotation_batches, changed_lines
 from pipeline.report.check_run import (LIVE_TAIL_CHARS, check_run_images, check_run_output, in_progress_output,
-                                       superseded_reason)
-from pipeline.report.comment import COMMENT_MARKER, fit_comment, render_comment
+                                       superseded_reason, waiting_output)
+from pipeline.report.comment import (COMMENT_MARKER, PreviousResult, comment_heading, fit_comment, render_comment,
+                                     render_not_run_comment, render_running_comment)
+from pipeline.report.local import finding_json, findings_by_step
 from pipeline.report.text import short_sha
 from pipeline.results import RunOutcome, StepResult
 from pipeline.workspace.checkout import CheckoutResult, Checkouts
@@ -48,7 +52,7 @@ from pipeline.ui_check.check import BrowserSetup
 from pipeline.ui_check.screenshots import publicly_reachable, screenshot_url, screenshots_dir
 from pipeline.validation.buttons import check_run_actions, recovered_actions
 from pipeline.validation.gate import fork_gate
-from pipeline.validation.stages import PipelineRunner, RunPlan
+from pipeline.validation.stages import PipelineRunner, RunPlan, planned_steps
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,30 @@ def recovered_output(state: ValidationState, details_url: str) -> tuple[str, dic
 def _saying(title: str) -> dict[str, str]:
     """A check run's output that only says `title` (its summary repeats it)."""
     return {"title": title, "summary": f"{title}."}
+
+
+def previous_result(state: ValidationState | None) -> PreviousResult | None:
+    """How an earlier validation of the PR ended, for its comment's "Previous:" line."""
+    if state is None or state.conclusion is None:
+        return None
+    return PreviousResult(state.conclusion, state.head_sha, state.title)
+
+
+def outcome_line(project: str, state: ValidationState, conclusion: str, title: str, seconds: float | None) -> str:
+    """The one INFO line of how a validation ended: "acme/widgets#12 at abc1234: Failed in 1m 12s (...)"."""
+    took = f" in {labels.duration(seconds)}" if seconds is not None else ""
+    return (f"validation {project}#{state.pr_number} at {short_sha(state.head_sha)}: "
+            f"{labels.conclusion(conclusion)}{took} ({title})")
+
+
+def running_seconds(state: ValidationState) -> float | None:
+    """How long the validation has been running, from when it started (None: it never started)."""
+    if state.started_at is None:
+        return None
+    now, started = utcnow(), state.started_at
+    if (now.tzinfo is None) != (started.tzinfo is None):  # a database that drops the zone
+        now, started = now.replace(tzinfo=None), started.replace(tzinfo=None)
+    return max(0.0, (now - started).total_seconds())
 
 
 class NotRevalidated(Exception):
@@ -112,19 +140,20 @@ class ValidationService:
     # ---- start (webhook path) ----------------------------------------------------------------------
 
     async def start(self, project: Project, pr: PullRequest, *, trigger: str, restart: bool = False,
-                    claimer: str | None = None) -> ValidationState:
+                    claimer: str | None = None, actor: str | None = None) -> ValidationState:
         """`claimer`: who asks, for the claim on creating the check run (ValidationStore.begin): the
         delivery id of a webhook-driven start, so that a retried job of that delivery may create it at
-        once; None (other callers) draws a fresh id."""
+        once; None (other callers) draws a fresh id. `actor`: the login of the person who asked, if any."""
         # One start at a time per PR in this process (a new head's start then finds the check run of
         # the head it supersedes to cancel); across processes, only the holder of the claim taken in
         # `begin` creates the check run.
         lock = self._pr_locks.setdefault((project.id, pr.number), asyncio.Lock())
         async with lock:
-            return await self._start(project, pr, trigger=trigger, restart=restart, claimer=claimer or new_id())
+            return await self._start(project, pr, trigger=trigger, restart=restart, claimer=claimer or new_id(),
+                                     actor=actor)
 
     async def revalidate(self, project: Project, number: int, *, trigger: str,
-                         only_head: str | None = None) -> ValidationState | None:
+                         only_head: str | None = None, actor: str | None = None) -> ValidationState | None:
         """Validate the PR's current head again, with a new check run. NotRevalidated when the PR is
         gone or closed; None when `only_head` is given and the PR has moved on from it (its newer
         head has its own run)."""
@@ -135,14 +164,14 @@ class ValidationService:
             raise NotRevalidated(f"pull request #{number} is closed: nothing to validate", closed=True)
         if only_head is not None and pull.head_sha != only_head:
             return None
-        return await self.start(project, pull, trigger=trigger, restart=True)
+        return await self.start(project, pull, trigger=trigger, restart=True, actor=actor)
 
     async def _start(self, project: Project, pr: PullRequest, *, trigger: str, restart: bool,
-                     claimer: str) -> ValidationState:
+                     claimer: str, actor: str | None = None) -> ValidationState:
         # The same head again (a retried job, an event GitHub sent twice) joins the validation under way.
         begun = await self.store.validations.begin(
             project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha, restart=restart, base_sha=pr.base_sha,
-            is_fork=pr.fork, author=pr.author, trigger=trigger, claimer=claimer)
+            is_fork=pr.fork, author=pr.author, trigger=trigger, claimer=claimer, triggered_by=actor)
         await self.end_superseded(project, pr, begun.ended, restart=restart)
         state = begun.validation
         if state.check_run_id is not None or not begun.claimed:
@@ -181,6 +210,8 @@ class ValidationService:
         """A closed PR needs no validation: end what is still running for it."""
         ended = await self.store.validations.supersede(project.id, number, new_head_sha="closed")
         await self._end(project, number, ended, lambda old: "the PR was closed", by=None)
+        if started := [old for old in ended if old.started_at is not None]:
+            await self.comment_ended(project, started[-1], "Cancelled: the PR was closed")
 
     async def _end(self, project: Project, number: int, ended: list[ValidationState],
                    reason_of: Callable[[ValidationState], str], *, by: str | None) -> None:
@@ -192,7 +223,8 @@ class ValidationService:
                                               _saying(f"Cancelled: {reason}"))
             await self.store.audit.record(
                 "validation.superseded", project_id=project.id, installation_id=project.installation_id,
-                details={"pr": number, "head_sha": old.head_sha, "by": by, "reason": reason})
+                details={"pr": number, "head_sha": old.head_sha, "by": by, "reason": reason, "validation_id": old.id})
+            log.info("%s", outcome_line(project.name, old, "cancelled", f"Cancelled: {reason}", running_seconds(old)))
 
     async def cancel(self, project: Project, state: ValidationState, *, reason: str,
                      actor: str | None = None) -> bool:
@@ -208,7 +240,10 @@ class ValidationService:
                                           _saying(title), actions=actions)
         await self.store.audit.record(
             "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
-            details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason})
+            details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason, "validation_id": state.id})
+        log.info("%s", outcome_line(project.name, state, "cancelled", title, running_seconds(state)))
+        if state.started_at is not None:
+            await self.comment_ended(project, state, title)
         self.bus.publish("validation.completed", project_id=project.id, validation_id=state.id,
                          pr_number=state.pr_number, head_sha=state.head_sha, conclusion="cancelled")
         return True
@@ -219,6 +254,31 @@ class ValidationService:
         knows how the validation ended, nothing is left for the recovery."""
         await check_runs.complete(check_run_id, conclusion=conclusion, output=output, actions=actions)
         await self.store.validations.settle_check_run(validation_id)
+
+    # ---- the sticky comment ------------------------------------------------------------------------
+
+    async def write_comment(self, repo: RepoGitHub, project_id: str, pr_number: int, body: str, *,
+                            only_existing: bool = False) -> None:
+        """The one comment of the app on this PR, edited in place (found again by its marker);
+        `only_existing`: only when the PR has it already (news that need not start one)."""
+        validations = self.store.validations
+        known = await validations.comment_id(project_id, pr_number)
+        if known is None and only_existing:
+            return
+        comment_id = await repo.comments.upsert(pr_number, COMMENT_MARKER, fit_comment(body), known_id=known)
+        await validations.set_comment_id(project_id, pr_number, comment_id)
+
+    async def comment_ended(self, project: Project, state: ValidationState, title: str, *,
+                            conclusion: str = "cancelled") -> None:
+        """A run that ended without its report (cancelled, its PR closed, found ended by the recovery):
+        its comment, which says "Validating…", says so instead. The check run has it already: a failure
+        here is only logged."""
+        lead = f"{title} · commit `{short_sha(state.head_sha)}` · [details]({self.details_url(state.id)})"
+        body = render_not_run_comment(comment_heading(conclusion), lead)
+        try:
+            await self.write_comment(self.repo(project), project.id, state.pr_number, body, only_existing=True)
+        except Exception:  # noqa: BLE001
+            log.exception("validation %s: could not update the PR comment", state.id)
 
     def cancel_running(self, validation_id: str) -> None:
         task = self._running.get(validation_id)
@@ -284,6 +344,9 @@ class ValidationService:
                 log.info("validation %s ended: completing its check run %d", state.id, run.id)
                 await check_runs.complete(run.id, conclusion=conclusion, output=output, actions=actions)
         await self.store.validations.settle_check_run(state.id)
+        latest = await self.store.validations.latest_for_pr(state.project_id, state.pr_number)
+        if state.started_at is not None and latest is not None and latest.id == state.id:
+            await self.comment_ended(project, state, output["title"], conclusion=conclusion)
         return True
 
     async def _begun_by_unfinished_delivery(self, state: ValidationState) -> bool:
@@ -383,6 +446,8 @@ class _Validation:
         # A fork's run is given none of the project's secrets: its results are masked of the process's own.
         secrets, redactor = (self.secrets, self.redactor) if gate.with_secrets else ({}, PROCESS_REDACTOR)
 
+        await self.store.validations.set_plan(self.state.id, planned_steps(config))  # the page lists them all
+        await self.announce_running()
         checkout_step, checkout = await self.checkout()
         if checkout is None:
             await self.report(RunOutcome([checkout_step], [], "failure", []), redactor)
@@ -449,6 +514,9 @@ class _Validation:
         shots = [(s.path, screenshot_url(public_url, self.state.id, s.file)) for s in outcome.screenshots]
         results = {"steps": [step.__dict__ for step in outcome.steps], "notes": outcome.notes,
                    "annotations": len(outcome.annotations),
+                   "findings": [{**finding_json(f), "step": step or None}  # the validation page lists them
+                                for step, found in findings_by_step(outcome.steps, outcome.annotations).items()
+                                for f in found],
                    "screenshots": [shot.__dict__ for shot in outcome.screenshots]}
         output = check_run_output(outcome.steps, head_sha=self.state.head_sha,
                                   conclusion=outcome.conclusion, details_url=details_url,
@@ -472,7 +540,8 @@ class _Validation:
                                                            summary=output["summary"], annotations=batch)
         body = render_comment(outcome.steps, head_sha=self.state.head_sha, conclusion=outcome.conclusion,
                               check_run_url=None, details_url=details_url, notes=outcome.notes,
-                              timeout_minutes=timeout_minutes, screenshots=shots)
+                              timeout_minutes=timeout_minutes, screenshots=shots, findings=outcome.annotations,
+                              previous=await self.previous())
         await self.upsert_comment(body)  # masked on its way (RepoGitHub.masked)
         await self.finished(outcome.conclusion, output["title"])
         if auto_merge:
@@ -507,10 +576,13 @@ class _Validation:
             log.exception("validation %s: auto-merge failed", self.state.id)
 
     async def finished(self, conclusion: str, title: str) -> None:
+        seconds = running_seconds(self.state) if self.state.started_at else time.monotonic() - self.started
+        log.info("%s", outcome_line(self.project.name, self.state, conclusion, title, seconds))
         await self.store.audit.record("validation.completed", project_id=self.project.id,
                                       installation_id=self.project.installation_id,
                                       details={"pr": self.state.pr_number, "head_sha": self.state.head_sha,
-                                               "conclusion": conclusion, "title": title})
+                                               "conclusion": conclusion, "title": title,
+                                               "validation_id": self.state.id})
         self.service.bus.publish("validation.completed", project_id=self.project.id, validation_id=self.state.id,
                                  pr_number=self.state.pr_number, head_sha=self.state.head_sha,
                                  conclusion=conclusion)
@@ -519,6 +591,10 @@ class _Validation:
         title = f"Cancelled: {reason}" if conclusion == "cancelled" else reason
         if await self.store.validations.complete(self.state.id, conclusion=conclusion, title=title, results={}):
             await self.complete_check_run(conclusion, {"title": title, "summary": summary or title + "."})
+            if conclusion == "neutral":  # a comment showing an earlier result would mislead; none is started
+                await self.upsert_comment(render_not_run_comment("Nothing was validated", summary or title,
+                                                                 previous=await self.previous()),
+                                          only_existing=True)
             await self.finished(conclusion, title)
 
     async def report_config_error(self, exc: ConfigFileError) -> None:
@@ -534,17 +610,15 @@ class _Validation:
                                     heading="Validation could not start")
 
     async def wait_for_approval(self, reason: str) -> None:
-        title = "Waiting for a maintainer: /ok-to-test"
-        summary = (f"{reason}, so its code does not run until a maintainer with write access comments "
-                   f"`/ok-to-test` on the PR. The approval holds for {short_sha(self.state.head_sha)} only.")
-        if await self.store.validations.wait_for_approval(self.state.id, title=title):
-            await self.tell_not_run("action_required", {"title": title, "summary": summary}, heading=title)
+        output = waiting_output(reason, self.state.head_sha)
+        if await self.store.validations.wait_for_approval(self.state.id, title=output["title"]):
+            await self.tell_not_run("action_required", output, heading=output["title"])
 
     async def tell_not_run(self, conclusion: str, output: dict[str, Any], *, heading: str) -> None:
         """Say why the head's code did not run (recorded already): on the check run, with its buttons, and
         in the PR's comment under `heading`."""
         await self.complete_check_run(conclusion, output, actions=self.actions(conclusion))
-        await self.upsert_comment(f"{COMMENT_MARKER}\n### {heading}\n\n{output['summary']}")
+        await self.upsert_comment(render_not_run_comment(heading, output["summary"], previous=await self.previous()))
         await self.finished(conclusion, output["title"])
 
     async def finish_broken(self, exc: Exception) -> None:
@@ -559,13 +633,26 @@ class _Validation:
             try:  # GitHub may be why the job died: then the recovery completes the check run later
                 await self.complete_check_run("failure", {"title": title, "summary": f"{title}: {reason}"},
                                               actions=self.actions("failure"))
+                details = self.service.details_url(self.state.id)
+                await self.upsert_comment(render_not_run_comment(
+                    comment_heading("failure"), f"{title}: {reason} · [details]({details})"), only_existing=True)
             finally:
                 await self.finished("failure", title)
 
-    async def upsert_comment(self, body: str) -> None:
-        """The one comment of the app on this PR, edited in place (found again by its marker)."""
-        validations = self.store.validations
-        known = await validations.comment_id(self.project.id, self.state.pr_number)
-        comment_id = await self.repo.comments.upsert(self.state.pr_number, COMMENT_MARKER,
-                                                     fit_comment(body), known_id=known)
-        await validations.set_comment_id(self.project.id, self.state.pr_number, comment_id)
+    async def upsert_comment(self, body: str, *, only_existing: bool = False) -> None:
+        """The one comment of the app on this PR (ValidationService.write_comment), masked on its way."""
+        await self.service.write_comment(self.repo, self.project.id, self.state.pr_number, body,
+                                         only_existing=only_existing)
+
+    async def previous(self) -> PreviousResult | None:
+        return previous_result(await self.store.validations.previous_completed(self.state))
+
+    async def announce_running(self) -> None:
+        """The sticky comment says this head is being validated, with the previous result in one line:
+        the run's one write besides its report. Only a courtesy: a failure is logged, the run goes on."""
+        body = render_running_comment(head_sha=self.state.head_sha, details_url=self.service.details_url(self.state.id),
+                                      previous=await self.previous())
+        try:
+            await self.upsert_comment(body)
+        except Exception:  # noqa: BLE001
+            log.warning("validation %s: could not say on the PR that it runs", self.state.id, exc_info=True)

@@ -66,6 +66,24 @@ class RunPlan:
     volume: Volume | None = None  # the workspace's own filesystem: a step that fills it fails saying so
 
 
+def setup_step_name(index: int, count: int) -> str:
+    """The name of the `index`th (1-based) of `count` setup commands: "setup", or "setup 2" of several."""
+    return "setup" if count == 1 else f"setup {index}"
+
+
+def planned_steps(config: EffectiveConfig) -> list[dict[str, str]]:
+    """The steps a run of `config` takes, in order, as {"name", "stage"}: the checkout (the validation
+    service's), setup, the validate steps, the analysis steps and the UI check. Recorded when a run
+    starts, so its page lists every step, pending, before it runs (a restored snapshot adds a step)."""
+    steps = [("checkout", "checkout")]
+    steps += [(setup_step_name(i, len(config.setup)), "setup") for i in range(1, len(config.setup) + 1)]
+    steps += [(step.name, "validate") for step in config.validate]
+    steps += [(analysis.name, "analysis") for analysis in config.analysis]
+    if config.ui is not None:
+        steps.append((UI_STEP, "ui"))
+    return [{"name": name, "stage": stage} for name, stage in steps]
+
+
 class _Deadline:
     def __init__(self, minutes: int) -> None:
         self.minutes = minutes
@@ -142,7 +160,7 @@ class PipelineRunner:
         # commit (a compiled extension, a bundle) is then rebuilt from it, so a warm run reaches the
         # verdict a cold one would; a snapshot of an older commit's build never stands in for this one's.
         for index, command in enumerate(commands, start=1):
-            name = "setup" if len(commands) == 1 else f"setup {index}"
+            name = setup_step_name(index, len(commands))
             result = await step_runner.run(name, "setup", command, network=plan.config.setup_network)
             steps.append(result)
             if result.status != "passed":

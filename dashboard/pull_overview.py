@@ -1,0 +1,77 @@
+"""The PR overview's decisions, pure functions of data (tested without I/O): a PR's state from what the
+app knows of it, a project card's counts, and an age in words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.models import (MERGE_MERGED, PR_CLOSED, PR_MERGED, VALIDATION_ACTIVE, VALIDATION_COMPLETED,
+                        VALIDATION_WAITING, PullRequestMerge, TrackedPullRequest, ValidationState)
+
+FAILING, RUNNING, WAITING, READY, UNVALIDATED, MERGED, CLOSED = (
+    "failing", "running", "waiting", "ready", "unvalidated", "merged", "closed")
+OPEN_STATES = (FAILING, RUNNING, WAITING, READY, UNVALIDATED)
+# The overview's filters, in the order they are offered (bot/labels.py PR_STATES names them).
+FILTERS = (FAILING, RUNNING, WAITING, READY, UNVALIDATED, MERGED, CLOSED)
+_FAILED = ("failure", "timed_out")
+
+
+def pull_state(pull: TrackedPullRequest, validation: ValidationState | None,
+               merge: PullRequestMerge | None) -> str:
+    """The PR's state, from the PR, the latest validation of its current head (None: none yet) and the
+    app's merge of that head. Ready to merge only when that validation passed: an older head's result
+    says nothing of what would be merged."""
+    if pull.state == PR_MERGED or (merge is not None and merge.status == MERGE_MERGED):
+        return MERGED
+    if pull.state == PR_CLOSED:
+        return CLOSED
+    if validation is None or validation.head_sha != pull.head_sha:
+        return UNVALIDATED
+    if validation.status in VALIDATION_ACTIVE:
+        return RUNNING
+    if validation.status == VALIDATION_WAITING or validation.conclusion == "action_required":
+        return WAITING
+    if validation.status == VALIDATION_COMPLETED and validation.conclusion == "success":
+        return READY
+    if validation.status == VALIDATION_COMPLETED and validation.conclusion in _FAILED:
+        return FAILING
+    return UNVALIDATED  # neutral (nothing to validate), cancelled, superseded: no verdict on this head
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    """A project card: its newest validation of an open PR's current head, and how many open PRs are in
+    each state (`validating`: queued or running only; a fork PR waiting for /ok-to-test is `waiting`)."""
+    validation: ValidationState | None
+    failing: int
+    validating: int
+    waiting: int
+    ready: int
+    open: int
+
+
+def card_summary(rows: list[tuple[TrackedPullRequest, ValidationState | None, PullRequestMerge | None]]
+                 ) -> CardSummary:
+    states = [(pull_state(pull, validation, merge), validation) for pull, validation, merge in rows]
+    open_rows = [(state, validation) for state, validation in states if state in OPEN_STATES]
+    newest = max((v for _, v in open_rows if v is not None), key=lambda v: v.created_at, default=None)
+
+    def count(wanted: str) -> int:
+        return sum(1 for state, _ in open_rows if state == wanted)
+
+    return CardSummary(validation=newest, failing=count(FAILING), validating=count(RUNNING),
+                       waiting=count(WAITING), ready=count(READY), open=len(open_rows))
+
+
+def ago(then: datetime | None, now: datetime) -> str:
+    """"just now", "5m ago", "3h ago", "2d ago"; "" when unknown."""
+    if then is None:
+        return ""
+    seconds = max(0, int((now - then).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return "just now"

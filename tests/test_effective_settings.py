@@ -1,0 +1,255 @@
+"""The settings page shows the effective configuration: the pure resolver (file, project settings,
+defaults -> value and source per key), then over HTTP against the fake GitHub: a key the repository's
+file sets is read-only and names the file, a project value and a default say so, an unreachable GitHub
+or an invalid file is said, a change to a file-set key is refused, deleting a secret asks first, and
+API tokens expire."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+
+from bot.models import Project
+from dashboard import account, auth
+from dashboard.project_settings import keep_file_keys, shown_lines
+from pipeline.repo_config.effective import effective_config
+from pipeline.repo_config.parse import parse_repo_config
+from pipeline.repo_config.reading import project_settings
+from pipeline.repo_config.settings_sources import (DEFAULT, FILE, FILE_KEY_OF, PROJECT, PROJECT_DEFAULTS,
+                                                   resolve_settings)
+from tests.dashboard_support import csrf_of
+
+CONFIG = ".github/codegenapp.yml"
+STORED = {"setup_commands": ["pip install -e ."], "validate_commands": ["make check"], "auto_merge_enabled": True,
+          "repository_rules": "Be brief.", "max_fix_attempts": 3, "agent_backend": None}
+
+
+# ---- the resolver (pure) ------------------------------------------------------------------------------
+
+def test_nothing_set_is_the_default_everywhere() -> None:
+    resolved = resolve_settings(None, {})
+    assert {key: r.source for key, r in resolved.items()} == {key: DEFAULT for key in resolved}
+    assert resolved["validate_commands"].value == () and resolved["auto_merge_enabled"].value is False
+    assert resolved["timeout_minutes"].value == 30 and resolved["merge_method"].value == "merge"
+    assert resolved["max_fix_attempts"].value == 3
+
+
+def test_project_values_are_the_projects_and_defaults_stay_defaults() -> None:
+    resolved = resolve_settings(None, STORED)
+    assert resolved["setup_commands"].value == ("pip install -e .",)
+    assert [s.run for s in resolved["validate_commands"].value] == ["make check"]
+    assert {k: resolved[k].source for k in ("setup_commands", "validate_commands", "auto_merge_enabled",
+                                            "repository_rules")} == dict.fromkeys(
+        ("setup_commands", "validate_commands", "auto_merge_enabled", "repository_rules"), PROJECT)
+    # stored values equal to the default (3 fix attempts, no backend) count as not set
+    assert resolved["max_fix_attempts"].source == DEFAULT and resolved["agent_backend"].source == DEFAULT
+
+
+def test_a_key_the_file_sets_wins_even_when_empty() -> None:
+    file = parse_repo_config("setup: []\nvalidate:\n  - pytest -q\n  - name: types\n    run: mypy src\n"
+                             "timeout_minutes: 12\n")
+    resolved = resolve_settings(file, STORED)
+    assert resolved["setup_commands"].value == () and resolved["setup_commands"].from_file
+    assert [s.run for s in resolved["validate_commands"].value] == ["pytest -q", "mypy src"]
+    assert resolved["validate_commands"].source == FILE
+    assert resolved["auto_merge_enabled"].source == PROJECT  # the file does not set it
+    assert (resolved["timeout_minutes"].value, resolved["timeout_minutes"].source) == (12, FILE)
+    assert resolved["repository_rules"].source == PROJECT  # the file cannot set it
+
+
+def test_a_merge_method_alone_leaves_the_switch_to_the_project() -> None:
+    resolved = resolve_settings(parse_repo_config("auto_merge: {method: squash}"), {"auto_merge_enabled": False})
+    assert (resolved["auto_merge_enabled"].value, resolved["auto_merge_enabled"].source) == (False, DEFAULT)
+    assert (resolved["merge_method"].value, resolved["merge_method"].source) == ("squash", FILE)
+    off = resolve_settings(parse_repo_config("auto_merge: false"), STORED)["auto_merge_enabled"]
+    assert (off.value, off.source) == (False, FILE)
+
+
+@pytest.mark.parametrize("text", ["", "validate: [pytest]", "setup: [make]\nauto_merge: true", "auto_merge: false"])
+@pytest.mark.parametrize("stored", [{}, STORED, {**STORED, "setup_commands": ["  ", ""]}])
+def test_the_page_shows_what_a_validation_uses(text: str, stored: dict) -> None:
+    """Validations merge with reading.project_settings(Project); the page resolves from the same values."""
+    file = parse_repo_config(text)
+    project = Project(**{**PROJECT_DEFAULTS, **stored})
+    used = effective_config(file, project_settings(project))
+    resolved = resolve_settings(file, stored)
+    for key, file_key in FILE_KEY_OF.items():
+        assert resolved[key].value == getattr(used, file_key)
+        assert resolved[key].from_file == (used.sources[file_key] == "repository")
+
+
+def test_the_defaults_are_the_models() -> None:
+    columns = Project.__table__.columns
+    for key, default in PROJECT_DEFAULTS.items():
+        column_default = columns[key].default
+        model = None if column_default is None else column_default.arg
+        model = model(None) if callable(model) else model  # list: a factory (SQLAlchemy passes a context)
+        assert (model or None) == (default or None), key
+
+
+def test_a_file_key_keeps_its_stored_value_and_a_change_is_refused() -> None:
+    stored = {"setup_commands": ["make"], "validate_commands": ["old"], "auto_merge_enabled": False}
+    values = {"setup_commands": ["make"], "validate_commands": [], "auto_merge_enabled": False, "repository_rules": ""}
+    assert keep_file_keys(values, {"setup_commands": "make"}, stored, {"validate_commands", "auto_merge_enabled"}) == []
+    assert values == {"setup_commands": ["make"], "repository_rules": ""}  # not offered: the stored value stays
+
+    values = {"validate_commands": ["new"], "auto_merge_enabled": True}
+    problems = keep_file_keys(values, {"validate_commands": "new", "auto_merge_enabled": "on"}, stored,
+                              {"validate_commands", "auto_merge_enabled"})
+    assert problems == [f"Auto-merge is set in {CONFIG} on the default branch: change it there (a value saved "
+                        "here would be ignored)",
+                        f"Validate commands is set in {CONFIG} on the default branch: change it there (a value "
+                        "saved here would be ignored)"]
+
+
+def test_values_read_as_words() -> None:
+    file = parse_repo_config("env: {CI: true}\nsetup_network: false\nauto_merge: {method: rebase}\n")
+    resolved = resolve_settings(file, {})
+    assert shown_lines("env", resolved["env"].value) == ["CI=true"]
+    assert shown_lines("setup_network", resolved["setup_network"].value) == ["no network"]
+    assert shown_lines("merge_method", resolved["merge_method"].value) == ["rebase and merge"]
+    assert shown_lines("timeout_minutes", 30) == ["30 minutes"] and shown_lines("ui", None) == []
+
+
+def test_token_expiry() -> None:
+    now = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    assert account.token_expiry("never", now) is None
+    assert account.token_expiry("7", now) == now + timedelta(days=7)
+    with pytest.raises(KeyError):
+        account.token_expiry("365", now)
+    assert not auth.token_expired(None, now) and not auth.token_expired(now + timedelta(seconds=1), now)
+    assert auth.token_expired(now, now)
+    assert account.expiry_text(None, now) == "never"
+    assert account.expiry_text(now + timedelta(days=30), now) == "2027-01-06 01:00 UTC"
+    assert account.expiry_text(now - timedelta(days=1), now) == "expired 2026-12-06 01:00 UTC"
+
+
+# ---- over HTTP -------------------------------------------------------------------------------------------
+
+SETTINGS = "/projects/acme/widgets/settings"
+
+
+async def _page(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as response:
+        assert response.status == 200, response.status
+        return await response.text()
+
+
+def _textarea(page: str, key: str) -> str:
+    found = re.search(rf'<textarea id="{key}"[^>]*>', page)
+    assert found, f"no textarea {key}"
+    return found.group(0)
+
+
+async def test_a_key_the_file_sets_is_read_only_and_names_the_file(dashboard) -> None:
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    dashboard.fake.set_file("acme/widgets", "main", CONFIG, "validate:\n  - pytest -q\n  - ruff check .\n")
+    project = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    await dashboard.services.store.projects.update_project(project.id, {"setup_commands": ["pip install -e ."],
+                                                                        "validate_commands": ["make ignored"]})
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + SETTINGS)
+        box = _textarea(page, "validate_commands")
+        assert "readonly" in box and "name=" not in box  # shown, not sent
+        assert "pytest -q\nruff check .</textarea>" in page and "make ignored" not in page
+        link = f'<a href="{dashboard.fake.base_url}/acme/widgets/blob/HEAD/{CONFIG}"><code>{CONFIG}</code></a>'
+        assert re.search(r'id="validate_commands-source">set in ' + re.escape(link), page)
+        setup = _textarea(page, "setup_commands")
+        assert 'name="setup_commands"' in setup and "readonly" not in setup
+        assert 'id="setup_commands-source">project setting<' in page and "pip install -e .</textarea>" in page
+        assert 'id="auto_merge_enabled-source">default<' in page
+        assert re.search(r"<dt>Timeout</dt>\s*<dd>30 minutes\s*<span[^>]*>default<", page)
+
+        # saving the form as shown keeps the stored value; a changed value is refused, saying why
+        token = await csrf_of(session, dashboard.url + SETTINGS)
+        form = {"csrf_token": token, "setup_commands": "make deps", "max_fix_attempts": "3"}
+        async with session.post(dashboard.url + SETTINGS, data=form) as response:
+            assert response.status == 200 and "Settings saved." in await response.text()
+        stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+        assert (stored.setup_commands, stored.validate_commands) == (["make deps"], ["make ignored"])
+        async with session.post(dashboard.url + SETTINGS, data={**form, "validate_commands": "make other"}) as response:
+            page = await response.text()
+        assert response.status == 400
+        assert f"Validate commands is set in {CONFIG} on the default branch: change it there" in page
+    stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    assert stored.validate_commands == ["make ignored"]
+    dashboard.fake.assert_clean()
+
+
+async def test_without_a_file_project_values_and_defaults_are_shown(dashboard) -> None:
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    project = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    await dashboard.services.store.projects.update_project(project.id, {"auto_merge_enabled": True})
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + SETTINGS)
+    assert f"The repository has no <code>{CONFIG}</code> on its default branch" in page
+    assert 'id="auto_merge_enabled-source">project setting<' in page
+    assert 'id="validate_commands-source">default<' in page and "readonly" not in page
+    assert [c.path for c in dashboard.fake.calls_to("GET", f"/repos/acme/widgets/contents/{CONFIG}")] != []
+
+
+async def test_an_invalid_file_and_an_unreachable_github_are_said(dashboard) -> None:
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    dashboard.fake.set_file("acme/widgets", "main", CONFIG, "validate: [pytest]\ntimeout: 5\n")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + SETTINGS)
+        assert "is invalid:</strong>" in page and "timeout" in page and "Validations fail until it is fixed" in page
+        assert 'name="validate_commands"' in page  # the project's value, editable
+
+        dashboard.fake.fail_next("GET", f"/repos/acme/widgets/contents/{CONFIG}", status=502, times=10)
+        page = await _page(session, dashboard.url + SETTINGS)
+    assert "GitHub could not be reached</strong>" in page and 'name="validate_commands"' in page
+    dashboard.fake.clear_faults()
+
+
+async def test_deleting_a_secret_asks_first(dashboard) -> None:
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    store = dashboard.services.store
+    project = await store.projects.get_project_by_name("acme/widgets")
+    await store.projects.set_secret(project.id, "DEPLOY_KEY", "value-1")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + SETTINGS)
+        ask = "/projects/acme/widgets/secrets/DEPLOY_KEY/delete"
+        assert f'<form method="get" action="{ask}"><button class="danger" type="submit"' in page
+        question = await _page(session, dashboard.url + ask)
+        assert "Delete the secret <code>DEPLOY_KEY</code>?" in question
+        assert f'<form class="actions" method="post" action="{ask}">' in question
+        assert await store.projects.secret_values(project.id) == {"DEPLOY_KEY": "value-1"}  # asking deletes nothing
+        async with session.get(dashboard.url + "/projects/acme/widgets/secrets/NOPE/delete") as response:
+            assert response.status == 404
+        token = await csrf_of(session, dashboard.url + ask)
+        async with session.post(dashboard.url + ask, data={"csrf_token": token}) as response:
+            assert response.status == 200 and "DEPLOY_KEY" not in await response.text()
+    assert await store.projects.secret_values(project.id) == {}
+
+
+async def test_an_expired_token_no_longer_authenticates(dashboard) -> None:
+    store, fake = dashboard.services.store, dashboard.fake
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        token = await csrf_of(session, dashboard.url + "/account")
+        async with session.post(dashboard.url + "/account/tokens",
+                                data={"csrf_token": token, "name": "ci", "expiry": "7"}) as response:
+            page = await response.text()
+        async with session.post(dashboard.url + "/account/tokens",
+                                data={"csrf_token": token, "name": "x", "expiry": "forever"}) as response:
+            assert response.status == 400 and "Expiry must be one of: 7 days, 30 days, 90 days, No expiry" in (
+                await response.text())
+    fresh = re.search(r'id="new-token">(cga_[^<]+)<', page).group(1)
+    week = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%d")
+    assert f"it expires {week}" in page and f'<td data-label="Expires">{week}' in page
+    user_id = int(fake.users["alice"]["id"])
+    expired = auth.API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    await store.projects.create_api_token(user_id, "old", expired,
+                                          expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    async with aiohttp.ClientSession() as client:
+        for bearer, status in ((fresh, 200), (expired, 401)):
+            async with client.get(dashboard.url + "/api/v1/projects",
+                                  headers={"Authorization": f"Bearer {bearer}"}) as response:
+                assert response.status == status, bearer
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + "/account")
+    assert re.search(r'<td data-label="Expires" class="expired">expired \d{4}-\d\d-\d\d \d\d:\d\d UTC</td>', page)

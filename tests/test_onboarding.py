@@ -1,0 +1,129 @@
+"""Onboarding over HTTP and in Chromium: the logged-out home keeps the operator's details to the
+operator, the setup page warns when GitHub cannot reach PUBLIC_URL, and a reloaded or expired
+registration callback explains itself on a page with a way back."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from bot import registration
+from tests.browser import screenshot, watch_csp
+from tests.dashboard_support import Dashboard, start_dashboard
+from tests.registration_support import register_app
+
+WARNING = "GitHub cannot reach this app"
+
+
+def jar() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def setup_link(dash: Dashboard) -> str:
+    token = (dash.services.settings.data_dir / registration.SETUP_TOKEN_FILE).read_text().strip()
+    return f"{dash.url}/?setup_token={token}"
+
+
+async def page_of(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_the_logged_out_home_shows_no_operator_details(dashboard) -> None:
+    settings = dashboard.services.settings
+    async with jar() as session:
+        status, page = await page_of(session, dashboard.url + "/")
+    assert status == 200 and "Log in with GitHub" in page
+    for detail in (settings.webhook_url, "/api/v1/webhooks", str(settings.app_id), 'href="/health"',
+                   'href="/metrics"'):
+        assert detail not in page, detail
+
+
+async def test_the_setup_page_warns_that_github_cannot_reach_a_loopback_public_url(
+        aiohttp_server, make_settings, fake_github) -> None:
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+    async with jar() as session:
+        status, anonymous = await page_of(session, dash.url + "/")
+        assert status == 200 and WARNING not in anonymous  # only for who holds the setup link
+        status, page = await page_of(session, setup_link(dash))
+    assert status == 200 and "Register GitHub App" in page
+    assert WARNING in page and "a loopback address" in page
+    assert "set <code>PUBLIC_URL</code> to an https address GitHub can reach" in page
+    assert f"ngrok http {dash.url.rsplit(':', 1)[1]}" in page  # a tunnel to the port it listens on
+
+
+async def test_the_setup_page_does_not_warn_for_a_public_address(aiohttp_server, make_settings, fake_github) -> None:
+    # http: under https the session cookie is Secure, and this client speaks plain HTTP to 127.0.0.1
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False,
+                                 PUBLIC_URL="http://codegen.example.com")
+    async with jar() as session:
+        status, page = await page_of(session, setup_link(dash))
+    assert status == 200 and "Register GitHub App" in page and WARNING not in page
+
+
+async def test_a_reloaded_registration_callback_gets_a_page_with_a_way_back(
+        aiohttp_server, make_settings, fake_github) -> None:
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+    async with jar() as session:
+        callback = await register_app(session, setup_link(dash))
+        assert callback.status == 200 and "GitHub App registered" in callback.page
+        async with session.get(callback.url) as response:  # the browser's reload
+            status, page, kind = response.status, await response.text(), response.content_type
+    assert (status, kind) == (409, "text/html")
+    assert "<h1>The GitHub App is already registered</h1>" in page and 'href="/"' in page
+    assert dash.services.settings.app_configured
+
+
+async def test_an_expired_registration_callback_gets_a_page_with_a_way_back(
+        aiohttp_server, make_settings, fake_github) -> None:
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+    async with jar() as session:
+        await page_of(session, setup_link(dash))  # this browser may register
+        async with session.get(dash.url + "/setup/callback?code=abc&state=expired") as response:
+            status, page, kind = response.status, await response.text(), response.content_type
+    assert (status, kind) == (400, "text/html")
+    assert "<h1>This registration link has expired</h1>" in page and 'href="/"' in page
+    assert "Nothing was registered" in page and not dash.services.settings.app_configured
+
+
+@pytest.mark.slow
+async def test_screenshots_of_the_setup_page_and_the_logged_out_home(
+        browser, aiohttp_server, make_settings, fake_github) -> None:
+    from playwright.async_api import expect
+
+    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+    for width in (1280, 390):
+        context = await browser.new_context(viewport={"width": width, "height": 800})
+        page = await context.new_page()
+        refused = watch_csp(page)
+        await page.goto(setup_link(dash))
+        await expect(page.get_by_role("heading", name=WARNING)).to_be_visible()
+        await expect(page.get_by_role("button", name="Register GitHub App")).to_be_visible()
+        await screenshot(page, f"onboarding-setup-{width}")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        assert refused == []
+        await context.close()
+
+    context = await browser.new_context(viewport={"width": 390, "height": 800})
+    page = await context.new_page()
+    await page.goto(setup_link(dash))
+    await page.get_by_role("button", name="Register GitHub App").click()
+    await expect(page.get_by_role("heading", name="GitHub App registered")).to_be_visible()
+    await screenshot(page, "onboarding-registered-390")
+    await page.reload()
+    await expect(page.get_by_role("heading", name="The GitHub App is already registered")).to_be_visible()
+    await screenshot(page, "onboarding-callback-reloaded-390")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.get_by_role("link", name="Back to the start page").click()
+    await page.wait_for_url(dash.url + "/")
+    await context.close()
+
+    for width in (1280, 390):
+        context = await browser.new_context(viewport={"width": width, "height": 800})  # logged out
+        page = await context.new_page()
+        refused = watch_csp(page)
+        await page.goto(dash.url + "/")
+        await expect(page.get_by_role("link", name="Log in with GitHub")).to_be_visible()
+        await screenshot(page, f"onboarding-home-logged-out-{width}")
+        assert refused == []
+        await context.close()
