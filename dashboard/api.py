@@ -43,7 +43,7 @@ from bot.models import AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
 from dashboard import auth
 from dashboard.openapi import document
-from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings
+from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings, refuse_file_keys
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 from pipeline.validation.service import NotRevalidated
@@ -225,6 +225,9 @@ async def put_project(request: web.Request) -> web.Response:
         return _error(409, LOCAL_NEEDS_COMMAND)
     if problems or more:
         return _error(400, "; ".join(problems + more))
+    _, refused = await refuse_file_keys(services, project, values, body)
+    if refused:
+        return _error(409, "; ".join(refused))
     changed = sorted(k for k, v in values.items() if getattr(project, k) != v)
     updated = await services.store.projects.update_project(project.id, values)
     if updated is None:

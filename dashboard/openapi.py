@@ -144,7 +144,8 @@ PATHS: dict[str, Any] = {
         "put": _op("Change the project's settings (needs admin or maintain)", "the changed project", "Project",
                    body="ProjectSettingsChange", errors=(_BAD, _FORBIDDEN, _HIDDEN, {"409": _answer(
                        "the settings do not go together with each other or the project's others (the local "
-                       "agent backend needs an agent command)")})),
+                       "agent backend needs an agent command), or a changed one is set in the repository's "
+                       ".github/codegenapp.yml, which wins")})),
     },
     "/api/v1/projects/{id}/agent-run": {
         "post": _op("Start an agent run (needs write access)", "the new run (status pending)", "Run",

@@ -96,6 +96,16 @@ def keep_file_keys(values: dict[str, Any], submitted: Mapping[str, Any], stored:
     return problems
 
 
+async def refuse_file_keys(services: Services, project: Project, values: dict[str, Any],
+                           submitted: Mapping[str, Any]) -> tuple[RepoFile, list[str]]:
+    """`keep_file_keys` against the file at the default branch's head: the form and the JSON API alike."""
+    repo_file = await read_repo_file(services, project)
+    stored = stored_settings(project)
+    resolved = resolve_settings(repo_file.config, stored)
+    return repo_file, keep_file_keys(values, submitted, stored,
+                                     {key for key in FILE_KEY_OF if resolved[key].from_file})
+
+
 # ---- the repository's file, as the page shows it ---------------------------------------------------
 
 @dataclass(frozen=True)
@@ -203,10 +213,8 @@ async def save_settings(request: web.Request) -> web.Response:
     project = await _managed_project(request)
     form = await request.post()
     values, problems = parse_settings(form)
-    repo_file = await read_repo_file(services, project)
-    stored = stored_settings(project)
-    resolved = resolve_settings(repo_file.config, stored)
-    problems += keep_file_keys(values, form, stored, {key for key in FILE_KEY_OF if resolved[key].from_file})
+    repo_file, refused = await refuse_file_keys(services, project, values, form)
+    problems += refused
     if problems:
         shown = {k: str(form.get(k, "")).replace("\r\n", "\n") for k in form if k != "csrf_token"}
         return await _settings_view(request, project, repo_file, status=400, problems=problems, form=shown)

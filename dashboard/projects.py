@@ -12,6 +12,7 @@ from bot import labels
 from bot.models import AGENT_TERMINAL, Project, utcnow
 from bot.services import Services
 from bot.store.tracked_pulls import OverviewRow
+from bot.startup_report import oauth_ready
 from dashboard import auth
 from dashboard.onboarding import setup_page
 from dashboard.pull_overview import FILTERS, OPEN_STATES, ago, card_summary, pull_state
@@ -28,7 +29,7 @@ async def index(request: web.Request) -> web.Response:
         return await setup_page(request)
     user = await auth.authenticate(request)
     if user is None:
-        return await render(request, "login.html", login_ready=bool(settings.github_client_id))
+        return await render(request, "login.html", login_ready=oauth_ready(settings))
     projects = await auth.visible_projects(request)
     selected = request.query.get("project")
     cards = [await _card(services, p) for p in projects if p.pinned or p.name == selected]

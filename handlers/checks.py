@@ -100,7 +100,7 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
         return
     await ctx.audit(f"button.{identifier}", actor=sender["login"], project_id=project.id, pr=numbers[0],
                     head_sha=head_sha, check_run=check_run.get("id"))
-    if not await _rerun(ctx, head_sha, pull_requests, "check_run.requested_action", check_run.get("external_id"),
+    if not await _rerun(ctx, head_sha, pull_requests, "button.rerun", check_run.get("external_id"),
                         actor=sender["login"]):
         await actions.reply(f"@{sender['login']} Not re-running: {head_sha[:7]} is no longer the head of an "
                             "open PR; the newer head is validated on its own.")

@@ -125,10 +125,12 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     assert status == 200 and shown["settings"]["max_fix_attempts"] == 3
     assert (await call("GET", f"/api/v1/projects/{nobody}"))[0] == 404
     status, changed = await call("PUT", f"/api/v1/projects/{project.id}", {
-        "validate_commands": ["test -f app.py", "make check"], "auto_confirm_plans": True,
+        "setup_commands": ["test -f app.py", "true"], "auto_confirm_plans": True,
         "agent_backend": "local", "agent_command": "false", "repository_rules": "Small <b>changes</b>."})
     assert status == 200, changed
-    assert changed["settings"]["validate_commands"] == ["test -f app.py", "make check"]
+    assert changed["settings"]["setup_commands"] == ["test -f app.py", "true"]
+    status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {"validate_commands": ["make check"]})
+    assert status == 409 and "set in .github/codegenapp.yml" in problem["error"]  # the repository's file wins
     assert changed["settings"]["auto_confirm_plans"] and changed["settings"]["agent_backend"] == "local"
     status, problem = await call("PUT", f"/api/v1/projects/{project.id}",
                                  {"agent_command": "", "max_fix_attempts": 99}, valid_body=False)

@@ -421,7 +421,7 @@ async def test_rerun_button(app, quiet, pr, fake_github) -> None:
         await click(app, pr, "rerun", user="wes", external_id=validated.id)
         started = await wait_for(events, "validation.started", head_sha=pr.head_sha)
     rerun = await app.store.validations.get(started.data["validation_id"])
-    assert (rerun.trigger, rerun.triggered_by) == ("check_run.requested_action", "wes")
+    assert (rerun.trigger, rerun.triggered_by) == ("button.rerun", "wes")
     old_head = pr.head_sha
     pr.push({"app.py": "print('newer')\n"})
     await click(app, pr, "rerun", user="wes", external_id=validated.id, head_sha=old_head)

@@ -253,3 +253,23 @@ async def test_an_expired_token_no_longer_authenticates(dashboard) -> None:
     async with await dashboard.login("alice", installation_ids=[1]) as session:
         page = await _page(session, dashboard.url + "/account")
     assert re.search(r'<td data-label="Expires" class="expired">expired \d{4}-\d\d-\d\d \d\d:\d\d UTC</td>', page)
+
+
+async def test_the_api_refuses_a_change_the_file_would_override(dashboard) -> None:
+    """PUT /api/v1/projects/{id} checks the same file as the page: a changed file-set key is a 409 saying
+    where to change it; a key the file leaves alone is saved."""
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    dashboard.fake.set_file("acme/widgets", "main", CONFIG, "validate:\n  - pytest -q\n")
+    project = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        token = await csrf_of(session, dashboard.url + SETTINGS)
+        url = f"{dashboard.url}/api/v1/projects/{project.id}"
+        headers = {"X-CSRF-Token": token}
+        async with session.put(url, json={"validate_commands": ["make other"]}, headers=headers) as response:
+            answer = await response.json()
+        assert response.status == 409, answer
+        assert f"Validate commands is set in {CONFIG} on the default branch" in answer["error"]
+        async with session.put(url, json={"setup_commands": ["make deps"]}, headers=headers) as response:
+            assert response.status == 200, await response.text()
+    stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    assert (stored.setup_commands, stored.validate_commands) == (["make deps"], [])

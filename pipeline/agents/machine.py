@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot import labels
+
 from bot.models import (AGENT_AWAITING_CONFIRMATION, AGENT_CANCELLED, AGENT_COMPLETED, AGENT_FAILED, AGENT_FIXING,
                         AGENT_PENDING, AGENT_PLANNING, AGENT_PR_OPEN, AGENT_RUNNING, AGENT_TERMINAL,
                         AGENT_VALIDATING)
@@ -236,17 +238,17 @@ def next_step(run: RunFacts, event: Event, timing: Timing = DEFAULT_TIMING) -> A
     # users' decisions
     if isinstance(event, Cancel):
         if status in AGENT_TERMINAL:
-            return Refuse(f"the run has already ended ({status})")
+            return Refuse(f"the run has already ended ({labels.agent_status(status).lower()})")
         return Finish(AGENT_CANCELLED, f"cancelled by {event.by}")
     if isinstance(event, Confirm | Reject):
         if status != AGENT_AWAITING_CONFIRMATION:
-            return Refuse(f"the run is not waiting for its plan to be confirmed (it is {status.replace('_', ' ')})")
+            return Refuse(f"the run is not waiting for its plan to be confirmed (it is {labels.agent_status(status).lower()})")
         if isinstance(event, Confirm):
             return Transition(AGENT_RUNNING, f"plan confirmed by {event.by}")
         return Finish(AGENT_CANCELLED, f"plan rejected by {event.by}")
 
     if status in AGENT_TERMINAL:
-        return Idle(f"the run has ended ({status})")
+        return Idle(f"the run has ended ({labels.agent_status(status).lower()})")
     if isinstance(event, CallFailed):
         return _after_failure(run, event, timing)
     if status == AGENT_PENDING:
