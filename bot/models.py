@@ -358,6 +358,11 @@ class MergeLock(Base):
     expires_at: Mapped[datetime]
 
 
+DELIVERY_WEBHOOK = "webhook"      # POSTed by GitHub to the webhook URL
+DELIVERY_RECOVERED = "recovered"  # fetched from the App's delivery log by the recovery sweep
+DELIVERY_POLLED = "polled"        # fetched from the delivery log in polling mode
+
+
 class Delivery(Base):
     """A webhook delivery exactly as received (payload is the JSON text)."""
 
@@ -369,6 +374,40 @@ class Delivery(Base):
     installation_id: Mapped[int | None] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16), default=DELIVERY_WEBHOOK, server_default=DELIVERY_WEBHOOK)
+
+
+class Lease(Base):
+    """Work that must run in one process at a time (a sweep, a resync, pruning): a row claimed in one
+    statement, renewed by its holder, taken over once it expires (the holder died)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+
+
+class AppState(Base):
+    """Small named facts the app keeps across restarts (where the last delivery-log sweep stopped)."""
+
+    __tablename__ = "app_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SkippedDelivery(Base):
+    """A delivery-log entry the sweep could not ingest (no payload, not the shape its event promises)."""
+
+    __tablename__ = "skipped_deliveries"
+
+    guid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    log_id: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    skipped_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 JOB_QUEUED = "queued"

@@ -13,6 +13,7 @@ from bot.store.agent_runs import AgentRunStore
 from bot.store.audit import AuditStore, HeartbeatStore
 from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
+from bot.store.leases import AppStateStore, LeaseStore
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
 from bot.store.pull_requests import MergeClaim, PullRequestStore
 from bot.store.tracked_pulls import TrackedPullStore
@@ -36,6 +37,8 @@ class Store:
         self.agent_runs = AgentRunStore(db)
         self.pull_requests = PullRequestStore(db)
         self.tracked_pulls = TrackedPullStore(db)
+        self.leases = LeaseStore(db)
+        self.app_state = AppStateStore(db)
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(text("SELECT 1")))
