@@ -22,7 +22,7 @@ from bot.db import Database, check_sqlite_file, sqlite_file
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.guard.request_guard import GUARD, build_guard
-from bot.models import JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
+from bot.models import DELIVERY_POLLED, DELIVERY_RECOVERED, JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
 from bot.redact import PROCESS_REDACTOR
 from bot.services import SERVICES, SETTINGS, Services
 from bot.startup_report import StartupFacts, startup_report
@@ -31,9 +31,13 @@ from bot.web import health, metrics_page
 from dashboard import views as dashboard_views
 from dashboard.api import add_routes as add_api_routes
 from handlers import handle_delivery
+from handlers.payloads import shape_problem
 from pipeline.agents.availability import AgentAvailability
 from pipeline.agents.service import AgentRunService
+from pipeline.deliveries.replay import DeliveryReplay
 from pipeline.merge.service import MergeService
+from pipeline.deliveries.service import DeliveryLogSweep
+from pipeline.resync.service import Resync
 from pipeline.sandbox.sandbox import Sandbox
 from pipeline.ui_check.launch_check import BrowserHealth
 from pipeline.ui_check.retention import ScreenshotPruner
@@ -101,7 +105,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         data_dir=settings.data_dir, chromium_path=settings.chromium_path)
     agent_runs = AgentRunService(store, github, bus, wakeup, http, settings, sandbox=sandbox, checkouts=checkouts,
                                  validations=validations, availability=agents_available)
-    worker = pruner = None
+    worker = pruner = resync = None
     if with_worker:
         async def run_webhook(job: ClaimedJob) -> None:
             await handle_delivery(services, job)
@@ -116,16 +120,32 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
                         lanes=[Lane("webhooks", settings.webhook_concurrency, frozenset({JOB_WEBHOOK}), urgent=True),
                                Lane("background", settings.worker_concurrency)])
         pruner = ScreenshotPruner(store, settings.data_dir, settings.screenshot_retention_days)
+        resync = Resync(store, github, validations, bus, interval=settings.resync_interval,
+                        max_starts=settings.resync_max_starts)
     browser = BrowserHealth(settings.chromium_path, sandbox.capabilities)
     browser.start()  # one real launch, in the background: /health says "checking" until it is known
+    polling = settings.webhook_mode == "poll"
+    # The App's delivery log, read through the ingress's own path (same checks, same dedupe): at start and
+    # every SWEEP_INTERVAL it recovers what the webhook never brought; in polling mode, every POLL_INTERVAL,
+    # it is how events arrive. Started by the web app's lifecycle (create_app).
+    delivery_log = DeliveryLogSweep(
+        store, github.hook_deliveries,
+        ingest=lambda guid, event, payload, source: webhooks.ingest_logged(services, guid, event, payload, source),
+        shape_problem=shape_problem, source=DELIVERY_POLLED if polling else DELIVERY_RECOVERED,
+        interval=settings.poll_interval if polling else settings.sweep_interval, bus=bus,
+        configured=lambda: github.configured)
     services = Services(settings=settings, store=store, http=http, bus=bus, github=github, sandbox=sandbox,
                         validations=validations, merges=merges, agent_runs=agent_runs, worker=worker,
-                        screenshot_pruner=pruner, browser=browser, volumes=volumes)
+                        screenshot_pruner=pruner, browser=browser, volumes=volumes, resync=resync,
+                        replays=DeliveryReplay(store, wakeup, max_attempts=settings.job_max_attempts),
+                        delivery_log=delivery_log)
     if worker is not None and pruner is not None:
         await worker.start()
         agent_runs.start_listening()
         pruner.start()  # at start, then hourly (pipeline/ui_check/retention.py)
         validations.start_recovery()  # what a killed process left of check runs, at start and every minute
+        if resync is not None:
+            resync.start()  # open pull requests without a validation of their head: at start, then hourly
     return services
 
 
@@ -165,9 +185,17 @@ def create_app(settings: Settings, *, with_worker: bool = True,
         app[GUARD] = guard = build_guard(services.settings, services.github, clock=clock)
         if guard.hook_sources is not None:
             guard.hook_sources.start()  # GitHub's webhook addresses, read now and hourly
-        # One block for the operator; in setup mode it carries the link only the token's holder may use.
-        log.info("%s", "\n".join(startup_report(startup_facts(services, runs_jobs=with_worker))))
+        # One block for the operator at INFO; what a person must act on (an unreachable PUBLIC_URL, no
+        # sandbox..., and in setup mode the link only the token's holder may use) at WARNING, each row once.
+        report = startup_report(startup_facts(services, runs_jobs=with_worker))
+        log.info("%s", "\n".join(report.info))
+        if report.warnings:
+            log.warning("%s", "\n".join(report.warnings))
+        if services.delivery_log is not None:
+            services.delivery_log.start()  # the delivery log: at start, then every SWEEP_INTERVAL/POLL_INTERVAL
         yield
+        if services.delivery_log is not None:
+            await services.delivery_log.stop()
         if guard.hook_sources is not None:
             await guard.hook_sources.stop()
         await services.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import shutil
@@ -19,12 +20,13 @@ from aiohttp import web
 from bot import migrate
 from bot.app import SchemaOutOfDate, build_services, check_database, create_app, prepare_database, serving_at
 from bot.config import ConfigError, Settings, load_settings
+from bot import delivery_cli
 from bot.crypto import Crypto
 from bot.db import Database, DatabaseUnusable
 from bot.logs import configure_logging
 from bot.migrate import upgrade_in_child
 from bot.store import InvalidSecret, Store
-from pipeline.report.local import json_report
+from pipeline.report.local import JSON_FORMAT, json_report
 from pipeline.report.terminal import FORMATS, report_format, terminal_report, use_colour
 from pipeline.sandbox.sandbox import SandboxUnavailable
 from pipeline.validation.local_run import LocalRunError, validate_local
@@ -53,6 +55,8 @@ examples:
   codegenapp validate --base origin/main     ... with findings only on the lines changed since origin/main
   codegenapp validate --format json | jq .conclusion
   codegenapp projects list                   the repositories the App is installed on
+  codegenapp deliveries list --failed        webhook deliveries whose handling failed
+  codegenapp deliveries replay ID            handle a stored delivery again
   echo -n "$TOKEN" | codegenapp secrets set octo/widgets API_TOKEN
 
 `codegenapp COMMAND --help` shows a command's options.
@@ -124,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     set_secret = secrets_commands.add_parser("set", help="set a secret; the value is read from standard input")
     set_secret.add_argument("repository", metavar="OWNER/REPO")
     set_secret.add_argument("name", metavar="NAME")
+    delivery_cli.add_commands(commands)
     return parser
 
 
@@ -143,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker, init=args.init)
-    commands = {"worker": run_worker, "migrate": run_migrate, "projects": list_projects, "secrets": set_secret}
+    commands = {"worker": run_worker, "migrate": run_migrate, "projects": list_projects, "secrets": set_secret,
+                "deliveries": deliveries}
     try:
         return asyncio.run(commands[args.command](settings, args))
     except KeyboardInterrupt:
@@ -192,7 +198,11 @@ def local_validation(args: argparse.Namespace) -> int:
                                             screenshots=args.screenshots or cache_dir() / "screenshots",
                                             notify=lambda line: print(f"codegenapp: {line}", file=sys.stderr)))
     except (LocalRunError, SandboxUnavailable, OSError) as exc:
-        print(f"codegenapp: {exc}", file=sys.stderr)
+        reason = (f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror and exc.filename
+                  else str(exc))
+        print(f"codegenapp: {reason}", file=sys.stderr)
+        if report_format(args.format, terminal) == "json":  # a script piping to jq gets a document too
+            print(json_error(reason), end="")
         return 2
     shown = report_format(args.format, terminal)
     if shown == "json":
@@ -203,6 +213,12 @@ def local_validation(args: argparse.Namespace) -> int:
     else:
         print(result.text, end="")
     return result.exit_code
+
+
+def json_error(message: str) -> str:
+    """`validate --format json`'s document when the run could not start (exit 2): the report's "format"
+    version and the reason, which stderr also shows (README: "Running it locally")."""
+    return json.dumps({"format": JSON_FORMAT, "error": message}, indent=2, ensure_ascii=False) + "\n"
 
 
 def cache_dir() -> Path:
@@ -258,6 +274,14 @@ async def list_projects(settings: Settings, args: argparse.Namespace) -> int:
         state = "archived" if p.archived_at else "active"
         print(f"{p.name:<{width}}  {p.installation_id or '-':>12}  {state:<8}  {p.id}")
     return 0
+
+
+async def deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    store = await _store(settings)
+    try:
+        return await delivery_cli.run(store, args, max_attempts=settings.job_max_attempts)
+    finally:
+        await store.close()
 
 
 async def set_secret(settings: Settings, args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dotenv import dotenv_values
 
+from bot.reachability import unreachable_reason
+
 WEBHOOK_PATH = "/api/v1/webhooks/github"
 DEFAULT_PORT = 3001
 MAX_RETENTION_DAYS = 36500
@@ -65,6 +67,13 @@ class Settings:
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
     github_outage_budget_hours: int = 6  # a job waits out GitHub failing this long after its first failure
+    resync_interval: float = 3600.0  # seconds between resyncs of open pull requests (pipeline/resync); 0: off
+    resync_max_starts: int = 50  # validations one resync may start at most
+    # How events arrive (pipeline/deliveries): "webhook" (GitHub POSTs them; the App's delivery log is swept
+    # at start and every sweep_interval seconds, 0: never) or "poll" (the log is read every poll_interval).
+    webhook_mode: str = "webhook"
+    sweep_interval: float = 300.0
+    poll_interval: float = 5.0
     chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
     screenshot_retention_days: int = 30  # the UI check's screenshots are deleted this long after a run; 0: never
     snapshot_home_caches: bool = False  # setup snapshots keep package managers' download caches (~/.npm, ...)
@@ -150,17 +159,44 @@ def _gib(values: dict[str, str], name: str, default: int, problems: list[str], *
     raw = values.get(name)
     if raw is None:
         return default
-    try:
-        gib = float(raw)
-    except ValueError:
-        gib = math.nan
-    if not math.isfinite(gib):
+    gib = _finite(raw)
+    if gib is None:
         problems.append(f"{name} must be a number of GiB (such as 4 or 0.5), got {raw!r}")
         return default
     if gib < minimum:
         problems.append(f"{name} must be at least {minimum:g} GiB, got {raw}")
         return default
     return int(gib * GIB)
+
+
+def _finite(raw: str) -> float | None:
+    """`raw` as a finite number (fractions allowed), or None."""
+    try:
+        number = float(raw)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _seconds(values: dict[str, str], name: str, default: float, problems: list[str], *, minimum: float) -> float:
+    """A duration in seconds (fractions allowed)."""
+    seconds = _finite(raw) if (raw := values.get(name)) is not None else default
+    if seconds is None or seconds < minimum:
+        problems.append(f"{name} must be a number of seconds of at least {minimum:g}, got {raw!r}")
+        return default
+    return seconds
+
+
+def _webhook_mode(values: dict[str, str], public_url: str, problems: list[str]) -> str:
+    """WEBHOOK_MODE, or by default "poll" when GitHub cannot reach PUBLIC_URL (bot/reachability.py)."""
+    raw = values.get("WEBHOOK_MODE")
+    if raw is None:
+        return "poll" if unreachable_reason(public_url) is not None else "webhook"
+    mode = raw.strip().lower()
+    if mode not in ("webhook", "poll"):
+        problems.append(f"WEBHOOK_MODE must be webhook or poll, got {raw!r}")
+        return "webhook"
+    return mode
 
 
 def _bool(values: dict[str, str], name: str, default: bool, problems: list[str]) -> bool:
@@ -298,6 +334,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
         job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
         github_outage_budget_hours=_int(values, "GITHUB_OUTAGE_BUDGET_HOURS", 6, problems, minimum=0),
+        resync_interval=float(_int(values, "RESYNC_INTERVAL", 3600, problems, minimum=0)),
+        resync_max_starts=_int(values, "RESYNC_MAX_STARTS", 50, problems, minimum=1),
+        webhook_mode=_webhook_mode(values, public_url, problems),
+        sweep_interval=float(_int(values, "SWEEP_INTERVAL", 300, problems, minimum=0)),
+        poll_interval=_seconds(values, "POLL_INTERVAL", 5.0, problems, minimum=0.1),
         chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),
         screenshot_retention_days=screenshot_retention_days,
         snapshot_home_caches=_bool(values, "SNAPSHOT_HOME_CACHES", False, problems),

@@ -31,6 +31,10 @@ class EventBus:
                 queue.get_nowait()
             queue.put_nowait(event)
 
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
     @contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[AppEvent]]:
         queue: asyncio.Queue[AppEvent] = asyncio.Queue(self._queue_size)

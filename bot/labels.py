@@ -55,6 +55,15 @@ STEP_STATES = {
     "timed_out": "Timed out",
     "restored": "Restored",
 }
+# a stored webhook delivery's state, by its newest job (pipeline/deliveries/replay.py decides it)
+DELIVERY_STATES = {"handled": "Handled", "failed": "Failed", "queued": "Queued", "retrying": "Retrying",
+                   "running": "Running", "unhandled": "Not handled"}
+# an event's action where its name does not read as words ("Pull request updated by a push")
+DELIVERY_ACTIONS = {"synchronize": "updated by a push", "ready_for_review": "ready for review",
+                    "requested_action": "button pressed", "converted_to_draft": "converted to draft"}
+# how a delivery reached the app (Delivery.source)
+DELIVERY_SOURCES = {"webhook": "webhook", "recovered": "recovered from GitHub's log",
+                    "polled": "polled from GitHub's log"}
 
 # trigger (ValidationState.trigger, a merge's trigger) → how it reads after "via"
 TRIGGERS = {
@@ -77,6 +86,7 @@ TRIGGERS = {
     "dashboard.retry": "the dashboard's Retry",
     "agent_run": "an agent run",
     "auto-merge": "auto-merge",
+    "resync": "a resync",
 }
 
 
@@ -119,6 +129,21 @@ def pr_state(state: str) -> str:
 
 def step_state(status: str) -> str:
     return STEP_STATES.get(status, _humanize(status))
+
+
+def delivery_state(state: str) -> str:
+    return DELIVERY_STATES.get(state, _humanize(state))
+
+
+def delivery_source(source: str | None) -> str:
+    return DELIVERY_SOURCES.get(source or "", _humanize(source or "unknown").lower())
+
+
+def delivery_event(event: str, action: str | None = None) -> str:
+    """`pull_request` + `opened` → "Pull request opened"; `check_run` + `rerequested` → "Check run re-requested"."""
+    action = DELIVERY_ACTIONS.get(action or "", action)
+    words = _humanize(f"{event} {action}" if action else event)
+    return words.replace("rerequested", "re-requested")
 
 
 def trigger(value: str | None) -> str:

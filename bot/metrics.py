@@ -89,6 +89,25 @@ GITHUB_RATE_LIMIT_HOLDS = Counter(
     registry=REGISTRY,
 )
 
+DELIVERIES_RECOVERED = Counter(
+    "codegenapp_deliveries_recovered_total",
+    "Deliveries fetched from the App's delivery log and stored, by source: 'recovered' (the recovery sweep "
+    "found one the webhook never brought) or 'polled' (polling mode).",
+    ["source"],
+    registry=REGISTRY,
+)
+DELIVERIES_SKIPPED = Counter(
+    "codegenapp_delivery_log_skipped_total",
+    "Delivery-log entries the sweep could not ingest (no payload, not the shape its event promises).",
+    registry=REGISTRY,
+)
+DELIVERY_SWEEPS = Counter(
+    "codegenapp_delivery_log_sweeps_total",
+    "Sweeps of the App's delivery log, by outcome (ok, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

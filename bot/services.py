@@ -4,10 +4,11 @@ seen only by the edges: the webhook handlers, the dashboard and the CLI."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from bot.config import Settings
 from bot.events import EventBus
@@ -15,13 +16,18 @@ from bot.github.github_app import GitHubApp
 from bot.redact import PROCESS_REDACTOR
 from bot.store import Store
 from pipeline.agents.service import AgentRunService
+from pipeline.deliveries.replay import DeliveryReplay
 from pipeline.merge.service import MergeService
+from pipeline.deliveries.service import DeliveryLogSweep
+from pipeline.resync.service import Resync
 from pipeline.sandbox.sandbox import Sandbox
 from pipeline.ui_check.launch_check import BrowserHealth
 from pipeline.ui_check.retention import ScreenshotPruner
 from pipeline.validation.service import ValidationService
 from pipeline.workspace.volumes import RunVolumes
 from worker.runner import Worker
+
+REPO_FILE_SECONDS = 30.0  # how long the settings page trusts the repository's file it read
 
 
 @dataclass
@@ -39,8 +45,16 @@ class Services:
     screenshot_pruner: ScreenshotPruner | None  # runs where a worker does
     browser: BrowserHealth | None = None  # the UI check's browser for /health (None: a record built by hand)
     volumes: RunVolumes | None = None  # the runs' workspace disks, for /health and closing (None: built by hand)
+    replays: DeliveryReplay | None = None  # replaying stored deliveries (None: a record built by hand)
+    resync: Resync | None = None  # the resync of open pull requests; runs where a worker does
+    # The delivery-log sweep (recovery; in polling mode, how events arrive): started and stopped by the
+    # web app's lifecycle (bot/app.py). None: a record built by hand.
+    delivery_log: DeliveryLogSweep | None = None
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
+    # By project id: its `.github/codegenapp.yml` as the settings page last read it (dashboard/project_settings.py),
+    # kept REPO_FILE_SECONDS so that views and saves do not each wait on GitHub.
+    repo_files: TTLCache[str, Any] = field(default_factory=lambda: TTLCache(1024, REPO_FILE_SECONDS))
 
     async def activate(self, settings: Settings) -> None:
         """Switch the running app to new Settings: the App was just registered from the dashboard."""
@@ -52,6 +66,8 @@ class Services:
     async def close(self) -> None:
         if self.screenshot_pruner is not None:
             await self.screenshot_pruner.stop()
+        if self.resync is not None:
+            await self.resync.stop()
         await self.validations.close()
         if self.worker is not None:
             await self.worker.stop()

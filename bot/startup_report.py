@@ -2,7 +2,7 @@
 
 Pure: `startup_report(facts)` turns the settings and what the start measured (the facts /health reports:
 the sandbox's layers, the workspaces' disks, the browser) into lines; bot/app.py gathers the facts and
-logs the block. Nothing here is ever shown on a page.
+logs the block at INFO, and the rows a person must act on (setup mode's link included) at WARNING. Nothing here is ever shown on a page.
 """
 
 from __future__ import annotations
@@ -41,21 +41,44 @@ class StartupFacts:
     runs_jobs: bool = True  # False: `serve --no-worker`, a `codegenapp worker` runs the jobs
 
 
-def startup_report(facts: StartupFacts) -> list[str]:
-    """The block's lines: a title, then one `label  value` line per fact, the URL to open last."""
+@dataclass(frozen=True)
+class StartupReport:
+    """The block, split by who must read it: `info` (logged at INFO) holds the title and every row that
+    is fine; `warnings` (logged at WARNING, empty when nothing needs doing) holds the rows a person must
+    act on: a missing App and its one-time link, an unreachable PUBLIC_URL, a broken sandbox... Each row is
+    in exactly one of the two, so with LOG_LEVEL=WARNING nothing to act on is lost and nothing shows twice."""
+    info: list[str]
+    warnings: list[str]
+
+
+INFO_TITLE = "CodegenApp is starting:"
+WARNING_TITLE = "CodegenApp needs attention:"
+
+
+def startup_report(facts: StartupFacts) -> StartupReport:
+    """The block's lines: a title, then one `label  value` line per fact, the URL to open last; the rows to
+    act on go under a second title, logged at WARNING, in the same order."""
     settings = facts.settings
     rows = [
-        ("GitHub App", app_line(settings, facts.app_name)),
-        ("PUBLIC_URL", public_url_line(settings)),
-        ("database", database_description(settings.database_url)),
-        ("login", login_line(settings)),
-        ("agents", agents_line(settings)),
-        ("sandbox", sandbox_line(facts.sandbox, facts.workspaces)),
-        ("browser", browser_line(facts.browser, settings.chromium_path)),
-        ("jobs", "run in this process" if facts.runs_jobs else "run by a separate `codegenapp worker`"),
-        ("open", open_line(settings, facts.setup_token)),
+        ("GitHub App", app_line(settings, facts.app_name), not settings.app_configured),
+        ("PUBLIC_URL", public_url_line(settings),
+         settings.webhook_mode == "webhook" and unreachable_reason(settings.public_url) is not None),
+        ("database", database_description(settings.database_url), False),  # load_settings refused a bad one
+        ("login", login_line(settings), settings.app_configured and not oauth_ready(settings)),
+        ("agents", agents_line(settings), bool(settings.codegen_api_key) != bool(settings.codegen_org_id)),
+        ("sandbox", sandbox_line(facts.sandbox, facts.workspaces),
+         facts.sandbox is not None and not facts.sandbox.get("sandboxed")),
+        ("browser", browser_line(facts.browser, settings.chromium_path),
+         facts.browser is not None and not facts.browser.get("found")),
+        ("jobs", "run in this process" if facts.runs_jobs else "run by a separate `codegenapp worker`", False),
+        ("open", open_line(settings, facts.setup_token), not settings.app_configured and bool(facts.setup_token)),
     ]
-    return ["CodegenApp is starting:"] + [f"  {label:<{LABEL_WIDTH}} {value}" for label, value in rows]
+
+    def lines(title: str, *, problems: bool) -> list[str]:
+        return [title] + [f"  {label:<{LABEL_WIDTH}} {value}" for label, value, problem in rows if problem == problems]
+
+    warnings = lines(WARNING_TITLE, problems=True)
+    return StartupReport(info=lines(INFO_TITLE, problems=False), warnings=warnings if len(warnings) > 1 else [])
 
 
 def app_line(settings: Settings, app_name: str | None) -> str:
@@ -68,6 +91,10 @@ def app_line(settings: Settings, app_name: str | None) -> str:
 
 def public_url_line(settings: Settings) -> str:
     reason = unreachable_reason(settings.public_url)
+    if settings.webhook_mode == "poll":
+        where = f"GitHub cannot reach it ({reason})" if reason else "webhooks are not used"
+        return (f"{settings.public_url}: {where}; polling mode: events are read from the App's delivery log "
+                f"every {settings.poll_interval:g} s")
     if reason is None:
         return f"{settings.public_url}: GitHub sends webhooks to {settings.webhook_url}"
     return (f"{settings.public_url}: GitHub cannot reach it ({reason}), so no webhook will arrive; set PUBLIC_URL "

@@ -11,6 +11,8 @@ from bot import metrics
 from bot.config import Settings
 from bot.models import utcnow
 from bot.services import SERVICES, Services
+from pipeline.deliveries.service import STATE_KEY as DELIVERY_LOG_STATE
+from pipeline.resync.service import STATE_KEY as RESYNC_STATE
 from pipeline.workspace.volumes import RunVolumes, free_bytes, gib
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ async def health(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - health must answer whatever broke
         healthy = False
         report["database"] = {"ok": False, "error": type(exc).__name__}
+    report["resync"] = await resync_report(services)
+    report["delivery_log"] = await delivery_log_report(services)
     report["disk"] = disk = disk_report(services.settings, services.volumes)
     healthy = healthy and bool(disk["ok"])
     # GitHub failing pauses the app's GitHub work (it resumes by itself): reported, not unhealthy.
@@ -46,6 +50,41 @@ async def health(request: web.Request) -> web.Response:
         report["browser"] = services.browser.describe()  # one real launch at start, or "checking"
     report["status"] = "ok" if healthy else "unavailable"
     return web.json_response(report, status=200 if healthy else 503)
+
+
+async def resync_report(services: Services) -> dict[str, object]:
+    """The last resync of open pull requests (pipeline/resync), whichever process ran it: when, how many
+    validations it started, whether RESYNC_MAX_STARTS cut it short, whether a repository failed."""
+    report: dict[str, object] = {"interval_seconds": services.settings.resync_interval,
+                                 "max_starts": services.settings.resync_max_starts}
+    try:
+        last = await services.store.app_state.get(RESYNC_STATE)
+    except Exception as exc:  # noqa: BLE001 - the database part of /health says what broke
+        return {**report, "error": type(exc).__name__}
+    if last is None:
+        return {**report, "last_run": None}
+    return {**report, "last_run": last.get("finished_at"), "started": last.get("started"),
+            "cut_short": last.get("cut_short"), "left_over": last.get("left_over"), "failed": last.get("failed"),
+            "failures": last.get("failures")}
+
+
+async def delivery_log_report(services: Services) -> dict[str, object]:
+    """How events arrive (WEBHOOK_MODE) and the last sweep of the App's delivery log (pipeline/deliveries),
+    whichever process ran it: when, whether it failed and why, what it ingested."""
+    settings = services.settings
+    polling = settings.webhook_mode == "poll"
+    report: dict[str, object] = {"mode": settings.webhook_mode,
+                                 "interval_seconds": settings.poll_interval if polling else settings.sweep_interval}
+    try:
+        state = await services.store.app_state.get(DELIVERY_LOG_STATE) or {}
+    except Exception as exc:  # noqa: BLE001 - the database part of /health says what broke
+        return {**report, "error": type(exc).__name__}
+    last = state.get("last_run") if isinstance(state.get("last_run"), dict) else None
+    if last is None:
+        return {**report, "last_run": None}
+    return {**report, "last_run": last.get("finished_at"), "failed": not last.get("ok"), "error": last.get("error"),
+            "ingested": last.get("ingested"), "skipped": last.get("skipped"), "stopped_at": last.get("stopped_at"),
+            "pages": last.get("pages"), "seconds": last.get("seconds"), "stop_point": state.get("floor")}
 
 
 def disk_report(settings: Settings, volumes: RunVolumes | None) -> dict[str, object]:

@@ -25,9 +25,10 @@ from bot import metrics
 from bot.guard.request_guard import GUARD, RequestGuard
 from bot.db import disk_full, failure_cause
 from bot.logs import delivery_id_var
-from bot.models import JOB_WEBHOOK
+from bot.models import DELIVERY_WEBHOOK, JOB_WEBHOOK
 from bot.services import SERVICES, Services
-from bot.store import ClaimedJob, IncomingDelivery
+from bot.store import ClaimedJob, IncomingDelivery, StoredDelivery
+from pipeline.deliveries.service import Ingested
 
 log = logging.getLogger(__name__)
 
@@ -202,30 +203,44 @@ async def receive(request: web.Request) -> web.StreamResponse:
         log.info("ping from hook %s", delivery.payload.get("hook_id"))
         return web.json_response({"status": "pong", "zen": delivery.payload.get("zen")})
 
+    try:
+        stored = await store_delivery(services, delivery, slot_wait=SLOT_WAIT_SECONDS)
+    except Exception as exc:
+        return _not_stored(exc)
+    if stored.duplicate:
+        return web.json_response({"status": "duplicate", "delivery": delivery.id}, status=200)
+    return web.json_response({"status": "accepted", "delivery": delivery.id}, status=202)
+
+
+async def store_delivery(services: Services, delivery: ParsedDelivery, *, slot_wait: float,
+                         source: str = DELIVERY_WEBHOOK) -> StoredDelivery:
+    """Store a parsed delivery with its `webhook` job in one transaction and hand the job to this process's
+    worker, or find it a duplicate (its X-GitHub-Delivery is stored: nothing runs). The one way in for
+    a delivery, received here or fetched from the App's delivery log (pipeline/deliveries)."""
     # Backpressure: when this process's worker has no free webhook slot, the delivery waits (briefly,
     # before it is stored) for one, so a burst is handled as it arrives instead of piling up a queue
-    # that every later delivery waits behind. After SLOT_WAIT_SECONDS it is stored and queued anyway.
+    # that every later delivery waits behind. After `slot_wait` it is stored and queued anyway. The
+    # delivery-log sweep does not wait (slot_wait 0, never ahead of a waiting live delivery).
+    settings = services.settings
     worker = services.worker
     lease_owner = worker.worker_id if worker is not None and \
-        await worker.reserve(JOB_WEBHOOK, timeout=SLOT_WAIT_SECONDS) else None
+        await worker.reserve(JOB_WEBHOOK, timeout=slot_wait) else None
     try:
         stored = await services.store.deliveries.store(IncomingDelivery(
             id=delivery.id, event=delivery.event, action=delivery.action,
             installation_id=delivery.installation_id, payload=delivery.payload_json, parsed=delivery.payload,
             job_kind=JOB_WEBHOOK,
             max_attempts=settings.job_max_attempts, lease_owner=lease_owner,
-            lease_seconds=settings.job_lease_seconds))
-    except BaseException as exc:
+            lease_seconds=settings.job_lease_seconds, source=source))
+    except BaseException:
         if lease_owner is not None:
             worker.cancel_reservation(JOB_WEBHOOK)  # type: ignore[union-attr]
-        if isinstance(exc, Exception):
-            return _not_stored(exc)
         raise
     if stored.duplicate:
         if lease_owner is not None:
             worker.cancel_reservation(JOB_WEBHOOK)  # type: ignore[union-attr]
         metrics.DUPLICATE_DELIVERIES.inc()
-        return web.json_response({"status": "duplicate", "delivery": delivery.id}, status=200)
+        return stored
 
     metrics.DELIVERIES.labels(delivery.event).inc()
     if worker is not None:
@@ -235,4 +250,25 @@ async def receive(request: web.Request) -> web.StreamResponse:
                                            settings.job_max_attempts))
         else:
             worker.wake(JOB_WEBHOOK)
-    return web.json_response({"status": "accepted", "delivery": delivery.id}, status=202)
+    return stored
+
+
+async def ingest_logged(services: Services, guid: str, event: str, payload: dict[str, Any],
+                        source: str) -> Ingested:
+    """A delivery fetched from the App's delivery log, ingested exactly as a received one: the same checks
+    of its event, id, action and installation (`parse_delivery`; no signature: it came over the App's
+    authenticated API call) and the same `store_delivery` with its dedupe by X-GitHub-Delivery."""
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": guid, "Content-Type": "application/json"}
+    try:
+        body = orjson.dumps(payload)
+    except TypeError as exc:  # an integer beyond 64 bits, a lone surrogate: no column takes it
+        return Ingested(accepted=False, rejected=f"the payload cannot be stored as JSON: {exc}")
+    try:
+        delivery = parse_delivery(body, headers)
+    except WebhookRejected as exc:
+        metrics.REJECTED_DELIVERIES.labels(exc.metric).inc()
+        return Ingested(accepted=False, rejected=exc.reason)
+    if delivery.event == "ping":
+        return Ingested(accepted=False)
+    stored = await store_delivery(services, delivery, slot_wait=0.0, source=source)
+    return Ingested(accepted=not stored.duplicate)

@@ -28,6 +28,7 @@ API_REQUESTS_PER_MINUTE gets 429 with `Retry-After` (dashboard/limits.py).
 | `POST /api/v1/runs/{id}/confirm`, `/reject`, `/cancel` | decide on the plan; stop the run (409 when it does not apply) |
 | `GET /api/v1/validation/{id}` | one validation: status, conclusion, steps |
 | `POST /api/v1/validation/{id}/retry` | validate the PR's current head again: 202 with the new validation |
+| `POST /api/v1/deliveries/{id}/replay` | handle a stored delivery again (admin or maintain): 202 with the new job |
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ from dashboard.openapi import document
 from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings, refuse_file_keys
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
+from pipeline.deliveries.replay import ReplayRefused, UnknownDelivery
 from pipeline.validation.service import NotRevalidated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIST = 200
 STEP_FIELDS = ("stage", "name", "status", "exit_code", "detail", "duration_seconds", "output_tail")
 _ID = "{id:[0-9a-f]{32}}"
+_DELIVERY_ID = "{id:[0-9A-Za-z._-]+}"  # an X-GitHub-Delivery (a GUID); at most 64 characters (openapi.DELIVERY_ID)
 _PROJECTS = re.compile(r"/api/v1/projects(/[0-9a-f]{32})?")
 # The project settings PUT /api/v1/projects/{id} takes: name -> JSON type(s)
 PROJECT_SETTINGS: dict[str, tuple[type, ...]] = {
@@ -75,6 +78,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(f"/api/v1/runs/{_ID}/{verb}", _api(decide(verb)))
     app.router.add_get(f"/api/v1/validation/{_ID}", _api(get_validation))
     app.router.add_post(f"/api/v1/validation/{_ID}/retry", _api(retry_validation))
+    app.router.add_post(f"/api/v1/deliveries/{_DELIVERY_ID}/replay", _api(replay_delivery))
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -409,3 +413,34 @@ async def retry_validation(request: web.Request) -> web.Response:
                                       details={"pr": state.pr_number, "validation_id": new.id, "from": state.id})
     return web.json_response(validation_json(request, new), status=202,
                              headers={"Location": f"/api/v1/validation/{new.id}"})
+
+
+async def replay_delivery(request: web.Request) -> web.Response:
+    """Handle a stored delivery again (pipeline/deliveries/replay.py), for an admin or maintainer of its
+    repository: 202 with the job queued for it. A delivery of no repository the user can see (or of
+    none: installation events are the operator's, `codegenapp deliveries replay`) is 404."""
+    services: Services = request.app[SERVICES]
+    if services.replays is None:
+        return _error(503, "replaying deliveries is not available on this app")
+    delivery_id = request.match_info["id"]
+    view = await services.replays.get(delivery_id) if len(delivery_id) <= 64 else None
+    project = (await services.store.projects.get_project_by_repo_id(view.repository_id)
+               if view is not None and view.repository_id is not None else None)
+    if view is None or project is None:
+        return _error(404, "no such delivery")
+    try:
+        await auth.require_project_id(request, project.id, manage=True)
+    except web.HTTPNotFound:
+        return _error(404, "no such delivery")
+    except web.HTTPForbidden:
+        return _error(403, f"replaying a delivery of {project.name} needs admin or maintain on the repository")
+    user = await _user(request)
+    try:
+        replayed = await services.replays.replay(view.id, actor=user.login)
+    except UnknownDelivery:
+        return _error(404, "no such delivery")
+    except ReplayRefused as exc:
+        return _error(409, str(exc))
+    return web.json_response({"delivery_id": view.id, "job_id": replayed.job_id, "status": "queued",
+                              "event": view.event, "action": view.action, "repository": view.repository,
+                              "pr_number": view.pr_number}, status=202)

@@ -243,6 +243,14 @@ def _validation_retried(e: Event) -> list[Piece]:
             " from the dashboard"]
 
 
+def _replayed(e: Event) -> list[Piece]:
+    what = e.text("event")
+    page = f"/projects/{e.where.project}/deliveries" if e.where.project else None
+    delivery = Part("a delivery", href=page) if page else "a delivery"
+    return [_who(e), " replayed ", delivery, f" ({what[:1].lower()}{what[1:]})" if what else None, *_on_pr(e),
+            ": it is handled again"]
+
+
 def _merged(e: Event) -> list[Piece]:
     base, method = e.text("base"), e.text("method")
     return [_who(e), " merged ", _pr(e) or "a pull request", *_at_sha(e), f" into {base}" if base else None,
@@ -351,6 +359,7 @@ _KINDS: dict[str, Kind] = {
     "merge.branch_deleted": Kind("Branch deleted", "merge", _branch_deleted),
     "auto_merge.set": Kind("Auto-merge turned on or off", "merge", _auto_merge),
     "command.refused": Kind("Command refused", "command", _refused),
+    "delivery.replayed": Kind("Delivery replayed", "command", _replayed),
     **{f"command.{name}": Kind(f"{usage.split()[0]} command", "command", _command(name))
        for name, (usage, _) in COMMANDS.items()},
     **{f"button.{identifier}": Kind(f"{label} button", "command", _button(identifier))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from bot import labels
 from bot.events import AppEvent
+from bot.services import Services
 from dashboard import auth
 from dashboard.projects import live_status
 from dashboard.rendering import services_of
@@ -22,6 +24,34 @@ LIVE_EVENTS = ("project.status.updated", "agent.run.started", "agent.run.updated
 # After these, the project's card and PR overview change: a `project.status.updated` follows them.
 CHANGES_STATUS = frozenset({"validation.started", "validation.completed", "pr.updated", "merge.merged"})
 WEBSOCKETS = web.AppKey("dashboard_websockets", set)
+
+
+class SharedStatus:
+    """`live_status` computed once per (project, event) and shared by every socket that forwards the
+    event: each socket gets the same AppEvent object from the bus, so that object names the event. The
+    last `size` are kept (with their event, so that an id is never reused while it is a key); a socket
+    further behind computes its own."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._found: OrderedDict[tuple[str, int], tuple[AppEvent, asyncio.Future[dict[str, Any]]]] = OrderedDict()
+        self.computed = 0  # how many times live_status ran (the tests' count)
+
+    async def of(self, services: Services, event: AppEvent) -> dict[str, Any]:
+        project_id = event.data["project_id"]
+        key = (project_id, id(event))
+        found = self._found.get(key)
+        if found is None or found[0] is not event:
+            self.computed += 1
+            future = asyncio.ensure_future(live_status(services, project_id))
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, if nobody waits
+            self._found[key] = found = (event, future)
+            while len(self._found) > self._size:
+                self._found.popitem(last=False)
+        return await asyncio.shield(found[1])  # one socket closing does not cancel the others' status
+
+
+SHARED_STATUS = web.AppKey("dashboard_shared_status", SharedStatus)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -42,6 +72,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
     services = services_of(request)
+    shared = request.app[SHARED_STATUS]
     try:
         with services.bus.subscribe() as queue:
             reader = asyncio.ensure_future(ws.receive())
@@ -62,7 +93,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 await ws.send_json({"event": event.name, "data": described(event, name)})
                 if event.name in CHANGES_STATUS:
                     await ws.send_json({"event": "project.status.updated",
-                                        "data": await live_status(services, event.data["project_id"])})
+                                        "data": await shared.of(services, event)})
             reader.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
         pass

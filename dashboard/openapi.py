@@ -31,6 +31,7 @@ def _ref(name: str) -> dict[str, Any]:
 
 
 ID = _s("string", pattern="^[0-9a-f]{32}$")
+DELIVERY_ID = _s("string", pattern="^[0-9A-Za-z._-]{1,64}$", description="the delivery's X-GitHub-Delivery")
 WHEN = _s("string", format="date-time")
 WHEN_OR_NULL = _s("string", format="date-time", nullable=True)
 TEXT = _s("string", maxLength=20_000)
@@ -99,6 +100,12 @@ SCHEMAS: dict[str, Any] = {
         "auto_merge_eligible": _s("boolean"), "steps": _s("array", items=_ref("Step")),
         "error": _s("string", nullable=True), "details_url": _s("string"), "created_at": WHEN,
         "started_at": WHEN_OR_NULL, "completed_at": WHEN_OR_NULL}),
+    "DeliveryReplay": _obj({
+        "delivery_id": DELIVERY_ID, "job_id": _s("integer", description="the job that handles it again"),
+        "status": _s("string", enum=["queued"], description="the job's status"),
+        "event": _s("string"), "action": _s("string", nullable=True),
+        "repository": _s("string", nullable=True, description="owner/repo"),
+        "pr_number": _s("integer", nullable=True, description="the pull request it is about, if one")}),
 }
 
 
@@ -179,6 +186,17 @@ PATHS: dict[str, Any] = {
                     "the new validation", "Validation", status="202",
                     errors=(_FORBIDDEN, _HIDDEN, {"409": _answer("the pull request is closed or gone"),
                                                   "503": _answer("validation is not set up on this app")})),
+    },
+    "/api/v1/deliveries/{id}/replay": {
+        "post": {**_op("Handle a stored webhook delivery again, from its stored payload (needs admin or maintain "
+                       "on its repository); what was done already is not done twice",
+                       "the job queued for it", "DeliveryReplay", status="202",
+                       errors=(_FORBIDDEN, {"404": _answer("no such delivery, or not of a repository the user can "
+                                                           "see")},
+                               {"409": _answer("the delivery is being handled (one of its jobs is queued or "
+                                               "running)"),
+                                "503": _answer("replaying is not available on this app")})),
+                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": DELIVERY_ID}]},
     },
 }
 

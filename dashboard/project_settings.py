@@ -1,12 +1,13 @@
 """A project's settings page: each key with the value a run uses and where it comes from (the repository's
 `.github/codegenapp.yml` at the default branch's head, the project's setting, or the default), the form
-(Validation; Agents and merging) and the project's secrets (deleting one asks first)."""
+(Validation; Agents and merging) and the project's secrets (deleting one asks first). The file is kept
+REPO_FILE_SECONDS per project (Services.repo_files), and the page says how long ago it was read."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from gidgethub import GitHubException
 from bot import labels
 from bot.errors import GitHubUnavailable, PermanentError
 from bot.models import Project
-from bot.services import Services
+from bot.services import REPO_FILE_SECONDS, Services
 from bot.store import InvalidSecret
 from bot.store.projects import MAX_SECRET_BYTES, SECRET_NAME
 from dashboard import auth
@@ -111,14 +112,30 @@ async def refuse_file_keys(services: Services, project: Project, values: dict[st
 @dataclass(frozen=True)
 class RepoFile:
     """`.github/codegenapp.yml` at the default branch's head: `status` is "found", "absent", "invalid"
-    (`problem` says why) or "unreachable" (GitHub could not be asked; `problem` says why)."""
+    (`problem` says why) or "unreachable" (GitHub could not be asked; `problem` says why). `read_at`: when
+    it was read (the cache's clock); `age`: how many seconds ago, when it came from the cache (else None)."""
 
     status: str
     config: RepoConfig | None = None
     problem: str = ""
+    read_at: float = 0.0
+    age: float | None = None
 
 
 async def read_repo_file(services: Services, project: Project) -> RepoFile:
+    """The file as read within the last REPO_FILE_SECONDS (services.repo_files, by project), or read now;
+    a failed read is not kept, so the next view asks GitHub again."""
+    cache = services.repo_files
+    kept: RepoFile | None = cache.get(project.id)
+    if kept is not None:
+        return replace(kept, age=max(0.0, cache.timer() - kept.read_at))
+    repo_file = await _read_repo_file(services, project)
+    if repo_file.status != "unreachable":
+        cache[project.id] = repo_file = replace(repo_file, read_at=cache.timer())
+    return repo_file
+
+
+async def _read_repo_file(services: Services, project: Project) -> RepoFile:
     if not services.github.configured or project.installation_id is None:
         return RepoFile("unreachable", problem="the GitHub App is not configured for this repository")
     try:
@@ -131,6 +148,14 @@ async def read_repo_file(services: Services, project: Project) -> RepoFile:
     except (GitHubUnavailable, GitHubException, PermanentError, aiohttp.ClientError, OSError) as exc:
         return RepoFile("unreachable", problem=str(exc) or type(exc).__name__)
     return RepoFile("absent") if config is None else RepoFile("found", config)
+
+
+def read_ago(repo_file: RepoFile) -> str | None:
+    """"read 12 s ago" for a file from the cache (a maintainer who just pushed knows the page may be behind)."""
+    if repo_file.age is None:
+        return None
+    seconds = int(repo_file.age)
+    return "read just now" if seconds < 1 else f"read {seconds} s ago"
 
 
 def file_url(project: Project) -> str:
@@ -167,13 +192,16 @@ EMPTY_WORDS = {"cache_key": "the usual manifests and lock files", "ui": "no UI c
                "analysis": "none", "setup_commands": "no commands", "validate_commands": "no commands"}
 
 
-def file_only_rows(resolved: Mapping[str, Resolved]) -> list[dict[str, Any]]:
-    """The keys only the file sets, for the page's list: label, key, lines (or the words for none; `code`:
+MERGE_KEYS = ("merge_method", "delete_branch_after_merge")  # shown under "Agents and merging", the rest under Validation
+
+
+def file_only_rows(resolved: Mapping[str, Resolved], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The keys only the file sets, for the page's lists: label, key, lines (or the words for none; `code`:
     commands and names, shown as code), source."""
     return [{"key": key, "label": FILE_ONLY_LABELS[key], "lines": shown_lines(key, resolved[key].value),
              "code": key in CODE_KEYS, "empty": EMPTY_WORDS.get(key, "none"),
              "source": labels.setting_source(resolved[key].source)}
-            for key in FILE_ONLY_KEYS]
+            for key in keys]
 
 
 async def _settings_view(request: web.Request, project: Project, repo_file: RepoFile, *, status: int = 200,
@@ -189,8 +217,10 @@ async def _settings_view(request: web.Request, project: Project, repo_file: Repo
         file_url=file_url(project), resolved=resolved,
         sources={key: labels.setting_source(r.source) for key, r in resolved.items()},
         file_text={key: "\n".join(shown_lines(key, resolved[key].value)) for key in FILE_KEY_OF},
-        empty_words=EMPTY_WORDS, file_only=file_only_rows(resolved),
-        merge_method=shown_lines("merge_method", resolved["merge_method"].value)[0],
+        empty_words=EMPTY_WORDS,
+        file_only=file_only_rows(resolved, [key for key in FILE_ONLY_KEYS if key not in MERGE_KEYS]),
+        merge_rows=file_only_rows(resolved, MERGE_KEYS), read_ago=read_ago(repo_file),
+        reread_seconds=int(REPO_FILE_SECONDS),
         default_backend="codegen" if codegen else "none",
         limits={"text": MAX_TEXT, "commands": MAX_COMMANDS, "command": MAX_COMMAND, "fix": MAX_FIX_ATTEMPTS,
                 "secret_kib": MAX_SECRET_BYTES // 1024},

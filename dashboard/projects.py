@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bot import labels
-from bot.models import AGENT_TERMINAL, Project, utcnow
+from bot.models import Project, utcnow
 from bot.services import Services
 from bot.store.tracked_pulls import OverviewRow
 from bot.startup_report import oauth_ready
@@ -32,7 +32,7 @@ async def index(request: web.Request) -> web.Response:
         return await render(request, "login.html", login_ready=oauth_ready(settings))
     projects = await auth.visible_projects(request)
     selected = request.query.get("project")
-    cards = [await _card(services, p) for p in projects if p.pinned or p.name == selected]
+    cards = await _cards(services, [p for p in projects if p.pinned or p.name == selected])
     return await render(request, "projects.html", projects=projects, cards=cards, labels=labels)
 
 
@@ -40,11 +40,16 @@ async def _overview(services: Services, project: Project) -> list[OverviewRow]:
     return await services.store.tracked_pulls.overview(project.id, closed_since=utcnow() - RECENTLY_CLOSED)
 
 
-async def _card(services: Services, project: Project, overview: list[OverviewRow] | None = None) -> dict[str, Any]:
-    rows = await _overview(services, project) if overview is None else overview
-    runs = await services.store.agent_runs.for_project(project.id, limit=50)
-    return {"project": project, "summary": card_summary(rows),
-            "running_runs": sum(1 for r in runs if r.status not in AGENT_TERMINAL)}
+async def _cards(services: Services, projects: list[Project],
+                 overviews: dict[str, list[OverviewRow]] | None = None) -> list[dict[str, Any]]:
+    """The projects' cards, in a fixed number of statements however many they are: their overviews
+    (unless given) and their running agent runs, each read for all of them at once."""
+    ids = [p.id for p in projects]
+    if overviews is None:
+        overviews = await services.store.tracked_pulls.overviews(ids, closed_since=utcnow() - RECENTLY_CLOSED)
+    running = await services.store.agent_runs.running_counts(ids)
+    return [{"project": p, "summary": card_summary(overviews[p.id]), "running_runs": running[p.id]}
+            for p in projects]
 
 
 def _pull_rows(overview: list[OverviewRow]) -> list[dict[str, Any]]:
@@ -70,7 +75,8 @@ async def project_page(request: web.Request, *, status: int = 200, problem: str 
     project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"])
     agent_problem = services.agent_runs.availability.problem(project)
     overview = await _overview(services, project)
-    return await render(request, "project.html", status=status, card=await _card(services, project, overview),
+    [card] = await _cards(services, [project], {project.id: overview})
+    return await render(request, "project.html", status=status, card=card,
                         validations=await services.store.validations.for_project(project.id, limit=20),
                         runs=await services.store.agent_runs.for_project(project.id, limit=20),
                         manage=await auth.can_manage(request, project), write=await auth.can_write(request, project),
@@ -98,7 +104,7 @@ async def live_status(services: Services, project_id: str) -> dict[str, Any]:
     project = await services.store.projects.get_project(project_id)
     if project is None:
         return {"project_id": project_id, "validation": None, "running_runs": 0}
-    card = await _card(services, project)
+    [card] = await _cards(services, [project])
     summary = card["summary"]
     validation = summary.validation
     return {"project_id": project_id, "repository": project.name,
@@ -106,6 +112,9 @@ async def live_status(services: Services, project_id: str) -> dict[str, Any]:
                 "id": validation.id, "pr_number": validation.pr_number,
                 "css": validation.conclusion or validation.status,
                 "label": labels.validation_state(validation.status, validation.conclusion)},
+            # the headline's failing PRs (pull_overview.card_headline), newest first: shown before `validation`
+            "failing_prs": [{"id": v.id, "pr_number": v.pr_number} for v in summary.named_failing],
+            "headline": summary.headline,
             "counts": {"failing": summary.failing, "validating": summary.validating, "waiting": summary.waiting,
                        "ready": summary.ready},
             "running_runs": card["running_runs"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot import labels
 from bot.models import (MERGE_MERGED, PR_CLOSED, PR_MERGED, VALIDATION_ACTIVE, VALIDATION_COMPLETED,
                         VALIDATION_WAITING, PullRequestMerge, TrackedPullRequest, ValidationState)
 
@@ -41,27 +42,60 @@ def pull_state(pull: TrackedPullRequest, validation: ValidationState | None,
 
 @dataclass(frozen=True)
 class CardSummary:
-    """A project card: its newest validation of an open PR's current head, and how many open PRs are in
-    each state (`validating`: queued or running only; a fork PR waiting for /ok-to-test is `waiting`)."""
+    """A project card: its newest validation of an open PR's current head, the validations of the open
+    PRs whose current head fails (newest first), and how many open PRs are in each state (`validating`:
+    queued or running only; a fork PR waiting for /ok-to-test is `waiting`)."""
     validation: ValidationState | None
     failing: int
     validating: int
     waiting: int
     ready: int
     open: int
+    failing_validations: tuple[ValidationState, ...] = ()
+
+    @property
+    def named_failing(self) -> tuple[ValidationState, ...]:
+        """The failing PRs' validations the headline names (the newest HEADLINE_PRS)."""
+        return self.failing_validations[:HEADLINE_PRS]
+
+    @property
+    def headline(self) -> str:
+        """What the card says first (`card_headline`)."""
+        return card_headline(self)
 
 
 def card_summary(rows: list[tuple[TrackedPullRequest, ValidationState | None, PullRequestMerge | None]]
                  ) -> CardSummary:
-    states = [(pull_state(pull, validation, merge), validation) for pull, validation, merge in rows]
+    states = [(pull_state(pull, validation, merge),
+               validation if validation is not None and validation.head_sha == pull.head_sha else None)
+              for pull, validation, merge in rows]  # an older head's result says nothing of the PR now
     open_rows = [(state, validation) for state, validation in states if state in OPEN_STATES]
     newest = max((v for _, v in open_rows if v is not None), key=lambda v: v.created_at, default=None)
+    failing = sorted((v for state, v in open_rows if state == FAILING and v is not None),
+                     key=lambda v: v.created_at, reverse=True)
 
     def count(wanted: str) -> int:
         return sum(1 for state, _ in open_rows if state == wanted)
 
     return CardSummary(validation=newest, failing=count(FAILING), validating=count(RUNNING),
-                       waiting=count(WAITING), ready=count(READY), open=len(open_rows))
+                       waiting=count(WAITING), ready=count(READY), open=len(open_rows),
+                       failing_validations=tuple(failing))
+
+
+# The failing PRs a card's headline names; "…" says there are more (the Failing count links to them all).
+HEADLINE_PRS = 3
+
+
+def card_headline(summary: CardSummary) -> str:
+    """The worst of the open PRs first: "2 failing: #3, #5" when a current head fails, else the newest
+    validation of an open PR's current head ("#4 Passed"), else "none yet". A passing #4 validated last
+    never hides a failing #3."""
+    if summary.failing_validations:
+        named = ", ".join(f"#{v.pr_number}" for v in summary.named_failing)
+        more = ", …" if summary.failing > len(summary.named_failing) else ""
+        return f"{summary.failing} failing: {named}{more}"
+    v = summary.validation
+    return "none yet" if v is None else f"#{v.pr_number} {labels.validation_state(v.status, v.conclusion)}"
 
 
 def ago(then: datetime | None, now: datetime) -> str:

@@ -108,8 +108,7 @@ async def run_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such agent run")
     validations = []
     if run.pr_number is not None:
-        validations = [v for v in await services.store.validations.for_project(project.id, limit=200)
-                       if v.pr_number == run.pr_number]
+        validations = await services.store.validations.for_pr(project.id, run.pr_number)
     events = await services.store.audit.for_run(project.id, run.id, pr_number=run.pr_number, since=run.created_at,
                                                 kinds_of_pr=PR_KINDS, limit=LOG_LINES)
     github_url = services.settings.github_url

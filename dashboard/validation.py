@@ -90,7 +90,6 @@ async def validation_live(request: web.Request) -> web.Response:
     return web.json_response({"status": validation.status, "conclusion": validation.conclusion, "running": running,
                               "state_label": model["state_label"], "took": model["took"],
                               "current": (live or {}).get("current"), "stage": (live or {}).get("stage"),
-                              "tail": (live or {}).get("tail", ""),
                               "steps": [row.as_json() for row in model["rows"]],
                               "current_key": current.key if current else None,
                               "log": current.log if current else [],

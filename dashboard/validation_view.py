@@ -1,7 +1,8 @@
 """What the validation page shows, decided from the stored validation as plain data (no I/O): every
-step with its state and duration, which ones are open, their logs (bounded, numbered), an analysis
-step's findings, and what a waiting or neutral run asks of a person. dashboard/validation.py renders
-it (templates/validation.html) and serves its live part as JSON."""
+step with its state and duration, which ones are open, their logs (bounded, numbered), the last lines
+of a passing validate or analysis step (its summary shows the last, pytest's "297 passed in 4.21s",
+while the step is folded), an analysis step's findings, and what a waiting or neutral run asks of a
+person. dashboard/validation.py renders it (templates/validation.html) and serves its live part as JSON."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from bot import labels
+from pipeline.report.text import PASSING_TAIL_LINES, last_lines
 
 LOG_LINES = 500  # of a step's log shown at first; "Show all" shows the rest
 LISTED_FINDINGS = 50
@@ -66,6 +68,12 @@ class StepRow:
     findings: list[Finding] = field(default_factory=list)
     more_findings: str = ""  # "... and 12 more": what the list leaves out
     open: bool = False
+    tail: list[str] = field(default_factory=list)  # a passing validate or analysis step's last lines, cleaned
+
+    @property
+    def last_line(self) -> str:
+        """What the folded row says it printed last ("297 passed in 4.21s"); "" when nothing."""
+        return self.tail[-1] if self.tail else ""
 
     @property
     def state_label(self) -> str:
@@ -173,6 +181,14 @@ def with_code(text: str) -> Markup:
                            for index, part in enumerate(parts))
 
 
+def passing_tail(step: Mapping[str, Any], count: int = PASSING_TAIL_LINES) -> list[str]:
+    """The last lines a passing validate or analysis step printed (its stored output is masked, as a
+    failing step's is), cleaned for display; [] for any other step."""
+    if step.get("status") != "passed" or step.get("stage") not in ("validate", "analysis"):
+        return []
+    return last_lines(str(step.get("output_tail") or ""), count)
+
+
 def _finished_row(index: int, step: Mapping[str, Any], recorded: Sequence[Mapping[str, Any]], *,
                   full_logs: bool) -> StepRow:
     findings, more = findings_of(step, recorded)
@@ -182,7 +198,19 @@ def _finished_row(index: int, step: Mapping[str, Any], recorded: Sequence[Mappin
     took = "" if status == "skipped" and not seconds else labels.duration(seconds)
     return StepRow(f"step-{index}", str(step.get("name", "")), str(step.get("stage", "")), status, took,
                    str(step.get("detail") or ""), str(step.get("note") or ""),
-                   log, total, findings, more, open=status in FAILED_STATES)
+                   log, total, findings, more, open=status in FAILED_STATES, tail=passing_tail(step))
+
+
+def _recorded_for(step: Mapping[str, Any], findings: Sequence[Mapping[str, Any]],
+                  analysis_steps: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The run's stored findings that `step` found: those naming it; of a result stored before findings
+    named their step, all of them when it was the only analysis step (with several, its page falls back
+    to the failing findings its output lists)."""
+    if step.get("stage") != "analysis":
+        return []
+    name = step.get("name")
+    return [f for f in findings
+            if f.get("step") == name or (not f.get("step") and len(analysis_steps) == 1)]
 
 
 def _key(step: Mapping[str, Any]) -> tuple[str, str]:
@@ -197,9 +225,10 @@ def step_rows(steps: Sequence[Mapping[str, Any]], *, planned: Iterable[Mapping[s
     planned ones still to come, pending. Of a run that ended without finishing (cancelled or
     superseded), the step that was running is cancelled and those to come were skipped. The failing
     steps and the running one are open; the others closed. `findings`: the run's, each under the
-    analysis step its "step" names."""
-    rows = [_finished_row(index, step, [f for f in findings if f.get("step") == step.get("name")],
-                          full_logs=full_logs)
+    analysis step its "step" names (_recorded_for)."""
+    analysis_steps = [str(s.get("name")) for s in steps
+                      if s.get("stage") == "analysis" and s.get("status") != "skipped"]
+    rows = [_finished_row(index, step, _recorded_for(step, findings, analysis_steps), full_logs=full_logs)
             for index, step in enumerate(steps, start=1)]
     to_come = Counter(_key(p) for p in planned)
     to_come.subtract(_key(step) for step in steps)

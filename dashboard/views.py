@@ -1,5 +1,5 @@
 """The dashboard's routes, one module a page: onboarding (App registration), projects (home, a project),
-project_settings, audit, account (API tokens), runs (agent runs), validation (a validation's page, linked
+project_settings, audit, deliveries (replay), account (API tokens), runs (agent runs), validation (a validation's page, linked
 from its check run), live (the WebSocket `/api/v1/ws`), api (the JSON API, added by bot/app.py).
 
 Server-rendered with Jinja2 (autoescape on); plain JS and CSS files in `static/`, no build step and no
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dashboard import (account, audit, auth, limits, live, onboarding, project_settings, projects, runs,
-                       security_headers, validation)
+from dashboard import (account, audit, auth, deliveries, limits, live, onboarding, project_settings, projects,
+                       runs, security_headers, validation)
 
 STATIC = Path(__file__).resolve().parent / "static"
 _VALIDATION = "/validations/{validation_id:[0-9a-f]{32}}"
@@ -24,6 +24,7 @@ def setup(app: web.Application) -> None:
     limits.setup(app)
     security_headers.setup(app)
     app[live.WEBSOCKETS] = set()
+    app[live.SHARED_STATUS] = live.SharedStatus()
     app.on_shutdown.append(live.close_websockets)
     app.router.add_get("/", projects.index)
     app.router.add_get("/setup/callback", onboarding.setup_callback)
@@ -36,6 +37,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/projects/{owner}/{repo}/secrets/{name}/delete", project_settings.confirm_delete_secret)
     app.router.add_post("/projects/{owner}/{repo}/secrets/{name}/delete", project_settings.delete_secret)
     app.router.add_get("/projects/{owner}/{repo}/audit", audit.audit_page)
+    app.router.add_get("/projects/{owner}/{repo}/deliveries", deliveries.deliveries_page)
+    app.router.add_post("/projects/{owner}/{repo}/deliveries/{delivery_id:[^/]{1,64}}/replay", deliveries.replay)
     app.router.add_get("/account", account.account_page)
     app.router.add_post("/account/tokens", account.create_token)
     app.router.add_post("/account/tokens/{token_id}/delete", account.delete_token)

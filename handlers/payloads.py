@@ -5,7 +5,7 @@ once instead of being retried); fields that older deliveries lack are tolerated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ class MalformedDelivery(PermanentError):
 
     def __init__(self, event: sansio.Event, path: str, problem: str) -> None:
         self.path = path
+        self.problem = problem
         action = event.data.get("action") if isinstance(event.data, Mapping) else None
         name = f"{event.event}.{action}" if isinstance(action, str) else event.event
         super().__init__(f"{name} delivery {event.delivery_id} {problem}. GitHub sends it in every such delivery, "
@@ -99,6 +100,32 @@ def installation_ref(installation: dict[str, Any], *, fallback_login: str | None
 def repo_ref(repo: dict[str, Any]) -> RepoRef:
     return RepoRef(id=repo["id"], full_name=repo["full_name"], private=bool(repo.get("private", False)),
                    default_branch=repo.get("default_branch"))
+
+
+def shape_problem(event_name: str, delivery_id: str, payload: Mapping[str, Any]) -> str | None:
+    """Why a delivery is not the shape its event promises, as the handlers read it (None: it is). The
+    delivery-log sweep skips such an entry with this reason instead of storing a job that would die."""
+    event = sansio.Event(dict(payload), event=event_name, delivery_id=delivery_id)
+    try:
+        _PROMISED.get(event_name, lambda _event: None)(event)
+    except MalformedDelivery as exc:
+        problem = exc.problem
+    except UnexpectedResponse as exc:
+        problem = f"has no usable {exc.missing} in `pull_request`"
+    else:
+        return None
+    action = payload.get("action")
+    return f"a {event_name}{'.' + action if isinstance(action, str) else ''} delivery that {problem}"
+
+
+_PROMISED: dict[str, Callable[[sansio.Event], object]] = {
+    "pull_request": pull_request_of,
+    "check_run": lambda event: required(event, "check_run.head_sha", str),
+    "check_suite": lambda event: required(event, "check_suite.head_sha", str),
+    "issue_comment": lambda event: (required(event, "issue.number", int), required(event, "comment.id", int)),
+    "installation": installation_of,
+    "installation_repositories": installation_of,
+}
 
 
 def sender_login(data: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gidgethub import routing, sansio
@@ -14,6 +15,7 @@ from handlers.payloads import parse_time, pull_request_of, required
 from pipeline.validation.gate import VALIDATING_ACTIONS, wants_validation
 
 router = routing.Router()
+log = logging.getLogger(__name__)
 
 # The events that change what the PR overview shows of a PR (its head, title, draft, state).
 TRACKED_ACTIONS = ("opened", "reopened", "synchronize", "edited", "ready_for_review", "converted_to_draft",
@@ -30,36 +32,35 @@ def snapshot_of(pull: PullRequest, raw: dict[str, Any]) -> PullSnapshot:
                         closed_at=parse_time(raw.get("closed_at")))
 
 
-async def _track(event: sansio.Event, ctx: EventContext) -> None:
+async def _track_and_validate(event: sansio.Event, ctx: EventContext) -> None:
+    """Record the PR for the overview, then validate its head if the action asks for it. An event older
+    than the one recorded (a delivery recovered from the log or replayed after a newer push was handled)
+    validates nothing: its head is no longer the PR's, and starting it would end the current head's run."""
     if ctx.installation_id is None:
-        return
-    snapshot = snapshot_of(pull_request_of(event), required(event, "pull_request", dict))
-    project = await ctx.project(recent=True)
-    if project is None:
-        return
-    if await ctx.services.store.tracked_pulls.record(project.id, snapshot):
-        ctx.services.bus.publish("pr.updated", project_id=project.id, pr_number=snapshot.number,
-                                 state=snapshot.state, head_sha=snapshot.head_sha)
-
-
-for _action in TRACKED_ACTIONS:  # before validating: a started validation finds its PR recorded
-    router.add(_track, "pull_request", action=_action)
-
-
-async def _validate(event: sansio.Event, ctx: EventContext) -> None:
-    pull_request = required(event, "pull_request", dict)
-    if ctx.installation_id is None or not wants_validation(event.data.get("action"), pull_request):
         return  # a repository webhook, not a delivery to the App
+    pull_request = required(event, "pull_request", dict)
     pull = pull_request_of(event)
     project = await ctx.project(recent=True)  # only who it is: start reads no settings
     if project is None:
         return
-    await ctx.services.validations.start(project, pull, trigger=f"pull_request.{event.data['action']}",
+    snapshot = snapshot_of(pull, pull_request)
+    current = await ctx.services.store.tracked_pulls.record(project.id, snapshot)
+    if current:
+        ctx.services.bus.publish("pr.updated", project_id=project.id, pr_number=snapshot.number,
+                                 state=snapshot.state, head_sha=snapshot.head_sha)
+    action = event.data.get("action")
+    if action not in VALIDATING_ACTIONS or not wants_validation(action, pull_request):
+        return
+    if not current:
+        log.info("%s #%d: not validating %s from an older %s event (a newer one was handled)",
+                 project.name, pull.number, pull.head_sha[:7], action)
+        return
+    await ctx.services.validations.start(project, pull, trigger=f"pull_request.{action}",
                                          claimer=event.delivery_id)
 
 
-for _action in sorted(VALIDATING_ACTIONS):
-    router.add(_validate, "pull_request", action=_action)
+for _action in sorted(set(TRACKED_ACTIONS) | set(VALIDATING_ACTIONS)):
+    router.add(_track_and_validate, "pull_request", action=_action)
 
 
 @router.register("pull_request", action="closed")

@@ -41,7 +41,7 @@ class StepResult:
 @dataclass(frozen=True)
 class Annotation:
     """A check-run annotation; lines are 1-based and inclusive, columns too. As the Checks API takes
-    it: pipeline/report/annotations.py (`annotation_payload`)."""
+    it: pipeline/report/annotations.py (`annotation_payload`, which leaves `step` out)."""
 
     path: str
     start_line: int
@@ -52,6 +52,7 @@ class Annotation:
     raw_details: str | None = None
     start_column: int | None = None
     end_column: int | None = None
+    step: str = ""  # the analysis step that found it (the runner records it); "" when not known
 
     def __post_init__(self) -> None:
         if self.annotation_level not in LEVELS:

@@ -22,7 +22,7 @@ from pipeline.ui_check.check import CHROMIUM_ARGS, DEFAULT_CHROMIUM
 CHROMIUM = os.environ.get("CHROMIUM_PATH", DEFAULT_CHROMIUM)
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
-__all__ = ["browser", "ARTIFACTS", "screenshot", "browser_missing", "watch_csp"]
+__all__ = ["browser", "ARTIFACTS", "screenshot", "browser_missing", "watch_csp", "logged_in_page"]
 
 
 def browser_missing() -> str | None:
@@ -67,3 +67,14 @@ def watch_csp(page: object) -> list[str]:
     page.on("console", lambda message: refused.append(message.text)  # type: ignore[attr-defined]
             if "Content Security Policy" in message.text else None)
     return refused
+
+
+async def logged_in_page(browser: object, url: str, *, width: int = 1280,
+                         height: int = 900) -> tuple[object, list[str]]:
+    """A page of a new browser context `width` x `height`, logged in to the dashboard at `url` (whoever
+    the fake GitHub approves the OAuth login as: `approve_oauth_as`), and the CSP violations it will report."""
+    context = await browser.new_context(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+    page = await context.new_page()
+    refused = watch_csp(page)
+    await page.goto(url + "/auth/login")
+    return page, refused

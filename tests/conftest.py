@@ -35,7 +35,11 @@ def make_settings(tmp_path: Path, app_private_key: str) -> Callable[..., Setting
 
     def make(**env: str) -> Settings:
         values = {"DATA_DIR": str(tmp_path / "data"), "APP_ID": str(APP_ID), "PRIVATE_KEY": app_private_key,
-                  "WEBHOOK_SECRET": WEBHOOK_SECRET, "LOG_LEVEL": "DEBUG", "JOB_LEASE_SECONDS": "5"}
+                  "WEBHOOK_SECRET": WEBHOOK_SECRET, "LOG_LEVEL": "DEBUG", "JOB_LEASE_SECONDS": "5",
+                  "RESYNC_INTERVAL": "0",  # tests that want the resync ask for it (tests/test_resync.py)
+                  # Deliveries come from the test; the delivery log is swept or polled only where a test asks
+                  # (tests/test_delivery_recovery.py, tests/test_polling_mode.py).
+                  "WEBHOOK_MODE": "webhook", "SWEEP_INTERVAL": "0"}
         values.update(env)
         return load_settings({k: v for k, v in values.items() if v is not None}, dotenv_path=None)
 

@@ -54,7 +54,7 @@ def test_confirm_and_reject_apply_only_to_a_waiting_plan() -> None:
     assert next_step(waiting, Confirm("alice")) == Transition("running", "plan confirmed by alice")
     assert next_step(waiting, Reject("bob")) == Finish("cancelled", "plan rejected by bob")
     refused = next_step(facts("running", agent_started=True), Confirm("alice"))
-    assert isinstance(refused, Refuse) and "running" in refused.reason
+    assert isinstance(refused, Refuse) and "(it is working)" in refused.reason
     # after confirm the run is running without an agent yet: it starts one to execute
     assert next_step(facts("running"), Tick()) == StartAgent(Mode.EXECUTE)
 
@@ -101,6 +101,9 @@ def test_validation_states_drive_the_run() -> None:
     assert isinstance(cancelled, Finish) and cancelled.status == "cancelled"
     waiting = next_step(run, PullObserved(OPEN, validation("action_required", status="waiting")))
     assert isinstance(waiting, Finish) and waiting.needs_human
+    neutral = next_step(run, PullObserved(OPEN, validation("neutral")))
+    assert isinstance(neutral, Finish) and neutral.needs_human
+    assert neutral.reason == "the validation ended without a verdict an agent can act on (Neutral): a human is needed"
 
 
 def test_a_lost_webhook_starts_the_validation_after_a_grace() -> None:
@@ -169,6 +172,9 @@ def test_errors_end_the_run_or_back_off() -> None:
     assert isinstance(last, Finish) and "gave up after" in last.reason
     failed = next_step(run, AgentObserved(AgentStatus("failed", raw_status="ERROR", error="boom")))
     assert failed == Finish("failed", "the agent run failed: boom", needs_human=False)
+    unsaid = next_step(run, AgentObserved(AgentStatus("failed", raw_status="MAX_ITERATIONS_REACHED")))
+    assert unsaid == Finish("failed", "the agent run failed: the agent service reported it as max iterations "
+                                      "reached", needs_human=False)
 
 
 # ---- prompts -----------------------------------------------------------------------------------------------
@@ -201,6 +207,43 @@ def test_a_fix_prompt_names_the_failing_step_and_its_masked_tail() -> None:
     assert "Step `pytest` (validate) failed." in text and "AssertionError token=***" in text
     assert "s3cr3t" not in text and "x" * 3001 not in text
     assert "Step `lint` (validate) timed out: stopped after 1 min" in text and "checkout" not in text
+
+
+def test_a_fix_prompt_lists_every_finding_of_a_step_whose_long_output_would_push_them_out() -> None:
+    # the analysis verdict puts the findings at the top of the tail; ~3 KB of stderr after them
+    listed = ["app.py:3 F401 `os` imported but unused", "app.py:9 E501 line too long (120 > 88)",
+              "lib/util.py:14 token=s3cr3t B105 hard-coded password"]
+    ruff = {"name": "ruff", "stage": "analysis", "status": "failed", "detail": "3 findings on changed lines",
+            "output_tail": "\n".join(listed) + "\n\n" + "warning: noisy stderr line\n" * 150}
+    stored = [{"path": "app.py", "line": 3, "end_line": 3, "level": "failure", "rule": "F401",
+               "message": "`os` imported but unused", "step": "ruff"},
+              {"path": "app.py", "line": 9, "end_line": 9, "level": "failure", "rule": "E501",
+               "message": "line too long\n (120 > 88)", "step": None},  # the one analysis step found it
+              {"path": "lib/util.py", "line": 14, "end_line": 14, "level": "failure", "rule": "B105",
+               "message": "hard-coded password s3cr3t", "step": "ruff"},
+              {"path": "app.py", "line": 1, "end_line": 1, "level": "warning", "rule": "W1", "message": "meh",
+               "step": "ruff"}]
+    results = {"steps": [{"name": "pytest", "stage": "validate", "status": "passed", "output_tail": "ok"}, ruff],
+               "findings": stored}
+    fix = fix_context(title="ruff: 3 findings on changed lines", head_sha="f" * 40, results=results, attempt=1,
+                      max_attempts=3, redact=lambda text: text.replace("s3cr3t", "***"))
+    text = fix_prompt(replace(CTX, pr_number=9, branch="feature"), fix)
+    assert "Step `ruff` (analysis) failed: 3 findings on changed lines" in text
+    assert "- app.py:3 F401 `os` imported but unused" in text
+    assert "- app.py:9 E501 line too long (120 > 88)" in text
+    assert "- lib/util.py:14 B105 hard-coded password ***" in text and "s3cr3t" not in text
+    assert "W1" not in text  # a warning does not fail the check
+
+    many = {**results, "findings": [{**stored[0], "line": n} for n in range(1, 61)]}
+    text = fix_prompt(replace(CTX, pr_number=9, branch="feature"),
+                      fix_context(title="t", head_sha="f" * 40, results=many, attempt=1, max_attempts=3))
+    assert "- app.py:50 F401" in text and "- app.py:51 F401" not in text and "- … and 10 more" in text
+
+    old = {"steps": results["steps"]}  # stored before findings were: the step's tail as before
+    text = fix_prompt(replace(CTX, pr_number=9, branch="feature"),
+                      fix_context(title="t", head_sha="f" * 40, results=old, attempt=1, max_attempts=3))
+    assert "Step `ruff` (analysis) failed" in text and "findings on the changed lines:" not in text
+    assert "noisy stderr line" in text
 
 
 def test_a_fix_prompt_carries_the_rules_and_the_planning_statement_as_every_prompt_does() -> None:

@@ -18,6 +18,7 @@ from dashboard.api import add_routes
 from dashboard.openapi import document
 from tests.api_support import api_token_for
 from tests.pull_requests import open_pull_request, record_project, seed_validation
+from tests.test_replay import finish_jobs
 
 URI = "urn:codegenapp:api"
 UNDOCUMENTED = {"/api/v1/ws", "/api/v1/openapi.json", "/api/v1/webhooks/github"}
@@ -39,6 +40,7 @@ class Checked:
     async def __call__(self, method: str, path: str, body: Any = None, *, token: str | None = None,
                        valid_body: bool = True) -> tuple[int, Any]:
         template = re.sub(r"/[0-9a-f]{32}(?=/|$)", "/{id}", path.split("?")[0])
+        template = re.sub(r"^/api/v1/deliveries/[^/]+", "/api/v1/deliveries/{id}", template)  # a GUID
         operation = self.doc["paths"][template][method.lower()]
         escaped = template.replace("~", "~0").replace("/", "~1")
         base = f"/paths/{escaped}/{method.lower()}"
@@ -194,8 +196,19 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     assert status == 200 and cancelled["status"] == "cancelled"
     assert (await call("POST", f"/api/v1/runs/{nobody}/confirm"))[0] == 404
 
+    # replaying a delivery (the worker is stopped: a replay's job stays queued)
+    sent = await bot.webhooks.send("pull_request", bot.scenario.payload("labeled"))
+    await finish_jobs(bot.store, fail=set())
+    delivery = f"/api/v1/deliveries/{sent.body['delivery']}/replay"
+    assert (await call("POST", delivery, token=reader))[0] == 403
+    status, replayed = await call("POST", delivery)
+    assert status == 202 and replayed["status"] == "queued" and replayed["action"] == "labeled"
+    assert (await call("POST", delivery))[0] == 409
+    assert (await call("POST", "/api/v1/deliveries/no-such-delivery/replay"))[0] == 404
+
     audit = [(e.action, e.actor) for e in await bot.store.audit.list(project_id=project.id)]
     assert ("validation.retried", "alice") in audit and ("project.settings.updated", "alice") in audit
+    assert ("delivery.replayed", "alice") in audit
 
     # without a token
     async with bot.webhooks.session.get(bot.url + "/api/v1/projects") as response:

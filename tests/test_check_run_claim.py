@@ -146,6 +146,28 @@ async def test_a_check_run_recorded_for_a_validation_ended_meanwhile_is_reported
     assert (await store.jobs.counts())["queued"] == 1
 
 
+async def test_a_delivery_run_again_after_its_validation_ended_begins_no_other(
+        store: Store, other_store: Store, project_id: str) -> None:
+    # d1's job began it and was killed (or lost its lease) before the job was recorded done; meanwhile
+    # the PR moved on (d2's new head ended it). d1's job, run again, must neither end the newer head's
+    # run nor begin a second validation (and check run) of its old head.
+    first = await begin_validation(store, project_id, "d1")
+    await store.validations.set_check_run(first.validation.id, 41)
+    newer = await begin_validation(store, project_id, "d2", head_sha="c" * 40)
+    assert [v.id for v in newer.ended] == [first.validation.id]
+    again = await begin_validation(other_store, project_id, "d1")
+    assert (again.validation.id, again.claimed, again.ended) == (first.validation.id, False, [])
+    assert (await store.validations.get(newer.validation.id)).status == "queued"
+    # cancelled by hand, then d2's job run again: it stays cancelled
+    assert await store.validations.cancel(newer.validation.id, title="Cancelled: by hand")
+    again = await begin_validation(other_store, project_id, "d2", head_sha="c" * 40)
+    assert (again.validation.id, again.claimed) == (newer.validation.id, False)
+    # another delivery of that head (a later event) does begin a new validation
+    later = await begin_validation(store, project_id, "d3", head_sha="c" * 40)
+    assert later.claimed and later.validation.id not in (first.validation.id, newer.validation.id)
+    assert len(await store.validations.for_project(project_id)) == 3
+
+
 # ---- two processes' ValidationService over one database, against the fake GitHub -----------------------
 
 class CheckRunHold:

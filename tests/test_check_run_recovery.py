@@ -70,6 +70,29 @@ async def test_a_check_run_answered_too_late_is_adopted_by_the_retry_not_created
     assert await queued_validations(store) == [state.id]
 
 
+async def test_a_delivery_job_run_again_after_the_pr_moved_on_makes_no_second_check_run(
+        store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
+    # The state a SIGKILL leaves when it comes after a delivery's job made its check run but before the
+    # job was recorded done (or when its lease expired under load and it was claimed again): by the
+    # time the job runs again its validation may have ended, here superseded by a push.
+    service = validation_service_without_runner(store, github_of_process())
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
+    first = await service.start(project, pr, trigger="pull_request.opened", claimer="delivery-1")
+    scenario.push({"more.txt": "more\n"})
+    pushed = PullRequest.parse(fake_github.pulls[(scenario.full_name, scenario.number)], source="the fake",
+                               repository=scenario.full_name)
+    second = await service.start(project, pushed, trigger="pull_request.synchronize", claimer="delivery-2")
+    again = await validation_service_without_runner(store, github_of_process()).start(
+        project, pr, trigger="pull_request.opened", claimer="delivery-1")  # delivery-1's job, run again
+    assert again.id == first.id
+    [old] = check_runs_of(fake_github, pr.head_sha)
+    assert (old["external_id"], old["conclusion"]) == (first.id, "cancelled")
+    [new] = check_runs_of(fake_github, pushed.head_sha)
+    assert (new["external_id"], new["status"]) == (second.id, "in_progress")  # not ended by the old head
+    assert (await store.validations.get(second.id)).status == "queued"
+    assert len(await store.validations.for_project(project.id)) == 2
+
+
 async def test_a_new_validation_creates_its_check_run_without_looking_first(
         store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
     project, scenario, pr = await recorded_pull_request(store, fake_github)

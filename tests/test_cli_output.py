@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.network_note import network_note
+from pipeline.repo_config.effective import EffectiveConfig
 from pipeline.report.local import UNKNOWN_STEP, LocalRun, findings_by_step, json_report
 from pipeline.report.terminal import report_format, terminal_report, use_colour
 from pipeline.report.text import last_lines
 from pipeline.results import Annotation, Screenshot, StepResult
-from pipeline.validation.local_run import setup_renames, setup_step_names
+from pipeline.validation.stages import planned_steps, setup_step_names
 from tests.cli_support import cli_env, codegenapp, codegenapp_in_terminal
 from tests.sandbox_support import needs_bwrap
 from tests.test_local_run import commit
@@ -206,8 +207,9 @@ def test_setup_steps_are_named_after_their_commands() -> None:
     names = setup_step_names(commands)
     assert names == ["pip install -r requirements.txt", "npm ci", "npm ci (2)",
                      "python -m venv .venv && .venv/bin/pip i…", "make deps"]
-    assert setup_renames(commands)["setup 2"] == "npm ci" and "setup" not in setup_renames(commands)
-    assert setup_renames(["npm ci"]) == {"setup": "npm ci"}
+    assert setup_step_names(["npm ci"]) == ["npm ci"]
+    # one naming for the runner, the planned steps (the validation page) and every report
+    assert [p["name"] for p in planned_steps(EffectiveConfig(setup=tuple(commands)))][1:6] == names
 
 
 def test_findings_belong_to_the_one_analysis_step_or_to_none_when_several_ran() -> None:
@@ -253,6 +255,18 @@ def test_codegenapp_alone_prints_the_help_with_examples(tmp_path: Path) -> None:
     helped = codegenapp("validate", "--help", env=cli_env(tmp_path))
     assert helped.returncode == 0 and "--format {text,markdown,json}" in helped.stdout
     assert "NO_COLOR" in helped.stdout and "examples:" in helped.stdout
+
+
+def test_validate_as_json_that_could_not_start_still_prints_a_document(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    nowhere = codegenapp("validate", str(tmp_path / "nowhere"), "--format", "json", "--no-snapshots", env=env)
+    commit(tmp_path / "bad", {".github/codegenapp.yml": "validate: 3\n", "app.py": "x = 1\n"})
+    invalid = codegenapp("validate", str(tmp_path / "bad"), "--format", "json", "--no-snapshots", env=env)
+    for result in (nowhere, invalid):
+        assert result.returncode == 2, result
+        document = json.loads(result.stdout)
+        assert set(document) == {"format", "error"} and document["format"] == 1
+        assert document["error"] and f"codegenapp: {document['error']}" in result.stderr
 
 
 CONFIG = """\

@@ -127,6 +127,12 @@ def test_the_pr_is_found_in_github_pull_requests() -> None:
     minimal = status_from_response({"id": 1, "status": "SOMETHING_NEW"}, mode="execute", repository=None,
                                    github_url=GITHUB)
     assert minimal.state == "running" and minimal.pr_number is None
+    errored = status_from_response({"id": 1, "status": "ERROR", "summary": "out of credits"}, mode="execute",
+                                   repository=None, github_url=GITHUB)
+    assert errored.state == "failed"
+    assert errored.error == "Codegen reports that the run ended with an error: out of credits"
+    failed = status_from_response({"id": 1, "status": "FAILED"}, mode="execute", repository=None, github_url=GITHUB)
+    assert failed.error == "Codegen reports that the run failed"  # in words, not its raw status
 
 
 @pytest.mark.parametrize("url", [

@@ -216,7 +216,7 @@ async def test_merge_before_and_after_the_validation_succeeded(app, pr, fake_git
 async def test_a_failed_validation_is_not_merged(app, pr, fake_github) -> None:
     await seed_validation(app.store, pr, conclusion="failure")
     await comment(app, pr, "/merge", user="wes")
-    assert "did not succeed (failure: seeded)" in replies(fake_github, pr)[-1] and fake_github.merges == []
+    assert "did not pass (Failed: seeded)" in replies(fake_github, pr)[-1] and fake_github.merges == []
 
 
 async def test_the_merge_method_comes_from_the_command_then_the_config(app, fake_github) -> None:

@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from cachetools import TTLCache
 
 from bot.models import Project
+from bot.services import REPO_FILE_SECONDS
 from dashboard import account, auth
 from dashboard.project_settings import keep_file_keys, shown_lines
 from pipeline.repo_config.effective import effective_config
@@ -200,10 +202,47 @@ async def test_an_invalid_file_and_an_unreachable_github_are_said(dashboard) -> 
         assert "is invalid:</strong>" in page and "timeout" in page and "Validations fail until it is fixed" in page
         assert 'name="validate_commands"' in page  # the project's value, editable
 
+        dashboard.services.repo_files.clear()  # as after REPO_FILE_SECONDS
         dashboard.fake.fail_next("GET", f"/repos/acme/widgets/contents/{CONFIG}", status=502, times=10)
         page = await _page(session, dashboard.url + SETTINGS)
-    assert "GitHub could not be reached</strong>" in page and 'name="validate_commands"' in page
-    dashboard.fake.clear_faults()
+        assert "GitHub could not be reached</strong>" in page and 'name="validate_commands"' in page
+        dashboard.fake.clear_faults()
+        page = await _page(session, dashboard.url + SETTINGS)  # a failed read is not kept: asked again
+    assert "is invalid:</strong>" in page
+
+
+async def test_views_and_saves_within_the_ttl_read_the_file_once_and_say_when(dashboard) -> None:
+    fake, path = dashboard.fake, f"/repos/acme/widgets/contents/{CONFIG}"
+    fake.set_permission("acme/widgets", "alice", "admin")
+    fake.set_file("acme/widgets", "main", CONFIG, "validate:\n  - pytest -q\n")
+    now = [1000.0]
+    dashboard.services.repo_files = TTLCache(1024, REPO_FILE_SECONDS, timer=lambda: now[0])
+    project = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        first = await _page(session, dashboard.url + SETTINGS)
+        once = len(fake.calls_to("GET", path))
+        assert once >= 1 and 'data-field="file-age"' not in first
+        now[0] += 12
+        fake.set_file("acme/widgets", "main", CONFIG, "validate:\n  - make check\n")  # a push meanwhile
+        second = await _page(session, dashboard.url + SETTINGS)
+        assert len(fake.calls_to("GET", path)) == once
+        assert "pytest -q</textarea>" in second
+        assert ("The file was read 12 s ago; this page reads it again after 30 s, so a push since then may not "
+                "show yet.") in second
+
+        token = await csrf_of(session, dashboard.url + SETTINGS)
+        form = {"csrf_token": token, "validate_commands": "make other", "max_fix_attempts": "3"}
+        async with session.post(dashboard.url + SETTINGS, data=form) as response:  # refused by the kept file
+            assert response.status == 400 and "Validate commands is set in" in await response.text()
+        async with session.put(f"{dashboard.url}/api/v1/projects/{project.id}", json={"setup_commands": ["make"]},
+                               headers={"X-CSRF-Token": token}) as response:
+            assert response.status == 200, await response.text()
+        assert len(fake.calls_to("GET", path)) == once
+
+        now[0] += REPO_FILE_SECONDS
+        third = await _page(session, dashboard.url + SETTINGS)
+    assert len(fake.calls_to("GET", path)) == 2 * once
+    assert "make check</textarea>" in third and 'data-field="file-age"' not in third
 
 
 async def test_deleting_a_secret_asks_first(dashboard) -> None:

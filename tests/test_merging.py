@@ -52,11 +52,12 @@ def test_a_validated_open_pr_may_be_merged() -> None:
     ({}, Validation(status="queued", conclusion=None), "still running"),
     ({}, Validation(status="in_progress", conclusion=None), "still running"),
     ({}, Validation(status="waiting", conclusion="action_required"), "/ok-to-test"),
-    ({}, Validation(conclusion="failure"), "did not succeed (failure)"),
-    ({}, Validation(conclusion="cancelled"), "did not succeed (cancelled)"),
+    ({}, Validation(conclusion="failure"), "did not pass (Failed)"),
+    ({}, Validation(conclusion="cancelled"), "did not pass (Cancelled)"),
     ({}, Validation(conclusion="failure", title="ruff failed in analysis — 2 of 3 steps passed"),
-     "did not succeed (failure: ruff failed in analysis — 2 of 3 steps passed)"),
-    ({}, Validation(status="superseded", conclusion="cancelled"), "did not succeed (cancelled)"),
+     "did not pass (Failed: ruff failed in analysis — 2 of 3 steps passed)"),
+    ({}, Validation(status="superseded", conclusion="cancelled"), "did not pass (Superseded)"),
+    ({}, Validation(conclusion="action_required"), "did not pass (Action required)"),
     ({"mergeable": False, "mergeable_state": "dirty"}, Validation(), "conflicts with main"),
     ({"mergeable_state": "dirty"}, Validation(), "conflicts with main"),
     ({"mergeable_state": "behind"}, Validation(), "behind main"),
@@ -135,7 +136,12 @@ def test_required_checks_must_be_green() -> None:
                                "required check `build` is still pending")
     failing = merge_decision(pull(), Validation(), required=required, check_runs=[run("build", conclusion="failure")],
                              statuses=[status("ci/lint", "success")])
-    assert not failing.allowed and failing.reason == "required check `build` did not pass (failure)"
+    assert not failing.allowed and failing.reason == "required check `build` did not pass (Failed)"
+    waiting = merge_decision(pull(), Validation(), required=required,
+                             check_runs=[run("build", conclusion="action_required")],
+                             statuses=[status("ci/lint", "error")])
+    assert waiting.reason == ("required check `ci/lint` did not pass (Error); "
+                              "required check `build` did not pass (Action required)")
     green = merge_decision(pull(), Validation(), required=required, check_runs=[run("build")],
                            statuses=[status("ci/lint", "success")])
     assert green.allowed

@@ -79,6 +79,24 @@ def test_the_card_counts_each_state_and_shows_the_newest_validation_of_an_open_h
     assert card_summary([]).validation is None
 
 
+def test_the_cards_headline_says_the_worst_first_not_the_newest() -> None:
+    """Issue 15, "The project card lies": #4 passed last while #3 fails; the card must not read "#4 Passed"."""
+    def row(number: int, conclusion: str, minutes: int, *, state: str = PR_OPEN) -> tuple:
+        head = f"{number}" * 40
+        return (pull(number, head=head, state=state),
+                validation("completed", conclusion, head=head, number=number, created=NOW + timedelta(minutes=minutes)),
+                None)
+
+    summary = card_summary([row(3, "failure", 0), row(4, "success", 5)])
+    assert summary.headline == "1 failing: #3" and summary.validation.pr_number == 4  # the newest is kept too
+    assert [v.pr_number for v in summary.failing_validations] == [3]
+    many = card_summary([row(n, "failure" if n % 2 else "timed_out", n) for n in range(1, 6)] + [row(9, "success", 9)])
+    assert many.headline == "5 failing: #5, #4, #3, …" and many.failing == 5  # newest failing first
+    assert card_summary([row(4, "success", 5), row(3, "failure", 9, state=PR_CLOSED)]).headline == "#4 Passed"
+    old_head_failed = (pull(3, head="3" * 40), validation("completed", "failure", head="e" * 40, number=3), None)
+    assert card_summary([old_head_failed]).headline == "none yet"  # no verdict on its current head
+
+
 @pytest.mark.parametrize("seconds, expected", [(5, "just now"), (125, "2m ago"), (3 * 3600 + 59, "3h ago"),
                                                (2 * 86400 + 7, "2d ago"), (-30, "just now")])
 def test_ages_read_as_words(seconds, expected) -> None:
@@ -224,8 +242,12 @@ async def test_cards_count_failing_validating_and_waiting_prs_truthfully(dashboa
     card = page[page.index('class="card"'):]
     card = card[:card.index("</li>")]
     assert "acme/widgets" in card
-    last = re.search(r'data-field="validation"><a href="/validations/(\w+)">#(\d+)</a>\s*<span[^>]*>([^<]+)<', card)
-    assert last is not None and last.groups() == (made[4].id, "4", "Passed")
+    # the worst first: a failing #3 is not hidden by a passing #4 validated after it (issue 15)
+    assert re.search(r'data-field="headline-title">Needs a fix<', card)
+    headline = re.search(r'data-field="validation"><span[^>]*>([^<]+)</span>:\s*<a href="/validations/(\w+)">#(\d+)</a>',
+                         card)
+    assert headline is not None and headline.groups() == ("1 failing", made[3].id, "3")
+    assert "1 failing: #3" in _text(card).replace(" :", ":")
     counts = dict(re.findall(r'data-field="(failing|active-prs|waiting|ready)">(\d+)<', card))
     # a failing #3 is not hidden by a passing #4; the fork waiting for /ok-to-test is not "validating"
     assert counts == {"failing": "1", "active-prs": "1", "waiting": "1", "ready": "1"}

@@ -117,7 +117,7 @@ async def test_setup_with_network_fails_closed_without_slirp4netns(tmp_path: Pat
     plan = RunPlan(workspace=workspace(tmp_path), config=config, tracked_files=frozenset({"app.py"}))
     outcome = await PipelineRunner(sandbox).run(plan, redactor=Redactor())
     assert [(s.name, s.status, s.detail) for s in outcome.steps] == \
-        [("setup", "failed", "no safe network on the app's host"), ("tests", "skipped", "setup failed")]
+        [("echo ran > ran", "failed", "no safe network on the app's host"), ("tests", "skipped", "setup failed")]
     assert "apt-get install slirp4netns" in outcome.steps[0].output_tail
     assert "setup_network: false" in outcome.steps[0].output_tail
     assert not (plan.workspace / "ran").exists() and outcome.conclusion == "failure"
@@ -155,6 +155,7 @@ async def test_setup_can_download_a_package(tmp_path: Path) -> None:
 # A build that, like make or setuptools' build_ext, skips its output when it is newer than its source.
 BUILD = ("[ build/greeting.txt -nt src/greeting.txt ] || "
          "{ mkdir -p build && cp src/greeting.txt build/greeting.txt && echo built; }")
+BUILD_STEP = "[ build/greeting.txt -nt src/greeting.t…"  # named after its command, cut (setup_step_names)
 BUILT_GREETING = EffectiveConfig(setup=(BUILD,), validate=(Step("greeting", "grep -qx hello build/greeting.txt"),))
 
 
@@ -175,7 +176,7 @@ async def test_a_restored_snapshot_gives_the_verdict_of_a_cold_run(tmp_path: Pat
     warm = await runner.run(commit_checkout(tmp_path / "warm", pull_request), redactor=Redactor())
     cold = await PipelineRunner(await Sandbox.probe()).run(commit_checkout(tmp_path / "cold", pull_request),
                                                            redactor=Redactor())
-    assert [(s.name, s.status) for s in warm.steps] == [("snapshot", "restored"), ("setup", "passed"),
+    assert [(s.name, s.status) for s in warm.steps] == [("snapshot", "restored"), (BUILD_STEP, "passed"),
                                                         ("greeting", "failed")]
     assert warm.steps[1].output_tail.strip() == "built"  # the restored build/ was rebuilt from this commit
     assert warm.conclusion == cold.conclusion == "failure"
@@ -191,4 +192,4 @@ async def test_without_cache_key_a_changed_dependency_file_means_a_cold_setup(tm
     assert same_deps.steps[0].status == "restored"
     dropped = await runner.run(commit_checkout(tmp_path / "three", {**files, "requirements.txt": ""}),
                                redactor=Redactor())
-    assert [(s.name, s.status) for s in dropped.steps if s.stage == "setup"] == [("setup", "passed")]  # cold
+    assert [(s.name, s.status) for s in dropped.steps if s.stage == "setup"] == [(BUILD_STEP, "passed")]  # cold

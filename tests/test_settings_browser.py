@@ -63,7 +63,15 @@ async def test_settings_show_what_wins_and_ask_before_deleting(browser, dashboar
     await expect(page.locator("#validate_commands-source")).to_have_text("set in .github/codegenapp.yml")
     await expect(page.locator("#setup_commands-source")).to_have_text("project setting")
     await expect(page.locator("#auto_merge_enabled-source")).to_have_text("default")
-    await expect(page.get_by_text("squash and merge (set in the file)", exact=False)).to_be_visible()
+    # Validation, then Agents and merging (with the merge rows the file alone sets), then Secrets
+    assert await page.locator("h2").all_text_contents() == ["Validation", "Agents and merging", "Secrets"]
+    merging, validation = (page.get_by_role("region", name=name) for name in ("Agents and merging", "Validation"))
+    for label in ("Merge method", "Delete the branch after merging"):
+        await expect(merging.locator("dt", has_text=label)).to_be_visible()
+        await expect(validation.locator("dt", has_text=label)).to_have_count(0)
+    await expect(merging.locator("dt:has-text('Merge method') + dd")).to_contain_text(
+        "squash and merge set in .github/codegenapp.yml")
+    await expect(validation.locator("dt", has_text="Timeout")).to_be_visible()
 
     # the agent fields of the chosen backend only
     backend = page.get_by_label("Agent backend")
@@ -77,6 +85,8 @@ async def test_settings_show_what_wins_and_ask_before_deleting(browser, dashboar
     await expect(page.get_by_label("Agent command")).to_be_hidden()
     await expect(page.get_by_label("Planning statement")).to_be_visible()
 
+    await page.reload()  # within REPO_FILE_SECONDS: the file read before, and the page says when
+    await expect(page.locator("[data-field=file-age]")).to_contain_text("The file was read ")
     for name, width in WIDTHS.items():
         await page.set_viewport_size({"width": width, "height": 900})
         await screenshot(page, f"settings-{name}")

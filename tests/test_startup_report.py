@@ -4,6 +4,7 @@ mode, registered through the dashboard and restarted."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import aiohttp
@@ -20,7 +21,9 @@ SANDBOX_OK = {"mode": "bwrap", "sandboxed": True, "bwrap_version": "bubblewrap 0
 
 
 def block(settings, **facts) -> str:  # type: ignore[no-untyped-def]
-    return "\n".join(startup_report(StartupFacts(settings=settings, **facts)))
+    """Both parts of the block, the INFO rows and the rows to act on (WARNING)."""
+    report = startup_report(StartupFacts(settings=settings, **facts))
+    return "\n".join(report.info + report.warnings)
 
 
 def row(text: str, label: str) -> str:
@@ -61,10 +64,19 @@ def test_public_url_says_whether_github_can_reach_it(make_settings) -> None:
     public = row(block(make_settings(PUBLIC_URL="https://codegen.example.com")), "PUBLIC_URL")
     assert public == ("https://codegen.example.com: GitHub sends webhooks to "
                       "https://codegen.example.com/api/v1/webhooks/github")
-    loopback = row(block(make_settings(PUBLIC_URL="http://127.0.0.1:3001")), "PUBLIC_URL")
-    assert loopback.startswith("http://127.0.0.1:3001: GitHub cannot reach it (a loopback address)")
-    private = row(block(make_settings(PUBLIC_URL="http://192.168.1.20:3001")), "PUBLIC_URL")
+    loopback = row(block(make_settings(PUBLIC_URL="http://127.0.0.1:3001", WEBHOOK_MODE="webhook")), "PUBLIC_URL")
+    assert loopback.startswith("http://127.0.0.1:3001: GitHub cannot reach it (a loopback address), so no webhook")
+    private = row(block(make_settings(PUBLIC_URL="http://192.168.1.20:3001", WEBHOOK_MODE="webhook")), "PUBLIC_URL")
     assert "GitHub cannot reach it (a private-range address)" in private
+
+
+def test_in_polling_mode_an_unreachable_public_url_is_no_problem(make_settings) -> None:
+    settings = make_settings(PUBLIC_URL="http://127.0.0.1:3001", WEBHOOK_MODE="poll")  # its default there
+    report = startup_report(StartupFacts(settings=settings))
+    assert "PUBLIC_URL" not in labels(report.warnings)
+    assert row("\n".join(report.info), "PUBLIC_URL") == (
+        "http://127.0.0.1:3001: GitHub cannot reach it (a loopback address); polling mode: events are read from "
+        "the App's delivery log every 5 s")
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -111,6 +123,58 @@ def test_agents_say_which_backend_runs_by_default(make_settings) -> None:
         "Codegen (organization 42) by default")
     assert row(block(make_settings(CODEGEN_API_KEY="k")), "agents").startswith("Codegen needs CODEGEN_ORG_ID too")
     assert row(block(make_settings()), "agents").startswith("none by default")
+
+
+# ---- what is logged at WARNING ------------------------------------------------------------------
+
+def labels(lines: list[str]) -> list[str]:
+    return [line.split()[0] if not line.startswith("  GitHub App") else "GitHub App" for line in lines[1:]]
+
+
+def test_a_healthy_start_is_one_info_block_with_nothing_to_act_on(make_settings) -> None:
+    settings = make_settings(PUBLIC_URL="https://codegen.example.com", GITHUB_CLIENT_ID="Iv1.abc",
+                             GITHUB_CLIENT_SECRET="shh", CODEGEN_API_KEY="k", CODEGEN_ORG_ID="42")
+    report = startup_report(StartupFacts(settings=settings, sandbox=SANDBOX_OK, browser={"found": True}))
+    assert report.warnings == []
+    assert labels(report.info) == ["GitHub App", "PUBLIC_URL", "database", "login", "agents", "sandbox", "browser",
+                                   "jobs", "open"]
+
+
+def test_the_rows_to_act_on_move_to_the_warning_part_and_show_once(make_settings) -> None:
+    settings = make_settings(APP_ID=None, PRIVATE_KEY=None, WEBHOOK_SECRET=None, PUBLIC_URL="http://127.0.0.1:3001",
+                             WEBHOOK_MODE="webhook", CODEGEN_API_KEY="k")
+    broken = {"mode": "unavailable", "sandboxed": False, "notes": ["bwrap not found"], "layers": {}}
+    report = startup_report(StartupFacts(settings=settings, setup_token="t0k3n", sandbox=broken,
+                                         browser={"found": False}))
+    assert report.warnings[0] == "CodegenApp needs attention:"
+    assert labels(report.warnings) == ["GitHub App", "PUBLIC_URL", "agents", "sandbox", "browser", "open"]
+    assert labels(report.info) == ["database", "login", "jobs"]
+    assert row("\n".join(report.warnings), "open").startswith("http://127.0.0.1:3001/?setup_token=t0k3n ")
+
+
+async def test_with_log_level_warning_the_link_and_the_problems_still_show(start_bot, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    await start_bot(APP_ID=None, PRIVATE_KEY=None, WEBHOOK_SECRET=None, PUBLIC_URL="http://127.0.0.1:3001",
+                    WEBHOOK_MODE="webhook")
+    [record] = [r for r in caplog.records if "CodegenApp" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.name == "bot.app"
+    text = record.getMessage()
+    assert re.search(r"^  open +http://127\.0\.0\.1:3001/\?setup_token=\S+ ", text, flags=re.MULTILINE), text
+    assert "GitHub cannot reach it (a loopback address)" in row(text, "PUBLIC_URL")
+    assert "setup mode" in row(text, "GitHub App")
+    assert "CodegenApp is starting:" not in text
+
+
+async def test_at_info_the_block_and_the_warning_together_say_each_row_once(start_bot, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    await start_bot(APP_ID=None, PRIVATE_KEY=None, WEBHOOK_SECRET=None, PUBLIC_URL="http://127.0.0.1:3001",
+                    WEBHOOK_MODE="webhook")
+    records = [r for r in caplog.records if r.name == "bot.app" and "CodegenApp" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
+    text = "\n".join(r.getMessage() for r in records)
+    for label in ("GitHub App", "PUBLIC_URL", "database", "login", "agents", "sandbox", "browser", "jobs", "open"):
+        assert len(re.findall(rf"^  {label} ", text, flags=re.MULTILINE)) == 1, (label, text)
+    assert text.count("setup_token=") == 1 and text.count("cannot reach") == 1
 
 
 # ---- reachability --------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ def step(name: str, stage: str, status: str, seconds: float, tail: str = "", det
 def failed_with_findings() -> list[dict[str, Any]]:
     """A run that failed only for ruff's findings on the changed lines (pipeline/validation/analysis_verdict.py)."""
     ruff = judge_analysis(StepResult("ruff", "analysis", "passed", 2.4, 0, "ruff: 3 files checked\n"), RUFF_FINDINGS)
-    return [step("checkout", "checkout", "passed", 1.2), step("setup 1", "setup", "passed", 500.0, "installed\n"),
-            step("setup 2", "setup", "passed", 31.0), step("unit tests", "validate", "passed", 62.0, "297 passed\n"),
+    return [step("checkout", "checkout", "passed", 1.2),
+            step("pip install -e .", "setup", "passed", 500.0, "installed\n"),
+            step("npm ci", "setup", "passed", 31.0), step("unit tests", "validate", "passed", 62.0, "297 passed\n"),
             step("types", "validate", "passed", 8.0), ruff.__dict__,
             step("UI check", "ui", "skipped", 0.0, detail="analysis did not pass")]
 
@@ -59,28 +60,28 @@ def recorded_findings(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_the_plan_names_steps_as_the_runner_does() -> None:
     assert [(p["stage"], p["name"]) for p in PLANNED] == [
-        ("checkout", "checkout"), ("setup", "setup 1"), ("setup", "setup 2"), ("validate", "unit tests"),
+        ("checkout", "checkout"), ("setup", "pip install -e ."), ("setup", "npm ci"), ("validate", "unit tests"),
         ("validate", "types"), ("analysis", "ruff"), ("ui", "UI check")]
-    assert [p["name"] for p in planned_steps(EffectiveConfig(setup=("make",)))] == ["checkout", "setup"]
+    assert [p["name"] for p in planned_steps(EffectiveConfig(setup=("make",)))] == ["checkout", "make"]
 
 
 def test_a_running_run_lists_every_planned_step() -> None:
-    rows = step_rows([step("checkout", "checkout", "passed", 1.0), step("setup 1", "setup", "passed", 500.0)],
-                     planned=PLANNED, current="setup 2", current_stage="setup", current_elapsed=75.0,
+    rows = step_rows([step("checkout", "checkout", "passed", 1.0), step("pip install -e .", "setup", "passed", 500.0)],
+                     planned=PLANNED, current="npm ci", current_stage="setup", current_elapsed=75.0,
                      current_tail="a\nb\n")
     assert [(r.name, r.state, r.duration) for r in rows] == [
-        ("checkout", "passed", "1.0s"), ("setup 1", "passed", "8m 20s"), ("setup 2", "running", "1m 15s"),
+        ("checkout", "passed", "1.0s"), ("pip install -e .", "passed", "8m 20s"), ("npm ci", "running", "1m 15s"),
         ("unit tests", "pending", ""), ("types", "pending", ""), ("ruff", "pending", ""), ("UI check", "pending", "")]
     assert [r.open for r in rows] == [False, False, True, False, False, False, False]
     assert rows[2].log == [(1, "a"), (2, "b")] and rows[3].state_label == "Pending"
     # a restored snapshot is a step the plan did not name: it is listed, and the plan still follows
     restored = step_rows([step("snapshot", "setup", "restored", 3.0)], planned=PLANNED, current="checkout",
                          current_stage="checkout")
-    assert [r.name for r in restored][:3] == ["snapshot", "checkout", "setup 1"] and len(restored) == 8
+    assert [r.name for r in restored][:3] == ["snapshot", "checkout", "pip install -e ."] and len(restored) == 8
 
 
 def test_a_run_that_ended_midway_shows_how_far_it_got() -> None:
-    rows = step_rows([step("checkout", "checkout", "passed", 1.0)], planned=PLANNED, current="setup 1",
+    rows = step_rows([step("checkout", "checkout", "passed", 1.0)], planned=PLANNED, current="pip install -e .",
                      current_stage="setup", running=False)
     assert [r.state for r in rows] == ["passed", "cancelled", "skipped", "skipped", "skipped", "skipped", "skipped"]
 
@@ -124,8 +125,9 @@ def test_the_live_record_keeps_the_plan_and_when_the_running_step_began() -> Non
     later = merged_progress(live, {"steps": [], "current": "checkout", "stage": "checkout", "tail": "x"},
                             now=t0 + timedelta(seconds=3))
     assert later["planned"] == PLANNED and later["current_started_at"] == t0.isoformat()
-    moved = merged_progress(later, {"steps": [step("checkout", "checkout", "passed", 4.0)], "current": "setup 1",
-                                    "stage": "setup", "tail": ""}, now=t0 + timedelta(seconds=6))
+    moved = merged_progress(later, {"steps": [step("checkout", "checkout", "passed", 4.0)],
+                                    "current": "pip install -e .", "stage": "setup", "tail": ""},
+                            now=t0 + timedelta(seconds=6))
     assert moved["planned"] == PLANNED and moved["current_started_at"] == (t0 + timedelta(seconds=6)).isoformat()
 
 
@@ -191,8 +193,8 @@ async def running_validation(dashboard) -> Any:  # noqa: F811 - the fixture
     assert await validations.start(state.id)
     await validations.set_plan(state.id, PLANNED)
     await validations.set_progress(state.id, {
-        "steps": [step("checkout", "checkout", "passed", 1.2), step("setup 1", "setup", "passed", 500.0)],
-        "current": "setup 2", "stage": "setup", "tail": "added 212 packages <b>\nnpm warn deprecated\n"})
+        "steps": [step("checkout", "checkout", "passed", 1.2), step("pip install -e .", "setup", "passed", 500.0)],
+        "current": "npm ci", "stage": "setup", "tail": "added 212 packages <b>\nnpm warn deprecated\n"})
     return state
 
 
@@ -203,21 +205,22 @@ async def test_a_running_validation_lists_its_steps_and_follows_the_running_one(
     assert page.status == 200
     assert [page.state_of(p["name"]) for p in PLANNED] == \
         ["passed", "passed", "running", "pending", "pending", "pending", "pending"]
-    assert '<span class="duration">8m 20s</span>' in page.row("setup 1")
-    running = page.row("setup 2")
+    assert '<span class="duration">8m 20s</span>' in page.row("pip install -e .")
+    running = page.row("npm ci")
     assert "<details open>" in running and '<span class="state">Running</span>' in running
     assert ('<span class="ln" aria-hidden="true">1</span><span class="text">added 212 packages &lt;b&gt;</span>'
             in running)
-    assert "<details open>" not in page.row("setup 1") and "Not started yet." in page.row("types")
+    assert "<details open>" not in page.row("pip install -e .") and "Not started yet." in page.row("types")
     assert "Triggered by @dev-alice via /validate" in page.html
     assert 'href="/projects/acme/widgets"' in page.html
     assert '<span id="run-state" class="badge running">Running</span>' in page.html
     assert 'src="/static/validation-live.js' in page.html and "in_progress" not in page.html
 
     live = await get_live(url)
-    assert live["running"] and live["state_label"] == "Running" and live["current"] == "setup 2"
+    assert live["running"] and live["state_label"] == "Running" and live["current"] == "npm ci"
     assert [(s["name"], s["state"], s["state_label"]) for s in live["steps"]][1:4] == [
-        ("setup 1", "passed", "Passed"), ("setup 2", "running", "Running"), ("unit tests", "pending", "Pending")]
+        ("pip install -e .", "passed", "Passed"), ("npm ci", "running", "Running"),
+        ("unit tests", "pending", "Pending")]
     assert live["current_key"] == "step-3"
     assert live["log"] == [[1, "added 212 packages <b>"], [2, "npm warn deprecated"]]
 
@@ -237,7 +240,8 @@ async def test_a_failed_validation_opens_its_failing_step_with_the_findings(dash
     assert ('<li class="failure"><code class="where">app.py:12</code> <span class="rule">E501</span> '
             '<span class="message">Line too long (120 &gt; 88)</span></li>') in ruff
     assert '<code class="where">pkg/util.py:9</code> <span class="message">Unused variable</span>' in ruff
-    assert [name for name in ("checkout", "setup 1", "unit tests", "types") if "<details open>" in page.row(name)] == []
+    assert [name for name in ("checkout", "pip install -e .", "unit tests", "types")
+            if "<details open>" in page.row(name)] == []
     assert page.state_of("UI check") == "skipped" and "analysis did not pass" in page.row("UI check")
     assert '<span class="duration">1m 2s</span>' in page.row("unit tests") and "297 passed" in page.row("unit tests")
     assert "Triggered via a push" in page.html and "setup restored from snapshot" in page.html

@@ -46,8 +46,8 @@ async def test_a_running_validation_follows_its_steps_live(browser, dashboard) -
     tail = "".join(f"npm http fetch GET 200 https://registry.npmjs.org/package-{n} 41ms (cache hit)\n"
                    for n in range(60))
     await validations.set_progress(state.id, {
-        "steps": [step("checkout", "checkout", "passed", 1.2), step("setup 1", "setup", "passed", 500.0)],
-        "current": "setup 2", "stage": "setup", "tail": tail})
+        "steps": [step("checkout", "checkout", "passed", 1.2), step("pip install -e .", "setup", "passed", 500.0)],
+        "current": "npm ci", "stage": "setup", "tail": tail})
     url = f"{dashboard.url}/validations/{state.id}"
     desktop, mobile = await show(browser, url, "running")
     await expect(desktop.locator("#step-3 .state")).to_have_text("Running")
@@ -55,8 +55,8 @@ async def test_a_running_validation_follows_its_steps_live(browser, dashboard) -
 
     # the next step starts: the page follows without a reload
     await validations.set_progress(state.id, {
-        "steps": [step("checkout", "checkout", "passed", 1.2), step("setup 1", "setup", "passed", 500.0),
-                  step("setup 2", "setup", "passed", 31.0)],
+        "steps": [step("checkout", "checkout", "passed", 1.2), step("pip install -e .", "setup", "passed", 500.0),
+                  step("npm ci", "setup", "passed", 31.0)],
         "current": "unit tests", "stage": "validate", "tail": "collected 12 items\ntest_app.py ....\n"})
     await expect(desktop.locator("#step-4 .state")).to_have_text("Running", timeout=10_000)
     await expect(desktop.locator("#step-4 .log .line")).to_have_count(2)

@@ -18,6 +18,7 @@ from bot.github.check_runs import CheckRuns
 from bot.github.client import GitHubClientConfig, GitHubClients
 from bot.github.comments import Comments
 from bot.github.errors import UnexpectedResponse
+from bot.github.hook_deliveries import HookDeliveries
 from bot.github.meta import GitHubMeta, read_meta
 from bot.github.pulls import Pulls
 from bot.github.repos import Repos
@@ -104,6 +105,10 @@ class GitHubApp:
         if self._clients is None:
             return {"ok": True, "paused": [], "rate_limited": []}
         return self._clients.status()
+
+    def hook_deliveries(self) -> HookDeliveries:
+        """The App's webhook delivery log, as the App (JWT)."""
+        return HookDeliveries(self.clients.app())
 
     def installation_api(self, installation_id: int) -> gidgethub.aiohttp.GitHubAPI:
         return self.clients.installation(installation_id)

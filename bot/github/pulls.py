@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from gidgethub import BadRequest
 from gidgethub.abc import GitHubAPI
 
 from bot.github.errors import describe
-from bot.github.types import MergeResult, PullRequest
+from bot.github.types import ListedPull, MergeResult, PullRequest
 
 log = logging.getLogger(__name__)
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
 
 
 class Pulls:
@@ -46,6 +54,13 @@ class Pulls:
         return [PullRequest.parse(item, source=source, repository=self.repository)
                 async for item in self.gh.getiter(f"{self.path}{{?head,state}}",
                                                   {"head": f"{owner}:{branch}", "state": "open"})]
+
+    async def open_pulls(self) -> AsyncIterator[ListedPull]:
+        """Every open PR of the repository, 100 a page (gidgethub follows the `Link` header)."""
+        source = f"GET {self.path}?state=open"
+        async for item in self.gh.getiter(f"{self.path}{{?state,per_page}}", {"state": "open", "per_page": "100"}):
+            yield ListedPull(PullRequest.parse(item, source=source, repository=self.repository),
+                             created_at=_time(item.get("created_at")), updated_at=_time(item.get("updated_at")))
 
     async def create(self, *, title: str, head: str, base: str, body: str) -> PullRequest:
         answer = await self.gh.post(self.path, data={"title": title, "head": head, "base": base, "body": body,

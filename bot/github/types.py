@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.github.errors import field
@@ -70,6 +71,14 @@ class PullRequest:
             merged=bool(merged) or (merged is None and data.get("merged_at") is not None),
             mergeable=data.get("mergeable"), mergeable_state=data.get("mergeable_state"),
             html_url=data.get("html_url"), title=str(data.get("title") or ""))
+
+
+@dataclass(frozen=True)
+class ListedPull:
+    """A PR as the list of a repository's pull requests shows it, with GitHub's times of it."""
+    pull: PullRequest
+    created_at: datetime | None
+    updated_at: datetime | None  # which of two descriptions of the PR is newer
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from bot.store.agent_runs import AgentRunStore
 from bot.store.audit import AuditStore, HeartbeatStore
 from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
+from bot.store.delivery_log import DeliveryLogStore
 from bot.store.leases import AppStateStore, LeaseStore
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
 from bot.store.pull_requests import MergeClaim, PullRequestStore
@@ -39,6 +40,7 @@ class Store:
         self.tracked_pulls = TrackedPullStore(db)
         self.leases = LeaseStore(db)
         self.app_state = AppStateStore(db)
+        self.delivery_log = DeliveryLogStore(db)  # the delivery-log sweep's known guids and skipped entries
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(text("SELECT 1")))

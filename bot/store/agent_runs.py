@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from bot.db import Database
 from bot.models import (AGENT_PENDING, AGENT_TERMINAL, JOB_AGENT_RUN, JOB_QUEUED, AgentRun, Job, Project,
@@ -74,6 +74,16 @@ class AgentRunStore:
         stmt = (select(AgentRun).where(AgentRun.project_id == project_id)
                 .order_by(AgentRun.created_at.desc(), AgentRun.id).limit(limit))
         return await self._db.read(lambda conn: entities(conn, stmt), large=True)
+
+    async def running_counts(self, project_ids: list[str]) -> dict[str, int]:
+        """How many runs of each project have not ended (one statement, for the project cards)."""
+        if not project_ids:
+            return {}
+        stmt = (select(AgentRun.project_id, func.count())
+                .where(AgentRun.project_id.in_(project_ids), AgentRun.status.not_in(AGENT_TERMINAL))
+                .group_by(AgentRun.project_id))
+        counted = dict(await self._db.read(lambda conn: conn.execute(stmt).all()))
+        return {project_id: counted.get(project_id, 0) for project_id in project_ids}
 
     async def active_for_pr(self, project_id: str, pr_number: int) -> list[AgentRun]:
         stmt = (select(AgentRun)

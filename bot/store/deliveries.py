@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import BigInteger, Connection, cast, func, insert, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import aliased
 
 from bot.db import Database
-from bot.models import JOB_QUEUED, JOB_RUNNING, Delivery, Job, utcnow
+from bot.models import JOB_DEAD, JOB_QUEUED, JOB_RUNNING, JOB_WEBHOOK, Delivery, Job, utcnow
 from bot.store.batch import GroupCommit
 from bot.store.prepared import Prepared
 from bot.store.sql import upsert_insert
@@ -33,6 +35,7 @@ class IncomingDelivery:
     lease_owner: str | None = None
     lease_seconds: float = 60.0
     parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    source: str = "webhook"  # bot.models.DELIVERY_*: received, or fetched from the App's delivery log
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,44 @@ class DeliveryRecord:
 
     def data(self) -> dict[str, Any]:
         return self.parsed if self.parsed is not None else json.loads(self.payload)
+
+
+@dataclass(frozen=True)
+class ListedDelivery:
+    """A stored delivery and how its newest job stands (`job_*` None: it has no job), for the
+    deliveries page and `codegenapp deliveries list`; `jobs`: how many jobs handled it (replays add one)."""
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    received_at: datetime
+    source: str
+    payload: str
+    job_id: int | None
+    job_status: str | None
+    attempts: int | None
+    max_attempts: int | None
+    error: str | None
+    finished_at: datetime | None
+    jobs: int
+
+    def data(self) -> dict[str, Any]:
+        try:
+            parsed = json.loads(self.payload)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+
+
+_DEAD = aliased(Job)
+_LATEST_JOB = (select(func.max(Job.id)).where(Job.delivery_id == Delivery.id).correlate(Delivery)
+               .scalar_subquery())
+_JOB_COUNT = (select(func.count()).select_from(Job).where(Job.delivery_id == Delivery.id).correlate(Delivery)
+              .scalar_subquery())
+_LISTING = (select(Delivery.id, Delivery.event, Delivery.action, Delivery.installation_id, Delivery.received_at,
+                   Delivery.source, Delivery.payload, Job.id, Job.status, Job.attempts, Job.max_attempts,
+                   Job.last_error, Job.finished_at, _JOB_COUNT)
+            .select_from(Delivery).outerjoin(Job, Job.id == _LATEST_JOB))
 
 
 class DeliveryStore:
@@ -80,7 +121,7 @@ class DeliveryStore:
             job_ids: dict[str, int] = {}
             for d in first_by_id.values():
                 row = {"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
-                       "payload": d.payload, "received_at": now}
+                       "payload": d.payload, "received_at": now, "source": d.source}
                 if self._insert.run(conn, row).rows:  # nothing when the id is known: a duplicate
                     inserted.add(d.id)
                     job_ids[d.id] = _INSERT_JOB.run(conn, _job_row(d, now)).scalar()
@@ -109,6 +150,57 @@ class DeliveryStore:
 
     async def count(self) -> int:
         return await self._db.read(lambda conn: conn.execute(select(func.count()).select_from(Delivery)).scalar_one())
+
+    def _repository_id(self) -> Any:
+        """SQL: the `repository.id` of the delivery's payload (deliveries keep no column of it)."""
+        if self._db.is_sqlite:
+            return func.json_extract(Delivery.payload, "$.repository.id")
+        return cast(func.jsonb_extract_path_text(cast(Delivery.payload, JSONB), "repository", "id"), BigInteger)
+
+    async def listing(self, *, repository_id: int | None = None, failed: bool = False, limit: int = 50,
+                      offset: int = 0) -> list[ListedDelivery]:
+        """Stored deliveries, newest first, with their newest job: of one repository (by GitHub's id) or
+        all; with `failed`, only those whose newest job was dead-lettered."""
+        stmt = _LISTING.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit).offset(offset)
+        if repository_id is not None:
+            stmt = stmt.where(self._repository_id() == repository_id)
+        if failed:  # dead jobs are few: look there first (ix_jobs_claim), not through every payload
+            stmt = stmt.where(Job.status == JOB_DEAD,
+                              Delivery.id.in_(select(_DEAD.delivery_id).where(_DEAD.status == JOB_DEAD)))
+        return await self._db.read(lambda conn: [ListedDelivery(*row) for row in conn.execute(stmt)], large=True)
+
+    async def listed(self, delivery_id: str) -> ListedDelivery | None:
+        """One delivery as `listing` shows it."""
+        stmt = _LISTING.where(Delivery.id == delivery_id)
+        row = await self._db.read(lambda conn: conn.execute(stmt).first())
+        return ListedDelivery(*row) if row is not None else None
+
+    async def queue_again(self, delivery_id: str, *, max_attempts: int) -> tuple[int | None, int | None]:
+        """Replay: a new `webhook` job for the stored delivery, in one transaction with the check that
+        none of its jobs is queued or running (the same delivery is never handled twice at once).
+        Returns (the new job's id, None), or (None, the pending job's id), or (None, None) when the
+        delivery is not stored. Two replays at the same moment queue one job (its dedupe key counts the
+        delivery's jobs)."""
+        def work(conn: Connection) -> tuple[int | None, int | None]:
+            if conn.execute(select(Delivery.id).where(Delivery.id == delivery_id)).first() is None:
+                return None, None
+            jobs = conn.execute(select(Job.id, Job.status).where(Job.delivery_id == delivery_id)
+                                .order_by(Job.id)).all()
+            pending = [job_id for job_id, status in jobs if status in (JOB_QUEUED, JOB_RUNNING)]
+            if pending:
+                return None, pending[-1]
+            now = utcnow()
+            row = {"kind": JOB_WEBHOOK, "delivery_id": delivery_id, "args": {"replay": len(jobs)},
+                   "dedupe_key": f"replay:{delivery_id}:{len(jobs)}", "status": JOB_QUEUED, "attempts": 0,
+                   "max_attempts": max_attempts, "run_after": now, "created_at": now, "lease_owner": None,
+                   "lease_expires_at": None, "last_error": None, "finished_at": None}
+            inserted = conn.execute(upsert_insert(self._db, Job).values(row)
+                                    .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Job.id)).scalar()
+            if inserted is None:  # another replay queued it a moment ago
+                return None, conn.execute(select(Job.id).where(Job.dedupe_key == row["dedupe_key"])).scalar()
+            return inserted, None
+
+        return await self._db.write(work)
 
     async def close(self) -> None:
         await self._batcher.close()

@@ -166,6 +166,15 @@ class ProjectStore:
             stmt = stmt.where(Project.archived_at.is_(None))
         return await self._db.read(lambda conn: entities(conn, stmt))
 
+    async def active_projects(self) -> list[Project]:
+        """The projects not archived whose installation is neither deleted nor suspended, by
+        installation, then name (the resync goes installation by installation)."""
+        stmt = (select(Project).join(Installation, Installation.id == Project.installation_id)
+                .where(Project.archived_at.is_(None), Installation.deleted_at.is_(None),
+                       Installation.suspended_at.is_(None))
+                .order_by(Project.installation_id, Project.name))
+        return await self._db.read(lambda conn: entities(conn, stmt))
+
     async def get_project_by_name(self, full_name: str) -> Project | None:
         stmt = select(Project).where(Project.name == full_name).order_by(Project.archived_at.is_not(None))
         return await self._db.read(lambda conn: entity(conn, stmt))

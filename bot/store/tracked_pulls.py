@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
 
 from bot.db import Database
-from bot.models import PR_OPEN, PullRequestMerge, TrackedPullRequest, ValidationState
-from bot.store.sql import entities, upsert_insert
+from bot.models import PR_CLOSED, PR_OPEN, PullRequestMerge, TrackedPullRequest, ValidationState
+from bot.store.sql import entities, from_rows, upsert_insert
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,30 @@ class TrackedPullStore:
         ).returning(TrackedPullRequest.id)
         return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
 
+    async def open_pulls(self, project_id: str) -> dict[int, datetime]:
+        """The project's PRs recorded as open: number -> the `updated_at` recorded."""
+        stmt = select(TrackedPullRequest.number, TrackedPullRequest.updated_at).where(
+            TrackedPullRequest.project_id == project_id, TrackedPullRequest.state == PR_OPEN)
+        return dict(await self._db.read(lambda conn: conn.execute(stmt).all()))
+
+    async def close_missed(self, project_id: str, seen: dict[int, datetime], *, closed_at: datetime) -> list[int]:
+        """Record as closed the PRs `seen` open (number -> updated_at, as `open_pulls` read them) whose
+        row is still exactly that: a row an event changed meanwhile is left alone. `updated_at` is kept,
+        so that the close event itself, when it arrives after all, still applies (merged, say)."""
+        if not seen:
+            return []
+        stmt = (update(TrackedPullRequest)
+                .where(TrackedPullRequest.project_id == project_id, TrackedPullRequest.state == PR_OPEN,
+                       TrackedPullRequest.number == bindparam("b_number"),
+                       TrackedPullRequest.updated_at == bindparam("b_updated"))
+                .values(state=PR_CLOSED, closed_at=closed_at, updated_at=TrackedPullRequest.updated_at))
+
+        def work(conn: Connection) -> list[int]:
+            return [number for number, updated in sorted(seen.items())
+                    if conn.execute(stmt, {"b_number": number, "b_updated": updated}).rowcount == 1]
+
+        return await self._db.write(work)
+
     async def get(self, project_id: str, number: int) -> TrackedPullRequest | None:
         stmt = select(TrackedPullRequest).where(TrackedPullRequest.project_id == project_id,
                                                 TrackedPullRequest.number == number)
@@ -66,34 +90,61 @@ class TrackedPullStore:
 
     async def overview(self, project_id: str, *, closed_since: datetime, limit: int = 200) -> list[OverviewRow]:
         """Every open PR and those closed or merged since `closed_since`, most recently updated first."""
-        pulls_stmt = (select(TrackedPullRequest)
-                      .where(TrackedPullRequest.project_id == project_id,
-                             or_(TrackedPullRequest.state == PR_OPEN, TrackedPullRequest.updated_at >= closed_since))
-                      .order_by(TrackedPullRequest.updated_at.desc()).limit(limit))
+        return (await self.overviews([project_id], closed_since=closed_since, limit=limit))[project_id]
 
-        def of_heads(model: type, number_column: object, sha_column: object) -> object:
-            return and_(model.project_id == project_id,  # type: ignore[attr-defined]
-                        TrackedPullRequest.project_id == project_id,
-                        TrackedPullRequest.number == number_column, TrackedPullRequest.head_sha == sha_column,
-                        or_(TrackedPullRequest.state == PR_OPEN, TrackedPullRequest.updated_at >= closed_since))
+    async def overviews(self, project_ids: list[str], *, closed_since: datetime,
+                        limit: int = 200) -> dict[str, list[OverviewRow]]:
+        """`overview` of several projects (the home page's cards) in three statements, whatever their
+        number: the PRs (at most `limit` a project), the latest validation of each one's current head
+        (without its `test_results`, which are left None: up to 64 KB a step, and unused here), and the
+        latest merge of each one's current head."""
+        found: dict[str, list[OverviewRow]] = {project_id: [] for project_id in project_ids}
+        if not project_ids:
+            return found
+        shown = and_(TrackedPullRequest.project_id.in_(project_ids),
+                     or_(TrackedPullRequest.state == PR_OPEN, TrackedPullRequest.updated_at >= closed_since))
+        place = (func.row_number()
+                 .over(partition_by=TrackedPullRequest.project_id,
+                       order_by=(TrackedPullRequest.updated_at.desc(), TrackedPullRequest.number.desc()))
+                 .label("place"))
+        ranked = select(TrackedPullRequest, place).where(shown).subquery()
+        pulls_stmt = (select(*(ranked.c[column.key] for column in _PULL_COLUMNS))
+                      .where(ranked.c.place <= limit)
+                      .order_by(ranked.c.updated_at.desc(), ranked.c.number.desc()))
 
-        validations_stmt = (select(ValidationState)
-                            .join(TrackedPullRequest, of_heads(ValidationState, ValidationState.pr_number,
-                                                               ValidationState.head_sha))
-                            .order_by(ValidationState.created_at.desc()))
-        merges_stmt = (select(PullRequestMerge)
-                       .join(TrackedPullRequest, of_heads(PullRequestMerge, PullRequestMerge.pr_number,
-                                                          PullRequestMerge.head_sha))
-                       .order_by(PullRequestMerge.claimed_at.desc()))
+        def latest_of_heads(model: type, columns: tuple, newest_first: tuple) -> Select:  # type: ignore[type-arg]
+            newest = (func.row_number()
+                      .over(partition_by=(model.project_id, model.pr_number),  # type: ignore[attr-defined]
+                            order_by=newest_first)
+                      .label("newest"))
+            heads = and_(TrackedPullRequest.project_id == model.project_id,  # type: ignore[attr-defined]
+                         TrackedPullRequest.number == model.pr_number,  # type: ignore[attr-defined]
+                         TrackedPullRequest.head_sha == model.head_sha, shown)  # type: ignore[attr-defined]
+            ranked_heads = (select(*columns, newest).join(TrackedPullRequest, heads)
+                            .where(model.project_id.in_(project_ids))  # type: ignore[attr-defined]
+                            .subquery())
+            return select(*(ranked_heads.c[c.key] for c in columns)).where(ranked_heads.c.newest == 1)
 
-        def work(conn: Connection) -> list[OverviewRow]:
-            pulls = entities(conn, pulls_stmt)
-            latest: dict[int, ValidationState] = {}
-            for validation in entities(conn, validations_stmt):
-                latest.setdefault(validation.pr_number, validation)
-            merges: dict[int, PullRequestMerge] = {}
-            for merge in entities(conn, merges_stmt):
-                merges.setdefault(merge.pr_number, merge)
-            return [OverviewRow(p, latest.get(p.number), merges.get(p.number)) for p in pulls]
+        validations_stmt = latest_of_heads(ValidationState, _OVERVIEW_VALIDATION_COLUMNS,
+                                           (ValidationState.created_at.desc(), ValidationState.id.desc()))
+        merges_stmt = latest_of_heads(PullRequestMerge, _MERGE_COLUMNS,
+                                      (PullRequestMerge.claimed_at.desc(), PullRequestMerge.id.desc()))
+
+        def work(conn: Connection) -> dict[str, list[OverviewRow]]:
+            pulls = from_rows(TrackedPullRequest, conn.execute(pulls_stmt).mappings())
+            validations = {(v.project_id, v.pr_number): v
+                           for v in from_rows(ValidationState, conn.execute(validations_stmt).mappings())}
+            merges = {(m.project_id, m.pr_number): m
+                      for m in from_rows(PullRequestMerge, conn.execute(merges_stmt).mappings())}
+            for p in pulls:
+                key = (p.project_id, p.number)
+                found[p.project_id].append(OverviewRow(p, validations.get(key), merges.get(key)))
+            return found
 
         return await self._db.read(work, large=True)
+
+
+_PULL_COLUMNS = tuple(TrackedPullRequest.__table__.c)
+_MERGE_COLUMNS = tuple(PullRequestMerge.__table__.c)
+# What the overview and the cards read of a validation: all but its results (large, unused there).
+_OVERVIEW_VALIDATION_COLUMNS = tuple(c for c in ValidationState.__table__.c if c.key != "test_results")

@@ -27,8 +27,11 @@ from bot.store.prepared import Prepared
 from bot.store.sql import any_of, entities, entity, from_rows, upsert_insert
 
 _COLUMNS = tuple(ValidationState.__table__.c)
+# What a list of validations reads: all but their results (up to 64 KB a step).
+_LISTED = tuple(c for c in _COLUMNS if c.key != "test_results")
 # The start of a validation is on every pull request's path: its statements are built once.
-_OPEN = any_of(ValidationState.status, (*VALIDATION_ACTIVE, VALIDATION_WAITING))
+_OPEN_STATUSES = (*VALIDATION_ACTIVE, VALIDATION_WAITING)
+_OPEN = any_of(ValidationState.status, _OPEN_STATUSES)
 # What ending an open validation for a new head ("restart" on a restart) writes.
 _ENDED_BY_HEAD = dict(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
                       completed_at=bindparam("b_now"), title=bindparam("b_title"))
@@ -38,9 +41,13 @@ _SUPERSEDE = (update(ValidationState)
                      ValidationState.head_sha != bindparam("b_head"), _OPEN)
               .values(**_ENDED_BY_HEAD)
               .returning(*_COLUMNS))
+# The PR's open validations, and those of the head that the claimer began already (any state: its
+# job, run again after a kill or an expired lease, must not begin another; see `begin`).
 _OPEN_FOR_PR = Prepared(select(*_COLUMNS)
                         .where(ValidationState.project_id == bindparam("b_project"),
-                               ValidationState.pr_number == bindparam("b_pr"), _OPEN)
+                               ValidationState.pr_number == bindparam("b_pr"),
+                               or_(_OPEN, and_(ValidationState.head_sha == bindparam("b_head"),
+                                               ValidationState.check_run_claimed_by == bindparam("b_claimer"))))
                         .order_by(ValidationState.created_at.desc()))
 _END = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN)
                 .values(**_ENDED_BY_HEAD))
@@ -119,8 +126,10 @@ class ValidationStore:
         join the active validation of this head or record a new one, and claim the creation of its
         check run for `claimer` when that is still to be done and allowed (`may_claim_check_run`):
         a new validation is claimed as it is recorded; joining one costs a statement only when its
-        check run is not recorded yet. `triggered_by`: the login of the person who asked (a command, a
-        button, the dashboard), None for an event such as a push."""
+        check run is not recorded yet. A claimer that began a validation of this head already (its job
+        run again) gets that one back, whatever its state, and nothing ends (`begun_by`).
+        `triggered_by`: the login of the person who asked (a command, a button, the dashboard), None for
+        an event such as a push."""
         values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
                       is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None,
                       check_run_claimed_by=claimer, triggered_by=triggered_by)
@@ -130,9 +139,16 @@ class ValidationStore:
                 # One begin per PR at a time across processes: two new heads (or the same new head
                 # twice) must not both record a validation beside the other's, unseen.
                 conn.execute(_PR_LOCK, {"b_key": pr_lock_key(project_id, pr_number)})
-            open_ = from_rows(ValidationState, _OPEN_FOR_PR.run(conn, {"b_project": project_id,
-                                                                       "b_pr": pr_number}).mappings())
-            to_end, join = plan_begin(open_, head_sha=head_sha, restart=restart)
+            rows = from_rows(ValidationState, _OPEN_FOR_PR.run(conn, {
+                "b_project": project_id, "b_pr": pr_number, "b_head": head_sha, "b_claimer": claimer}).mappings())
+            to_end, join = plan_begin([v for v in rows if v.status in _OPEN_STATUSES], head_sha=head_sha,
+                                      restart=restart)
+            if join is None and (earlier := begun_by(rows, head_sha=head_sha, claimer=claimer)) is not None:
+                # The claimer's job runs again (its process was killed, or its lease expired, before
+                # the job was recorded done) and what it began has ended since (or waits for approval):
+                # that was this delivery's validation; another would give the head a second check run
+                # (or, the PR having moved on, end its newer head's run).
+                return Begun([], earlier, False)
             ended_by = "restart" if restart else head_sha
             now = utcnow()
             if to_end:
@@ -277,6 +293,26 @@ class ValidationStore:
                 .order_by(ValidationState.created_at.desc()).limit(limit))
         return await self._db.read(lambda conn: entities(conn, stmt), large=True)
 
+    async def for_pr(self, project_id: str, pr_number: int, *, limit: int = 200) -> list[ValidationState]:
+        """The PR's validations, newest first, without their `test_results` (left None: large, and
+        what lists them does not read them)."""
+        stmt = (select(*_LISTED).where(ValidationState.project_id == project_id,
+                                       ValidationState.pr_number == pr_number)
+                .order_by(ValidationState.created_at.desc(), ValidationState.id.desc()).limit(limit))
+        return await self._db.read(lambda conn: from_rows(ValidationState, conn.execute(stmt).mappings()))
+
+    async def validated_heads(self, project_id: str, head_shas: list[str], *,
+                              chunk: int = 500) -> set[tuple[int, str]]:
+        """(PR number, head) of every validation, in any state, of these heads (the resync's question)."""
+        found: set[tuple[int, str]] = set()
+        for start in range(0, len(head_shas), chunk):
+            stmt = (select(ValidationState.pr_number, ValidationState.head_sha).distinct()
+                    .where(ValidationState.project_id == project_id,
+                           ValidationState.head_sha.in_(head_shas[start:start + chunk])))
+            found.update((number, sha) for number, sha in
+                         await self._db.read(lambda conn, stmt=stmt: conn.execute(stmt).all()))
+        return found
+
     async def lifetimes(self, ids: list[str], *, chunk: int = 500) -> list[ValidationLifetime]:
         """When these validations were created and completed; ids without a row are left out."""
         columns = (ValidationState.id, ValidationState.status, ValidationState.created_at,
@@ -327,6 +363,12 @@ def plan_begin(open_validations: list[ValidationState], *, head_sha: str,
     to_end = [v for v in open_validations if v.head_sha != head_sha]
     join = next((v for v in open_validations if v.head_sha == head_sha and v.status in VALIDATION_ACTIVE), None)
     return to_end, join
+
+
+def begun_by(validations: list[ValidationState], *, head_sha: str, claimer: str) -> ValidationState | None:
+    """The newest of `validations` of `head_sha` that `claimer` began (it holds, or held, the claim on
+    creating its check run), whatever its state: a delivery begins at most one validation of its head."""
+    return next((v for v in validations if v.head_sha == head_sha and v.check_run_claimed_by == claimer), None)
 
 
 def merged_progress(previous: dict[str, Any] | None, progress: dict[str, Any], *, now: datetime) -> dict[str, Any]:

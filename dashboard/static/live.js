@@ -14,22 +14,36 @@
     var el = root.querySelector('[data-field="' + name + '"]');
     if (el) el.textContent = text;
   }
-  // A project card (templates/_card.html) from a project.status.updated (dashboard/projects.py live_status).
+  // A project card (templates/_card.html) from a project.status.updated (dashboard/projects.py live_status):
+  // the worst first, "2 failing: #3, #5" while an open PR's current head fails, else the newest result.
+  function link(id, number) {
+    var a = document.createElement("a");
+    a.href = "/validations/" + encodeURIComponent(id);
+    a.textContent = "#" + number;
+    return a;
+  }
+  function result(css, text) {
+    var span = document.createElement("span");
+    span.className = css;
+    span.dataset.field = "conclusion";
+    span.textContent = text;
+    return span;
+  }
   function updateCard(data) {
     document.querySelectorAll('[data-project-id="' + CSS.escape(data.project_id) + '"]').forEach(function (card) {
       var v = data.validation, cell = card.querySelector('[data-field="validation"]');
-      if (v && cell) {
+      var counts = data.counts || {}, failing = data.failing_prs || [];
+      if (cell && failing.length && typeof counts.failing === "number") {
         cell.textContent = "";
-        var link = document.createElement("a");
-        link.href = "/validations/" + encodeURIComponent(v.id);
-        link.textContent = "#" + v.pr_number;
-        var result = document.createElement("span");
-        result.className = v.css;
-        result.dataset.field = "conclusion";
-        result.textContent = v.label;
-        cell.append(link, " ", result);
+        cell.append(result("failure", counts.failing + " failing"), ": ");
+        failing.forEach(function (f, i) { cell.append(i ? ", " : "", link(f.id, f.pr_number)); });
+        if (counts.failing > failing.length) cell.append(", …");
+        setText(card, "headline-title", "Needs a fix");
+      } else if (v && cell) {
+        cell.textContent = "";
+        cell.append(link(v.id, v.pr_number), " ", result(v.css, v.label));
+        setText(card, "headline-title", "Last validation");
       }
-      var counts = data.counts || {};
       if (typeof counts.failing === "number") setText(card, "failing", counts.failing);
       if (typeof counts.validating === "number") setText(card, "active-prs", counts.validating);
       if (typeof counts.waiting === "number") setText(card, "waiting", counts.waiting);
@@ -37,21 +51,28 @@
       if (typeof data.running_runs === "number") setText(card, "running-runs", data.running_runs + " running");
     });
   }
-  // The project page's PR overview (templates/_pulls.html): its table fetched again, as filtered.
-  var reloading = {};
+  // The project page's PR overview (templates/_pulls.html): its table fetched again, as filtered. A burst of
+  // events costs one fetch: it waits RELOAD_DELAY ms for the rest of the burst, and a project has at most one
+  // fetch in flight and one pending (asked for while one was in flight, made RELOAD_DELAY ms after it).
+  var RELOAD_DELAY = 500, reloads = {};
   function reloadPulls(projectId) {
-    document.querySelectorAll('[data-pulls-project="' + CSS.escape(projectId) + '"]').forEach(function (box) {
-      if (reloading[projectId]) { reloading[projectId] = "again"; return; }
-      reloading[projectId] = true;
-      fetch(box.dataset.pulls, {credentials: "same-origin"}).then(function (answer) {
+    var r = reloads[projectId] || (reloads[projectId] = {timer: null, busy: false, again: false});
+    if (r.busy) { r.again = true; return; }
+    if (r.timer === null) r.timer = setTimeout(function () { r.timer = null; fetchPulls(projectId, r); }, RELOAD_DELAY);
+  }
+  function fetchPulls(projectId, r) {
+    var boxes = Array.from(document.querySelectorAll('[data-pulls-project="' + CSS.escape(projectId) + '"]'));
+    if (!boxes.length) return;
+    r.busy = true;
+    Promise.all(boxes.map(function (box) {
+      return fetch(box.dataset.pulls, {credentials: "same-origin"}).then(function (answer) {
         return answer.ok ? answer.text() : null;
       }).then(function (html) {
         if (html !== null) box.replaceChildren.apply(box, Array.from(new DOMParser().parseFromString(html, "text/html").body.childNodes));
-      }).catch(function () {}).then(function () {
-        var again = reloading[projectId] === "again";
-        reloading[projectId] = false;
-        if (again) reloadPulls(projectId);
-      });
+      }).catch(function () {});
+    })).then(function () {
+      r.busy = false;
+      if (r.again) { r.again = false; reloadPulls(projectId); }
     });
   }
   function toast(event) {

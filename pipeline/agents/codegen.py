@@ -41,6 +41,8 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 
 FINISHED = frozenset({"complete", "completed"})
 FAILED = frozenset({"failed", "error", "cancelled", "canceled"})
+# how a failed run's status reads in its error ("Codegen reports that the run was cancelled"); else "failed"
+FAILED_WORDS = {"error": "ended with an error", "cancelled": "was cancelled", "canceled": "was cancelled"}
 _PULL_NUMBER = re.compile(r"/pulls?/(\d+)(?:[/?#]|$)")
 
 
@@ -113,7 +115,9 @@ def status_from_response(data: Mapping[str, Any], *, mode: str | None, repositor
     pull = pick_pull_request(data.get("github_pull_requests"), repository, github_url)
     error = None
     if state == "failed":
-        error = f"Codegen reports {raw}" + (f": {(result or summary or '').strip()[:500]}" if (result or summary) else "")
+        ended = FAILED_WORDS.get(str(raw).strip().lower(), "failed")
+        error = f"Codegen reports that the run {ended}" + (
+            f": {(result or summary or '').strip()[:500]}" if (result or summary) else "")
     return AgentStatus(
         state=state,  # type: ignore[arg-type]
         raw_status=str(raw) if raw is not None else None,

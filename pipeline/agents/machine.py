@@ -312,7 +312,8 @@ def _after_agent(run: RunFacts, event: AgentObserved, timing: Timing) -> Action:
     if agent.state == "running":
         return Wait(poll, seen_active=True)
     if agent.state == "failed":
-        detail = agent.error or (f"status {agent.raw_status}" if agent.raw_status else "no reason given")
+        said = (agent.raw_status or "").replace("_", " ").lower()
+        detail = agent.error or (f"the agent service reported it as {said}" if said else "no reason given")
         return Finish(AGENT_FAILED, f"the agent run failed: {detail}", needs_human=_needs_human(run))
 
     moved = pull is not None and run.fix_base_sha is not None and pull.head_sha != run.fix_base_sha
@@ -361,4 +362,5 @@ def _after_pull(run: RunFacts, event: PullObserved, timing: Timing) -> Action:
     if validation.conclusion in FAILING_CONCLUSIONS or validation.conclusion is None:
         return _fix_or_give_up(run, validation.id, title=validation.title)
     # neutral, skipped, stale: nothing an agent can fix
-    return Finish(AGENT_FAILED, f"the validation ended {validation.conclusion}: a human is needed", needs_human=True)
+    return Finish(AGENT_FAILED, "the validation ended without a verdict an agent can act on "
+                                f"({labels.conclusion(validation.conclusion)}): a human is needed", needs_human=True)

@@ -41,7 +41,7 @@ from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.models import (AGENT_AWAITING_CONFIRMATION, AGENT_FIXING, AGENT_PENDING, AGENT_PLANNING, AGENT_PR_OPEN,
                         AGENT_RUNNING, AGENT_TERMINAL, AGENT_VALIDATING, JOB_AGENT_RUN, AgentRun, Project, utcnow)
-from bot.redact import PROCESS_REDACTOR
+from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
 from bot.store.agent_runs import NewRun
 from pipeline.agents.availability import AgentAvailability
@@ -244,6 +244,11 @@ class AgentRunService:
 
     # ---- what the run says on its PR ------------------------------------------------------------------
 
+    async def redactor(self, project_id: str) -> Redactor:
+        """Masks the project's secrets and the process's own: whatever the run says anywhere passes it."""
+        secrets = await self.store.projects.secret_values(project_id)
+        return PROCESS_REDACTOR.child(list(secrets.values()))
+
     def run_url(self, run: AgentRun, project: Project) -> str:
         """The run's page on the dashboard."""
         return f"{self.settings.public_url}/projects/{project.name}/runs/{run.id}"
@@ -259,9 +264,8 @@ class AgentRunService:
             return
         marker, body = comment(run, self.run_url(run, project))
         try:
-            secrets = await self.store.projects.secret_values(project.id)
             repo = self.github.repo(project.installation_id, project.name)
-            comments = repo.comments.masked(PROCESS_REDACTOR.child(list(secrets.values())))
+            comments = repo.comments.masked(await self.redactor(project.id))
             await comments.upsert(run.pr_number, marker, body)
         except asyncio.CancelledError:
             raise
@@ -457,6 +461,8 @@ class AgentRunService:
                        *, actor: str | None = None) -> None:
         if before.status == after.status:
             return
+        if reason:  # the agent's or GitHub's words may quote a secret: masked for the log, events and audit
+            reason = (await self.redactor(after.project_id)).redact(reason)
         bus, audit = self.bus, self.store.audit
         installation_id = project.installation_id if project else None
         bus.publish("agent.run.updated", run_id=after.id, project_id=after.project_id, status=after.status,

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot import labels
 from bot.github.types import PullRequest
 from pipeline.report.text import short_sha
 from pipeline.repo_config.effective import EffectiveConfig, effective_config
@@ -126,9 +127,9 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
     if validation.status == "waiting":
         return MergeDecision(False, f"{short_sha(head)} is a fork's head waiting for a maintainer's `/ok-to-test`")
     if validation.conclusion != "success":
-        outcome = validation.conclusion or validation.status
+        outcome = labels.validation_state(validation.status, validation.conclusion)
         said = f"{outcome}: {validation.title}" if validation.title else outcome
-        return MergeDecision(False, f"the validation of {short_sha(head)} did not succeed ({said})")
+        return MergeDecision(False, f"the validation of {short_sha(head)} did not pass ({said})")
     state = pull.mergeable_state
     if pull.mergeable is False or state == "dirty":
         return MergeDecision(False, f"the PR has conflicts with {base}; resolve them and push")
@@ -145,7 +146,8 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
         if result == "success":
             continue
         words = {"pending": "is still pending", "missing": "has not reported on this head"}
-        problems.append(f"required check `{check.context}` {words.get(result, f'did not pass ({result})')}")
+        said = words.get(result) or f"did not pass ({labels.conclusion(result)})"  # "(Action required)"
+        problems.append(f"required check `{check.context}` {said}")
     if problems:
         return MergeDecision(False, "; ".join(problems))
     if pull.mergeable is None or state == "unknown":

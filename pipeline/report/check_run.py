@@ -1,5 +1,7 @@
 """The check run's output: its conclusion and title, the summary (a table of the steps, links, notes,
-screenshots), the failing steps' output in `text`, and the output shown while the run goes on. The PR
+screenshots), the failing steps' output in `text` and, after it, the last lines of each passing validate
+or analysis step (pytest's "297 passed", folded in `<details>`) with an analysis step's findings, and
+the output shown while the run goes on. The PR
 comment (comment.py) shows the same title and a compact form of the rest. Durations read as GitHub
 Actions writes them (bot.labels.duration: "1m 12s").
 
@@ -9,19 +11,24 @@ Results read as a word with a simple mark: "✓ passed", "✗ failed (exit 1)", 
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Iterable, Sequence
 
 from bot import labels
-from pipeline.report.text import (clean_output, code_block, code_span, fence_for, format_bytes, head_bytes,
-                                  keep_tail, markdown_url, nbytes, plural, short_sha, table_cell, tail_bytes,
-                                  valid_utf8)
-from pipeline.results import CONCLUSIONS, STAGES, StepResult
+from pipeline.report.local import findings_by_step
+from pipeline.report.text import (PASSING_TAIL_LINES, clean_output, code_block, code_span, fence_for, format_bytes,
+                                  head_bytes, keep_tail, last_lines, markdown_url, nbytes, plural, short_sha,
+                                  table_cell, tail_bytes, valid_utf8)
+from pipeline.results import CONCLUSIONS, STAGES, Annotation, StepResult
 
 OUTPUT_LIMIT = 65535          # check run output summary and text
 TITLE_LIMIT = 255             # check run output title and annotation title
 MAX_TEXT_SECTIONS = 10        # failing steps whose output is shown in the check run's text
 LIVE_TAIL_CHARS = 8 * 1024  # of a running step's output, kept for the validation page
+PASSING_TEXT_LIMIT = 16 * 1024  # of `text`, for the passing steps' last lines (the failing output has the rest)
+PASSING_FINDINGS = 20         # of a passing analysis step's findings listed under it (all are annotations)
+SUMMARY_LINE_WIDTH = 100      # characters of the last line shown in a passing step's <details> summary
 
 _OK = ("passed", "restored")
 _BAD = ("failed", "timed_out")
@@ -234,22 +241,90 @@ def failure_text(steps: Sequence[StepResult], limit: int | None) -> str:
     return _sections(shown, None if limit is None else limit - nbytes(tail)) + tail
 
 
+# --- passing steps ------------------------------------------------------------------------------
+
+def passing_tail(step: StepResult, count: int = PASSING_TAIL_LINES) -> list[str]:
+    """The last `count` lines a passing validate or analysis step printed (its output is masked when
+    kept, as a failing step's is), cleaned for display; [] for any other step."""
+    if step.status != "passed" or step.stage not in ("validate", "analysis"):
+        return []
+    return last_lines(step.output_tail, count)
+
+
+def _finding_item(finding: Annotation) -> str:
+    rule = f" {code_span(finding.title)}" if finding.title else ""
+    level = "" if finding.annotation_level == "failure" else f" ({finding.annotation_level})"
+    message = " ".join(valid_utf8(finding.message).split())
+    message = message if len(message) <= 100 else message[:99] + "…"
+    return f"- {code_span(f'{finding.path}:{finding.start_line}')}{rule}{level} {code_span(message)}\n"
+
+
+def _passing_entry(step: StepResult, found: Sequence[Annotation]) -> str:
+    """A passing step folded: its last line in the summary, its last lines (and findings) inside."""
+    if step.status != "passed" or step.stage not in ("validate", "analysis"):
+        return ""
+    lines = passing_tail(step)
+    if not lines and not found:
+        return ""
+    name = html.escape(" ".join(valid_utf8(step.name).split())[:100])
+    if lines:
+        last = lines[-1] if len(lines[-1]) <= SUMMARY_LINE_WIDTH else lines[-1][:SUMMARY_LINE_WIDTH - 1] + "…"
+        said = f"<code>{html.escape(last)}</code>"
+    else:
+        said = plural(len(found), "finding")
+    summary = f"✓ <code>{name}</code> ({step.stage}): {said}"
+    inside = [code_block("\n".join(lines))] if lines else []
+    if found:
+        listed = "".join(_finding_item(f) for f in found[:PASSING_FINDINGS])
+        more = f"\n*… and {len(found) - PASSING_FINDINGS} more in the annotations.*\n" \
+            if len(found) > PASSING_FINDINGS else ""
+        inside.append(f"**{plural(len(found), 'finding')}**\n\n{listed}{more}")
+    return f"<details>\n<summary>{summary}</summary>\n\n" + "\n".join(inside) + "\n</details>\n"
+
+
+def passing_text(steps: Sequence[StepResult], findings: Sequence[Annotation] = (),
+                 limit: int = PASSING_TEXT_LIMIT) -> str:
+    """The passing validate and analysis steps' last lines, each folded in `<details>`, within `limit`
+    bytes (the steps past it are counted, not shown); "" when none printed anything."""
+    by_step = findings_by_step(steps, findings)
+    entries = [_passing_entry(s, by_step.get(s.name, ()) if s.stage == "analysis" else ()) for s in steps]
+    entries = [entry for entry in entries if entry]
+    if not entries:
+        return ""
+    heading = "### Passing steps\n\n"
+    kept: list[str] = []
+    size = nbytes(heading) + _NOTE_RESERVE
+    for entry in entries:
+        if size + nbytes(entry) + 1 > limit:
+            break
+        kept.append(entry)
+        size += nbytes(entry) + 1
+    left = len(entries) - len(kept)
+    more = f"\n*{plural(left, 'more passing step')}: see the details page.*\n" if left else ""
+    return heading + "\n".join(kept) + more
+
+
 # --- check run output ----------------------------------------------------------------------------
 
 def check_run_output(steps: Sequence[StepResult], *, head_sha: str, conclusion: str, details_url: str | None,
                      notes: Sequence[str] = (), reason: str | None = None, timeout_minutes: int | None = None,
-                     screenshots: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
+                     screenshots: Sequence[tuple[str, str]] = (),
+                     findings: Sequence[Annotation] = ()) -> dict[str, str]:
     """The final `output` of the check run: {title, summary, text}, each within GitHub's limits.
 
     `reason` completes the title for cancelled ("superseded by abc1234"), action_required (default
     "/ok-to-test") and neutral runs; `timeout_minutes` completes "Timed out in setup after 30 min".
-    `text` holds the output tail of each failing step (empty when none failed). `screenshots` are
-    (page, URL) pairs of the UI check, linked from the summary.
+    `text` holds the output tail of each failing step (a step failed by its findings lists them at its
+    top), then the last lines of each passing validate or analysis step with a passing analysis step's
+    `findings` (the run's annotations, under the step that found them); empty when nothing printed.
+    `screenshots` are (page, URL) pairs of the UI check, linked from the summary.
     """
     title = run_title(steps, conclusion, reason, timeout_minutes)[:TITLE_LIMIT]
     summary = run_summary(steps, head_sha, [("Full log", details_url)], notes, screenshots=screenshots)
+    passing = passing_text(steps, findings)
+    failing = failure_text(steps, OUTPUT_LIMIT - nbytes(passing) - 2)
     return {"title": title, "summary": _fit_head(summary, OUTPUT_LIMIT),
-            "text": failure_text(steps, OUTPUT_LIMIT)}
+            "text": "\n".join(part for part in (failing, passing) if part)}
 
 
 def waiting_output(reason: str, head_sha: str) -> dict[str, str]:

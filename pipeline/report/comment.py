@@ -1,6 +1,8 @@
 """The sticky PR comment over a run's whole life: "Validating `abc1234`…" while the run goes on (with the
-previous result in one line), then the result fitted into one screen: the title, a compact step table,
-each failing step's output tail folded in `<details>`, the analysis findings, the screenshots as links.
+previous result in one line), then the result fitted into one screen: the title, a compact step table
+(a passing validate step with the last line it printed, pytest's "297 passed in 4.21s"), each failing
+step's output tail folded in `<details>`, the analysis findings (under the step that found them when
+several analysis steps ran), the screenshots as links.
 
 The sticky comment is the one whose body starts with `COMMENT_MARKER` (find it among the App's own
 comments, never trust another author's). It is ONE comment: overflow is dropped from the beginning of
@@ -17,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot import labels
-from pipeline.report.check_run import failing_steps, run_title
+from pipeline.report.check_run import failing_steps, passing_tail, run_title
+from pipeline.report.local import UNKNOWN_STEP, findings_by_step
 from pipeline.report.text import (clean_output, code_block, code_span, markdown_url, nbytes, plural, short_sha,
                                   valid_utf8)
 from pipeline.results import Annotation, StepResult
@@ -28,6 +31,7 @@ TAIL_LINES = 60               # of each failing step's output (the whole log is 
 SHOWN_STEPS = 3               # failing steps whose tail the comment shows
 LISTED_FINDINGS = 50          # findings listed; a count says how many more
 OPEN_FINDINGS = 10            # ... of which these show unfolded
+LAST_LINE_WIDTH = 60          # characters of a passing validate step's last line, in the step table
 
 _HEADINGS = {"success": "✓ Validation passed", "failure": "✗ Validation failed",
              "timed_out": "✗ Validation timed out", "cancelled": "Validation cancelled",
@@ -91,10 +95,19 @@ def render_not_run_comment(heading: str, text: str, *, previous: PreviousResult 
     return f"{COMMENT_MARKER}\n### {heading}\n\n{text.strip()}\n{_footer(previous)}"
 
 
+def _last_line(step: StepResult) -> str:
+    """The last line a passing validate step printed, without a rule's `=` or `-` around it and cut to
+    LAST_LINE_WIDTH ("297 passed in 4.21s"); "" for any other step."""
+    lines = passing_tail(step, 1) if step.stage == "validate" else []
+    line = (lines[0].strip(" =-") or lines[0].strip()) if lines else ""
+    return line if len(line) <= LAST_LINE_WIDTH else line[:LAST_LINE_WIDTH - 1] + "…"
+
+
 def _step_cell(step: StepResult) -> str:
     name = code_span(step.name, table=True)
     if step.status == "passed":
-        return name
+        last = _last_line(step)  # in a code span: output never mentions anyone (`@types/node`) or links
+        return f"{name} · {code_span(last, table=True)}" if last else name
     if step.status == "failed":
         what = "failed" + (f" (exit {step.exit_code})" if step.exit_code is not None else "")
     else:
@@ -136,26 +149,41 @@ def _finding(annotation: Annotation) -> str:
     return f"- {_LEVELS[annotation.annotation_level]} {where}{rule} {inline_text(annotation.message, 160)}\n"
 
 
-def findings_section(findings: Sequence[Annotation]) -> str:
-    """The analysis findings on the changed lines, failures first: the first few shown, up to
-    LISTED_FINDINGS in all (the rest folded), then a count of the others."""
-    if not findings:
-        return ""
+def _findings_group(findings: Sequence[Annotation], step: str, room: int) -> str:
+    """One step's findings (`step`: its name, or "" to leave it unsaid), failures first: the first few
+    shown, up to `room` in all (the rest folded), then a count of the others."""
     order = sorted(findings, key=lambda f: (list(_LEVELS).index(f.annotation_level), f.path, f.start_line))
-    listed = order[:LISTED_FINDINGS]
+    listed = order[:max(room, 0)]
     shown, folded = listed[:OPEN_FINDINGS], listed[OPEN_FINDINGS:]
     counts = [(level, sum(f.annotation_level == level for f in findings)) for level in _LEVELS]
     words = {"failure": "failing the check", "warning": "warning", "notice": "notice"}
     split = "" if max(n for _, n in counts) == len(findings) else \
         " (" + ", ".join(f"{n} {words[level]}" if level == "failure" else plural(n, words[level])
                          for level, n in counts if n) + ")"
-    parts = [f"**{plural(len(findings), 'finding')} on changed lines**{split}\n\n", *map(_finding, shown)]
+    whose = f"{code_span(step)}: " if step else ""
+    parts = [f"**{whose}{plural(len(findings), 'finding')} on changed lines**{split}\n\n", *map(_finding, shown)]
     if folded:
         parts.append(f"\n<details>\n<summary>{plural(len(folded), 'more finding')}</summary>\n\n"
                      + "".join(map(_finding, folded)) + "\n</details>\n")
-    if len(order) > LISTED_FINDINGS:
-        parts.append(f"\n*… and {len(order) - LISTED_FINDINGS} more in the check run's annotations.*\n")
+    if len(order) > len(listed):
+        parts.append(f"\n*… and {len(order) - len(listed)} more in the check run's annotations.*\n")
     return "".join(parts)
+
+
+def findings_section(findings: Sequence[Annotation], steps: Sequence[StepResult] = ()) -> str:
+    """The analysis findings on the changed lines, under the step that found them (named when several
+    analysis steps ran), failures first: up to LISTED_FINDINGS in all, then a count of the others."""
+    if not findings:
+        return ""
+    ran = [s.name for s in steps if s.stage == "analysis" and s.status != "skipped"]
+    groups = findings_by_step(steps, findings)
+    named = len(ran) > 1 or len(groups) > 1
+    order = sorted(groups, key=lambda name: ran.index(name) if name in ran else len(ran))
+    parts, room = [], LISTED_FINDINGS
+    for step in order:
+        parts.append(_findings_group(groups[step], step if named and step != UNKNOWN_STEP else "", room))
+        room -= min(room, len(groups[step]))
+    return "\n".join(parts)
 
 
 def render_comment(steps: Sequence[StepResult], *, head_sha: str, conclusion: str,
@@ -178,7 +206,7 @@ def render_comment(steps: Sequence[StepResult], *, head_sha: str, conclusion: st
     if len(failing) > SHOWN_STEPS:
         parts.append(f"*{plural(len(failing) - SHOWN_STEPS, 'more failing step')}: see the details page.*\n")
     if findings:
-        parts.append(findings_section(findings))
+        parts.append(findings_section(findings, steps))
     if kept := [n for n in notes if n and n.strip()]:  # "*" bullets: not one list with the findings' "-"
         parts.append("".join(f"* {valid_utf8(n).strip()}\n" for n in kept))
     if screenshots:

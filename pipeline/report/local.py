@@ -29,7 +29,7 @@ from pipeline.report.text import clean_output, last_lines
 from pipeline.results import Annotation, Screenshot, StepResult
 
 JSON_FORMAT = 1
-UNKNOWN_STEP = ""  # the findings key when several analysis steps ran and the one that found them is not known
+UNKNOWN_STEP = ""  # the findings key of those that do not say which of several analysis steps found them
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,15 @@ class LocalRun:
 
 
 def findings_by_step(steps: Sequence[StepResult], annotations: Sequence[Annotation]) -> dict[str, list[Annotation]]:
-    """The run's findings under the analysis step that found them: all of them when one analysis step
-    ran; under UNKNOWN_STEP when several did (the run's annotations do not say which)."""
-    if not annotations:
-        return {}
+    """The run's findings under the analysis step that found them: the step each records (the runner
+    sets it); one that records none (made before steps were recorded) goes under the one analysis step
+    that ran, or under UNKNOWN_STEP when several did."""
     ran = [s.name for s in steps if s.stage == "analysis" and s.status != "skipped"]
-    return {ran[0] if len(ran) == 1 else UNKNOWN_STEP: list(annotations)}
+    unrecorded = ran[0] if len(ran) == 1 else UNKNOWN_STEP
+    grouped: dict[str, list[Annotation]] = {}
+    for annotation in annotations:
+        grouped.setdefault(annotation.step or unrecorded, []).append(annotation)
+    return grouped
 
 
 def step_tail(step: StepResult) -> str:

@@ -13,13 +13,13 @@
    `base` and the commit, as on a pull request (local_changes.py); without it, all are kept.
  - **The report**: the Markdown the check run would show, and the run as data (LocalRun) for the
    terminal and JSON forms (pipeline/report/terminal.py, local.py). Setup steps are named after their
-   commands; the UI check's screenshots are kept in a directory per commit.
+   commands, as everywhere (stages.setup_step_names); the UI check's screenshots are kept in a
+   directory per commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import shutil
@@ -35,12 +35,11 @@ from pipeline.report.local import LocalRun, findings_by_step
 from pipeline.repo_config.effective import EffectiveConfig, effective_config
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, parse_repo_config
 from pipeline.repo_config.reading import CONFIG_PATH
-from pipeline.repo_config.steps import name_steps
 from pipeline.results import StepResult
 from pipeline.sandbox.sandbox import Sandbox, SandboxUnavailable
 from pipeline.ui_check.check import BrowserSetup
 from pipeline.validation.local_changes import changed_lines_of_diff
-from pipeline.validation.stages import PipelineRunner, Progress, RunPlan, setup_step_name
+from pipeline.validation.stages import PipelineRunner, Progress, RunPlan
 from pipeline.workspace.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -64,38 +63,14 @@ class LocalReport:
         return 0 if self.conclusion == "success" else 1
 
 
-SETUP_NAME_WIDTH = 40
-
-
-def setup_step_names(commands: Sequence[str]) -> list[str]:
-    """Setup steps named after what they run, like the validate steps (`pip install -r requirements.txt`,
-    `npm ci`): each command's first line shortened, a repeated one made unique."""
-    shortened = []
-    for command in commands:
-        first = " ".join((command.strip().split("\n", 1) or [""])[0].split())
-        shortened.append(first if len(first) <= SETUP_NAME_WIDTH else first[:SETUP_NAME_WIDTH - 1] + "…")
-    return [step.name for step in name_steps([(name or None, command) for name, command in zip(shortened, commands,
-                                                                                              strict=True)])]
-
-
-def setup_renames(commands: Sequence[str]) -> dict[str, str]:
-    """The runner's names of the setup steps ("setup", "setup 2") -> setup_step_names."""
-    return {setup_step_name(index, len(commands)): name
-            for index, name in enumerate(setup_step_names(commands), start=1)}
-
-
-def shown_name(stage: str, name: str, renames: Mapping[str, str]) -> str:
-    return renames.get(name, name) if stage == "setup" else name
-
-
-def progress_notifier(notify: Callable[[str], None], renames: Mapping[str, str]) -> Progress:
+def progress_notifier(notify: Callable[[str], None]) -> Progress:
     """on_progress for the runner: says once which step runs, so a long run is not silent."""
     announced: set[tuple[str, str]] = set()
 
     async def on_progress(_steps: Sequence[StepResult], name: str | None, stage: str | None, _tail: str) -> None:
         if name is not None and stage is not None and (stage, name) not in announced:
             announced.add((stage, name))
-            notify(f"running {shown_name(stage, name, renames)} ({stage})")
+            notify(f"running {name} ({stage})")
     return on_progress
 
 
@@ -194,14 +169,14 @@ async def validate_local(path: Path, *, ref: str = "HEAD", base: str | None = No
         plan = RunPlan(workspace=workspace, config=config, tracked_files=tracked, changed_lines=changed,
                        snapshot_scope=f"local:{repo}" if snapshots is not None else None,
                        browser=BrowserSetup(screenshots_dir=shots_dir))
-        renames = setup_renames(config.setup)
         outcome = await PipelineRunner(sandbox, snapshots).run(plan, redactor=Redactor(), leading_steps=[checkout],
-                                                               on_progress=progress_notifier(notify, renames))
+                                                               on_progress=progress_notifier(notify))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    steps = [dataclasses.replace(s, name=shown_name(s.stage, s.name, renames)) for s in outcome.steps]
+    steps = outcome.steps
     output = check_run_output(steps, head_sha=sha, conclusion=outcome.conclusion, details_url=None,
-                              notes=outcome.notes, timeout_minutes=config.timeout_minutes)
+                              notes=outcome.notes, timeout_minutes=config.timeout_minutes,
+                              findings=outcome.annotations)
     text = f"{output['title']}\n\n{output['summary']}\n"
     if output["text"]:
         text += f"\n{output['text']}\n"

@@ -276,7 +276,8 @@ class ValidationService:
         lead = f"{title} · commit `{short_sha(state.head_sha)}` · [details]({self.details_url(state.id)})"
         body = render_not_run_comment(comment_heading(conclusion), lead)
         try:
-            await self.write_comment(self.repo(project), project.id, state.pr_number, body, only_existing=True)
+            await self.write_comment(await self.masked_repo(project), project.id, state.pr_number, body,
+                                     only_existing=True)  # masked like every comment: a reason may quote a secret
         except Exception:  # noqa: BLE001
             log.exception("validation %s: could not update the PR comment", state.id)
 
@@ -386,6 +387,11 @@ class ValidationService:
             return  # ended meanwhile: nothing is left running
         log.error("validation %s failed for good: %s", state.id, type(exc).__name__)
         await (await self._validation(state)).finish_broken(exc)
+
+    async def masked_repo(self, project: Project) -> RepoGitHub:
+        """The project's repository, what is written to it masked of the project's secrets (and the process's)."""
+        secrets = await self.store.projects.secret_values(project.id)
+        return self.repo(project).masked(PROCESS_REDACTOR.child(list(secrets.values())))
 
     async def _validation(self, state: ValidationState) -> _Validation:
         project = await self.store.projects.get_project(state.project_id)
@@ -520,7 +526,8 @@ class _Validation:
                    "screenshots": [shot.__dict__ for shot in outcome.screenshots]}
         output = check_run_output(outcome.steps, head_sha=self.state.head_sha,
                                   conclusion=outcome.conclusion, details_url=details_url,
-                                  notes=outcome.notes, timeout_minutes=timeout_minutes, screenshots=shots)
+                                  notes=outcome.notes, timeout_minutes=timeout_minutes, screenshots=shots,
+                                  findings=outcome.annotations)
         output = {k: redactor.redact(v) for k, v in output.items()}
         images = check_run_images(shots) if publicly_reachable(public_url) else []
         if not await self.store.validations.complete(self.state.id, conclusion=outcome.conclusion,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bot.redact import Redactor
 from pipeline.repo_config.effective import EffectiveConfig
-from pipeline.repo_config.steps import AnalysisStep
+from pipeline.repo_config.steps import AnalysisStep, name_steps
 from pipeline.report.annotations import annotations_on_changed_lines
 from pipeline.report.check_run import LIVE_TAIL_CHARS, conclusion_for
 from pipeline.report.sarif import SarifError, parse_sarif
@@ -66,9 +66,20 @@ class RunPlan:
     volume: Volume | None = None  # the workspace's own filesystem: a step that fills it fails saying so
 
 
-def setup_step_name(index: int, count: int) -> str:
-    """The name of the `index`th (1-based) of `count` setup commands: "setup", or "setup 2" of several."""
-    return "setup" if count == 1 else f"setup {index}"
+SETUP_NAME_WIDTH = 40
+
+
+def setup_step_names(commands: Sequence[str]) -> list[str]:
+    """The setup steps' names, the same in every report (check run, comment, validation page, planned
+    steps, `codegenapp validate`). Named after what they run, like the validate steps (`pip install -r
+    requirements.txt`, `npm ci`): each command's first line, its spaces folded, shortened to
+    SETUP_NAME_WIDTH, a repeated one made unique ("npm ci (2)")."""
+    shortened = []
+    for command in commands:
+        first = " ".join((command.strip().split("\n", 1) or [""])[0].split())
+        shortened.append(first if len(first) <= SETUP_NAME_WIDTH else first[:SETUP_NAME_WIDTH - 1] + "…")
+    return [step.name for step in name_steps([(name or None, command)
+                                              for name, command in zip(shortened, commands, strict=True)])]
 
 
 def planned_steps(config: EffectiveConfig) -> list[dict[str, str]]:
@@ -76,7 +87,7 @@ def planned_steps(config: EffectiveConfig) -> list[dict[str, str]]:
     service's), setup, the validate steps, the analysis steps and the UI check. Recorded when a run
     starts, so its page lists every step, pending, before it runs (a restored snapshot adds a step)."""
     steps = [("checkout", "checkout")]
-    steps += [(setup_step_name(i, len(config.setup)), "setup") for i in range(1, len(config.setup) + 1)]
+    steps += [(name, "setup") for name in setup_step_names(config.setup)]
     steps += [(step.name, "validate") for step in config.validate]
     steps += [(analysis.name, "analysis") for analysis in config.analysis]
     if config.ui is not None:
@@ -124,6 +135,7 @@ class PipelineRunner:
                 steps.append(StepResult(analysis.name, "analysis", "skipped", 0.0))
                 continue
             result, found = await self._analysis(analysis, plan, step_runner)
+            found = [dataclasses.replace(a, step=result.name) for a in found]  # reports list them under it
             if plan.changed_lines is not None:
                 found = annotations_on_changed_lines(found, dict(plan.changed_lines))
             steps.append(judge_analysis(result, found))
@@ -159,8 +171,7 @@ class PipelineRunner:
         # Setup runs even after a restore: the snapshot is only a warm start. What setup derives from this
         # commit (a compiled extension, a bundle) is then rebuilt from it, so a warm run reaches the
         # verdict a cold one would; a snapshot of an older commit's build never stands in for this one's.
-        for index, command in enumerate(commands, start=1):
-            name = setup_step_name(index, len(commands))
+        for name, command in zip(setup_step_names(commands), commands, strict=True):
             result = await step_runner.run(name, "setup", command, network=plan.config.setup_network)
             steps.append(result)
             if result.status != "passed":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from http import HTTPStatus
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from bot.github.check_runs import CheckRuns, FoundRun
 from bot.github.comments import Comments
 from bot.github.github_app import AppNotConfigured, RepoGitHub
 from bot.github.repos import Repos
-from bot.github.types import MergeResult, PullRequest
+from bot.github.types import ListedPull, MergeResult, PullRequest
 
 
 def pull_request(number: int = 1, *, repository: str = "octo/app", head_sha: str = "a" * 40,
@@ -124,6 +124,11 @@ class _Pulls(_Part):
     async def open_from(self, branch: str) -> list[PullRequest]:
         self.github.record("pulls.open_from", branch)
         return [p for p in self.github.pulls.values() if p.head_ref == branch and p.is_open]
+
+    async def open_pulls(self) -> AsyncIterator[ListedPull]:
+        self.github.record("pulls.open_pulls")
+        for pull in [p for p in self.github.pulls.values() if p.is_open]:
+            yield ListedPull(pull, created_at=None, updated_at=None)
 
     async def create(self, *, title: str, head: str, base: str, body: str) -> PullRequest:
         self.github.record("pulls.create", title=title, head=head, base=base)

@@ -56,6 +56,8 @@ state through ``self`` and registers its REST handlers with ``@_handles("METHOD 
   ``issues.py`` - issue comments, reactions, labels.
 - ``git.py`` - git over smart HTTP and the real repositories of ``git_repo()``.
 - ``meta.py`` - ``GET /meta``: the ``hooks`` ranges webhooks come from (``hook_ranges``).
+- ``hooks.py`` - the App's webhook and delivery log: ``deliver()`` sends a webhook as GitHub does and logs it;
+  ``GET /app/hook/deliveries`` (cursor-paged), ``GET .../{id}``, ``POST .../{id}/attempts``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from tests.fakes.github.auth import MAX_JWT_LIFETIME_S, AuthMixin, _public_key_o
 from tests.fakes.github.check_runs import CheckRunsMixin
 from tests.fakes.github.common import DOCS_URL, Call, Fault, RateLimitBucket, _fake_sha
 from tests.fakes.github.git import GIT_TIMEOUT_S, GitMixin
+from tests.fakes.github.hooks import HooksMixin
 from tests.fakes.github.issues import IssuesMixin
 from tests.fakes.github.meta import MetaMixin
 from tests.fakes.github.pulls import PullsMixin
@@ -111,10 +114,11 @@ __all__ = [
 
 
 class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, CheckRunsMixin, IssuesMixin, GitMixin,
-                 MetaMixin):
+                 MetaMixin, HooksMixin):
     """See the package docstring. Public state: ``installations``, ``repos``, ``pulls``,
     ``pull_files``, ``check_runs``, ``comments``, ``reactions``, ``merges``, ``statuses``,
-    ``labels``, ``deleted_refs``, ``tokens``, ``user_tokens``, ``rate_limits``, ``users``, ``hook_ranges``."""
+    ``labels``, ``deleted_refs``, ``tokens``, ``user_tokens``, ``rate_limits``, ``users``, ``hook_ranges``,
+    ``hook_deliveries``, ``redelivery_requests``."""
 
     def __init__(
         self,

@@ -1,0 +1,1 @@
+"""The resync of open pull requests (service.py), and what it decides (decision.py)."""
