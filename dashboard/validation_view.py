@@ -17,9 +17,9 @@ from markupsafe import Markup, escape
 
 from bot import labels
 from pipeline.report.text import PASSING_TAIL_LINES, last_lines
+from pipeline.results import LISTED_FINDINGS
 
 LOG_LINES = 500  # of a step's log shown at first; "Show all" shows the rest
-LISTED_FINDINGS = 50
 LEVEL_ORDER = {"failure": 0, "warning": 1, "notice": 2}
 LEVEL_WORDS = {"failure": "fails the check", "warning": "warning", "notice": "notice"}
 FAILED_STATES = ("failed", "timed_out")

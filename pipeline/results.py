@@ -6,7 +6,9 @@ renderer (pipeline/report/) shows them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.network_note import network_note
 
@@ -82,3 +84,35 @@ class RunOutcome:
     timed_out: bool = False
     snapshot_key: str | None = None
     screenshots: list[Screenshot] = field(default_factory=list)
+
+
+# ---- findings, as every report lists them ----------------------------------------------------------------
+
+LISTED_FINDINGS = 50  # a report lists at most this many findings, then says how many more
+
+
+def finding_text(path: str | None, line: int | None, rule: str | None, message: str | None) -> str:
+    """`app.py:12 E501 line too long`: where, which rule, what (one line)."""
+    said = " ".join(str(message or "").split())
+    return f"{path or '?'}:{line or '?'}{f' {rule}' if rule else ''} {said}".rstrip()
+
+
+def stored_failing_findings(results: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The findings that failed the check, from a validation's stored results (`test_results["findings"]`,
+    each with the `step` that found it), as lines under that step's name; one that names no step goes
+    under the one analysis step that ran. Results stored before findings were have none."""
+    stored = (results or {}).get("findings")
+    if not isinstance(stored, list):
+        return {}
+    steps: Sequence[Any] = (results or {}).get("steps") or []
+    ran = [str(s.get("name")) for s in steps
+           if isinstance(s, Mapping) and s.get("stage") == "analysis" and s.get("status") != "skipped"]
+    grouped: dict[str, list[str]] = {}
+    for finding in stored:
+        if not isinstance(finding, Mapping) or finding.get("level", "failure") != "failure":
+            continue  # a notice or a warning does not fail the check
+        step = finding.get("step") or (ran[0] if len(ran) == 1 else None)
+        if step:
+            grouped.setdefault(str(step), []).append(
+                finding_text(finding.get("path"), finding.get("line"), finding.get("rule"), finding.get("message")))
+    return grouped

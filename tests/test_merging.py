@@ -20,6 +20,7 @@ class Validation:
     status: str = "completed"
     conclusion: str | None = "success"
     title: str | None = None
+    test_results: dict | None = None
 
 
 def pull(**changes):
@@ -65,6 +66,21 @@ def test_a_validated_open_pr_may_be_merged() -> None:
 def test_refusals(changes, validation, reason) -> None:
     decision = merge_decision(pull(**changes), validation)
     assert not decision.allowed and reason in decision.reason and not decision.retry_later
+
+
+def test_a_refusal_lists_the_findings_that_failed_the_validation() -> None:
+    findings = [{"path": "app.py", "line": n, "rule": "E501", "message": f"line too long ({80 + n} > 79)",
+                 "level": "failure", "step": "ruff"} for n in range(1, 53)]
+    findings.append({"path": "app.py", "line": 99, "rule": "D103", "message": "Missing docstring",
+                     "level": "warning", "step": "ruff"})
+    results = {"steps": [{"name": "ruff", "stage": "analysis", "status": "failed"}], "findings": findings}
+    decision = merge_decision(pull(), Validation(conclusion="failure", title="ruff: 52 findings on changed lines",
+                                                 test_results=results))
+    assert "did not pass (Failed: ruff: 52 findings on changed lines)" in decision.reason
+    assert "\n\n`ruff`:\n- `app.py:1 E501 line too long (81 > 79)`" in decision.reason
+    assert "`app.py:50 E501" in decision.reason and "`app.py:51 E501" not in decision.reason
+    assert decision.reason.endswith("- … and 2 more (see the check run's annotations)")
+    assert "D103" not in decision.reason  # a warning did not fail it
 
 
 def test_the_head_that_moved_after_validation_is_not_merged() -> None:

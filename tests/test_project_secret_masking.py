@@ -1,5 +1,5 @@
-"""A project's secret is masked in what the app says outside a validation's own run: the PR comment of a
-run that ended without its report, and the log line, event and audit entry of an agent run's outcome."""
+"""A project's secret is masked in what the app says outside a validation's own run: the PR comment and
+the check run of a run that ended without its report, and the log line, event and audit entry of an agent run's outcome."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ async def test_the_comment_of_a_cancelled_run_is_masked_of_the_projects_secrets(
     await bot.store.projects.set_secret(project.id, "API_TOKEN", SECRET)
     state = await seed_validation(bot.store, scenario, conclusion=None)
     assert await bot.store.validations.start(state.id)
-    state = await bot.store.validations.get(state.id)
     service = bot.services.validations
+    check_run_id = await service.repo(project).check_runs.create_once(
+        head_sha=scenario.head_sha, details_url=service.details_url(state.id), external_id=state.id,
+        title="Validation queued", summary="Validating.", look_first=False)
+    await bot.store.validations.set_check_run(state.id, check_run_id)
+    state = await bot.store.validations.get(state.id)
     # the run's comment says "Validating…" (as announce_running writes it)
     await service.write_comment(service.repo(project), project.id, scenario.number,
                                 f"{COMMENT_MARKER}\n### Validating `{scenario.head_sha[:7]}`…")
@@ -29,6 +33,9 @@ async def test_the_comment_of_a_cancelled_run_is_masked_of_the_projects_secrets(
     [comment] = comments_on(fake_github, scenario)
     assert "### Validation cancelled" in comment["body"]
     assert "who pasted ***" in comment["body"] and SECRET not in comment["body"]
+    [completed] = [call.json for call in fake_github.calls_to("PATCH", "/repos/acme/widgets/check-runs/*")]
+    assert completed["conclusion"] == "cancelled" and "who pasted ***" in completed["output"]["title"]
+    assert SECRET not in json.dumps(completed)
 
 
 async def test_an_agent_runs_outcome_is_logged_masked_of_the_projects_secrets(bot, fake_github, caplog) -> None:

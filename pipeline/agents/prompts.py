@@ -10,11 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.results import LISTED_FINDINGS, stored_failing_findings
+
 MAX_TAIL_CHARS = 3000
 MAX_FAILING_STEPS = 3
 MAX_GOAL_CHARS = 20_000
 MAX_PLAN_CHARS = 50_000
-MAX_FINDINGS = 50  # listed per step; then a count of the rest
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class FailingStep:
     status: str
     output_tail: str
     detail: str = ""
-    findings: tuple[str, ...] = ()  # `app.py:12 E501 line too long`, at most MAX_FINDINGS
+    findings: tuple[str, ...] = ()  # `app.py:12 E501 line too long`, at most LISTED_FINDINGS
     more_findings: int = 0  # how many more there are
 
 
@@ -59,46 +60,21 @@ def fix_context(*, title: str | None, head_sha: str, results: Mapping[str, Any] 
     steps = [s for s in results.get("steps") or [] if isinstance(s, Mapping)]
     failing = [s for s in steps if s.get("status") in ("failed", "timed_out")][:MAX_FAILING_STEPS]
     error = results.get("config_error") or results.get("error")
-    found = _findings_by_step(results, steps)
+    found = stored_failing_findings(results)
 
     def failing_step(step: Mapping[str, Any]) -> FailingStep:
         name = str(step.get("name") or "step")
         lines = [redact(line) for line in found.get(name, [])]
         return FailingStep(name=name, stage=str(step.get("stage") or ""), status=str(step.get("status")),
                            output_tail=redact(str(step.get("output_tail") or ""))[-MAX_TAIL_CHARS:],
-                           detail=redact(str(step.get("detail") or "")), findings=tuple(lines[:MAX_FINDINGS]),
-                           more_findings=max(0, len(lines) - MAX_FINDINGS))
+                           detail=redact(str(step.get("detail") or "")), findings=tuple(lines[:LISTED_FINDINGS]),
+                           more_findings=max(0, len(lines) - LISTED_FINDINGS))
 
     return FixContext(
         title=redact(title or "the validation failed"), head_sha=head_sha,
         failing_steps=tuple(failing_step(s) for s in failing),
         error=redact(str(error)) if error else None, attempt=attempt, max_attempts=max_attempts,
         no_change=no_change)
-
-
-def _findings_by_step(results: Mapping[str, Any], steps: list[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """The stored findings (test_results["findings"], pipeline/report/local.finding_json plus its `step`)
-    that fail the check, as lines under the step that found them; one that names no step goes under the
-    one analysis step that ran. A result stored before findings were (no "findings") has none."""
-    stored = results.get("findings")
-    if not isinstance(stored, list):
-        return {}
-    ran = [str(s.get("name")) for s in steps if s.get("stage") == "analysis" and s.get("status") != "skipped"]
-    grouped: dict[str, list[str]] = {}
-    for finding in stored:
-        if not isinstance(finding, Mapping) or finding.get("level", "failure") != "failure":
-            continue  # a notice or warning does not fail the check: not the agent's to fix
-        step = finding.get("step") or (ran[0] if len(ran) == 1 else None)
-        if step:
-            grouped.setdefault(str(step), []).append(_finding_line(finding))
-    return grouped
-
-
-def _finding_line(finding: Mapping[str, Any]) -> str:
-    """`app.py:12 E501 line too long`: where, which rule, what."""
-    rule = f" {finding['rule']}" if finding.get("rule") else ""
-    message = " ".join(str(finding.get("message") or "").split())
-    return f"{finding.get('path') or '?'}:{finding.get('line') or '?'}{rule} {message}".rstrip()
 
 
 def _section(title: str, text: str) -> list[str]:

@@ -324,11 +324,13 @@ class RunStep:
 
     async def finish(self, action: Finish) -> None:
         self.service.ending.add(self.run.id)  # its comment and events must not be stopped by the watch
-        after = await self.save({"status": action.status, "reason": action.reason, "completed_at": utcnow()},
-                                reason=action.reason, announce=False)
+        # the agent's or GitHub's words may quote a secret: stored (and so shown on the run page) masked
+        reason = (await self.redactor()).redact(action.reason) if action.reason else action.reason
+        after = await self.save({"status": action.status, "reason": reason, "completed_at": utcnow()},
+                                reason=reason, announce=False)
         if after is None:
             return
         await self.service.say_on_pr(after, partial(outcome_comment, needs_human=action.needs_human))
-        await self.service.changed(self.project, self.run, after, action.reason)
+        await self.service.changed(self.project, self.run, after, reason)
 
 

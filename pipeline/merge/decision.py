@@ -22,6 +22,7 @@ from bot.github.types import PullRequest
 from pipeline.report.text import short_sha
 from pipeline.repo_config.effective import EffectiveConfig, effective_config
 from pipeline.repo_config.parse import ProjectSettings, RepoConfig
+from pipeline.results import LISTED_FINDINGS, stored_failing_findings
 
 GREEN_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
 ACTIVE_STATUSES = frozenset({"queued", "in_progress"})
@@ -34,6 +35,7 @@ class ValidationView(Protocol):
     status: str
     conclusion: str | None
     title: str | None  # what the check run's title said
+    test_results: dict[str, Any] | None  # its findings, for a refusal to list
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
     if validation.conclusion != "success":
         outcome = labels.validation_state(validation.status, validation.conclusion)
         said = f"{outcome}: {validation.title}" if validation.title else outcome
-        return MergeDecision(False, f"the validation of {short_sha(head)} did not pass ({said})")
+        return MergeDecision(False, f"the validation of {short_sha(head)} did not pass ({said})"
+                                    + findings_listed(validation.test_results))
     state = pull.mergeable_state
     if pull.mergeable is False or state == "dirty":
         return MergeDecision(False, f"the PR has conflicts with {base}; resolve them and push")
@@ -154,6 +157,18 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
         return MergeDecision(False, "GitHub has not finished checking whether the PR can be merged; "
                                     "try again in a moment", retry_later=True)
     return MergeDecision(True, f"the validation of {short_sha(head)} succeeded")
+
+
+def findings_listed(results: Mapping[str, Any] | None) -> str:
+    """The findings that failed the validation, as a markdown list under their step (at most
+    LISTED_FINDINGS, then a count): what a refusal must show for a PR that failed on findings alone."""
+    lines: list[str] = []
+    for step, found in stored_failing_findings(results).items():
+        lines.append(f"\n\n`{step}`:")
+        lines += [f"- `{line}`" for line in found[:LISTED_FINDINGS]]
+        if len(found) > LISTED_FINDINGS:
+            lines.append(f"- … and {len(found) - LISTED_FINDINGS} more (see the check run's annotations)")
+    return "\n".join(lines)
 
 
 # ---- settings -----------------------------------------------------------------------------------

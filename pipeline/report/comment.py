@@ -23,13 +23,12 @@ from pipeline.report.check_run import failing_steps, passing_tail, run_title
 from pipeline.report.local import UNKNOWN_STEP, findings_by_step
 from pipeline.report.text import (clean_output, code_block, code_span, markdown_url, nbytes, plural, short_sha,
                                   valid_utf8)
-from pipeline.results import Annotation, StepResult
+from pipeline.results import LISTED_FINDINGS, Annotation, StepResult
 
 COMMENT_LIMIT = 65536         # issue comment body
 COMMENT_MARKER = "<!-- codegenapp:validation -->"
 TAIL_LINES = 60               # of each failing step's output (the whole log is on the details page)
 SHOWN_STEPS = 3               # failing steps whose tail the comment shows
-LISTED_FINDINGS = 50          # findings listed; a count says how many more
 OPEN_FINDINGS = 10            # ... of which these show unfolded
 LAST_LINE_WIDTH = 60          # characters of a passing validate step's last line, in the step table
 

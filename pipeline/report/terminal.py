@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from bot.labels import duration, step_state
 from pipeline.report.local import UNKNOWN_STEP, LocalRun, step_tail
 from pipeline.report.text import LINE_WIDTH, plural, short_sha
-from pipeline.results import Annotation, StepResult
+from pipeline.results import LISTED_FINDINGS, Annotation, StepResult
 
 FORMATS = ("text", "markdown", "json")
 FAILING_TAIL_LINES = 30       # of a failing step's output
-LISTED_FINDINGS = 50          # per step
 NAME_WIDTH = 40
 
 RESET, BOLD, DIM, RED, GREEN, YELLOW = "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[32m", "\x1b[33m"

@@ -7,15 +7,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from pipeline.results import Annotation, StepResult
-
-LISTED_FINDINGS = 50
+from pipeline.results import LISTED_FINDINGS, Annotation, StepResult, finding_text
 
 
 def finding_line(finding: Annotation) -> str:
     """`app.py:12 E501 line too long`: where, which rule, what."""
-    rule = f" {finding.title}" if finding.title else ""
-    return f"{finding.path}:{finding.start_line}{rule} {' '.join(finding.message.split())}"
+    return finding_text(finding.path, finding.start_line, finding.title, finding.message)
 
 
 def judge_analysis(step: StepResult, findings: Sequence[Annotation]) -> StepResult:

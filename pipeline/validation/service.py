@@ -236,8 +236,9 @@ class ValidationService:
         if state.check_run_id is not None:
             actions = check_run_actions("cancelled", merge_allowed=False,
                                         agent_configured=self.agent_configured(project))
-            await self.complete_check_run(self.repo(project).check_runs, state.id, state.check_run_id, "cancelled",
-                                          _saying(title), actions=actions)
+            # the reason is a person's words (`/cancel because …`): masked like every other free text
+            await self.complete_check_run((await self.masked_repo(project)).check_runs, state.id, state.check_run_id,
+                                          "cancelled", _saying(title), actions=actions)
         await self.store.audit.record(
             "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
             details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason, "validation_id": state.id})
@@ -335,7 +336,7 @@ class ValidationService:
             log.info("validation %s: recovering its check run", state.id)
             await self._open_check_run(project, state, look_first=True)
             return True
-        check_runs = self.repo(project).check_runs
+        check_runs = (await self.masked_repo(project)).check_runs
         runs = ([await check_runs.get(state.check_run_id)] if state.check_run_id is not None
                 else await check_runs.of(state.head_sha, state.id))
         conclusion, output = recovered_output(state, self.details_url(state.id))
