@@ -82,8 +82,10 @@ class BotUnderTest:
 
 
 @pytest.fixture
-async def start_bot(aiohttp_server, make_settings, fake_github) -> AsyncIterator[Callable[..., object]]:  # type: ignore[no-untyped-def]
-    """Start the real app (web + in-process worker) on 127.0.0.1 against the fake GitHub."""
+async def start_bot(fake_github, aiohttp_server, make_settings) -> AsyncIterator[Callable[..., object]]:  # type: ignore[no-untyped-def]
+    """Start the real app (web + in-process worker) on 127.0.0.1 against the fake GitHub. The fake is set
+    up first so that it is torn down last: the app stops while GitHub still answers (else a job in
+    flight at the end retries against a closed port until its backoff gives up)."""
     session = aiohttp.ClientSession()
 
     async def start(**env: str) -> BotUnderTest:

@@ -46,7 +46,7 @@ class Dashboard:
         return session
 
 
-async def start_dashboard(aiohttp_server: Any, make_settings: Any, fake: FakeGitHub, *, with_app: bool = True,
+async def start_dashboard(fake: FakeGitHub, aiohttp_server: Any, make_settings: Any, *, with_app: bool = True,
                           with_worker: bool = True, clock: Callable[[], float] = time.monotonic,
                           **env: str | None) -> Dashboard:
     """The app on 127.0.0.1 at PUBLIC_URL against `fake`, logging in through it (`with_app`: a GitHub App
@@ -65,11 +65,11 @@ async def start_dashboard(aiohttp_server: Any, make_settings: Any, fake: FakeGit
 
 
 @pytest.fixture
-async def dashboard(aiohttp_server: Any, make_settings: Any, fake_github: FakeGitHub) -> Dashboard:
+async def dashboard(fake_github: FakeGitHub, aiohttp_server: Any, make_settings: Any) -> Dashboard:
     """The dashboard with one installation (1, acme) and its repository acme/widgets recorded as a project
     (registered in tests/conftest.py; a test file extends it by overriding it with one that asks for it)."""
     fake_github.add_installation(1, "acme", repos=["widgets"])
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings)
     await dash.record(1, "acme/widgets")
     return dash
 

@@ -26,12 +26,12 @@ GOAL = "Greet the world in greeting.txt"
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
-async def test_launch_an_agent_run_and_confirm_its_plan(browser, aiohttp_server, make_settings, fake_github,
+async def test_launch_an_agent_run_and_confirm_its_plan(browser, fake_github, aiohttp_server, make_settings,
                                                          fake_codegen) -> None:  # noqa: F811
     from playwright.async_api import expect
 
     make_repository(fake_github, config=CONFIG)
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, CODEGEN_API_URL=fake_codegen.url,
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, CODEGEN_API_URL=fake_codegen.url,
                                  CODEGEN_API_KEY=API_KEY, CODEGEN_ORG_ID=ORG_ID)
     services = dash.services
     assert services.agent_runs is not None

@@ -59,7 +59,7 @@ print("model key:", os.environ.get("AGENT_KEY"), "branch:", os.environ["CODEGENA
 
 
 @pytest.fixture
-async def launch(aiohttp_server, make_settings, fake_github, fake_codegen):  # noqa: F811
+async def launch(fake_github, aiohttp_server, make_settings, fake_codegen):  # noqa: F811
     """Start the app (web + worker) on a DATA_DIR shared by every app of the test: (bot, server)."""
     session = aiohttp.ClientSession()
 

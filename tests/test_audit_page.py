@@ -302,7 +302,7 @@ async def test_pages_filters_and_run_events(store: Store) -> None:
 async def test_the_audit_page_reads_as_sentences_filters_and_pages(aiohttp_server, make_settings,
                                                                    fake_github) -> None:
     fake_github.add_installation(1, "acme", repos=["widgets"])
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False)
     await dash.record(1, "acme/widgets")
     store = dash.services.store
     project = await store.projects.get_project_by_name("acme/widgets")

@@ -186,8 +186,8 @@ async def test_personal_api_token_authenticates_without_csrf(dashboard) -> None:
     assert [t.name for t in tokens] == ["ci"] and tokens[0].token_hash != api_token
 
 
-async def test_setup_mode_needs_the_setup_token(aiohttp_server, make_settings, fake_github) -> None:
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+async def test_setup_mode_needs_the_setup_token(fake_github, aiohttp_server, make_settings) -> None:
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
     settings = dash.services.settings
     path = settings.data_dir / registration.SETUP_TOKEN_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -22,10 +22,10 @@ RULES = "Never <b>bold</b> & {{ config }}\n  keep this indent\n"
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
-async def test_register_login_configure_and_watch_live(browser, aiohttp_server, make_settings, fake_github) -> None:
+async def test_register_login_configure_and_watch_live(browser, fake_github, aiohttp_server, make_settings) -> None:
     from playwright.async_api import expect
 
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
     services = dash.services
     setup_token = (services.settings.data_dir / registration.SETUP_TOKEN_FILE).read_text().strip()
     context = await browser.new_context(viewport={"width": 1100, "height": 800})

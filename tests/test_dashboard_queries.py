@@ -39,10 +39,10 @@ def statements() -> Iterator[list[str]]:
         event.remove(Engine, "before_cursor_execute", count)
 
 
-async def five_projects(aiohttp_server: Any, make_settings: Any, fake_github: Any) -> Dashboard:
+async def five_projects(fake_github: Any, aiohttp_server: Any, make_settings: Any) -> Dashboard:
     """Five projects of installation 1, each with the seeded overview (#3 failing, ...) and 2 agent runs."""
     fake_github.add_installation(1, "acme", repos=[name.split("/")[1] for name in NAMES])
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False)
     await dash.record(1, *NAMES)
     store = dash.services.store
     for name in NAMES:
@@ -62,8 +62,8 @@ async def _pin(dash: Dashboard, names: list[str]) -> None:
 
 
 async def test_the_home_page_costs_the_same_statements_for_one_or_five_pinned_projects(
-        aiohttp_server, make_settings, fake_github) -> None:
-    dash = await five_projects(aiohttp_server, make_settings, fake_github)
+        fake_github, aiohttp_server, make_settings) -> None:
+    dash = await five_projects(fake_github, aiohttp_server, make_settings)
     counts = {}
     async with await dash.login("alice", installation_ids=[1]) as session:
         for pinned in (NAMES[:1], NAMES):
@@ -103,8 +103,8 @@ async def _status_event(dash: Dashboard, sockets: list[aiohttp.ClientWebSocketRe
     return len(seen)
 
 
-async def test_a_status_event_is_computed_once_for_every_socket(aiohttp_server, make_settings, fake_github) -> None:
-    dash = await five_projects(aiohttp_server, make_settings, fake_github)
+async def test_a_status_event_is_computed_once_for_every_socket(fake_github, aiohttp_server, make_settings) -> None:
+    dash = await five_projects(fake_github, aiohttp_server, make_settings)
     await _pin(dash, NAMES)
     project = await dash.services.store.projects.get_project_by_name(NAMES[2])
     shared = dash.app[SHARED_STATUS]

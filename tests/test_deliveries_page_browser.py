@@ -27,7 +27,7 @@ async def test_the_deliveries_page_at_desktop_and_phone_width(browser, aiohttp_s
                                                               fake_github) -> None:
     from playwright.async_api import expect
 
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False)
     first = open_pull_request(fake_github, config="validate:\n  - true\n")
     second = open_pull_request(fake_github, config="validate:\n  - true\n")
     await record_project(dash.services.store, first)

@@ -66,8 +66,8 @@ class Served:
 
 
 @pytest.fixture
-async def served(aiohttp_server, make_settings, fake_github):  # type: ignore[no-untyped-def]
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False,
+async def served(fake_github, aiohttp_server, make_settings):  # type: ignore[no-untyped-def]
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False,
                                  LOGIN_REQUESTS_PER_MINUTE="0", API_REQUESTS_PER_MINUTE="0",
                                  WEBHOOK_REFUSALS_PER_MINUTE="0", GITHUB_WRITES_PER_MINUTE="100000",
                                  GITHUB_WRITES_PER_HOUR="100000")

@@ -40,8 +40,8 @@ async def test_the_logged_out_home_shows_no_operator_details(dashboard) -> None:
 
 
 async def test_the_setup_page_warns_that_github_cannot_reach_a_loopback_public_url(
-        aiohttp_server, make_settings, fake_github) -> None:
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+        fake_github, aiohttp_server, make_settings) -> None:
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
     async with jar() as session:
         status, anonymous = await page_of(session, dash.url + "/")
         assert status == 200 and WARNING not in anonymous  # only for who holds the setup link
@@ -52,9 +52,9 @@ async def test_the_setup_page_warns_that_github_cannot_reach_a_loopback_public_u
     assert f"ngrok http {dash.url.rsplit(':', 1)[1]}" in page  # a tunnel to the port it listens on
 
 
-async def test_the_setup_page_does_not_warn_for_a_public_address(aiohttp_server, make_settings, fake_github) -> None:
+async def test_the_setup_page_does_not_warn_for_a_public_address(fake_github, aiohttp_server, make_settings) -> None:
     # http: under https the session cookie is Secure, and this client speaks plain HTTP to 127.0.0.1
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False,
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False,
                                  PUBLIC_URL="http://codegen.example.com")
     async with jar() as session:
         status, page = await page_of(session, setup_link(dash))
@@ -62,8 +62,8 @@ async def test_the_setup_page_does_not_warn_for_a_public_address(aiohttp_server,
 
 
 async def test_a_reloaded_registration_callback_gets_a_page_with_a_way_back(
-        aiohttp_server, make_settings, fake_github) -> None:
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+        fake_github, aiohttp_server, make_settings) -> None:
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
     async with jar() as session:
         callback = await register_app(session, setup_link(dash))
         assert callback.status == 200 and "GitHub App registered" in callback.page
@@ -75,8 +75,8 @@ async def test_a_reloaded_registration_callback_gets_a_page_with_a_way_back(
 
 
 async def test_an_expired_registration_callback_gets_a_page_with_a_way_back(
-        aiohttp_server, make_settings, fake_github) -> None:
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+        fake_github, aiohttp_server, make_settings) -> None:
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
     async with jar() as session:
         await page_of(session, setup_link(dash))  # this browser may register
         async with session.get(dash.url + "/setup/callback?code=abc&state=expired") as response:
@@ -88,10 +88,10 @@ async def test_an_expired_registration_callback_gets_a_page_with_a_way_back(
 
 @pytest.mark.slow
 async def test_screenshots_of_the_setup_page_and_the_logged_out_home(
-        browser, aiohttp_server, make_settings, fake_github) -> None:
+        browser, fake_github, aiohttp_server, make_settings) -> None:
     from playwright.async_api import expect
 
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_app=False)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
     for width in (1280, 390):
         context = await browser.new_context(viewport={"width": width, "height": 800})
         page = await context.new_page()

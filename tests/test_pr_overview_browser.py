@@ -38,7 +38,7 @@ async def test_overview_updates_live_and_reads_well_on_a_phone(browser, aiohttp_
                                                                fake_github) -> None:
     from playwright.async_api import expect
 
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings)
     scenario = open_pull_request(fake_github, config=PASSING, author="dev-bob")
     project = await record_project(dash.services.store, scenario)
     await seed_overview(dash.services.store, project.id)
@@ -98,7 +98,7 @@ async def test_a_burst_of_status_events_costs_one_fetch_of_the_overview(browser,
     status changes 40 ms apart reload the PR table once or twice, not ten times."""
     from playwright.async_api import expect
 
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False)
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False)
     scenario = open_pull_request(fake_github, config=PASSING, author="dev-bob")
     project = await record_project(dash.services.store, scenario)
     await seed_overview(dash.services.store, project.id)

@@ -293,8 +293,8 @@ async def test_who_may_replay_over_the_api(start_bot, fake_github) -> None:
 
 
 async def test_the_deliveries_page_is_for_admins_and_its_replay_needs_the_csrf_token(
-        aiohttp_server, make_settings, fake_github) -> None:
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False)
+        fake_github, aiohttp_server, make_settings) -> None:
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False)
     scenario = open_pull_request(fake_github, config=PASSING)
     project = await record_project(dash.services.store, scenario)
     async with aiohttp.ClientSession() as plain:

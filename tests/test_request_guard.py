@@ -124,14 +124,14 @@ async def test_hook_sources_keep_the_last_list_when_a_refresh_fails() -> None:
 
 # ---------------------------------------------------------------- at the HTTP edges
 
-async def start(aiohttp_server, make_settings, fake_github, clock: Clock, **env: str):  # type: ignore[no-untyped-def]
-    dash = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False, clock=clock, **env)
+async def start(fake_github, aiohttp_server, make_settings, clock: Clock, **env: str):  # type: ignore[no-untyped-def]
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False, clock=clock, **env)
     return dash.url, dash.app
 
 
-async def test_the_login_and_its_callbacks_are_limited_per_client(aiohttp_server, make_settings, fake_github) -> None:
+async def test_the_login_and_its_callbacks_are_limited_per_client(fake_github, aiohttp_server, make_settings) -> None:
     clock = Clock()
-    url, _ = await start(aiohttp_server, make_settings, fake_github, clock, LOGIN_REQUESTS_PER_MINUTE="3")
+    url, _ = await start(fake_github, aiohttp_server, make_settings, clock, LOGIN_REQUESTS_PER_MINUTE="3")
     async with aiohttp.ClientSession() as http:
         for path in ("/auth/login", "/auth/callback?state=x", "/setup/callback?state=x"):
             async with http.get(url + path, allow_redirects=False) as response:
@@ -146,9 +146,9 @@ async def test_the_login_and_its_callbacks_are_limited_per_client(aiohttp_server
             assert response.status == 302
 
 
-async def test_the_api_is_limited_per_client(aiohttp_server, make_settings, fake_github) -> None:
+async def test_the_api_is_limited_per_client(fake_github, aiohttp_server, make_settings) -> None:
     clock = Clock()
-    url, app = await start(aiohttp_server, make_settings, fake_github, clock, API_REQUESTS_PER_MINUTE="2")
+    url, app = await start(fake_github, aiohttp_server, make_settings, clock, API_REQUESTS_PER_MINUTE="2")
     fake_github.add_installation(1, "acme", repos=["widgets"])
     token = await api_token_for(app[SERVICES].store, fake_github, "alice")
     headers = {"Authorization": f"Bearer {token}"}
@@ -167,9 +167,9 @@ async def test_the_api_is_limited_per_client(aiohttp_server, make_settings, fake
 
 
 async def test_refused_webhooks_are_limited_and_a_signed_delivery_never(
-        aiohttp_server, make_settings, fake_github, caplog) -> None:
+        fake_github, aiohttp_server, make_settings, caplog) -> None:
     clock = Clock()
-    url, app = await start(aiohttp_server, make_settings, fake_github, clock, WEBHOOK_REFUSALS_PER_MINUTE="3")
+    url, app = await start(fake_github, aiohttp_server, make_settings, clock, WEBHOOK_REFUSALS_PER_MINUTE="3")
     caplog.set_level(logging.WARNING, logger="bot.webhooks")
     async with aiohttp.ClientSession() as http:
         sender = WebhookSender(http, url, WEBHOOK_SECRET)
@@ -195,10 +195,10 @@ async def test_refused_webhooks_are_limited_and_a_signed_delivery_never(
     assert await app[SERVICES].store.deliveries.count() == 5
 
 
-async def test_webhooks_only_from_githubs_addresses_when_asked(aiohttp_server, make_settings, fake_github) -> None:
+async def test_webhooks_only_from_githubs_addresses_when_asked(fake_github, aiohttp_server, make_settings) -> None:
     fake_github.hook_ranges = ("192.0.2.0/24",)
     clock = Clock()
-    url, app = await start(aiohttp_server, make_settings, fake_github, clock, WEBHOOK_GITHUB_ADDRESSES_ONLY="true",
+    url, app = await start(fake_github, aiohttp_server, make_settings, clock, WEBHOOK_GITHUB_ADDRESSES_ONLY="true",
                            TRUSTED_PROXIES="127.0.0.1")
     sources = app[GUARD].hook_sources
     await sources.refresh()  # the app read them at start too; this waits for a read to have happened
@@ -224,9 +224,9 @@ async def test_webhooks_only_from_githubs_addresses_when_asked(aiohttp_server, m
         assert (await sender.send("issues", {"action": "opened"})).status == 202
 
 
-async def test_until_githubs_addresses_are_known_webhooks_wait(aiohttp_server, make_settings, fake_github) -> None:
+async def test_until_githubs_addresses_are_known_webhooks_wait(fake_github, aiohttp_server, make_settings) -> None:
     fake_github.fail_next("GET", "/meta", status=500, times=50)
-    url, app = await start(aiohttp_server, make_settings, fake_github, Clock(), WEBHOOK_GITHUB_ADDRESSES_ONLY="true")
+    url, app = await start(fake_github, aiohttp_server, make_settings, Clock(), WEBHOOK_GITHUB_ADDRESSES_ONLY="true")
     async with aiohttp.ClientSession() as http:
         answer = await WebhookSender(http, url, WEBHOOK_SECRET).send("issues", {"action": "opened"})
     assert answer.status == 503 and "not known yet" in answer.body["error"]

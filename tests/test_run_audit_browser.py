@@ -24,11 +24,11 @@ RAW = re.compile(r"awaiting_confirmation|in_progress|action_required|pr_open|req
 
 
 @pytest.fixture
-async def dash(aiohttp_server, make_settings, fake_github) -> Dashboard:
+async def dash(fake_github, aiohttp_server, make_settings) -> Dashboard:
     fake_github.add_installation(1, "acme", repos=["widgets"])
     fake_github.set_permission("acme/widgets", "alice", "write")
     fake_github.approve_oauth_as("alice", installation_ids=[1])
-    dashboard = await start_dashboard(aiohttp_server, make_settings, fake_github, with_worker=False)
+    dashboard = await start_dashboard(fake_github, aiohttp_server, make_settings, with_worker=False)
     await dashboard.record(1, "acme/widgets")
     return dashboard
 
