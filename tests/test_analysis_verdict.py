@@ -16,7 +16,9 @@ def test_a_step_whose_findings_fail_the_check_is_a_failed_step_that_lists_them()
     ruff = steps[-1]
     assert (ruff.status, ruff.detail) == ("failed", "2 findings on changed lines")
     assert ruff.output_tail == "app.py:3 E1 problem on line 3\napp.py:7 E1 problem on line 7\n\nruff ran"
-    assert run_title(steps, "failure", None, None) == "ruff failed in analysis — 2 of 3 steps passed"
+    assert run_title(steps, "failure", None, None) == "ruff: 2 findings on changed lines — 2 of 3 steps passed"
+    failing_command = StepResult("ruff", "analysis", "failed", 0.5, exit_code=2, detail="exit 2")
+    assert run_title([*steps[:2], failing_command], "failure", None, None) == "ruff failed in analysis — 2 of 3 steps passed"
 
 
 def test_warnings_alone_or_no_findings_pass_and_a_long_list_is_cut() -> None:

@@ -201,7 +201,7 @@ async def test_sarif_findings_become_annotations_on_changed_lines_in_batches(bot
         == [50, 50, 20]
     assert run["conclusion"] == "failure"  # errors on changed lines fail the check
     # ... and the report says so: the step failed, and which findings (not "Failed — 3 of 3 steps passed")
-    assert run["output"]["title"] == "lint failed in analysis — 2 of 3 steps passed"
+    assert run["output"]["title"] == "lint: 120 findings on changed lines — 2 of 3 steps passed"
     assert "✗ failed — 120 findings on changed lines" in run["output"]["summary"]
     assert "app.py:1 E1 problem on line 1" in run["output"]["text"]
     [comment] = comments_on(fake_github, scenario)

@@ -65,9 +65,12 @@ def _plain_name(name: str) -> str:
 
 
 def _failed_title(steps: Sequence[StepResult], fmt: Callable[[str], str]) -> str:
-    """"pytest failed", "npm ci failed in setup", "a and b failed", "a and 2 more failed"."""
+    """"pytest failed", "npm ci failed in setup", "ruff: 3 findings on changed lines" (an analysis step
+    that failed on its findings), "a and b failed", "a and 2 more failed"."""
     if len(steps) == 1:
         stage = steps[0].stage
+        if stage == "analysis" and steps[0].exit_code is None and steps[0].detail:
+            return f"{fmt(steps[0].name)}: {steps[0].detail}"  # failed on its findings: "ruff: 3 findings on …"
         return f"{fmt(steps[0].name)} failed" + (f" in {stage}" if stage not in ("validate", "ui") else "")
     if len(steps) == 2:
         return f"{fmt(steps[0].name)} and {fmt(steps[1].name)} failed"
