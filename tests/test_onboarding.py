@@ -52,6 +52,18 @@ async def test_the_setup_page_warns_that_github_cannot_reach_a_loopback_public_u
     assert f"ngrok http {dash.url.rsplit(':', 1)[1]}" in page  # a tunnel to the port it listens on
 
 
+async def test_in_polling_mode_the_setup_page_says_a_loopback_public_url_is_fine(
+        fake_github, aiohttp_server, make_settings) -> None:
+    """WEBHOOK_MODE left to its default: a loopback PUBLIC_URL means polling, so nothing is wrong."""
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False, WEBHOOK_MODE=None)
+    assert dash.services.settings.webhook_mode == "poll"
+    async with jar() as session:
+        status, page = await page_of(session, setup_link(dash))
+    assert status == 200 and "Register GitHub App" in page
+    assert "GitHub cannot reach this app: it will poll instead" in page and 'role="alert"' not in page
+    assert "reads the App's delivery log on GitHub every 5 s" in page
+
+
 async def test_the_setup_page_does_not_warn_for_a_public_address(fake_github, aiohttp_server, make_settings) -> None:
     # http: under https the session cookie is Secure, and this client speaks plain HTTP to 127.0.0.1
     dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False,

@@ -9,6 +9,8 @@ the stored rows (`view_of`, `refusal`); `DeliveryReplay` is the thin shell that 
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +26,7 @@ from bot.store.deliveries import ListedDelivery
 HANDLED, FAILED, QUEUED, RETRYING, RUNNING, UNHANDLED = "handled", "failed", "queued", "retrying", "running", \
     "unhandled"
 PENDING = (QUEUED, RETRYING, RUNNING)
+_EXCEPTION_NAME = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Response|Refused|Timeout\w*)?: ")
 MAX_ERROR = 2_000  # characters of a job's error shown (its end: where a traceback says what went wrong)
 
 
@@ -47,6 +50,14 @@ class DeliveryView:
     jobs: int                  # how many jobs handled it: 2 or more once replayed
     error: str | None          # the newest job's error (its end), redacted
     error_summary: str | None  # its last line
+
+    @property
+    def error_message(self) -> str | None:
+        """The last line as a repository's admin reads it: "GET … answered without `head.sha`", not
+        "bot.github.errors.UnexpectedResponse: …" (the operator's CLI shows the whole line and more)."""
+        if not self.error_summary:
+            return None
+        return _EXCEPTION_NAME.sub("", self.error_summary) or self.error_summary
 
     @property
     def replayed(self) -> int:
