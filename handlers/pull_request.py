@@ -12,7 +12,7 @@ from bot.models import PR_CLOSED, PR_MERGED, PR_OPEN, utcnow
 from bot.store.tracked_pulls import PullSnapshot
 from handlers.context import EventContext
 from handlers.payloads import parse_time, pull_request_of, required
-from pipeline.validation.gate import VALIDATING_ACTIONS, wants_validation
+from pipeline.validation.gate import VALIDATING_ACTIONS, head_moved_on, wants_validation
 
 router = routing.Router()
 log = logging.getLogger(__name__)
@@ -34,8 +34,9 @@ def snapshot_of(pull: PullRequest, raw: dict[str, Any]) -> PullSnapshot:
 
 async def _track_and_validate(event: sansio.Event, ctx: EventContext) -> None:
     """Record the PR for the overview, then validate its head if the action asks for it. An event older
-    than the one recorded (a delivery recovered from the log or replayed after a newer push was handled)
-    validates nothing: its head is no longer the PR's, and starting it would end the current head's run."""
+    than the one recorded (recovered from the log or replayed after a newer push was handled) whose head
+    is no longer the PR's validates nothing (`head_moved_on`): starting it would end the current head's run.
+    An older event of the current head (handled after an `edited`, say) validates as usual."""
     if ctx.installation_id is None:
         return  # a repository webhook, not a delivery to the App
     pull_request = required(event, "pull_request", dict)
@@ -51,10 +52,12 @@ async def _track_and_validate(event: sansio.Event, ctx: EventContext) -> None:
     action = event.data.get("action")
     if action not in VALIDATING_ACTIONS or not wants_validation(action, pull_request):
         return
-    if not current:
-        log.info("%s #%d: not validating %s from an older %s event (a newer one was handled)",
-                 project.name, pull.number, pull.head_sha[:7], action)
-        return
+    if not current:  # a newer event was recorded (an edit, say): is this head still the PR's?
+        recorded = await ctx.services.store.tracked_pulls.get(project.id, pull.number)
+        if recorded is not None and head_moved_on(pull.head_sha, recorded.head_sha, recorded.state == PR_OPEN):
+            log.info("%s #%d: not validating %s from an older %s event (the PR has moved on to %s, %s)",
+                     project.name, pull.number, pull.head_sha[:7], action, recorded.head_sha[:7], recorded.state)
+            return
     await ctx.services.validations.start(project, pull, trigger=f"pull_request.{action}",
                                          claimer=event.delivery_id)
 

@@ -18,6 +18,7 @@ from dashboard.live import described
 from dashboard.pull_overview import ago, card_summary, pull_state
 from handlers.pull_request import snapshot_of
 from tests.ghfixtures import load_webhook, require_fixtures
+from tests.pull_requests import INSTALLATION_ID, open_pull_request, record_project
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -305,3 +306,30 @@ async def test_pull_request_events_are_tracked_and_older_ones_ignored(bot, fake_
     await bot.deliver("pull_request", _at(load_webhook("pull_request", "closed.2"), "2019-05-15T15:25:00Z",
                                           merged=True, merged_at="2019-05-15T15:25:00Z"))
     assert (await tracked()).state == PR_MERGED
+
+
+async def test_a_late_event_validates_its_head_only_while_that_head_is_the_prs(bot, fake_github) -> None:
+    """A `synchronize` handled after a newer `edited` of the same head still validates it; one of an
+    older head, handled after the newer push (recovered from the delivery log, say), validates nothing
+    and leaves the newer head's validation alone."""
+    scenario = open_pull_request(fake_github, config="validate:\n  - 'true'\n")
+    project = await record_project(bot.store, scenario)
+    current = scenario.head_sha
+
+    def event(action: str, when: str, head: str) -> dict:
+        payload = scenario.payload(action)
+        payload["installation"] = {"id": INSTALLATION_ID}
+        payload["pull_request"]["updated_at"] = when
+        payload["pull_request"]["head"]["sha"] = head
+        return payload
+
+    await bot.deliver("pull_request", event("edited", "2030-01-01T10:05:00Z", current))
+    await bot.deliver("pull_request", event("synchronize", "2030-01-01T10:04:00Z", current))
+    [validation] = await bot.store.validations.for_pr(project.id, scenario.number)
+    assert validation.head_sha == current
+
+    older = "1" * 40
+    await bot.deliver("pull_request", event("synchronize", "2030-01-01T10:01:00Z", older))
+    validations = await bot.store.validations.for_pr(project.id, scenario.number)
+    assert [v.head_sha for v in validations] == [current]  # nothing begun for the old head
+    assert validations[0].status != "superseded"

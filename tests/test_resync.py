@@ -179,6 +179,23 @@ async def test_a_pull_request_without_any_delivery_is_validated_after_a_resync(
     assert len(await bot.store.validations.for_pr(project.id, scenario.number)) == 1
 
 
+async def test_a_head_pushed_over_since_the_listing_is_not_validated(
+        start_bot: Callable[..., Any], fake_github: FakeGitHub) -> None:
+    """GitHub listed head A, but a webhook recorded a newer push (head B) before the resync got to start A:
+    starting A would end B's run. Nothing is started; the PR's next event validates B."""
+    bot = await start_bot()
+    scenario = open_pull_request(fake_github, config=None)
+    project = await record_project(bot.store, scenario)
+    newer = PullSnapshot(number=scenario.number, title="pushed again", author="octocat", head_sha="b" * 40,
+                         head_ref="feature", base_ref="main", is_fork=False, draft=False, state=PR_OPEN,
+                         opened_at=T0, updated_at=datetime(2099, 1, 1, tzinfo=UTC), closed_at=None)
+    assert await bot.store.tracked_pulls.record(project.id, newer)
+    report = await bot.services.resync.run_once()
+    assert report is not None and report.started == 0 and not report.failed
+    assert await bot.store.validations.for_pr(project.id, scenario.number) == []
+    assert not fake_github.calls_to("POST", "/repos/*/*/check-runs")
+
+
 async def test_the_resync_at_start_is_bounded_and_shown_on_health(
         start_bot: Callable[..., Any], make_settings: Callable[..., Any], fake_github: FakeGitHub) -> None:
     first = open_pull_request(fake_github, config=None)

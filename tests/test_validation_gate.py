@@ -2,7 +2,7 @@ import pytest
 
 from bot.github.types import is_fork
 from bot.github.repos import role_of
-from pipeline.validation.gate import fork_gate, wants_validation
+from pipeline.validation.gate import fork_gate, head_moved_on, wants_validation
 
 
 def pr(**changes):
@@ -52,3 +52,10 @@ def test_role_prefers_role_name() -> None:
 def test_fork_gate(fork, role, approved, run, secrets) -> None:
     gate = fork_gate(fork=fork, author_role=role, head_approved=approved)
     assert (gate.run, gate.with_secrets) == (run, secrets)
+
+
+def test_a_head_the_pr_has_moved_on_from_is_not_validated() -> None:
+    assert not head_moved_on("a" * 40, None, False)          # nothing recorded: nothing says so
+    assert not head_moved_on("a" * 40, "a" * 40, True)       # still the open PR's head
+    assert head_moved_on("a" * 40, "b" * 40, True)           # pushed to since
+    assert head_moved_on("a" * 40, "a" * 40, False)          # closed since

@@ -34,6 +34,7 @@ from bot.models import PR_CLOSED, PR_OPEN, Project, new_id, utcnow
 from bot.store import Store
 from bot.store.tracked_pulls import PullSnapshot
 from pipeline.resync.decision import RepositoryPlan, plan_repository
+from pipeline.validation.gate import head_moved_on
 from pipeline.validation.service import ValidationService
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,14 @@ class Resync:
             log.info("resync: %s#%d is no longer open on GitHub: recorded as closed", project.name, number)
             self.bus.publish("pr.updated", project_id=project.id, pr_number=number, state=PR_CLOSED, head_sha=None)
         for pull in plan.start:
+            # The listing may be minutes old by now (starts are paced): a push since then, or a webhook's
+            # validation of this very head, makes this start wrong (it would end the newer head's run).
+            recorded = await self.store.tracked_pulls.get(project.id, pull.number)
+            if (recorded is not None and head_moved_on(pull.head_sha, recorded.head_sha, recorded.state == PR_OPEN)) \
+                    or await self.store.validations.validated_heads(project.id, [pull.head_sha]):
+                log.info("resync: %s#%d at %s needs no start any more (moved on, or validated meanwhile)",
+                         project.name, pull.number, pull.head_sha[:7])
+                continue
             await self.validations.start(project, pull, trigger=TRIGGER)
             report.started += 1
             log.info("resync: validating %s#%d at %s (no validation of that head)", project.name, pull.number,

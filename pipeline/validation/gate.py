@@ -20,6 +20,16 @@ def wants_validation(action: str | None, pull_request: dict[str, Any]) -> bool:
             and not pull_request.get("draft", False))
 
 
+def head_moved_on(head_sha: str, recorded_head: str | None, recorded_open: bool) -> bool:
+    """Whether what the app last recorded of the PR (a newer event's, or a listing's) says `head_sha`
+    is no longer its head to validate: another head, or the PR closed. An event handled late (recovered
+    from the delivery log, replayed, or simply overtaken by a newer one) must not validate a stale head:
+    starting it would end the current head's run. Nothing recorded: nothing says so."""
+    if recorded_head is None:
+        return False
+    return recorded_head != head_sha or not recorded_open
+
+
 @dataclass(frozen=True)
 class Gate:
     run: bool
