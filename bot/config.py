@@ -73,6 +73,7 @@ class Settings:
     # at start and every sweep_interval seconds, 0: never) or "poll" (the log is read every poll_interval).
     webhook_mode: str = "webhook"
     sweep_interval: float = 300.0
+    sweep_first_lookback: float = 3600.0  # seconds the first sweep of a new database looks back in the log
     poll_interval: float = 5.0
     chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
     screenshot_retention_days: int = 30  # the UI check's screenshots are deleted this long after a run; 0: never
@@ -338,6 +339,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         resync_max_starts=_int(values, "RESYNC_MAX_STARTS", 50, problems, minimum=1),
         webhook_mode=_webhook_mode(values, public_url, problems),
         sweep_interval=float(_int(values, "SWEEP_INTERVAL", 300, problems, minimum=0)),
+        sweep_first_lookback=float(_int(values, "SWEEP_FIRST_LOOKBACK", 3600, problems, minimum=0)),
         poll_interval=_seconds(values, "POLL_INTERVAL", 5.0, problems, minimum=0.1),
         chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),
         screenshot_retention_days=screenshot_retention_days,

@@ -16,13 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bot.events import wait_for
-from bot.github.hook_deliveries import DeliveryDetail, LoggedDelivery, UnreadableEntry, read_entry
+from bot.github.client import GitHubFailing
+from bot.github.hook_deliveries import DeliveryDetail, HookDeliveries, LoggedDelivery, UnreadableEntry, read_entry
 from bot.models import DELIVERY_RECOVERED, DELIVERY_WEBHOOK
 from bot.store import IncomingDelivery
 from handlers.payloads import shape_problem
+from pipeline.deliveries.service import DeliveryLogSweep, Ingested
 from pipeline.deliveries.sweep import (HORIZON, LATE_MARGIN, MAX_BACKOFF_SECONDS, STOP_HORIZON, STOP_KNOWN,
-                                       STOP_MARK, SweepMark, ingest_order, judge_page, payload_problem,
-                                       retry_delay)
+                                       STOP_LOOKBACK, STOP_MARK, SweepMark, first_sweep_since, ingest_order,
+                                       judge_page, payload_problem, retry_delay)
 from tests.check_run_support import check_runs_of
 from tests.conftest import WEBHOOK_SECRET
 from tests.delivery_log_support import (jobs_per_delivery, last_sweep, nowhere, pull_requests, stored_sources,
@@ -67,6 +69,17 @@ def test_the_three_day_horizon_ends_the_sweep() -> None:
     verdict = judge_page([logged(2, minutes_ago=10), logged(1, minutes_ago=HORIZON.total_seconds() / 60 + 1)],
                          set(), mark=SweepMark(), now=NOW)
     assert [e.id for e in verdict.fetch] == [2] and verdict.stop == STOP_HORIZON
+
+
+def test_the_first_sweep_of_a_new_database_looks_back_only_so_far() -> None:
+    hour = timedelta(hours=1)
+    since = first_sweep_since(SweepMark(), anything_known=False, now=NOW, lookback=hour)
+    assert since == NOW - hour
+    assert first_sweep_since(SweepMark(), anything_known=True, now=NOW, lookback=hour) is None
+    assert first_sweep_since(SweepMark(NOW), anything_known=False, now=NOW, lookback=hour) is None
+    verdict = judge_page([logged(3, minutes_ago=10), logged(2, minutes_ago=120), logged(1, minutes_ago=130)],
+                         set(), mark=SweepMark(), now=NOW, since=since)
+    assert [e.id for e in verdict.fetch] == [3] and verdict.stop == STOP_LOOKBACK
 
 
 def test_pings_redeliveries_and_guids_taken_earlier_are_not_fetched_again() -> None:
@@ -296,6 +309,86 @@ async def test_a_sweep_cut_short_resumes_from_where_it_got_to_past_pages_of_know
     everything = guids + [e["guid"] for e in live]
     assert await jobs_per_delivery(bot.store, everything) == {g: 1 for g in everything}
     assert await stored_sources(bot.store, guids[2:]) == {g: DELIVERY_RECOVERED for g in guids[2:]}
+
+
+async def test_a_new_database_ingests_only_the_first_lookback_of_the_apps_history(
+        start_bot, fake_github) -> None:  # type: ignore[no-untyped-def]
+    """A new database against an App with history: a command of two hours ago (a merge, an agent run) is
+    not run again; what GitHub failed to deliver ten minutes ago is."""
+    fake_github.webhook_secret, fake_github.webhook_url = WEBHOOK_SECRET, nowhere()
+    old, recent = pull_requests(fake_github, 2)
+    entries = [await fake_github.deliver("pull_request", s.payload()) for s in (old, recent)]
+    now = datetime.now(UTC)
+    for entry, age in zip(entries, (timedelta(hours=2), timedelta(minutes=10)), strict=True):
+        entry["delivered_at"] = (now - age).isoformat().replace("+00:00", "Z")
+    bot = await start_bot()  # SWEEP_FIRST_LOOKBACK: 3600 by default
+    report = await bot.services.delivery_log.sweep()
+    assert (report.ingested, report.skipped, report.stopped_at) == (1, 0, STOP_LOOKBACK)
+    guids = [e["guid"] for e in entries]
+    assert await stored_sources(bot.store, guids) == {guids[1]: DELIVERY_RECOVERED}
+    assert await bot.store.delivery_log.known(guids) == {guids[1]}
+
+
+async def test_a_delivery_github_refuses_is_skipped_with_the_reason_and_the_sweep_goes_on(
+        start_bot, fake_github) -> None:  # type: ignore[no-untyped-def]
+    """A 403 or 422 on one delivery (not a rate limit) is that delivery's: asking again will not help. It is
+    recorded as skipped; the deliveries after it are ingested, and the next sweep does not stop on it."""
+    bot = await start_bot()
+    fake_github.webhook_secret = WEBHOOK_SECRET
+    scenarios = pull_requests(fake_github, 3)
+    missed = [await fake_github.deliver("pull_request", s.payload()) for s in scenarios]
+    fake_github.fail_next("GET", f"/app/hook/deliveries/{missed[0]['id']}", status=403,
+                          body={"message": "Resource not accessible by integration"})
+    fake_github.fail_next("GET", f"/app/hook/deliveries/{missed[1]['id']}", status=422)
+    report = await bot.services.delivery_log.sweep()
+    assert (report.ingested, report.skipped) == (1, 2)
+    skipped = {s.guid: s.reason for s in await bot.store.delivery_log.skipped()}
+    assert "403" in skipped[missed[0]["guid"]] and "not accessible" in skipped[missed[0]["guid"]]
+    assert "422" in skipped[missed[1]["guid"]]
+    assert await stored_sources(bot.store, [missed[2]["guid"]]) == {missed[2]["guid"]: DELIVERY_RECOVERED}
+    again = await bot.services.delivery_log.sweep()
+    assert (again.ingested, again.skipped) == (0, 0)
+
+
+class _FailingLog(HookDeliveries):
+    """A delivery log of `entries` whose client fails (5xx through its retries) on fetching `failing`."""
+
+    def __init__(self, entries: list[LoggedDelivery], failing: int) -> None:
+        super().__init__(self)  # type: ignore[arg-type]  # its own client: getitem below
+        self.entries, self.failing = entries, failing
+
+    async def pages(self, *, per_page: int = 100):  # type: ignore[no-untyped-def,override]
+        yield list(self.entries)
+
+    async def getitem(self, url: str, variables: dict[str, str]) -> dict[str, Any]:
+        if variables["delivery_id"] == str(self.failing):
+            raise GitHubFailing("GitHub answered 502", "GET", f"https://api.github.com/app/hook/deliveries/{self.failing}", 4)
+        return {"request": {"headers": {}, "payload": {"action": "opened"}}}
+
+
+async def test_a_delivery_github_keeps_failing_on_is_skipped_after_three_sweeps(store) -> None:  # type: ignore[no-untyped-def]
+    """A 5xx that outlives the client's retries fails the sweep (it is transient, as a rule), but the third
+    sweep in a row that fails on the same delivery skips it, so that it cannot stop every later one."""
+    now = datetime.now(UTC)
+    entries = [LoggedDelivery(id=n, guid=f"g{n}", delivered_at=now - timedelta(minutes=10 - n), event="pull_request",
+                              action="opened", redelivery=False, status="failed", installation_id=1, repository_id=2)
+               for n in (1, 2)]
+    ingested: list[str] = []
+
+    async def ingest(guid: str, event: str, payload: dict[str, Any], source: str) -> Ingested:
+        ingested.append(guid)
+        return Ingested(accepted=True)
+
+    sweeper = DeliveryLogSweep(store, lambda: _FailingLog(entries, failing=1), ingest=ingest,  # type: ignore[arg-type,return-value]
+                               shape_problem=lambda *_: None, source=DELIVERY_RECOVERED, interval=0)
+    for _ in range(2):
+        with pytest.raises(GitHubFailing):
+            await sweeper.sweep()
+    assert ingested == [] and await store.delivery_log.skipped() == []
+    report = await sweeper.sweep()
+    assert (report.ingested, report.skipped) == (1, 1) and ingested == ["g2"]
+    [skipped] = await store.delivery_log.skipped()
+    assert skipped.guid == "g1" and "3 sweeps in a row" in skipped.reason and "502" in skipped.reason
 
 
 # ---- fuzzed log entries ------------------------------------------------------------------------------

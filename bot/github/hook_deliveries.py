@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gidgethub import BadRequest
+from gidgethub import BadRequest, RateLimitExceeded
 from gidgethub.abc import GitHubAPI
 
+from bot.errors import GitHubUnavailable
 from bot.github.errors import describe
 
 LIST = "/app/hook/deliveries"
@@ -46,6 +47,30 @@ class UnreadableEntry:
     guid: str | None
     event: str | None
     reason: str
+
+
+@dataclass(frozen=True)
+class RefusedDelivery:
+    """GitHub refused this one delivery (a 4xx that is neither a rate limit nor the App's JWT refused):
+    asking again will not help, so the sweep records it as skipped with `reason` and goes on."""
+
+    id: int
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailingDelivery:
+    """GitHub failed on every try of fetching this delivery (5xx, or no answer): `error`, the client's
+    `GitHubFailing`. Transient as a rule: the sweep fails, and skips it only when sweeps keep failing on it."""
+
+    id: int
+    error: GitHubUnavailable
+
+
+# 4xx answers that say nothing against the delivery itself: the App's JWT refused (every request would
+# fail alike), a timeout, a rate limit. These fail the sweep, which is tried again after a backoff.
+NOT_THE_DELIVERYS_FAULT = frozenset({401, 408, 429})
 
 
 @dataclass(frozen=True)
@@ -107,13 +132,26 @@ class HookDeliveries:
         if page:
             yield page
 
-    async def get(self, delivery_id: int) -> DeliveryDetail | None:
-        """The whole delivery (`request.headers`, `request.payload`); None when the log no longer has it."""
+    async def get(self, delivery_id: int) -> DeliveryDetail | RefusedDelivery | FailingDelivery | None:
+        """The whole delivery (`request.headers`, `request.payload`); None when the log no longer has it;
+        `RefusedDelivery` when GitHub refuses this one (403, 422, ...); `FailingDelivery` when GitHub failed
+        on it through the client's retries. Rate limits, a paused client and a refused JWT raise (the
+        client's `GitHubUnavailable`, gidgethub's `BadRequest` 401): they are not this delivery's."""
         try:
             body = await self.gh.getitem(f"{LIST}/{{delivery_id}}", {"delivery_id": str(delivery_id)})
+        except GitHubUnavailable as exc:
+            # The client's GitHubFailing (its `cause`: the 5xx or lost answer) is news of this request; a
+            # rate limit or a pause of the client's GitHub work (no `cause`) is not this delivery's.
+            if getattr(exc, "cause", None) is None:
+                raise
+            return FailingDelivery(delivery_id, exc)
         except BadRequest as exc:
-            if exc.status_code in (404, 410):
+            status = int(exc.status_code)
+            if status in (404, 410):
                 return None
+            if 400 <= status < 500 and status not in NOT_THE_DELIVERYS_FAULT \
+                    and not isinstance(exc, RateLimitExceeded):
+                return RefusedDelivery(delivery_id, status, str(exc)[:300] or exc.status_code.phrase)
             raise
         request = body.get("request") if isinstance(body, Mapping) else None
         if not isinstance(request, Mapping):

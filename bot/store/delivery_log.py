@@ -44,6 +44,14 @@ class DeliveryLogStore:
 
         return await self._db.read(work) if wanted else set()
 
+    async def anything_known(self) -> bool:
+        """Whether any delivery is stored or any log entry skipped (False: a new database)."""
+        def work(conn: Connection) -> bool:
+            return conn.execute(select(Delivery.id).limit(1)).first() is not None or \
+                conn.execute(select(SkippedDelivery.guid).limit(1)).first() is not None
+
+        return await self._db.read(work)
+
     async def skip(self, guid: str, *, log_id: int, event: str | None, reason: str) -> None:
         """Record an entry that cannot be ingested; the first reason recorded stays."""
         stmt = upsert_insert(self._db, SkippedDelivery).values(

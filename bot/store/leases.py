@@ -2,10 +2,18 @@
 the resync of open pull requests, pruning), and the small named facts the app keeps across restarts.
 
 A lease is one statement: an upsert whose update only happens when the row is free, expired or already
-this holder's (a renewal), as the merge lock is (bot/store/pull_requests.py)."""
+this holder's (a renewal), as the merge lock is (bot/store/pull_requests.py).
+
+Work that holds a lease for longer than one GitHub call runs under `held`: a task of its own renews the
+lease every third of its time, whatever the work is waiting on (a retry, a rate limit's wait), and
+cancels the work if the lease is lost."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +46,62 @@ class LeaseStore:
         now = utcnow()
         return await self._db.read(lambda conn: conn.execute(
             select(Lease.holder).where(Lease.name == name, Lease.expires_at >= now)).scalar_one_or_none())
+
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The lease was taken over (or could not be renewed before it expired): the work under it was cancelled."""
+
+
+@asynccontextmanager
+async def held(leases: LeaseStore, name: str, holder: str, *, ttl: timedelta) -> AsyncIterator[bool]:
+    """Hold the lease `name` for the body: yields False at once when another holder has it. While the body
+    runs, a background task renews it every `ttl`/3; when a renewal is refused (another holder took it) or
+    none succeeded for `ttl` (the database away), the body's task is cancelled and `LeaseLost` raised
+    here. The lease is released on exit (not when lost: it is someone else's)."""
+    if not await leases.acquire(name, holder, ttl=ttl):
+        yield False
+        return
+    body = asyncio.current_task()
+    assert body is not None
+    loop = asyncio.get_running_loop()
+    seconds = ttl.total_seconds()
+    lost: list[str] = []
+
+    async def keep() -> None:
+        renewed = loop.time()
+        while True:
+            await asyncio.sleep(seconds / 3)
+            try:
+                if await leases.acquire(name, holder, ttl=ttl):
+                    renewed = loop.time()
+                    continue
+                lost.append(f"the lease {name!r} was taken by {await leases.holder(name)}")
+            except Exception as exc:  # noqa: BLE001 - tried again until the lease would have expired
+                log.warning("renewing the lease %r failed: %s", name, exc)
+                if loop.time() - renewed < seconds:
+                    continue
+                lost.append(f"the lease {name!r} could not be renewed for {seconds:g} s ({exc})")
+            body.cancel()
+            return
+
+    keeper = asyncio.create_task(keep(), name=f"lease:{name}")
+    try:
+        yield True
+    except asyncio.CancelledError:
+        if lost and body.uncancel() == 0:  # cancelled by the keeper only: the lease is gone
+            raise LeaseLost(lost[0]) from None
+        raise
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        if not lost:
+            try:
+                await leases.release(name, holder)
+            except Exception:  # noqa: BLE001 - it expires by itself
+                log.exception("releasing the lease %r failed", name)
 
 
 class AppStateStore:

@@ -27,11 +27,13 @@ from typing import Any
 from bot import metrics
 from bot.errors import GitHubUnavailable
 from bot.events import EventBus
-from bot.github.hook_deliveries import DeliveryDetail, HookDeliveries, LoggedDelivery, UnreadableEntry
+from bot.github.hook_deliveries import (DeliveryDetail, FailingDelivery, HookDeliveries, LoggedDelivery,
+                                         RefusedDelivery, UnreadableEntry)
 from bot.models import utcnow
 from bot.store import Store
-from pipeline.deliveries.sweep import (STOP_END, SweepMark, ingest_order, judge_page, payload_problem,
-                                       retry_delay)
+from bot.store.leases import held
+from pipeline.deliveries.sweep import (MAX_FETCH_FAILURES, STOP_END, SweepMark, fetch_failures,
+                                       first_sweep_since, ingest_order, judge_page, payload_problem, retry_delay)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,11 @@ class DeliveryLogSweep:
     def __init__(self, store: Store, delivery_log: Callable[[], HookDeliveries], *, ingest: Ingest,
                  shape_problem: ShapeCheck, source: str, interval: float, bus: EventBus | None = None,
                  configured: Callable[[], bool] = lambda: True, holder: str | None = None,
-                 per_page: int = 100) -> None:
+                 per_page: int = 100, first_lookback: float = 3600.0) -> None:
         """`delivery_log`: the App's log (GitHubApp.hook_deliveries). `source`: what the deliveries it
         stores are (DELIVERY_RECOVERED, or DELIVERY_POLLED in polling mode). `interval`: seconds between
-        sweeps (0: only `sweep()` when called). `configured`: whether the App is configured (no sweep before)."""
+        sweeps (0: only `sweep()` when called). `configured`: whether the App is configured (no sweep before).
+        `first_lookback`: seconds the first sweep of a new database looks back (SWEEP_FIRST_LOOKBACK)."""
         self.store = store
         self._delivery_log = delivery_log
         self._ingest = ingest
@@ -86,9 +89,9 @@ class DeliveryLogSweep:
         self._configured = configured
         self.holder = (holder or f"{os.getpid()}:{uuid.uuid4().hex[:8]}:{socket.gethostname()}")[:64]
         self.per_page = per_page
+        self.first_lookback = timedelta(seconds=first_lookback)
         self.failures = 0  # sweeps failed in a row (the backoff)
         self._task: asyncio.Task[None] | None = None
-        self._lease_renewed_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,28 +123,25 @@ class DeliveryLogSweep:
 
     async def sweep(self) -> SweepReport | None:
         """One sweep under the lease; None when another process holds it (it is sweeping). Its outcome is
-        kept in app_state with the stop point, for /health in any process (`last_run`)."""
-        if not await self.store.leases.acquire(LEASE, self.holder, ttl=LEASE_TTL):
-            log.debug("delivery log: %s is sweeping it", await self.store.leases.holder(LEASE))
-            return None
-        self._lease_renewed_at = time.monotonic()
-        started = utcnow()
-        try:
-            report = await self._sweep(started)
-        except Exception as exc:
-            self.failures += 1
-            status = getattr(exc, "status_code", None)  # gidgethub's: what GitHub answered
-            error = f"{type(exc).__name__}{f' {int(status)}' if status else ''}: {exc}"
-            metrics.DELIVERY_SWEEPS.labels("failed").inc()
-            log.warning("delivery log sweep failed (%d in a row): %s", self.failures, error)
-            await self._record_run(started, ok=False, error=error)
-            self.bus.publish("delivery_log.failed", holder=self.holder, error=error)
-            raise
-        finally:
+        kept in app_state with the stop point, for /health in any process (`last_run`). The lease is renewed
+        in the background (`held`) however long one GitHub call takes; if it is lost, the sweep is cancelled
+        and `LeaseLost` raised."""
+        async with held(self.store.leases, LEASE, self.holder, ttl=LEASE_TTL) as mine:
+            if not mine:
+                log.debug("delivery log: %s is sweeping it", await self.store.leases.holder(LEASE))
+                return None
+            started = utcnow()
             try:
-                await self.store.leases.release(LEASE, self.holder)
-            except Exception:  # noqa: BLE001 - it expires by itself
-                log.exception("releasing the delivery log lease failed")
+                report = await self._sweep(started)
+            except Exception as exc:
+                self.failures += 1
+                status = getattr(exc, "status_code", None)  # gidgethub's: what GitHub answered
+                error = f"{type(exc).__name__}{f' {int(status)}' if status else ''}: {exc}"
+                metrics.DELIVERY_SWEEPS.labels("failed").inc()
+                log.warning("delivery log sweep failed (%d in a row): %s", self.failures, error)
+                await self._record_run(started, ok=False, error=error)
+                self.bus.publish("delivery_log.failed", holder=self.holder, error=error)
+                raise
         self.failures = 0
         metrics.DELIVERY_SWEEPS.labels("ok").inc()
         if report.ingested or report.skipped:
@@ -170,18 +170,13 @@ class DeliveryLogSweep:
                 raise
             log.exception("recording the failed delivery log sweep failed")
 
-    async def _renew(self) -> None:
-        """Keep the lease while sweeping (a third of its time at most between renewals)."""
-        now = time.monotonic()
-        if now - self._lease_renewed_at > LEASE_TTL.total_seconds() / 3:
-            if not await self.store.leases.acquire(LEASE, self.holder, ttl=LEASE_TTL):
-                raise RuntimeError("the delivery log lease was lost to another process")
-            self._lease_renewed_at = now
-
     async def _sweep(self, started: datetime) -> SweepReport:
         report = SweepReport(started)
         clock = time.monotonic()
-        mark = SweepMark.from_state(await self.store.app_state.get(STATE_KEY))
+        state = await self.store.app_state.get(STATE_KEY)
+        mark = SweepMark.from_state(state)
+        since = first_sweep_since(mark, anything_known=await self.store.delivery_log.anything_known(), now=started,
+                                  lookback=self.first_lookback) if mark.floor is None else None
         delivery_log = self._delivery_log()
         fetch: list[LoggedDelivery] = []
         unreadable: list[UnreadableEntry] = []
@@ -190,13 +185,12 @@ class DeliveryLogSweep:
         async for page in delivery_log.pages(per_page=self.per_page):
             report.pages += 1
             known = await self.store.delivery_log.known([e.guid for e in page if e.guid is not None])
-            verdict = judge_page(page, known, mark=mark, now=started, taken=taken)
+            verdict = judge_page(page, known, mark=mark, now=started, taken=taken, since=since)
             fetch += verdict.fetch
             unreadable += verdict.unreadable
             taken.update([e.guid for e in verdict.fetch] + [e.guid for e in verdict.unreadable if e.guid])
             if verdict.newest is not None:
                 newest = verdict.newest if newest is None else max(newest, verdict.newest)
-            await self._renew()
             if verdict.stop is not None:
                 report.stopped_at = verdict.stop
                 break
@@ -205,11 +199,14 @@ class DeliveryLogSweep:
         fetched = _Prefetch(delivery_log, ingest_order(fetch))
         try:
             async for entry, detail in fetched:
+                if isinstance(detail, FailingDelivery):
+                    detail = await self._failed_fetch(entry, detail)  # raises but the third time in a row
+                elif fetch_failures(state, entry.id):
+                    await self._note_failing_fetch(None)  # it answered this time
                 await self._take(entry, detail, report)
                 mark = mark.advanced_to(min(entry.delivered_at, started))
                 if (report.ingested + report.skipped + report.duplicates) % MARK_EVERY == 0:
                     await self._save_mark(mark)
-                await self._renew()
         except Exception:
             await self._save_mark(mark)  # how far it got: the next sweep goes on from there
             raise
@@ -224,7 +221,26 @@ class DeliveryLogSweep:
         state.update(mark.to_state())
         await self.store.app_state.put(STATE_KEY, state)
 
-    async def _take(self, entry: LoggedDelivery, detail: DeliveryDetail | None, report: SweepReport) -> None:
+    async def _failed_fetch(self, entry: LoggedDelivery, failing: FailingDelivery) -> RefusedDelivery:
+        """A delivery GitHub kept failing on (5xx, no answer) through the client's retries fails this sweep:
+        it is transient, as a rule. The MAX_FETCH_FAILURES-th sweep in a row that fails on the same one skips
+        it instead (returned as refused), so that one delivery cannot stop every later sweep."""
+        exc = failing.error
+        failures = fetch_failures(await self.store.app_state.get(STATE_KEY), entry.id) + 1
+        if failures < MAX_FETCH_FAILURES:
+            await self._note_failing_fetch({"id": entry.id, "guid": entry.guid, "sweeps": failures,
+                                            "error": str(exc)[:300]})
+            raise exc
+        await self._note_failing_fetch(None)
+        return RefusedDelivery(entry.id, 0, f"{failures} sweeps in a row failed on it ({exc})")
+
+    async def _note_failing_fetch(self, failing: dict[str, Any] | None) -> None:
+        state = dict(await self.store.app_state.get(STATE_KEY) or {})
+        state["failing_fetch"] = failing
+        await self.store.app_state.put(STATE_KEY, state)
+
+    async def _take(self, entry: LoggedDelivery, detail: DeliveryDetail | RefusedDelivery | None,
+                    report: SweepReport) -> None:
         problem = payload_problem(entry, detail)
         if problem is None:
             assert detail is not None
@@ -259,7 +275,8 @@ class _Prefetch:
     def __init__(self, delivery_log: HookDeliveries, entries: list[LoggedDelivery]) -> None:
         self._log = delivery_log
         self._entries = iter(entries)
-        self._pending: collections.deque[tuple[LoggedDelivery, asyncio.Task[DeliveryDetail | None]]] = \
+        self._pending: collections.deque[tuple[
+            LoggedDelivery, asyncio.Future[DeliveryDetail | RefusedDelivery | FailingDelivery | None]]] = \
             collections.deque()
 
     def _launch(self) -> None:
@@ -272,7 +289,7 @@ class _Prefetch:
             self._launch()
         return self
 
-    async def __anext__(self) -> tuple[LoggedDelivery, DeliveryDetail | None]:
+    async def __anext__(self) -> tuple[LoggedDelivery, DeliveryDetail | RefusedDelivery | FailingDelivery | None]:
         if not self._pending:
             raise StopAsyncIteration
         entry, fetching = self._pending.popleft()

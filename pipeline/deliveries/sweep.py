@@ -8,7 +8,10 @@ The log is listed newest first. A sweep stops paging at the first of:
 - an entry delivered before the recorded stop point (`SweepMark.floor`: every entry delivered at or
   before it was examined by an earlier sweep), less `LATE_MARGIN`, because a delivery can take a while
   to appear in the log and so may be listed after newer ones were already swept;
-- with no stop point recorded (the first sweep of a database), a page that holds only known guids.
+- with no stop point recorded (the first sweep of a database), a page that holds only known guids;
+- with no stop point and no delivery stored or skipped at all (a new database), an entry older than
+  the first sweep's look-back (SWEEP_FIRST_LOOKBACK): a new database against an App with history must
+  not run its old commands (merges, agent runs) again.
 
 Unknown guids are ingested oldest first (a PR's `opened` before its `synchronize`), and the stop point
 moves forward as they are, so a sweep cut short (a crash, GitHub failing) resumes where it got to.
@@ -21,16 +24,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.github.hook_deliveries import DeliveryDetail, LoggedDelivery, UnreadableEntry
+from bot.github.hook_deliveries import DeliveryDetail, LoggedDelivery, RefusedDelivery, UnreadableEntry
 
 HORIZON = timedelta(days=3)  # GitHub keeps deliveries this long
 LATE_MARGIN = timedelta(minutes=2)  # how late an entry may appear in the log after newer ones
 NOT_STORED_EVENTS = frozenset({"ping"})  # answered, never stored: nothing to recover
 MAX_BACKOFF_SECONDS = 600.0
+MAX_FETCH_FAILURES = 3  # sweeps in a row failed on fetching one delivery (5xx) before it is skipped
 
 STOP_HORIZON = "the 3-day horizon"
 STOP_MARK = "where the last sweep stopped"
 STOP_KNOWN = "a page of known deliveries"
+STOP_LOOKBACK = "the first sweep's look-back"
 STOP_END = "the end of the log"
 
 
@@ -66,10 +71,17 @@ class PageVerdict:
     newest: datetime | None  # the newest delivery time on the page
 
 
+def first_sweep_since(mark: SweepMark, *, anything_known: bool, now: datetime, lookback: timedelta) -> datetime | None:
+    """How far back a sweep looks besides the horizon: `now - lookback` for the first sweep of a new
+    database (no stop point, no delivery stored or skipped), else None (the usual stops)."""
+    return now - lookback if mark.floor is None and not anything_known else None
+
+
 def judge_page(page: Sequence[LoggedDelivery | UnreadableEntry], known: Collection[str], *, mark: SweepMark,
-               now: datetime, taken: Collection[str] = ()) -> PageVerdict:
+               now: datetime, taken: Collection[str] = (), since: datetime | None = None) -> PageVerdict:
     """What to do with one listed page. `known`: the page's guids the app has (stored or skipped);
-    `taken`: guids already picked from earlier pages of this sweep (a redelivery lists a guid again)."""
+    `taken`: guids already picked from earlier pages of this sweep (a redelivery lists a guid again);
+    `since`: nothing delivered before it is fetched (`first_sweep_since`)."""
     fetch: list[LoggedDelivery] = []
     unreadable: list[UnreadableEntry] = []
     picked: set[str] = set()
@@ -89,6 +101,9 @@ def judge_page(page: Sequence[LoggedDelivery | UnreadableEntry], known: Collecti
         if floor is not None and entry.delivered_at < floor:
             stop = STOP_MARK
             break
+        if since is not None and entry.delivered_at < since:
+            stop = STOP_LOOKBACK
+            break
         seen_at = min(entry.delivered_at, now)  # a time ahead of the clock must not move the stop point past now
         newest = seen_at if newest is None else max(newest, seen_at)
         if entry.event in NOT_STORED_EVENTS or entry.guid in known or entry.guid in taken or entry.guid in picked:
@@ -105,10 +120,12 @@ def ingest_order(entries: Sequence[LoggedDelivery]) -> list[LoggedDelivery]:
     return sorted(entries, key=lambda e: (e.delivered_at, e.id))
 
 
-def payload_problem(entry: LoggedDelivery, detail: DeliveryDetail | None) -> str | None:
+def payload_problem(entry: LoggedDelivery, detail: DeliveryDetail | RefusedDelivery | None) -> str | None:
     """Why a fetched delivery cannot be ingested as its log entry describes it, or None."""
     if detail is None:
         return "GitHub's delivery log no longer has it"
+    if isinstance(detail, RefusedDelivery):
+        return f"GitHub answered {detail.status} to fetching it: {detail.reason}" if detail.status else detail.reason
     if detail.payload is None:
         return "the delivery has no payload in GitHub's log"
     if not isinstance(detail.payload, Mapping):
@@ -123,6 +140,15 @@ def payload_problem(entry: LoggedDelivery, detail: DeliveryDetail | None) -> str
     if entry.action is not None and action != entry.action:
         return f"its payload's action ({str(action)[:64]!r}) is not the log entry's ({entry.action!r})"
     return None
+
+
+def fetch_failures(state: Mapping[str, Any] | None, delivery_id: int) -> int:
+    """How many sweeps in a row failed on fetching `delivery_id`, as the sweep's state records it."""
+    failing = state.get("failing_fetch") if isinstance(state, Mapping) else None
+    if not isinstance(failing, Mapping) or failing.get("id") != delivery_id:
+        return 0
+    count = failing.get("sweeps")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
 def retry_delay(interval: float, failures: int, *, retry_after: float | None = None) -> float:

@@ -9,9 +9,10 @@ RESYNC_MAX_STARTS a run. Starts go one at a time (each waits for its check run, 
 paces per installation).
 
 One process at a time resyncs, across processes: the run holds the database lease "resync", renewed
-between repositories. A repository that fails (404, 403, 5xx after the client's retries) is logged and
-the others go on; when the client refuses a request because GitHub work is paused for a short while
-(its outage circuit), the repository waits that pause out once. What the last run did is kept in the
+in the background every third of its time (`bot.store.leases.held`) however long a GitHub call takes;
+a run whose lease is lost is cancelled. A repository that fails (404, 403, 5xx after the client's
+retries) is logged and the others go on; when the client refuses a request because GitHub work is
+paused for a short while (its outage circuit), the repository waits that pause out once. What the last run did is kept in the
 app state "resync" (for /health, whatever process asks) and published on the bus as "resync.finished".
 """
 
@@ -32,6 +33,7 @@ from bot.github.github_app import GitHubApp
 from bot.github.types import ListedPull
 from bot.models import PR_CLOSED, PR_OPEN, Project, new_id, utcnow
 from bot.store import Store
+from bot.store.leases import held
 from bot.store.tracked_pulls import PullSnapshot
 from pipeline.resync.decision import RepositoryPlan, plan_repository
 from pipeline.validation.gate import head_moved_on
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 LEASE = "resync"
 STATE_KEY = "resync"
 TRIGGER = "resync"
-LEASE_TTL = timedelta(minutes=10)  # renewed before each repository
+LEASE_TTL = timedelta(minutes=10)  # renewed every third of it while the run lasts
 MAX_PAUSE_WAIT = 60.0  # the longest pause of the GitHub client a repository waits out, once
 
 
@@ -129,20 +131,15 @@ class Resync:
         async with self._lock:
             if not self.github.configured:
                 return None
-            if not await self.store.leases.acquire(LEASE, self.holder, ttl=LEASE_TTL):
-                log.info("resync: another process (%s) is resyncing", await self.store.leases.holder(LEASE))
-                return None
-            try:
+            async with held(self.store.leases, LEASE, self.holder, ttl=LEASE_TTL) as mine:
+                if not mine:
+                    log.info("resync: another process (%s) is resyncing", await self.store.leases.holder(LEASE))
+                    return None
                 return await self._run()
-            finally:
-                await self.store.leases.release(LEASE, self.holder)
 
     async def _run(self) -> ResyncReport:
         report = ResyncReport(started_at=utcnow().isoformat(), max_starts=self.max_starts)
         for project in await self.store.projects.active_projects():
-            if not await self.store.leases.acquire(LEASE, self.holder, ttl=LEASE_TTL):  # renew
-                report.failures.append("the resync lease was lost; the run stopped")
-                break
             report.repositories += 1
             try:
                 await self._repository(project, report)
