@@ -133,7 +133,8 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         ingest=lambda guid, event, payload, source: webhooks.ingest_logged(services, guid, event, payload, source),
         shape_problem=shape_problem, source=DELIVERY_POLLED if polling else DELIVERY_RECOVERED,
         interval=settings.poll_interval if polling else settings.sweep_interval, bus=bus,
-        configured=lambda: github.configured, first_lookback=settings.sweep_first_lookback)
+        configured=lambda: github.configured, first_lookback=settings.sweep_first_lookback,
+        max_queued=settings.webhook_concurrency)  # live deliveries queue behind at most this many recovered ones
     services = Services(settings=settings, store=store, http=http, bus=bus, github=github, sandbox=sandbox,
                         validations=validations, merges=merges, agent_runs=agent_runs, worker=worker,
                         screenshot_pruner=pruner, browser=browser, volumes=volumes, resync=resync,

@@ -212,7 +212,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "accepted", "delivery": delivery.id}, status=202)
 
 
-async def store_delivery(services: Services, delivery: ParsedDelivery, *, slot_wait: float,
+async def store_delivery(services: Services, delivery: ParsedDelivery, *, slot_wait: float | None,
                          source: str = DELIVERY_WEBHOOK) -> StoredDelivery:
     """Store a parsed delivery with its `webhook` job in one transaction and hand the job to this process's
     worker, or find it a duplicate (its X-GitHub-Delivery is stored: nothing runs). The one way in for
@@ -220,10 +220,11 @@ async def store_delivery(services: Services, delivery: ParsedDelivery, *, slot_w
     # Backpressure: when this process's worker has no free webhook slot, the delivery waits (briefly,
     # before it is stored) for one, so a burst is handled as it arrives instead of piling up a queue
     # that every later delivery waits behind. After `slot_wait` it is stored and queued anyway. The
-    # delivery-log sweep does not wait (slot_wait 0, never ahead of a waiting live delivery).
+    # delivery-log sweep's deliveries (slot_wait None) never take a slot: they are queued, so that they never
+    # run ahead of a live delivery waiting for a slot or in the queue (the sweep bounds that queue).
     settings = services.settings
     worker = services.worker
-    lease_owner = worker.worker_id if worker is not None and \
+    lease_owner = worker.worker_id if worker is not None and slot_wait is not None and \
         await worker.reserve(JOB_WEBHOOK, timeout=slot_wait) else None
     try:
         stored = await services.store.deliveries.store(IncomingDelivery(
@@ -270,5 +271,5 @@ async def ingest_logged(services: Services, guid: str, event: str, payload: dict
         return Ingested(accepted=False, rejected=exc.reason)
     if delivery.event == "ping":
         return Ingested(accepted=False)
-    stored = await store_delivery(services, delivery, slot_wait=0.0, source=source)
+    stored = await store_delivery(services, delivery, slot_wait=None, source=source)
     return Ingested(accepted=not stored.duplicate)

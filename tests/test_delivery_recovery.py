@@ -2,7 +2,8 @@
 while the app was down are fetched from the log and handled exactly once; the sweep's pure decisions
 (where to stop paging, what to fetch, what a fetched delivery must look like); malformed and fuzzed
 log entries are skipped and recorded; a webhook arriving during the sweep of its guid is stored once;
-two processes never sweep at once; the sweep never asks GitHub to redeliver."""
+two processes never sweep at once; the sweep never asks GitHub to redeliver; a recovered backlog never
+holds up a live delivery (the sweep waits while the webhook queue is full)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from bot.events import wait_for
 from bot.github.client import GitHubFailing
 from bot.github.hook_deliveries import DeliveryDetail, HookDeliveries, LoggedDelivery, UnreadableEntry, read_entry
-from bot.models import DELIVERY_RECOVERED, DELIVERY_WEBHOOK
+from bot import webhooks
+from bot.models import DELIVERY_RECOVERED, DELIVERY_WEBHOOK, JOB_WEBHOOK
 from bot.store import IncomingDelivery
 from handlers.payloads import shape_problem
 from pipeline.deliveries.service import DeliveryLogSweep, Ingested
@@ -212,6 +214,48 @@ async def test_a_webhook_arriving_while_the_sweep_fetches_its_guid_is_stored_onc
     assert await stored_sources(bot.store, [entry["guid"]]) == {entry["guid"]: DELIVERY_WEBHOOK}
     assert await jobs_per_delivery(bot.store, [entry["guid"]]) == {entry["guid"]: 1}
     assert len(check_runs_of(fake_github, scenario.head_sha)) == 1
+
+
+async def test_a_recovered_backlog_never_holds_up_a_live_delivery(
+        start_bot, fake_github, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Twenty deliveries missed, the webhook slot held: the sweep stores no more than `max_queued` queued jobs
+    and waits. A live delivery sent then is queued behind those few, not behind the whole backlog, and the
+    sweep ends once the queue drains."""
+    monkeypatch.setattr(webhooks, "SLOT_WAIT_SECONDS", 0.0)  # the live delivery is queued, not handed a slot
+    bot = await start_bot(WEBHOOK_CONCURRENCY="1")
+    fake_github.webhook_secret = WEBHOOK_SECRET
+    sweeper, worker = bot.services.delivery_log, bot.services.worker
+    sweeper.max_queued = 5
+    gate, entered = asyncio.Event(), asyncio.Event()
+    handle = worker.handlers[JOB_WEBHOOK]
+
+    async def held(job):  # type: ignore[no-untyped-def]
+        entered.set()
+        await gate.wait()
+        await handle(job)
+
+    monkeypatch.setitem(worker.handlers, JOB_WEBHOOK, held)
+    missed = [(await fake_github.deliver("star", {"action": "created"}))["guid"] for _ in range(20)]
+    with bot.services.bus.subscribe() as events:
+        sweep = asyncio.create_task(sweeper.sweep())
+        await asyncio.wait_for(entered.wait(), 10)  # the oldest is running (held); then five queue, no more
+        await wait_for(events, "delivery_log.waiting", queued=5, ingested=6, timeout=10)
+        assert len(await stored_sources(bot.store, missed)) == 6 and not sweep.done()
+        assert await bot.store.jobs.queued(JOB_WEBHOOK) == 5
+        live = str(uuid.uuid4())
+        assert (await bot.webhooks.send("star", {"action": "created"}, delivery_id=live)).status == 202
+        gate.set()
+        finished: list[str] = []
+        async with asyncio.timeout(30):
+            while len(finished) < 21:
+                event = await wait_for(events, "job.finished", kind=JOB_WEBHOOK)
+                assert event.data["outcome"] == "done"
+                finished.append(event.data["delivery_id"])
+        report = await asyncio.wait_for(sweep, 10)
+    assert finished.index(live) == 6  # behind the running one and the five queued, ahead of the other 14
+    assert finished[:6] == missed[:6] and sorted(finished) == sorted([*missed, live])
+    assert (report.ingested, report.duplicates, report.skipped) == (20, 0, 0)
+    assert await jobs_per_delivery(bot.store, missed) == {g: 1 for g in missed}
 
 
 async def test_malformed_log_entries_are_recorded_as_skipped_and_do_not_stop_the_sweep(

@@ -169,6 +169,13 @@ class JobStore:
         stmt = select(Job.__table__).where(Job.delivery_id == delivery_id).order_by(Job.id)
         return await self._db.read(lambda conn: conn.execute(stmt).all())
 
+    async def queued(self, kind: str) -> int:
+        """How many jobs of `kind` are due and waiting to be claimed (not running, not retrying later): the
+        queue a job of `kind` queued now waits behind. One COUNT on ix_jobs_claim (status, run_after)."""
+        stmt = (select(func.count()).select_from(Job)
+                .where(Job.status == JOB_QUEUED, Job.run_after <= utcnow(), Job.kind == kind))
+        return await self._db.read(lambda conn: conn.execute(stmt).scalar_one())
+
     async def counts(self) -> dict[str, int]:
         stmt = (select(Job.status, func.count()).where(Job.status.in_([JOB_QUEUED, JOB_RUNNING, JOB_DEAD]))
                 .group_by(Job.status))

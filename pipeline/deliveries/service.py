@@ -8,6 +8,11 @@ It runs as a task of its own, at start and then every `interval` seconds (the re
 mode, SWEEP_INTERVAL; in polling mode, POLL_INTERVAL: the primary way events arrive). A database lease
 keeps it to one process at a time; a failed sweep (GitHub failing, a rate limit, a JWT GitHub refuses)
 is reported in /health and tried again after a backoff. It never asks GitHub to redeliver.
+
+It never holds up live deliveries: before storing each one it waits while `max_queued` webhook jobs or
+more are queued (due, not yet claimed), re-checking as each job finishes (the bus's "job.finished") and
+at least every RECHECK_SECONDS. Jobs are claimed oldest first, so a live delivery queued meanwhile waits
+behind at most `max_queued` recovered ones, not behind the whole backlog of an outage.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from bot.errors import GitHubUnavailable
 from bot.events import EventBus
 from bot.github.hook_deliveries import (DeliveryDetail, FailingDelivery, HookDeliveries, LoggedDelivery,
                                          RefusedDelivery, UnreadableEntry)
-from bot.models import utcnow
+from bot.models import JOB_WEBHOOK, utcnow
 from bot.store import Store
 from bot.store.leases import held
 from pipeline.deliveries.sweep import (MAX_FETCH_FAILURES, STOP_END, SweepMark, fetch_failures,
@@ -42,6 +47,7 @@ STATE_KEY = "delivery_log_sweep"
 LEASE_TTL = timedelta(seconds=60)
 MARK_EVERY = 50  # ingested deliveries between two saves of the stop point
 PREFETCH = 8  # deliveries fetched ahead of the one being ingested (ingested in order, oldest first)
+RECHECK_SECONDS = 0.5  # while waiting for the webhook queue to shrink: re-counted at least this often
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,12 @@ class DeliveryLogSweep:
     def __init__(self, store: Store, delivery_log: Callable[[], HookDeliveries], *, ingest: Ingest,
                  shape_problem: ShapeCheck, source: str, interval: float, bus: EventBus | None = None,
                  configured: Callable[[], bool] = lambda: True, holder: str | None = None,
-                 per_page: int = 100, first_lookback: float = 3600.0) -> None:
+                 per_page: int = 100, first_lookback: float = 3600.0, max_queued: int = 32) -> None:
         """`delivery_log`: the App's log (GitHubApp.hook_deliveries). `source`: what the deliveries it
         stores are (DELIVERY_RECOVERED, or DELIVERY_POLLED in polling mode). `interval`: seconds between
         sweeps (0: only `sweep()` when called). `configured`: whether the App is configured (no sweep before).
-        `first_lookback`: seconds the first sweep of a new database looks back (SWEEP_FIRST_LOOKBACK)."""
+        `first_lookback`: seconds the first sweep of a new database looks back (SWEEP_FIRST_LOOKBACK).
+        `max_queued`: queued webhook jobs at or above which it waits before storing another (0: never waits)."""
         self.store = store
         self._delivery_log = delivery_log
         self._ingest = ingest
@@ -90,6 +97,7 @@ class DeliveryLogSweep:
         self.holder = (holder or f"{os.getpid()}:{uuid.uuid4().hex[:8]}:{socket.gethostname()}")[:64]
         self.per_page = per_page
         self.first_lookback = timedelta(seconds=first_lookback)
+        self.max_queued = max_queued
         self.failures = 0  # sweeps failed in a row (the backoff)
         self._task: asyncio.Task[None] | None = None
 
@@ -252,6 +260,7 @@ class DeliveryLogSweep:
             await self._skip(entry.guid, entry.id, entry.event, problem, report)
             return
         assert detail is not None
+        await self._room_in_queue(report)
         outcome = await self._ingest(entry.guid, entry.event, dict(detail.payload), self.source)
         if outcome.rejected is not None:
             await self._skip(entry.guid, entry.id, entry.event, outcome.rejected, report)
@@ -260,6 +269,26 @@ class DeliveryLogSweep:
             metrics.DELIVERIES_RECOVERED.labels(self.source).inc()
         else:
             report.duplicates += 1  # it arrived by webhook meanwhile
+
+    async def _room_in_queue(self, report: SweepReport) -> None:
+        """Wait while `max_queued` webhook jobs or more are queued: each finished job may make room."""
+        if self.max_queued <= 0:
+            return
+        with self.bus.subscribe() as events:  # before counting: a job finishing meanwhile is not missed
+            waiting = False
+            while (queued := await self.store.jobs.queued(JOB_WEBHOOK)) >= self.max_queued:
+                if not waiting:
+                    waiting = True
+                    self.bus.publish("delivery_log.waiting", holder=self.holder, queued=queued,
+                                     ingested=report.ingested)
+                try:
+                    async with asyncio.timeout(RECHECK_SECONDS):  # a worker in another process publishes nothing here
+                        while (await events.get()).name != "job.finished":
+                            pass
+                except TimeoutError:
+                    pass
+                while not events.empty():  # what piled up meanwhile: one count covers it
+                    events.get_nowait()
 
     async def _skip(self, guid: str, log_id: int, event: str | None, reason: str, report: SweepReport) -> None:
         log.warning("delivery log entry %s (%s, %s) skipped: %s", log_id, guid, event or "no event", reason)
