@@ -8,7 +8,7 @@ reopen a PR that was closed since.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import NamedTuple
 
@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, u
 
 from bot.db import Database
 from bot.models import PR_CLOSED, PR_OPEN, PullRequestMerge, TrackedPullRequest, ValidationState
+from bot.store.prepared import Prepared
 from bot.store.sql import entities, from_rows, upsert_insert
 
 
@@ -43,20 +44,25 @@ class OverviewRow(NamedTuple):
     merge: PullRequestMerge | None
 
 
+_SNAPSHOT_FIELDS = tuple(field.name for field in fields(PullSnapshot))
+
+
 class TrackedPullStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # On every pull_request event's path: built once (bound parameters), run through `Prepared`.
+        stmt = upsert_insert(db, TrackedPullRequest).values(
+            project_id=bindparam("project_id"), **{key: bindparam(key) for key in _SNAPSHOT_FIELDS})
+        self._record = Prepared(stmt.on_conflict_do_update(
+            index_elements=["project_id", "number"],
+            set_={key: getattr(stmt.excluded, key) for key in _SNAPSHOT_FIELDS if key != "number"},
+            where=TrackedPullRequest.updated_at <= stmt.excluded.updated_at,
+        ).returning(TrackedPullRequest.id))
 
     async def record(self, project_id: str, snapshot: PullSnapshot) -> bool:
         """Insert or update the PR's row; False when the row holds a newer event (nothing changed)."""
-        values = asdict(snapshot)
-        stmt = upsert_insert(self._db, TrackedPullRequest).values(project_id=project_id, **values)
-        changed = {key: getattr(stmt.excluded, key) for key in values if key != "number"}
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["project_id", "number"], set_=changed,
-            where=TrackedPullRequest.updated_at <= stmt.excluded.updated_at,
-        ).returning(TrackedPullRequest.id)
-        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+        params = {"project_id": project_id, **{key: getattr(snapshot, key) for key in _SNAPSHOT_FIELDS}}
+        return await self._db.write(lambda conn: self._record.run(conn, params).scalar() is not None)
 
     async def open_pulls(self, project_id: str) -> dict[int, datetime]:
         """The project's PRs recorded as open: number -> the `updated_at` recorded."""
