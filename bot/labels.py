@@ -45,6 +45,9 @@ SETTING_SOURCES = {"file": "set in .github/codegenapp.yml", "project": "project 
 PR_STATES = {"failing": "Failing", "running": "Running", "waiting": "Waiting for /ok-to-test",
              "ready": "Ready to merge", "unvalidated": "Not validated", "merged": "Merged", "closed": "Closed"}
 # a validation step's status (pipeline/results.py STATUSES), and "pending"/"running" on the live page
+# the one mark of a step's state, in every report (check run, comment, page, terminal)
+STEP_MARKS = {"pending": "○", "running": "●", "passed": "✓", "restored": "✓", "failed": "✗", "timed_out": "✗",
+              "cancelled": "–", "skipped": "–"}
 STEP_STATES = {
     "pending": "Pending",
     "running": "Running",
@@ -90,9 +93,14 @@ TRIGGERS = {
 }
 
 
+def words(raw: str) -> str:
+    """`project.secret_added` → "project secret added": an identifier as words."""
+    return " ".join(raw.replace("_", " ").replace(".", " ").replace("-", " ").split())
+
+
 def _humanize(raw: str) -> str:
     """A fallback for a value this module does not know yet: words, not an identifier."""
-    text = raw.replace("_", " ").replace(".", " ").replace("-", " ").strip()
+    text = words(raw)
     return text[:1].upper() + text[1:] if text else "Unknown"
 
 

@@ -17,6 +17,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def seconds_between(start: datetime, end: datetime) -> float:
+    """Seconds from `start` to `end`, at least 0; a datetime without its zone (as SQLite gives one back
+    outside the UTCDateTime column type) is UTC."""
+    def utc(moment: datetime) -> datetime:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return max(0.0, (utc(end) - utc(start)).total_seconds())
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

@@ -98,12 +98,6 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1].rstrip() + "…"
 
 
-def humanize(raw: str) -> str:
-    """`project.secret.added` → "project secret added": an identifier as words."""
-    text = raw.replace("_", " ").replace(".", " ").replace("-", " ")
-    return " ".join(text.split())
-
-
 def _who(event: Event) -> str:
     if event.actor == "cli":
         return "An operator (command line)"
@@ -282,7 +276,7 @@ def _refused(e: Event) -> list[Piece]:
     if commands:
         what = [" may not use ", _code(", ".join(f"/{c}" for c in commands))]
     elif button:
-        what = [f" may not press {ACTIONS[button][0] if button in ACTIONS else humanize(button)}"]
+        what = [f" may not press {ACTIONS[button][0] if button in ACTIONS else labels.words(button)}"]
     else:
         what = [" was refused"]
     role, needed = e.text("role"), e.text("needed")
@@ -312,7 +306,7 @@ def _approved(e: Event) -> list[Piece]:
 
 def _settings(what: str, key: str | None) -> Describe:
     def describe(e: Event) -> list[Piece]:
-        names = sorted(humanize(str(k)) for k in (_names(e, key) if key else e.details.keys()))
+        names = sorted(labels.words(str(k)) for k in (_names(e, key) if key else e.details.keys()))
         return [_who(e), f" changed {what}: {_listing(names)}" if names else f" saved {what} (nothing changed)"]
 
     return describe
@@ -399,7 +393,7 @@ KINDS: Mapping[str, Kind] = _KINDS
 
 
 def _unknown(e: Event) -> list[Piece]:
-    words = humanize(e.action)
+    words = labels.words(e.action)
     said = [f"{_who(e)}: {words}" if e.actor else words[:1].upper() + words[1:], *_on_pr(e)]
     if e.text("run_id"):
         said += [" (", _run(e, "agent run"), ")"]
@@ -419,7 +413,7 @@ def kind_title(action: str) -> str:
     kind = KINDS.get(action)
     if kind:
         return kind.title
-    words = humanize(action)
+    words = labels.words(action)
     return words[:1].upper() + words[1:]
 
 

@@ -10,12 +10,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup, escape
 
 from bot import labels
+from bot.models import seconds_between
 from pipeline.report.text import PASSING_TAIL_LINES, last_lines
 from pipeline.results import LISTED_FINDINGS
 
@@ -25,8 +26,7 @@ LEVEL_WORDS = {"failure": "fails the check", "warning": "warning", "notice": "no
 FAILED_STATES = ("failed", "timed_out")
 STAGE_WORDS = {"checkout": "checkout", "setup": "setup", "validate": "validate", "analysis": "analysis",
                "ui": "UI check"}
-ICONS = {"pending": "○", "running": "●", "passed": "✓", "restored": "✓", "failed": "✗", "timed_out": "✗",
-         "skipped": "–", "cancelled": "⊘"}
+ICONS = labels.STEP_MARKS
 CONFIG_EXAMPLE = """\
 setup:
   - pip install -e .
@@ -253,14 +253,7 @@ def elapsed_seconds(since: str | datetime | None, now: datetime) -> float | None
             since = datetime.fromisoformat(since)
         except ValueError:
             return None
-    if since is None:
-        return None
-    return max(0.0, (_utc(now) - _utc(since)).total_seconds())
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives back datetimes without their zone: they are UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return None if since is None else seconds_between(since, now)
 
 
 def notice_for(*, status: str, conclusion: str | None, title: str | None, has_steps: bool,

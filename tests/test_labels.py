@@ -17,7 +17,8 @@ def test_validation_states_read_as_words(status: str, conclusion: str | None, la
 
 @pytest.mark.parametrize(("seconds", "text"), [
     (0.42, "0.4s"), (12.4, "12s"), (60, "1m"), (500, "8m 20s"), (3600, "1h"), (3900, "1h 5m"),
-    (float("nan"), "0.0s"), (-3, "0.0s"), (None, "0.0s"),
+    (float("nan"), "0.0s"), (float("inf"), "0.0s"), (-3, "0.0s"), (None, "0.0s"), (9.94, "9.9s"), (9.96, "10s"),
+    (59.6, "1m"), (72.3, "1m 12s"), (3599.6, "1h"),
 ])
 def test_durations_read_like_github_actions(seconds: float | None, text: str) -> None:
     assert labels.duration(seconds) == text

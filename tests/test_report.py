@@ -19,7 +19,7 @@ from pipeline.report.check_run import (
 )
 from pipeline.report.comment import COMMENT_MARKER, fit_comment, render_comment
 from pipeline.report.sarif import SarifError, parse_sarif
-from pipeline.report.text import clean_output, fence_for, format_duration, keep_tail
+from pipeline.report.text import clean_output, fence_for, keep_tail
 from pipeline.results import Annotation, StepResult
 
 SHA = "3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
@@ -159,15 +159,6 @@ def test_unknown_conclusion_is_refused() -> None:
 
 
 # --- summary ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0.04, "0.0 s"), (0.4, "0.4 s"), (9.94, "9.9 s"), (9.96, "10 s"), (12.4, "12 s"), (59.6, "1 min"),
-    (72.3, "1 min 12 s"), (120, "2 min"), (3599.6, "1 h"), (3900, "1 h 5 min"), (-1, "0.0 s"),
-    (float("nan"), "0.0 s"), (float("inf"), "0.0 s"),
-])
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
-
 
 def test_summary_is_a_readable_table_with_notes_and_link() -> None:
     output = check_run_output(FOUR, head_sha=SHA, conclusion="failure", details_url="https://app.example/runs/7",

@@ -88,7 +88,7 @@ def test_the_step_names_failing_pages_and_adds_the_apps_output() -> None:
     result = step_result(outcome, ORIGIN, enforce=False, duration=3.5)
     assert (result.name, result.stage, result.status) == ("UI check", "ui", "failed")
     assert result.detail == "1 of 3 pages failed: /report; accessibility: 1 critical, 1 serious, 1 moderate"
-    assert result.output_tail.startswith("✓ / — HTTP 200, loaded in 0.2 s\n")
+    assert result.output_tail.startswith("✓ / — HTTP 200, loaded in 0.2s\n")
     assert "✗ /report — HTTP 500" in result.output_tail
     assert result.output_tail.endswith("The app's output (last lines):\n\"GET /report HTTP/1.1\" 500 -\n")
 

@@ -37,8 +37,7 @@ _HEADINGS = {"success": "✓ Validation passed", "failure": "✗ Validation fail
              "action_required": "Validation is waiting for a maintainer", "neutral": "Nothing was validated",
              "skipped": "Validation skipped", "stale": "Validation is stale"}
 _MARKS = {"success": "✓", "failure": "✗", "timed_out": "✗"}
-_STEP_MARKS = {"passed": "✓", "restored": "✓", "failed": "✗", "timed_out": "✗", "cancelled": "–",
-               "skipped": "–"}
+_STEP_MARKS = labels.STEP_MARKS
 _LEVELS = {"failure": "✗", "warning": "⚠️", "notice": "ℹ️"}
 _INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!&])")
 

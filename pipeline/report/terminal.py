@@ -11,7 +11,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 
-from bot.labels import duration, step_state
+from bot.labels import STEP_MARKS, duration, step_state
 from pipeline.report.local import UNKNOWN_STEP, LocalRun, step_tail
 from pipeline.report.text import LINE_WIDTH, plural, short_sha
 from pipeline.results import LISTED_FINDINGS, Annotation, StepResult
@@ -22,8 +22,8 @@ NAME_WIDTH = 40
 
 RESET, BOLD, DIM, RED, GREEN, YELLOW = "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[32m", "\x1b[33m"
 
-_MARKS = {"passed": ("✓", GREEN), "restored": ("✓", GREEN), "failed": ("✗", RED), "timed_out": ("✗", RED),
-          "cancelled": ("–", YELLOW), "skipped": ("–", DIM)}
+_COLOURS = {"passed": GREEN, "restored": GREEN, "failed": RED, "timed_out": RED, "cancelled": YELLOW, "skipped": DIM}
+_MARKS = {state: (STEP_MARKS[state], colour) for state, colour in _COLOURS.items()}
 _CONCLUSION_MARKS = {"success": ("✓", GREEN), "failure": ("✗", RED), "timed_out": ("✗", RED)}
 _LEVEL_COLOURS = {"failure": RED, "warning": YELLOW, "notice": DIM}
 

@@ -85,22 +85,6 @@ def format_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def format_duration(seconds: float) -> str:
-    """`0.4 s`, `12 s`, `1 min 12 s`, `2 min`, `1 h 5 min`."""
-    if not math.isfinite(seconds) or seconds < 0:
-        seconds = 0.0
-    if seconds < 9.95:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        minutes, rest = divmod(whole, 60)
-        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, rest = divmod(whole, 3600)
-    return f"{hours} h {rest // 60} min" if rest // 60 else f"{hours} h"
-
-
 def fence_for(text: str) -> str:
     """A backtick fence longer than any backtick run in `text` (at least three)."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)

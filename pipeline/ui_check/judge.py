@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from pipeline.report.text import format_duration
+from bot import labels
 from pipeline.results import Screenshot, StepResult
 from pipeline.ui_check.proxy import Origin
 
@@ -174,7 +174,7 @@ def render(pages: Sequence[PageObservation], origin: Origin, *, enforce: bool) -
         problems = page_problems(page, origin, enforce=enforce)
         status = f"HTTP {page.status}" if page.status is not None else "no response"
         mark = "✗" if problems else "✓"
-        lines = [f"{mark} {page.path} — {status}, loaded in {format_duration(page.load_seconds)}"]
+        lines = [f"{mark} {page.path} — {status}, loaded in {labels.duration(page.load_seconds)}"]
         lines += [f"  {p}" for p in problems]
         blocked = blocked_requests(page, origin)
         if blocked:

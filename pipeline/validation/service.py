@@ -28,7 +28,7 @@ from bot.github.check_runs import CheckRuns, Output
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
 from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id,
-                        utcnow)
+                        seconds_between, utcnow)
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
@@ -92,12 +92,7 @@ def outcome_line(project: str, state: ValidationState, conclusion: str, title: s
 
 def running_seconds(state: ValidationState) -> float | None:
     """How long the validation has been running, from when it started (None: it never started)."""
-    if state.started_at is None:
-        return None
-    now, started = utcnow(), state.started_at
-    if (now.tzinfo is None) != (started.tzinfo is None):  # a database that drops the zone
-        now, started = now.replace(tzinfo=None), started.replace(tzinfo=None)
-    return max(0.0, (now - started).total_seconds())
+    return None if state.started_at is None else seconds_between(state.started_at, utcnow())
 
 
 class NotRevalidated(Exception):
