@@ -240,5 +240,5 @@ async def test_serve_prints_one_block_and_after_registering_a_restart_warns_of_n
     assert len(_blocks(second.log)) == 1, log
     assert re.search(rf"^  GitHub App +{fake_github.app_id} \({fake_github.app_slug}, registered from the dashboard\)$",
                      log, flags=re.MULTILINE), log
-    assert "not configured" not in log and "503" not in log and "setup_token" not in log
+    assert "not configured" not in log and "answer 503" not in log and "setup_token" not in log
     assert re.search(rf"^  open +{re.escape(second.url)}/ ", log, flags=re.MULTILINE), log
