@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from bot.db import Database
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0011"  # the newest revision in migrations/versions
+SCHEMA_HEAD = "0012"  # the newest revision in migrations/versions
 
 
 def alembic_config(connection: Connection | None = None) -> Any:

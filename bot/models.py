@@ -396,6 +396,31 @@ class Lease(Base):
     expires_at: Mapped[datetime]
 
 
+class GitHubWriteLane(Base):
+    """On PostgreSQL, one installation's GitHub write pacing shared by every process: who may write for it
+    now (a lease), the times of its writes in the last hour, and GitHub's hold on it (bot/github/pacing.py
+    rules; bot/store/write_lanes.py)."""
+
+    __tablename__ = "github_write_lanes"
+
+    installation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None]
+    sent_times: Mapped[list[float]] = mapped_column(JSON, default=list)
+    hold_until: Mapped[datetime | None]
+
+
+class EventPayload(Base):
+    """An event too large for one PostgreSQL NOTIFY (8000 bytes): the notification carries its id."""
+
+    __tablename__ = "event_payloads"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class AppState(Base):
     """Small named facts the app keeps across restarts (where the last delivery-log sweep stopped)."""
 
