@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from bot.db import Database
 
@@ -41,11 +40,11 @@ def head_revision() -> str:
 
 async def current_revision(db: Database) -> str | None:
     def work(conn: Connection) -> str | None:
-        try:
-            with conn.begin_nested():
-                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
-        except DBAPIError:  # no alembic_version table: an empty database
+        # Asked first, not by catching the SELECT's error: a read may run without a transaction to
+        # roll back to (PostgreSQL's reads run in autocommit mode: bot/db.py).
+        if not inspect(conn).has_table("alembic_version"):  # an empty database
             return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
 
     return await db.read(work)
 

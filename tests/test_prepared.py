@@ -1,5 +1,5 @@
 """Prepared statements: the driver-level fast path stores and reads back exactly what Connection.execute
-does (types included), on SQLite, and is Connection.execute itself on PostgreSQL."""
+does (types included), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

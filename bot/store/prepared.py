@@ -1,4 +1,4 @@
-"""Hot statements run on SQLite's driver directly, still written once as SQLAlchemy Core.
+"""Hot statements run on the driver directly (SQLite's, asyncpg), still written once as SQLAlchemy Core.
 
 Running a prebuilt Core statement through `Connection.execute` costs 30-60 µs of Python per execution
 here (cache key, execution context, parameter processing, result wrapping), about as much again as
@@ -6,7 +6,9 @@ SQLite takes to run it; every webhook of a pull request runs seven statements. A
 is compiled once per dialect and set of given columns by SQLAlchemy's own compiler, and its parameters
 and results pass through SQLAlchemy's own type processors (UTC datetimes, JSON), so what is stored and
 read back is what `Connection.execute` would store and read: only the per-execution machinery is
-skipped. On other dialects (PostgreSQL) it is `Connection.execute`.
+skipped. On PostgreSQL the statement goes to asyncpg through SQLAlchemy's DBAPI adapter (its prepared-
+statement cache, its transaction begin), with SQLAlchemy's error handling; a type whose results need
+the column types the server reports (Numeric) falls back to `Connection.execute`.
 
 Not for every statement: expanding IN parameters and Python-side column defaults are refused when the
 statement is prepared (give every column explicitly), which keeps the fast path exact.
@@ -20,9 +22,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.sql.elements import ClauseElement
 
 Processor = Callable[[Any], Any] | None
+# Run without Connection.execute: SQLite's driver, and asyncpg's (through SQLAlchemy's DBAPI adapter).
+_FAST_DIALECTS = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -56,23 +61,34 @@ class _Compiled:
 class Prepared:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._compiled: dict[tuple[str, frozenset[str] | None], _Compiled] = {}
+        self._compiled: dict[tuple[str, frozenset[str] | None], _Compiled | None] = {}
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Result:
         params = params or {}
         dialect = conn.dialect
-        if dialect.name != "sqlite":
+        compiled = self._compile(dialect, params) if dialect.name in _FAST_DIALECTS else None
+        if compiled is None:
             result = conn.execute(self.statement, dict(params))
             if not result.returns_rows:
                 return Result((), [], result.rowcount)
             return Result(tuple(result.keys()), [tuple(row) for row in result], result.rowcount)
-        compiled = self._compile(dialect, params)
         values = []
         for name, process in zip(compiled.names, compiled.bind):
             value = params[name] if name in params else compiled.defaults[name]
             values.append(process(value) if process is not None else value)
-        cursor = conn.connection.driver_connection.execute(compiled.sql, values)  # type: ignore[union-attr]
-        rows = cursor.fetchall() if compiled.columns else []
+        if dialect.name == "sqlite":
+            cursor = conn.connection.driver_connection.execute(compiled.sql, values)  # type: ignore[union-attr]
+            rows = cursor.fetchall() if compiled.columns else []
+        else:
+            # asyncpg through SQLAlchemy's DBAPI adapter, which begins the transaction (none in autocommit
+            # mode) and keeps the prepared statements; its errors go through SQLAlchemy's handling, so
+            # they are raised as Connection.execute raises them and a lost connection is invalidated.
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(compiled.sql, values)
+                rows = [tuple(row) for row in cursor.fetchall()] if compiled.columns else []
+            except dialect.loaded_dbapi.Error as exc:
+                conn._handle_dbapi_exception(exc, compiled.sql, values, cursor, None)
         if compiled.results is not None:
             processors = compiled.results
             rows = [tuple(p(v) if p is not None else v for p, v in zip(processors, row)) for row in rows]
@@ -82,14 +98,19 @@ class Prepared:
         """One execution per parameter set (SQLite's executemany returns no RETURNING rows)."""
         return [self.run(conn, p) for p in params]
 
-    def _compile(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
+    def _compile(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled | None:
         # INSERTs compile to the columns given; other statements have a fixed set of parameters.
         is_insert = getattr(self.statement, "is_insert", False)
         key = (dialect.name, frozenset(params) if is_insert else None)
-        found = self._compiled.get(key)
-        if found is None:
-            found = self._compiled[key] = _compile(self.statement, dialect,
-                                                   sorted(params) if is_insert else None)
+        if key in self._compiled:
+            return self._compiled[key]
+        try:
+            found = _compile(self.statement, dialect, sorted(params) if is_insert else None)
+        except (ValueError, InvalidRequestError):
+            if dialect.name == "sqlite":
+                raise
+            found = None  # PostgreSQL: Connection.execute (a type that needs the result's column types)
+        self._compiled[key] = found
         return found
 
 
