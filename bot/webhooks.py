@@ -244,14 +244,20 @@ async def store_delivery(services: Services, delivery: ParsedDelivery, *, slot_w
         return stored
 
     metrics.DELIVERIES.labels(delivery.event).inc()
-    if worker is not None:
-        if lease_owner is not None:
-            assert stored.job_id is not None
-            worker.run_reserved(ClaimedJob(stored.job_id, JOB_WEBHOOK, delivery.id, {}, 1,
-                                           settings.job_max_attempts))
-        else:
-            worker.wake(JOB_WEBHOOK)
+    if lease_owner is not None:
+        assert stored.job_id is not None
+        worker.run_reserved(ClaimedJob(stored.job_id, JOB_WEBHOOK, delivery.id, {}, 1,  # type: ignore[union-attr]
+                                       settings.job_max_attempts))
+    else:
+        _wake(services)  # any worker: this process's, or (on PostgreSQL, by NOTIFY) another process's
     return stored
+
+
+def _wake(services: Services) -> None:
+    if services.wakeup is not None:
+        services.wakeup.wake(JOB_WEBHOOK)  # this process's worker, and the other processes' ones
+    elif services.worker is not None:
+        services.worker.wake(JOB_WEBHOOK)
 
 
 async def ingest_logged(services: Services, guid: str, event: str, payload: dict[str, Any],

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from bot import labels
-from bot.events import AppEvent
+from bot.events import RECONNECTED, AppEvent
 from bot.services import Services
 from dashboard import auth
 from dashboard.projects import live_status
@@ -37,8 +37,9 @@ class SharedStatus:
         self._found: OrderedDict[tuple[str, int], tuple[AppEvent, asyncio.Future[dict[str, Any]]]] = OrderedDict()
         self.computed = 0  # how many times live_status ran (the tests' count)
 
-    async def of(self, services: Services, event: AppEvent) -> dict[str, Any]:
-        project_id = event.data["project_id"]
+    async def of(self, services: Services, event: AppEvent, project_id: str | None = None) -> dict[str, Any]:
+        """The status of `project_id` (default: the event's project) after `event`."""
+        project_id = project_id or event.data["project_id"]
         key = (project_id, id(event))
         found = self._found.get(key)
         if found is None or found[0] is not event:
@@ -59,7 +60,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     A browser's handshake must come from the dashboard's own pages (`Origin` is PUBLIC_URL's, or the
     address the request itself was sent to, as when PUBLIC_URL is left to its default and the app is
     reached on another port or host name): the session cookie goes along from any site's page, so
-    another site could otherwise listen in."""
+    another site could otherwise listen in.
+
+    When the bus's listening connection came back (RECONNECTED: another process's events of the gap are
+    lost), the socket re-reads from the database which projects the user may see and sends a
+    `project.status.updated` for each, as `live_status` reads it now (cards, PR overview, running
+    validations): the page shows the present state again; the single events of the gap are not replayed."""
     origin = request.headers.get("Origin")
     own = (services_of(request).settings.public_url, f"{request.scheme}://{request.host}")
     if origin is not None and not any(same_origin(origin, url) for url in own):
@@ -87,6 +93,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     reader = asyncio.ensure_future(ws.receive())
                     continue
                 event: AppEvent = getter.result()
+                if event.name == RECONNECTED:
+                    names = {p.id: p.name for p in await auth.visible_projects(request)}
+                    for project_id in names:
+                        await ws.send_json({"event": "project.status.updated",
+                                            "data": await shared.of(services, event, project_id)})
+                    continue
                 name = names.get(event.data.get("project_id"))  # type: ignore[arg-type]
                 if event.name not in LIVE_EVENTS or name is None:
                     continue

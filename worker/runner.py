@@ -224,6 +224,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # here, not before the wait: a wake-up while a claim is in flight is kept
             again = False
             wait = self.poll_interval
             for lane in self._lanes:
@@ -237,6 +238,7 @@ class Worker:
                                                                burst=in_burst(self._urgent_arrivals))))
                     continue
                 claimed: list[ClaimedJob] = []
+                lane.backlog = False  # a wake-up during the claim sets it again
                 try:
                     claimed = await self.store.jobs.claim(
                         self.worker_id, limit=free, lease_seconds=self.lease_seconds,
@@ -246,11 +248,10 @@ class Worker:
                 lane.next_poll_at = time.monotonic() + self.poll_interval
                 for job in claimed:
                     self._spawn(job)
-                lane.backlog = len(claimed) == free
+                lane.backlog = lane.backlog or len(claimed) == free
                 again = again or lane.backlog
             if again:
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
@@ -312,6 +313,7 @@ class Worker:
             if wait is not None:
                 await self.store.jobs.postpone(self.worker_id, job.id, error=error,
                                                retry_at=now + timedelta(seconds=wait))
+                self._wake_when_due(wait, job.kind)
                 log.warning("job %s (%s) postponed %.0f s, no attempt counted (GitHub unavailable for %.0f s): %s",
                             job.id, job.kind, wait, failing_for, exc)
                 return "postponed"
@@ -322,12 +324,18 @@ class Worker:
         delay = None if isinstance(exc, PermanentError) else retry_delay(job.attempts, job.max_attempts)
         retry_at = None if delay is None else now + timedelta(seconds=delay)
         await self.store.jobs.fail(self.worker_id, job.id, error=f"{why}\n\n{error}", retry_at=retry_at)
+        if delay is not None:
+            self._wake_when_due(delay, job.kind)
         if delay is None:
             log.error("job %s (%s) dead after %d attempt(s): %s", job.id, job.kind, job.attempts, why)
             return "dead"
         log.warning("job %s (%s) attempt %d failed, retrying in %.0fs: %s", job.id, job.kind,
                     job.attempts, delay, why)
         return "retry"
+
+    def _wake_when_due(self, delay: float, kind: str) -> None:
+        """Claim a job this worker put back when it comes due, not at the next fallback poll."""
+        asyncio.get_running_loop().call_later(delay + 0.05, self.wake, kind)
 
     async def _given_up(self, job: ClaimedJob, exc: Exception) -> None:
         handler = self.on_dead.get(job.kind)

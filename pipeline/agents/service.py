@@ -333,7 +333,7 @@ class AgentRunService:
         with self.bus.subscribe() as queue:
             while True:
                 event = await queue.get()
-                if event.name != "validation.completed":
+                if event.name != "validation.completed" or event.remote:  # its own process nudges
                     continue
                 try:
                     await self.nudge_pr(event.data["project_id"], event.data["pr_number"],

@@ -1,0 +1,281 @@
+"""The event bus and the workers' wake-up across processes, through PostgreSQL LISTEN/NOTIFY.
+
+With several processes on one PostgreSQL database (`serve --no-worker` web processes, `codegenapp worker`
+processes), every process runs one PostgresEventBridge on two connections of its own, outside the
+SQLAlchemy pool:
+
+- sending: every event published on the local bus and every job wake-up is queued (publish stays
+  synchronous and never waits) and the queue goes out in one round trip per turn of the loop
+  (`SELECT pg_notify(...) FROM unnest(...)`), in order. A message over NOTIFY's 8000 bytes is stored in
+  event_payloads and only its id is sent; rows older than `retention_seconds` are deleted, at most once a
+  minute, by a process that stores one (the index on created_at keeps that cheap). If the connection
+  fails, it reconnects and sends the batch again.
+- listening: LISTEN on CHANNEL; another process's messages are delivered to the local bus (never relayed
+  back), wake-ups to the local workers; a process's own messages are skipped by their origin. A dropped
+  connection is noticed at once when the socket closes (asyncpg's termination callback) and otherwise by
+  a keepalive query every `keepalive_seconds`; the bridge then reconnects with backoff and delivers
+  RECONNECTED (bot/events.py) locally, and wakes the local workers for every kind: what was notified while
+  it was away is lost, so the state kept from events is read again from the database (the worker claims
+  what waits; the dashboard's live sockets send every project's status as the database has it).
+
+Delivery is at most once per connection and nothing is replayed: the bus carries news, the database
+stays the truth. SQLite needs none of this (one process): the app builds no bridge there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from bot.event_wire import WAKE, decode, encode, fits, reference
+from bot.events import RECONNECTED, AppEvent, EventBus, JobWakeup
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "codegenapp_events"
+RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between tries; the last repeats
+MAX_PENDING = 10_000  # messages kept while the database is unreachable; the oldest go first
+PRUNE_EVERY_SECONDS = 60.0
+
+_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _connection_failed(exc: Exception, connection: asyncpg.Connection | None) -> bool:
+    """Whether `exc` means the connection is unusable (asyncpg may also say so with an InternalClientError
+    when the server ended it mid-query)."""
+    return isinstance(exc, (*_CONNECTION_ERRORS, ConnectionError)) or connection is None or connection.is_closed()
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """SQLAlchemy's URL (postgresql+asyncpg://...) as asyncpg takes it."""
+    return database_url.replace("+asyncpg", "", 1)
+
+
+class _Lost:
+    """The inbox's notice that `connection` closed (stale once another connection listens)."""
+
+    def __init__(self, connection: object) -> None:
+        self.connection = connection
+
+
+class PostgresEventBridge:
+    def __init__(self, dsn: str, bus: EventBus, wakeup: JobWakeup, *, channel: str = CHANNEL,
+                 keepalive_seconds: float = 15.0, retention_seconds: float = 3600.0,
+                 reconnect_delays: Sequence[float] = RECONNECT_DELAYS) -> None:
+        self.dsn = dsn
+        self.bus = bus
+        self.wakeup = wakeup
+        self.channel = channel
+        self.keepalive_seconds = keepalive_seconds
+        self.retention_seconds = retention_seconds
+        self.reconnect_delays = tuple(reconnect_delays)
+        self.origin = uuid.uuid4().hex[:16]
+        self.reconnects = 0  # how many times the listening connection came back (tests, logs)
+        self._sequence = 0
+        self._pending: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=MAX_PENDING)
+        self._has_pending = asyncio.Event()
+        self._inbox: asyncio.Queue[str | _Lost] = asyncio.Queue()
+        self._idle = asyncio.Event()  # nothing queued and nothing being sent
+        self._idle.set()
+        self._listener: asyncpg.Connection | None = None
+        self._sender: asyncpg.Connection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pruned_at = 0.0
+        self._closing = False
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process of the listening connection (tests end it to test the reconnect)."""
+        return self._listener.get_server_pid() if self._listener is not None else None
+
+    async def start(self) -> None:
+        """Connect and LISTEN (raises when the database cannot be reached: the app does not start), then
+        relay the bus's and the wake-up's local messages."""
+        self._listener = await self._listen()
+        try:
+            self._sender = await self._connect()
+        except BaseException:
+            self._listener.terminate()
+            raise
+        self.bus.relay_to(self._relay_event)
+        self.wakeup.relay_to(self._relay_wake)
+        self._tasks = [asyncio.create_task(self._send_loop(), name="event-bridge-send"),
+                       asyncio.create_task(self._receive_loop(), name="event-bridge-receive")]
+
+    async def close(self, *, grace: float = 2.0) -> None:
+        """Send what is queued (waiting up to `grace` seconds), then close both connections."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for connection in (self._listener, self._sender):
+            if connection is not None:
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await asyncio.wait_for(connection.close(), 1.0)
+                connection.terminate()
+
+    # sending
+
+    def _relay_event(self, event: AppEvent) -> None:
+        self._queue(event.name, event.data)
+
+    def _relay_wake(self, kind: str) -> None:
+        self._queue(WAKE, {"kind": kind})
+
+    def _queue(self, name: str, data: dict[str, Any]) -> None:
+        self._sequence += 1
+        self._pending.append((self._sequence, name, data))
+        self._idle.clear()
+        self._has_pending.set()
+
+    def _take_pending(self) -> list[tuple[int, str, dict[str, Any]]]:
+        batch = list(self._pending)
+        self._pending.clear()
+        self._has_pending.clear()
+        return batch
+
+    async def _send_loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._idle.set()
+            await self._has_pending.wait()
+            batch = self._take_pending()  # what was published up to this turn of the loop
+            failures = 0
+            while True:
+                try:
+                    await self._send(batch)
+                    break
+                except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
+                    if not _connection_failed(exc, self._sender):
+                        log.exception("sending %d event(s) to the other processes failed; they are dropped",
+                                      len(batch))
+                        break
+                    log.warning("sending %d event(s) to the other processes failed (%s); reconnecting",
+                                len(batch), exc)
+                    self._sender = await self._reconnect(self._sender, self._connect, failures)
+                    failures += 1
+
+    async def _send(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
+        assert self._sender is not None
+        texts = []
+        stored = False
+        for sequence, name, data in batch:
+            try:
+                text = encode(self.origin, sequence, name, data)
+            except Exception:  # noqa: BLE001 - one event that cannot be encoded does not hold back the others
+                log.exception("event %r cannot be sent to the other processes", name)
+                continue
+            if not fits(text):
+                payload_id = await self._sender.fetchval(
+                    "INSERT INTO event_payloads (body, created_at) VALUES ($1, now()) "
+                    "RETURNING id", text)
+                text = reference(self.origin, sequence, payload_id)
+                stored = True
+            texts.append(text)
+        await self._sender.execute("SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message",
+                                   self.channel, texts)
+        if stored and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            await self._sender.execute(
+                "DELETE FROM event_payloads WHERE created_at < now() - make_interval(secs => $1)",
+                self.retention_seconds)
+
+    # listening
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn)
+
+    async def _listen(self) -> asyncpg.Connection:
+        connection = await self._connect()
+        try:
+            connection.add_termination_listener(self._on_termination)
+            await connection.add_listener(self.channel, self._on_notification)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
+
+    def _on_notification(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        self._inbox.put_nowait(payload)
+
+    def _on_termination(self, connection: object) -> None:
+        if not self._closing:
+            self._inbox.put_nowait(_Lost(connection))
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                item: str | _Lost | None = await asyncio.wait_for(self._inbox.get(), self.keepalive_seconds)
+            except TimeoutError:
+                item = None
+            try:
+                if isinstance(item, _Lost):
+                    if item.connection is not self._listener:
+                        continue  # the connection a reconnect already replaced
+                    raise ConnectionError("the listening connection was closed")
+                assert self._listener is not None
+                if item is None:
+                    await self._listener.fetchval("SELECT 1", timeout=self.keepalive_seconds)
+                else:
+                    await self._receive(item)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one notification
+                if not _connection_failed(exc, self._listener):
+                    log.exception("handling a notification on %s failed", self.channel)
+                    continue
+                await self._relisten(exc)
+
+    async def _receive(self, payload: str) -> None:
+        try:
+            message = decode(payload)
+        except ValueError as exc:
+            log.warning("ignored a notification on %s: %s", self.channel, exc)
+            return
+        if message.origin == self.origin:
+            return
+        if message.ref is not None:
+            assert self._listener is not None
+            body = await self._listener.fetchval("SELECT body FROM event_payloads WHERE id = $1", message.ref)
+            if body is None:
+                log.warning("event payload %s is gone (older than %.0f s?): event lost", message.ref,
+                            self.retention_seconds)
+                return
+            try:
+                message = decode(body)
+            except ValueError as exc:
+                log.warning("ignored event payload %s: %s", message.ref, exc)
+                return
+        if message.name == WAKE:
+            kind = message.data.get("kind")
+            self.wakeup.deliver(kind if isinstance(kind, str) else None)
+        else:
+            self.bus.deliver(AppEvent(message.name, message.data, remote=True))
+
+    async def _relisten(self, why: BaseException) -> None:
+        log.warning("the event bus's listening connection was lost (%s); reconnecting", why)
+        self._listener = await self._reconnect(self._listener, self._listen, 0)
+        self.reconnects += 1
+        log.info("the event bus listens again; what was sent meanwhile is read from the database")
+        self.bus.deliver(AppEvent(RECONNECTED, {}))
+        self.wakeup.deliver(None)
+
+    async def _reconnect(self, old: asyncpg.Connection | None, connect: Callable[[], Awaitable[asyncpg.Connection]],
+                         failures: int) -> asyncpg.Connection:
+        if old is not None:
+            old.terminate()
+        while True:
+            await asyncio.sleep(self.reconnect_delays[min(failures, len(self.reconnect_delays) - 1)])
+            try:
+                return await connect()
+            except _CONNECTION_ERRORS as exc:
+                failures += 1
+                log.warning("reconnecting to PostgreSQL for the event bus failed (%s); trying again", exc)
