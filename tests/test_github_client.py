@@ -21,35 +21,13 @@ from bot.github.client import GitHubClientClosed, GitHubClientConfig, GitHubClie
 from bot.github.pacing import WINDOW_MARGIN
 from bot.redact import PROCESS_REDACTOR
 from tests.fakes.github import FakeGitHub
+from tests.github_client_support import APP_ID, Clock
 
-APP_ID = "12345"
 TOKENS = "/app/installations/*/access_tokens"
 
 
 def sample(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-class Clock:
-    """A monotonic clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.gate: asyncio.Event | None = None  # when set up, the next sleep blocks until it is set
-        self.waiting = asyncio.Event()  # a sleep is blocked on the gate
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        gate, self.gate = self.gate, None
-        if gate is not None:
-            self.waiting.set()
-            await gate.wait()
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:

@@ -24,6 +24,11 @@ raise `GitHubRateLimited` (a `GitHubUnavailable` saying when to come back) until
 Writes of an installation (POST/PATCH/PUT/DELETE; GraphQL only for mutations) go through one
 sender task per installation: one at a time, within `writes_per_minute` / `writes_per_hour`,
 important ones first, progress PATCHes coalesced (see `bot.github.pacing`). Reads are never paced.
+
+Several processes on one PostgreSQL database (`ownership`: `bot.github.write_lanes`): an installation's
+writes are sent by one process at a time, the holder of its write lane lease, which carries the send times
+of the last hour and GitHub's hold from owner to owner; holds met are also told to the other processes at
+once (`on_hold` there, `apply_hold` here). A process alone (SQLite) does none of this: no I/O is added.
 """
 
 from __future__ import annotations
@@ -48,7 +53,18 @@ from bot import metrics
 from bot.errors import GitHubUnavailable
 from bot.github.outage import WHOLE_APP, Admission, Outages, Verdict
 from bot.github.pacing import (
+    LANE_HANDOVER_BACKOFF,
+    LANE_RESERVED_WRITES,
     RETRYABLE_STATUSES,
+    hand_over_lane,
+    lane_renew_interval,
+    lane_poll_delay,
+    lane_safety_margin,
+    lane_write_timeout,
+    lease_allows_write,
+    merge_sent_times,
+    sent_times_from_epoch,
+    sent_times_to_epoch,
     WriteQueue,
     QueuedWrite,
     backoff_delay,
@@ -62,6 +78,7 @@ from bot.github.pacing import (
     rate_limit_wait,
     url_path,
 )
+from bot.github.write_lanes import LaneGrant, LocalOwnership, OnHold, OnLaneWanted, WriteOwnership
 from bot.redact import PROCESS_REDACTOR
 
 log = logging.getLogger(__name__)
@@ -69,6 +86,7 @@ log = logging.getLogger(__name__)
 TOKEN_REFRESH_MARGIN = 5 * 60.0  # drop a cached installation token this long before it expires
 DEFAULT_TOKEN_LIFETIME = 60 * 60.0  # if a token response has no usable expires_at
 TOKEN_CACHE_SIZE = 10_000
+LANE_LINGER = 0.25  # a shared write lane idle this long is released (a burst keeps it; see write_lanes.py)
 
 Response = tuple[int, Mapping[str, str], bytes]
 
@@ -198,7 +216,15 @@ def _consume_exception(fut: asyncio.Future[Any]) -> None:
 
 
 class _Pacer:
-    """The write lane of one installation: a queue and at most one sender task."""
+    """The write lane of one installation: a queue and at most one sender task.
+
+    With a shared `WriteOwnership` (several processes on PostgreSQL) the lane is also a lease: before its
+    first write the pacer takes it (waiting while another process holds it), seeding the send times and
+    GitHub's hold from what the last owner stored; a keeper task renews it every quarter of its time and
+    releases it once the lane has been idle for `LANE_LINGER` and no write of its may still be out. A write
+    starts only while the lease leaves room for its whole HTTP timeout (`bot.github.pacing.lease_allows_write`)
+    and consumes one of the write slots reserved in the row (bot/github/write_lanes.py); a waiter heard of
+    makes the owner hand the lane over at a write boundary once it held it `LANE_FAIR_SHARE`."""
 
     def __init__(self, clients: GitHubClients, installation_id: int) -> None:
         self.clients = clients
@@ -207,12 +233,30 @@ class _Pacer:
         self.sent: deque[float] = deque()
         self.task: asyncio.Task[None] | None = None
         self.holding = False  # the sender is sleeping for the rate window
+        # Shared lanes only (lease clock: the real monotonic one, whatever clock paces the windows):
+        self.lease_until = float("-inf")  # this process's conservative view of its lease
+        self.keeper: asyncio.Task[None] | None = None
+        self.last_write_end = float("-inf")
+        # A write cancelled on our side may still be processed by GitHub: until its start + its timeout
+        # (+ the margin) the lane is neither released nor idle.
+        self.in_flight_until = float("-inf")
+        self.writes_started = 0
+        self.reserved_left = 0  # write slots still reserved in the row
+        self.held_since = float("-inf")  # when this process took the lane
+        self.wanted_at = float("-inf")  # when it last heard of another process waiting for it
+        self.backoff_until = float("-inf")  # after a handover: not asked for again before then
+        self.lease_statements = asyncio.Lock()  # take/release never cross (a release must not undo a take)
+
+    @property
+    def owns_lane(self) -> bool:
+        return self.keeper is not None and not self.keeper.done()
 
     async def submit(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
         if self.clients._closed:
             raise GitHubClientClosed("GitHub client is closed")
         loop = asyncio.get_running_loop()
-        if (self.task is None or self.task.done()) and not self.queue and self._window_open():
+        if ((self.task is None or self.task.done()) and not self.queue and self._lane_ready()
+                and self._window_open()):
             return await self._send_now(method, url, headers, body)
         fut: asyncio.Future[Response] = loop.create_future()
         fut.add_done_callback(_consume_exception)
@@ -269,6 +313,14 @@ class _Pacer:
 
     async def _run(self) -> None:
         while self.queue:
+            try:
+                await self._own_lane()
+            except GitHubUnavailable as exc:  # the database away: every queued write is told so
+                for entry in self.queue.drain():
+                    for w in entry.payloads:
+                        if not w.future.done():
+                            w.future.set_exception(exc)
+                return
             await self._wait_for_window()
             # Pop only now: whatever arrived while we slept competes on priority and coalesces.
             entry = self.queue.pop()
@@ -303,14 +355,219 @@ class _Pacer:
     async def _write(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         c = self.clients
         scope = _scope(self.installation_id)
+        shared = c._ownership.shared
 
-        async def before_attempt(attempt: int) -> None:
-            if attempt > 1:  # a retry is one more write for the window
+        async def before_attempt(attempt: int) -> float | None:
+            if not shared:
+                if attempt > 1:  # a retry is one more write for the window
+                    await self._wait_for_window()
+                await c._wait_for_hold(scope)  # after the window: a rate limit met meanwhile still counts
+                self.sent.append(c._clock())
+                return None
+            while True:  # the lease, the window and the hold, until all three allow the write at once
+                if self._hand_over_now():
+                    await self._hand_over()
+                await self._own_lane()
                 await self._wait_for_window()
-            await c._wait_for_hold(scope)  # after the window: a rate limit met meanwhile still counts
+                await c._wait_for_hold(scope)
+                if not c._closed:  # the token now, so that its fetch never eats into the write's time
+                    await c.installation_token(self.installation_id)
+                if self._lane_ready() and self.reserved_left <= 0:  # one statement every so many writes
+                    if await self._renew() is None:
+                        await asyncio.sleep(lane_poll_delay(1))
+                    continue
+                if self._lane_ready():
+                    break
+            started = c._lease_clock()
             self.sent.append(c._clock())
+            self.writes_started += 1
+            self.reserved_left -= 1
+            lease = c._ownership.lease_seconds
+            timeout = min(lane_write_timeout(lease), self.lease_until - lane_safety_margin(lease) - started)
+            self.in_flight_until = max(self.in_flight_until, started + timeout + lane_safety_margin(lease))
+            return timeout
 
-        return await c._execute(self.installation_id, method, path, headers, body, before_attempt=before_attempt)
+        try:
+            result = await c._execute(self.installation_id, method, path, headers, body,
+                                      before_attempt=before_attempt)
+        except asyncio.CancelledError:
+            raise  # it may still reach GitHub: `in_flight_until` stands
+        except BaseException:
+            self.in_flight_until = float("-inf")  # answered, or given up after its timeout
+            raise
+        else:
+            self.in_flight_until = float("-inf")
+            return result
+        finally:
+            self.last_write_end = c._lease_clock()
+
+    # --- the shared lane's lease -------------------------------------------------------------------
+
+    def _lane_ready(self) -> bool:
+        """Whether a write may start now as far as the lease goes (always, for a process alone)."""
+        c = self.clients
+        ownership = c._ownership
+        return not ownership.shared or lease_allows_write(self.lease_until, c._lease_clock(), ownership.lease_seconds)
+
+    async def _own_lane(self) -> None:
+        """Shared lanes: until this process holds the lease with room for a write; polls while another
+        live process holds it (a dead one's lease runs out), telling the owner it waits."""
+        c = self.clients
+        ownership = c._ownership
+        tries = 0
+        failing_since: float | None = None
+        while not self._lane_ready():
+            if c._closed:
+                raise GitHubClientClosed("GitHub client is closed")
+            now = c._lease_clock()
+            if now < self.backoff_until:  # just handed over: the waiter's turn
+                await asyncio.sleep(self.backoff_until - now)
+                continue
+            try:
+                async with self.lease_statements:
+                    started, taken_at = c._lease_clock(), self.writes_started
+                    grant = await ownership.acquire(self.installation_id, self._reservations())
+            except Exception as exc:  # noqa: BLE001 - the database away: tried again for a lease's time
+                now = c._lease_clock()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= ownership.lease_seconds:
+                    raise GitHubUnavailable(f"the write lane of installation {self.installation_id} could not "
+                                            f"be taken: {exc}", retry_after=ownership.lease_seconds) from exc
+                log.warning("installation %s: taking the write lane failed: %s", self.installation_id, exc)
+                grant = None
+            else:
+                if grant is None and c._on_lane_wanted is not None:
+                    c._on_lane_wanted(self.installation_id)
+            if grant is not None:
+                self._took(grant, started, taken_at)
+                continue
+            tries += 1
+            await asyncio.sleep(lane_poll_delay(tries))
+
+    def _took(self, grant: LaneGrant, started: float, taken_at: int) -> None:
+        """The lane is this process's from `started` (before the statement; `taken_at`: the writes
+        started by then). What the grant says always counts: even when this process thought it still
+        held the lane (its renewals failed), another may have taken it, written and released it."""
+        c = self.clients
+        self.lease_until = started + c._ownership.lease_seconds
+        self.reserved_left = LANE_RESERVED_WRITES - (self.writes_started - taken_at)
+        now, wall = c._clock(), c._wall_clock()
+        self.sent = merge_sent_times(sent_times_from_epoch(grant.sent_times, now, wall), self.sent)
+        if grant.hold_until is not None:
+            c.apply_hold(_scope(self.installation_id), grant.hold_until)
+        if self.owns_lane:  # a renewal by hand (the keeper's failed): the keeper goes on
+            return
+        self.held_since, self.wanted_at = started, float("-inf")
+        self.keeper = asyncio.get_running_loop().create_task(
+            self._keep_lane(), name=f"github-write-lane-{self.installation_id}")
+        c._lanes_taken += 1
+
+    def _reservations(self) -> list[float]:
+        """The write slots reserved at a take or renewal, stamped at the end of the lease it gives (no
+        write under it can be later)."""
+        c = self.clients
+        return [round(c._wall_clock() + c._ownership.lease_seconds, 3)] * LANE_RESERVED_WRITES
+
+    def _idle(self) -> bool:
+        return not self.queue and (self.task is None or self.task.done())
+
+    def _stored_sent_times(self) -> list[float]:
+        c = self.clients
+        return sent_times_to_epoch(self.sent, c._clock(), c._wall_clock())
+
+    def _hold_epoch(self) -> float | None:
+        c = self.clients
+        until = c._holds.get(_scope(self.installation_id))
+        now = c._clock()
+        return None if until is None or until <= now else c._wall_clock() + (until - now)
+
+    def _hand_over_now(self) -> bool:
+        now = self.clients._lease_clock()
+        return (self.owns_lane and now >= self.in_flight_until
+                and hand_over_lane(self.held_since, self.wanted_at, now))
+
+    async def _hand_over(self) -> None:
+        """Another process waits for the lane and this one held it its share: give it up (no write of ours
+        is out: a write boundary) and leave it to the waiter for a moment."""
+        keeper = self.keeper
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        self.keeper = None
+        await self._release()
+        self.backoff_until = self.clients._lease_clock() + LANE_HANDOVER_BACKOFF
+        self.clients._lane_handovers += 1
+
+    async def _keep_lane(self) -> None:
+        """While this process owns the lane: renew it every quarter of its time; release it after
+        `LANE_LINGER` idle, once no write of ours may still be out. A renewal refused means the lane was
+        taken over: nothing more is sent under it (the next write takes it again)."""
+        c = self.clients
+        every = lane_renew_interval(c._ownership.lease_seconds)
+        next_renewal = c._lease_clock() + every
+        while True:
+            now = c._lease_clock()
+            idle = self._idle()
+            free_at = max((self.last_write_end if idle else now) + c._lane_linger, self.in_flight_until)
+            if idle and now >= free_at:
+                await self._release()
+                return
+            wake = min(next_renewal, free_at)
+            if wake > now:
+                await asyncio.sleep(wake - now)
+                continue
+            started = c._lease_clock()
+            renewed = await self._renew()
+            if renewed is None:  # tried again; writes stop when the lease runs short
+                next_renewal = c._lease_clock() + every / 4
+            elif not renewed:
+                return
+            else:
+                next_renewal = started + every
+
+    async def _renew(self) -> bool | None:
+        """Extend the lease, storing the send times so far and a fresh reservation of write slots; False:
+        the lane was taken over; None: the statement failed."""
+        c = self.clients
+        ownership = c._ownership
+        try:
+            async with self.lease_statements:
+                started, renewed_at = c._lease_clock(), self.writes_started
+                renewed = await ownership.renew(self.installation_id,
+                                                self._stored_sent_times() + self._reservations())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("installation %s: renewing the write lane failed: %s", self.installation_id, exc)
+            return None
+        if not renewed:
+            log.warning("installation %s: the write lane was taken over", self.installation_id)
+            self.lease_until = float("-inf")
+            return False
+        self.lease_until = started + ownership.lease_seconds
+        self.reserved_left = LANE_RESERVED_WRITES - (self.writes_started - renewed_at)
+        return True
+
+    async def _release(self) -> None:
+        """Mark the lane not this process's (no write may start under it), then store what the next owner
+        needs: the real send times, no reservation. If the release fails, the lease simply runs out."""
+        c = self.clients
+        self.lease_until = float("-inf")
+        self.reserved_left = 0
+        try:
+            async with self.lease_statements:
+                await c._ownership.release(self.installation_id, self._stored_sent_times(), self._hold_epoch())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("installation %s: releasing the write lane failed (it runs out): %s", self.installation_id, exc)
+
+    async def stop(self) -> None:
+        """At close (its writes already cancelled): stop the keeper; release the lane unless a write of
+        ours may still be out (then its lease runs out)."""
+        keeper = self.keeper
+        if keeper is None or keeper.done():
+            return
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        if self.clients._lease_clock() >= self.in_flight_until:
+            await self._release()
 
 
 class GitHubClients:
@@ -323,7 +580,14 @@ class GitHubClients:
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        ownership: WriteOwnership | None = None,
+        on_hold: OnHold | None = None,
+        on_lane_wanted: OnLaneWanted | None = None,
     ) -> None:
+        """`ownership`: who may send an installation's writes (default: this process alone, no I/O);
+        `on_hold(scope, until_epoch)`: told of every rate-limit hold GitHub asks of a scope (the composition
+        root passes it to the other processes, which `apply_hold` it); `on_lane_wanted(installation_id)`:
+        told when this process waits for a lane another owns (passed on to the owner's `lane_wanted`)."""
         if config.writes_per_minute <= 0 or config.writes_per_hour <= 0 or config.max_attempts < 1:
             raise ValueError("writes_per_minute, writes_per_hour and max_attempts must be positive")
         self._session = session
@@ -346,6 +610,16 @@ class GitHubClients:
         self._probe_settled = asyncio.Event()  # replaced by a fresh one each time a probe ends
         self._paused_scopes: set[str] = set()  # as last reported to metrics
         self._holds: dict[str, float] = {}  # scope -> clock time until which it is rate limited
+        self._ownership: WriteOwnership = ownership or LocalOwnership()
+        self._on_hold = on_hold
+        self._on_lane_wanted = on_lane_wanted
+        # The lease of a shared write lane is timed on the real monotonic clock (the database's expiry is
+        # real time), whatever `clock` paces the windows with.
+        self._lease_clock: Callable[[], float] = time.monotonic
+        self._lane_linger = LANE_LINGER
+        self._lanes_taken = 0  # for tests and measurements: how often a lane was taken ...
+        self._lane_handovers = 0  # ... and handed over to a waiting process
+        self._background: set[asyncio.Task[Any]] = set()  # holds being stored for the next owners
 
     # --- public API ------------------------------------------------------------------------
 
@@ -384,7 +658,26 @@ class GitHubClients:
                   for pause in self._outages.pauses(now)]
         held = [{"scope": scope, "what": describe_scope(scope), "for_seconds": round(until - now, 1)}
                 for scope, until in sorted(self._holds.items()) if until > now]
-        return {"ok": not paused, "paused": paused, "rate_limited": held}
+        status: dict[str, Any] = {"ok": not paused, "paused": paused, "rate_limited": held}
+        if self._ownership.shared:  # several processes: the installations whose writes this one sends now
+            status["write_lanes_owned"] = self.owned_lanes()
+        return status
+
+    def owned_lanes(self) -> list[int]:
+        return sorted(iid for iid, pacer in self._pacers.items() if pacer.owns_lane)
+
+    def apply_hold(self, scope: str, until_epoch: float) -> None:
+        """A rate-limit hold another process met (`on_hold` there): `scope` makes no request until
+        `until_epoch` (wall clock) here either."""
+        seconds = until_epoch - self._wall_clock()
+        if seconds > 0:
+            self._hold(scope, seconds, met_here=False)
+
+    def lane_wanted(self, installation_id: int) -> None:
+        """Another process waits for this installation's write lane (`on_lane_wanted` there)."""
+        pacer = self._pacers.get(int(installation_id))
+        if pacer is not None and pacer.owns_lane:
+            pacer.wanted_at = self._lease_clock()
 
     def forget_installation(self, installation_id: int) -> None:
         iid = int(installation_id)
@@ -393,7 +686,9 @@ class GitHubClients:
         self._token_generation[iid] = self._token_generation.get(iid, 0) + 1
         self._token_fetches.pop(iid, None)
         pacer = self._pacers.get(iid)
-        if pacer is not None and not pacer.queue and (pacer.task is None or pacer.task.done()):
+        # Not while it owns the lane: its keeper would release it under a new pacer that took it over.
+        if (pacer is not None and not pacer.queue and (pacer.task is None or pacer.task.done())
+                and not pacer.owns_lane):
             del self._pacers[iid]
 
     async def close(self) -> None:
@@ -402,10 +697,13 @@ class GitHubClients:
             p.task for p in self._pacers.values() if p.task is not None and not p.task.done()
         ]
         tasks += [t for t in self._token_fetches.values() if not t.done()]
+        tasks += list(self._background)
         for t in tasks:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._ownership.shared:
+            await asyncio.gather(*(p.stop() for p in self._pacers.values()), return_exceptions=True)
         for pacer in self._pacers.values():
             for entry in pacer.queue.drain():
                 for w in entry.payloads:
@@ -473,7 +771,7 @@ class GitHubClients:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        before_attempt: Callable[[int], Awaitable[None]] | None = None,
+        before_attempt: Callable[[int], Awaitable[float | None]] | None = None,
     ) -> Response:
         """Send one request of installation `iid` (None: the App's own, scope "app"): refused while GitHub
         is failing for it, held while it is rate limited, retried; returns the answer for gidgethub to
@@ -549,12 +847,33 @@ class GitHubClients:
             metrics.GITHUB_PAUSED.labels(scope).set(0)
         self._paused_scopes = paused
 
-    def _hold(self, scope: str, seconds: float) -> None:
-        """GitHub asked `scope` to make no requests for `seconds`."""
-        until = self._clock() + seconds
-        if until > self._holds.get(scope, float("-inf")):
-            self._holds[scope] = until
-            metrics.GITHUB_RATE_LIMIT_HOLDS.inc()
+    def _hold(self, scope: str, seconds: float, *, met_here: bool = True) -> None:
+        """GitHub asked `scope` to make no requests for `seconds` (of this process, or of another one:
+        not `met_here`, not passed on again)."""
+        now = self._clock()
+        until = now + seconds
+        before = self._holds.get(scope, float("-inf"))
+        if until <= before:
+            return
+        self._holds[scope] = until
+        if not met_here:
+            return
+        metrics.GITHUB_RATE_LIMIT_HOLDS.inc()
+        if until - max(before, now) < 1.0:  # the same hold seen again (each answer of a spent limit says it)
+            return
+        until_epoch = self._wall_clock() + seconds
+        if self._on_hold is not None:
+            self._on_hold(scope, until_epoch)
+        if self._ownership.shared and scope != "app":
+            task = asyncio.get_running_loop().create_task(self._share_hold(int(scope), until_epoch))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _share_hold(self, iid: int, until_epoch: float) -> None:
+        try:
+            await self._ownership.share_hold(iid, until_epoch)
+        except Exception as exc:  # noqa: BLE001 - the owner stores it again at release; the event went too
+            log.warning("installation %s: storing GitHub's hold failed: %s", iid, exc)
 
     async def _wait_for_hold(self, scope: str) -> None:
         """Until `scope`'s rate limit is over; GitHubRateLimited if that is more than `max_retry_wait`."""
@@ -579,7 +898,7 @@ class GitHubClients:
         body: bytes,
         *,
         max_attempts: int,
-        before_attempt: Callable[[int], Awaitable[None]] | None,
+        before_attempt: Callable[[int], Awaitable[float | None]] | None,
     ) -> Response:
         """The tries of one request: 5xx and network errors back off and retry, rate limits hold the scope
         and retry, a rotated token is replaced once."""
@@ -590,8 +909,9 @@ class GitHubClients:
         attempt = 0
         while True:
             attempt += 1
+            timeout = None  # a shared write lane's: the request must end while its lease runs
             if before_attempt is not None:
-                await before_attempt(attempt)
+                timeout = await before_attempt(attempt)
             else:
                 await self._wait_for_hold(label)
             send_headers = dict(headers)
@@ -601,7 +921,9 @@ class GitHubClients:
                 token = await self.installation_token(iid)
                 send_headers["authorization"] = f"token {token}"
             try:
-                async with self._session.request(method, url, headers=send_headers, data=body) as resp:
+                extra: dict[str, Any] = {} if timeout is None else {
+                    "timeout": aiohttp.ClientTimeout(total=max(timeout, 0.001), connect=self._session.timeout.connect)}
+                async with self._session.request(method, url, headers=send_headers, data=body, **extra) as resp:
                     status, resp_headers, data = resp.status, resp.headers, await resp.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 metrics.GITHUB_REQUESTS.labels(method, "error").inc()

@@ -5,6 +5,7 @@ App registered from the dashboard while the app runs."""
 from __future__ import annotations
 
 import dataclasses
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from cachetools import TTLCache
 
 from bot.config import Settings
 from bot.errors import PermanentError
+from bot.events import EventBus
 from bot.github.check_runs import CheckRuns
 from bot.github.client import GitHubClientConfig, GitHubClients
 from bot.github.comments import Comments
@@ -23,6 +25,7 @@ from bot.github.meta import GitHubMeta, read_meta
 from bot.github.pulls import Pulls
 from bot.github.repos import Repos
 from bot.github.users import UserGitHub
+from bot.github.write_lanes import WriteOwnership, publish_holds, publish_lane_wanted, start_following_holds
 from bot.redact import Redactor
 
 ROLE_CACHE_SECONDS = 60.0
@@ -62,8 +65,15 @@ class RepoGitHub:
 
 
 class GitHubApp:
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(self, http: aiohttp.ClientSession, settings: Settings, *, ownership: WriteOwnership | None = None,
+                 hold_bus: EventBus | None = None) -> None:
+        """Several processes (PostgreSQL): `ownership` says which one sends an installation's writes
+        (bot/github/write_lanes.py), and GitHub's rate-limit holds met here are published on `hold_bus`
+        (which carries them to the others; `follow_holds` applies theirs here)."""
         self.http = http
+        self._ownership = ownership
+        self._hold_bus = hold_bus
+        self._following_holds: asyncio.Task[None] | None = None
         self.api_url = settings.github_api_url
         self.web_url = settings.github_url
         # (repository, login) in lower case -> role, for a minute (Repos.role)
@@ -80,7 +90,9 @@ class GitHubApp:
             self._clients = GitHubClients(self.http, GitHubClientConfig(
                 app_id=settings.app_id, private_key=settings.private_key, api_url=settings.github_api_url,
                 user_agent=f"codegenapp/{settings.app_id}", writes_per_minute=settings.github_writes_per_minute,
-                writes_per_hour=settings.github_writes_per_hour))
+                writes_per_hour=settings.github_writes_per_hour),
+                ownership=self._ownership, on_hold=None if self._hold_bus is None else publish_holds(self._hold_bus),
+                on_lane_wanted=None if self._hold_bus is None else publish_lane_wanted(self._hold_bus))
         return old
 
     async def configure(self, settings: Settings) -> None:
@@ -98,6 +110,21 @@ class GitHubApp:
         if self._clients is None:
             raise AppNotConfigured("the GitHub App is not configured")
         return self._clients
+
+    def apply_hold(self, scope: str, until_epoch: float) -> None:
+        """GitHub's rate limit holds `scope` until `until_epoch`, as another process learned."""
+        if self._clients is not None:
+            self._clients.apply_hold(scope, until_epoch)
+
+    def follow_holds(self) -> None:
+        """Apply the holds the other processes publish on `hold_bus`, until `close`."""
+        if self._hold_bus is not None and self._following_holds is None:
+            self._following_holds = start_following_holds(self._hold_bus, self.apply_hold, self.lane_wanted)
+
+    def lane_wanted(self, installation_id: int) -> None:
+        """Another process waits for this installation's write lane (its owner hands it over soon)."""
+        if self._clients is not None:
+            self._clients.lane_wanted(installation_id)
 
     def status(self) -> dict[str, Any]:
         """For /health: GitHub work paused while GitHub fails (by installation, or "all"), and the
@@ -164,5 +191,8 @@ class GitHubApp:
         return await read_meta(gidgethub.aiohttp.GitHubAPI(self.http, "codegenapp", base_url=self.api_url))
 
     async def close(self) -> None:
+        if self._following_holds is not None:
+            self._following_holds.cancel()
+            await asyncio.gather(self._following_holds, return_exceptions=True)
         if self._clients is not None:
             await self._clients.close()

@@ -16,7 +16,7 @@ import heapq
 import json
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -303,3 +303,75 @@ class WriteQueue(Generic[T]):
             if seq in self._queued and entry.priority == priority:
                 return
             heapq.heappop(heap)
+
+
+# --- shared write lanes (PostgreSQL: one process at a time writes for an installation) ---------
+#
+# A process owns an installation's writes under a lease of `lease_seconds` (bot/github/write_lanes.py).
+# Its own view of the lease is conservative: it runs from before the statement that took or renewed it
+# was sent, on the monotonic clock. A write starts only while that view leaves room for the write's whole
+# HTTP timeout plus a safety margin, so a stalled owner's last write has ended (or been given up) before
+# anyone else may take the lane.
+
+LANE_FIRST_POLL = 0.05  # a process waiting for a lane another one owns asks again after this ...
+LANE_MAX_POLL = 1.0  # ... doubling up to this (a long-held lane costs a waiter one statement a second)
+LANE_RESERVED_WRITES = 10  # write slots an owner reserves in the row at each take and renewal
+LANE_FAIR_SHARE = 2.0  # an owner someone waits for hands the lane over after holding it this long ...
+LANE_WANTED_FRESH = 2 * LANE_MAX_POLL  # ... if it heard of the waiter this recently (a waiter asks that often)
+LANE_HANDOVER_BACKOFF = LANE_MAX_POLL + 0.25  # and does not ask for it again before a waiter polled
+
+
+def lane_write_timeout(lease_seconds: float) -> float:
+    """The HTTP timeout of one write under a lease of `lease_seconds`: half of it. Renewed every quarter,
+    a live lease always has three quarters left, so writes never wait for a renewal."""
+    return lease_seconds / 2
+
+
+def lane_safety_margin(lease_seconds: float) -> float:
+    """Time kept between the end of an owner's last possible write and its lease's end (timer latency,
+    clock skew between hosts): a second, less for a short lease."""
+    return min(1.0, lease_seconds / 8)
+
+
+def lane_renew_interval(lease_seconds: float) -> float:
+    return lease_seconds / 4
+
+
+def lease_allows_write(lease_until: float, now: float, lease_seconds: float) -> bool:
+    """Whether a write may start at `now` under a lease this process holds until `lease_until` (its own
+    conservative view; -inf when it holds none): its whole timeout and the margin must fit."""
+    return lease_until - now >= lane_write_timeout(lease_seconds) + lane_safety_margin(lease_seconds)
+
+
+def hand_over_lane(held_since: float, wanted_at: float, now: float) -> bool:
+    """Whether an owner that took its lane at `held_since`, and last heard of a process waiting for it at
+    `wanted_at` (-inf: never), gives it up at this write boundary."""
+    return now - held_since >= LANE_FAIR_SHARE and now - wanted_at <= LANE_WANTED_FRESH
+
+
+def lane_poll_delay(tries: int) -> float:
+    """The wait before asking again for a lane after `tries` (>= 1) refusals."""
+    return min(LANE_MAX_POLL, LANE_FIRST_POLL * 2 ** max(0, tries - 1))
+
+
+def sent_times_to_epoch(sent_times: Iterable[float], now: float, now_epoch: float) -> list[float]:
+    """Send times on a monotonic clock (reading `now`) as epoch seconds (`now_epoch` at the same moment),
+    those the hourly window can still see, to the millisecond: what is stored for the next owner."""
+    offset = now_epoch - now
+    return [round(t + offset, 3) for t in sent_times if t > now - HOUR - WINDOW_MARGIN]
+
+
+def sent_times_from_epoch(stored: Iterable[float], now: float, now_epoch: float) -> deque[float]:
+    """Stored epoch send times on this process's monotonic clock, ascending, as old as the hour's window.
+    A time still to come (write slots reserved up to the end of a lease) counts as sent now."""
+    offset = now - now_epoch
+    return deque(sorted(min(t + offset, now) for t in stored if t + offset > now - HOUR - WINDOW_MARGIN))
+
+
+def merge_sent_times(stored: deque[float], local: Iterable[float]) -> deque[float]:
+    """What a process taking a lane counts: the stored times, plus its own that are newer than all of
+    them (writes it made but could not store, e.g. a release that failed)."""
+    newest = stored[-1] if stored else float("-inf")
+    merged = deque(stored)
+    merged.extend(t for t in local if t > newest + 0.002)  # stored times are rounded to the millisecond
+    return merged

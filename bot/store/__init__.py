@@ -19,6 +19,7 @@ from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, Rep
 from bot.store.pull_requests import MergeClaim, PullRequestStore
 from bot.store.tracked_pulls import TrackedPullStore
 from bot.store.validations import ValidationLifetime, ValidationStore
+from bot.store.write_lanes import WriteLaneStore
 
 __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
            "InvalidSecret", "MergeClaim", "ValidationLifetime"]
@@ -40,6 +41,7 @@ class Store:
         self.tracked_pulls = TrackedPullStore(db)
         self.leases = LeaseStore(db)
         self.app_state = AppStateStore(db)
+        self.write_lanes = WriteLaneStore(db)  # PostgreSQL: which process sends an installation's GitHub writes
         self.delivery_log = DeliveryLogStore(db)  # the delivery-log sweep's known guids and skipped entries
 
     async def ping(self) -> None:
