@@ -19,6 +19,7 @@ from bot import migrate, registration, webhooks
 from bot.config import WEBHOOK_PATH, Settings
 from bot.crypto import Crypto
 from bot.db import Database, check_sqlite_file, sqlite_file
+from bot.event_bridge import PostgresEventBridge, asyncpg_dsn
 from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.guard.request_guard import GUARD, build_guard
@@ -27,6 +28,7 @@ from bot.redact import PROCESS_REDACTOR
 from bot.services import SERVICES, SETTINGS, Services
 from bot.startup_report import StartupFacts, startup_report
 from bot.store import ClaimedJob, Store
+from bot.store.write_lanes import SharedWriteOwnership
 from bot.web import health, metrics_page
 from dashboard import views as dashboard_views
 from dashboard.api import add_routes as add_api_routes
@@ -89,12 +91,22 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=10))
     bus = EventBus()
     wakeup = JobWakeup()
-    github = GitHubApp(http, settings)
+    # PostgreSQL: the bus and the wake-ups reach the app's other processes (web processes, workers) by
+    # LISTEN/NOTIFY; SQLite is one process, so nothing is relayed there.
+    bridge = None if db.is_sqlite else PostgresEventBridge(asyncpg_dsn(settings.database_url), bus, wakeup)
+    if bridge is not None:
+        await bridge.start()  # before the worker: a job queued elsewhere from now on wakes it
+    # PostgreSQL: one process at a time sends an installation's GitHub writes (a lease in the database), and
+    # GitHub's rate-limit holds go to the other processes over the bus; SQLite: all in memory, no I/O added.
+    github = GitHubApp(http, settings, ownership=None if db.is_sqlite else SharedWriteOwnership(
+        store.write_lanes, lease_seconds=settings.github_write_lease_seconds), hold_bus=None if db.is_sqlite else bus)
+    github.follow_holds()
     sandbox = await Sandbox.probe()  # its layers probed once (it logs them), reported in /health and at start
     checkouts = Checkouts(settings.data_dir / "git", github_url=settings.github_url)
     volumes = RunVolumes(settings.data_dir / "workspaces", limit_bytes=settings.run_disk_limit_bytes,
                          min_free_bytes=settings.min_free_disk_bytes)
-    await volumes.start()  # removes what a stopped process left mounted; finds out whether mounting works
+    if with_worker:  # a web process runs no jobs: it leaves DATA_DIR/workspaces (maybe another user's) alone
+        await volumes.start()  # removes what a stopped process left mounted; finds out whether mounting works
     agents_available = AgentAvailability(settings, github, sandbox_ok=sandbox.capabilities.sandboxed)
     merges = MergeService(store, github, bus)
     snapshots = SnapshotStore(settings.data_dir / "snapshots", home_caches=settings.snapshot_home_caches)
@@ -115,6 +127,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         worker = Worker(store, {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: validations.run_job,
                                 JOB_AGENT_RUN: agent_runs.run_job},
                         bus=bus, wakeup=wakeup, lease_seconds=settings.job_lease_seconds,
+                        poll_interval=settings.job_poll_interval,  # the fallback: wake-ups find new jobs
                         outage_budget_seconds=settings.github_outage_budget_hours * 3600.0,
                         on_dead={JOB_VALIDATE: validations.job_died},
                         lanes=[Lane("webhooks", settings.webhook_concurrency, frozenset({JOB_WEBHOOK}), urgent=True),
@@ -137,12 +150,14 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         max_queued=settings.webhook_concurrency)  # live deliveries queue behind at most this many recovered ones
     services = Services(settings=settings, store=store, http=http, bus=bus, github=github, sandbox=sandbox,
                         validations=validations, merges=merges, agent_runs=agent_runs, worker=worker,
-                        screenshot_pruner=pruner, browser=browser, volumes=volumes, resync=resync,
+                        screenshot_pruner=pruner, browser=browser, volumes=volumes if with_worker else None, resync=resync,
                         replays=DeliveryReplay(store, wakeup, max_attempts=settings.job_max_attempts),
-                        delivery_log=delivery_log)
+                        delivery_log=delivery_log, wakeup=wakeup, event_bridge=bridge)
+    # In every process, web or worker: the process that ends a validation nudges its PR's agent runs (a
+    # dashboard's cancel on a web process too); events from other processes are theirs to act on.
+    agent_runs.start_listening()
     if worker is not None and pruner is not None:
         await worker.start()
-        agent_runs.start_listening()
         pruner.start()  # at start, then hourly (pipeline/ui_check/retention.py)
         validations.start_recovery()  # what a killed process left of check runs, at start and every minute
         if resync is not None:
@@ -195,6 +210,9 @@ def create_app(settings: Settings, *, with_worker: bool = True,
         if services.delivery_log is not None:
             services.delivery_log.start()  # the delivery log: at start, then every SWEEP_INTERVAL/POLL_INTERVAL
         yield
+        if services.worker is not None:
+            log.info("stopping: running jobs have %g s to finish (SHUTDOWN_GRACE_SECONDS), the rest go back to the "
+                     "queue", services.settings.shutdown_grace_seconds)
         if services.delivery_log is not None:
             await services.delivery_log.stop()
         if guard.hook_sources is not None:

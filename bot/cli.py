@@ -20,9 +20,9 @@ from aiohttp import web
 from bot import migrate
 from bot.app import SchemaOutOfDate, build_services, check_database, create_app, prepare_database, serving_at
 from bot.config import ConfigError, Settings, load_settings
-from bot import delivery_cli
+from bot import delivery_cli, status_cli
 from bot.crypto import Crypto
-from bot.db import Database, DatabaseUnusable
+from bot.db import Database, DatabaseUnusable, sqlite_file
 from bot.logs import configure_logging
 from bot.migrate import upgrade_in_child
 from bot.store import InvalidSecret, Store
@@ -57,6 +57,7 @@ examples:
   codegenapp projects list                   the repositories the App is installed on
   codegenapp deliveries list --failed        webhook deliveries whose handling failed
   codegenapp deliveries replay ID            handle a stored delivery again
+  codegenapp status                          the workers alive and the job queue, from the database
   echo -n "$TOKEN" | codegenapp secrets set octo/widgets API_TOKEN
 
 `codegenapp COMMAND --help` shows a command's options.
@@ -129,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     set_secret.add_argument("repository", metavar="OWNER/REPO")
     set_secret.add_argument("name", metavar="NAME")
     delivery_cli.add_commands(commands)
+    status_cli.add_command(commands)
     return parser
 
 
@@ -141,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         return local_validation(args)
     try:
-        settings = load_settings()
+        # `status` only looks: keys generated into a fresh DATA_DIR would make the first `serve` refuse it.
+        settings = load_settings(create_keys=args.command != "status")
     except ConfigError as exc:
         print(f"codegenapp: {exc}", file=sys.stderr)
         return 2
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings, host=args.host, port=args.port, with_worker=not args.no_worker, init=args.init)
     commands = {"worker": run_worker, "migrate": run_migrate, "projects": list_projects, "secrets": set_secret,
-                "deliveries": deliveries}
+                "deliveries": deliveries, "status": status}
     try:
         return asyncio.run(commands[args.command](settings, args))
     except KeyboardInterrupt:
@@ -239,6 +242,8 @@ async def run_worker(settings: Settings, args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     log.info("worker running; SIGTERM or Ctrl-C stops it after the running jobs finish")
     await stop.wait()
+    log.info("stopping: running jobs have %g s to finish (SHUTDOWN_GRACE_SECONDS), the rest go back to the queue",
+             settings.shutdown_grace_seconds)
     await services.close()
     return 0
 
@@ -282,6 +287,18 @@ async def deliveries(settings: Settings, args: argparse.Namespace) -> int:
         return await delivery_cli.run(store, args, max_attempts=settings.job_max_attempts)
     finally:
         await store.close()
+
+
+async def status(settings: Settings, args: argparse.Namespace) -> int:
+    async def open_store() -> Store:  # reads only: a SQLite file is neither made nor migrated by looking at it
+        path = sqlite_file(settings.database_url)
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"no database at {path} yet: `codegenapp serve` or `codegenapp migrate` makes it")
+        db = await prepare_database(settings, migrate_sqlite=False)
+        # It decrypts nothing: without a key (none set or generated yet) a throwaway one does.
+        return Store(db, Crypto(settings.encryption_key or Crypto.generate_key()), github_url=settings.github_url)
+
+    return await status_cli.run(settings, args, open_store)
 
 
 async def set_secret(settings: Settings, args: argparse.Namespace) -> int:

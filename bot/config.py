@@ -62,10 +62,23 @@ class Settings:
     max_webhook_bytes: int = 25 * 1024 * 1024
     github_writes_per_minute: int = 80
     github_writes_per_hour: int = 500
+    # On PostgreSQL, one process at a time sends an installation's writes, under a lease of this many seconds
+    # (bot/github/write_lanes.py): a process that dies holding it is taken over after this. Each write's
+    # HTTP timeout is half of it.
+    github_write_lease_seconds: float = 20.0
     worker_concurrency: int = 8
     webhook_concurrency: int = 32
     job_max_attempts: int = 5
     job_lease_seconds: float = 60.0
+    # A stopping `serve` or `worker` (SIGTERM) lets its running jobs finish this long, then hands the rest
+    # back to the queue for another worker (untried: no attempt spent).
+    shutdown_grace_seconds: float = 10.0
+    # Seconds between a worker's claims when nothing woke it: only the fallback. A queued job wakes the
+    # workers at once (in-process; across processes on PostgreSQL by NOTIFY, bot/event_bridge.py), and a
+    # worker wakes itself when a job it retries comes due. The poll finds what no wake-up announces: jobs
+    # whose worker died (their lease, JOB_LEASE_SECONDS, expired), another worker's retries coming due, a
+    # wake-up lost while a connection was down. 5 s keeps those prompt at a fifth of the old 1 s claims.
+    job_poll_interval: float = 5.0
     github_outage_budget_hours: int = 6  # a job waits out GitHub failing this long after its first failure
     resync_interval: float = 3600.0  # seconds between resyncs of open pull requests (pipeline/resync); 0: off
     resync_max_starts: int = 50  # validations one resync may start at most
@@ -330,10 +343,13 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         max_webhook_bytes=_int(values, "MAX_WEBHOOK_BYTES", 25 * 1024 * 1024, problems),
         github_writes_per_minute=_int(values, "GITHUB_WRITES_PER_MINUTE", 80, problems),
         github_writes_per_hour=_int(values, "GITHUB_WRITES_PER_HOUR", 500, problems),
+        github_write_lease_seconds=_seconds(values, "GITHUB_WRITE_LEASE_SECONDS", 20.0, problems, minimum=1.0),
         worker_concurrency=_int(values, "WORKER_CONCURRENCY", 8, problems),
         webhook_concurrency=_int(values, "WEBHOOK_CONCURRENCY", 32, problems),
         job_max_attempts=_int(values, "JOB_MAX_ATTEMPTS", 5, problems),
         job_lease_seconds=float(_int(values, "JOB_LEASE_SECONDS", 60, problems, minimum=2)),
+        shutdown_grace_seconds=float(_int(values, "SHUTDOWN_GRACE_SECONDS", 10, problems, minimum=0)),
+        job_poll_interval=_seconds(values, "JOB_POLL_INTERVAL", 5.0, problems, minimum=0.1),
         github_outage_budget_hours=_int(values, "GITHUB_OUTAGE_BUDGET_HOURS", 6, problems, minimum=0),
         resync_interval=float(_int(values, "RESYNC_INTERVAL", 3600, problems, minimum=0)),
         resync_max_starts=_int(values, "RESYNC_MAX_STARTS", 50, problems, minimum=1),
@@ -355,10 +371,16 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
     if problems:
         raise ConfigError(problems)
 
+    jwt_file, encryption_file = data_dir / "jwt-secret-key", data_dir / "encryption-key"
+    found = jwt_file.exists() or encryption_file.exists()
     if create_keys:
-        jwt_file, encryption_file = data_dir / "jwt-secret-key", data_dir / "encryption-key"
-        found = jwt_file.exists() or encryption_file.exists()
         jwt_secret = values.get("JWT_SECRET_KEY") or load_or_create_key(jwt_file, lambda: secrets.token_urlsafe(48))
         enc_key = encryption_key or load_or_create_key(encryption_file, lambda: Fernet.generate_key().decode())
-        settings = replace(settings, jwt_secret_key=jwt_secret, encryption_key=enc_key, generated_keys_found=found)
-    return settings
+    else:  # what is set or was generated before, "" for the rest: nothing is written (`codegenapp status`)
+        jwt_secret = values.get("JWT_SECRET_KEY") or _existing_key(jwt_file)
+        enc_key = encryption_key or _existing_key(encryption_file)
+    return replace(settings, jwt_secret_key=jwt_secret, encryption_key=enc_key, generated_keys_found=found)
+
+
+def _existing_key(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""

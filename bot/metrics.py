@@ -1,5 +1,8 @@
 """Every Prometheus metric the app exports, in one registry."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -30,6 +33,23 @@ QUEUE_DEPTH = Gauge(
     "codegenapp_job_queue_depth",
     "Jobs waiting or running, by state (refreshed on scrape).",
     ["state"],
+    registry=REGISTRY,
+)
+QUEUE_BY_KIND = Gauge(
+    "codegenapp_job_queue_depth_by_kind",
+    "Jobs by kind and state: queued (due or waiting to retry), ready (queued and due now), running "
+    "(refreshed on scrape, across every process on the database).",
+    ["kind", "state"],
+    registry=REGISTRY,
+)
+QUEUE_OLDEST_READY_AGE = Gauge(
+    "codegenapp_job_queue_oldest_ready_age_seconds",
+    "How long the job due the longest has waited to be claimed; 0 when none is due (refreshed on scrape).",
+    registry=REGISTRY,
+)
+WORKERS_LIVE = Gauge(
+    "codegenapp_workers_live",
+    "Workers whose heartbeat is recent, across every process on the database (refreshed on scrape).",
     registry=REGISTRY,
 )
 JOB_OUTCOMES = Counter(
@@ -107,6 +127,19 @@ DELIVERY_SWEEPS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+def refresh_fleet(*, live_workers: int, queue: Mapping[str, Any]) -> None:
+    """Set the scrape-time gauges from bot/fleet.py's view (a kind gone from the queue reads 0)."""
+    WORKERS_LIVE.set(live_workers)
+    for state in ("queued", "running", "dead"):
+        QUEUE_DEPTH.labels(state).set(queue[state])
+    QUEUE_OLDEST_READY_AGE.set(queue["oldest_ready_age_seconds"] or 0)
+    QUEUE_BY_KIND.clear()
+    for kind, counts in queue["by_kind"].items():
+        QUEUE_BY_KIND.labels(kind, "queued").set(counts["queued"])
+        QUEUE_BY_KIND.labels(kind, "ready").set(counts["ready_now"])
+        QUEUE_BY_KIND.labels(kind, "running").set(counts["running"])
 
 
 def render() -> bytes:

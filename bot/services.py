@@ -11,7 +11,8 @@ from aiohttp import web
 from cachetools import LRUCache, TTLCache
 
 from bot.config import Settings
-from bot.events import EventBus
+from bot.event_bridge import PostgresEventBridge
+from bot.events import EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.redact import PROCESS_REDACTOR
 from bot.store import Store
@@ -50,6 +51,9 @@ class Services:
     # The delivery-log sweep (recovery; in polling mode, how events arrive): started and stopped by the
     # web app's lifecycle (bot/app.py). None: a record built by hand.
     delivery_log: DeliveryLogSweep | None = None
+    # How a feature that queued a job wakes the workers, this process's and (through the bridge) the others'.
+    wakeup: JobWakeup | None = None  # None: a record built by hand
+    event_bridge: PostgresEventBridge | None = None  # PostgreSQL: the bus across processes (bot/event_bridge.py)
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
     # By project id: its `.github/codegenapp.yml` as the settings page last read it (dashboard/project_settings.py),
@@ -70,10 +74,12 @@ class Services:
             await self.resync.stop()
         await self.validations.close()
         if self.worker is not None:
-            await self.worker.stop()
+            await self.worker.stop(grace=self.settings.shutdown_grace_seconds)
         if self.volumes is not None:
             await self.volumes.close()  # each run removes its own; nothing stays mounted whatever happened
         await self.agent_runs.close()
+        if self.event_bridge is not None:
+            await self.event_bridge.close()  # after the features: what they published last still goes out
         await self.github.close()
         await self.http.close()
         await self.store.close()

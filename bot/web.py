@@ -4,43 +4,46 @@ aiohttp application)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
-from bot import metrics
+from bot import fleet, metrics
 from bot.config import Settings
 from bot.models import utcnow
 from bot.services import SERVICES, Services
+from bot.store import Store
 from pipeline.deliveries.service import STATE_KEY as DELIVERY_LOG_STATE
 from pipeline.resync.service import STATE_KEY as RESYNC_STATE
 from pipeline.workspace.volumes import RunVolumes, free_bytes, gib
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_STALE_SECONDS = 120
-
-
 async def health(request: web.Request) -> web.Response:
+    """200 with "status": "ok", or 503 "unavailable" for what is wrong with this process: its database,
+    DATA_DIR's free space, or (where it runs a worker) its own worker not beating. No live worker anywhere
+    is reported under `workers` but is not a 503: a `serve --no-worker` behind a load balancer still takes
+    webhooks in (they wait in the queue), and taking it out would lose them instead."""
     services: Services = request.app[SERVICES]
     report: dict[str, object] = {"app_configured": services.settings.app_configured}
     healthy = True
+    own = services.worker.worker_id if services.worker is not None else None
     try:
         await services.store.ping()
         report["database"] = {"ok": True, "dialect": services.store.db.dialect_name}
-        report["queue"] = await services.store.jobs.counts()
-        beat = await services.store.heartbeats.latest()
-        if beat is None:
-            report["worker"] = {"ok": False, "reason": "no worker has reported"}
-        else:
-            age = (utcnow() - beat.seen_at).total_seconds()
-            report["worker"] = {"ok": age < HEARTBEAT_STALE_SECONDS, "last_heartbeat": beat.seen_at.isoformat(),
-                                "age_seconds": round(age, 1), "running_jobs": beat.running_jobs,
-                                "worker_id": beat.worker_id}
+        found, report["queue"] = await fleet_report(services.store, services.settings)
+        report["workers"] = described = found.describe(this_process=own)
+        if own is not None and not found.includes(own):
+            healthy = False
+            described["reason"] = (f"this process's worker has not beaten for over {found.stale_after_seconds:g} s "
+                                   "(its event loop or its database writes are stuck)")
+        elif not found.live:
+            described["reason"] = "no worker is alive: queued jobs wait until one starts"
     except Exception as exc:  # noqa: BLE001 - health must answer whatever broke
         healthy = False
         report["database"] = {"ok": False, "error": type(exc).__name__}
-    report["resync"] = await resync_report(services)
-    report["delivery_log"] = await delivery_log_report(services)
+    report["resync"] = await resync_report(services.store, services.settings)
+    report["delivery_log"] = await delivery_log_report(services.store, services.settings)
     report["disk"] = disk = disk_report(services.settings, services.volumes)
     healthy = healthy and bool(disk["ok"])
     # GitHub failing pauses the app's GitHub work (it resumes by itself): reported, not unhealthy.
@@ -52,13 +55,22 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(report, status=200 if healthy else 503)
 
 
-async def resync_report(services: Services) -> dict[str, object]:
+async def fleet_report(store: Store, settings: Settings) -> tuple[fleet.Workers, dict[str, Any]]:
+    """The workers alive (and lost) across every process on the database, and the queue (bot/fleet.py):
+    two cheap reads, the heartbeats of the last day and the queue's counts."""
+    now = utcnow()
+    beats = await store.heartbeats.since(now - fleet.LOST_WINDOW)
+    summary = await store.jobs.queue_summary()
+    found = fleet.workers(beats, now=now, stale_after=fleet.stale_after_seconds(settings.job_lease_seconds))
+    return found, fleet.queue(summary.rows, dead=summary.dead, now=summary.read_at)
+
+
+async def resync_report(store: Store, settings: Settings) -> dict[str, object]:
     """The last resync of open pull requests (pipeline/resync), whichever process ran it: when, how many
     validations it started, whether RESYNC_MAX_STARTS cut it short, whether a repository failed."""
-    report: dict[str, object] = {"interval_seconds": services.settings.resync_interval,
-                                 "max_starts": services.settings.resync_max_starts}
+    report: dict[str, object] = {"interval_seconds": settings.resync_interval, "max_starts": settings.resync_max_starts}
     try:
-        last = await services.store.app_state.get(RESYNC_STATE)
+        last = await store.app_state.get(RESYNC_STATE)
     except Exception as exc:  # noqa: BLE001 - the database part of /health says what broke
         return {**report, "error": type(exc).__name__}
     if last is None:
@@ -68,15 +80,14 @@ async def resync_report(services: Services) -> dict[str, object]:
             "failures": last.get("failures")}
 
 
-async def delivery_log_report(services: Services) -> dict[str, object]:
+async def delivery_log_report(store: Store, settings: Settings) -> dict[str, object]:
     """How events arrive (WEBHOOK_MODE) and the last sweep of the App's delivery log (pipeline/deliveries),
     whichever process ran it: when, whether it failed and why, what it ingested."""
-    settings = services.settings
     polling = settings.webhook_mode == "poll"
     report: dict[str, object] = {"mode": settings.webhook_mode,
                                  "interval_seconds": settings.poll_interval if polling else settings.sweep_interval}
     try:
-        state = await services.store.app_state.get(DELIVERY_LOG_STATE) or {}
+        state = await store.app_state.get(DELIVERY_LOG_STATE) or {}
     except Exception as exc:  # noqa: BLE001 - the database part of /health says what broke
         return {**report, "error": type(exc).__name__}
     last = state.get("last_run") if isinstance(state.get("last_run"), dict) else None
@@ -107,9 +118,9 @@ def disk_report(settings: Settings, volumes: RunVolumes | None) -> dict[str, obj
 async def metrics_page(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES]
     try:
-        for state, count in (await services.store.jobs.counts()).items():
-            metrics.QUEUE_DEPTH.labels(state).set(count)
+        found, queue = await fleet_report(services.store, services.settings)
+        metrics.refresh_fleet(live_workers=len(found.live), queue=queue)
     except Exception:  # noqa: BLE001 - metrics stay available when the database is not
-        log.exception("could not refresh queue depth")
+        log.exception("could not refresh the workers and the queue depth")
     return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})

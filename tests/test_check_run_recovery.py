@@ -6,6 +6,7 @@ start adopts the check run an earlier try made, and what a killed process left h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,32 @@ async def test_the_recovery_completes_check_runs_whose_validation_ended_while_th
         ("completed", "cancelled", "Superseded by fffffff")
     assert await store.validations.unsettled() == []
     assert await service.recover_check_runs() == 0
+
+
+async def test_the_job_run_again_after_its_try_recorded_the_end_completes_the_check_run_at_once(
+        store: Store, fake_github: FakeGitHub, github_of_process: Callable[[], GitHubApp]) -> None:
+    """Killed between recording the end and telling GitHub: the job's next try (its lease expired) completes
+    the check run then, not a minute later at the recovery's round (the chaos test met this)."""
+    service = validation_service_without_runner(store, github_of_process())
+    project, scenario, pr = await recorded_pull_request(store, fake_github)
+    state = await service.start(project, pr, trigger="pull_request.opened", claimer="delivery-1")
+    assert await store.validations.start(state.id)
+    assert await store.validations.complete(state.id, conclusion="neutral", title="Nothing to validate", results={})
+    [job] = await store.jobs.claim("w", limit=10, lease_seconds=60, kinds=frozenset({"validate"}))
+    await service.run_job(job)  # its first try: the end was recorded by someone else, who settles it
+    assert fake_github.check_runs[(await store.validations.get(state.id)).check_run_id]["status"] == "in_progress"
+    job = dataclasses.replace(job, attempts=2)  # the try that recorded the end was killed; its lease expired
+    await service.run_job(job)  # ... only a moment ago: whoever recorded it may still be telling GitHub
+    assert fake_github.check_runs[(await store.validations.get(state.id)).check_run_id]["status"] == "in_progress"
+    await age_validation(store, state.id)
+
+    await service.run_job(job)
+
+    run = fake_github.check_runs[(await store.validations.get(state.id)).check_run_id]
+    assert (run["status"], run["conclusion"], run["output"]["title"]) == ("completed", "neutral", "Nothing to validate")
+    assert await store.validations.unsettled() == [] and (await store.validations.get(state.id)).check_run_settled
+    await service.run_job(job)  # once more: nothing left to do, nothing sent
+    assert fake_github.check_runs[run["id"]] == run
 
 
 async def test_a_check_run_that_cannot_be_reached_any_more_is_given_up(

@@ -185,8 +185,10 @@ async def test_health_and_metrics(bot) -> None:
     async with bot.webhooks.session.get(bot.url + "/health") as response:
         health = await response.json()
     assert response.status == 200
-    assert health["status"] == "ok" and health["database"]["ok"] and health["worker"]["ok"]
-    assert set(health["queue"]) == {"queued", "running", "dead"}
+    assert health["status"] == "ok" and health["database"]["ok"]
+    workers = health["workers"]  # this process's worker, alive
+    assert workers["alive"] == 1 and workers["live"][0]["id"] == workers["this_process"] == bot.services.worker.worker_id
+    assert {"queued", "running", "dead", "ready_now", "oldest_ready_age_seconds", "by_kind"} <= set(health["queue"])
     assert health["sandbox"]["layers"]["net_namespace"] in (True, False)  # the probe's report is there
     browser = health["browser"]  # from a launch in the background: known now, or soon
     assert browser["found"] == os.access(browser["chromium"], os.X_OK)
@@ -203,6 +205,8 @@ async def test_health_and_metrics(bot) -> None:
                  "codegenapp_webhook_signature_failures_total", "codegenapp_job_queue_depth{state=\"queued\"}",
                  "codegenapp_jobs_total{kind=\"webhook\",outcome=\"done\"}", "codegenapp_job_duration_seconds"):
         assert name in text, name
+    assert "codegenapp_workers_live 1.0" in text  # refreshed at the scrape, like the queue's gauges
+    assert "codegenapp_job_queue_oldest_ready_age_seconds " in text
 
 
 def _has_fixtures() -> bool:

@@ -11,14 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from bot.config import ConfigError, load_settings
-from bot.models import (VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED, VALIDATION_SUPERSEDED,
-                        ValidationState, utcnow)
-from bot.store import InstallationRef, RepoRef, Store, ValidationLifetime
+from bot.models import VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED, VALIDATION_SUPERSEDED
+from bot.store import Store, ValidationLifetime
 from pipeline.ui_check.retention import expired_validations, prune_screenshots, screenshots_expire_at, screenshots_expired
 from pipeline.ui_check.screenshots import screenshots_dir, screenshots_root
+from tests.screenshot_support import seed_project, validation_with_screenshots
 
 NOW = datetime(2024, 6, 30, 12, 0, tzinfo=UTC)
 
@@ -85,35 +84,6 @@ def test_a_bad_retention_is_reported(tmp_path: Path, value: str, message: str) -
 
 
 # ---- the prune, on disk ----------------------------------------------------------------------------
-
-async def seed_project(store: Store) -> str:
-    await store.projects.upsert_installation(InstallationRef(id=1, account_login="acme"))
-    await store.projects.upsert_projects(1, [RepoRef(10, "acme/widgets")])
-    return (await store.projects.get_project_by_name("acme/widgets")).id
-
-
-async def validation_with_screenshots(store: Store, data_dir: Path, project_id: str, *, days_ago: float,
-                                      pages: int = 2) -> tuple[str, list[Path]]:
-    """A completed validation whose UI check stored `pages` screenshots, ended `days_ago`."""
-    state = await store.validations.create(project_id=project_id, pr_number=7, head_sha="a" * 40)
-    await store.validations.start(state.id)
-    files = [f"{uuid.uuid4().hex}.png" for _ in range(pages)]
-    shots = [{"path": f"/page{n}", "file": file, "width": 1280, "height": 800} for n, file in enumerate(files)]
-    steps = [{"stage": "ui", "name": "UI check", "status": "passed", "detail": "", "duration_seconds": 1.0}]
-    assert await store.validations.complete(state.id, conclusion="success", title="ok",
-                                            results={"steps": steps, "screenshots": shots})
-    when = utcnow() - timedelta(days=days_ago)
-    stmt = (update(ValidationState).where(ValidationState.id == state.id)
-            .values(created_at=when - timedelta(minutes=5), completed_at=when))
-    await store.db.write(lambda conn: conn.execute(stmt))
-    directory = screenshots_dir(data_dir, state.id)
-    directory.mkdir(parents=True)
-    paths = []
-    for n, file in enumerate(files):
-        (directory / file).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000 * (n + 1)))
-        paths.append(directory / file)
-    return state.id, paths
-
 
 async def test_the_running_app_prunes_old_screenshots_and_keeps_new_ones(start_bot, caplog) -> None:
     bot = await start_bot(SCREENSHOT_RETENTION_DAYS="30")

@@ -6,12 +6,13 @@ import os
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select
 
 from bot.db import Database
+from bot.fleet import LOST_WINDOW
 from bot.models import AuditEvent, WorkerHeartbeat, utcnow
 from bot.store.sql import entities, entity, upsert_insert
 
@@ -104,8 +105,13 @@ def _any(conn: Connection, conditions: list[Any], beyond: Any) -> bool:
 
 
 class HeartbeatStore:
+    # How often a process deletes the rows of workers gone for longer than LOST_WINDOW (killed ones: a
+    # worker stopping cleanly removes its own), with one of its beats.
+    FORGET_EVERY = timedelta(minutes=5)
+
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._forgot_at: datetime | None = None
 
     async def beat(self, worker_id: str, *, running_jobs: int, started_at: datetime) -> None:
         now = utcnow()
@@ -114,11 +120,28 @@ class HeartbeatStore:
             seen_at=now, running_jobs=running_jobs)
         stmt = stmt.on_conflict_do_update(index_elements=["worker_id"],
                                           set_={"seen_at": now, "running_jobs": running_jobs})
-        await self._db.write(lambda conn: conn.execute(stmt))
+        forget = None
+        if self._forgot_at is None or now - self._forgot_at >= self.FORGET_EVERY:
+            self._forgot_at = now
+            forget = delete(WorkerHeartbeat).where(WorkerHeartbeat.seen_at < now - LOST_WINDOW)
+
+        def write(conn: Connection) -> None:
+            conn.execute(stmt)
+            if forget is not None:
+                conn.execute(forget)
+
+        await self._db.write(write)
 
     async def latest(self) -> WorkerHeartbeat | None:
         stmt = select(WorkerHeartbeat).order_by(WorkerHeartbeat.seen_at.desc())
         return await self._db.read(lambda conn: entity(conn, stmt))
+
+    async def since(self, seen_after: datetime, *, limit: int = 500) -> list[WorkerHeartbeat]:
+        """The workers that beat after `seen_after`, the latest beat first (one row per worker: a worker
+        that stops cleanly removes its own; one that was killed stays until it is older than that)."""
+        stmt = (select(WorkerHeartbeat).where(WorkerHeartbeat.seen_at >= seen_after)
+                .order_by(WorkerHeartbeat.seen_at.desc()).limit(limit))
+        return await self._db.read(lambda conn: entities(conn, stmt))
 
     async def remove(self, worker_id: str) -> None:
         stmt = delete(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, or_, select, type_coerce, update
 
 from bot.db import Database
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, UTCDateTime, utcnow
@@ -29,6 +29,24 @@ class ClaimedJob:
     attempts: int
     max_attempts: int
     first_failed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KindCount:
+    """Jobs of one kind in one state; `ready`: those queued and due now, the oldest due since `oldest_ready_at`."""
+
+    kind: str
+    status: str
+    count: int
+    ready: int
+    oldest_ready_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    rows: list[KindCount]
+    dead: int
+    read_at: datetime
 
 
 _CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts, Job.first_failed_at)
@@ -175,6 +193,25 @@ class JobStore:
         stmt = (select(func.count()).select_from(Job)
                 .where(Job.status == JOB_QUEUED, Job.run_after <= utcnow(), Job.kind == kind))
         return await self._db.read(lambda conn: conn.execute(stmt).scalar_one())
+
+    async def queue_summary(self) -> QueueSummary:
+        """The queue at a glance, in one read transaction of two statements: per kind and state (queued,
+        running), how many, how many of the queued are due now and since when the oldest of those waits;
+        and the dead-lettered jobs (an index-only count on ix_jobs_claim: they pile up, and their kind is
+        not needed)."""
+        now = utcnow()
+        due = and_(Job.status == JOB_QUEUED, Job.run_after <= now)
+        by_kind = (select(Job.kind, Job.status, func.count(), func.sum(case((due, 1), else_=0)),
+                          type_coerce(func.min(case((due, Job.run_after), else_=None)), UTCDateTime()))
+                   .where(Job.status.in_([JOB_QUEUED, JOB_RUNNING])).group_by(Job.kind, Job.status))
+        dead = select(func.count()).select_from(Job).where(Job.status == JOB_DEAD)
+
+        def work(conn: Connection) -> QueueSummary:
+            rows = [KindCount(kind, status, count, int(ready or 0), oldest)
+                    for kind, status, count, ready, oldest in conn.execute(by_kind)]
+            return QueueSummary(rows=rows, dead=conn.execute(dead).scalar_one(), read_at=now)
+
+        return await self._db.read(work)
 
     async def counts(self) -> dict[str, int]:
         stmt = (select(Job.status, func.count()).where(Job.status.in_([JOB_QUEUED, JOB_RUNNING, JOB_DEAD]))

@@ -6,6 +6,12 @@ clock; file times play no part. The running app (`serve` with its worker, or `co
 prunes at start and then every hour (`ScreenshotPruner`). The filesystem work runs in a thread, and
 it never leaves the screenshots root: only real directories `<root>/<validation id>/screenshots`
 whose resolved path is exactly that are removed, and links inside them are removed, never followed.
+
+One prune at a time per DATA_DIR, across processes: a run holds the database lease named after the
+screenshots root's own id (a random id kept in `<root>/.retention-id`, made by the first process). Not
+one lease for the whole app: the screenshots live on each machine's DATA_DIR, and the process holding
+a single lease could prune only its own; processes sharing a DATA_DIR (on one machine, or on a shared
+mount) share its id and take turns, machines with a DATA_DIR of their own each prune theirs.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import os
 import re
 import shutil
 import stat
+import secrets
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,11 +33,15 @@ from typing import Protocol
 
 from bot.models import VALIDATION_ACTIVE, utcnow
 from bot.store import Store
+from bot.store.leases import held
 from pipeline.ui_check.screenshots import SCREENSHOTS, screenshots_root
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 3600.0
+LEASE_PREFIX = "screenshot-retention:"
+LEASE_TTL = timedelta(minutes=5)  # renewed every third of it while a prune runs (bot.store.leases.held)
+ID_FILE = ".retention-id"
 _ID = re.compile(r"[0-9a-f]{32}\Z")
 _QUERY_CHUNK = 500
 
@@ -118,6 +130,26 @@ def delete_screenshots(root: Path, validation_ids: Sequence[str], *,
     return PruneResult(directories, freed, tuple(skipped))
 
 
+def retention_id(root: Path) -> str:
+    """The screenshots root's own id (`<root>/.retention-id`), made by the first process that asks; every
+    process on this DATA_DIR reads the same (blocking: run it in a thread)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ID_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the first process may be writing it this instant
+            found = path.read_text().strip()
+            if _ID.match(found):
+                return found
+            threading.Event().wait(0.01)
+        raise RuntimeError(f"{path} does not hold an id; remove it and it is made again") from None
+    made = secrets.token_hex(16)
+    with os.fdopen(fd, "w") as file:
+        file.write(made + "\n")
+    return made
+
+
 def _is_real_directory(path: Path) -> bool:
     try:
         return stat.S_ISDIR(path.lstat().st_mode)
@@ -168,7 +200,7 @@ def _human(size: int) -> str:
 
 
 class ScreenshotPruner:
-    """Prunes at start, then every `interval` seconds, until `stop()`."""
+    """Prunes at start, then every `interval` seconds, until `stop()`; under the lease of its DATA_DIR."""
 
     def __init__(self, store: Store, data_dir: Path, retention_days: int, *,
                  interval: float = PRUNE_INTERVAL_SECONDS) -> None:
@@ -180,6 +212,8 @@ class ScreenshotPruner:
         self._lock = asyncio.Lock()
         self._stop = threading.Event()  # seen by the deleting thread between directories
         self._task: asyncio.Task[None] | None = None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[:64]
+        self._lease: str | None = None
 
     def start(self) -> None:
         if self.retention_days <= 0:
@@ -190,10 +224,22 @@ class ScreenshotPruner:
             self._stop.clear()  # started again after a stop
             self._task = asyncio.create_task(self._loop(), name="screenshot-retention")
 
-    async def run_once(self) -> PruneResult:
+    async def lease_name(self) -> str:
+        if self._lease is None:
+            self._lease = LEASE_PREFIX + await asyncio.to_thread(retention_id, screenshots_root(self.data_dir))
+        return self._lease
+
+    async def run_once(self) -> PruneResult | None:
+        """One prune; None when another process on this DATA_DIR holds the lease (it is pruning)."""
         async with self._lock:  # the periodic run and an explicit one never overlap
-            return await prune_screenshots(self.store, self.data_dir, retention_days=self.retention_days,
-                                           stop=self._stop)
+            lease = await self.lease_name()
+            async with held(self.store.leases, lease, self.holder, ttl=LEASE_TTL) as mine:
+                if not mine:
+                    log.info("screenshot retention: another process (%s) is pruning this DATA_DIR",
+                             await self.store.leases.holder(lease))
+                    return None
+                return await prune_screenshots(self.store, self.data_dir, retention_days=self.retention_days,
+                                               stop=self._stop)
 
     async def _loop(self) -> None:
         while True:

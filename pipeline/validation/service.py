@@ -7,16 +7,20 @@ the validation, create its check run `in_progress`, queue the validation job. `r
 
 One head, one check run: its creation is claimed in the database (ValidationStore.begin), made at most
 once on GitHub where an earlier try may have made it (CheckRuns.create_once adopts that one), and what
-a killed process left half done is settled by `recover_check_runs`, at start and every minute.
+a killed process left half done is settled by `recover_check_runs`, at start and every minute, in one process
+at a time (the database lease RECOVERY_LEASE).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE
                         seconds_between, utcnow)
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
+from bot.store.leases import held
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.report.annotations import annotation_batches, changed_lines
 from pipeline.report.check_run import (LIVE_TAIL_CHARS, check_run_images, check_run_output, in_progress_output,
@@ -58,6 +63,12 @@ log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = CHECK_RUN_CLAIM_STALE.total_seconds()
+# One process at a time recovers, across processes (two would race to adopt or create the same check run).
+RECOVERY_LEASE = "check-run-recovery"
+# A validation whose end was recorded this long ago without its check run settled: the one who recorded it is
+# not telling GitHub any more (a job run again after a kill settles it then: `_settle_if_interrupted`).
+INTERRUPTED_AFTER = timedelta(seconds=2)
+RECOVERY_LEASE_TTL = timedelta(seconds=RECOVERY_INTERVAL_SECONDS)
 NOTHING_TO_VALIDATE = (f"No setup, validate or analysis steps are configured: add `validate:` steps to "
                        f"{CONFIG_PATH} on the base branch, or set the project's commands in the dashboard.")
 
@@ -124,6 +135,7 @@ class ValidationService:
         self.chromium_path = chromium_path
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._recovery: asyncio.Task[None] | None = None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"[:64]  # of the recovery's lease
         self._pr_locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = weakref.WeakValueDictionary()
 
     def details_url(self, validation_id: str) -> str:
@@ -291,7 +303,7 @@ class ValidationService:
     async def _recover_every(self, seconds: float) -> None:
         while True:
             try:
-                await self.recover_check_runs()
+                await self.recover_under_lease()
             except Exception:  # the database is away, say: the next round tries again
                 log.exception("could not look for check runs to recover")
             await asyncio.sleep(seconds)
@@ -300,6 +312,15 @@ class ValidationService:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+
+    async def recover_under_lease(self) -> int | None:
+        """`recover_check_runs` under the database lease RECOVERY_LEASE; None when another process holds it
+        (it is recovering now)."""
+        async with held(self.store.leases, RECOVERY_LEASE, self.holder, ttl=RECOVERY_LEASE_TTL) as mine:
+            if not mine:
+                log.debug("check-run recovery: %s is recovering", await self.store.leases.holder(RECOVERY_LEASE))
+                return None
+            return await self.recover_check_runs()
 
     async def recover_check_runs(self) -> int:
         """Settle what a process killed halfway left (ValidationStore.unsettled): a validation recorded
@@ -360,8 +381,12 @@ class ValidationService:
     async def run_job(self, job: ClaimedJob) -> None:
         validation_id = job.args["validation_id"]
         state = await self.store.validations.get(validation_id)
-        if state is None or not await self.store.validations.start(validation_id):
-            return  # superseded or cancelled before it began
+        if state is None:
+            return
+        if not await self.store.validations.start(validation_id):
+            if job.attempts > 1:  # ended, maybe by this job's earlier try (else: superseded or cancelled)
+                await self._settle_if_interrupted(validation_id)
+            return
         validation = await self._validation(state)
         task = asyncio.current_task()
         assert task is not None
@@ -373,6 +398,20 @@ class ValidationService:
             watchdog.cancel()
             self._running.pop(validation_id, None)
             await self.volumes.remove(validation_id)
+
+    async def _settle_if_interrupted(self, validation_id: str) -> None:
+        """Run again after an earlier try: an ended validation whose check run was never settled, its end
+        recorded a while ago (INTERRUPTED_AFTER), was ended by that try, killed before it told GitHub. Settled
+        now rather than at the recovery's next round, up to a minute later, so that the check run does not stay
+        `in_progress` meanwhile. An end recorded just now is left to whoever recorded it (a cancel whose
+        PATCH is still on its way), as the recovery leaves it."""
+        state = await self.store.validations.get(validation_id)
+        if state is None or state.status in VALIDATION_ACTIVE or state.check_run_settled:
+            return
+        if state.completed_at is None or utcnow() - state.completed_at < INTERRUPTED_AFTER:
+            return
+        log.info("validation %s ended before its job was interrupted: settling its check run", validation_id)
+        await self._recover(state)
 
     async def job_died(self, job: ClaimedJob, exc: Exception) -> None:
         """The worker gave up the validation's job (its tries or its GitHub outage budget spent, or an
