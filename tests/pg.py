@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 
-def _server_bin_dir() -> Path | None:
+def server_bin_dir() -> Path | None:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     found = shutil.which("initdb")
     if found:
@@ -71,7 +71,7 @@ class PostgresCluster:
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
-    bin_dir = _server_bin_dir()
+    bin_dir = server_bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries (initdb) not installed: PostgreSQL tests skipped")
     cluster = PostgresCluster(bin_dir)

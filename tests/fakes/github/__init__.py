@@ -55,6 +55,8 @@ state through ``self`` and registers its REST handlers with ``@_handles("METHOD 
 - ``pulls.py`` - pull requests; ``check_runs.py`` - check runs, check suites, commit statuses;
   ``issues.py`` - issue comments, reactions, labels.
 - ``git.py`` - git over smart HTTP and the real repositories of ``git_repo()``.
+- ``inflight.py`` - ``WritesInFlight`` (``fake.writes_in_flight``): installation-token writes in flight at once per
+  installation, the most and every overlap; ``write_delay`` holds each write so that concurrent ones overlap.
 - ``meta.py`` - ``GET /meta``: the ``hooks`` ranges webhooks come from (``hook_ranges``).
 - ``hooks.py`` - the App's webhook and delivery log: ``deliver()`` sends a webhook as GitHub does and logs it;
   ``GET /app/hook/deliveries`` (cursor-paged), ``GET .../{id}``, ``POST .../{id}/attempts``.
@@ -73,6 +75,7 @@ from tests.fakes.github.check_runs import CheckRunsMixin
 from tests.fakes.github.common import DOCS_URL, Call, Fault, RateLimitBucket, _fake_sha
 from tests.fakes.github.git import GIT_TIMEOUT_S, GitMixin
 from tests.fakes.github.hooks import HooksMixin
+from tests.fakes.github.inflight import Overlap, WritesInFlight
 from tests.fakes.github.issues import IssuesMixin
 from tests.fakes.github.meta import MetaMixin
 from tests.fakes.github.pulls import PullsMixin
@@ -106,8 +109,10 @@ __all__ = [
     "Call",
     "FakeGitHub",
     "Fault",
+    "Overlap",
     "RateLimitBucket",
     "RestSpec",
+    "WritesInFlight",
     "find_rest_spec",
     "load_rest_spec",
 ]
@@ -128,6 +133,7 @@ class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, Chec
         spec_path: Path | None = None,
         app_slug: str = "codegenapp-test",
         validate_bodies: bool = True,
+        write_delay: float = 0.0,
     ) -> None:
         self.app_id = app_id
         # Tests check every request body against GitHub's schema; bench/ingest.py turns it off, as
@@ -150,5 +156,9 @@ class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, Chec
         self._faults: list[Fault] = []
         self._holds = []
         self._acknowledged: set[int] = set()  # ids of calls whose errors were taken
+        # Installation-token writes in flight per installation (inflight.py); each is held `write_delay`
+        # seconds so that two sent at about the same time overlap here.
+        self.writes_in_flight = WritesInFlight()
+        self.write_delay = write_delay
         # The data model: installations, repos, pulls, check runs, comments... (state.py).
         super().__init__()

@@ -46,6 +46,7 @@ from tests.fakes.github.common import (
     _Reply,
     _Request,
 )
+from tests.fakes.github.inflight import WRITE_METHODS, WritesInFlight
 from tests.fakes.github.rest import _Route, _Router
 from tests.fakes.github.state import FakeState
 
@@ -124,6 +125,8 @@ class ServerMixin(FakeState):
     _faults: list[Fault]
     _holds: list[Hold]
     _acknowledged: set[int]
+    writes_in_flight: WritesInFlight  # installation-token writes in flight at once (inflight.py)
+    write_delay: float  # seconds each such write is held, so that concurrent ones overlap here
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -329,13 +332,22 @@ class ServerMixin(FakeState):
         if bucket.remaining <= 0 and route.template != "/rate_limit":
             who = f"installation ID {principal.installation_id}" if principal.installation_id else "this credential"
             return _GitHubError(403, f"API rate limit exceeded for {who}.").reply()
-        hold = self._take_hold(call)
-        if hold is not None and hold.before_handling:
-            await hold.wait()
-        reply = self._run_handler(_Request(request, call, route, params, principal, repo))
-        if hold is not None and not hold.before_handling:
-            await hold.wait()
-        return reply
+        installation_write = principal.kind == "installation" and call.method in WRITE_METHODS
+        if installation_write:
+            self.writes_in_flight.enter(principal.installation_id, call)
+        try:
+            hold = self._take_hold(call)
+            if hold is not None and hold.before_handling:
+                await hold.wait()
+            if installation_write and self.write_delay:
+                await asyncio.sleep(self.write_delay)
+            reply = self._run_handler(_Request(request, call, route, params, principal, repo))
+            if hold is not None and not hold.before_handling:
+                await hold.wait()
+            return reply
+        finally:
+            if installation_write:
+                self.writes_in_flight.leave(principal.installation_id, call)
 
     async def _read_body(self, request: web.Request, call: Call) -> _GitHubError | None:
         try:
