@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import gc
-import json
 import os
 import re
 import shutil
@@ -45,15 +43,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.fixtures import generate_private_key_pem  # noqa: E402
-from tests.fakes.github import FakeGitHub  # noqa: E402
-from tests.ghfixtures import fixtures_dir  # noqa: E402
-from bot.config import WEBHOOK_PATH  # noqa: E402
-from tests.webhook_sender import github_headers  # noqa: E402
-from bench.rawload import build_request, send_all  # noqa: E402
-
-SECRET = "bench-webhook-secret"
-APP_ID = 12345
+from bench.deliveries import APP_ID, SECRET, check_run_arrivals, signed_deliveries, start_fake  # noqa: E402
+from bench.rawload import send_all  # noqa: E402
 
 
 def free_port() -> int:
@@ -73,17 +64,6 @@ async def wait_until_healthy(session: aiohttp.ClientSession, url: str, *, second
             pass
         await asyncio.sleep(0.05)
     return False
-
-
-def base_payload() -> dict:
-    directory = fixtures_dir()
-    if directory is not None:
-        return json.loads((directory / "webhooks" / "pull_request" / "opened.json").read_text())
-    return {"action": "opened", "number": 1,
-            "pull_request": {"number": 1, "head": {"sha": "0" * 40, "ref": "feature"},
-                             "base": {"sha": "1" * 40, "ref": "main"}, "draft": False, "state": "open"},
-            "repository": {"id": 1, "full_name": "octo/repo", "name": "repo", "owner": {"login": "octo"}},
-            "sender": {"login": "octocat", "id": 1}}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -127,14 +107,7 @@ def max_writes_per_minute(calls) -> tuple[int, int]:
 
 
 async def run(n: int, concurrency: int, installations: int, floor: bool = False, idle: bool = False) -> None:
-    key = generate_private_key_pem()
-    fake = FakeGitHub(app_id=APP_ID, private_key_pem=key, validate_bodies=False)  # the tests check bodies
-    await fake.start()
-    repos = []
-    for i in range(installations):
-        full_name = f"org{i}/repo{i}"
-        fake.add_installation(1000 + i, f"org{i}", repos=[full_name])
-        repos.append((1000 + i, full_name, 500 + i))
+    fake, key, repos = await start_fake(installations)
 
     data_dir = tempfile.mkdtemp(prefix="codegenapp-bench-", dir=os.environ.get("BENCH_DIR"))
     port = free_port()
@@ -150,7 +123,6 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False,
         command = os.environ["BENCH_WRAP"].split() + command
     server = await asyncio.create_subprocess_exec(*command, cwd=data_dir, env=env)
     url = f"http://127.0.0.1:{port}"
-    template = base_payload()
     ack: list[float] = []
     sent_at: dict[str, float] = {}
     try:
@@ -158,24 +130,7 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False,
             if not await wait_until_healthy(session, url, seconds=30):
                 raise RuntimeError("the server did not start")
             # Bodies are built and signed before the clock starts: the client's own work is not the server's.
-            requests = []
-            for i in range(n):
-                installation_id, full_name, repo_id = repos[i % len(repos)]
-                payload = copy.deepcopy(template)
-                payload["installation"] = {"id": installation_id, "node_id": "x"}
-                payload["repository"].update(id=repo_id, full_name=full_name, name=full_name.split("/")[1])
-                payload["repository"]["owner"]["login"] = full_name.split("/")[0]
-                sha = f"{i:040x}"
-                number = i + 1  # a PR of its own, which the fake knows: its validation finds nothing
-                payload["number"] = number  # configured and ends neutral, without a checkout
-                payload["pull_request"].update(number=number, state="open", draft=False)
-                payload["pull_request"]["head"]["sha"] = sha
-                payload["pull_request"]["head"]["repo"] = payload["pull_request"]["base"]["repo"] = {
-                    "id": repo_id, "full_name": full_name}
-                fake.add_pull(full_name, number, head_sha=sha, base_sha="f" * 40)
-                body = json.dumps(payload).encode()
-                headers = github_headers("pull_request", body, secret=SECRET, payload=payload)
-                requests.append((sha, build_request(f"127.0.0.1:{port}", WEBHOOK_PATH, headers, body)))
+            requests = signed_deliveries(fake, repos, n, f"127.0.0.1:{port}")
             errors = 0
 
             def answered(sha: object, sent: float, at: float, status: int) -> None:
@@ -226,10 +181,7 @@ async def run(n: int, concurrency: int, installations: int, floor: bool = False,
         await fake.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    first_call: dict[str, float] = {}
-    for call in fake.calls:
-        if call.method == "POST" and call.path.endswith("/check-runs") and isinstance(call.json, dict):
-            first_call.setdefault(call.json.get("head_sha", ""), call.at)
+    first_call = check_run_arrivals(fake.calls)
     to_check_run = [first_call[sha] - sent_at[sha] for sha in sent_at if sha in first_call]
     # Once every installation has had a delivery (its token fetched, its project recorded): the steady state.
     warm = [first_call[sha] - sent_at[sha] for sha in sent_at

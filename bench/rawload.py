@@ -8,8 +8,9 @@ Content-Length of each answer, as wrk does, so the server gets the CPU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 
 def build_request(host: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -55,22 +56,28 @@ class _Connection(asyncio.Protocol):
         return await self.answer
 
 
-async def send_all(host: str, port: int, requests: Iterator[tuple[object, bytes]], concurrency: int,
-                   on_answer: Callable[[object, float, float, int], None], *,
+async def send_all(host: str, port: int | Sequence[int], requests: Iterator[tuple[object, bytes]],
+                   concurrency: int, on_answer: Callable[[object, float, float, int], None], *,
                    before_next: Callable[[object], Awaitable[None]] | None = None) -> None:
     """Send every request over `concurrency` keep-alive connections, one at a time on each; call
     `on_answer(key, sent_at, answered_at, status)` (time.monotonic()) for each, then await
-    `before_next(key)`, when given, before that connection sends its next request."""
+    `before_next(key)`, when given, before that connection sends its next request. Several ports: the
+    connections go to them in turn (at least one each), and no more than `concurrency` requests are
+    in flight at once, so at `concurrency` 1 the requests alternate between the servers."""
     loop = asyncio.get_running_loop()
-    connections = [(await loop.create_connection(_Connection, host, port))[1] for _ in range(concurrency)]
+    ports = [port] if isinstance(port, int) else list(port)
+    count = max(concurrency, len(ports))
+    connections = [(await loop.create_connection(_Connection, host, ports[i % len(ports)]))[1] for i in range(count)]
+    in_flight = asyncio.Semaphore(concurrency) if count > concurrency else contextlib.nullcontext()
 
     async def drive(connection: _Connection) -> None:
         for key, request in requests:
-            sent = time.monotonic()
-            status = await connection.send(request)
-            on_answer(key, sent, time.monotonic(), status)
-            if before_next is not None:
-                await before_next(key)
+            async with in_flight:
+                sent = time.monotonic()
+                status = await connection.send(request)
+                on_answer(key, sent, time.monotonic(), status)
+                if before_next is not None:
+                    await before_next(key)
 
     try:
         await asyncio.gather(*(drive(connection) for connection in connections))
