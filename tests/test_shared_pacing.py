@@ -25,7 +25,7 @@ from sqlalchemy import func, select, text
 from bot import migrate
 from bot.db import PG_POOL_OVERFLOW, PG_POOL_SIZE, Database
 from bot.errors import GitHubUnavailable
-from bot.github.client import GitHubClientConfig, GitHubClients, GitHubRateLimited
+from bot.github.client import LANE_LINGER, GitHubClientConfig, GitHubClients, GitHubRateLimited
 from bot.github.pacing import (
     HOUR,
     LANE_FAIR_SHARE,
@@ -576,4 +576,24 @@ async def test_many_installations_writing_at_once_never_run_out_of_database_conn
 
     await asyncio.wait_for(asyncio.gather(*(write(iid) for iid in many for _ in range(2))), 20)
     assert len(github.comments) == 2 * len(many)
+    assert [o.describe() for o in github.writes_in_flight.overlaps] == []
+
+
+@pytest.mark.postgres
+async def test_an_idle_lane_is_kept_until_another_process_asks_for_it(
+        github: FakeGitHub, lanes: WriteLaneStore, process: Callable[..., GitHubClients]) -> None:
+    """A process that hears of waiters keeps its idle lane (its next burst costs no statement) and gives it
+    up as soon as one asks, not a renewal interval later."""
+    peers: dict[str, GitHubClients] = {}
+    one = process("one", on_lane_wanted=lambda iid: peers["two"].lane_wanted(iid))
+    two = process("two", on_lane_wanted=lambda iid: one.lane_wanted(iid))
+    peers["two"] = two
+    await comment(one, 1, "first")
+    await asyncio.sleep(LANE_LINGER * 3)  # idle three times the linger of a lane someone waits for
+    assert one.owned_lanes() == [1] and await lane_holder(lanes, 1) == "one"
+    await comment(one, 1, "second burst")  # no take: still its own
+    assert one._lanes_taken == 1
+
+    await asyncio.wait_for(comment(two, 1, "my turn"), 3)  # kept idle, it would be freed 5 s after "second burst"
+    assert await lane_holder(lanes, 1) == "two" and one.owned_lanes() == []
     assert [o.describe() for o in github.writes_in_flight.overlaps] == []

@@ -34,6 +34,7 @@ once (`on_hold` there, `apply_hold` here). A process alone (SQLite) does none of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime
 import json
@@ -55,6 +56,7 @@ from bot.github.outage import WHOLE_APP, Admission, Outages, Verdict
 from bot.github.pacing import (
     LANE_HANDOVER_BACKOFF,
     LANE_RESERVED_WRITES,
+    LANE_WANTED_FRESH,
     RETRYABLE_STATUSES,
     hand_over_lane,
     lane_renew_interval,
@@ -86,7 +88,7 @@ log = logging.getLogger(__name__)
 TOKEN_REFRESH_MARGIN = 5 * 60.0  # drop a cached installation token this long before it expires
 DEFAULT_TOKEN_LIFETIME = 60 * 60.0  # if a token response has no usable expires_at
 TOKEN_CACHE_SIZE = 10_000
-LANE_LINGER = 0.25  # a shared write lane idle this long is released (a burst keeps it; see write_lanes.py)
+LANE_LINGER = 0.25  # a shared write lane idle this long is released when another process waits for it
 
 Response = tuple[int, Mapping[str, str], bytes]
 
@@ -221,7 +223,8 @@ class _Pacer:
     With a shared `WriteOwnership` (several processes on PostgreSQL) the lane is also a lease: before its
     first write the pacer takes it (waiting while another process holds it), seeding the send times and
     GitHub's hold from what the last owner stored; a keeper task renews it every quarter of its time and
-    releases it once the lane has been idle for `LANE_LINGER` and no write of its may still be out. A write
+    releases it once no write of its may still be out and the lane has been idle for `LANE_LINGER` while
+    another process waits, or for a renewal interval otherwise (`_keep_lane`). A write
     starts only while the lease leaves room for its whole HTTP timeout (`bot.github.pacing.lease_allows_write`)
     and consumes one of the write slots reserved in the row (bot/github/write_lanes.py); a waiter heard of
     makes the owner hand the lane over at a write boundary once it held it `LANE_FAIR_SHARE`."""
@@ -244,6 +247,7 @@ class _Pacer:
         self.reserved_left = 0  # write slots still reserved in the row
         self.held_since = float("-inf")  # when this process took the lane
         self.wanted_at = float("-inf")  # when it last heard of another process waiting for it
+        self.wanted = asyncio.Event()  # set when it hears of one: the keeper looks at once
         self.backoff_until = float("-inf")  # after a handover: not asked for again before then
         self.lease_statements = asyncio.Lock()  # take/release never cross (a release must not undo a take)
 
@@ -499,22 +503,29 @@ class _Pacer:
         self.clients._lane_handovers += 1
 
     async def _keep_lane(self) -> None:
-        """While this process owns the lane: renew it every quarter of its time; release it after
-        `LANE_LINGER` idle, once no write of ours may still be out. A renewal refused means the lane was
-        taken over: nothing more is sent under it (the next write takes it again)."""
+        """While this process owns the lane: renew it every quarter of its time; release it once no write of
+        ours may still be out, after `LANE_LINGER` idle when another process waits for it, or else after a
+        renewal interval idle (a process that hears of waiters, `on_lane_wanted`, keeps an idle lane that
+        long: the next burst of writes costs no statement, and a waiter still gets it within its next poll).
+        A renewal refused means the lane was taken over: nothing more is sent under it (the next write
+        takes it again)."""
         c = self.clients
         every = lane_renew_interval(c._ownership.lease_seconds)
+        keep_idle = every if c._on_lane_wanted is not None else c._lane_linger
         next_renewal = c._lease_clock() + every
         while True:
             now = c._lease_clock()
             idle = self._idle()
-            free_at = max((self.last_write_end if idle else now) + c._lane_linger, self.in_flight_until)
+            linger = c._lane_linger if now - self.wanted_at <= LANE_WANTED_FRESH else keep_idle
+            free_at = max((self.last_write_end if idle else now) + linger, self.in_flight_until)
             if idle and now >= free_at:
                 await self._release()
                 return
             wake = min(next_renewal, free_at)
             if wake > now:
-                await asyncio.sleep(wake - now)
+                self.wanted.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wanted.wait(), wake - now)
                 continue
             started = c._lease_clock()
             renewed = await self._renew()
@@ -678,6 +689,7 @@ class GitHubClients:
         pacer = self._pacers.get(int(installation_id))
         if pacer is not None and pacer.owns_lane:
             pacer.wanted_at = self._lease_clock()
+            pacer.wanted.set()
 
     def forget_installation(self, installation_id: int) -> None:
         iid = int(installation_id)
