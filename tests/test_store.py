@@ -32,6 +32,22 @@ async def test_concurrent_deliveries_share_transactions_and_never_double(store: 
     assert sorted(accepted) == sorted(set(ids))
     assert await store.deliveries.count() == 150
     assert (await store.jobs.counts())[JOB_QUEUED] == 150
+    for delivery_id, result in zip(ids, results):  # each its own job (PostgreSQL inserts a batch's together)
+        if not result.duplicate:
+            assert [job.id for job in await store.jobs.for_delivery(delivery_id)] == [result.job_id]
+
+
+async def test_a_batch_mixing_new_known_and_leased_deliveries_stores_each_right(store: Store) -> None:
+    await store.deliveries.store(incoming("known"))
+    results = await asyncio.gather(store.deliveries.store(incoming("known")),
+                                   store.deliveries.store(incoming("new-1")),
+                                   store.deliveries.store(incoming("leased", lease_owner="w1", lease_seconds=30)),
+                                   store.deliveries.store(incoming("new-1")))
+    assert [r.duplicate for r in results] == [True, False, False, True]
+    leased = await store.jobs.get(results[2].job_id)
+    assert (leased.delivery_id, leased.status, leased.lease_owner) == ("leased", JOB_RUNNING, "w1")
+    assert (await store.jobs.get(results[1].job_id)).delivery_id == "new-1"
+    assert await store.deliveries.count() == 3
 
 
 async def test_a_delivery_can_be_stored_already_leased_to_a_worker(store: Store) -> None:

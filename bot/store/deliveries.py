@@ -19,6 +19,7 @@ from bot.store.prepared import Prepared
 from bot.store.sql import upsert_insert
 
 _INSERT_JOB = Prepared(insert(Job).returning(Job.id))
+_INSERT_JOBS = insert(Job).returning(Job.id, Job.delivery_id)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class DeliveryStore:
         self._recent: LRUCache[str, DeliveryRecord] = LRUCache(maxsize=256)
         self._insert = Prepared(upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"])
                                 .returning(Delivery.id))
+        self._insert_many = upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"]).returning(
+            Delivery.id)
 
     async def store(self, delivery: IncomingDelivery) -> StoredDelivery:
         return await self._batcher.submit(delivery)
@@ -117,6 +120,8 @@ class DeliveryStore:
             first_by_id.setdefault(item.id, item)
 
         def work(conn: Connection) -> tuple[set[str], dict[str, int]]:
+            if conn.dialect.name == "postgresql" and len(first_by_id) > 1:
+                return self._insert_together(conn, list(first_by_id.values()), now)
             inserted: set[str] = set()
             job_ids: dict[str, int] = {}
             for d in first_by_id.values():
@@ -138,6 +143,18 @@ class DeliveryStore:
             else:
                 results.append(StoredDelivery(duplicate=True))
         return results
+
+    def _insert_together(self, conn: Connection, deliveries: list[IncomingDelivery],
+                         now: datetime) -> tuple[set[str], dict[str, int]]:
+        """PostgreSQL: the batch's deliveries in one statement, then the jobs of the new ones in another: two
+        round trips to the server for the batch instead of two for each delivery (on SQLite, in process,
+        a statement per row costs less than building a statement of many)."""
+        rows = [{"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
+                 "payload": d.payload, "received_at": now, "source": d.source} for d in deliveries]
+        inserted = set(conn.execute(self._insert_many, rows).scalars())
+        jobs = [_job_row(d, now) for d in deliveries if d.id in inserted]
+        job_ids = {delivery_id: job_id for job_id, delivery_id in conn.execute(_INSERT_JOBS, jobs)} if jobs else {}
+        return inserted, job_ids
 
     async def get(self, delivery_id: str) -> DeliveryRecord | None:
         # Each delivery is read once by its job: hand the cached copy over and drop it (a retry reads the row).
