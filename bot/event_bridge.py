@@ -8,8 +8,10 @@ SQLAlchemy pool:
   synchronous and never waits) and the queue goes out in one round trip per turn of the loop
   (`SELECT pg_notify(...) FROM unnest(...)`), in order. A message over NOTIFY's 8000 bytes is stored in
   event_payloads and only its id is sent; rows older than `retention_seconds` are deleted, at most once a
-  minute, by a process that stores one (the index on created_at keeps that cheap). If the connection
-  fails, it reconnects and sends the batch again.
+  minute, by a process that stores one (the index on created_at keeps that cheap), in a step of its
+  own. If the connection fails before the NOTIFY statement succeeded, it reconnects and sends the batch
+  (what it has not stored yet) again; once it succeeded (autocommit: committed, so delivered), nothing
+  resends it, whatever fails after.
 - listening: LISTEN on CHANNEL; another process's messages are delivered to the local bus (never relayed
   back), wake-ups to the local workers; a process's own messages are skipped by their origin. A dropped
   connection is noticed at once when the socket closes (asyncpg's termination callback) and otherwise by
@@ -20,6 +22,9 @@ SQLAlchemy pool:
 
 Delivery is at most once per connection and nothing is replayed: the bus carries news, the database
 stays the truth. SQLite needs none of this (one process): the app builds no bridge there.
+
+Both loops outlive any error (a reconnect tries again, backing off, whatever a try raised), and `status()`
+says whether both connections are up (/health's `event_bridge`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -66,6 +72,15 @@ class _Lost:
         self.connection = connection
 
 
+class _Outgoing:
+    """One message of a batch being sent: its text, or (too large to be notified) its body until stored."""
+
+    def __init__(self, sequence: int, text: str | None, body: str = "") -> None:
+        self.sequence = sequence
+        self.text = text
+        self.body = body
+
+
 class PostgresEventBridge:
     def __init__(self, dsn: str, bus: EventBus, wakeup: JobWakeup, *, channel: str = CHANNEL,
                  keepalive_seconds: float = 15.0, retention_seconds: float = 3600.0,
@@ -79,6 +94,10 @@ class PostgresEventBridge:
         self.reconnect_delays = tuple(reconnect_delays)
         self.origin = uuid.uuid4().hex[:16]
         self.reconnects = 0  # how many times the listening connection came back (tests, logs)
+        self.sender_reconnects = 0
+        self._reconnecting: set[str] = set()  # "listener", "sender": the connections being replaced
+        self._last_error: dict[str, str] | None = None
+        self._stored = False  # a payload was stored since the last prune
         self._sequence = 0
         self._pending: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=MAX_PENDING)
         self._has_pending = asyncio.Event()
@@ -95,6 +114,19 @@ class PostgresEventBridge:
     def listener_pid(self) -> int | None:
         """The server process of the listening connection (tests end it to test the reconnect)."""
         return self._listener.get_server_pid() if self._listener is not None else None
+
+    def status(self) -> dict[str, object]:
+        """For /health: whether both connections are up, how often they came back, and the last error met
+        (its type only: a driver's message may name hosts or users). A bridge reconnecting is degraded, not
+        down: what happens meanwhile reaches the other processes only through the database."""
+        connected = not self._reconnecting and all(
+            connection is not None and not connection.is_closed() for connection in (self._listener, self._sender))
+        return {"connected": connected, "reconnecting": sorted(self._reconnecting),
+                "reconnects": self.reconnects + self.sender_reconnects, "last_error": self._last_error}
+
+    def _note_error(self, connection: str, exc: BaseException) -> None:
+        self._last_error = {"connection": connection, "error": type(exc).__name__,
+                            "at": datetime.now(UTC).isoformat(timespec="seconds")}
 
     async def start(self) -> None:
         """Connect and LISTEN (raises when the database cannot be reached: the app does not start), then
@@ -150,45 +182,70 @@ class PostgresEventBridge:
                 self._idle.set()
             await self._has_pending.wait()
             batch = self._take_pending()  # what was published up to this turn of the loop
-            failures = 0
-            while True:
-                try:
-                    await self._send(batch)
-                    break
-                except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
-                    if not _connection_failed(exc, self._sender):
-                        log.exception("sending %d event(s) to the other processes failed; they are dropped",
-                                      len(batch))
-                        break
-                    log.warning("sending %d event(s) to the other processes failed (%s); reconnecting",
-                                len(batch), exc)
-                    self._sender = await self._reconnect(self._sender, self._connect, failures)
-                    failures += 1
+            try:
+                await self._send(self._encode(batch))
+                await self._prune_if_due()
+            except Exception:  # noqa: BLE001 - the loop must outlive any one batch, whatever broke
+                log.exception("sending %d event(s) to the other processes failed; they are dropped", len(batch))
 
-    async def _send(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
-        assert self._sender is not None
-        texts = []
-        stored = False
+    def _encode(self, batch: list[tuple[int, str, dict[str, Any]]]) -> list[_Outgoing]:
+        outgoing = []
         for sequence, name, data in batch:
             try:
                 text = encode(self.origin, sequence, name, data)
             except Exception:  # noqa: BLE001 - one event that cannot be encoded does not hold back the others
                 log.exception("event %r cannot be sent to the other processes", name)
                 continue
-            if not fits(text):
-                payload_id = await self._sender.fetchval(
-                    "INSERT INTO event_payloads (body, created_at) VALUES ($1, now()) "
-                    "RETURNING id", text)
-                text = reference(self.origin, sequence, payload_id)
-                stored = True
-            texts.append(text)
-        await self._sender.execute("SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message",
-                                   self.channel, texts)
-        if stored and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
-            self._pruned_at = time.monotonic()
+            outgoing.append(_Outgoing(sequence, text) if fits(text) else _Outgoing(sequence, None, text))
+        return outgoing
+
+    async def _send(self, outgoing: list[_Outgoing]) -> None:
+        """Send the batch, reconnecting until it went out. Once the NOTIFY statement succeeded (in autocommit:
+        committed, so delivered) the batch is done and nothing resends it; a payload stored before a failure
+        is not stored again. The one ambiguous case is the connection dying while the statement is in flight
+        (executed, its answer lost): the batch is sent again then, as nothing tells whether it went out."""
+        failures = 0
+        while True:
+            try:
+                if self._sender is None or self._sender.is_closed():
+                    raise ConnectionError("no connection to send on")
+                for message in outgoing:
+                    if message.text is None:
+                        payload_id = await self._sender.fetchval(
+                            "INSERT INTO event_payloads (body, created_at) VALUES ($1, now()) RETURNING id",
+                            message.body)
+                        message.text = reference(self.origin, message.sequence, payload_id)
+                        self._stored = True
+                await self._sender.execute("SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message",
+                                           self.channel, [message.text for message in outgoing])
+                return
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                if not _connection_failed(exc, self._sender):
+                    raise
+                log.warning("sending %d event(s) to the other processes failed (%s); reconnecting",
+                            len(outgoing), exc)
+                self._note_error("sender", exc)
+                self._sender = await self._reconnect(self._sender, self._connect, failures, "sender")
+                failures += 1
+
+    async def _prune_if_due(self) -> None:
+        """Delete the stored payloads past their retention, at most once a minute, after a send that stored
+        one. A step of its own: its failure never resends what already went out (a dead connection is
+        replaced by the next send)."""
+        if not self._stored or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = time.monotonic()
+        self._stored = False
+        assert self._sender is not None
+        try:
             await self._sender.execute(
                 "DELETE FROM event_payloads WHERE created_at < now() - make_interval(secs => $1)",
                 self.retention_seconds)
+        except Exception as exc:  # noqa: BLE001 - the next prune deletes what this one left
+            log.warning("pruning old event payloads failed (%s); the next prune deletes them", exc)
+            self._note_error("sender", exc)
+            if _connection_failed(exc, self._sender):
+                self._sender = await self._reconnect(self._sender, self._connect, 0, "sender")
 
     # listening
 
@@ -213,26 +270,37 @@ class PostgresEventBridge:
             self._inbox.put_nowait(_Lost(connection))
 
     async def _receive_loop(self) -> None:
+        failures = 0
         while True:
             try:
-                item: str | _Lost | None = await asyncio.wait_for(self._inbox.get(), self.keepalive_seconds)
-            except TimeoutError:
-                item = None
-            try:
-                if isinstance(item, _Lost):
-                    if item.connection is not self._listener:
-                        continue  # the connection a reconnect already replaced
-                    raise ConnectionError("the listening connection was closed")
-                assert self._listener is not None
-                if item is None:
-                    await self._listener.fetchval("SELECT 1", timeout=self.keepalive_seconds)
-                else:
-                    await self._receive(item)
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one notification
-                if not _connection_failed(exc, self._listener):
-                    log.exception("handling a notification on %s failed", self.channel)
-                    continue
-                await self._relisten(exc)
+                await self._receive_next()
+                failures = 0
+            except Exception:  # noqa: BLE001 - whatever broke, listening goes on (a dead loop would be silent)
+                log.exception("the event bus's listening loop failed; going on")
+                await asyncio.sleep(self.reconnect_delays[min(failures, len(self.reconnect_delays) - 1)])
+                failures += 1
+
+    async def _receive_next(self) -> None:
+        try:
+            item: str | _Lost | None = await asyncio.wait_for(self._inbox.get(), self.keepalive_seconds)
+        except TimeoutError:
+            item = None
+        try:
+            if isinstance(item, _Lost):
+                if item.connection is not self._listener:
+                    return  # the connection a reconnect already replaced
+                raise ConnectionError("the listening connection was closed")
+            if self._listener is None:
+                raise ConnectionError("no listening connection")
+            if item is None:
+                await self._listener.fetchval("SELECT 1", timeout=self.keepalive_seconds)
+            else:
+                await self._receive(item)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one notification
+            if not _connection_failed(exc, self._listener):
+                log.exception("handling a notification on %s failed", self.channel)
+                return
+            await self._relisten(exc)
 
     async def _receive(self, payload: str) -> None:
         try:
@@ -262,20 +330,35 @@ class PostgresEventBridge:
 
     async def _relisten(self, why: BaseException) -> None:
         log.warning("the event bus's listening connection was lost (%s); reconnecting", why)
-        self._listener = await self._reconnect(self._listener, self._listen, 0)
+        self._note_error("listener", why)
+        self._listener = await self._reconnect(self._listener, self._listen, 0, "listener")
         self.reconnects += 1
         log.info("the event bus listens again; what was sent meanwhile is read from the database")
         self.bus.deliver(AppEvent(RECONNECTED, {}))
         self.wakeup.deliver(None)
 
     async def _reconnect(self, old: asyncpg.Connection | None, connect: Callable[[], Awaitable[asyncpg.Connection]],
-                         failures: int) -> asyncpg.Connection:
-        if old is not None:
-            old.terminate()
-        while True:
-            await asyncio.sleep(self.reconnect_delays[min(failures, len(self.reconnect_delays) - 1)])
-            try:
-                return await connect()
-            except _CONNECTION_ERRORS as exc:
-                failures += 1
-                log.warning("reconnecting to PostgreSQL for the event bus failed (%s); trying again", exc)
+                         failures: int, which: str) -> asyncpg.Connection:
+        """A new connection in place of `old`, trying until one comes, whatever each try raised (a wrong
+        password, too many connections, a timeout...: each may pass), backing off between tries."""
+        self._reconnecting.add(which)
+        try:
+            if old is not None:
+                old.terminate()
+            while True:
+                await asyncio.sleep(self.reconnect_delays[min(failures, len(self.reconnect_delays) - 1)])
+                try:
+                    connection = await connect()
+                except Exception as exc:  # noqa: BLE001 - any error: log it, back off, try again
+                    failures += 1
+                    self._note_error(which, exc)
+                    if isinstance(exc, _CONNECTION_ERRORS):
+                        log.warning("reconnecting to PostgreSQL for the event bus failed (%s); trying again", exc)
+                    else:
+                        log.exception("reconnecting to PostgreSQL for the event bus failed; trying again")
+                    continue
+                if which == "sender":
+                    self.sender_reconnects += 1
+                return connection
+        finally:
+            self._reconnecting.discard(which)

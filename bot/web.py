@@ -42,6 +42,8 @@ async def health(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - health must answer whatever broke
         healthy = False
         report["database"] = {"ok": False, "error": type(exc).__name__}
+    if services.event_bridge is not None:  # PostgreSQL: reconnecting is degraded (events wait), not a 503
+        report["event_bridge"] = services.event_bridge.status()
     report["resync"] = await resync_report(services.store, services.settings)
     report["delivery_log"] = await delivery_log_report(services.store, services.settings)
     report["disk"] = disk = disk_report(services.settings, services.volumes)

@@ -251,6 +251,150 @@ async def test_a_listener_whose_connection_dies_reconnects_and_says_so(processes
         await killer.close()
 
 
+@pytest.mark.postgres
+async def test_a_connection_lost_after_the_notify_went_out_never_sends_the_batch_again(processes, dsn) -> None:
+    a, b = await processes(), await processes()
+    saboteur = await asyncpg.connect(dsn)
+    try:
+        # The prune after the send (its first stored payload) ends its own connection: the NOTIFY before it
+        # had succeeded (autocommit: committed, so delivered).
+        await saboteur.execute("""
+            CREATE FUNCTION end_my_connection() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
+            CREATE TRIGGER prune_dies BEFORE DELETE ON event_payloads
+                FOR EACH STATEMENT EXECUTE FUNCTION end_my_connection();""")
+        with b.bus.subscribe() as on_b:
+            a.bus.publish("big", body="x" * 9000)
+            a.bus.publish("small", n=1)
+            assert (await wait_for(on_b, "big", timeout=ARRIVAL_BOUND)).data == {"body": "x" * 9000}
+            assert (await wait_for(on_b, "small", timeout=ARRIVAL_BOUND)).data == {"n": 1}
+            await asyncio.wait_for(a.bridge._idle.wait(), 5)
+            assert await no_more(on_b) == []  # once each
+            assert a.bridge.status()["last_error"]["connection"] == "sender"
+            a.bus.publish("after", n=2)  # on the connection that replaced it
+            assert (await wait_for(on_b, "after", timeout=5)).data == {"n": 2}
+            assert await no_more(on_b) == []
+        assert await saboteur.fetchval("SELECT count(*) FROM event_payloads") == 1
+    finally:
+        await saboteur.close()
+
+
+@pytest.mark.postgres
+async def test_a_payload_stored_before_the_connection_died_is_not_stored_again(processes, dsn) -> None:
+    a, b = await processes(), await processes()
+    saboteur = await asyncpg.connect(dsn)
+    try:
+        # The second payload's insert ends its connection once (a sequence: its count survives the rollback).
+        await saboteur.execute("""
+            CREATE SEQUENCE inserts;
+            CREATE FUNCTION end_my_connection_once() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF nextval('inserts') = 2 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+                  RETURN NEW; END $$;
+            CREATE TRIGGER second_insert_dies BEFORE INSERT ON event_payloads
+                FOR EACH ROW EXECUTE FUNCTION end_my_connection_once();""")
+        with b.bus.subscribe() as on_b:
+            a.bus.publish("big", n=1, body="x" * 9000)
+            a.bus.publish("big", n=2, body="y" * 9000)
+            assert (await wait_for(on_b, "big", timeout=5)).data["n"] == 1
+            assert (await wait_for(on_b, "big", timeout=5)).data["n"] == 2
+            assert await no_more(on_b) == []
+        assert await saboteur.fetchval("SELECT count(*) FROM event_payloads") == 2
+    finally:
+        await saboteur.close()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the bound"
+        await asyncio.sleep(0.02)
+
+
+class FailingConnects:
+    """The bridge's `_connect`, failing with `error` while `failing` is set: an error the reconnect did not
+    expect (asyncpg's InternalClientError is neither an OSError nor a PostgresError)."""
+
+    def __init__(self, bridge: PostgresEventBridge, error: Exception) -> None:
+        self.connect = bridge._connect
+        self.error = error
+        self.failing = True
+        self.failed = 0
+        bridge._connect = self  # type: ignore[method-assign]
+
+    async def __call__(self) -> asyncpg.Connection:
+        if self.failing:
+            self.failed += 1
+            raise self.error
+        return await self.connect()
+
+
+@pytest.mark.postgres
+async def test_both_loops_outlive_an_unexpected_error_while_reconnecting_and_say_they_are_down(
+        processes, dsn) -> None:
+    a, b = await processes(), await processes()
+    killer = await asyncpg.connect(dsn)
+    try:
+        assert b.bridge.status() == {"connected": True, "reconnecting": [], "reconnects": 0, "last_error": None}
+        b_connects = FailingConnects(b.bridge, asyncpg.exceptions.InternalClientError("unexpected"))
+        a_connects = FailingConnects(a.bridge, asyncpg.exceptions.InternalClientError("unexpected"))
+        with b.bus.subscribe() as on_b:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", b.bridge.listener_pid)
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", a.bridge._sender.get_server_pid())
+            a.bus.publish("meanwhile", n=1)
+            await _until(lambda: b_connects.failed >= 2 and a_connects.failed >= 2)
+            status = b.bridge.status()
+            assert status["connected"] is False and status["reconnecting"] == ["listener"]
+            assert status["last_error"]["error"] == "InternalClientError"
+            assert a.bridge.status()["reconnecting"] == ["sender"]
+            b_connects.failing = a_connects.failing = False
+            await wait_for(on_b, RECONNECTED, timeout=5)
+            # A's batch went out once its sender was back; whether B listened again by then is a race.
+            await asyncio.wait_for(a.bridge._idle.wait(), 5)
+            a.bus.publish("after", n=2)
+            assert (await wait_for(on_b, "after", timeout=ARRIVAL_BOUND)).data == {"n": 2}
+        assert b.bridge.status()["connected"] and b.bridge.status()["reconnects"] == 1
+        assert a.bridge.status()["connected"] and a.bridge.status()["reconnects"] == 1
+    finally:
+        await killer.close()
+
+
+@pytest.mark.postgres
+async def test_health_says_the_bridge_is_reconnecting_and_stays_200(
+        postgres_cluster, aiohttp_client, make_settings, fake_github: FakeGitHub) -> None:  # type: ignore[no-untyped-def]
+    from bot.app import create_app
+    from bot.services import SERVICES
+
+    database_url = postgres_cluster.create_database()
+    db = Database(database_url)
+    await migrate.upgrade(db)
+    await db.dispose()
+    settings = make_settings(DATABASE_URL=database_url, GITHUB_API_URL=fake_github.api_url,
+                             GITHUB_URL=fake_github.base_url)
+    client = await aiohttp_client(create_app(settings, with_worker=False))
+    bridge = client.app[SERVICES].event_bridge
+    async with client.get("/health") as response:
+        assert response.status == 200
+        assert (await response.json())["event_bridge"] == {"connected": True, "reconnecting": [], "reconnects": 0,
+                                                            "last_error": None}
+    connects = FailingConnects(bridge, asyncpg.exceptions.TooManyConnectionsError("too many"))
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", bridge.listener_pid)
+    finally:
+        await killer.close()
+    await _until(lambda: connects.failed >= 1)
+    async with client.get("/health") as response:
+        assert response.status == 200
+        health = await response.json()
+    assert health["status"] == "ok"
+    assert health["event_bridge"]["connected"] is False and health["event_bridge"]["reconnecting"] == ["listener"]
+    assert health["event_bridge"]["last_error"]["error"] == "TooManyConnectionsError"
+    connects.failing = False
+    await _until(lambda: bridge.status()["connected"])
+    async with client.get("/health") as response:
+        assert (await response.json())["event_bridge"]["reconnects"] == 1
+
+
 class FreezableProxy:
     """A TCP proxy to PostgreSQL whose `freeze` stops every connection open then without closing it: a
     network that went silent, which no socket error announces."""

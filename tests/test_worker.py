@@ -302,3 +302,38 @@ async def test_a_job_given_up_is_handed_to_its_kinds_on_dead_hook_once(store: St
             await worker.stop()
     assert outcomes == {retried: "retry", given_up: "dead"}
     assert died == [(given_up, "try 1")]  # the retried job is not dead (yet)
+
+
+async def test_a_wake_up_met_while_the_database_was_away_is_claimed_soon_not_at_the_fallback_poll(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.events import JobWakeup
+
+    claim = store.jobs.claim
+    away: list[bool] = []
+    claimed_once = asyncio.Event()
+
+    async def claim_unless_away(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if away:
+            away.clear()  # back for the next claim
+            raise ConnectionError("the database is briefly away")
+        claimed = await claim(*args, **kwargs)
+        claimed_once.set()
+        return claimed
+
+    async def handler(job: ClaimedJob) -> None:
+        pass
+
+    wakeup = JobWakeup()
+    worker = Worker(store, {"k": handler}, wakeup=wakeup, poll_interval=3600)  # a poll would come in an hour
+    with worker.bus.subscribe() as events:
+        monkeypatch.setattr(store.jobs, "claim", claim_unless_away)
+        await worker.start()
+        try:
+            await asyncio.wait_for(claimed_once.wait(), 5)  # the first claim, at start, found nothing
+            away.append(True)
+            job_id = await store.jobs.enqueue("k")
+            wakeup.wake("k")
+            finished = await wait_for(events, "job.finished", timeout=3)
+        finally:
+            await worker.stop()
+    assert finished.data["job_id"] == job_id and finished.data["outcome"] == "done" and not away

@@ -1,7 +1,12 @@
 import random
 
-from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst,
-                           lost_leases, outage_delay, retry_delay)
+from worker.policy import (background_may_start, background_wait, claim_retry_delay, exhausted_by_lease_expiry,
+                           in_burst, lost_leases, outage_delay, retry_delay)
+
+
+def test_a_failed_claim_is_tried_again_soon_then_less_often() -> None:
+    assert [claim_retry_delay(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
+    assert claim_retry_delay(50) == 2.0
 
 
 def test_retry_delay_grows_and_stops_at_max_attempts() -> None:

@@ -91,3 +91,14 @@ def background_wait(*, now: float, last_urgent_at: float | None, deferred_since:
     if deferred_since is not None:
         waits.append(deferred_since + max_defer - now)
     return max(0.0, min(waits)) if waits else 0.0
+
+
+CLAIM_RETRY_FIRST_SECONDS = 0.1
+CLAIM_RETRY_MAX_SECONDS = 2.0
+
+
+def claim_retry_delay(failures: int) -> float:
+    """Seconds before claiming again after `failures` claims failed in a row (the database briefly away):
+    soon, so that a wake-up met meanwhile is not left for the fallback poll, doubling up to a cap so that a
+    database down for long is not hammered."""
+    return min(CLAIM_RETRY_MAX_SECONDS, CLAIM_RETRY_FIRST_SECONDS * 2 ** max(0, failures))

@@ -29,8 +29,8 @@ from bot.logs import job_context
 from bot.models import utcnow
 from bot.store import ClaimedJob, Store
 from bot.store.batch import GroupCommit
-from worker.policy import (background_may_start, background_wait, exhausted_by_lease_expiry, in_burst, lost_leases,
-                           outage_delay, retry_delay)
+from worker.policy import (background_may_start, background_wait, claim_retry_delay, exhausted_by_lease_expiry,
+                           in_burst, lost_leases, outage_delay, retry_delay)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class Worker:
         self._last_urgent_at: float | None = None
         self._urgent_arrivals: collections.deque[float] = collections.deque(maxlen=2)
         self._deferred_since: float | None = None
+        self._claim_failures = 0  # claims failed in a row (the database away): they back off
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -243,8 +244,13 @@ class Worker:
                     claimed = await self.store.jobs.claim(
                         self.worker_id, limit=free, lease_seconds=self.lease_seconds,
                         kinds=lane.lane.kinds, exclude_kinds=lane.exclude if lane.lane.kinds is None else None)
-                except Exception:  # the database may be briefly unavailable; try again next round
+                except Exception:  # the database may be briefly unavailable: try again soon, keeping the wake-up
                     log.exception("claiming jobs failed")
+                    lane.backlog = True
+                    wait = min(wait, claim_retry_delay(self._claim_failures))
+                    self._claim_failures += 1
+                    continue
+                self._claim_failures = 0
                 lane.next_poll_at = time.monotonic() + self.poll_interval
                 for job in claimed:
                     self._spawn(job)
