@@ -146,6 +146,55 @@ async def test_a_check_run_recorded_for_a_validation_ended_meanwhile_is_reported
     assert (await store.jobs.counts())["queued"] == 1
 
 
+async def test_a_prs_first_begin_records_the_validation_it_returns_and_the_next_joins_it(
+        store: Store, project_id: str) -> None:
+    # PostgreSQL reads the PR's open validations and, finding none, records the new one in one statement.
+    begun = await begin_validation(store, project_id, "d1")
+    assert (begun.claimed, begun.recorded, begun.ended) == (True, True, [])
+    stored = await store.validations.get(begun.validation.id)
+    columns = [c.key for c in ValidationState.__table__.c]
+    assert [getattr(stored, key) for key in columns] == [getattr(begun.validation, key) for key in columns]
+    joined = await begin_validation(store, project_id, "d2")
+    assert (joined.validation.id, joined.recorded, joined.claimed) == (begun.validation.id, False, False)
+    assert len(await store.validations.for_project(project_id)) == 1
+
+
+async def test_recording_the_check_run_again_queues_the_validations_job_once(store: Store, project_id: str) -> None:
+    # PostgreSQL records the check run and queues the job in one statement: the same job as JobStore.add's.
+    begun = await begin_validation(store, project_id, "d1")
+    for check_run in (41, 42):
+        assert await store.validations.set_check_run(begun.validation.id, check_run, then_queue=JOB_VALIDATE,
+                                                     max_attempts=2) is None
+    assert (await store.validations.get(begun.validation.id)).check_run_id == 42
+    [job] = await store.jobs.claim("w", limit=5, lease_seconds=30)
+    assert (job.kind, job.args, job.delivery_id, job.attempts, job.max_attempts) == (
+        JOB_VALIDATE, {"validation_id": begun.validation.id}, None, 1, 2)
+    assert (await store.jobs.get(job.id)).dedupe_key == f"{JOB_VALIDATE}:{begun.validation.id}"
+
+
+async def test_the_job_reads_its_validation_as_it_was_and_starts_it_once_it_is_still_active(
+        store: Store, project_id: str) -> None:
+    # PostgreSQL reads and starts in one statement: what it returns is the row before the start.
+    assert await store.validations.read_then_start("nope") == (None, False)
+    begun = await begin_validation(store, project_id, "d1")
+    before, started = await store.validations.read_then_start(begun.validation.id)
+    assert (before.id, before.status, before.started_at, before.head_sha, started) == (
+        begun.validation.id, "queued", None, "a" * 40, True)
+    first_start = (await store.validations.get(begun.validation.id)).started_at
+    assert first_start is not None
+    again, started = await store.validations.read_then_start(begun.validation.id)  # the job tried again
+    assert (again.status, again.started_at, started) == ("in_progress", first_start, True)
+    await store.validations.cancel(begun.validation.id, title="Cancelled")
+    ended, started = await store.validations.read_then_start(begun.validation.id)
+    assert (ended.status, started) == ("completed", False)
+    assert (await store.validations.get(begun.validation.id)).status == "completed"
+
+
+async def test_recording_the_check_run_of_an_unknown_validation_queues_nothing(store: Store) -> None:
+    assert await store.validations.set_check_run("nope", 41, then_queue=JOB_VALIDATE) == "Cancelled"
+    assert (await store.jobs.counts())["queued"] == 0
+
+
 async def test_a_delivery_run_again_after_its_validation_ended_begins_no_other(
         store: Store, other_store: Store, project_id: str) -> None:
     # d1's job began it and was killed (or lost its lease) before the job was recorded done; meanwhile

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from bot.models import JOB_QUEUED, JOB_RUNNING, ProjectSecret
+from bot.models import JOB_QUEUED, JOB_RUNNING, Project, ProjectSecret
 from bot.store import IncomingDelivery, InstallationRef, InvalidSecret, RepoRef, Store
 
 
@@ -86,6 +86,23 @@ async def test_only_if_missing_does_not_overwrite(store: Store) -> None:
     await projects.upsert_installation(InstallationRef(id=2, account_login="real-login", account_type="User"))
     await projects.upsert_installation(InstallationRef(id=2, account_login="guess"), only_if_missing=True)
     assert (await projects.get_installation(2)).account_login == "real-login"
+
+
+async def test_a_project_is_read_with_its_secrets_in_one_statement(store: Store) -> None:
+    await store.projects.upsert_installation(InstallationRef(id=4, account_login="o"))
+    await store.projects.upsert_projects(4, [RepoRef(40, "o/a"), RepoRef(41, "o/b")])
+    a = await store.projects.get_project_by_name("o/a")
+    b = await store.projects.get_project_by_name("o/b")
+    project, secrets = await store.projects.project_with_secrets(a.id)
+    columns = [c.key for c in Project.__table__.c]
+    assert ([getattr(project, key) for key in columns], secrets) == (
+        [getattr(await store.projects.get_project(a.id), key) for key in columns], {})
+    await store.projects.set_secret(a.id, "ONE", "1")
+    await store.projects.set_secret(a.id, "TWO", "2")
+    await store.projects.set_secret(b.id, "OTHER", "x")
+    project, secrets = await store.projects.project_with_secrets(a.id)
+    assert (project.id, project.name, secrets) == (a.id, "o/a", {"ONE": "1", "TWO": "2"})
+    assert await store.projects.project_with_secrets("missing") == (None, {})
 
 
 async def test_secrets_are_encrypted_and_replaced_by_name(store: Store) -> None:

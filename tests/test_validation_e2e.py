@@ -9,7 +9,8 @@ import pytest
 
 from bot.events import wait_for
 from pipeline.report.comment import COMMENT_MARKER
-from tests.pull_requests import check_run, comments_on, open_pull_request, record_project, validate
+from tests.pull_requests import (check_run, comments_on, open_pull_request, record_project, seed_validation,
+                                 validate)
 from tests.sandbox_support import needs_bwrap
 
 pytestmark = needs_bwrap
@@ -239,6 +240,21 @@ async def test_a_repository_with_nothing_configured_gets_a_neutral_check_and_no_
     assert (run["conclusion"], run["output"]["title"]) == ("neutral", "Nothing to validate")
     assert ".github/codegenapp.yml" in run["output"]["summary"]
     assert not [c for c in fake_github.calls if "git-upload-pack" in c.path]  # nothing was fetched
+
+
+async def test_nothing_configured_edits_the_prs_comment_it_has_and_starts_none(bot, fake_github) -> None:
+    scenario = open_pull_request(fake_github, config=None)
+    await validate(bot, scenario)
+    assert comments_on(fake_github, scenario) == []  # none started
+    project = await record_project(bot.store, scenario)
+    await seed_validation(bot.store, scenario, conclusion="failure")  # an earlier result, to show as "Previous"
+    ours = fake_github.add_comment(scenario.full_name, scenario.number, f"{COMMENT_MARKER}\nValidating…",
+                                   user_login=f"{fake_github.app_slug}[bot]")
+    await bot.store.validations.set_comment_id(project.id, scenario.number, ours["id"])
+    await validate(bot, scenario, "reopened")
+    [comment] = comments_on(fake_github, scenario)
+    assert comment["id"] == ours["id"]
+    assert "Nothing was validated" in comment["body"] and "Previous: ✗ Failed" in comment["body"]
 
 
 @pytest.mark.slow  # output shows at the next progress update, a few seconds in

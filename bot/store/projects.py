@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, select, update
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new_id, utcnow
-from bot.store.sql import entities, entity, upsert_insert
+from bot.store.sql import entities, entity, from_rows, upsert_insert
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # What the dashboard may change on a project (dashboard/project_settings.py checks the values).
@@ -25,6 +25,7 @@ PROJECT_SETTINGS = frozenset({"repository_rules", "setup_commands", "validate_co
                               "auto_confirm_plans", "planning_statement", "agent_backend", "agent_command",
                               "max_fix_attempts", "pinned"})
 MAX_SECRET_BYTES = 64 * 1024
+_PROJECT_COLUMNS = tuple(Project.__table__.c)
 # How stale the webhook path's copy of a project may be (another process may archive or rename it;
 # this one forgets its copies at once). Settings are always read fresh where they are used.
 RECENT_PROJECT_SECONDS = 10.0
@@ -192,6 +193,20 @@ class ProjectStore:
 
     async def get_project(self, project_id: str) -> Project | None:
         return await self._db.read(lambda conn: entity(conn, select(Project).where(Project.id == project_id)))
+
+    async def project_with_secrets(self, project_id: str) -> tuple[Project | None, dict[str, str]]:
+        """`get_project` and `secret_values` in one statement (one round trip on PostgreSQL): what
+        running a validation reads of its project. No project: (None, {})."""
+        stmt = (select(*_PROJECT_COLUMNS, ProjectSecret.name.label("secret_name"),
+                       ProjectSecret.value_encrypted.label("secret_value"))
+                .outerjoin(ProjectSecret, ProjectSecret.project_id == Project.id)
+                .where(Project.id == project_id))
+        rows = await self._db.read(lambda conn: list(conn.execute(stmt).mappings()))
+        if not rows:
+            return None, {}
+        secrets = {row["secret_name"]: self._crypto.decrypt(row["secret_value"])
+                   for row in rows if row["secret_name"] is not None}
+        return from_rows(Project, rows[:1])[0], secrets
 
     # secrets
     async def set_secret(self, project_id: str, name: str, value: str) -> None:

@@ -16,11 +16,12 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, insert, not_, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, exists, insert, literal, not_, null, or_, select, text, update
+from sqlalchemy.dialects import postgresql
 
 from bot.db import Database
-from bot.models import (VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
-                        VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, PullRequestComment,
+from bot.models import (JOB_QUEUED, VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
+                        VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, Job, PullRequestComment,
                         ValidationState, new_id, utcnow)
 from bot.store.jobs import JobStore
 from bot.store.prepared import Prepared
@@ -43,12 +44,24 @@ _SUPERSEDE = (update(ValidationState)
               .returning(*_COLUMNS))
 # The PR's open validations, and those of the head that the claimer began already (any state: its
 # job, run again after a kill or an expired lease, must not begin another; see `begin`).
-_OPEN_FOR_PR = Prepared(select(*_COLUMNS)
-                        .where(ValidationState.project_id == bindparam("b_project"),
-                               ValidationState.pr_number == bindparam("b_pr"),
-                               or_(_OPEN, and_(ValidationState.head_sha == bindparam("b_head"),
-                                               ValidationState.check_run_claimed_by == bindparam("b_claimer"))))
-                        .order_by(ValidationState.created_at.desc()))
+_OPEN_FOR_PR_WHERE = (ValidationState.project_id == bindparam("b_project"),
+                      ValidationState.pr_number == bindparam("b_pr"),
+                      or_(_OPEN, and_(ValidationState.head_sha == bindparam("b_head"),
+                                      ValidationState.check_run_claimed_by == bindparam("b_claimer"))))
+_OPEN_FOR_PR = Prepared(select(*_COLUMNS).where(*_OPEN_FOR_PR_WHERE).order_by(ValidationState.created_at.desc()))
+
+
+def _open_for_pr_else_record() -> Any:
+    """PostgreSQL: `_OPEN_FOR_PR`, and when it finds nothing, the new validation's INSERT (its columns
+    as parameters `v_<column>`) in the same statement, which is what `begin` does then: one round trip
+    less on a PR's first event. Both see the statement's snapshot, taken once `begin` holds the PR's lock."""
+    found = select(*_COLUMNS).where(*_OPEN_FOR_PR_WHERE).cte("found")
+    new_row = select(*(bindparam(f"v_{c.key}", type_=c.type) for c in _COLUMNS)).where(~exists(select(found.c.id)))
+    recorded = insert(ValidationState).from_select([c.key for c in _COLUMNS], new_row).cte("recorded")
+    return select(*found.c).add_cte(recorded).order_by(found.c.created_at.desc())
+
+
+_OPEN_FOR_PR_ELSE_RECORD = Prepared(_open_for_pr_else_record())
 _END = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"), _OPEN)
                 .values(**_ENDED_BY_HEAD))
 _INSERT = Prepared(insert(ValidationState))
@@ -75,6 +88,41 @@ _CLAIM_CHECK_RUN = Prepared(update(ValidationState)
 _SET_CHECK_RUN = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"))
                           .values(check_run_id=bindparam("b_check_run"))
                           .returning(ValidationState.status, ValidationState.title))
+
+
+def _set_check_run_then_queue() -> Any:
+    """PostgreSQL: `_SET_CHECK_RUN` and, when that found the validation still active, `JobStore.add` of
+    its job (deduplicated as `add` is), in one statement: one round trip where they were two."""
+    recorded = _SET_CHECK_RUN.statement.cte("recorded")
+    job = Job.__table__.c
+    now = bindparam("b_now", type_=job.created_at.type)
+    values = {"kind": bindparam("b_kind", type_=job.kind.type), "args": bindparam("b_args", type_=job.args.type),
+              "delivery_id": null(), "dedupe_key": bindparam("b_dedupe_key", type_=job.dedupe_key.type),
+              "status": literal(JOB_QUEUED, job.status.type), "attempts": literal(0, job.attempts.type),
+              "max_attempts": bindparam("b_max_attempts", type_=job.max_attempts.type), "run_after": now,
+              "created_at": now, "lease_owner": null(), "lease_expires_at": null(), "last_error": null(),
+              "finished_at": null()}
+    still_active = select(*values.values()).select_from(recorded).where(any_of(recorded.c.status, VALIDATION_ACTIVE))
+    queued = (postgresql.insert(Job).from_select(list(values), still_active)
+              .on_conflict_do_nothing(index_elements=["dedupe_key"]).cte("queued"))
+    return select(recorded.c.status, recorded.c.title).add_cte(queued)
+
+
+_SET_CHECK_RUN_THEN_QUEUE = Prepared(_set_check_run_then_queue())
+
+
+def _read_then_start() -> Any:
+    """PostgreSQL: `get` then `start` in one statement: the row as it was before (its statement's snapshot)
+    and whether this started it (the UPDATE, fenced as `start`, waits for a concurrent writer of the row
+    and checks the fence again on what it left). No row: no result."""
+    before = select(*_COLUMNS).where(ValidationState.id == bindparam("b_id")).cte("before")
+    started = (update(ValidationState).where(ValidationState.id == bindparam("b_id"), _ACTIVE)
+               .values(status=VALIDATION_IN_PROGRESS, started_at=bindparam("b_now"))
+               .returning(ValidationState.id).cte("started"))
+    return select(*before.c, exists(select(started.c.id)).label("started_now")).select_from(before)
+
+
+_READ_THEN_START = Prepared(_read_then_start())
 _PR_LOCK = text("SELECT pg_advisory_xact_lock(:b_key)")
 
 
@@ -139,8 +187,15 @@ class ValidationStore:
                 # One begin per PR at a time across processes: two new heads (or the same new head
                 # twice) must not both record a validation beside the other's, unseen.
                 conn.execute(_PR_LOCK, {"b_key": pr_lock_key(project_id, pr_number)})
-            rows = from_rows(ValidationState, _OPEN_FOR_PR.run(conn, {
-                "b_project": project_id, "b_pr": pr_number, "b_head": head_sha, "b_claimer": claimer}).mappings())
+            found = {"b_project": project_id, "b_pr": pr_number, "b_head": head_sha, "b_claimer": claimer}
+            if self._db.is_sqlite:
+                rows = from_rows(ValidationState, _OPEN_FOR_PR.run(conn, found).mappings())
+            else:
+                new = _new_row({**values, "check_run_claimed_at": utcnow()})
+                rows = from_rows(ValidationState, _OPEN_FOR_PR_ELSE_RECORD.run(conn, {
+                    **found, **{f"v_{key}": value for key, value in new.items()}}).mappings())
+                if not rows:  # nothing to end or join: recorded by that statement
+                    return Begun([], from_rows(ValidationState, [new])[0], True, recorded=True)
             to_end, join = plan_begin([v for v in rows if v.status in _OPEN_STATUSES], head_sha=head_sha,
                                       restart=restart)
             if join is None and (earlier := begun_by(rows, head_sha=head_sha, claimer=claimer)) is not None:
@@ -175,8 +230,16 @@ class ValidationStore:
         Returns None, or the validation's title when it ended while its check run was being created
         (another process superseded or closed it): then nothing is queued and the caller ends the
         check run it just made."""
+        params = {"b_id": validation_id, "b_check_run": check_run_id}
+        if then_queue is not None and not self._db.is_sqlite:
+            params.update(b_kind=then_queue, b_args={"validation_id": validation_id}, b_max_attempts=max_attempts,
+                          b_dedupe_key=f"{then_queue}:{validation_id}", b_now=utcnow())
+            row = await self._db.write(lambda conn: _SET_CHECK_RUN_THEN_QUEUE.run(conn, params).first())
+            status, title = row or (None, None)
+            return None if status in VALIDATION_ACTIVE else title or "Cancelled"
+
         def work(conn: Connection) -> str | None:
-            row = _SET_CHECK_RUN.run(conn, {"b_id": validation_id, "b_check_run": check_run_id}).first()
+            row = _SET_CHECK_RUN.run(conn, params).first()
             status, title = row or (None, None)
             if status not in VALIDATION_ACTIVE:
                 return title or "Cancelled"
@@ -210,6 +273,18 @@ class ValidationStore:
                                                    ValidationState.completed_at < stale_before))))
                 .order_by(ValidationState.created_at).limit(limit))
         return await self._db.read(lambda conn: entities(conn, stmt))
+
+    async def read_then_start(self, validation_id: str) -> tuple[ValidationState | None, bool]:
+        """`get`, then `start`: the validation as it was before this started it (None: no such
+        validation), and whether this started it. One statement on PostgreSQL (a round trip less)."""
+        if self._db.is_sqlite:  # run inline: two statements cost less than the one with CTEs
+            state = await self.get(validation_id)
+            return state, state is not None and await self.start(validation_id)
+        params = {"b_id": validation_id, "b_now": utcnow()}
+        rows = await self._db.write(lambda conn: _READ_THEN_START.run(conn, params).mappings())
+        if not rows:
+            return None, False
+        return from_rows(ValidationState, rows)[0], bool(rows[0]["started_now"])
 
     async def start(self, validation_id: str) -> bool:
         return await self._fenced(validation_id, VALIDATION_ACTIVE,
@@ -396,10 +471,16 @@ def may_claim_check_run(validation: ValidationState, claimer: str, *, now: datet
             or (claimed_at is not None and claimed_at < now - stale_after))
 
 
-def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
-    row = {column.key: None for column in _COLUMNS}
+def _new_row(values: dict[str, Any]) -> dict[str, Any]:
+    """Every column of a new validation recorded with `values`."""
+    row: dict[str, Any] = {column.key: None for column in _COLUMNS}
     row.update(values, id=new_id(), status=VALIDATION_QUEUED, test_results={}, auto_merge_eligible=False,
                check_run_settled=False, created_at=utcnow())
+    return row
+
+
+def _insert(conn: Connection, values: dict[str, Any]) -> ValidationState:
+    row = _new_row(values)
     _INSERT.run(conn, row)
     return from_rows(ValidationState, [row])[0]
 

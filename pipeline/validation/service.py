@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -265,15 +265,17 @@ class ValidationService:
 
     # ---- the sticky comment ------------------------------------------------------------------------
 
-    async def write_comment(self, repo: RepoGitHub, project_id: str, pr_number: int, body: str, *,
-                            only_existing: bool = False) -> None:
+    async def write_comment(self, repo: RepoGitHub, project_id: str, pr_number: int,
+                            body: str | Callable[[], Awaitable[str]], *, only_existing: bool = False) -> None:
         """The one comment of the app on this PR, edited in place (found again by its marker);
-        `only_existing`: only when the PR has it already (news that need not start one)."""
+        `only_existing`: only when the PR has it already (news that need not start one). A `body` that
+        is a function (one that reads the database) is built only once the comment is to be written."""
         validations = self.store.validations
         known = await validations.comment_id(project_id, pr_number)
         if known is None and only_existing:
             return
-        comment_id = await repo.comments.upsert(pr_number, COMMENT_MARKER, fit_comment(body), known_id=known)
+        text = body if isinstance(body, str) else await body()
+        comment_id = await repo.comments.upsert(pr_number, COMMENT_MARKER, fit_comment(text), known_id=known)
         await validations.set_comment_id(project_id, pr_number, comment_id)
 
     async def comment_ended(self, project: Project, state: ValidationState, title: str, *,
@@ -380,10 +382,10 @@ class ValidationService:
 
     async def run_job(self, job: ClaimedJob) -> None:
         validation_id = job.args["validation_id"]
-        state = await self.store.validations.get(validation_id)
+        state, started = await self.store.validations.read_then_start(validation_id)
         if state is None:
             return
-        if not await self.store.validations.start(validation_id):
+        if not started:
             if job.attempts > 1:  # ended, maybe by this job's earlier try (else: superseded or cancelled)
                 await self._settle_if_interrupted(validation_id)
             return
@@ -429,11 +431,10 @@ class ValidationService:
         return self.repo(project).masked(PROCESS_REDACTOR.child(list(secrets.values())))
 
     async def _validation(self, state: ValidationState) -> _Validation:
-        project = await self.store.projects.get_project(state.project_id)
+        project, secrets = await self.store.projects.project_with_secrets(state.project_id)
         assert project is not None and project.installation_id is not None
         # Whatever the run sends to GitHub is masked with the project's secrets too, however it came to
         # hold one (a SARIF message, an error, a page's path): the masking is in the GitHub layer.
-        secrets = await self.store.projects.secret_values(project.id)
         redactor = PROCESS_REDACTOR.child(list(secrets.values()))
         return _Validation(self, self.repo(project).masked(redactor), project, state, secrets, redactor)
 
@@ -634,9 +635,11 @@ class _Validation:
         if await self.store.validations.complete(self.state.id, conclusion=conclusion, title=title, results={}):
             await self.complete_check_run(conclusion, {"title": title, "summary": summary or title + "."})
             if conclusion == "neutral":  # a comment showing an earlier result would mislead; none is started
-                await self.upsert_comment(render_not_run_comment("Nothing was validated", summary or title,
-                                                                 previous=await self.previous()),
-                                          only_existing=True)
+                async def body() -> str:  # the previous result is read only when there is a comment to edit
+                    return render_not_run_comment("Nothing was validated", summary or title,
+                                                  previous=await self.previous())
+
+                await self.upsert_comment(body, only_existing=True)
             await self.finished(conclusion, title)
 
     async def report_config_error(self, exc: ConfigFileError) -> None:
@@ -681,7 +684,7 @@ class _Validation:
             finally:
                 await self.finished("failure", title)
 
-    async def upsert_comment(self, body: str, *, only_existing: bool = False) -> None:
+    async def upsert_comment(self, body: str | Callable[[], Awaitable[str]], *, only_existing: bool = False) -> None:
         """The one comment of the app on this PR (ValidationService.write_comment), masked on its way."""
         await self.service.write_comment(self.repo, self.project.id, self.state.pr_number, body,
                                          only_existing=only_existing)
