@@ -393,13 +393,14 @@ class RecordingOwnership(MemoryOwnership):
         self.released_at: list[float] = []
         self.renewals = 0
         self.renew_ok = True
+        self.stored_hold: float | None = None  # the hold in the row, as a renewal reads it
 
     async def acquire(self, installation_id: int, reserved: Any = ()) -> Any:
         return self.claim
 
-    async def renew(self, installation_id: int, sent_times: Any) -> bool:
+    async def renew(self, installation_id: int, sent_times: Any) -> LaneClaim | None:
         self.renewals += 1
-        return self.renew_ok
+        return LaneClaim([], self.stored_hold) if self.renew_ok else None
 
     async def release(self, installation_id: int, sent_times: Any, hold_until: float | None) -> None:
         self.released_at.append(time.monotonic())
@@ -597,3 +598,21 @@ async def test_an_idle_lane_is_kept_until_another_process_asks_for_it(
     await asyncio.wait_for(comment(two, 1, "my turn"), 3)  # kept idle, it would be freed 5 s after "second burst"
     assert await lane_holder(lanes, 1) == "two" and one.owned_lanes() == []
     assert [o.describe() for o in github.writes_in_flight.overlaps] == []
+
+
+async def test_a_hold_another_process_stored_reaches_the_owner_at_its_next_renewal(
+        github: FakeGitHub, app_private_key: str) -> None:
+    """A hold met elsewhere while this process's bus listener was down (its event lost) still reaches the
+    owner of the lane: each renewal reads the hold stored in the row."""
+    ownership = RecordingOwnership(2.0)  # renewed every 0.5 s
+    async with aiohttp.ClientSession() as session:
+        clients = GitHubClients(session, config(github, app_private_key), ownership=ownership)
+        clients._lane_linger = 30.0  # an idle lane is kept: its renewals go on
+        try:
+            await comment(clients, 1, "takes the lane")
+            ownership.stored_hold = time.time() + 600  # recorded by another process meanwhile
+            await asyncio.wait_for(_until(lambda: "1" in {h["scope"] for h in clients.status()["rate_limited"]}), 5)
+            with pytest.raises(GitHubRateLimited):
+                await comment(clients, 1, "held, as the other process was")
+        finally:
+            await clients.close()

@@ -549,12 +549,14 @@ class _Pacer:
         except Exception as exc:  # noqa: BLE001
             log.warning("installation %s: renewing the write lane failed: %s", self.installation_id, exc)
             return None
-        if not renewed:
+        if renewed is None:
             log.warning("installation %s: the write lane was taken over", self.installation_id)
             self.lease_until = float("-inf")
             return False
         self.lease_until = started + ownership.lease_seconds
         self.reserved_left = LANE_RESERVED_WRITES - (self.writes_started - renewed_at)
+        if renewed.hold_until is not None:  # met by another process, maybe while this one was not listening
+            c.apply_hold(_scope(self.installation_id), renewed.hold_until)
         return True
 
     async def _release(self) -> None:

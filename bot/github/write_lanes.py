@@ -65,8 +65,9 @@ class WriteOwnership(Protocol):
         """Take (or renew) the lane, storing the `reserved` send times (epoch) after those found (which the
         grant returns); None while another live process holds it."""
 
-    async def renew(self, installation_id: int, sent_times: Sequence[float]) -> bool:
-        """Extend the lease, storing the send times so far; False: it was lost (taken over)."""
+    async def renew(self, installation_id: int, sent_times: Sequence[float]) -> LaneGrant | None:
+        """Extend the lease, storing the send times so far; the grant says GitHub's hold as stored now (another
+        process may have met one while this one was not listening); None: the lane was lost (taken over)."""
 
     async def release(self, installation_id: int, sent_times: Sequence[float], hold_until: float | None) -> None:
         """Give the lane up, leaving the last hour's send times and the hold for the next owner."""
@@ -90,8 +91,8 @@ class LocalOwnership:
     async def acquire(self, installation_id: int, reserved: Sequence[float] = ()) -> LaneGrant | None:
         return _Granted()
 
-    async def renew(self, installation_id: int, sent_times: Sequence[float]) -> bool:
-        return True
+    async def renew(self, installation_id: int, sent_times: Sequence[float]) -> LaneGrant | None:
+        return _Granted()
 
     async def release(self, installation_id: int, sent_times: Sequence[float], hold_until: float | None) -> None:
         return None

@@ -85,14 +85,21 @@ class WriteLaneStore:
 
         return await self._db.write(run, alone=True)
 
-    async def renew(self, installation_id: int, holder: str, *, ttl: float, sent_times: Sequence[float]) -> bool:
+    async def renew(self, installation_id: int, holder: str, *, ttl: float,
+                    sent_times: Sequence[float]) -> LaneClaim | None:
         """Extend `holder`'s lease by `ttl` from now, storing the send times so far (with the owner's
-        reservations); False if the lane is no longer `holder`'s."""
+        reservations), and return the hold stored now (a hold another process met and recorded, which this one
+        may not have heard of); None if the lane is no longer `holder`'s."""
         lane = GitHubWriteLane
         _, expires_at = self._expiry(ttl)
         stmt = (update(lane).where(lane.installation_id == installation_id, lane.holder == holder)
-                .values(expires_at=expires_at, sent_times=list(sent_times)))
-        return await self._db.write(lambda conn: conn.execute(stmt).rowcount == 1, alone=True)
+                .values(expires_at=expires_at, sent_times=list(sent_times)).returning(lane.hold_until))
+
+        def run(conn):  # type: ignore[no-untyped-def]
+            row = conn.execute(stmt).first()
+            return None if row is None else LaneClaim((), _epoch(row.hold_until))
+
+        return await self._db.write(run, alone=True)
 
     async def release(self, installation_id: int, holder: str, *, sent_times: Sequence[float],
                       hold_until: float | None) -> None:
@@ -137,7 +144,7 @@ class SharedWriteOwnership:
     async def acquire(self, installation_id: int, reserved: Sequence[float] = ()) -> LaneClaim | None:
         return await self._store.acquire(installation_id, self.holder, ttl=self.lease_seconds, reserved=reserved)
 
-    async def renew(self, installation_id: int, sent_times: Sequence[float]) -> bool:
+    async def renew(self, installation_id: int, sent_times: Sequence[float]) -> LaneClaim | None:
         return await self._store.renew(installation_id, self.holder, ttl=self.lease_seconds, sent_times=sent_times)
 
     async def release(self, installation_id: int, sent_times: Sequence[float], hold_until: float | None) -> None:
