@@ -1,9 +1,10 @@
-"""What tests of bot.github's client share: the App's id and a clock that moves only when the code under
-test sleeps (tests/test_github_client.py, tests/test_shared_pacing.py)."""
+"""What tests of bot.github's client share: the App's id, a clock that moves only when the code under
+test sleeps, and a bounded wait for a condition (tests/test_github_client.py, tests/test_shared_pacing.py)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 APP_ID = "12345"
 
@@ -28,3 +29,13 @@ class Clock:
             await gate.wait()
         self.now += seconds
         await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Let other tasks run until `predicate` holds (no timed sleeps), failing after `timeout`."""
+
+    async def spin() -> None:
+        while not predicate():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(spin(), timeout)

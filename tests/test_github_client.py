@@ -21,23 +21,13 @@ from bot.github.client import GitHubClientClosed, GitHubClientConfig, GitHubClie
 from bot.github.pacing import WINDOW_MARGIN
 from bot.redact import PROCESS_REDACTOR
 from tests.fakes.github import FakeGitHub
-from tests.github_client_support import APP_ID, Clock
+from tests.github_client_support import APP_ID, Clock, until
 
 TOKENS = "/app/installations/*/access_tokens"
 
 
 def sample(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Let other tasks run until `predicate` holds (no timed sleeps), failing after `timeout`."""
-
-    async def spin() -> None:
-        while not predicate():
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(spin(), timeout)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from bot.models import GitHubWriteLane
 import bot.store.write_lanes as store_module
 from bot.store.write_lanes import LaneClaim, SharedWriteOwnership, WriteLaneStore
 from tests.fakes.github import FakeGitHub
-from tests.test_github_client import APP_ID, Clock
+from tests.github_client_support import APP_ID, Clock, until
 
 COMMENTS = "/repos/{owner}/{repo}/issues/1/comments"
 REPOS = {1: ("octo", "one"), 2: ("acme", "two")}
@@ -364,13 +364,8 @@ async def test_the_app_on_postgresql_writes_under_a_lane_and_follows_holds_from_
     with bot.services.bus.subscribe() as events:  # another process met a hold: the bridge delivers its event
         bot.services.bus.deliver(AppEvent(HOLD_EVENT, {"scope": "2", "until": time.time() + 30}))
         await wait_for(events, HOLD_EVENT)
-        await asyncio.wait_for(_until(lambda: "2" in github_app.clients._holds), 5)
+        await until(lambda: "2" in github_app.clients._holds, 5)
     assert [h["scope"] for h in github_app.status()["rate_limited"]] == ["2"]
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await asyncio.sleep(0)
 
 
 async def test_the_app_on_sqlite_has_no_shared_lanes(start_bot, github: FakeGitHub) -> None:  # type: ignore[no-untyped-def]
@@ -417,10 +412,10 @@ async def test_a_cancelled_write_keeps_the_lane_until_its_timeout_could_have_run
         github.write_delay = 3.0
         started = time.monotonic()
         write = asyncio.create_task(comment(clients, 1, "cut off"))  # the fast path: the caller's task
-        await asyncio.wait_for(_until(lambda: bool(github.writes_in_flight.in_flight.get(1))), 5)
+        await until(lambda: bool(github.writes_in_flight.in_flight.get(1)), 5)
         write.cancel()
         await asyncio.gather(write, return_exceptions=True)
-        await asyncio.wait_for(_until(lambda: bool(ownership.released_at)), 5)
+        await until(lambda: bool(ownership.released_at), 5)
         pacer = clients._pacers[1]
         assert pacer.in_flight_until == float("-inf") or pacer.in_flight_until <= time.monotonic()
         await clients.close()
@@ -512,12 +507,12 @@ async def test_an_owner_with_a_never_ending_backlog_hands_the_lane_over(
     waiting = process("waiting", on_lane_wanted=lambda iid: busy.lane_wanted(iid), **fast)
     peers["waiting"] = waiting
     backlog = [asyncio.create_task(comment(busy, 1, f"busy {i}")) for i in range(1000)]  # ~20 s of writes
-    await asyncio.wait_for(_until(lambda: busy.owned_lanes() == [1]), 5)
+    await until(lambda: busy.owned_lanes() == [1], 5)
     started = time.monotonic()
     await asyncio.wait_for(comment(waiting, 1, "my turn"), LANE_FAIR_SHARE + 3)
     waited = time.monotonic() - started
     done_then = sum(w.done() for w in backlog)
-    await asyncio.wait_for(_until(lambda: sum(w.done() for w in backlog) > done_then + 5), 5)  # busy goes on
+    await until(lambda: sum(w.done() for w in backlog) > done_then + 5, 5)  # busy goes on
     assert busy._lane_handovers >= 1
     assert waited < LANE_FAIR_SHARE + 3
     assert [o.describe() for o in github.writes_in_flight.overlaps] == []
@@ -611,7 +606,7 @@ async def test_a_hold_another_process_stored_reaches_the_owner_at_its_next_renew
         try:
             await comment(clients, 1, "takes the lane")
             ownership.stored_hold = time.time() + 600  # recorded by another process meanwhile
-            await asyncio.wait_for(_until(lambda: "1" in {h["scope"] for h in clients.status()["rate_limited"]}), 5)
+            await until(lambda: "1" in {h["scope"] for h in clients.status()["rate_limited"]}, 5)
             with pytest.raises(GitHubRateLimited):
                 await comment(clients, 1, "held, as the other process was")
         finally:

@@ -259,8 +259,7 @@ class _Pacer:
         if self.clients._closed:
             raise GitHubClientClosed("GitHub client is closed")
         loop = asyncio.get_running_loop()
-        if ((self.task is None or self.task.done()) and not self.queue and self._lane_ready()
-                and self._window_open()):
+        if self._idle() and self._lane_ready() and self._window_open():
             return await self._send_now(method, url, headers, body)
         fut: asyncio.Future[Response] = loop.create_future()
         fut.add_done_callback(_consume_exception)
@@ -493,11 +492,7 @@ class _Pacer:
     async def _hand_over(self) -> None:
         """Another process waits for the lane and this one held it its share: give it up (no write of ours
         is out: a write boundary) and leave it to the waiter for a moment."""
-        keeper = self.keeper
-        if keeper is not None:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-        self.keeper = None
+        await self._stop_keeper()
         await self._release()
         self.backoff_until = self.clients._lease_clock() + LANE_HANDOVER_BACKOFF
         self.clients._lane_handovers += 1
@@ -574,13 +569,17 @@ class _Pacer:
     async def stop(self) -> None:
         """At close (its writes already cancelled): stop the keeper; release the lane unless a write of
         ours may still be out (then its lease runs out)."""
-        keeper = self.keeper
-        if keeper is None or keeper.done():
+        if self.keeper is None or self.keeper.done():
             return
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        await self._stop_keeper()
         if self.clients._lease_clock() >= self.in_flight_until:
             await self._release()
+
+    async def _stop_keeper(self) -> None:
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
 
 
 class GitHubClients:
@@ -701,8 +700,7 @@ class GitHubClients:
         self._token_fetches.pop(iid, None)
         pacer = self._pacers.get(iid)
         # Not while it owns the lane: its keeper would release it under a new pacer that took it over.
-        if (pacer is not None and not pacer.queue and (pacer.task is None or pacer.task.done())
-                and not pacer.owns_lane):
+        if pacer is not None and pacer._idle() and not pacer.owns_lane:
             del self._pacers[iid]
 
     async def close(self) -> None:

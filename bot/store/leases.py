@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 
@@ -102,6 +102,20 @@ async def held(leases: LeaseStore, name: str, holder: str, *, ttl: timedelta) ->
                 await leases.release(name, holder)
             except Exception:  # noqa: BLE001 - it expires by itself
                 log.exception("releasing the lease %r failed", name)
+
+
+T = TypeVar("T")
+
+
+async def run_once(leases: LeaseStore, name: str, holder: str, *, ttl: timedelta, work: Callable[[], Awaitable[T]],
+                   doing: str, level: int = logging.INFO) -> T | None:
+    """`work()` under the lease `name` (`held`); None when another process holds it, logged as that process
+    `doing` the work now: the run-once shape of the sweeps, the resync, the recovery and the prune."""
+    async with held(leases, name, holder, ttl=ttl) as mine:
+        if not mine:
+            log.log(level, "%s: another process (%s) is at it", doing, await leases.holder(name))
+            return None
+        return await work()
 
 
 class AppStateStore:

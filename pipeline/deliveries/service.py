@@ -36,6 +36,7 @@ from bot.github.hook_deliveries import (DeliveryDetail, FailingDelivery, HookDel
                                          RefusedDelivery, UnreadableEntry)
 from bot.models import JOB_WEBHOOK, utcnow
 from bot.store import Store
+from bot.redact import PROCESS_REDACTOR
 from bot.store.leases import held
 from pipeline.deliveries.sweep import (MAX_FETCH_FAILURES, STOP_END, SweepMark, fetch_failures,
                                        first_sweep_since, ingest_order, judge_page, payload_problem, retry_delay)
@@ -144,7 +145,8 @@ class DeliveryLogSweep:
             except Exception as exc:
                 self.failures += 1
                 status = getattr(exc, "status_code", None)  # gidgethub's: what GitHub answered
-                error = f"{type(exc).__name__}{f' {int(status)}' if status else ''}: {exc}"
+                # Kept for /health and `codegenapp status`, and sent to the other processes: masked first.
+                error = PROCESS_REDACTOR.redact(f"{type(exc).__name__}{f' {int(status)}' if status else ''}: {exc}")
                 metrics.DELIVERY_SWEEPS.labels("failed").inc()
                 log.warning("delivery log sweep failed (%d in a row): %s", self.failures, error)
                 await self._record_run(started, ok=False, error=error)

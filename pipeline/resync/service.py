@@ -33,7 +33,7 @@ from bot.github.github_app import GitHubApp
 from bot.github.types import ListedPull
 from bot.models import PR_CLOSED, PR_OPEN, Project, new_id, utcnow
 from bot.store import Store
-from bot.store.leases import held
+from bot.store.leases import run_once
 from bot.store.tracked_pulls import PullSnapshot
 from pipeline.resync.decision import RepositoryPlan, plan_repository
 from pipeline.validation.gate import head_moved_on
@@ -131,11 +131,7 @@ class Resync:
         async with self._lock:
             if not self.github.configured:
                 return None
-            async with held(self.store.leases, LEASE, self.holder, ttl=LEASE_TTL) as mine:
-                if not mine:
-                    log.info("resync: another process (%s) is resyncing", await self.store.leases.holder(LEASE))
-                    return None
-                return await self._run()
+            return await run_once(self.store.leases, LEASE, self.holder, ttl=LEASE_TTL, work=self._run, doing="resync")
 
     async def _run(self) -> ResyncReport:
         report = ResyncReport(started_at=utcnow().isoformat(), max_starts=self.max_starts)

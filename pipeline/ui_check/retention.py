@@ -33,7 +33,7 @@ from typing import Protocol
 
 from bot.models import VALIDATION_ACTIVE, utcnow
 from bot.store import Store
-from bot.store.leases import held
+from bot.store.leases import run_once
 from pipeline.ui_check.screenshots import SCREENSHOTS, screenshots_root
 
 log = logging.getLogger(__name__)
@@ -233,13 +233,9 @@ class ScreenshotPruner:
         """One prune; None when another process on this DATA_DIR holds the lease (it is pruning)."""
         async with self._lock:  # the periodic run and an explicit one never overlap
             lease = await self.lease_name()
-            async with held(self.store.leases, lease, self.holder, ttl=LEASE_TTL) as mine:
-                if not mine:
-                    log.info("screenshot retention: another process (%s) is pruning this DATA_DIR",
-                             await self.store.leases.holder(lease))
-                    return None
-                return await prune_screenshots(self.store, self.data_dir, retention_days=self.retention_days,
-                                               stop=self._stop)
+            return await run_once(self.store.leases, lease, self.holder, ttl=LEASE_TTL, doing="screenshot retention",
+                                  work=lambda: prune_screenshots(self.store, self.data_dir,
+                                                                 retention_days=self.retention_days, stop=self._stop))
 
     async def _loop(self) -> None:
         while True:

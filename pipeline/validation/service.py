@@ -35,7 +35,7 @@ from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE
                         seconds_between, utcnow)
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
-from bot.store.leases import held
+from bot.store.leases import run_once
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.report.annotations import annotation_batches, changed_lines
 from pipeline.report.check_run import (LIVE_TAIL_CHARS, check_run_images, check_run_output, in_progress_output,
@@ -318,11 +318,8 @@ class ValidationService:
     async def recover_under_lease(self) -> int | None:
         """`recover_check_runs` under the database lease RECOVERY_LEASE; None when another process holds it
         (it is recovering now)."""
-        async with held(self.store.leases, RECOVERY_LEASE, self.holder, ttl=RECOVERY_LEASE_TTL) as mine:
-            if not mine:
-                log.debug("check-run recovery: %s is recovering", await self.store.leases.holder(RECOVERY_LEASE))
-                return None
-            return await self.recover_check_runs()
+        return await run_once(self.store.leases, RECOVERY_LEASE, self.holder, ttl=RECOVERY_LEASE_TTL,
+                              work=self.recover_check_runs, doing="check-run recovery", level=logging.DEBUG)
 
     async def recover_check_runs(self) -> int:
         """Settle what a process killed halfway left (ValidationStore.unsettled): a validation recorded
