@@ -25,6 +25,11 @@ throughput on more cores.
 
     .venv/bin/python bench/scale.py [-n 2000] [--n1 300] [--idle 50] [--installations 200]
                                     [--layouts sqlite,pg,pg-2web-1worker]
+
+To see where the CPU goes: BENCH_PROFILE=/tmp/p (cProfile of each app process, /tmp/p.<its DATA_DIR name>),
+BENCH_WRAP="py-spy record -f raw -o /tmp/s.txt --" (a profiler around the app's processes: one layout at a
+time; the app's CPU is then the profiler's), BENCH_PG_LOG=/tmp/l (PostgreSQL's log of every statement the app
+ran and how long it took, in /tmp/l.<layout>: statements per delivery, and which cost the server most).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import gc
 import os
 import secrets
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -217,9 +223,14 @@ async def spawn(role: str, args: list[str], env: dict[str, str], port: int | Non
     data_dir = Path(env["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}.log"
+    command = [sys.executable, "-m", "bot", *args]
+    if os.environ.get("BENCH_PROFILE"):  # BENCH_PROFILE=/tmp/p: cProfile of each app process, /tmp/p.<its DATA_DIR>
+        command = [sys.executable, "-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{data_dir.name}",
+                   "-m", "bot", *args]
+    if os.environ.get("BENCH_WRAP"):  # e.g. BENCH_WRAP="py-spy record -f raw -o /tmp/s.txt --" (one app process)
+        command = os.environ["BENCH_WRAP"].split() + command
     with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", *args, cwd=data_dir, env=env,
-                                                       stdout=sink, stderr=sink)
+        process = await asyncio.create_subprocess_exec(*command, cwd=data_dir, env=env, stdout=sink, stderr=sink)
     return AppProcess(role, process, port, log)
 
 
@@ -248,6 +259,12 @@ async def deploy(layout: Layout, root: Path, fake: FakeGitHub, key: str,
             raise RuntimeError(f"codegenapp migrate failed:\n{output.decode(errors='replace')}")
         connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         closers.append(connection.close)
+        if os.environ.get("BENCH_PG_LOG"):  # BENCH_PG_LOG=/tmp/l: the server's log of every statement and its duration
+            await connection.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET log_min_duration_statement = 0")
+
+            async def copy_log() -> None:
+                shutil.copy(cluster.root / "log", f"{os.environ['BENCH_PG_LOG']}.{layout.name}")
+            closers.append(copy_log)
 
         async def pending_jobs() -> int:
             return await connection.fetchval(PENDING_JOBS)
@@ -290,8 +307,8 @@ async def deploy(layout: Layout, root: Path, fake: FakeGitHub, key: str,
 
 async def stop(deployment: Deployment) -> None:
     for app in deployment.processes:
-        if app.process.returncode is None:
-            app.process.terminate()
+        if app.process.returncode is None:  # a profiler writes its output on SIGINT, not SIGTERM
+            app.process.send_signal(signal.SIGINT if os.environ.get("BENCH_WRAP") else signal.SIGTERM)
     for app in deployment.processes:
         try:
             await asyncio.wait_for(app.process.wait(), 20)

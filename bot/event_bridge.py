@@ -5,8 +5,9 @@ processes), every process runs one PostgresEventBridge on two connections of its
 SQLAlchemy pool:
 
 - sending: every event published on the local bus and every job wake-up is queued (publish stays
-  synchronous and never waits) and the queue goes out in one round trip per turn of the loop
-  (`SELECT pg_notify(...) FROM unnest(...)`), in order. A message over NOTIFY's 8000 bytes is stored in
+  synchronous and never waits) and the queue goes out in one round trip (`SELECT pg_notify(...) FROM
+  unnest(...)`), in order: at once when nothing was sent for COALESCE_SECONDS, else at the end of that
+  interval, with whatever was published meanwhile (under load: one statement for many turns of the loop). A message over NOTIFY's 8000 bytes is stored in
   event_payloads and only its id is sent; rows older than `retention_seconds` are deleted, at most once a
   minute, by a process that stores one (the index on created_at keeps that cheap), in a step of its
   own. If the connection fails before the NOTIFY statement succeeded, it reconnects and sends the batch
@@ -41,7 +42,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.event_wire import WAKE, decode, encode, fits, reference
+from bot.event_wire import WAKE, decode, encode, fits, own_prefix, reference
 from bot.events import RECONNECTED, AppEvent, EventBus, JobWakeup
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ CHANNEL = "codegenapp_events"
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds between tries; the last repeats
 MAX_PENDING = 10_000  # messages kept while the database is unreachable; the oldest go first
 PRUNE_EVERY_SECONDS = 60.0
+# Under load, messages wait up to this long to go out together with those published after them.
+COALESCE_SECONDS = 0.01
 
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -84,7 +87,8 @@ class _Outgoing:
 class PostgresEventBridge:
     def __init__(self, dsn: str, bus: EventBus, wakeup: JobWakeup, *, channel: str = CHANNEL,
                  keepalive_seconds: float = 15.0, retention_seconds: float = 3600.0,
-                 reconnect_delays: Sequence[float] = RECONNECT_DELAYS) -> None:
+                 reconnect_delays: Sequence[float] = RECONNECT_DELAYS,
+                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
         self.dsn = dsn
         self.bus = bus
         self.wakeup = wakeup
@@ -92,7 +96,10 @@ class PostgresEventBridge:
         self.keepalive_seconds = keepalive_seconds
         self.retention_seconds = retention_seconds
         self.reconnect_delays = tuple(reconnect_delays)
+        self.coalesce_seconds = coalesce_seconds
+        self._sent_at = float("-inf")  # when the last batch was taken to be sent
         self.origin = uuid.uuid4().hex[:16]
+        self._own_prefix = own_prefix(self.origin)
         self.reconnects = 0  # how many times the listening connection came back (tests, logs)
         self.sender_reconnects = 0
         self._reconnecting: set[str] = set()  # "listener", "sender": the connections being replaced
@@ -181,6 +188,12 @@ class PostgresEventBridge:
             if not self._pending:
                 self._idle.set()
             await self._has_pending.wait()
+            # Busy, at most one NOTIFY statement every `coalesce_seconds`: what was published meanwhile goes
+            # in it (a statement is a round trip, and under load a turn of the loop publishes an event or
+            # two); a process that sent nothing for that long sends at once.
+            if (wait := self._sent_at + self.coalesce_seconds - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            self._sent_at = time.monotonic()
             batch = self._take_pending()  # what was published up to this turn of the loop
             try:
                 await self._send(self._encode(batch))
@@ -263,6 +276,8 @@ class PostgresEventBridge:
         return connection
 
     def _on_notification(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(self._own_prefix):
+            return  # this process's own message (every NOTIFY comes back to its sender): not even decoded
         self._inbox.put_nowait(payload)
 
     def _on_termination(self, connection: object) -> None:

@@ -35,7 +35,7 @@ def encode(origin: str, sequence: int, name: str, data: dict[str, Any]) -> str:
     try:
         return orjson.dumps(message, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # an integer beyond 64 bits, a lone surrogate...: the slower, more lenient encoder
-        return json.dumps(message, default=_as_text, ensure_ascii=True)
+        return json.dumps(message, default=_as_text, ensure_ascii=True, separators=(",", ":"))
 
 
 def _as_text(value: object) -> str:
@@ -43,7 +43,13 @@ def _as_text(value: object) -> str:
 
 
 def reference(origin: str, sequence: int, payload_id: int) -> str:
-    return json.dumps({"o": origin, "n": sequence, "ref": payload_id})
+    return json.dumps({"o": origin, "n": sequence, "ref": payload_id}, separators=(",", ":"))
+
+
+def own_prefix(origin: str) -> str:
+    """How every message `origin` sends begins (`encode` and `reference` write the origin first, compactly):
+    a process skips its own without decoding them."""
+    return json.dumps({"o": origin}, separators=(",", ":"))[:-1] + ","
 
 
 def fits(text: str) -> bool:

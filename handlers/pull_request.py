@@ -45,12 +45,22 @@ async def _track_and_validate(event: sansio.Event, ctx: EventContext) -> None:
     if project is None:
         return
     snapshot = snapshot_of(pull, pull_request)
-    current = await ctx.services.store.tracked_pulls.record(project.id, snapshot)
+    action = event.data.get("action")
+    validating = action in VALIDATING_ACTIONS and wants_validation(action, pull_request)
+    tracked = ctx.services.store.tracked_pulls
+    began = False
+    if validating and tracked.records_under_lock:
+        # PostgreSQL: the PR is recorded by the statement that takes the begin's lock (a round trip less); an
+        # event older than the one recorded begins nothing there, and is looked at below as on SQLite.
+        began = current = await ctx.services.validations.start(
+            project, pull, trigger=f"pull_request.{action}", claimer=event.delivery_id,
+            record_pull=tracked.under_lock(project.id, snapshot)) is not None
+    else:
+        current = await tracked.record(project.id, snapshot)
     if current:
         ctx.services.bus.publish("pr.updated", project_id=project.id, pr_number=snapshot.number,
                                  state=snapshot.state, head_sha=snapshot.head_sha)
-    action = event.data.get("action")
-    if action not in VALIDATING_ACTIONS or not wants_validation(action, pull_request):
+    if began or not validating:
         return
     if not current:  # a newer event was recorded (an edit, say): is this head still the PR's?
         recorded = await ctx.services.store.tracked_pulls.get(project.id, pull.number)

@@ -107,3 +107,21 @@ async def test_connections_the_server_dropped_are_replaced_unseen(db: Database,
         await other.dispose()
     assert await db.write(insert_row(2)) == 2
     assert await rows(db) == [1, 2]
+
+
+async def test_large_values_are_compressed_with_lz4_where_the_server_has_it(db: Database) -> None:
+    """pglz, PostgreSQL's default, cost the server ~0.2 ms a delivery's 25 KB payload; every connection of
+    the app asks for lz4 (PostgreSQL 14+ built with it), on its write and read connections alike."""
+    has_lz4 = await db.read(lambda conn: conn.execute(text(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")).scalar())
+    if not has_lz4:
+        pytest.skip("this PostgreSQL server was built without lz4")
+    await db.run_migration(lambda conn: conn.execute(text("CREATE TABLE big (body TEXT)")))
+    body = "".join(f'{{"n": {n}, "sha": "{n:040x}"}}' for n in range(2000))  # JSON-like, compressible
+    await asyncio.gather(db.write(lambda conn: conn.execute(text("INSERT INTO big VALUES (:b)"), {"b": body})),
+                         db.write(lambda conn: conn.execute(text("INSERT INTO big VALUES (:b)"), {"b": body})))
+    assert await db.read(lambda conn: conn.execute(text("SELECT pg_column_compression(body) FROM big")).scalars()
+                         .all()) == ["lz4", "lz4"]
+    assert await db.read(lambda conn: conn.execute(text("SELECT current_setting('default_toast_compression')"))
+                         .scalar()) == "lz4"
+    assert await db.read(lambda conn: conn.execute(text("SELECT body FROM big LIMIT 1")).scalar()) == body

@@ -18,7 +18,7 @@ from bot import migrate
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.event_bridge import PostgresEventBridge, asyncpg_dsn
-from bot.event_wire import NOTIFY_MAX_BYTES, Received, decode, encode, fits, reference
+from bot.event_wire import NOTIFY_MAX_BYTES, Received, decode, encode, fits, own_prefix, reference
 from bot.events import RECONNECTED, AppEvent, EventBus, JobWakeup, wait_for
 from bot.models import PR_OPEN, utcnow
 from bot.store import ClaimedJob, Store
@@ -52,6 +52,16 @@ def test_only_payloads_below_notifys_limit_fit() -> None:
     assert fits(encode("me", 1, "e", {"body": "x" * 7000}))
     assert not fits(encode("me", 1, "e", {"body": "x" * NOTIFY_MAX_BYTES}))
     assert not fits(encode("me", 1, "e", {"body": "é" * 4000}))  # 8000 bytes in 4000 characters
+
+
+def test_every_message_a_process_sends_begins_with_its_own_prefix_and_no_other_does() -> None:
+    """What lets a listener skip its own process's notifications without decoding them."""
+    mine = own_prefix("me")
+    sent = [encode("me", 1, "pr.updated", {"x": 1}), encode("me", 2, "big", {"n": 2**70}), reference("me", 3, 17)]
+    assert all(text.startswith(mine) for text in sent)
+    assert not any(text.startswith(mine) for text in (encode("meow", 1, "e", {}), encode("m", 1, "e", {}),
+                                                      reference("other", 1, 2)))
+    assert all(decode(text).origin == "me" for text in sent)
 
 
 @pytest.mark.parametrize("text", ["not json", "[]", '{"e": "x", "d": {}}', '{"o": "me"}', '{"o": "me", "ref": "1"}',

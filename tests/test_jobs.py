@@ -6,7 +6,7 @@ from sqlalchemy import update
 from bot import migrate
 from bot.crypto import Crypto
 from bot.db import Database
-from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, Job, utcnow
+from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
 from bot.store import Store
 
 
@@ -21,6 +21,18 @@ async def test_claim_run_complete(store: Store) -> None:
     assert await store.jobs.claim("w2", limit=5, lease_seconds=30) == []
     assert await store.jobs.complete_many("w1", [job_id]) == {job_id}
     assert (await store.jobs.get(job_id)).status == JOB_DONE
+
+
+async def test_completing_many_at_once_finishes_only_the_jobs_the_caller_holds(store: Store) -> None:
+    held = [await store.jobs.enqueue("echo") for _ in range(3)]
+    await store.jobs.claim("w1", limit=3, lease_seconds=30)
+    other = await store.jobs.enqueue("echo")
+    await store.jobs.claim("w2", limit=1, lease_seconds=30)
+    queued = await store.jobs.enqueue("echo")
+    assert await store.jobs.complete_many("w1", [*held, other, queued, 10_000]) == set(held)
+    assert [(await store.jobs.get(job_id)).status for job_id in (*held, other, queued)] == \
+        [JOB_DONE] * 3 + [JOB_RUNNING, JOB_QUEUED]
+    assert await store.jobs.complete_many("w1", held) == set()  # done already: not again
 
 
 async def test_expired_lease_is_claimed_again_and_the_old_owner_is_fenced_off(store: Store) -> None:

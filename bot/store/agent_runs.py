@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from bot.db import Database
 from bot.models import (AGENT_PENDING, AGENT_TERMINAL, JOB_AGENT_RUN, JOB_QUEUED, AgentRun, Job, Project,
                         ValidationState, new_id, utcnow)
-from bot.store.sql import entities, entity
+from bot.store.batch import GroupCommit
+from bot.store.sql import entities, entity, pulls_asked, pulls_params
 
 JOB_MAX_ATTEMPTS = 5
 
@@ -42,9 +43,25 @@ def _job_values(run_id: str, *, token: str | None, run_after: datetime) -> dict[
             "max_attempts": JOB_MAX_ATTEMPTS, "run_after": run_after, "created_at": utcnow()}
 
 
+def _active_for_prs() -> Any:
+    """PostgreSQL: `active_for_pr` of many PRs in one statement (each row says which PR asked for it)."""
+    asked = pulls_asked()
+    return (select(AgentRun)
+            .join(asked, and_(AgentRun.project_id == asked.c.project_id, AgentRun.pr_number == asked.c.pr_number))
+            .where(AgentRun.status.not_in(AGENT_TERMINAL))
+            .order_by(AgentRun.created_at.desc()))
+
+
+_ACTIVE_FOR_PRS = _active_for_prs()
+
+
 class AgentRunStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # PostgreSQL: every validation that ends asks (its PR's runs are nudged): those asked meanwhile go in
+        # one round trip. SQLite reads in process, one statement each, as before.
+        self._active: GroupCommit[tuple[str, int], list[AgentRun]] | None = (
+            None if db.is_sqlite else GroupCommit(self._read_active))
 
     async def create(self, new: NewRun) -> AgentRun:
         """Record the run and queue the job that starts it, in one transaction."""
@@ -86,11 +103,22 @@ class AgentRunStore:
         return {project_id: counted.get(project_id, 0) for project_id in project_ids}
 
     async def active_for_pr(self, project_id: str, pr_number: int) -> list[AgentRun]:
+        if self._active is not None:
+            return await self._active.submit((project_id, pr_number))
         stmt = (select(AgentRun)
                 .where(AgentRun.project_id == project_id, AgentRun.pr_number == pr_number,
                        AgentRun.status.not_in(AGENT_TERMINAL))
                 .order_by(AgentRun.created_at.desc()))
         return await self._db.read(lambda conn: entities(conn, stmt))
+
+    async def _read_active(self, prs: list[tuple[str, int]]) -> list[list[AgentRun]]:
+        params = pulls_params(prs)  # each PR once: one asked twice would join its runs twice
+        runs = await self._db.read(lambda conn: entities(conn, _ACTIVE_FOR_PRS.params(params)))
+        return [[run for run in runs if (run.project_id, run.pr_number) == pr] for pr in prs]
+
+    async def close(self) -> None:
+        if self._active is not None:
+            await self._active.close()
 
     # ---- state changes -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, sele
 from bot.db import Database
 from bot.fleet import LOST_WINDOW
 from bot.models import AuditEvent, WorkerHeartbeat, utcnow
+from bot.store.batch import GroupCommit
 from bot.store.sql import entities, entity, upsert_insert
 
 PAGE_SIZE = 50
@@ -31,13 +32,28 @@ class AuditPage:
 class AuditStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # PostgreSQL: the events recorded meanwhile go in one round trip (SQLite writes in process: as before).
+        self._batcher: GroupCommit[dict[str, Any], None] | None = None if db.is_sqlite else GroupCommit(self._insert)
 
     async def record(self, action: str, *, actor: str | None = None, installation_id: int | None = None,
                      project_id: str | None = None, delivery_id: str | None = None,
                      details: dict[str, Any] | None = None) -> None:
-        stmt = insert(AuditEvent).values(at=utcnow(), action=action, actor=actor, installation_id=installation_id,
-                                         project_id=project_id, delivery_id=delivery_id, details=details or {})
+        row = dict(at=utcnow(), action=action, actor=actor, installation_id=installation_id, project_id=project_id,
+                   delivery_id=delivery_id, details=details or {})
+        if self._batcher is not None:
+            await self._batcher.submit(row)
+            return
+        stmt = insert(AuditEvent).values(row)
         await self._db.write(lambda conn: conn.execute(stmt))
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> list[None]:
+        stmt = insert(AuditEvent).values(rows)  # one statement of many rows, not one a row
+        await self._db.write(lambda conn: conn.execute(stmt))
+        return [None] * len(rows)
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
 
     async def list(self, *, project_id: str | None = None, installation_id: int | None = None,
                    limit: int = 100) -> list[AuditEvent]:

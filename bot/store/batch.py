@@ -1,4 +1,5 @@
-"""Group commit: many concurrent writers share one transaction.
+"""Group commit: many concurrent writers share one transaction (and, on PostgreSQL, concurrent lookups of the
+same kind share one statement: `flush` may as well read).
 
 Each transaction has a fixed cost whatever it holds (BEGIN, COMMIT and its WAL write, SQLAlchemy's
 per-transaction work; on PostgreSQL a round trip), so requests that arrive while one is being written

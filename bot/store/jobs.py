@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, or_, select, type_coerce, update
+from sqlalchemy import (BigInteger, Connection, and_, any_, bindparam, case, func, insert, literal, or_, select, type_coerce,
+                        update)
+from sqlalchemy.dialects import postgresql
 
 from bot.db import Database
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, UTCDateTime, utcnow
@@ -83,6 +85,15 @@ _COMPLETE = Prepared(update(Job)
                      .returning(Job.id))
 
 
+# PostgreSQL: `_COMPLETE` for a whole batch of jobs in one statement (one round trip where it was one a job).
+_COMPLETE_ALL = Prepared(update(Job)
+                         .where(Job.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(BigInteger))),
+                                Job.lease_owner == bindparam("owner"), Job.status == JOB_RUNNING)
+                         .values(status=JOB_DONE, finished_at=bindparam("now"), lease_owner=None,
+                                 lease_expires_at=None, last_error=None)
+                         .returning(Job.id))
+
+
 def _first_failure_at(now: datetime) -> Any:
     """A job's first failure: kept once recorded."""
     return func.coalesce(Job.first_failed_at, literal(now, UTCDateTime()))
@@ -143,6 +154,9 @@ class JobStore:
         if not job_ids:
             return set()
         now = utcnow()
+        if not self._db.is_sqlite:
+            params = {"b_ids": list(job_ids), "owner": owner, "now": now}
+            return await self._db.write(lambda conn: {row[0] for row in _COMPLETE_ALL.run(conn, params).rows})
 
         def work(conn: Connection) -> set[int]:
             return {job_id for job_id in job_ids

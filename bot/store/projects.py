@@ -12,11 +12,13 @@ from typing import Any
 import hashlib
 
 from cachetools import TTLCache
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, String, any_, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql
 
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new_id, utcnow
+from bot.store.batch import GroupCommit
 from bot.store.sql import entities, entity, from_rows, upsert_insert
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -26,6 +28,10 @@ PROJECT_SETTINGS = frozenset({"repository_rules", "setup_commands", "validate_co
                               "max_fix_attempts", "pinned"})
 MAX_SECRET_BYTES = 64 * 1024
 _PROJECT_COLUMNS = tuple(Project.__table__.c)
+# A project and its secrets, a row a secret (one row of None secret without any).
+_WITH_SECRETS = (select(*_PROJECT_COLUMNS, ProjectSecret.name.label("secret_name"),
+                        ProjectSecret.value_encrypted.label("secret_value"))
+                 .outerjoin(ProjectSecret, ProjectSecret.project_id == Project.id))
 # How stale the webhook path's copy of a project may be (another process may archive or rename it;
 # this one forgets its copies at once). Settings are always read fresh where they are used.
 RECENT_PROJECT_SECONDS = 10.0
@@ -78,6 +84,10 @@ class ProjectStore:
         self._recent_by_repo_id: TTLCache[int, Project] = TTLCache(maxsize=4096, ttl=RECENT_PROJECT_SECONDS,
                                                                   timer=clock)
         self._session_epochs: TTLCache[int, int] = TTLCache(maxsize=10_000, ttl=SESSION_EPOCH_SECONDS, timer=clock)
+        # PostgreSQL: every validation job reads its project with its secrets; those read meanwhile go in one
+        # round trip (SQLite reads in process, one statement each).
+        self._with_secrets: GroupCommit[str, list[Any]] | None = (
+            None if db.is_sqlite else GroupCommit(self._read_with_secrets))
 
     # installations
     async def upsert_installation(self, ref: InstallationRef, *, only_if_missing: bool = False) -> None:
@@ -197,16 +207,27 @@ class ProjectStore:
     async def project_with_secrets(self, project_id: str) -> tuple[Project | None, dict[str, str]]:
         """`get_project` and `secret_values` in one statement (one round trip on PostgreSQL): what
         running a validation reads of its project. No project: (None, {})."""
-        stmt = (select(*_PROJECT_COLUMNS, ProjectSecret.name.label("secret_name"),
-                       ProjectSecret.value_encrypted.label("secret_value"))
-                .outerjoin(ProjectSecret, ProjectSecret.project_id == Project.id)
-                .where(Project.id == project_id))
-        rows = await self._db.read(lambda conn: list(conn.execute(stmt).mappings()))
+        if self._with_secrets is not None:
+            rows = await self._with_secrets.submit(project_id)
+        else:
+            stmt = _WITH_SECRETS.where(Project.id == project_id)
+            rows = await self._db.read(lambda conn: list(conn.execute(stmt).mappings()))
         if not rows:
             return None, {}
         secrets = {row["secret_name"]: self._crypto.decrypt(row["secret_value"])
                    for row in rows if row["secret_name"] is not None}
         return from_rows(Project, rows[:1])[0], secrets
+
+    async def _read_with_secrets(self, project_ids: list[str]) -> list[list[Any]]:
+        """PostgreSQL: `project_with_secrets`'s rows of several projects in one statement."""
+        stmt = _WITH_SECRETS.where(Project.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))))
+        params = {"b_ids": list(dict.fromkeys(project_ids))}
+        rows = await self._db.read(lambda conn: list(conn.execute(stmt, params).mappings()))
+        return [[row for row in rows if row["id"] == project_id] for project_id in project_ids]
+
+    async def close(self) -> None:
+        if self._with_secrets is not None:
+            await self._with_secrets.close()
 
     # secrets
     async def set_secret(self, project_id: str, name: str, value: str) -> None:

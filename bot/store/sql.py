@@ -4,7 +4,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, or_
+from sqlalchemy import Connection, Integer, Select, String, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import class_mapper
 
@@ -22,6 +22,19 @@ def any_of(column: Any, values: Iterable[Any]) -> Any:
     """`column IN (values)` for a fixed set, as ORs: an IN list is re-expanded on every execution,
     which doubles the cost of a hot statement (~25 µs here)."""
     return or_(*(column == value for value in values))
+
+
+def pulls_asked() -> Any:
+    """PostgreSQL: the (project_id, pr_number) pairs of `pulls_params` as a table, to join: one statement for the
+    pull requests many callers asked about at once."""
+    return select(func.unnest(bindparam("b_projects", type_=postgresql.ARRAY(String))).label("project_id"),
+                  func.unnest(bindparam("b_prs", type_=postgresql.ARRAY(Integer))).label("pr_number")).subquery()
+
+
+def pulls_params(pulls: Iterable[tuple[str, int]]) -> dict[str, list[Any]]:
+    """The parameters of `pulls_asked`: each pull request once."""
+    unique = list(dict.fromkeys(pulls))
+    return {"b_projects": [project for project, _ in unique], "b_prs": [number for _, number in unique]}
 
 
 def entities(conn: Connection, stmt: Select[tuple[E]]) -> list[E]:
