@@ -25,6 +25,12 @@ from dotenv import dotenv_values
 from bot.reachability import unreachable_reason
 
 WEBHOOK_PATH = "/api/v1/webhooks/github"
+# The App's webhook URL in polling mode unless POLLING_HOOK_URL names one: GitHub refuses a hook URL it
+# cannot reach over the public Internet (localhost, a private range), and names that do not resolve
+# (example.invalid, .test). example.com is reserved for examples (RFC 2606), nobody's receiver, yet it
+# resolves to public addresses, which GitHub accepts; the path says why it is there to whoever reads the
+# App's settings. GitHub does POST each event's payload there (dashboard/templates/setup.html says so).
+DEFAULT_POLLING_HOOK_URL = "https://example.com/codegenapp-polls-the-delivery-log"
 DEFAULT_PORT = 3001
 MAX_RETENTION_DAYS = 36500
 GIB = 1024**3
@@ -88,6 +94,7 @@ class Settings:
     sweep_interval: float = 300.0
     sweep_first_lookback: float = 3600.0  # seconds the first sweep of a new database looks back in the log
     poll_interval: float = 5.0
+    polling_hook_url: str = DEFAULT_POLLING_HOOK_URL  # where GitHub POSTs the events in polling mode
     chromium_path: str = "/usr/bin/chromium"  # the UI check's browser (Debian's; never a downloaded one)
     screenshot_retention_days: int = 30  # the UI check's screenshots are deleted this long after a run; 0: never
     snapshot_home_caches: bool = False  # setup snapshots keep package managers' download caches (~/.npm, ...)
@@ -201,12 +208,25 @@ def _seconds(values: dict[str, str], name: str, default: float, problems: list[s
     return seconds
 
 
+def _polling_hook_url(values: dict[str, str], problems: list[str]) -> str:
+    """POLLING_HOOK_URL: an https URL GitHub can reach (it refuses to register any other)."""
+    url = (values.get("POLLING_HOOK_URL") or "").strip() or DEFAULT_POLLING_HOOK_URL
+    if urlsplit(url).scheme != "https":
+        problems.append(f"POLLING_HOOK_URL must be an https URL, got {url!r}")
+    elif (why := unreachable_reason(url)) is not None:
+        problems.append(f"POLLING_HOOK_URL must be an address GitHub can reach, not {why}: got {url!r}")
+    else:
+        return url
+    return DEFAULT_POLLING_HOOK_URL
+
+
 def _webhook_mode(values: dict[str, str], public_url: str, problems: list[str]) -> str:
-    """WEBHOOK_MODE, or by default "poll" when GitHub cannot reach PUBLIC_URL (bot/reachability.py)."""
+    """WEBHOOK_MODE, or by default (unset or empty, as `WEBHOOK_MODE=` in .env) "poll" when GitHub cannot
+    reach PUBLIC_URL (bot/reachability.py)."""
     raw = values.get("WEBHOOK_MODE")
-    if raw is None:
+    mode = (raw or "").strip().lower()
+    if not mode:
         return "poll" if unreachable_reason(public_url) is not None else "webhook"
-    mode = raw.strip().lower()
     if mode not in ("webhook", "poll"):
         problems.append(f"WEBHOOK_MODE must be webhook or poll, got {raw!r}")
         return "webhook"
@@ -357,6 +377,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         sweep_interval=float(_int(values, "SWEEP_INTERVAL", 300, problems, minimum=0)),
         sweep_first_lookback=float(_int(values, "SWEEP_FIRST_LOOKBACK", 3600, problems, minimum=0)),
         poll_interval=_seconds(values, "POLL_INTERVAL", 5.0, problems, minimum=0.1),
+        polling_hook_url=_polling_hook_url(values, problems),
         chromium_path=values.get("CHROMIUM_PATH", "/usr/bin/chromium"),
         screenshot_retention_days=screenshot_retention_days,
         snapshot_home_caches=_bool(values, "SNAPSHOT_HOME_CACHES", False, problems),

@@ -33,7 +33,10 @@ SANDBOX_LAYERS = {
 @dataclass(frozen=True)
 class StartupFacts:
     settings: Settings
-    app_name: str | None = None  # the App's slug when it was registered from the dashboard (and is the one in use)
+    app_name: str | None = None  # the App's name (GET /app), else its slug if the dashboard registered it
+    app_slug: str | None = None  # from GET /app: the App's page is GITHUB_URL/apps/SLUG
+    app_refused: str | None = None  # why GitHub refused the App's credentials (GET /app answered 401 or 404)
+    registered_here: bool = False  # the App in use was registered from the dashboard (else: the environment's)
     setup_token: str | None = None  # setup mode: the one-time token of the registration link
     sandbox: Mapping[str, Any] | None = None  # SandboxCapabilities.describe(), as /health reports it
     workspaces: Mapping[str, Any] | None = None  # RunVolumes.describe()
@@ -60,7 +63,7 @@ def startup_report(facts: StartupFacts) -> StartupReport:
     act on go under a second title, logged at WARNING, in the same order."""
     settings = facts.settings
     rows = [
-        ("GitHub App", app_line(settings, facts.app_name), not settings.app_configured),
+        ("GitHub App", app_line(facts), not settings.app_configured or facts.app_refused is not None),
         ("PUBLIC_URL", public_url_line(settings),
          settings.webhook_mode == "webhook" and unreachable_reason(settings.public_url) is not None),
         ("database", database_description(settings.database_url), False),  # load_settings refused a bad one
@@ -81,12 +84,19 @@ def startup_report(facts: StartupFacts) -> StartupReport:
     return StartupReport(info=lines(INFO_TITLE, problems=False), warnings=warnings if len(warnings) > 1 else [])
 
 
-def app_line(settings: Settings, app_name: str | None) -> str:
+def app_line(facts: StartupFacts) -> str:
+    """`4242 (CodegenApp Acme, https://github.com/apps/codegenapp-acme, from the environment)`: the id,
+    then what is known of the App's name and page, then where its settings come from."""
+    settings = facts.settings
     if not settings.app_configured:
         return (f"not configured, setup mode ({', '.join(settings.missing_app_settings)} missing): "
                 "webhooks answer 503 until an App is registered")
-    origin = f"{app_name}, registered from the dashboard" if app_name else "from the environment"
-    return f"{settings.app_id} ({origin})"
+    about = [facts.app_name] if facts.app_name else []
+    if facts.app_slug:
+        about.append(f"{settings.github_url.rstrip('/')}/apps/{facts.app_slug}")
+    about.append("registered from the dashboard" if facts.registered_here else "from the environment")
+    refused = f": GitHub refused the App's credentials: {facts.app_refused}" if facts.app_refused else ""
+    return f"{settings.app_id} ({', '.join(about)}){refused}"
 
 
 def public_url_line(settings: Settings) -> str:

@@ -80,6 +80,10 @@ class RepoAccess:
     def can_write(self) -> bool:
         return self.can_manage or bool(self.permissions.get("push"))
 
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.permissions.get("admin"))
+
 
 @dataclass
 class AuthState:
@@ -330,6 +334,11 @@ async def project_access(request: web.Request, project: Project) -> RepoAccess |
 async def can_manage(request: web.Request, project: Project) -> bool:
     access = await project_access(request, project)
     return access is not None and access.can_manage
+
+
+async def is_admin(request: web.Request, project: Project) -> bool:
+    access = await project_access(request, project)
+    return access is not None and access.is_admin
 
 
 async def can_write(request: web.Request, project: Project) -> bool:

@@ -2,8 +2,10 @@
 repository, newest first, 50 a page, each with its state in words (handled, failed, queued, ...), where it
 came from and the error of a failed one, and a Replay button that handles it again
 (pipeline/deliveries/replay.py; a POST with the CSRF token, audited as `delivery.replayed`). The page and
-the button need admin or maintain on the repository, like the settings: a delivery's payload and errors
-are the operator's business. `?failed=1` lists only the failed ones, `?page=N` pages."""
+the button need admin on the repository (as issue 16 says: an admin of its repository, or the operator
+with `codegenapp deliveries replay`): a delivery's payload and errors are the operator's business, and a
+replay runs every handler of the delivery again, beyond what a maintainer's settings reach. `?failed=1`
+lists only the failed ones, `?page=N` pages."""
 
 from __future__ import annotations
 
@@ -40,17 +42,16 @@ def _replays(request: web.Request) -> DeliveryReplay:
     return replays
 
 
-async def _managed_project(request: web.Request) -> Project:
-    owner, repo = request.match_info["owner"], request.match_info["repo"]
-    try:
-        return await auth.require_project(request, owner, repo, manage=True)
-    except web.HTTPForbidden:
-        raise web.HTTPForbidden(text=f"the deliveries of {owner}/{repo} need admin or maintain on the repository") \
-            from None
+async def _administered_project(request: web.Request) -> Project:
+    """The project in the path: 404 when the user cannot see it, 403 without admin on its repository."""
+    project = await auth.require_project(request, request.match_info["owner"], request.match_info["repo"])
+    if not await auth.is_admin(request, project):
+        raise web.HTTPForbidden(text=f"the deliveries of {project.name} need admin on the repository")
+    return project
 
 
 async def deliveries_page(request: web.Request) -> web.Response:
-    project = await _managed_project(request)
+    project = await _administered_project(request)
     return await _show(request, project, failed=request.query.get("failed") == "1",
                        page=_page_number(request.query.get("page")), replayed=request.query.get("replayed"))
 
@@ -82,7 +83,7 @@ async def _project_delivery(request: web.Request, project: Project) -> DeliveryV
 
 
 async def replay(request: web.Request) -> web.Response:
-    project = await _managed_project(request)
+    project = await _administered_project(request)
     view = await _project_delivery(request, project)
     user = await auth.authenticate(request)
     failed = request.query.get("failed") == "1"

@@ -13,7 +13,7 @@ import yaml
 from aiohttp import web
 
 from bot import registration
-from bot.config import WEBHOOK_PATH, Settings
+from bot.config import DEFAULT_POLLING_HOOK_URL, Settings
 from bot.github.github_app import ManifestRefused
 from bot.reachability import unreachable_reason
 from dashboard import auth
@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 APP_YML = Path(__file__).resolve().parent.parent / "app.yml"
 
 
+def hook_url(settings: Settings) -> str:
+    """The App's webhook URL: this app's, unless it polls because GitHub cannot reach it (then
+    POLLING_HOOK_URL, a placeholder GitHub accepts by default). It stays active: GitHub logs the deliveries
+    of an active webhook only, and the log is what polling reads; so GitHub POSTs each event there. In
+    webhook mode it is this app's whatever it is: a GitHub Enterprise Server on the same network may reach
+    a private address."""
+    if settings.webhook_mode == "poll" and unreachable_reason(settings.public_url) is not None:
+        return settings.polling_hook_url
+    return settings.webhook_url
+
+
 def manifest(settings: Settings) -> dict[str, Any]:
     """The App's manifest: app.yml's name, description, permissions and events, and this app's URLs."""
     spec = yaml.safe_load(APP_YML.read_text())
@@ -32,7 +43,7 @@ def manifest(settings: Settings) -> dict[str, Any]:
         "name": spec["name"],
         "description": spec.get("description", ""),
         "url": base,
-        "hook_attributes": {"url": base + WEBHOOK_PATH, "active": True},
+        "hook_attributes": {"url": hook_url(settings), "active": True},
         "redirect_url": base + "/setup/callback",
         "callback_urls": [base + "/auth/callback"],
         "setup_url": base + "/",
@@ -56,7 +67,9 @@ async def setup_page(request: web.Request) -> web.Response:
     state = auth.new_state(request, "register")
     return await render(request, "setup.html", allowed=True, problem=None, state=state,
                         manifest_json=json.dumps(manifest(settings)), github_url=settings.github_url,
-                        unreachable=unreachable_reason(settings.public_url), local_port=listening_port(settings))
+                        unreachable=unreachable_reason(settings.public_url), local_port=listening_port(settings),
+                        hook_url=hook_url(settings),
+                        placeholder_hook=settings.polling_hook_url == DEFAULT_POLLING_HOOK_URL)
 
 
 def listening_port(settings: Settings) -> int:

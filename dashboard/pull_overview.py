@@ -63,6 +63,14 @@ class CardSummary:
         """What the card says first (`card_headline`)."""
         return card_headline(self)
 
+    @property
+    def headline_title(self) -> str:
+        """The headline's label: "Needs a fix" while an open PR's current head fails, "Open pull requests"
+        when none is open."""
+        if self.failing_validations:
+            return "Needs a fix"
+        return "Open pull requests" if self.validation is None and self.open == 0 else "Last validation"
+
 
 def card_summary(rows: list[tuple[TrackedPullRequest, ValidationState | None, PullRequestMerge | None]]
                  ) -> CardSummary:
@@ -88,14 +96,17 @@ HEADLINE_PRS = 3
 
 def card_headline(summary: CardSummary) -> str:
     """The worst of the open PRs first: "2 failing: #3, #5" when a current head fails, else the newest
-    validation of an open PR's current head ("#4 Passed"), else "none yet". A passing #4 validated last
-    never hides a failing #3."""
+    validation of an open PR's current head ("#4 Passed"), else "none" when no PR is open (the last one
+    just merged, say: not "none yet", which would say nothing was ever validated), else "none yet". A
+    passing #4 validated last never hides a failing #3."""
     if summary.failing_validations:
         named = ", ".join(f"#{v.pr_number}" for v in summary.named_failing)
         more = ", …" if summary.failing > len(summary.named_failing) else ""
         return f"{summary.failing} failing: {named}{more}"
     v = summary.validation
-    return "none yet" if v is None else f"#{v.pr_number} {labels.validation_state(v.status, v.conclusion)}"
+    if v is not None:
+        return f"#{v.pr_number} {labels.validation_state(v.status, v.conclusion)}"
+    return "none" if summary.open == 0 else "none yet"
 
 
 def ago(then: datetime | None, now: datetime) -> str:

@@ -25,7 +25,9 @@ RULES = "Never <b>bold</b> & {{ config }}\n  keep this indent\n"
 async def test_register_login_configure_and_watch_live(browser, fake_github, aiohttp_server, make_settings) -> None:
     from playwright.async_api import expect
 
-    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False)
+    # WEBHOOK_MODE left to its default: with a loopback PUBLIC_URL the app polls, and registers a hook URL
+    # GitHub accepts (GitHub refuses a loopback one).
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings, with_app=False, WEBHOOK_MODE=None)
     services = dash.services
     setup_token = (services.settings.data_dir / registration.SETUP_TOKEN_FILE).read_text().strip()
     context = await browser.new_context(viewport={"width": 1100, "height": 800})
@@ -40,7 +42,7 @@ async def test_register_login_configure_and_watch_live(browser, fake_github, aio
     await expect(page.get_by_role("heading", name="GitHub App registered")).to_be_visible()
     await screenshot(page, "02-registered")
     [manifest] = fake_github.manifests.values()
-    assert manifest["hook_attributes"]["url"] == dash.url + "/api/v1/webhooks/github"
+    assert manifest["hook_attributes"] == {"url": services.settings.polling_hook_url, "active": True}
     assert services.settings.app_configured and services.github is not None  # no restart
     assert services.settings.github_client_id == fake_github.client_id
     assert not (services.settings.data_dir / registration.SETUP_TOKEN_FILE).exists()
@@ -90,21 +92,25 @@ async def test_register_login_configure_and_watch_live(browser, fake_github, aio
     # 5. The card changes live (no reload) when a validation of a PR completes.
     await page.goto(dash.url + "/")
     card = page.locator(f'[data-project-id="{project.id}"]')
-    await expect(card.get_by_text("none yet")).to_be_visible()
+    await expect(card.locator('[data-field="validation"]')).to_have_text("none")  # no PR is open yet
     await expect(page.get_by_text("live", exact=True)).to_be_visible()
     await page.evaluate("window.__notReloaded = true")
     async with aiohttp.ClientSession() as session:
         sender = WebhookSender(session, dash.url, fake_github.manifest_webhook_secret)
         answer = await sender.send("pull_request", scenario.payload("opened"))
         assert answer.status == 202, answer
-    await expect(card.locator('[data-field="conclusion"]')).to_have_text(re.compile("Passed|Failed"),
-                                                                         timeout=60_000)
+    # Auto-merge (turned on above) merges the PR once it passed: the card then has no open PR to show.
+    await expect(page.locator("#notifications li").first).to_contain_text(
+        re.compile(r"acme/widgets #\d+: (Passed|Failed)"), timeout=60_000)
+    await expect(page.locator("#notifications")).to_contain_text(f"acme/widgets #{scenario.number}: merged")
+    await expect(card.locator('[data-field="headline-title"]')).to_have_text("Open pull requests")
+    await expect(card.locator('[data-field="validation"]')).to_have_text("none")
     assert await page.evaluate("window.__notReloaded") is True
-    await expect(page.locator("#notifications li").first).to_contain_text(re.compile(r"acme/widgets #\d+: (Passed|Failed)"))
     await screenshot(page, "05-live-card")
 
-    # The validation page the card links to, styled by its own stylesheet (no inline style allowed).
-    await card.locator('[data-field="validation"] a').click()
+    # The validation page the toast's PR links to, styled by its own stylesheet (no inline style allowed).
+    [validation] = await services.store.validations.for_pr(project.id, scenario.number)
+    await page.goto(f"{dash.url}/validations/{validation.id}")
     await expect(page.get_by_role("heading", level=1)).to_be_visible()
     assert await page.evaluate("getComputedStyle(document.querySelector('main')).maxWidth") == "1024px"  # 64rem
     await screenshot(page, "05b-validation")

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from bot.config import ConfigError
+from bot.config import ConfigError, load_settings
 from bot.events import wait_for
 from bot.models import DELIVERY_POLLED
 from tests.conftest import WEBHOOK_SECRET
-from tests.delivery_log_support import jobs_per_delivery, nowhere, pull_requests, stored_sources, swept
+from tests.delivery_log_support import (delivery_log_health, jobs_per_delivery, nowhere, pull_requests,
+                                        stored_sources, swept)
 
 POLL_INTERVAL = 0.5
 SLACK = 3.0  # "the poll interval plus a few seconds"
@@ -37,6 +38,19 @@ def test_the_mode_and_intervals_can_be_set(make_settings) -> None:  # type: igno
                                       "POLL_INTERVAL must be a number of seconds of at least 0.1, got '0'"]
 
 
+@pytest.mark.parametrize(("public_url", "mode"), [("http://127.0.0.1:3001", "poll"),
+                                                   ("https://codegen.example.com", "webhook")])
+def test_an_empty_webhook_mode_in_dotenv_means_the_default(tmp_path, app_private_key, public_url, mode) -> None:  # type: ignore[no-untyped-def]
+    """`WEBHOOK_MODE=` left empty in .env (as .env.example's blanks are) is the default, not an error."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"WEBHOOK_MODE=\nPUBLIC_URL={public_url}\n")
+    settings = load_settings({"DATA_DIR": str(tmp_path / "data"), "APP_ID": "1", "PRIVATE_KEY": app_private_key,
+                              "WEBHOOK_SECRET": WEBHOOK_SECRET}, dotenv_path=dotenv)
+    assert settings.webhook_mode == mode
+    assert load_settings({"DATA_DIR": str(tmp_path / "data"), "WEBHOOK_MODE": "  ", "PUBLIC_URL": public_url},
+                         dotenv_path=None).webhook_mode == mode
+
+
 async def test_a_pr_opened_on_github_is_validated_within_the_poll_interval(start_bot, fake_github) -> None:  # type: ignore[no-untyped-def]
     fake_github.webhook_secret, fake_github.webhook_url = WEBHOOK_SECRET, nowhere()  # GitHub cannot reach the app
     bot = await start_bot(WEBHOOK_MODE=None, POLL_INTERVAL=str(POLL_INTERVAL))  # PUBLIC_URL is loopback: polls
@@ -54,8 +68,7 @@ async def test_a_pr_opened_on_github_is_validated_within_the_poll_interval(start
     assert await stored_sources(bot.store, [entry["guid"]]) == {entry["guid"]: DELIVERY_POLLED}
     assert await jobs_per_delivery(bot.store, [entry["guid"]]) == {entry["guid"]: 1}
     assert fake_github.redelivery_requests == []
-    async with bot.webhooks.session.get(f"{bot.url}/health") as response:
-        health = (await response.json())["delivery_log"]
+    health = await delivery_log_health(bot)
     assert (health["mode"], health["interval_seconds"], health["failed"]) == ("poll", POLL_INTERVAL, False)
 
 

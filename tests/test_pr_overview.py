@@ -96,6 +96,10 @@ def test_the_cards_headline_says_the_worst_first_not_the_newest() -> None:
     assert card_summary([row(4, "success", 5), row(3, "failure", 9, state=PR_CLOSED)]).headline == "#4 Passed"
     old_head_failed = (pull(3, head="3" * 40), validation("completed", "failure", head="e" * 40, number=3), None)
     assert card_summary([old_head_failed]).headline == "none yet"  # no verdict on its current head
+    assert card_summary([old_head_failed]).headline_title == "Last validation"
+    merged = card_summary([row(4, "success", 5, state=PR_MERGED)])  # its last PR just merged: not "none yet"
+    assert (merged.headline_title, merged.headline) == ("Open pull requests", "none")
+    assert (card_summary([]).headline_title, card_summary([]).headline) == ("Open pull requests", "none")
 
 
 @pytest.mark.parametrize("seconds, expected", [(5, "just now"), (125, "2m ago"), (3 * 3600 + 59, "3h ago"),
@@ -130,6 +134,82 @@ async def test_recording_is_an_upsert_that_keeps_the_newer_event(store) -> None:
                                                                   updated=NOW + timedelta(seconds=1)))
     row = await store.tracked_pulls.get(project.id, 1)
     assert (row.head_sha, row.state, row.updated_at) == ("c" * 40, PR_CLOSED, NOW + timedelta(seconds=1))
+
+
+async def _acme_project(store):  # type: ignore[no-untyped-def]
+    from bot.store import InstallationRef, RepoRef
+    await store.projects.upsert_installation(InstallationRef(id=1, account_login="acme"))
+    await store.projects.upsert_projects(1, [RepoRef(id=10, full_name="acme/widgets")])
+    return await store.projects.get_project_by_name("acme/widgets")
+
+
+async def _begin(store, project_id: str, snapshot: PullSnapshot, claimer: str):  # type: ignore[no-untyped-def]
+    """`begin` of the snapshot's head with its record of the PR written under the begin's lock."""
+    return await store.validations.begin(
+        project_id=project_id, pr_number=snapshot.number, head_sha=snapshot.head_sha, restart=False, base_sha=None,
+        is_fork=False, author=None, trigger="pull_request.synchronize", claimer=claimer,
+        record_pull=store.tracked_pulls.under_lock(project_id, snapshot))
+
+
+async def test_begin_records_the_pr_under_its_lock_unless_a_newer_event_is_recorded(store) -> None:
+    """PostgreSQL: the PR's record is written by the statement that takes begin's lock. A new PR and a newer
+    event are recorded and begin; an older event changes nothing and begins nothing (None). SQLite records
+    in a unit of its own: it is never given one."""
+    project = await _acme_project(store)
+    if not store.tracked_pulls.records_under_lock:
+        assert store.db.is_sqlite
+        with pytest.raises(AssertionError):
+            await _begin(store, project.id, _snapshot(1, head="a" * 40, updated=NOW), "d1")
+        assert await store.tracked_pulls.get(project.id, 1) is None
+        return
+    first = await _begin(store, project.id, _snapshot(1, head="a" * 40, updated=NOW), "d1")
+    assert first is not None and first.recorded and first.validation.head_sha == "a" * 40
+    assert (await store.tracked_pulls.get(project.id, 1)).head_sha == "a" * 40
+
+    older = _snapshot(1, head="b" * 40, state=PR_CLOSED, updated=NOW - timedelta(seconds=1))
+    assert await _begin(store, project.id, older, "d2") is None
+    assert (await store.tracked_pulls.get(project.id, 1)).head_sha == "a" * 40
+    assert [v.head_sha for v in await store.validations.for_pr(project.id, 1)] == ["a" * 40]
+
+    newer = await _begin(store, project.id, _snapshot(1, head="c" * 40, updated=NOW + timedelta(seconds=1)), "d3")
+    assert newer is not None and [v.head_sha for v in newer.ended] == ["a" * 40]
+    row = await store.tracked_pulls.get(project.id, 1)
+    assert (row.head_sha, row.updated_at) == ("c" * 40, NOW + timedelta(seconds=1))
+
+
+@pytest.mark.postgres
+async def test_the_pr_is_recorded_only_once_begins_lock_is_held(postgres_cluster) -> None:
+    """PostgreSQL: another transaction holding the PR's begin lock holds up the record too (the lock is
+    taken first, in the same statement), and the record is written once it is let go."""
+    import asyncio
+
+    import asyncpg
+
+    from bot import migrate
+    from bot.crypto import Crypto
+    from bot.db import Database
+    from bot.store import Store
+    from bot.store.validations import begin_lock_key
+    url = postgres_cluster.create_database()
+    store = Store(Database(url), Crypto(Crypto.generate_key()))
+    await migrate.upgrade(store.db)
+    holder = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        project = await _acme_project(store)
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", begin_lock_key(project.id, 1))
+        begun = asyncio.create_task(_begin(store, project.id, _snapshot(1, head="a" * 40, updated=NOW), "d1"))
+        async with asyncio.timeout(10):  # until the begin waits for the lock
+            while not await holder.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+                await asyncio.sleep(0.01)
+        assert await holder.fetchval("SELECT count(*) FROM pull_requests") == 0 and not begun.done()
+        await holding.commit()
+        assert (await asyncio.wait_for(begun, 10)).recorded
+        assert (await store.tracked_pulls.get(project.id, 1)).head_sha == "a" * 40
+    finally:
+        await holder.close()
+        await store.close()
 
 
 def test_live_events_name_their_repository_and_result_in_words() -> None:
@@ -264,7 +344,21 @@ def _at(payload: dict, when: str, **pull_changes) -> dict:
     return payload
 
 
-async def test_pull_request_events_are_tracked_and_older_ones_ignored(bot, fake_github) -> None:
+@pytest.fixture
+async def any_db_bot(start_bot, database_url):  # type: ignore[no-untyped-def]
+    """The app on SQLite and on PostgreSQL (migrated first, as `codegenapp migrate` does): PostgreSQL records a
+    validating event's PR in `begin`'s statement, SQLite in a unit of its own."""
+    if not database_url.startswith("sqlite"):
+        from bot import migrate
+        from bot.db import Database
+        db = Database(database_url)
+        await migrate.upgrade(db)
+        await db.dispose()
+    return await start_bot(DATABASE_URL=database_url)
+
+
+async def test_pull_request_events_are_tracked_and_older_ones_ignored(any_db_bot, fake_github) -> None:
+    bot = any_db_bot
     require_fixtures()
     opened = load_webhook("pull_request", "opened")
     repo = opened["repository"]
@@ -308,10 +402,11 @@ async def test_pull_request_events_are_tracked_and_older_ones_ignored(bot, fake_
     assert (await tracked()).state == PR_MERGED
 
 
-async def test_a_late_event_validates_its_head_only_while_that_head_is_the_prs(bot, fake_github) -> None:
+async def test_a_late_event_validates_its_head_only_while_that_head_is_the_prs(any_db_bot, fake_github) -> None:
     """A `synchronize` handled after a newer `edited` of the same head still validates it; one of an
     older head, handled after the newer push (recovered from the delivery log, say), validates nothing
     and leaves the newer head's validation alone."""
+    bot = any_db_bot
     scenario = open_pull_request(fake_github, config="validate:\n  - 'true'\n")
     project = await record_project(bot.store, scenario)
     current = scenario.head_sha

@@ -5,11 +5,13 @@ Screenshots: tests/artifacts/pr-overview-*.png."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import aiohttp
 import pytest
 
-from tests.browser import screenshot, watch_csp
+from bot.models import utcnow
+from tests.browser import logged_in_page, screenshot, watch_csp
 from tests.conftest import WEBHOOK_SECRET
 from tests.dashboard_support import start_dashboard
 from tests.pull_requests import INSTALLATION_ID, open_pull_request, record_project
@@ -118,3 +120,44 @@ async def test_a_burst_of_status_events_costs_one_fetch_of_the_overview(browser,
     assert 1 <= len(fetched) <= 2, fetched
     await expect(page.locator('tr[data-pr="3"]')).to_have_count(1)
     await context.close()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_a_card_whose_last_failing_pr_closes_says_live_what_a_reload_says(browser, aiohttp_server, make_settings,
+                                                                              fake_github) -> None:
+    """When the only failing PR is closed, the card's headline follows live (live.js renders the server's
+    headline, "none" included) rather than keeping "1 failing: #N" beside a Failing count of 0."""
+    from playwright.async_api import expect
+
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings)
+    scenario = open_pull_request(fake_github, config="validate:\n  - 'false'\n", author="dev-bob")
+    project = await record_project(dash.services.store, scenario)
+    fake_github.approve_oauth_as("alice", installation_ids=[INSTALLATION_ID])
+    page, refused = await logged_in_page(browser, dash.url)
+    await expect(page.get_by_text("live", exact=True)).to_be_visible()
+    card = page.locator(f'[data-project-id="{project.id}"]')
+    headline, title = card.locator('[data-field="validation"]'), card.locator('[data-field="headline-title"]')
+    await expect(headline).to_have_text("none")  # no PR is open yet
+    await expect(title).to_have_text("Open pull requests")
+    await page.evaluate("window.__notReloaded = true")
+
+    async with aiohttp.ClientSession() as session:
+        sender = WebhookSender(session, dash.url, WEBHOOK_SECRET)
+        assert (await sender.send("pull_request", scenario.payload("opened"))).status == 202
+        await expect(headline).to_have_text(f"1 failing: #{scenario.number}", timeout=60_000)
+        await expect(title).to_have_text("Needs a fix")
+        closed = scenario.payload("closed")
+        later = (utcnow() + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # newer than `opened`'s
+        closed["pull_request"].update(state="closed", closed_at=later, updated_at=later)
+        assert (await sender.send("pull_request", closed)).status == 202
+
+    await expect(card.locator('[data-field="failing"]')).to_have_text("0", timeout=30_000)
+    await expect(headline).to_have_text("none")
+    await expect(title).to_have_text("Open pull requests")
+    assert await page.evaluate("window.__notReloaded") is True
+    live = await card.inner_text()
+    await screenshot(page, "pr-card-after-close-live")
+    await page.reload()
+    await expect(page.get_by_text("live", exact=True)).to_be_visible()
+    assert await card.inner_text() == live
+    assert refused == []

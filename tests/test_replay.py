@@ -21,11 +21,14 @@ from bot.crypto import Crypto
 from bot.db import Database
 from bot.delivery_cli import table
 from bot.events import wait_for
-from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, JOB_WEBHOOK, utcnow
+from bot.models import (JOB_AGENT_RUN, JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, JOB_WEBHOOK,
+                        utcnow)
 from bot.store import IncomingDelivery, InstallationRef, RepoRef, Store
 from bot.store.deliveries import ListedDelivery
+from handlers.commands import claim_holder, command_claim, command_done
 from pipeline.deliveries.replay import (FAILED, HANDLED, QUEUED, RETRYING, RUNNING, UNHANDLED, delivery_state,
                                         pull_request_number, refusal, view_of)
+from tests.agent_support import record_project as record_agent_project
 from tests.api_support import api_token_for
 from tests.check_run_support import CHECK_RUNS
 from tests.cli_support import cli_env, codegenapp
@@ -83,6 +86,16 @@ def test_a_delivery_as_a_person_reads_it() -> None:
     assert view_of(_listed(opened, error="an old try's error")).error is None  # handled: no error shown
     assert view_of(_listed({"zen": "x"}, event="installation", action="created")).repository is None
     assert view_of(_listed({}, status=None)).state_words == "Not handled"
+
+
+def test_a_command_comment_is_claimed_by_its_id_and_body_and_held_by_its_job() -> None:
+    claim = command_claim(2**63 - 1, "/agent do it")
+    assert len(claim) <= 64 and claim == command_claim(2**63 - 1, "/agent do it")
+    assert claim != command_claim(2**63 - 1, "/agent do it better")  # an edit's new body: a new claim
+    done = command_done(2**63 - 1, "/agent do it")
+    assert len(done) <= 64 and done != claim and done != command_done(2**63 - 1, "/agent do it better")
+    assert claim_holder(41, "d-1") == "job:41" != claim_holder(42, "d-1")  # a replay is another job
+    assert claim_holder(None, "d-1") == "delivery:d-1"
 
 
 def test_a_delivery_being_handled_is_not_replayed_again_meanwhile() -> None:
@@ -261,6 +274,92 @@ async def test_a_replayed_opened_of_a_validated_head_starts_nothing_new(bot, fak
     assert (await bot.services.replays.get(delivery_id)).jobs == 2
 
 
+async def _replay_and_wait(bot: Any, delivery_id: str) -> None:
+    """The operator's replay (`codegenapp deliveries replay`), until its job has finished."""
+    with bot.services.bus.subscribe() as events:
+        replayed = await bot.services.replays.replay(delivery_id, actor="cli")
+        finished = await wait_for(events, "job.finished", timeout=30, job_id=replayed.job_id)
+    assert finished.data["outcome"] == "done"
+
+
+def _app_replies(fake: Any, number: int) -> list[str]:
+    return [c["body"] for _, c in sorted(fake.comments.items())
+            if c["user"]["type"] == "Bot" and c["issue_url"].endswith(f"/issues/{number}")]
+
+
+def _reactions(fake: Any, comment_id: int) -> list[str]:
+    return [r["content"] for r in fake.reactions if r["comment_id"] == comment_id]
+
+
+async def _nothing(job: Any) -> None:
+    return None
+
+
+async def test_a_replayed_agent_comment_starts_no_second_run_and_says_nothing(start_bot, fake_github,
+                                                                            monkeypatch) -> None:
+    bot = await start_bot()
+    monkeypatch.setitem(bot.services.worker.handlers, JOB_AGENT_RUN, _nothing)  # the run is not advanced here
+    scenario = open_pull_request(fake_github, config=PASSING)
+    fake_github.set_permission(scenario.full_name, "wes", "write")
+    project = await record_agent_project(bot, fake_github, agent_backend="local", agent_command="true")
+    payload = scenario.comment_payload("/agent make the tests faster", user="wes")
+    delivery_id = await _deliver(bot, "issue_comment", payload)
+    [run] = await bot.store.agent_runs.for_project(project.id)
+    await bot.services.agent_runs.cancel(run.id, by="wes")  # the run is over: a new /agent would start one
+    replies, reactions = _app_replies(fake_github, scenario.number), _reactions(fake_github, payload["comment"]["id"])
+    assert any("started" in reply for reply in replies) and reactions == ["eyes", "+1"]
+
+    await _replay_and_wait(bot, delivery_id)
+    assert [r.id for r in await bot.store.agent_runs.for_project(project.id)] == [run.id]
+    assert _app_replies(fake_github, scenario.number) == replies
+    assert _reactions(fake_github, payload["comment"]["id"]) == reactions
+    assert (await bot.services.replays.get(delivery_id)).jobs == 2  # it was handled again: its commands not
+    assert [e.action for e in await bot.store.audit.list(project_id=project.id)].count("command.agent") == 1
+
+
+async def test_a_replayed_validate_comment_starts_nothing_new(start_bot, fake_github, monkeypatch) -> None:
+    bot = await start_bot()
+    monkeypatch.setitem(bot.services.worker.handlers, JOB_VALIDATE, _nothing)  # started, never run
+    scenario = open_pull_request(fake_github, config=PASSING)
+    fake_github.set_permission(scenario.full_name, "wes", "write")
+    project = await record_project(bot.store, scenario)
+    payload = scenario.comment_payload("/validate", user="wes")
+    delivery_id = await _deliver(bot, "issue_comment", payload)
+    [validation] = await bot.store.validations.for_pr(project.id, scenario.number)
+    assert validation.trigger == "command.validate"
+    runs, calls = _head_check_runs(fake_github, scenario.head_sha), len(fake_github.calls)
+
+    await _replay_and_wait(bot, delivery_id)
+    assert [v.id for v in await bot.store.validations.for_pr(project.id, scenario.number)] == [validation.id]
+    assert _head_check_runs(fake_github, scenario.head_sha) == runs
+    assert not [c for c in fake_github.calls[calls:] if c.method != "GET" and "access_tokens" not in c.path], \
+        "the replay wrote to GitHub"
+
+
+async def test_a_command_whose_job_died_runs_when_its_delivery_is_replayed(start_bot, fake_github,
+                                                                          monkeypatch) -> None:
+    """The comment's claim is the handling job's only while it handles it: a job that dies (here GitHub refuses
+    its 👀) leaves the command to the replay, which runs it."""
+    bot = await start_bot(JOB_MAX_ATTEMPTS="1")
+    monkeypatch.setitem(bot.services.worker.handlers, JOB_VALIDATE, _nothing)  # started, never run
+    scenario = open_pull_request(fake_github, config=PASSING)
+    fake_github.set_permission(scenario.full_name, "wes", "write")
+    project = await record_project(bot.store, scenario)
+    payload = scenario.comment_payload("/validate", user="wes")
+    fake_github.fail_next("POST", "/repos/*/*/issues/comments/*/reactions", status=422)
+    delivery_id = await _deliver(bot, "issue_comment", payload)
+    assert (await bot.services.replays.get(delivery_id)).state == FAILED
+    assert await bot.store.validations.for_pr(project.id, scenario.number) == []
+
+    await _replay_and_wait(bot, delivery_id)
+    [validation] = await bot.store.validations.for_pr(project.id, scenario.number)
+    assert validation.trigger == "command.validate"
+    assert _reactions(fake_github, payload["comment"]["id"]) == ["eyes", "+1"]
+    await _replay_and_wait(bot, delivery_id)  # handled now: a second replay runs it no more
+    assert len(await bot.store.validations.for_pr(project.id, scenario.number)) == 1
+    assert _reactions(fake_github, payload["comment"]["id"]) == ["eyes", "+1"]
+
+
 async def test_who_may_replay_over_the_api(start_bot, fake_github) -> None:
     bot = await start_bot()
     await bot.services.worker.stop()  # the jobs stay as they are: this is about who may queue one
@@ -275,20 +374,20 @@ async def test_who_may_replay_over_the_api(start_bot, fake_github) -> None:
     fake_github.add_installation(99, "olga", repos=["other"])
     outsider = await api_token_for(bot.store, fake_github, "olga", role="admin", full_name="olga/other",
                                    installation_ids=[99])
-    for role in ("read", "write"):
+    for role in ("read", "write", "maintain"):  # issue 16: "for an admin of its repository or the operator"
         status, refused = await _replay_over_api(bot, delivery_id, tokens[role])
-        assert status == 403 and "needs admin or maintain" in refused["error"], (role, refused)
+        assert status == 403 and refused["error"].endswith("needs admin on the repository"), (role, refused)
     for token in (outsider, tokens["admin"]):
         assert (await _replay_over_api(bot, "no-such-delivery", token))[0] == 404
     assert (await _replay_over_api(bot, delivery_id, outsider))[0] == 404  # a repository they cannot see
-    status, replayed = await _replay_over_api(bot, delivery_id, tokens["maintain"])
+    status, replayed = await _replay_over_api(bot, delivery_id, tokens["admin"])
     assert status == 202 and replayed["status"] == "queued"
     status, refused = await _replay_over_api(bot, delivery_id, tokens["admin"])  # its job is still queued
     assert status == 409 and "being handled already" in refused["error"]
     async with bot.webhooks.session.post(f"{bot.url}/api/v1/deliveries/{delivery_id}/replay") as response:
         assert response.status == 401
     audit = [(e.action, e.actor) for e in await bot.store.audit.list(project_id=project.id)]
-    assert audit.count(("delivery.replayed", "user-maintain")) == 1 and len(
+    assert audit.count(("delivery.replayed", "user-admin")) == 1 and len(
         [a for a in audit if a[0] == "delivery.replayed"]) == 1
 
 
@@ -305,11 +404,11 @@ async def test_the_deliveries_page_is_for_admins_and_its_replay_needs_the_csrf_t
     page = f"{dash.url}/projects/acme/widgets/deliveries"
     replay = f"{page}/{delivery_id}/replay"
 
-    for role in ("read", "write"):
+    for role in ("read", "write", "maintain"):
         fake_github.set_permission("acme/widgets", f"user-{role}", role)
         async with await dash.login(f"user-{role}", installation_ids=[INSTALLATION_ID]) as session:
             async with session.get(page) as response:
-                assert response.status == 403 and "admin or maintain" in await response.text()
+                assert response.status == 403 and "need admin on the repository" in await response.text()
             async with session.get(f"{dash.url}/projects/acme/widgets") as response:
                 assert 'href="/projects/acme/widgets/deliveries"' not in await response.text()
             token = await csrf_of(session, f"{dash.url}/account")

@@ -22,7 +22,7 @@ from bot.labels import trigger
 from bot.models import PR_CLOSED, PR_OPEN
 from bot.store import InstallationRef, RepoRef, Store
 from bot.store.tracked_pulls import PullSnapshot
-from pipeline.resync.decision import needs_validation, plan_repository
+from pipeline.resync.decision import installation_share, needs_validation, plan_repository
 from pipeline.resync.service import LEASE, STATE_KEY, snapshot
 from tests.fakes.github import FakeGitHub
 from tests.pull_requests import INSTALLATION_ID, open_pull_request, record_project
@@ -68,6 +68,25 @@ def test_the_bound_is_respected_most_recently_updated_first() -> None:
     spent = plan_repository(pulls, validated=set(), tracked_open={}, complete=True, budget=0)
     assert spent.start == () and spent.left_over == 3
     assert len(spent.record) == 3  # the table is kept true beyond the bound
+
+
+def test_each_installation_gets_a_fair_share_of_the_bound() -> None:
+    assert [installation_share(50, left) for left in (1, 2, 3)] == [50, 25, 17]
+    assert installation_share(3, 5) == 1 and installation_share(0, 2) == 0 and installation_share(5, 0) == 0
+
+    def run(wanting: list[int], bound: int) -> list[int]:
+        """What a run starts per installation, installation by installation, as the service shares it."""
+        started: list[int] = []
+        for left, want in zip(range(len(wanting), 0, -1), wanting):
+            started.append(min(want, installation_share(bound - sum(started), left)))
+        return started
+
+    # a backlog of 500 on the first installation leaves the others their share; what one leaves unused
+    # goes to those after it; the bound is never exceeded
+    assert run([500, 3, 40], 50) == [17, 3, 30]
+    assert run([500, 500], 50) == [25, 25]
+    assert run([1, 1, 500], 50) == [1, 1, 48]
+    assert sum(run([7] * 60, 50)) == 50
 
 
 def test_closed_detection_only_on_a_complete_listing() -> None:
@@ -177,6 +196,31 @@ async def test_a_pull_request_without_any_delivery_is_validated_after_a_resync(
     assert again is not None and (again.started, again.recorded, again.closed) == (0, 0, 0)
     assert len(fake_github.calls_to("POST", "/repos/*/*/check-runs")) == posts
     assert len(await bot.store.validations.for_pr(project.id, scenario.number)) == 1
+
+
+async def test_more_open_pull_requests_than_a_page_are_all_validated(
+        start_bot: Callable[..., Any], fake_github: FakeGitHub) -> None:
+    """150 open PRs: two pages of the listing (100 a page), each PR's head validated, within the bound."""
+    bot = await start_bot(RESYNC_MAX_STARTS="200", GITHUB_WRITES_PER_MINUTE="100000",
+                          GITHUB_WRITES_PER_HOUR="1000000")
+    scenario = open_pull_request(fake_github, config=None)
+    heads = {scenario.number: scenario.head_sha}
+    for number in range(scenario.number + 1, scenario.number + 150):
+        pull = fake_github.add_pull(scenario.full_name, number, head_sha=f"{number:040x}", base_sha=scenario.base_sha,
+                                    head_ref=f"branch-{number}")
+        heads[number] = pull["head"]["sha"]
+    project = await record_project(bot.store, scenario)
+
+    report = await asyncio.wait_for(bot.services.resync.run_once(), VALIDATION_TIMEOUT)
+    assert report is not None and not report.failed and not report.cut_short
+    assert (report.open_pulls, report.started, report.recorded) == (150, 150, 150)
+    listings = fake_github.calls_to("GET", f"/repos/{scenario.full_name}/pulls")
+    assert [call.query.get("page", "1") for call in listings] == ["1", "2"]
+    assert all(call.query["per_page"] == "100" for call in listings)
+    assert await bot.store.validations.validated_heads(project.id, list(heads.values())) == set(heads.items())
+    checked = {run["head_sha"] for run in fake_github.check_runs.values()}
+    assert checked == set(heads.values())
+    assert len(await bot.store.tracked_pulls.open_pulls(project.id)) == 150
 
 
 async def test_a_head_pushed_over_since_the_listing_is_not_validated(

@@ -4,14 +4,20 @@ mode, registered through the dashboard and restarted."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
+from typing import Any
 
 import aiohttp
 import pytest
 
+from bot import app as app_module
+from bot.app import AppNaming, read_app_naming, startup_facts
 from bot.reachability import unreachable_reason
-from bot.startup_report import StartupFacts, database_description, startup_report
+from bot.startup_report import INFO_TITLE, StartupFacts, database_description, startup_report
+from tests.conftest import APP_ID
 from tests.cli_support import ServedApp, cli_env
 from tests.registration_support import register_app
 
@@ -20,10 +26,14 @@ SANDBOX_OK = {"mode": "bwrap", "sandboxed": True, "bwrap_version": "bubblewrap 0
                          "cgroup_memory": True, "cgroup_pids": True}}
 
 
-def block(settings, **facts) -> str:  # type: ignore[no-untyped-def]
+def block_of(facts: StartupFacts) -> str:
     """Both parts of the block, the INFO rows and the rows to act on (WARNING)."""
-    report = startup_report(StartupFacts(settings=settings, **facts))
+    report = startup_report(facts)
     return "\n".join(report.info + report.warnings)
+
+
+def block(settings, **facts) -> str:  # type: ignore[no-untyped-def]
+    return block_of(StartupFacts(settings=settings, **facts))
 
 
 def row(text: str, label: str) -> str:
@@ -46,9 +56,11 @@ def test_setup_mode_says_what_is_missing_and_the_one_link_to_open(make_settings)
 def test_a_configured_app_is_named_and_the_link_is_the_dashboard(make_settings) -> None:
     settings = make_settings(APP_ID="4242", PUBLIC_URL="https://codegen.example.com",
                              GITHUB_CLIENT_ID="Iv1.abc", GITHUB_CLIENT_SECRET="shh")
-    registered = block(settings, app_name="codegenapp-acme", setup_token=None)
+    registered = block(settings, app_name="codegenapp-acme", registered_here=True, setup_token=None)
     assert row(registered, "GitHub App") == "4242 (codegenapp-acme, registered from the dashboard)"
     assert row(block(settings), "GitHub App") == "4242 (from the environment)"
+    assert row(block(settings, app_name="CodegenApp Acme", app_slug="codegenapp-acme"), "GitHub App") == (
+        "4242 (CodegenApp Acme, https://github.com/apps/codegenapp-acme, from the environment)")
     assert row(registered, "open").startswith("https://codegen.example.com/ ")
     assert "setup_token" not in registered and "not configured" not in registered
     assert row(registered, "login") == "GitHub OAuth ready"
@@ -177,6 +189,75 @@ async def test_at_info_the_block_and_the_warning_together_say_each_row_once(star
     assert text.count("setup_token=") == 1 and text.count("cannot reach") == 1
 
 
+def _app_row(caplog) -> str:  # type: ignore[no-untyped-def]
+    [record] = [r for r in caplog.records if r.name == "bot.app" and INFO_TITLE in r.getMessage()]
+    return row(record.getMessage(), "GitHub App")
+
+
+async def test_an_app_from_the_environment_is_named_as_github_shows_it(start_bot, fake_github, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    await start_bot()
+    slug = fake_github.app_slug
+    assert _app_row(caplog) == (f"{APP_ID} (CodegenApp ({slug}), {fake_github.base_url}/apps/{slug}, "
+                                "from the environment)")
+    [call] = fake_github.calls_to("GET", "/app")
+    assert call.headers["authorization"].lower().startswith("bearer ")  # as the App (JWT)
+
+
+@pytest.mark.parametrize("status", [401, 404])
+async def test_when_github_refuses_the_apps_credentials_the_block_warns(start_bot, fake_github, caplog,
+                                                                       status: int) -> None:
+    """A wrong private key (401) or APP_ID (404) is for the operator to fix: a row of the WARNING part."""
+    caplog.set_level(logging.INFO)
+    fake_github.fail_next("GET", "/app", status=status)
+    await start_bot()
+    [warning] = [r for r in caplog.records if r.name == "bot.app" and r.levelno == logging.WARNING
+                 and "GitHub App" in r.getMessage()]
+    assert row(warning.getMessage(), "GitHub App").startswith(
+        f"{APP_ID} (from the environment): GitHub refused the App's credentials: GET /app answered {status} (")
+    assert "check APP_ID and the private key" in warning.getMessage()
+    assert not [r for r in caplog.records if INFO_TITLE in r.getMessage() and "GitHub App" in r.getMessage()]
+    fake_github.take_errors()
+
+
+async def test_a_github_that_does_not_answer_get_app_delays_the_start_by_the_bound_only(bot, fake_github) -> None:
+    held = fake_github.hold_next("GET", "/app", before_handling=True)
+    started = time.monotonic()
+    try:
+        naming = await read_app_naming(bot.services.settings, timeout=0.5)
+    finally:
+        held.release()
+    assert time.monotonic() - started < 2.0
+    assert held.arrived.is_set() and naming == AppNaming()
+    unnamed = startup_facts(bot.services, runs_jobs=True, naming=naming)
+    assert row(block_of(unnamed), "GitHub App") == f"{APP_ID} (from the environment)"
+    named = startup_facts(bot.services, runs_jobs=True, naming=await read_app_naming(bot.services.settings))
+    slug = fake_github.app_slug
+    assert row(block_of(named), "GitHub App") == (f"{APP_ID} (CodegenApp ({slug}), {fake_github.base_url}/apps/{slug}, "
+                                                  "from the environment)")
+
+
+async def test_get_app_is_asked_while_the_services_are_built(start_bot, fake_github, caplog, monkeypatch) -> None:
+    """The start asks GitHub for the App's name first and builds the services meanwhile. Here building them
+    waits (bounded) until GET /app has reached GitHub, which answers only once they are built: a start that
+    asked after building would fail; this one costs no wait and still names the App."""
+    caplog.set_level(logging.INFO)
+    held = fake_github.hold_next("GET", "/app", before_handling=True)
+    build = app_module.build_services
+
+    async def build_once_get_app_is_asked(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.wait_for(held.arrived.wait(), 10)
+        try:
+            return await build(*args, **kwargs)
+        finally:
+            held.release()
+
+    monkeypatch.setattr(app_module, "build_services", build_once_get_app_is_asked)
+    await start_bot()
+    slug = fake_github.app_slug
+    assert _app_row(caplog) == f"{APP_ID} (CodegenApp ({slug}), {fake_github.base_url}/apps/{slug}, from the environment)"
+
+
 # ---- reachability --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, reason", [
@@ -238,7 +319,8 @@ async def test_serve_prints_one_block_and_after_registering_a_restart_warns_of_n
         assert await second.terminate() == 0
     log = "".join(second.log)
     assert len(_blocks(second.log)) == 1, log
-    assert re.search(rf"^  GitHub App +{fake_github.app_id} \({fake_github.app_slug}, registered from the dashboard\)$",
-                     log, flags=re.MULTILINE), log
+    slug = fake_github.app_slug
+    assert re.search(rf"^  GitHub App +{fake_github.app_id} \(CodegenApp \({slug}\), {re.escape(fake_github.base_url)}"
+                     rf"/apps/{slug}, registered from the dashboard\)$", log, flags=re.MULTILINE), log
     assert "not configured" not in log and "answer 503" not in log and "setup_token" not in log
     assert re.search(rf"^  open +{re.escape(second.url)}/ ", log, flags=re.MULTILINE), log

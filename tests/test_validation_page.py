@@ -65,6 +65,14 @@ def test_the_plan_names_steps_as_the_runner_does() -> None:
     assert [p["name"] for p in planned_steps(EffectiveConfig(setup=("make",)))] == ["checkout", "make"]
 
 
+def test_a_passing_runs_ui_check_is_open_for_its_screenshots_and_the_other_passing_steps_closed() -> None:
+    rows = step_rows([step("checkout", "checkout", "passed", 1.0), step("unit tests", "validate", "passed", 6.0),
+                      step("UI check", "ui", "passed", 9.0, detail="2 pages")])
+    assert [(r.name, r.open) for r in rows] == [("checkout", False), ("unit tests", False), ("UI check", True)]
+    skipped = step_rows([step("UI check", "ui", "skipped", 0.0, detail="validate did not pass")])
+    assert [r.open for r in skipped] == [False]
+
+
 def test_a_running_run_lists_every_planned_step() -> None:
     rows = step_rows([step("checkout", "checkout", "passed", 1.0), step("pip install -e .", "setup", "passed", 500.0)],
                      planned=PLANNED, current="npm ci", current_stage="setup", current_elapsed=75.0,

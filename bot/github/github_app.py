@@ -19,7 +19,7 @@ from bot.events import EventBus
 from bot.github.check_runs import CheckRuns
 from bot.github.client import GitHubClientConfig, GitHubClients
 from bot.github.comments import Comments
-from bot.github.errors import UnexpectedResponse
+from bot.github.errors import UnexpectedResponse, field
 from bot.github.hook_deliveries import HookDeliveries
 from bot.github.meta import GitHubMeta, read_meta
 from bot.github.pulls import Pulls
@@ -62,6 +62,13 @@ class RepoGitHub:
         what the process does not: a project's secrets)."""
         return dataclasses.replace(self, check_runs=self.check_runs.masked(redactor),
                                    comments=self.comments.masked(redactor))
+
+
+@dataclass(frozen=True)
+class AppIdentity:
+    """The App as GitHub shows it (`GET /app`): its name, and the slug of github.com/apps/SLUG."""
+    name: str
+    slug: str
 
 
 class GitHubApp:
@@ -185,6 +192,11 @@ class GitHubApp:
 
     def user(self, token: str) -> UserGitHub:
         return UserGitHub(self.http, self.api_url, token)
+
+    async def identity(self) -> AppIdentity:
+        """`GET /app` as the App (JWT): its name and slug."""
+        body = await self.clients.app().getitem("/app")
+        return AppIdentity(name=str(field(body, "name", "GET /app")), slug=str(field(body, "slug", "GET /app")))
 
     async def meta(self) -> GitHubMeta:
         """`GET /meta` (anonymous): where GitHub's webhook deliveries come from."""

@@ -1,6 +1,6 @@
 """Replaying a stored webhook delivery on demand: a new `webhook` job for it, so the handlers run again on
 the stored payload (they are idempotent: a replayed `pull_request.opened` of a head already validated
-starts nothing new). For an admin or maintainer of its repository (the deliveries page, the JSON API)
+starts nothing new). For an admin of its repository (the deliveries page, the JSON API)
 or the operator (`codegenapp deliveries replay`), and audited as `delivery.replayed`.
 
 What a delivery's state is, which PR it is about and whether it may be replayed now are pure functions of

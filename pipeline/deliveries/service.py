@@ -134,24 +134,19 @@ class DeliveryLogSweep:
         """One sweep under the lease; None when another process holds it (it is sweeping). Its outcome is
         kept in app_state with the stop point, for /health in any process (`last_run`). The lease is renewed
         in the background (`held`) however long one GitHub call takes; if it is lost, the sweep is cancelled
-        and `LeaseLost` raised."""
-        async with held(self.store.leases, LEASE, self.holder, ttl=LEASE_TTL) as mine:
-            if not mine:
-                log.debug("delivery log: %s is sweeping it", await self.store.leases.holder(LEASE))
-                return None
-            started = utcnow()
-            try:
+        and `LeaseLost` raised. Whatever fails, taking the lease included (the database away), counts as a
+        failed sweep: it backs off and is reported."""
+        started = utcnow()
+        try:
+            async with held(self.store.leases, LEASE, self.holder, ttl=LEASE_TTL) as mine:
+                if not mine:
+                    log.debug("delivery log: %s is sweeping it", await self.store.leases.holder(LEASE))
+                    return None
+                started = utcnow()
                 report = await self._sweep(started)
-            except Exception as exc:
-                self.failures += 1
-                status = getattr(exc, "status_code", None)  # gidgethub's: what GitHub answered
-                # Kept for /health and `codegenapp status`, and sent to the other processes: masked first.
-                error = PROCESS_REDACTOR.redact(f"{type(exc).__name__}{f' {int(status)}' if status else ''}: {exc}")
-                metrics.DELIVERY_SWEEPS.labels("failed").inc()
-                log.warning("delivery log sweep failed (%d in a row): %s", self.failures, error)
-                await self._record_run(started, ok=False, error=error)
-                self.bus.publish("delivery_log.failed", holder=self.holder, error=error)
-                raise
+        except Exception as exc:
+            await self._failed(started, exc)
+            raise
         self.failures = 0
         metrics.DELIVERY_SWEEPS.labels("ok").inc()
         if report.ingested or report.skipped:
@@ -160,6 +155,16 @@ class DeliveryLogSweep:
         self.bus.publish("delivery_log.swept", holder=self.holder, source=self.source, ingested=report.ingested,
                          skipped=report.skipped, duplicates=report.duplicates, stopped_at=report.stopped_at)
         return report
+
+    async def _failed(self, started: datetime, exc: Exception) -> None:
+        self.failures += 1
+        status = getattr(exc, "status_code", None)  # gidgethub's: what GitHub answered
+        # Kept for /health and `codegenapp status`, and sent to the other processes: masked first.
+        error = PROCESS_REDACTOR.redact(f"{type(exc).__name__}{f' {int(status)}' if status else ''}: {exc}")
+        metrics.DELIVERY_SWEEPS.labels("failed").inc()
+        log.warning("delivery log sweep failed (%d in a row): %s", self.failures, error)
+        await self._record_run(started, ok=False, error=error)
+        self.bus.publish("delivery_log.failed", holder=self.holder, error=error)
 
     async def _record_run(self, started: datetime, *, ok: bool, error: str | None = None,
                           report: SweepReport | None = None, mark: SweepMark | None = None) -> None:

@@ -8,6 +8,8 @@ open in the PR overview's table) and of how many validations the run may still s
 - Every listed PR the table does not hold as open, or holds from an older description, is recorded.
 - A PR the table holds as open that the listing does not show was closed (its close event was missed),
   but only a complete listing says so: a listing cut short by an error proves nothing.
+- The run's bound (RESYNC_MAX_STARTS) is shared fairly between installations (`installation_share`): one
+  installation with a large backlog cannot take all of it; what one leaves unused goes to those after it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.github.types import ListedPull, PullRequest
+
+
+def installation_share(remaining: int, installations_left: int) -> int:
+    """How many validations the next installation may start: an equal share (rounded up) of what the run
+    may still start among the installations not resynced yet, itself included."""
+    if remaining <= 0 or installations_left <= 0:
+        return 0
+    return -(-remaining // installations_left)
 
 
 def needs_validation(pull: PullRequest, validated: Collection[tuple[int, str]]) -> bool:

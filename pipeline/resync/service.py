@@ -5,8 +5,8 @@ installation by installation, the open PRs are listed (`GET /repos/{owner}/{repo
 100 a page) and `decision.plan_repository` says what to do: record them in the PR overview's table,
 mark as closed the ones the table holds open that GitHub no longer lists, and validate the ones whose
 head has no validation through `ValidationService.start` (trigger "resync"), as a push would, at most
-RESYNC_MAX_STARTS a run. Starts go one at a time (each waits for its check run, which the GitHub client
-paces per installation).
+RESYNC_MAX_STARTS a run, each installation a fair share of it (`decision.installation_share`). Starts go
+one at a time (each waits for its check run, which the GitHub client paces per installation).
 
 One process at a time resyncs, across processes: the run holds the database lease "resync", renewed
 in the background every third of its time (`bot.store.leases.held`) however long a GitHub call takes;
@@ -35,7 +35,7 @@ from bot.models import PR_CLOSED, PR_OPEN, Project, new_id, utcnow
 from bot.store import Store
 from bot.store.leases import run_once
 from bot.store.tracked_pulls import PullSnapshot
-from pipeline.resync.decision import RepositoryPlan, plan_repository
+from pipeline.resync.decision import RepositoryPlan, installation_share, plan_repository
 from pipeline.validation.gate import head_moved_on
 from pipeline.validation.service import ValidationService
 
@@ -135,26 +135,31 @@ class Resync:
 
     async def _run(self) -> ResyncReport:
         report = ResyncReport(started_at=utcnow().isoformat(), max_starts=self.max_starts)
-        for project in await self.store.projects.active_projects():
-            report.repositories += 1
-            try:
-                await self._repository(project, report)
-            except Exception as exc:  # noqa: BLE001 - one repository never stops the others
-                log.warning("resync of %s failed: %s", project.name, _why(exc), exc_info=True)
-                report.failures.append(f"{project.name}: {_why(exc)}")
+        installations: dict[int, list[Project]] = {}
+        for project in await self.store.projects.active_projects():  # installation by installation
+            installations.setdefault(project.installation_id, []).append(project)
+        for left, projects in zip(range(len(installations), 0, -1), installations.values()):
+            until = report.started + installation_share(self.max_starts - report.started, left)
+            for project in projects:
+                report.repositories += 1
+                try:
+                    await self._repository(project, report, budget=until - report.started)
+                except Exception as exc:  # noqa: BLE001 - one repository never stops the others
+                    log.warning("resync of %s failed: %s", project.name, _why(exc), exc_info=True)
+                    report.failures.append(f"{project.name}: {_why(exc)}")
         report.finished_at = utcnow().isoformat()
         (log.warning if report.failed or report.cut_short else log.info)("%s", report.summary())
         await self.store.app_state.put(STATE_KEY, report.as_state())
         self.bus.publish("resync.finished", **report.as_state())
         return report
 
-    async def _repository(self, project: Project, report: ResyncReport) -> None:
+    async def _repository(self, project: Project, report: ResyncReport, *, budget: int) -> None:
         tracked_open = await self.store.tracked_pulls.open_pulls(project.id)  # before the listing: see close_missed
         listed, error = await self._list(project)
         validated = await self.store.validations.validated_heads(
             project.id, sorted({item.pull.head_sha for item in listed}))
         plan = plan_repository(listed, validated=validated, tracked_open=tracked_open, complete=error is None,
-                               budget=self.max_starts - report.started)
+                               budget=budget)
         report.open_pulls += len(listed)
         report.left_over += plan.left_over
         await self._apply(project, plan, report)

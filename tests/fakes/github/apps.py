@@ -1,10 +1,14 @@
 """``AppsMixin``: the GitHub App side: the app, its installations and installation tokens, the
 manifest conversion, the /user endpoints of user-to-server tokens, and the web flows outside /api/v3
-(OAuth login, the App manifest registration form)."""
+(OAuth login, the App manifest registration form).
+
+As on GitHub, a manifest whose webhook URL GitHub cannot reach over the public Internet (a loopback or
+private address, ``localhost``, a name without a domain) is not converted: 422 with GitHub's words."""
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import re
 import secrets
@@ -12,7 +16,7 @@ import string
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from yarl import URL
@@ -34,6 +38,16 @@ TOKEN_LIFETIME_S = 3600
 _PERMISSION_LEVEL = {"read": 1, "write": 2, "admin": 3}
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 _MANIFEST_PATH = re.compile(r"/(?:organizations/[^/]+/)?settings/apps/new")
+_UNREACHABLE_HOOK = "Webhook URL is not supported because it isn't reachable over the public Internet ({host})"
+
+
+def _unreachable_host(url: str) -> str | None:
+    """The host of a webhook URL GitHub cannot reach over the public Internet (None: it may)."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        return None if ipaddress.ip_address(host).is_global else host
+    except ValueError:
+        return host if host == "localhost" or host.endswith(".localhost") or "." not in host else None
 
 
 class AppsMixin(FakeState):
@@ -238,6 +252,11 @@ class AppsMixin(FakeState):
         if code in self._used_manifest_codes:
             raise _GitHubError(404, "Not Found")
         self._used_manifest_codes.add(code)
+        hook = (self.manifests.get(code) or {}).get("hook_attributes") or {}
+        if hook.get("url") and (host := _unreachable_host(str(hook["url"]))) is not None:
+            message = _UNREACHABLE_HOOK.format(host=host)
+            raise _GitHubError(422, message, record=True, detail="manifest hook_attributes.url",
+                               errors=[{"resource": "Hook", "field": "url", "code": "custom", "message": message}])
         app = self._example("POST", "/app-manifests/{code}/conversions", 201)
         app.update(self._app_dict())
         app.update(

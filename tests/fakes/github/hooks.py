@@ -10,9 +10,11 @@ attempt, increasing; ``guid``, the ``X-GitHub-Delivery`` value; ``delivered_at``
 its ``request.payload`` on purpose).
 
 The REST side (App JWT, like every ``/app/...`` route): ``GET /app/hook/deliveries`` lists entries newest
-first, ``per_page`` (30, at most 100) at a time, the next page named by a ``cursor`` in the ``Link``
-header (``rel="next"``); ``status=success|failure`` filters. ``GET /app/hook/deliveries/{id}`` returns the
-whole entry with ``request`` (``headers``, ``payload``) and ``response``. ``POST .../attempts`` sends the
+first, ``per_page`` (30 by default; outside 1..100, or not a number: 422 as on GitHub) at a time, the
+next page named by a ``cursor`` in the ``Link`` header (``rel="next"``; a cursor it never gave: 400);
+``status=success`` keeps the entries whose ``status_code`` is in 200-399, ``status=failure`` the others
+(a 4xx or 5xx answer, and no answer at all: ``status_code`` 0), anything else is 422.
+``GET /app/hook/deliveries/{id}`` returns the whole entry with ``request`` (``headers``, ``payload``) and ``response``. ``POST .../attempts`` sends the
 entry again as a new entry with ``redelivery: true`` and the same guid; each such request is recorded in
 ``redelivery_requests`` (the ids asked for). A new entry appears in the list only ``log_delay`` seconds
 after it was delivered (GitHub's log lags; 0 by default).
@@ -29,14 +31,36 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tests.fakes.github.common import _GitHubError, _handles, _int_query, _iso, _now, _Reply, _Request
+from tests.fakes.github.common import _GitHubError, _handles, _iso, _now, _Reply, _Request
 from tests.fakes.github.state import FakeState
 from tests.webhook_sender import github_headers
 
 _LIST_KEYS = ("id", "guid", "delivered_at", "redelivery", "duration", "status", "status_code", "event", "action",
               "installation_id", "repository_id", "throttled_at")
 _FIRST_DELIVERY_ID = 90_000_000_001
+_DEFAULT_PER_PAGE, _MAX_PER_PAGE = 30, 100
 SEND_TIMEOUT_S = 10.0  # GitHub gives a receiver 10 s
+
+
+def _succeeded(entry: dict[str, Any]) -> bool:
+    """GitHub's `status=success` class: a `status_code` in 200-399 (its REST description)."""
+    code = entry.get("status_code")
+    return isinstance(code, int) and 200 <= code <= 399
+
+
+def _invalid(field: str, value: str, message: str) -> _GitHubError:
+    return _GitHubError(422, "Validation Failed", record=True, detail=f"{field}={value!r}",
+                        errors=[{"resource": "HookDelivery", "field": field, "code": "invalid", "value": value,
+                                 "message": message}])
+
+
+def _per_page(query: dict[str, str]) -> int:
+    raw = query.get("per_page")
+    if raw is None:
+        return _DEFAULT_PER_PAGE
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= _MAX_PER_PAGE:
+        raise _invalid("per_page", raw, f"per_page must be between 1 and {_MAX_PER_PAGE}")
+    return int(raw)
 
 
 def _id_of(payload: Any, key: str) -> int | None:
@@ -113,15 +137,15 @@ class HooksMixin(FakeState):
 
     @_handles("GET /app/hook/deliveries")
     def _list_hook_deliveries(self, request: _Request) -> _Reply:
-        per_page = _int_query(request.query, "per_page", 30, low=1, high=100)
+        per_page = _per_page(request.query)
         entries = self._listed()
         status = request.query.get("status")
         if status == "success":
-            entries = [(i, e) for i, e in entries if e["status"] == "OK"]
+            entries = [(i, e) for i, e in entries if _succeeded(e)]
         elif status == "failure":
-            entries = [(i, e) for i, e in entries if e["status"] != "OK"]
+            entries = [(i, e) for i, e in entries if not _succeeded(e)]
         elif status is not None:
-            raise _GitHubError(422, "Validation Failed", record=True, detail=f"status={status!r}")
+            raise _invalid("status", status, "status must be one of: success, failure")
         cursor = request.query.get("cursor")
         if cursor:
             if not cursor.startswith("v1_") or not cursor[3:].isdigit():
