@@ -11,9 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from gidgethub import BadRequest
 
 from bot import migrate, registration, webhooks
 from bot.config import WEBHOOK_PATH, Settings
@@ -21,9 +23,9 @@ from bot.crypto import Crypto
 from bot.db import Database, check_sqlite_file, sqlite_file
 from bot.event_bridge import PostgresEventBridge, asyncpg_dsn
 from bot.events import EventBus, JobWakeup
-from bot.github.github_app import GitHubApp
+from bot.github.github_app import AppIdentity, GitHubApp
 from bot.guard.request_guard import GUARD, build_guard
-from bot.models import DELIVERY_POLLED, DELIVERY_RECOVERED, JOB_AGENT_RUN, JOB_VALIDATE, JOB_WEBHOOK
+from bot.models import DELIVERY_POLLED, DELIVERY_RECOVERED, JOB_AGENT_RUN, JOB_MERGE_QUEUE, JOB_VALIDATE, JOB_WEBHOOK
 from bot.redact import PROCESS_REDACTOR
 from bot.services import SERVICES, SETTINGS, Services
 from bot.startup_report import StartupFacts, startup_report
@@ -38,6 +40,8 @@ from pipeline.agents.availability import AgentAvailability
 from pipeline.agents.service import AgentRunService
 from pipeline.deliveries.replay import DeliveryReplay
 from pipeline.merge.service import MergeService
+from pipeline.merge_queue.candidates import CandidateBuilder
+from pipeline.merge_queue.service import MergeQueueService
 from pipeline.deliveries.service import DeliveryLogSweep
 from pipeline.resync.service import Resync
 from pipeline.sandbox.sandbox import Sandbox
@@ -115,6 +119,9 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         checkouts, merges, volumes=volumes, agent_configured=agents_available.configured,
         public_url=settings.public_url,
         data_dir=settings.data_dir, chromium_path=settings.chromium_path)
+    merge_queues = MergeQueueService(store, github, bus, wakeup, validations, merges, CandidateBuilder(checkouts),
+                                     agent_configured=agents_available.configured, public_url=settings.public_url)
+    validations.enter_queue = merge_queues.enter_after_validation
     agent_runs = AgentRunService(store, github, bus, wakeup, http, settings, sandbox=sandbox, checkouts=checkouts,
                                  validations=validations, availability=agents_available)
     worker = pruner = resync = None
@@ -125,7 +132,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         # Webhook jobs are short and end in what the user sees first (the check run): they have slots of
         # their own, and the long jobs wait while a burst of them is handled (worker/policy.py).
         worker = Worker(store, {JOB_WEBHOOK: run_webhook, JOB_VALIDATE: validations.run_job,
-                                JOB_AGENT_RUN: agent_runs.run_job},
+                                JOB_AGENT_RUN: agent_runs.run_job, JOB_MERGE_QUEUE: merge_queues.run_job},
                         bus=bus, wakeup=wakeup, lease_seconds=settings.job_lease_seconds,
                         poll_interval=settings.job_poll_interval,  # the fallback: wake-ups find new jobs
                         outage_budget_seconds=settings.github_outage_budget_hours * 3600.0,
@@ -152,7 +159,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
                         validations=validations, merges=merges, agent_runs=agent_runs, worker=worker,
                         screenshot_pruner=pruner, browser=browser, volumes=volumes if with_worker else None, resync=resync,
                         replays=DeliveryReplay(store, wakeup, max_attempts=settings.job_max_attempts),
-                        delivery_log=delivery_log, wakeup=wakeup, event_bridge=bridge)
+                        delivery_log=delivery_log, wakeup=wakeup, event_bridge=bridge, merge_queues=merge_queues)
     # In every process, web or worker: the process that ends a validation nudges its PR's agent runs (a
     # dashboard's cancel on a web process too); events from other processes are theirs to act on.
     agent_runs.start_listening()
@@ -160,19 +167,63 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         await worker.start()
         pruner.start()  # at start, then hourly (pipeline/ui_check/retention.py)
         validations.start_recovery()  # what a killed process left of check runs, at start and every minute
+        merge_queues.start_listening()  # a candidate's validation that ends advances its queue
+        await merge_queues.resume_all()  # what a killed process left under way in the merge queues
         if resync is not None:
             resync.start()  # open pull requests without a validation of their head: at start, then hourly
     return services
 
 
-def startup_facts(services: Services, *, runs_jobs: bool) -> StartupFacts:
-    """What the start-up block reports, from what the start already measured (the facts of /health); in
-    setup mode, the one-time token of the registration link (DATA_DIR/setup-token, 0600) is made here."""
+# How long GET /app (the App's name, asked while the services are built) may take before the block names
+# the App by its id alone.
+APP_NAME_TIMEOUT_SECONDS = 3.0
+CREDENTIALS_REFUSED = (401, 404)  # GET /app as the App: a PRIVATE_KEY that is not the App's, or no such APP_ID
+
+
+@dataclass(frozen=True)
+class AppNaming:
+    """What GET /app said at start: the App as GitHub shows it, or why GitHub refused its credentials;
+    neither when it was not asked (setup mode) or did not answer in time."""
+    identity: AppIdentity | None = None
+    refused: str | None = None
+
+
+async def read_app_naming(settings: Settings, *, timeout: float = APP_NAME_TIMEOUT_SECONDS) -> AppNaming:
+    """GET /app as the App (registered from the dashboard or the environment's), at most `timeout` s, on a
+    session of its own: the start asks it first, while it builds the services."""
+    settings = registration.apply(settings)
+    if not settings.app_configured:
+        return AppNaming()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+        github = GitHubApp(http, settings)
+        try:
+            return AppNaming(identity=await asyncio.wait_for(github.identity(), timeout))
+        except BadRequest as exc:
+            if exc.status_code in CREDENTIALS_REFUSED:
+                return AppNaming(refused=f"GET /app answered {exc.status_code} ({exc}): check APP_ID and the "
+                                         "private key (PRIVATE_KEY or PRIVATE_KEY_PATH)")
+            log.info("the GitHub App's name was not read at start (%s); the start goes on", exc)
+        except Exception as exc:  # noqa: BLE001 - GitHub slow or failing: the block names the App without its name
+            log.info("the GitHub App's name was not read at start (%s); the start goes on", type(exc).__name__)
+        finally:
+            await github.close()
+    return AppNaming()
+
+
+def startup_facts(services: Services, *, runs_jobs: bool, naming: AppNaming) -> StartupFacts:
+    """What the start-up block reports, from what the start already measured (the facts of /health) and
+    what GET /app said (`read_app_naming`; without the App's name, the slug the dashboard registered, if
+    any); in setup mode, the one-time token of the registration link (DATA_DIR/setup-token, 0600) is made here."""
     settings = services.settings
     registered = registration.load(settings)
+    registered_here = registered is not None and registered.app_id == settings.app_id
+    identity = naming.identity
     return StartupFacts(
         settings=settings,
-        app_name=registered.slug if registered is not None and registered.app_id == settings.app_id else None,
+        app_name=identity.name if identity is not None else registered.slug if registered_here else None,
+        app_slug=identity.slug if identity is not None else None,
+        app_refused=naming.refused,
+        registered_here=registered_here,
         setup_token=None if settings.app_configured else registration.ensure_setup_token(settings),
         sandbox=services.sandbox.capabilities.describe(),
         workspaces=services.volumes.describe() if services.volumes is not None else None,
@@ -196,14 +247,20 @@ def create_app(settings: Settings, *, with_worker: bool = True,
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        services = await build_services(settings, with_worker=with_worker)
+        naming = asyncio.create_task(read_app_naming(settings), name="get-app")  # asked while the services are built
+        try:
+            services = await build_services(settings, with_worker=with_worker)
+        except BaseException:
+            naming.cancel()
+            await asyncio.gather(naming, return_exceptions=True)
+            raise
         app[SERVICES] = services
         app[GUARD] = guard = build_guard(services.settings, services.github, clock=clock)
         if guard.hook_sources is not None:
             guard.hook_sources.start()  # GitHub's webhook addresses, read now and hourly
         # One block for the operator at INFO; what a person must act on (an unreachable PUBLIC_URL, no
         # sandbox..., and in setup mode the link only the token's holder may use) at WARNING, each row once.
-        report = startup_report(startup_facts(services, runs_jobs=with_worker))
+        report = startup_report(startup_facts(services, runs_jobs=with_worker, naming=await naming))
         log.info("%s", "\n".join(report.info))
         if report.warnings:
             log.warning("%s", "\n".join(report.warnings))

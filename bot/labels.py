@@ -90,6 +90,8 @@ TRIGGERS = {
     "agent_run": "an agent run",
     "auto-merge": "auto-merge",
     "resync": "a resync",
+    "merge_group.checks_requested": "GitHub's merge queue",
+    "merge_group.destroyed": "the merge group's end",
 }
 
 

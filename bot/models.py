@@ -88,6 +88,9 @@ class Project(Base):
     agent_backend: Mapped[str | None] = mapped_column(String(16))
     agent_command: Mapped[str] = mapped_column(Text, default="")  # the local backend's command
     max_fix_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # The merge queue's settings from the dashboard ({"enabled": ..., "method": ..., ...}; a key left out
+    # is not set here); the repository's file wins key by key (pipeline/repo_config/effective.py).
+    merge_queue: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     pinned: Mapped[bool] = mapped_column(Boolean, default=True)
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -216,10 +219,17 @@ VALIDATION_COMPLETED = "completed"
 VALIDATION_SUPERSEDED = "superseded"
 VALIDATION_WAITING = "waiting"  # fork gate: a maintainer must say /ok-to-test
 VALIDATION_ACTIVE = (VALIDATION_QUEUED, VALIDATION_IN_PROGRESS)
+# What a validation validates (ValidationState.subject). Only a pull request's own head takes part in
+# what is about a PR: superseding, the sticky comment, merging, the PR overview, commands and buttons.
+SUBJECT_PULL_REQUEST = "pull_request"
+SUBJECT_MERGE_GROUP = "merge_group"          # a group of GitHub's merge queue (its gh-readonly-queue/... head)
+SUBJECT_QUEUE_CANDIDATE = "queue_candidate"  # a candidate commit the app's own merge queue built
 
 
 class ValidationState(Base):
-    """One validation of one PR head (the seed's model, extended)."""
+    """One validation of one PR head (the seed's model, extended), or of a commit made to merge PRs
+    (`subject`: a merge queue's group or candidate; `pr_number` is then the PR it was made for, the
+    last of those it merges, and `subject_ref` the ref that names it)."""
 
     __tablename__ = "validation_states"
     __table_args__ = (Index("ix_validation_pr", "project_id", "pr_number"),
@@ -232,6 +242,9 @@ class ValidationState(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     agent_run_id: Mapped[str | None] = mapped_column(ForeignKey("agent_runs.id"))
     pr_number: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(32), default=SUBJECT_PULL_REQUEST,
+                                         server_default=SUBJECT_PULL_REQUEST)
+    subject_ref: Mapped[str | None] = mapped_column(String(255))
     head_sha: Mapped[str] = mapped_column(String(40))
     base_sha: Mapped[str | None] = mapped_column(String(40))
     is_fork: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -396,6 +409,32 @@ class Lease(Base):
     expires_at: Mapped[datetime]
 
 
+class MergeQueueState(Base):
+    """One base branch's own merge queue: the pure decider's state (pipeline/merge_queue/model.py) as one
+    document, replaced by compare-and-swap on `version` (bot/store/merge_queue.py)."""
+
+    __tablename__ = "merge_queues"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    base_ref: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean)  # anything queued or running: resumed at start
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MergeQueueLanding(Base):
+    """A PR a queue candidate merged (or is merging): landing twice is refused by the key."""
+
+    __tablename__ = "merge_queue_landings"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    candidate_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pr_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merged_sha: Mapped[str | None] = mapped_column(String(40))
+    landed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class GitHubWriteLane(Base):
     """On PostgreSQL, one installation's GitHub write pacing shared by every process: who may write for it
     now (a lease), the times of its writes in the last hour, and GitHub's hold on it (bot/github/pacing.py
@@ -452,6 +491,7 @@ JOB_DEAD = "dead"
 JOB_WEBHOOK = "webhook"      # handle a stored webhook delivery (handlers/)
 JOB_VALIDATE = "validate"    # run a validation (pipeline/validation/)
 JOB_AGENT_RUN = "agent_run"  # advance an agent run (pipeline/agents/)
+JOB_MERGE_QUEUE = "merge_queue"  # advance one base branch's merge queue (pipeline/merge_queue/service.py)
 
 
 class Job(Base):

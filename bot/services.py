@@ -19,6 +19,7 @@ from bot.store import Store
 from pipeline.agents.service import AgentRunService
 from pipeline.deliveries.replay import DeliveryReplay
 from pipeline.merge.service import MergeService
+from pipeline.merge_queue.service import MergeQueueService
 from pipeline.deliveries.service import DeliveryLogSweep
 from pipeline.resync.service import Resync
 from pipeline.sandbox.sandbox import Sandbox
@@ -54,6 +55,7 @@ class Services:
     # How a feature that queued a job wakes the workers, this process's and (through the bridge) the others'.
     wakeup: JobWakeup | None = None  # None: a record built by hand
     event_bridge: PostgresEventBridge | None = None  # PostgreSQL: the bus across processes (bot/event_bridge.py)
+    merge_queues: MergeQueueService | None = None  # the app's own merge queue (None: a record built by hand)
     # (installation id, repository id) pairs known to be recorded; rows are never deleted, so a hit is safe.
     seen_repositories: LRUCache[tuple[int, int | None], bool] = field(default_factory=lambda: LRUCache(10_000))
     # By project id: its `.github/codegenapp.yml` as the settings page last read it (dashboard/project_settings.py),
@@ -73,6 +75,8 @@ class Services:
         if self.resync is not None:
             await self.resync.stop()
         await self.validations.close()
+        if self.merge_queues is not None:
+            await self.merge_queues.close()
         if self.worker is not None:
             await self.worker.stop(grace=self.settings.shutdown_grace_seconds)
         if self.volumes is not None:

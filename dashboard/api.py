@@ -9,7 +9,8 @@ token created on the account page (no CSRF token needed). Without either: 401.
 seeing a project (anything they can see) lets them read it, its runs and validations (404 otherwise, as
 for a project that does not exist); starting, confirming, rejecting and cancelling agent runs and
 re-running validations need write access (`push`, `maintain` or `admin`; 403 otherwise); changing
-settings needs `admin` or `maintain`, like the settings page. The audit log's actor is the user's login.
+settings needs `admin` or `maintain`, like the settings page; replaying a delivery needs `admin`. The audit
+log's actor is the user's login.
 
 Projects come from the App's installations: `POST /api/v1/projects` and `DELETE /api/v1/projects/{id}`
 are no operations and answer 405 saying so (install the App on, or remove it from, the repository on
@@ -24,11 +25,12 @@ API_REQUESTS_PER_MINUTE gets 429 with `Retry-After` (dashboard/limits.py).
 | `POST /api/v1/projects/{id}/agent-run` `{"target_text": ...}` | start a run: 201 with the run |
 | `GET /api/v1/projects/{id}/runs[?limit=N]` | the project's runs, newest first (N from 1 to 200, default 50) |
 | `GET /api/v1/projects/{id}/agent-settings`, `PATCH` the same | the project's agent settings |
+| `GET /api/v1/projects/{id}/queue` | each base branch's merge queue: its PRs in order, the candidates under test |
 | `GET /api/v1/runs/{id}` | one run (its plan, PR, fix attempts, reason) |
 | `POST /api/v1/runs/{id}/confirm`, `/reject`, `/cancel` | decide on the plan; stop the run (409 when it does not apply) |
 | `GET /api/v1/validation/{id}` | one validation: status, conclusion, steps |
 | `POST /api/v1/validation/{id}/retry` | validate the PR's current head again: 202 with the new validation |
-| `POST /api/v1/deliveries/{id}/replay` | handle a stored delivery again (admin or maintain): 202 with the new job |
+| `POST /api/v1/deliveries/{id}/replay` | handle a stored delivery again (admin of its repository): 202 with the new job |
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.models import AgentRun, Project, ValidationState
+from bot.models import SUBJECT_PULL_REQUEST, AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
 from dashboard import auth
+from dashboard.merge_queue import branch_queues, queue_settings
 from dashboard.openapi import document
 from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings, refuse_file_keys
+from dashboard.queue_view import branch_json
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 from pipeline.deliveries.replay import ReplayRefused, UnknownDelivery
@@ -71,6 +75,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put(f"/api/v1/projects/{_ID}", _api(put_project))
     app.router.add_post(f"/api/v1/projects/{_ID}/agent-run", _api(start_run))
     app.router.add_get(f"/api/v1/projects/{_ID}/runs", _api(list_runs))
+    app.router.add_get(f"/api/v1/projects/{_ID}/queue", _api(get_queue))
     app.router.add_get(f"/api/v1/projects/{_ID}/agent-settings", _api(get_agent_settings))
     app.router.add_patch(f"/api/v1/projects/{_ID}/agent-settings", _api(patch_agent_settings))
     app.router.add_get(f"/api/v1/runs/{_ID}", _api(get_run))
@@ -243,6 +248,15 @@ async def put_project(request: web.Request) -> web.Response:
     return web.json_response(await project_json(request, updated))
 
 
+async def get_queue(request: web.Request) -> web.Response:
+    """Each base branch's merge queue (dashboard/queue_view.py), and whether the queue is on for the project."""
+    services: Services = request.app[SERVICES]
+    project = await _project(request)
+    settings = await queue_settings(services, project)
+    return web.json_response({"project_id": project.id, "enabled": settings.enabled,
+                              "queues": [branch_json(b) for b in await branch_queues(services, project)]})
+
+
 # ---------------------------------------------------------------- agent runs
 
 async def start_run(request: web.Request) -> web.Response:
@@ -367,7 +381,8 @@ async def patch_agent_settings(request: web.Request) -> web.Response:
 def validation_json(request: web.Request, state: ValidationState) -> dict[str, Any]:
     results = state.test_results or {}
     return {"id": state.id, "project_id": state.project_id, "pr_number": state.pr_number,
-            "head_sha": state.head_sha, "base_sha": state.base_sha, "status": state.status,
+            "subject": state.subject, "subject_ref": state.subject_ref, "head_sha": state.head_sha,
+            "base_sha": state.base_sha, "status": state.status,
             "conclusion": state.conclusion, "title": state.title, "trigger": state.trigger,
             "is_fork": state.is_fork, "author": state.author, "agent_run_id": state.agent_run_id,
             "superseded_by": state.superseded_by, "auto_merge_eligible": state.auto_merge_eligible,
@@ -402,6 +417,8 @@ async def retry_validation(request: web.Request) -> web.Response:
     state, project = await visible_validation(request, request.match_info["id"], write=True)
     if not services.github.configured or project.installation_id is None:
         return _error(503, "validation is not available on this app")
+    if state.subject != SUBJECT_PULL_REQUEST:  # a merge queue's run: its queue decides when to test again
+        return _error(409, "only a pull request's validation can be retried; this one is a merge queue's")
     user = await _user(request)
     try:
         new = await services.validations.revalidate(project, state.pr_number, trigger="api.retry", actor=user.login)
@@ -416,7 +433,7 @@ async def retry_validation(request: web.Request) -> web.Response:
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
-    """Handle a stored delivery again (pipeline/deliveries/replay.py), for an admin or maintainer of its
+    """Handle a stored delivery again (pipeline/deliveries/replay.py), for an admin of its
     repository: 202 with the job queued for it. A delivery of no repository the user can see (or of
     none: installation events are the operator's, `codegenapp deliveries replay`) is 404."""
     services: Services = request.app[SERVICES]
@@ -429,11 +446,11 @@ async def replay_delivery(request: web.Request) -> web.Response:
     if view is None or project is None:
         return _error(404, "no such delivery")
     try:
-        await auth.require_project_id(request, project.id, manage=True)
+        await auth.require_project_id(request, project.id)
     except web.HTTPNotFound:
         return _error(404, "no such delivery")
-    except web.HTTPForbidden:
-        return _error(403, f"replaying a delivery of {project.name} needs admin or maintain on the repository")
+    if not await auth.is_admin(request, project):
+        return _error(403, f"replaying a delivery of {project.name} needs admin on the repository")
     user = await _user(request)
     try:
         replayed = await services.replays.replay(view.id, actor=user.login)

@@ -16,9 +16,11 @@ from typing import Any
 
 from bot import labels
 from bot.links import github_link
+from bot.models import SUBJECT_PULL_REQUEST
 from bot.redact import PROCESS_REDACTOR
 from pipeline.commands.parse import COMMANDS
 from pipeline.validation.buttons import ACTIONS
+from pipeline.validation.subjects import subject_lead
 
 MAX_TEXT = 200  # characters of a reason, an error or a title
 MAX_LISTED = 5  # repositories or settings named before "and N more"
@@ -140,7 +142,11 @@ def _code(text: str | None) -> Piece:
 
 
 def _on_pr(event: Event) -> list[Piece]:
+    """" on #12", or what a merge queue's commit was validated for: " on the merge queue group for #12"."""
     pr = _pr(event)
+    subject = event.text("subject")
+    if pr and subject is not None and subject != SUBJECT_PULL_REQUEST:
+        return [f" on the {subject_lead(subject)} ", pr]
     return [" on ", pr] if pr else []
 
 

@@ -20,7 +20,7 @@ from dashboard.rendering import services_of
 
 LIVE_EVENTS = ("project.status.updated", "agent.run.started", "agent.run.updated", "agent.run.completed",
                "pr.created", "pr.updated", "validation.started", "validation.completed", "notification.new",
-               "merge.merged")
+               "merge.merged", "merge_queue.updated")
 # After these, the project's card and PR overview change: a `project.status.updated` follows them.
 CHANGES_STATUS = frozenset({"validation.started", "validation.completed", "pr.updated", "merge.merged"})
 WEBSOCKETS = web.AppKey("dashboard_websockets", set)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from bot.models import SUBJECT_MERGE_GROUP, SUBJECT_PULL_REQUEST, SUBJECT_QUEUE_CANDIDATE
+from dashboard.queue_view import STATES as QUEUE_STATES
 from pipeline.agents.backend import BACKENDS
 
 VERSION = "1.0.0"
@@ -91,7 +93,14 @@ SCHEMAS: dict[str, Any] = {
         "exit_code": _s("integer", nullable=True), "detail": _s("string", nullable=True),
         "duration_seconds": _s("number", nullable=True), "output_tail": _s("string", nullable=True)}),
     "Validation": _obj({
-        "id": ID, "project_id": ID, "pr_number": _s("integer"), "head_sha": _s("string"),
+        "id": ID, "project_id": ID,
+        "pr_number": _s("integer", description="the pull request; for a merge queue's commit, the last it merges"),
+        "subject": _s("string", enum=[SUBJECT_PULL_REQUEST, SUBJECT_MERGE_GROUP, SUBJECT_QUEUE_CANDIDATE],
+                      description="what was validated: a pull request's head, a group of GitHub's merge queue, "
+                                  "or a candidate of the app's own merge queue"),
+        "subject_ref": _s("string", nullable=True, description="the merge queue's ref of its commit (null for a "
+                                                               "pull request's head)"),
+        "head_sha": _s("string"),
         "base_sha": _s("string", nullable=True),
         "status": _s("string", enum=["queued", "in_progress", "completed", "superseded", "waiting"]),
         "conclusion": _s("string", nullable=True), "title": _s("string", nullable=True),
@@ -100,6 +109,35 @@ SCHEMAS: dict[str, Any] = {
         "auto_merge_eligible": _s("boolean"), "steps": _s("array", items=_ref("Step")),
         "error": _s("string", nullable=True), "details_url": _s("string"), "created_at": WHEN,
         "started_at": WHEN_OR_NULL, "completed_at": WHEN_OR_NULL}),
+    "QueueEntry": _obj({
+        "position": _s("integer", nullable=True, minimum=1, description="1 is next to land; null: leaving"),
+        "pr_number": _s("integer"), "title": _s("string", nullable=True), "author": _s("string", nullable=True),
+        "head_sha": _s("string", description="the head that was queued"), "enqueued_at": WHEN,
+        "enqueued_by": _s("string", description="a login, or auto-merge"),
+        "state": _s("string", enum=list(QUEUE_STATES), description="waiting, or its candidate's state"),
+        "label": _s("string", description="the state in words"),
+        "candidate_id": _s("integer", nullable=True, description="the candidate testing it, if one"),
+        "tested_with": _s("array", items=_s("integer"), description="the other PRs in that candidate")}),
+    "QueueCandidate": _obj({
+        "id": _s("integer"), "prs": _s("array", items=_s("integer"), description="its own batch, in queue order"),
+        "ahead": _s("array", items=_s("integer"), description="the queued PRs merged before its batch"),
+        "base_sha": _s("string", description="the base tip it is built on"),
+        "state": _s("string", enum=[s for s in QUEUE_STATES if s not in ("waiting", "leaving")]),
+        "label": _s("string", description="the state in words"), "attempt": _s("integer", minimum=1),
+        "reason": _s("string", description="why it was built"),
+        "failing_step": _s("string", nullable=True), "flaky_steps": _s("array", items=_s("string")),
+        "landed": _s("array", items=_s("integer"), description="its PRs landed so far"),
+        "reused_verdict": _s("boolean", description="passed on the PR's own validation of the same tree"),
+        "created_at": WHEN}),
+    "BranchQueue": _obj({
+        "base_ref": _s("string"), "base_sha": _s("string", description="the base tip the queue knows"),
+        "entries": _s("array", items=_ref("QueueEntry"), description="in queue order, then those leaving"),
+        "candidates": _s("array", items=_ref("QueueCandidate"))}),
+    "ProjectQueues": _obj({
+        "project_id": ID,
+        "enabled": _s("boolean", description="whether the queue is on (the file at the default branch's head, "
+                                             "then the project's settings)"),
+        "queues": _s("array", items=_ref("BranchQueue"), description="one per base branch, by name")}),
     "DeliveryReplay": _obj({
         "delivery_id": DELIVERY_ID, "job_id": _s("integer", description="the job that handles it again"),
         "status": _s("string", enum=["queued"], description="the job's status"),
@@ -165,6 +203,10 @@ PATHS: dict[str, Any] = {
                 "parameters": [_PARAM, {"name": "limit", "in": "query", "required": False,
                                         "schema": _s("integer", minimum=1, maximum=200, default=50)}]},
     },
+    "/api/v1/projects/{id}/queue": {
+        "get": _op("The project's merge queues, one per base branch: the queued PRs in order and the candidates "
+                   "being tested", "the queues", "ProjectQueues", errors=(_HIDDEN,)),
+    },
     "/api/v1/projects/{id}/agent-settings": {
         "get": _op("The project's agent settings", "the agent settings", "AgentSettings", errors=(_HIDDEN,)),
         "patch": _op("Change agent settings (needs admin or maintain)", "the agent settings", "AgentSettings",
@@ -188,8 +230,8 @@ PATHS: dict[str, Any] = {
                                                   "503": _answer("validation is not set up on this app")})),
     },
     "/api/v1/deliveries/{id}/replay": {
-        "post": {**_op("Handle a stored webhook delivery again, from its stored payload (needs admin or maintain "
-                       "on its repository); what was done already is not done twice",
+        "post": {**_op("Handle a stored webhook delivery again, from its stored payload (needs admin on its "
+                       "repository); what was done already is not done twice",
                        "the job queued for it", "DeliveryReplay", status="202",
                        errors=(_FORBIDDEN, {"404": _answer("no such delivery, or not of a repository the user can "
                                                            "see")},

@@ -25,7 +25,8 @@ from dashboard import auth
 from dashboard.rendering import render, services_of
 from pipeline.repo_config.parse import ConfigFileError, RepoConfig
 from pipeline.repo_config.reading import CONFIG_PATH, read_repo_config, stored_settings
-from pipeline.repo_config.settings_sources import FILE_KEY_OF, FILE_ONLY_KEYS, Resolved, resolve_settings
+from pipeline.repo_config.settings_sources import (FILE_KEY_OF, FILE_ONLY_KEYS, QUEUE_SETTING_KEYS, Resolved,
+                                                   resolve_settings)
 
 MAX_TEXT = 20_000  # repository rules, planning statement, agent command (characters)
 MAX_COMMANDS = 50
@@ -40,8 +41,13 @@ FIELD_LABELS = {"setup_commands": "Setup commands", "validate_commands": "Valida
 FILE_ONLY_LABELS = {"timeout_minutes": "Timeout", "merge_method": "Merge method",
                     "delete_branch_after_merge": "Delete the branch after merging",
                     "setup_network": "Network during setup", "analysis": "Analysis",
-                    "cache_key": "Setup snapshot key", "env": "Environment variables", "ui": "UI check"}
-MERGE_METHOD_WORDS = {"merge": "merge commit", "squash": "squash and merge", "rebase": "rebase and merge"}
+                    "cache_key": "Setup snapshot key", "env": "Environment variables", "ui": "UI check",
+                    "merge_queue.enabled": "Merge queue", "merge_queue.method": "How the queue lands a PR",
+                    "merge_queue.batch_size": "PRs tested together (batch size)",
+                    "merge_queue.max_parallel": "Candidates tested at once",
+                    "merge_queue.flaky_retries": "Retries of a failing step (flaky)"}
+MERGE_METHOD_WORDS = {"merge": "merge commit", "squash": "squash and merge", "rebase": "rebase and merge",
+                      "fast-forward": "fast-forward to the tested commit"}
 
 
 def _commands(raw: str, label: str, problems: list[str]) -> list[str]:
@@ -175,7 +181,7 @@ def shown_lines(key: str, value: Any) -> list[str]:
         return [f"{name}={text}" for name, text in value.items()]
     if key == "timeout_minutes":
         return [f"{value} minutes"]
-    if key == "merge_method":
+    if key in ("merge_method", "merge_queue.method"):
         return [MERGE_METHOD_WORDS.get(value, value)]
     if key == "setup_network":
         return ["allowed" if value else "no network"]
@@ -218,8 +224,10 @@ async def _settings_view(request: web.Request, project: Project, repo_file: Repo
         sources={key: labels.setting_source(r.source) for key, r in resolved.items()},
         file_text={key: "\n".join(shown_lines(key, resolved[key].value)) for key in FILE_KEY_OF},
         empty_words=EMPTY_WORDS,
-        file_only=file_only_rows(resolved, [key for key in FILE_ONLY_KEYS if key not in MERGE_KEYS]),
-        merge_rows=file_only_rows(resolved, MERGE_KEYS), read_ago=read_ago(repo_file),
+        file_only=file_only_rows(resolved, [key for key in FILE_ONLY_KEYS
+                                            if key not in MERGE_KEYS and key not in QUEUE_SETTING_KEYS]),
+        merge_rows=file_only_rows(resolved, MERGE_KEYS), queue_rows=file_only_rows(resolved, QUEUE_SETTING_KEYS),
+        read_ago=read_ago(repo_file),
         reread_seconds=int(REPO_FILE_SECONDS),
         default_backend="codegen" if codegen else "none",
         limits={"text": MAX_TEXT, "commands": MAX_COMMANDS, "command": MAX_COMMAND, "fix": MAX_FIX_ATTEMPTS,

@@ -17,6 +17,7 @@ from dashboard import auth
 from dashboard.onboarding import setup_page
 from dashboard.pull_overview import FILTERS, OPEN_STATES, ago, card_summary, pull_state
 from dashboard.rendering import render, services_of
+from pipeline.validation.subjects import describe
 
 # Merged and closed PRs stay in the overview this long after their last event.
 RECENTLY_CLOSED = timedelta(days=7)
@@ -78,8 +79,10 @@ async def project_page(request: web.Request, *, status: int = 200, problem: str 
     [card] = await _cards(services, [project], {project.id: overview})
     return await render(request, "project.html", status=status, card=card,
                         validations=await services.store.validations.for_project(project.id, limit=20),
+                        describe=describe,  # what a merge queue's validation validated
                         runs=await services.store.agent_runs.for_project(project.id, limit=20),
                         manage=await auth.can_manage(request, project), write=await auth.can_write(request, project),
+                        admin=await auth.is_admin(request, project),  # the Deliveries link (admins only)
                         agent_problem=agent_problem, problem=problem, goal=goal,
                         **_pulls_context(request, project, overview))
 
@@ -114,7 +117,7 @@ async def live_status(services: Services, project_id: str) -> dict[str, Any]:
                 "label": labels.validation_state(validation.status, validation.conclusion)},
             # the headline's failing PRs (pull_overview.card_headline), newest first: shown before `validation`
             "failing_prs": [{"id": v.id, "pr_number": v.pr_number} for v in summary.named_failing],
-            "headline": summary.headline,
+            "headline": summary.headline, "headline_title": summary.headline_title,
             "counts": {"failing": summary.failing, "validating": summary.validating, "waiting": summary.waiting,
                        "ready": summary.ready},
             "running_runs": card["running_runs"]}

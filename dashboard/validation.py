@@ -8,12 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from bot import labels
-from bot.models import VALIDATION_ACTIVE, ValidationState, utcnow
+from bot.models import SUBJECT_PULL_REQUEST, VALIDATION_ACTIVE, ValidationState, utcnow
 from bot.services import SERVICES
 from dashboard.rendering import templates
 from dashboard.validation_view import FAILED_STATES, elapsed_seconds, notice_for, step_rows, with_code
 from pipeline.ui_check.retention import screenshots_expired
 from pipeline.ui_check.screenshots import screenshot_file, screenshot_url, screenshots_dir
+from pipeline.validation.subjects import subject_lead
 
 
 def _page_model(validation: ValidationState, *, now: datetime, full_logs: bool = False) -> dict[str, Any]:
@@ -64,11 +65,13 @@ async def validation_page(request: web.Request) -> web.Response:
     repository = project.name if project is not None else "this repository"
     notice = notice_for(status=validation.status, conclusion=validation.conclusion, title=validation.title,
                         has_steps=bool(model["rows"]), author=validation.author, repository=repository,
-                        head_sha=validation.head_sha, error=results.get("error") or results.get("config_error"))
+                        head_sha=validation.head_sha, error=results.get("error") or results.get("config_error"),
+                        of_pull_request=validation.subject == SUBJECT_PULL_REQUEST)
     html = templates.get_template("validation.html").render(
         validation=validation, project=project, **model, notice=notice, with_code=with_code,
         notes=results.get("notes", []),
         triggered=labels.triggered(validation.trigger, validation.triggered_by),
+        subject_lead=subject_lead(validation.subject),
         screenshots=[] if expired else screenshots, screenshots_expired=len(screenshots) if expired else 0,
         retention_days=retention_days, github_url=services.settings.github_url)
     return web.Response(text=html, content_type="text/html",

@@ -198,7 +198,14 @@ def _finished_row(index: int, step: Mapping[str, Any], recorded: Sequence[Mappin
     took = "" if status == "skipped" and not seconds else labels.duration(seconds)
     return StepRow(f"step-{index}", str(step.get("name", "")), str(step.get("stage", "")), status, took,
                    str(step.get("detail") or ""), str(step.get("note") or ""),
-                   log, total, findings, more, open=status in FAILED_STATES, tail=passing_tail(step))
+                   log, total, findings, more, open=status in FAILED_STATES or shows_screenshots(step),
+                   tail=passing_tail(step))
+
+
+def shows_screenshots(step: Mapping[str, Any]) -> bool:
+    """A passed UI check: its body holds the run's screenshots (validation.html), so it is open, where the
+    other passing steps are closed; they are what a person opens a green run's page to see."""
+    return step.get("stage") == "ui" and step.get("status") == "passed"
 
 
 def _recorded_for(step: Mapping[str, Any], findings: Sequence[Mapping[str, Any]],
@@ -224,8 +231,8 @@ def step_rows(steps: Sequence[Mapping[str, Any]], *, planned: Iterable[Mapping[s
     """Every step of a run in order: those that ended (`steps`, as stored), the one running, then the
     planned ones still to come, pending. Of a run that ended without finishing (cancelled or
     superseded), the step that was running is cancelled and those to come were skipped. The failing
-    steps and the running one are open; the others closed. `findings`: the run's, each under the
-    analysis step its "step" names (_recorded_for)."""
+    steps, the running one and a passed UI check (its screenshots) are open; the others closed.
+    `findings`: the run's, each under the analysis step its "step" names (_recorded_for)."""
     analysis_steps = [str(s.get("name")) for s in steps
                       if s.get("stage") == "analysis" and s.get("status") != "skipped"]
     rows = [_finished_row(index, step, _recorded_for(step, findings, analysis_steps), full_logs=full_logs)
@@ -258,9 +265,10 @@ def elapsed_seconds(since: str | datetime | None, now: datetime) -> float | None
 
 def notice_for(*, status: str, conclusion: str | None, title: str | None, has_steps: bool,
                author: str | None, repository: str, head_sha: str, error: str | None,
-               config_path: str = ".github/codegenapp.yml") -> Notice | None:
+               config_path: str = ".github/codegenapp.yml", of_pull_request: bool = True) -> Notice | None:
     """Why the run shows no steps and what to do: a fork waiting for `/ok-to-test`, nothing to validate
-    (no config), or an error that stopped it before its steps."""
+    (no config), or an error that stopped it before its steps. `of_pull_request`: False for a merge
+    queue's commit, which a new queueing validates again, not /validate."""
     if status == "waiting":
         person = f"@{author}" if author else "its author"
         return Notice("waiting", "Waiting for a maintainer to approve this run",
@@ -269,10 +277,12 @@ def notice_for(*, status: str, conclusion: str | None, title: str | None, has_st
                       f"pull request. The approval holds for {head_sha[:7]} only: a new push needs a new "
                       "/ok-to-test.")
     if status == "completed" and conclusion == "neutral" and not has_steps:
+        again = ("comment /validate on the pull request" if of_pull_request
+                 else "add the pull request to the merge queue again")
         return Notice("no_config", "Nothing to validate",
                       f"{repository} has no {config_path} on its base branch, and the project's settings name no "
                       f"commands. Add the file to the default branch, for example (every key is optional), "
-                      f"then comment /validate on the pull request:", CONFIG_EXAMPLE)
+                      f"then {again}:", CONFIG_EXAMPLE)
     if error and not has_steps:
         return Notice("error", title or "The validation could not run", error)
     return None

@@ -1,6 +1,7 @@
 """The dashboard's routes, one module a page: onboarding (App registration), projects (home, a project),
-project_settings, audit, deliveries (replay), account (API tokens), runs (agent runs), validation (a validation's page, linked
-from its check run), live (the WebSocket `/api/v1/ws`), api (the JSON API, added by bot/app.py).
+merge_queue (a project's merge queues), project_settings, audit, deliveries (replay), account (API tokens),
+runs (agent runs), validation (a validation's page, linked from its check run), live (the WebSocket
+`/api/v1/ws`), api (the JSON API, added by bot/app.py).
 
 Server-rendered with Jinja2 (autoescape on); plain JS and CSS files in `static/`, no build step and no
 inline script or style (the Content-Security-Policy of dashboard/security_headers.py allows none).
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dashboard import (account, audit, auth, deliveries, limits, live, onboarding, project_settings, projects,
-                       runs, security_headers, validation)
+from dashboard import (account, audit, auth, deliveries, limits, live, merge_queue, onboarding, project_settings,
+                       projects, runs, security_headers, validation)
 
 STATIC = Path(__file__).resolve().parent / "static"
 _VALIDATION = "/validations/{validation_id:[0-9a-f]{32}}"
@@ -31,6 +32,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/projects/{owner}/{repo}", projects.project_page)
     app.router.add_post("/projects/{owner}/{repo}/pin", projects.pin)
     app.router.add_get("/projects/{owner}/{repo}/pulls", projects.pulls_table)
+    app.router.add_get("/projects/{owner}/{repo}/queue", merge_queue.queue_page)
+    app.router.add_get("/projects/{owner}/{repo}/queue/branches", merge_queue.queue_branches)
     app.router.add_get("/projects/{owner}/{repo}/settings", project_settings.settings_page)
     app.router.add_post("/projects/{owner}/{repo}/settings", project_settings.save_settings)
     app.router.add_post("/projects/{owner}/{repo}/secrets", project_settings.save_secret)

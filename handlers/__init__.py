@@ -13,14 +13,16 @@ from handlers import authorization
 from handlers import checks
 from handlers import commands
 from handlers import installation
+from handlers import merge_group
+from handlers import merge_queue
 from handlers import pull_request
 from handlers.context import EventContext
 from handlers.payloads import installation_ref, repo_ref
 
 log = logging.getLogger(__name__)
 
-router = routing.Router(installation.router, authorization.router, pull_request.router, checks.router,
-                        commands.router, agent_prs.router)
+router = routing.Router(installation.router, authorization.router, pull_request.router, merge_group.router,
+                        merge_queue.router, checks.router, commands.router, agent_prs.router)
 
 # Events the installation handlers record completely themselves.
 _SELF_RECORDING = {"installation", "installation_repositories"}

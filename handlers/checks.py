@@ -11,6 +11,7 @@ from bot.models import Project
 from handlers.commands import PullRequestActions
 from handlers.context import EventContext
 from handlers.payloads import required
+from pipeline.merge_queue.report import ACTION_DEQUEUE
 from pipeline.validation.buttons import ACTION_RERUN, ACTIONS
 from pipeline.validation.service import NotRevalidated
 
@@ -81,7 +82,8 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
     check_run = required(event, "check_run", dict)
     identifier = (event.data.get("requested_action") or {}).get("identifier")
     sender = event.data.get("sender") or {}
-    if (ctx.installation_id is None or not _ours(ctx, check_run.get("app")) or identifier not in ACTIONS
+    if (ctx.installation_id is None or not _ours(ctx, check_run.get("app"))
+            or (identifier not in ACTIONS and identifier != ACTION_DEQUEUE)
             or sender.get("type") == "Bot" or not sender.get("login")):
         return
     project = await ctx.project()
@@ -93,6 +95,12 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
     if not numbers:
         return  # no PR to act on (the check run is not one of a PR we know)
     actions = PullRequestActions(ctx, project, numbers[0], sender["login"])
+    if identifier == ACTION_DEQUEUE:  # the "Merge queue" check run's button
+        if await actions.authorized("use the Dequeue button", button=identifier):
+            outcome = await actions.dequeue(f"dequeued by @{sender['login']}")
+            if outcome.message:
+                await actions.reply(f"@{sender['login']} {outcome.message}")
+        return
     if identifier != ACTION_RERUN:
         await actions.button(identifier, check_run)
         return

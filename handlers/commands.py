@@ -6,20 +6,33 @@ Who may: write, maintain or admin on the repository, from
 one short reply naming the permission needed, and nothing runs. A command that is taken gets 👀 on
 the comment; when every command of the comment succeeded, 👍; whatever needs saying (a refusal, an
 error, `/help`) comes in one reply. Comments by bots (the app's own included) are ignored.
+
+A comment's commands are handled once, whichever way its delivery comes again (a replay, a webhook job
+of another delivery), as two rows of the `leases` table, by the comment's id and a digest of its body (an
+edit GitHub sends as `issue_comment.edited` with a new body is a new comment here). The job handling the
+comment holds `command_claim` for a short time, renewed while it works (`held`), and released when it
+fails; when the comment's commands were handled, it records `command_done` (which never expires in
+practice) before letting the claim go. Any other job finds the comment claimed or done, and does nothing.
+A job that died (its tries or its outage budget spent) or whose process died therefore leaves the comment
+to a replay, which handles it. No table of its own (no migration).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from gidgethub import routing, sansio
 
 from bot.github.github_app import RepoGitHub
 from bot.github.types import PullRequest, can_write
+from bot.logs import job_id_var
 from bot.models import VALIDATION_ACTIVE, VALIDATION_WAITING, Project
 from bot.redact import PROCESS_REDACTOR
+from bot.store.leases import held
 from handlers.context import EventContext
 from handlers.payloads import required
 from pipeline.commands.parse import Command, help_text, parse_commands
@@ -31,6 +44,27 @@ log = logging.getLogger(__name__)
 router = routing.Router()
 
 NEEDED_PERMISSION = "write"
+COMMAND_CLAIM_TTL = timedelta(minutes=2)  # renewed every third of it while the job handles the comment
+COMMAND_DONE_TTL = timedelta(days=36_500)  # stored deliveries are kept, and may be replayed, for ever
+
+
+def command_claim(comment_id: int, body: str) -> str:
+    """The lease name of one version of a command comment (at most 64 characters)."""
+    return f"command-comment:{comment_id}:{_digest(body)}"
+
+
+def command_done(comment_id: int, body: str) -> str:
+    """The lease name saying that version of the comment was handled (at most 64 characters)."""
+    return f"command-done:{comment_id}:{_digest(body)}"
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def claim_holder(job_id: int | None, delivery_id: str | None) -> str:
+    """Who handles the comment now: the job (its retries are the same holder), else the delivery."""
+    return f"job:{job_id}" if job_id is not None else f"delivery:{delivery_id}"[:64]
 
 
 @dataclass(frozen=True)
@@ -133,6 +167,10 @@ class PullRequestActions:
         if command.name == "plan":
             return Outcome(*await self.services.agent_runs.plan_command(self.project, self.number, command.args[0],
                                                                         actor=self.actor))
+        if command.name == "queue":
+            return await self.queue()
+        if command.name == "dequeue":
+            return await self.dequeue(f"dequeued by @{self.actor}")
         if command.name == "help":
             return Outcome(True, help_text())
         raise AssertionError(f"unhandled command {command.name}")
@@ -181,6 +219,19 @@ class PullRequestActions:
         if outcome.merged:
             return Outcome(True)
         return Outcome(True, f"Auto-merge is on, but {outcome.message[:1].lower()}{outcome.message[1:]}")
+
+    async def queue(self) -> Outcome:
+        queues = self.services.merge_queues
+        if queues is None:
+            return Outcome(False, "Not queued: the merge queue does not run in this app.")
+        refusal = await queues.enqueue(self.project, self.number, by=self.actor, pull=await self.pull())
+        return Outcome(True) if refusal is None else Outcome(False, f"Not queued: {refusal}.")
+
+    async def dequeue(self, reason: str) -> Outcome:
+        queues = self.services.merge_queues
+        if queues is None or not await queues.dequeue(self.project, self.number, reason=reason):
+            return Outcome(False, "Nothing to dequeue: this PR is not in a merge queue.")
+        return Outcome(True)
 
     async def ok_to_test(self) -> Outcome:
         pull = await self.pull()
@@ -234,6 +285,16 @@ async def issue_comment_created(event: sansio.Event, ctx: EventContext) -> None:
     project = await ctx.project()
     if project is None:
         return
-    actions = PullRequestActions(ctx, project, required(event, "issue.number", int),
-                                 required(event, "comment.user.login", str))
-    await actions.run_comment(required(event, "comment.id", int), commands)
+    comment_id = required(event, "comment.id", int)
+    body, leases = comment.get("body") or "", ctx.services.store.leases
+    holder = claim_holder(job_id_var.get(), event.delivery_id)
+    async with held(leases, command_claim(comment_id, body), holder, ttl=COMMAND_CLAIM_TTL) as mine:
+        # read under the claim: whoever handled the comment wrote it before letting the claim go
+        if not mine or await leases.holder(command_done(comment_id, body)) is not None:
+            log.info("the commands of comment %s on %s were handled already, or are being handled (delivery %s: "
+                     "a replay?): not again", comment_id, project.name, event.delivery_id)
+            return
+        actions = PullRequestActions(ctx, project, required(event, "issue.number", int),
+                                     required(event, "comment.user.login", str))
+        await actions.run_comment(comment_id, commands)
+        await leases.acquire(command_done(comment_id, body), holder, ttl=COMMAND_DONE_TTL)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from gidgethub import sansio
 
@@ -15,6 +15,7 @@ from bot.errors import PermanentError
 from bot.github.errors import UnexpectedResponse, describe
 from bot.github.types import PullRequest
 from bot.store import InstallationRef, RepoRef
+from pipeline.validation.subjects import parse_group_ref
 
 
 class MalformedDelivery(PermanentError):
@@ -59,6 +60,27 @@ def pull_request_of(event: sansio.Event) -> PullRequest:
     except UnexpectedResponse as exc:
         required(event, f"pull_request.{exc.missing.strip('`')}")  # raises, naming the field in the payload
         raise
+
+
+class MergeGroup(NamedTuple):
+    """A `merge_group` delivery's group: its head on a merge queue's branch, its base, and the PR its
+    branch is named for (the last it merges)."""
+    head_ref: str
+    head_sha: str
+    base_sha: str
+    pr_number: int
+
+
+def merge_group_of(event: sansio.Event) -> MergeGroup:
+    """The delivery's `merge_group`; MalformedDelivery naming a field it lacks, or a head ref that is no
+    merge queue's branch."""
+    head_ref = required(event, "merge_group.head_ref", str)
+    parsed = parse_group_ref(head_ref)
+    if parsed is None:
+        raise MalformedDelivery(event, "merge_group.head_ref",
+                                f"has `merge_group.head_ref` {head_ref!r}, not a merge queue's branch")
+    return MergeGroup(head_ref, required(event, "merge_group.head_sha", str),
+                      required(event, "merge_group.base_sha", str), parsed.pr_number)
 
 
 def repo_refs(event: sansio.Event, key: str) -> list[RepoRef]:
@@ -125,6 +147,7 @@ _PROMISED: dict[str, Callable[[sansio.Event], object]] = {
     "issue_comment": lambda event: (required(event, "issue.number", int), required(event, "comment.id", int)),
     "installation": installation_of,
     "installation_repositories": installation_of,
+    "merge_group": merge_group_of,
 }
 
 

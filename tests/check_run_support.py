@@ -1,26 +1,48 @@
 """Helpers of the check-run tests (tests/test_check_run_claim.py, tests/test_check_run_recovery.py): a
 ValidationService without the parts that run validations, a recorded pull request, the check runs of a
-head on the fake GitHub, the queued validate jobs, and validations begun and aged by hand."""
+head on the fake GitHub, the queued validate jobs, and validations begun and aged by hand; the fixtures
+`project_id` (a recorded project) and `other_store` (a second process's store on the same database)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import update
+
+from bot.crypto import Crypto
+from bot.db import Database
 
 from bot.events import EventBus, JobWakeup
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE, ValidationState, utcnow
-from bot.store import Store
+from bot.store import InstallationRef, RepoRef, Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.validation.service import ValidationService
 from tests.fakes.github import FakeGitHub
 from tests.pull_requests import Scenario, open_pull_request, record_project
 
 CHECK_RUNS = "/repos/*/*/check-runs"
+
+
+@pytest.fixture
+async def other_store(database_url: str, store: Store) -> AsyncIterator[Store]:
+    """A second engine on the same database: another worker process."""
+    other = Store(Database(database_url), Crypto(Crypto.generate_key()))
+    yield other
+    await other.close()
+
+
+@pytest.fixture
+async def project_id(store: Store) -> str:
+    await store.projects.upsert_installation(InstallationRef(id=1, account_login="octo"))
+    await store.projects.upsert_projects(1, [RepoRef(10, "octo/one")])
+    project = await store.projects.get_project_by_repo_id(10)
+    assert project is not None
+    return project.id
 
 
 def validation_service_without_runner(store: Store, github: Any, *, bus: EventBus | None = None,

@@ -40,7 +40,29 @@ COMMITTER_NAME = "C O Mitter"
 COMMITTER_EMAIL = "committer@example.com"
 EPOCH = 1_700_000_000
 ZERO_SHA = "0" * 40
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _SCRATCH_REF = "refs/gitrepos/scratch"
+
+
+class RefMoved(Exception):
+    """``set_ref(..., expected=...)`` found the ref somewhere else (someone moved it meanwhile)."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    email: str
+    when: int  # seconds since the epoch (UTC)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    author: Signature
+    committer: Signature
+    message: str
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,13 @@ def _data(content: bytes) -> bytes:
     return b"data %d\n" % len(content) + content + b"\n"
 
 
+def _signature(text: str) -> Signature:
+    """``Name <email> 1700000001 +0000`` -> Signature (the zone is dropped: these are all UTC)."""
+    person, _, date = text.rpartition("> ")
+    name, _, email = person.partition(" <")
+    return Signature(name, email, int(date.split()[0]))
+
+
 def _full_ref(branch: str) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
@@ -162,6 +191,55 @@ class GitRepo:
 
     def has_commit(self, sha: str) -> bool:
         return self.resolve(sha) == sha
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is ``descendant`` or in its history (a fast-forward from one to the other)."""
+        done = subprocess.run(
+            ["git", f"--git-dir={self.path}", "merge-base", "--is-ancestor", ancestor, descendant],
+            env=git_env(),
+            capture_output=True,
+        )
+        return done.returncode == 0
+
+    def commit_info(self, rev: str) -> CommitInfo:
+        sha = self.rev_parse(rev)
+        header, _, message = self.git("cat-file", "commit", sha).partition("\n\n")
+        fields: dict[str, list[str]] = {}
+        for line in header.splitlines():
+            if not line.startswith(" "):  # continuation lines belong to gpgsig & co.
+                key, _, value = line.partition(" ")
+                fields.setdefault(key, []).append(value)
+        return CommitInfo(
+            sha=sha,
+            tree=fields["tree"][0],
+            parents=tuple(fields.get("parent", [])),
+            author=_signature(fields["author"][0]),
+            committer=_signature(fields["committer"][0]),
+            message=message,
+        )
+
+    def merge_tree(self, ours: str, theirs: str) -> str | None:
+        """The tree of merging ``theirs`` into ``ours`` (from their merge base), or None on a conflict."""
+        done = subprocess.run(
+            ["git", f"--git-dir={self.path}", "merge-tree", "--write-tree", "--no-messages", "--name-only",
+             "--allow-unrelated-histories", ours, theirs],
+            env=git_env(),
+            capture_output=True,
+        )
+        if done.returncode == 1:
+            return None
+        if done.returncode != 0:
+            raise RuntimeError(f"git merge-tree {ours} {theirs} failed: {done.stderr.decode().strip()}")
+        return done.stdout.decode().split("\n", 1)[0].strip()
+
+    def cherry_pick_tree(self, commit: str, onto: str) -> str | None:
+        """The tree of applying ``commit``'s change (against its first parent) on ``onto``, or None on a
+        conflict. merge-tree of git < 2.40 has no --merge-base, so the merge base is forced with a scratch
+        commit: ``onto``'s tree on ``commit``'s parent (it stays unreachable)."""
+        info = self.commit_info(commit)
+        parent = info.parents[0] if info.parents else self.commit_tree(EMPTY_TREE, [], "empty")
+        scratch = self.commit_tree(self.commit_info(onto).tree, [parent], "scratch")
+        return self.merge_tree(scratch, commit)
 
     def refs(self, prefix: str = "refs/") -> dict[str, str]:
         out = self.git("for-each-ref", "--format=%(refname) %(objectname)", prefix)
@@ -239,10 +317,43 @@ class GitRepo:
             self._notify(_full_ref(branch), sha)
         return sha
 
-    def set_ref(self, ref: str, rev: str) -> str:
-        """Point ``ref`` (full name, e.g. refs/pull/7/head; a bare name means a branch) at ``rev``."""
+    def commit_tree(
+        self,
+        tree: str,
+        parents: Sequence[str],
+        message: str,
+        *,
+        author: Signature | None = None,
+        committer: Signature | None = None,
+    ) -> str:
+        """A commit of ``tree`` (no ref moves); author and committer default to this module's, dated now."""
+        env = {}
+        for role, who in (("AUTHOR", author), ("COMMITTER", committer)):
+            if who is not None:
+                env |= {f"GIT_{role}_NAME": who.name, f"GIT_{role}_EMAIL": who.email,
+                        f"GIT_{role}_DATE": f"{who.when} +0000"}
+        args = [arg for parent in parents for arg in ("-p", parent)]
+        done = subprocess.run(
+            ["git", f"--git-dir={self.path}", "commit-tree", tree, *args],
+            input=message.encode(),
+            env=git_env(env),
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"git commit-tree failed: {done.stderr.decode().strip()}")
+        return done.stdout.decode().strip()
+
+    def set_ref(self, ref: str, rev: str, *, expected: str | None = None) -> str:
+        """Point ``ref`` (full name, e.g. refs/pull/7/head; a bare name means a branch) at ``rev``.
+        With ``expected`` (a sha, or ZERO_SHA for "must not exist"), only if the ref is still there,
+        else ``RefMoved``."""
         ref, sha = _full_ref(ref), self.rev_parse(rev)
-        self.git("update-ref", "--no-deref", ref, sha)
+        try:
+            self.git("update-ref", "--no-deref", ref, sha, *([expected] if expected is not None else []))
+        except RuntimeError as error:
+            if expected is None:
+                raise
+            raise RefMoved(str(error)) from None
         self._notify(ref, sha)
         return sha
 

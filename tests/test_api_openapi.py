@@ -12,12 +12,16 @@ import pytest
 from aiohttp import web
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Specification
+from sqlalchemy import update
 
 from bot.events import wait_for
+from bot.models import SUBJECT_MERGE_GROUP, ValidationState
 from dashboard.api import add_routes
 from dashboard.openapi import document
+from pipeline.merge_queue.codec import encode
 from tests.api_support import api_token_for
 from tests.pull_requests import open_pull_request, record_project, seed_validation
+from tests.queue_page_support import busy_queue
 from tests.test_replay import finish_jobs
 
 URI = "urn:codegenapp:api"
@@ -165,6 +169,11 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     assert shown["details_url"].endswith(f"/validations/{seeded.id}")
     assert (await call("GET", f"/api/v1/validation/{nobody}"))[0] == 404
     assert (await call("POST", f"/api/v1/validation/{seeded.id}/retry", token=reader))[0] == 403
+    group = await seed_validation(bot.store, bot.scenario, conclusion="failure")
+    await bot.store.db.write(lambda conn: conn.execute(update(ValidationState).where(
+        ValidationState.id == group.id).values(subject=SUBJECT_MERGE_GROUP)))
+    status, problem = await call("POST", f"/api/v1/validation/{group.id}/retry")
+    assert status == 409 and "merge queue" in problem["error"]  # its queue decides, not a retry of PR #n
     with bot.services.bus.subscribe() as events:
         status, again = await call("POST", f"/api/v1/validation/{seeded.id}/retry")
         assert status == 202 and again["id"] != seeded.id and again["trigger"] == "api.retry"
@@ -213,6 +222,26 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
     # without a token
     async with bot.webhooks.session.get(bot.url + "/api/v1/projects") as response:
         assert response.status == 401 and "error" in await response.json()
+
+
+async def test_the_merge_queue_answers_as_documented(checked, fake_github) -> None:
+    """Each base branch's queue, in order, with its candidates; read access is enough, no access is 404."""
+    bot, call = checked.bot, checked
+    project = bot.project
+    status, empty = await call("GET", f"/api/v1/projects/{project.id}/queue")
+    assert status == 200 and empty == {"project_id": project.id, "enabled": False, "queues": []}
+    assert await bot.store.merge_queues.save(project.id, "main", encode(busy_queue()), version=0, active=True)
+    reader = await api_token_for(bot.store, fake_github, "rita", role="read")
+    status, shown = await call("GET", f"/api/v1/projects/{project.id}/queue", token=reader)
+    assert status == 200
+    [main] = shown["queues"]
+    assert [(e["position"], e["pr_number"], e["state"]) for e in main["entries"]] == [
+        (1, 11, "testing"), (2, 12, "retrying"), (3, 13, "retrying"), (4, 14, "waiting"), (None, 15, "leaving")]
+    assert [(c["prs"], c["ahead"], c["state"], c["label"]) for c in main["candidates"]] == [
+        ([11], [], "testing", "Testing"), ([12, 13], [11], "retrying", "Retrying flaky step “pytest”")]
+    assert (await call("GET", f"/api/v1/projects/{'0' * 32}/queue"))[0] == 404
+    outsider = await api_token_for(bot.store, fake_github, "eve", installation_ids=[])  # sees no installation
+    assert (await call("GET", f"/api/v1/projects/{project.id}/queue", token=outsider))[0] == 404
 
 
 async def test_every_error_under_the_api_is_json(checked) -> None:

@@ -13,17 +13,16 @@ import aiohttp
 import pytest
 from gidgethub import BadRequest
 
-from bot.crypto import Crypto
-from bot.db import Database
 from bot.models import ValidationState, utcnow
 from bot.github.github_app import GitHubApp
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE
-from bot.store import InstallationRef, RepoRef, Store
+from bot.store import Store
 from bot.store.validations import CHECK_RUN_CLAIM_STALE, may_claim_check_run
 from pipeline.validation.service import ValidationService
-from tests.check_run_support import (CHECK_RUNS, age_validation, begin_validation, check_runs_of,
-                                     queued_validations, recorded_pull_request, validation_service_without_runner)
+from tests.check_run_support import (CHECK_RUNS, age_validation, begin_validation, check_runs_of,  # noqa: F401
+                                     other_store, project_id, queued_validations, recorded_pull_request,
+                                     validation_service_without_runner)
 from tests.fakes.github import FakeGitHub
 
 NOW = utcnow()
@@ -64,23 +63,6 @@ def test_nobody_claims_a_recorded_check_run_or_an_ended_validation() -> None:
 
 
 # ---- the store, on SQLite and PostgreSQL ---------------------------------------------------------------
-
-@pytest.fixture
-async def other_store(database_url: str, store: Store) -> AsyncIterator[Store]:
-    """A second engine on the same database: another worker process."""
-    other = Store(Database(database_url), Crypto(Crypto.generate_key()))
-    yield other
-    await other.close()
-
-
-@pytest.fixture
-async def project_id(store: Store) -> str:
-    await store.projects.upsert_installation(InstallationRef(id=1, account_login="octo"))
-    await store.projects.upsert_projects(1, [RepoRef(10, "octo/one")])
-    project = await store.projects.get_project_by_repo_id(10)
-    assert project is not None
-    return project.id
-
 
 async def test_begin_claims_for_one_claimer_at_a_time(store: Store, other_store: Store, project_id: str) -> None:
     first = await begin_validation(store, project_id, "d1")

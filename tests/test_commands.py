@@ -20,6 +20,9 @@ def names(body: str) -> list[tuple[str, tuple[str, ...]]]:
     ("/auto-merge on", [("auto-merge", ("on",))]),
     ("/auto-merge OFF", [("auto-merge", ("off",))]),
     ("/ok-to-test", [("ok-to-test", ())]),
+    ("/queue", [("queue", ())]),
+    ("/Dequeue", [("dequeue", ())]),
+    ("/queue\n/dequeue", [("queue", ()), ("dequeue", ())]),
     ("/help", [("help", ())]),
     ("/help me please", [("help", ())]),
     ("  /validate  ", [("validate", ())]),          # up to three spaces: still a paragraph in Markdown
@@ -59,6 +62,9 @@ def test_several_commands_in_one_comment_in_order_once_each() -> None:
     "run `/merge` when green",                  # not at the start of the line
     "/merge.",                                   # not a word
     "/mergeable",
+    "/queued",
+    "> /queue",
+    "```\n/dequeue\n```",
     "/lgtm",                                     # unknown: maybe another bot's
     "/assign @me",
     "//merge",
@@ -86,6 +92,8 @@ def test_code_and_quotes_end_where_markdown_ends_them() -> None:
     ("/validate now", "`/validate` takes no arguments. Usage: `/validate`"),
     ("/retest please", "`/validate` takes no arguments"),
     ("/ok-to-test abc", "`/ok-to-test` takes no arguments"),
+    ("/queue now", "`/queue` takes no arguments. Usage: `/queue`"),
+    ("/dequeue 12", "`/dequeue` takes no arguments. Usage: `/dequeue`"),
 ])
 def test_bad_arguments_come_back_with_the_usage(body, error) -> None:
     [command] = parse_commands(body)
@@ -107,6 +115,7 @@ def test_help_lists_every_command() -> None:
     for usage, _ in COMMANDS.values():
         assert f"`{usage}`" in text
     assert "/retest" in text and "write access" in text
+    assert "- `/queue`: add this PR to the merge queue" in text and "- `/dequeue`: take this PR out of the merge queue" in text
 
 
 def test_command_usage() -> None:

@@ -77,7 +77,7 @@ async def audit_actions(app, project) -> list[str]:
 # ---- who may -----------------------------------------------------------------------------------
 
 COMMAND_LINES = ["/validate", "/cancel", "/merge", "/auto-merge on", "/ok-to-test", "/agent fix the tests",
-                 "/plan confirm", "/help"]
+                 "/plan confirm", "/queue", "/dequeue", "/help"]
 BUTTONS = {"rerun": "Re-run", "merge": "Merge", "fix": "Fix with agent"}
 
 

@@ -205,9 +205,10 @@ async def test_setup_mode_needs_the_setup_token(fake_github, aiohttp_server, mak
     assert manifest["hook_attributes"]["url"] == dash.url + "/api/v1/webhooks/github"
     assert manifest["redirect_url"] == dash.url + "/setup/callback"
     assert manifest["callback_urls"] == [dash.url + "/auth/callback"] and manifest["public"] is False
-    assert manifest["default_events"] == ["pull_request", "check_run", "check_suite", "issue_comment"]
+    assert manifest["default_events"] == ["pull_request", "check_run", "check_suite", "issue_comment", "merge_group",
+                                          "push"]
     assert manifest["default_permissions"] == {"metadata": "read", "checks": "write", "contents": "write",
-                                               "pull_requests": "write", "statuses": "read"}
+                                               "pull_requests": "write", "statuses": "read", "merge_queues": "read"}
     async with aiohttp.ClientSession() as stranger:
         async with stranger.get(dash.url + "/setup/callback?code=abc&state=whatever") as response:
             assert response.status == 400

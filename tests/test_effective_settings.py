@@ -22,7 +22,7 @@ from pipeline.repo_config.effective import effective_config
 from pipeline.repo_config.parse import parse_repo_config
 from pipeline.repo_config.reading import project_settings
 from pipeline.repo_config.settings_sources import (DEFAULT, FILE, FILE_KEY_OF, PROJECT, PROJECT_DEFAULTS,
-                                                   resolve_settings)
+                                                   QUEUE_SETTING_KEYS, resolve_settings)
 from tests.dashboard_support import csrf_of
 
 CONFIG = ".github/codegenapp.yml"
@@ -69,6 +69,21 @@ def test_a_merge_method_alone_leaves_the_switch_to_the_project() -> None:
     assert (resolved["merge_method"].value, resolved["merge_method"].source) == ("squash", FILE)
     off = resolve_settings(parse_repo_config("auto_merge: false"), STORED)["auto_merge_enabled"]
     assert (off.value, off.source) == (False, FILE)
+
+
+def test_the_merge_queue_sub_keys_each_say_where_they_come_from() -> None:
+    defaults = resolve_settings(None, STORED)
+    assert {key: (defaults[key].value, defaults[key].source) for key in QUEUE_SETTING_KEYS} == {
+        "merge_queue.enabled": (False, DEFAULT), "merge_queue.method": ("merge", DEFAULT),
+        "merge_queue.batch_size": (1, DEFAULT), "merge_queue.max_parallel": (3, DEFAULT),
+        "merge_queue.flaky_retries": (1, DEFAULT)}
+    resolved = resolve_settings(parse_repo_config("merge_queue: {enabled: true, batch_size: 4}"), STORED)
+    assert {key: (resolved[key].value, resolved[key].source) for key in QUEUE_SETTING_KEYS} == {
+        "merge_queue.enabled": (True, FILE), "merge_queue.method": ("merge", DEFAULT),
+        "merge_queue.batch_size": (4, FILE), "merge_queue.max_parallel": (3, DEFAULT),
+        "merge_queue.flaky_retries": (1, DEFAULT)}
+    assert shown_lines("merge_queue.method", "fast-forward") == ["fast-forward to the tested commit"]
+    assert shown_lines("merge_queue.enabled", True) == ["on"] and shown_lines("merge_queue.batch_size", 4) == ["4"]
 
 
 @pytest.mark.parametrize("text", ["", "validate: [pytest]", "setup: [make]\nauto_merge: true", "auto_merge: false"])
@@ -180,6 +195,29 @@ async def test_a_key_the_file_sets_is_read_only_and_names_the_file(dashboard) ->
     stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
     assert stored.validate_commands == ["make ignored"]
     dashboard.fake.assert_clean()
+
+
+def _queue_rows(page: str) -> dict[str, tuple[str, str]]:
+    """The "Merge queue" list of the settings page: label -> (value, source), as a person reads them."""
+    section = page.split('<h3 id="queue-heading">Merge queue</h3>', 1)[1].split("</dl>", 1)[0]
+    rows = re.findall(r"<dt>([^<]+)</dt>\s*<dd>(.*?)\s*<span class=\"source[^\"]*\">(.*?)</span></dd>", section, re.S)
+    return {label: (value, re.sub(r"<[^>]+>", "", source)) for label, value, source in rows}
+
+
+async def test_the_merge_queue_settings_show_their_source(dashboard) -> None:
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    dashboard.fake.set_file("acme/widgets", "main", CONFIG,
+                            "merge_queue:\n  enabled: true\n  method: fast-forward\n  batch_size: 4\n")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + SETTINGS)
+    assert _queue_rows(page) == {
+        "Merge queue": ("on", f"set in {CONFIG}"),
+        "How the queue lands a PR": ("fast-forward to the tested commit", f"set in {CONFIG}"),
+        "PRs tested together (batch size)": ("4", f"set in {CONFIG}"),
+        "Candidates tested at once": ("3", "default"),
+        "Retries of a failing step (flaky)": ("1", "default")}
+    assert "merge_queue" not in page.split('id="agents-heading"', 1)[0]  # shown under Agents and merging only
+    assert 'name="merge_queue' not in page  # read-only: the project cannot store it yet
 
 
 async def test_without_a_file_project_values_and_defaults_are_shown(dashboard) -> None:

@@ -15,13 +15,15 @@ import pytest
 
 from bot.models import AGENT_AWAITING_CONFIRMATION, AGENT_COMPLETED, AGENT_FAILED
 from tests.dashboard_support import Dashboard
+from tests.queue_page_support import busy_queue, seed_queue
 from tests.test_pr_overview import seed_overview
 from tests.test_run_page import MARKDOWN_PLAN, audit, make_run
 
 RAW = re.compile(
     r"\b(?:in_progress|action_required|timed_out|awaiting_confirmation|pr_open|requested_action|rerequested"
     r"|ready_for_review|check_run|check_suite|pull_request\.\w+|command\.\w+|agent\.run\.\w+|button\.\w+"
-    r"|merge\.\w+|validation\.\w+|project\.\w+\.\w+)\b"
+    r"|merge\.\w+|validation\.\w+|project\.\w+\.\w+"
+    r"|merge_queue\.(?!(?:enabled|method|batch_size|max_parallel|flaky_retries)\b)\w+)\b"
     r"|\\u[0-9a-fA-F]{4}|\{\s*\"\w+\"\s*:")
 
 
@@ -56,6 +58,7 @@ def readable(page: str) -> str:
 
 @pytest.mark.parametrize(("text", "raw"), [
     ("State: in_progress", True), ("triggered by check_run.requested_action", True), ("A \\u2014 B", True),
+    ("after merge_queue.updated", True), ("set merge_queue.enabled", False),
     ('details {"from": "planning"}', True), ("Running for 8m 20s", False), ("Waiting for /ok-to-test", False),
 ])
 def test_the_check_finds_raw_values(text: str, raw: bool) -> None:
@@ -75,10 +78,11 @@ async def test_no_page_shows_a_raw_value(dashboard: Dashboard) -> None:
     await audit(dashboard, "button.rerun", "alice", pr=3, head_sha="3" * 40, trigger="check_run.requested_action")
     await audit(dashboard, "merge.refused", "alice", pr=3, reason="the validation failed \u2014 2 tests failed")
     await audit(dashboard, "something.new.happened", "alice", detail="x")
+    await seed_queue(dashboard, busy_queue())  # a PR testing, two retrying a flaky step, one waiting, one leaving
 
     pages = ["/", "/projects/acme/widgets", "/projects/acme/widgets/settings", "/projects/acme/widgets/audit",
              "/account", *(f"/projects/acme/widgets/runs/{run.id}" for run in (waiting_run, done_run, failed_run)),
-             *(f"/validations/{v.id}" for v in validations.values())]
+             *(f"/validations/{v.id}" for v in validations.values()), "/projects/acme/widgets/queue"]
     seen = {}
     async with await dashboard.login("alice", installation_ids=[1]) as session:
         for path in pages:

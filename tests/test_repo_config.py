@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pipeline.repo_config.effective import EffectiveConfig, effective_config
+from pipeline.repo_config.merge_queue_block import MergeQueueKeys, MergeQueueSettings
 from pipeline.repo_config.parse import ConfigFileError, ProjectSettings, RepoConfig, docs_example, parse_repo_config
 from pipeline.repo_config.steps import DEFAULT_ANALYSIS, AnalysisStep, Step, default_step_name, name_steps
 from pipeline.repo_config.ui_block import UiConfig, UiPage, UiStep
@@ -212,6 +213,71 @@ def test_ui_without_a_value_is_an_error() -> None:
 
 
 # --- parsing: errors name the line ----------------------------------------------------------------
+
+# --- the merge queue block ------------------------------------------------------------------------------
+
+def test_merge_queue_block_is_typed() -> None:
+    config = parse_repo_config("merge_queue:\n  enabled: true\n  method: fast-forward\n  batch_size: 4\n"
+                               "  max_parallel: 2\n  flaky_retries: 0\n")
+    assert config.merge_queue == MergeQueueKeys(enabled=True, method="fast-forward", batch_size=4, max_parallel=2,
+                                                flaky_retries=0)
+    assert config.present_keys == {"merge_queue"}
+    assert parse_repo_config("").merge_queue is None
+
+
+def test_merge_queue_shorthand_and_partial_blocks() -> None:
+    assert parse_repo_config("merge_queue: true").merge_queue == MergeQueueKeys(enabled=True)
+    assert parse_repo_config("merge_queue: off").merge_queue == MergeQueueKeys(enabled=False)
+    assert parse_repo_config("merge_queue: {batch_size: '8'}").merge_queue == MergeQueueKeys(batch_size=8)
+    assert parse_repo_config("merge_queue: {}").merge_queue == MergeQueueKeys()
+    for method in ("merge", "squash", "rebase", "fast-forward"):
+        assert parse_repo_config(f"merge_queue: {{method: {method}}}").merge_queue.method == method
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("batch_size", 1, 32), ("max_parallel", 1, 10),
+                                                   ("flaky_retries", 0, 3)])
+def test_merge_queue_numbers_have_bounds(name: str, low: int, high: int) -> None:
+    for good in (low, high):
+        assert getattr(parse_repo_config(f"merge_queue:\n  {name}: {good}\n").merge_queue, name) == good
+    for bad in (low - 1, high + 1, "-1", "2.5", "0x2", "1:30", "true", "two", "[2]", "~"):
+        e = error(f"# queue\nmerge_queue:\n  enabled: true\n  {name}: {bad}\n")
+        assert (e.key, e.line) == (f"merge_queue.{name}", 4), bad
+        assert f'"merge_queue.{name}" must be a whole number between {low} and {high}, got ' in str(e), bad
+
+
+@pytest.mark.parametrize(("text", "key", "line", "fragment"), [
+    ("merge_queue:\n  batchsize: 4\n", "merge_queue", 2,
+     'unknown key "batchsize" in "merge_queue"; did you mean "batch_size"? (valid keys: "enabled", "method", '
+     '"batch_size", "max_parallel", "flaky_retries")'),
+    ("merge_queue: {method: fast_forward}", "merge_queue.method", 1,
+     '"merge_queue.method" must be merge, squash, rebase or fast-forward, got "fast_forward"; '
+     'did you mean "fast-forward"?'),
+    ("merge_queue: {method: octopus}", "merge_queue.method", 1, 'fast-forward, got "octopus"'),
+    ("merge_queue: {method: [merge]}", "merge_queue.method", 1, '"merge_queue.method" must be a string, got a list'),
+    ("merge_queue:\n  enabled: 'yes'\n", "merge_queue.enabled", 2, '"merge_queue.enabled" must be true or false'),
+    ("merge_queue: {enabled: 1}", "merge_queue.enabled", 1, '"merge_queue.enabled" must be true or false, got "1"'),
+    ("merge_queue: 4", "merge_queue", 1, '"merge_queue" must be true, false or a mapping of enabled, method, '
+     'batch_size, max_parallel, flaky_retries, got "4"'),
+    ("merge_queue: [enabled]", "merge_queue", 1, "got a list"),
+    ("merge_queue:\n", "merge_queue", 1, 'write "merge_queue: false" for none'),
+    ("merge_queue:\n  batch_size: 2\n  batch_size: 3\n", "merge_queue", 3, '"batch_size" is set twice'),
+    ("merge_qeue: true", "merge_qeue", 1, 'did you mean "merge_queue"?'),
+])
+def test_merge_queue_errors_name_the_key_path_and_line(text: str, key: str, line: int, fragment: str) -> None:
+    e = error(text)
+    assert (e.key, e.line) == (key, line), str(e)
+    assert fragment in str(e)
+
+
+def test_merge_queue_keys_check_values_given_in_code() -> None:
+    """The project's settings build MergeQueueKeys without a file: the same bounds apply."""
+    for bad in ({"batch_size": 0}, {"batch_size": 33}, {"max_parallel": 11}, {"flaky_retries": 4},
+                {"flaky_retries": True}, {"method": "octopus"}, {"enabled": "yes"}, {"batch_size": 2.0}):
+        with pytest.raises(ValueError, match="merge_queue"):
+            MergeQueueKeys(**bad)
+    with pytest.raises(ValueError, match="between 1 and 32"):
+        ProjectSettings(merge_queue=MergeQueueKeys(batch_size=64))
+
 
 def test_error_message_format_matches_the_documentation() -> None:
     e = error("# codegenapp\nsetup: []\nvalidate: [pytest]\ntimeout_minutes: ten\n")
@@ -452,6 +518,24 @@ def test_method_only_mapping_keeps_the_project_switch() -> None:
     assert (config.sources["auto_merge"], config.sources["merge_method"]) == ("project", "repository")
 
 
+def test_merge_queue_defaults_and_precedence_per_sub_key() -> None:
+    assert effective_config(None, ProjectSettings()).merge_queue == MergeQueueSettings(
+        enabled=False, method="merge", batch_size=1, max_parallel=3, flaky_retries=1)
+    project = ProjectSettings(merge_queue=MergeQueueKeys(enabled=True, method="squash", batch_size=8))
+    config = effective_config(parse_repo_config("merge_queue: {batch_size: 2, flaky_retries: 0}"), project)
+    assert config.merge_queue == MergeQueueSettings(enabled=True, method="squash", batch_size=2, max_parallel=3,
+                                                    flaky_retries=0)
+    assert {k: v for k, v in config.sources.items() if k.startswith("merge_queue.")} == {
+        "merge_queue.enabled": "project", "merge_queue.method": "project", "merge_queue.batch_size": "repository",
+        "merge_queue.max_parallel": "default", "merge_queue.flaky_retries": "repository"}
+    off = effective_config(parse_repo_config("merge_queue: false"), project)  # the file's false beats the project
+    assert (off.merge_queue.enabled, off.sources["merge_queue.enabled"]) == (False, "repository")
+    assert off.merge_queue.batch_size == 8
+    # the queue's method is its own: auto_merge's method does not leak into it, nor the other way round
+    mixed = effective_config(parse_repo_config("auto_merge: {method: rebase}\nmerge_queue: true\n"), ProjectSettings())
+    assert (mixed.merge_method, mixed.merge_queue.method) == ("rebase", "merge")
+
+
 def test_repository_only_keys_and_ui_copy() -> None:
     repo = parse_repo_config("analysis: [ruff check --output-format sarif .]\ncache_key: [uv.lock]\n"
                              "ui: {start: make serve, url: 'http://localhost:8000'}\n")
@@ -468,19 +552,20 @@ def test_docs_example_parses_and_uses_every_documented_feature() -> None:
     text = docs_example()
     config = parse_repo_config(text)
     assert config.present_keys == {"setup", "setup_network", "cache_key", "validate", "analysis",
-                                   "timeout_minutes", "auto_merge", "env"}
+                                   "timeout_minutes", "auto_merge", "merge_queue", "env"}
     assert [s.name for s in config.validate] == ["pytest", "types", "npm test"]
     assert config.analysis[1].output == "semgrep.sarif"
     assert config.env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert "#" in text and yaml.safe_load(text)["timeout_minutes"] == 20
     effective = effective_config(config, ProjectSettings())
     assert (effective.auto_merge, effective.merge_method) == (True, "squash")
+    assert effective.merge_queue == MergeQueueSettings(enabled=True, batch_size=4)
 
 
 def test_module_docstrings_document_every_key_and_the_precedence() -> None:
     import pipeline.repo_config.effective as effective
     import pipeline.repo_config.parse as module
     for key in ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
-                "setup_network", "delete_branch_after_merge", "ui"):
+                "setup_network", "delete_branch_after_merge", "merge_queue", "ui"):
         assert f"`{key}`" in module.__doc__ or key in module.__doc__
     assert "Precedence" in effective.__doc__

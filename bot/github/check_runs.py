@@ -66,12 +66,17 @@ class CheckRuns:
         masked = self.redactor.redact_json(dict(data), keep=_IDENTIFIERS)
         return await (self.gh.post if method == "POST" else self.gh.patch)(url, data=masked)
 
-    async def create(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str) -> int:
-        """A new check run `in_progress` on `head_sha`; its id."""
-        answer = await self._write("POST", self.path, {
-            "name": CHECK_NAME, "head_sha": head_sha, "status": "in_progress", "started_at": now(),
+    async def create(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str,
+                     name: str = CHECK_NAME, actions: Sequence[Mapping[str, str]] | None = None) -> int:
+        """A new check run `in_progress` on `head_sha`; its id. `name`: another of the app's check runs
+        (the merge queue's) than the validation's."""
+        data: dict[str, Any] = {
+            "name": name, "head_sha": head_sha, "status": "in_progress", "started_at": now(),
             "details_url": details_url, "external_id": external_id,
-            "output": {"title": title, "summary": summary}})
+            "output": {"title": title, "summary": summary}}
+        if actions is not None:
+            data["actions"] = actions
+        answer = await self._write("POST", self.path, data)
         return int(field(answer, "id", f"POST {self.path}"))
 
     async def create_once(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str,
@@ -99,9 +104,13 @@ class CheckRuns:
         return FoundRun(int(field(answer, "id", f"GET {self.path}/{{id}}")),
                         field(answer, "status", f"GET {self.path}/{{id}}") == "completed")
 
-    async def update(self, check_run_id: int, output: Output) -> None:
+    async def update(self, check_run_id: int, output: Output,
+                     actions: Sequence[Mapping[str, str]] | None = None) -> None:
         """New output for a running check run (progress)."""
-        await self._write("PATCH", f"{self.path}/{check_run_id}", {"output": output})
+        data: dict[str, Any] = {"output": output}
+        if actions is not None:
+            data["actions"] = actions
+        await self._write("PATCH", f"{self.path}/{check_run_id}", data)
 
     async def complete(self, check_run_id: int, *, conclusion: str, output: Output,
                        actions: Sequence[Mapping[str, str]] | None = None) -> None:

@@ -62,6 +62,13 @@ class Comments:
             return False
         return True
 
+    async def body(self, number: int, comment_id: int) -> str | None:
+        """The text of comment `comment_id` on the PR; None when it is gone."""
+        async for comment in self.gh.getiter(f"{self.path}/{number}/comments"):
+            if comment.get("id") == comment_id:
+                return str(comment.get("body") or "")
+        return None
+
     async def react(self, comment_id: int, content: str) -> None:
         await self.gh.post(f"{self.path}/comments/{comment_id}/reactions", data={"content": content})
 

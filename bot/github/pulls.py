@@ -62,6 +62,15 @@ class Pulls:
             yield ListedPull(PullRequest.parse(item, source=source, repository=self.repository),
                              created_at=_time(item.get("created_at")), updated_at=_time(item.get("updated_at")))
 
+    async def merge_commit(self, number: int) -> str | None:
+        """The merge commit of a merged PR (None: it is not merged)."""
+        answer = await self.gh.getitem(f"{self.path}/{number}")
+        return answer.get("merge_commit_sha") if answer.get("merged") else None
+
+    async def reviews(self, number: int) -> list[dict[str, Any]]:
+        """The PR's reviews, oldest first (who approved, at which commit)."""
+        return [r async for r in self.gh.getiter(f"{self.path}/{number}/reviews")]
+
     async def create(self, *, title: str, head: str, base: str, body: str) -> PullRequest:
         answer = await self.gh.post(self.path, data={"title": title, "head": head, "base": base, "body": body,
                                                      "maintainer_can_modify": True})

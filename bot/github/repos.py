@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from gidgethub import BadRequest
@@ -24,6 +24,25 @@ def role_of(permission_response: Mapping[str, Any]) -> str:
 
 def branch_path(branch: str) -> str:
     return quote(branch, safe="/")
+
+
+# GitHub lists a comparison's commits a page at a time (at most 100 a page); a group past this many pages
+# is read no further (its comparison is then incomplete).
+COMPARE_PAGE_SIZE = 100
+COMPARE_MAX_PAGES = 30
+
+
+class ComparedCommit(NamedTuple):
+    sha: str
+    parents: tuple[str, ...]
+    message: str
+
+
+class Comparison(NamedTuple):
+    """What GET .../compare/{base}...{head} says of the commits `head` adds to `base`."""
+    files: list[dict[str, Any]]  # as the PR files API lists them (`filename`, `patch`, `status`)
+    commits: list[ComparedCommit]
+    complete: bool  # every commit was listed (GitHub's `total_commits` of them)
 
 
 class Repos:
@@ -93,3 +112,32 @@ class Repos:
 
     async def delete_branch(self, branch: str) -> None:
         await self.gh.delete(f"{self.path}/git/refs/heads/{branch_path(branch)}")
+
+    async def compare(self, base: str, head: str) -> Comparison:
+        """The files and commits `head` adds to its merge base with `base` (the diff `base...head`),
+        every page of the commits (up to COMPARE_MAX_PAGES). GitHub lists at most 300 files: a file past
+        those is not in `files`. `complete` says whether the commits read are all of GitHub's
+        `total_commits`."""
+        source = f"GET {self.path}/compare/{base}...{head}"
+        files: list[dict[str, Any]] = []
+        commits: list[ComparedCommit] = []
+        total = None
+        for page in range(1, COMPARE_MAX_PAGES + 1):
+            answer = await self.gh.getitem(f"{self.path}/compare/{{basehead}}{{?per_page,page}}",
+                                           {"basehead": f"{base}...{head}", "per_page": COMPARE_PAGE_SIZE,
+                                            "page": page})
+            listed = field(answer, "commits", source)
+            total = answer.get("total_commits")
+            if page == 1:  # GitHub lists the files on the first page only
+                files = list(answer.get("files") or [])
+            commits += [ComparedCommit(str(field(c, "sha", source)),
+                                       tuple(str(field(p, "sha", source)) for p in c.get("parents") or []),
+                                       str(field(c, "commit.message", source))) for c in listed]
+            if len(listed) < COMPARE_PAGE_SIZE or not isinstance(total, int) or len(commits) >= total:
+                break
+        return Comparison(files=files, commits=commits, complete=total == len(commits))
+
+    async def commit_tree(self, sha: str) -> str:
+        """The tree of commit `sha` (GET .../git/commits/{sha})."""
+        source = f"GET {self.path}/git/commits/{sha}"
+        return str(field(await self.gh.getitem(f"{self.path}/git/commits/{{sha}}", {"sha": sha}), "tree.sha", source))

@@ -15,6 +15,7 @@ from bot.store.deliveries import DeliveryStore, IncomingDelivery, StoredDelivery
 from bot.store.jobs import ClaimedJob, JobStore
 from bot.store.delivery_log import DeliveryLogStore
 from bot.store.leases import AppStateStore, LeaseStore
+from bot.store.merge_queue import MergeQueueStore, StoredQueue
 from bot.store.projects import InstallationRef, InvalidSecret, ProjectStore, RepoRef
 from bot.store.pull_requests import MergeClaim, PullRequestStore
 from bot.store.tracked_pulls import TrackedPullStore
@@ -22,7 +23,7 @@ from bot.store.validations import ValidationLifetime, ValidationStore
 from bot.store.write_lanes import WriteLaneStore
 
 __all__ = ["Store", "IncomingDelivery", "StoredDelivery", "ClaimedJob", "InstallationRef", "RepoRef",
-           "InvalidSecret", "MergeClaim", "ValidationLifetime"]
+           "InvalidSecret", "MergeClaim", "ValidationLifetime", "StoredQueue"]
 
 
 class Store:
@@ -43,10 +44,15 @@ class Store:
         self.app_state = AppStateStore(db)
         self.write_lanes = WriteLaneStore(db)  # PostgreSQL: which process sends an installation's GitHub writes
         self.delivery_log = DeliveryLogStore(db)  # the delivery-log sweep's known guids and skipped entries
+        self.merge_queues = MergeQueueStore(db)  # each base branch's own merge queue, and its landings
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(text("SELECT 1")))
 
     async def close(self) -> None:
         await self.deliveries.close()
+        await self.audit.close()
+        await self.validations.close()
+        await self.agent_runs.close()
+        await self.projects.close()
         await self.db.dispose()

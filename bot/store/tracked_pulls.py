@@ -8,14 +8,16 @@ reopen a PR that was closed since.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, Connection, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 
 from bot.db import Database
-from bot.models import PR_CLOSED, PR_OPEN, PullRequestMerge, TrackedPullRequest, ValidationState
+from bot.models import PR_CLOSED, PR_OPEN, SUBJECT_PULL_REQUEST, PullRequestMerge, TrackedPullRequest, ValidationState
 from bot.store.prepared import Prepared
 from bot.store.sql import entities, from_rows, upsert_insert
 
@@ -45,6 +47,8 @@ class OverviewRow(NamedTuple):
 
 
 _SNAPSHOT_FIELDS = tuple(field.name for field in fields(PullSnapshot))
+# `TrackedPullStore.under_lock`: records the PR in a unit of work, taking an advisory lock (its key) first.
+PullRecorder = Callable[[Connection, int], bool]
 
 
 class TrackedPullStore:
@@ -59,10 +63,22 @@ class TrackedPullStore:
             where=TrackedPullRequest.updated_at <= stmt.excluded.updated_at,
         ).returning(TrackedPullRequest.id))
 
+    @property
+    def records_under_lock(self) -> bool:
+        """Whether `under_lock` may be given to ValidationStore.begin (PostgreSQL: it saves a round trip)."""
+        return not self._db.is_sqlite
+
     async def record(self, project_id: str, snapshot: PullSnapshot) -> bool:
         """Insert or update the PR's row; False when the row holds a newer event (nothing changed)."""
-        params = {"project_id": project_id, **{key: getattr(snapshot, key) for key in _SNAPSHOT_FIELDS}}
+        params = _record_params(project_id, snapshot)
         return await self._db.write(lambda conn: self._record.run(conn, params).scalar() is not None)
+
+    def under_lock(self, project_id: str, snapshot: PullSnapshot) -> PullRecorder:
+        """PostgreSQL: `record` as a part of another unit of work that takes the transaction-scoped advisory
+        lock `key` first, in one statement (the lock is taken before the row is written). Returns what
+        `record` returns."""
+        params = _record_params(project_id, snapshot)
+        return lambda conn, key: bool(_LOCK_THEN_RECORD.run(conn, {**params, "b_key": key}).scalar())
 
     async def open_pulls(self, project_id: str) -> dict[int, datetime]:
         """The project's PRs recorded as open: number -> the `updated_at` recorded."""
@@ -118,7 +134,8 @@ class TrackedPullStore:
                       .where(ranked.c.place <= limit)
                       .order_by(ranked.c.updated_at.desc(), ranked.c.number.desc()))
 
-        def latest_of_heads(model: type, columns: tuple, newest_first: tuple) -> Select:  # type: ignore[type-arg]
+        def latest_of_heads(model: type, columns: tuple, newest_first: tuple,  # type: ignore[type-arg]
+                            *only: Any) -> Select:  # type: ignore[type-arg]
             newest = (func.row_number()
                       .over(partition_by=(model.project_id, model.pr_number),  # type: ignore[attr-defined]
                             order_by=newest_first)
@@ -127,12 +144,13 @@ class TrackedPullStore:
                          TrackedPullRequest.number == model.pr_number,  # type: ignore[attr-defined]
                          TrackedPullRequest.head_sha == model.head_sha, shown)  # type: ignore[attr-defined]
             ranked_heads = (select(*columns, newest).join(TrackedPullRequest, heads)
-                            .where(model.project_id.in_(project_ids))  # type: ignore[attr-defined]
+                            .where(model.project_id.in_(project_ids), *only)  # type: ignore[attr-defined]
                             .subquery())
             return select(*(ranked_heads.c[c.key] for c in columns)).where(ranked_heads.c.newest == 1)
 
         validations_stmt = latest_of_heads(ValidationState, _OVERVIEW_VALIDATION_COLUMNS,
-                                           (ValidationState.created_at.desc(), ValidationState.id.desc()))
+                                           (ValidationState.created_at.desc(), ValidationState.id.desc()),
+                                           ValidationState.subject == SUBJECT_PULL_REQUEST)  # not a queue's commit
         merges_stmt = latest_of_heads(PullRequestMerge, _MERGE_COLUMNS,
                                       (PullRequestMerge.claimed_at.desc(), PullRequestMerge.id.desc()))
 
@@ -150,6 +168,27 @@ class TrackedPullStore:
         return await self._db.read(work, large=True)
 
 
+def _record_params(project_id: str, snapshot: PullSnapshot) -> dict[str, Any]:
+    return {"project_id": project_id, **{key: getattr(snapshot, key) for key in _SNAPSHOT_FIELDS}}
+
+
+def _lock_then_record() -> Any:
+    """PostgreSQL: `pg_advisory_xact_lock(b_key)`, then `TrackedPullStore.record`'s upsert (an INSERT ... SELECT
+    from the lock's row, so that it waits for the lock), and whether it wrote the row."""
+    columns = TrackedPullRequest.__table__.c
+    locked = select(func.pg_advisory_xact_lock(bindparam("b_key", type_=BigInteger)).label("locked")).cte("locked")
+    keys = ("project_id", *_SNAPSHOT_FIELDS)
+    row = select(*(bindparam(key, type_=columns[key].type) for key in keys)).select_from(locked)
+    stmt = postgresql.insert(TrackedPullRequest).from_select(list(keys), row)
+    recorded = (stmt.on_conflict_do_update(
+        index_elements=["project_id", "number"],
+        set_={key: getattr(stmt.excluded, key) for key in _SNAPSHOT_FIELDS if key != "number"},
+        where=TrackedPullRequest.updated_at <= stmt.excluded.updated_at)
+        .returning(TrackedPullRequest.id).cte("recorded"))
+    return select(exists(select(recorded.c.id)).label("current"))
+
+
+_LOCK_THEN_RECORD = Prepared(_lock_then_record())
 _PULL_COLUMNS = tuple(TrackedPullRequest.__table__.c)
 _MERGE_COLUMNS = tuple(PullRequestMerge.__table__.c)
 # What the overview and the cards read of a validation: all but its results (large, unused there).

@@ -1,4 +1,5 @@
-"""Validations of PR heads, the fork gate's approvals and the sticky comment of each PR.
+"""Validations of PR heads (and of the commits merge queues make: `begin_subject`), the fork gate's
+approvals and the sticky comment of each PR.
 
 State changes are single fenced statements: a validation that was superseded or cancelled meanwhile
 is never moved back to running or completed by a slower worker.
@@ -16,16 +17,19 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, exists, insert, literal, not_, null, or_, select, text, update
+from sqlalchemy import (Connection, String, and_, any_, bindparam, exists, insert, literal, not_, null, or_, select,
+                        text, update)
 from sqlalchemy.dialects import postgresql
 
 from bot.db import Database
-from bot.models import (JOB_QUEUED, VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
+from bot.models import (JOB_QUEUED, SUBJECT_PULL_REQUEST, VALIDATION_ACTIVE, VALIDATION_COMPLETED, VALIDATION_IN_PROGRESS, VALIDATION_QUEUED,
                         VALIDATION_SUPERSEDED, VALIDATION_WAITING, HeadApproval, Job, PullRequestComment,
                         ValidationState, new_id, utcnow)
+from bot.store.batch import GroupCommit
 from bot.store.jobs import JobStore
 from bot.store.prepared import Prepared
-from bot.store.sql import any_of, entities, entity, from_rows, upsert_insert
+from bot.store.sql import any_of, entities, entity, from_rows, pulls_asked, pulls_params, upsert_insert
+from bot.store.tracked_pulls import PullRecorder
 
 _COLUMNS = tuple(ValidationState.__table__.c)
 # What a list of validations reads: all but their results (up to 64 KB a step).
@@ -33,19 +37,22 @@ _LISTED = tuple(c for c in _COLUMNS if c.key != "test_results")
 # The start of a validation is on every pull request's path: its statements are built once.
 _OPEN_STATUSES = (*VALIDATION_ACTIVE, VALIDATION_WAITING)
 _OPEN = any_of(ValidationState.status, _OPEN_STATUSES)
+# What is about a PR (superseding, its comment, merging, its listings) reads the validations of its own
+# heads only, never those of a merge queue's commit made for it.
+_OF_PR_HEAD = ValidationState.subject == SUBJECT_PULL_REQUEST
 # What ending an open validation for a new head ("restart" on a restart) writes.
 _ENDED_BY_HEAD = dict(status=VALIDATION_SUPERSEDED, conclusion="cancelled", superseded_by=bindparam("b_head"),
                       completed_at=bindparam("b_now"), title=bindparam("b_title"))
 _SUPERSEDE = (update(ValidationState)
               .where(ValidationState.project_id == bindparam("b_project"),
-                     ValidationState.pr_number == bindparam("b_pr"),
+                     ValidationState.pr_number == bindparam("b_pr"), _OF_PR_HEAD,
                      ValidationState.head_sha != bindparam("b_head"), _OPEN)
               .values(**_ENDED_BY_HEAD)
               .returning(*_COLUMNS))
 # The PR's open validations, and those of the head that the claimer began already (any state: its
 # job, run again after a kill or an expired lease, must not begin another; see `begin`).
 _OPEN_FOR_PR_WHERE = (ValidationState.project_id == bindparam("b_project"),
-                      ValidationState.pr_number == bindparam("b_pr"),
+                      ValidationState.pr_number == bindparam("b_pr"), _OF_PR_HEAD,
                       or_(_OPEN, and_(ValidationState.head_sha == bindparam("b_head"),
                                       ValidationState.check_run_claimed_by == bindparam("b_claimer"))))
 _OPEN_FOR_PR = Prepared(select(*_COLUMNS).where(*_OPEN_FOR_PR_WHERE).order_by(ValidationState.created_at.desc()))
@@ -123,13 +130,28 @@ def _read_then_start() -> Any:
 
 
 _READ_THEN_START = Prepared(_read_then_start())
-_PR_LOCK = text("SELECT pg_advisory_xact_lock(:b_key)")
+# PostgreSQL: `settle_check_run` and `comment_id` of many validations or PRs at once (one round trip).
+_SETTLE_ALL = Prepared(update(ValidationState)
+                       .where(ValidationState.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))))
+                       .values(check_run_settled=True))
 
 
-def pr_lock_key(project_id: str, pr_number: int) -> int:
-    """The PostgreSQL advisory lock key of one PR (a stable signed 64-bit hash)."""
-    digest = hashlib.blake2b(f"validation-begin:{project_id}:{pr_number}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def _comment_ids() -> Any:
+    asked = pulls_asked()
+    return (select(PullRequestComment.project_id, PullRequestComment.pr_number, PullRequestComment.comment_id)
+            .join(asked, and_(PullRequestComment.project_id == asked.c.project_id,
+                              PullRequestComment.pr_number == asked.c.pr_number)))
+
+
+_COMMENT_IDS = Prepared(_comment_ids())
+_BEGIN_LOCK = text("SELECT pg_advisory_xact_lock(:b_key)")
+
+
+def begin_lock_key(project_id: str, *what: object) -> int:
+    """The PostgreSQL advisory lock key of the begins of one PR (`what`: its number) or of one subject's
+    head (its subject and head): a stable signed 64-bit hash."""
+    name = ":".join(str(part) for part in ("validation-begin", project_id, *what))
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class Begun(NamedTuple):
@@ -154,6 +176,17 @@ class ValidationStore:
     def __init__(self, db: Database, jobs: JobStore) -> None:
         self._db = db
         self._jobs = jobs
+        # PostgreSQL: what many validations ending at once write and read, in one round trip for all of
+        # them (SQLite runs in process: one statement each, as before).
+        self._settling: GroupCommit[str, None] | None = None
+        self._comment_ids: GroupCommit[tuple[str, int], int | None] | None = None
+        if not db.is_sqlite:
+            self._settling, self._comment_ids = GroupCommit(self._settle_all), GroupCommit(self._read_comment_ids)
+
+    async def close(self) -> None:
+        for batcher in (self._settling, self._comment_ids):
+            if batcher is not None:
+                await batcher.close()
 
     async def create(self, *, project_id: str, pr_number: int, head_sha: str, base_sha: str | None = None,
                      is_fork: bool = False, author: str | None = None, trigger: str = "pull_request",
@@ -169,7 +202,8 @@ class ValidationStore:
 
     async def begin(self, *, project_id: str, pr_number: int, head_sha: str, restart: bool, base_sha: str | None,
                     is_fork: bool, author: str | None, trigger: str, claimer: str,
-                    triggered_by: str | None = None) -> Begun:
+                    triggered_by: str | None = None,
+                    record_pull: PullRecorder | None = None) -> Begun | None:
         """In one transaction: end the runs of this PR's other heads (of every head on a restart), then
         join the active validation of this head or record a new one, and claim the creation of its
         check run for `claimer` when that is still to be done and allowed (`may_claim_check_run`):
@@ -177,16 +211,23 @@ class ValidationStore:
         check run is not recorded yet. A claimer that began a validation of this head already (its job
         run again) gets that one back, whatever its state, and nothing ends (`begun_by`).
         `triggered_by`: the login of the person who asked (a command, a button, the dashboard), None for
-        an event such as a push."""
+        an event such as a push. `record_pull` (PostgreSQL: TrackedPullStore.under_lock): the event's record
+        of the PR, written in the statement that takes the lock; when the record holds a newer event, nothing
+        is begun and None is returned (the caller decides on what is recorded, then begins without it)."""
+        assert record_pull is None or not self._db.is_sqlite, "SQLite records the PR in a unit of its own"
         values = dict(project_id=project_id, pr_number=pr_number, head_sha=head_sha, base_sha=base_sha,
                       is_fork=is_fork, author=author, trigger=trigger, agent_run_id=None,
                       check_run_claimed_by=claimer, triggered_by=triggered_by)
 
-        def work(conn: Connection) -> Begun:
+        def work(conn: Connection) -> Begun | None:
             if not self._db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes every begin
                 # One begin per PR at a time across processes: two new heads (or the same new head
                 # twice) must not both record a validation beside the other's, unseen.
-                conn.execute(_PR_LOCK, {"b_key": pr_lock_key(project_id, pr_number)})
+                key = begin_lock_key(project_id, pr_number)
+                if record_pull is None:
+                    conn.execute(_BEGIN_LOCK, {"b_key": key})
+                elif not record_pull(conn, key):
+                    return None
             found = {"b_project": project_id, "b_pr": pr_number, "b_head": head_sha, "b_claimer": claimer}
             if self._db.is_sqlite:
                 rows = from_rows(ValidationState, _OPEN_FOR_PR.run(conn, found).mappings())
@@ -210,14 +251,89 @@ class ValidationStore:
                 _END.run_many(conn, [{"b_id": v.id, **_ended_by_head(ended_by, now)} for v in to_end])
             if join is None:
                 return Begun(to_end, _insert(conn, {**values, "check_run_claimed_at": now}), True, recorded=True)
-            if not may_claim_check_run(join, claimer, now=now):
-                return Begun(to_end, join, False)
-            if _CLAIM_CHECK_RUN.run(conn, _claim(join.id, claimer, now)).rowcount != 1:
-                return Begun(to_end, join, False)  # PostgreSQL: another transaction claimed it meanwhile
-            join.check_run_claimed_by, join.check_run_claimed_at = claimer, now
-            return Begun(to_end, join, True)
+            return Begun(to_end, join, _claim_joined(conn, join, claimer, now))
 
         return await self._db.write(work)
+
+    async def begin_subject(self, *, project_id: str, subject: str, subject_ref: str, pr_number: int, head_sha: str,
+                            base_sha: str, trigger: str, claimer: str) -> Begun:
+        """`begin` for a commit a merge queue made (`subject`, not a PR's own head), in one transaction:
+        join the validation of this subject's head, whatever its state (a redelivered event, or the job
+        of a delivery run again, starts nothing new), else record one; then claim the creation of its
+        check run for `claimer` as `begin` does. It ends nothing: other heads of the subject (GitHub
+        tests several groups at once) and the PRs' own validations go on."""
+        values = dict(project_id=project_id, pr_number=pr_number, subject=subject, subject_ref=subject_ref,
+                      head_sha=head_sha, base_sha=base_sha, is_fork=False, trigger=trigger,
+                      check_run_claimed_by=claimer)
+        def work(conn: Connection) -> Begun:
+            now = utcnow()
+            join = _lock_subject_head(conn, self._db.is_sqlite, project_id, subject, head_sha)
+            if join is None:
+                return Begun([], _insert(conn, {**values, "check_run_claimed_at": now}), True, recorded=True)
+            return Begun([], join, _claim_joined(conn, join, claimer, now))
+
+        return await self._db.write(work)
+
+    async def end_unbegun_subject(self, *, project_id: str, subject: str, subject_ref: str, pr_number: int,
+                                  head_sha: str, base_sha: str, trigger: str,
+                                  title: str) -> tuple[ValidationState, bool]:
+        """The validation of this subject's head (as `begin_subject` joins it); when there is none, one
+        recorded ended already (`cancelled`, saying `title`; no check run to make or settle), so a start
+        that comes later begins nothing. Returns it and whether it was recorded here."""
+        values = dict(project_id=project_id, pr_number=pr_number, subject=subject, subject_ref=subject_ref,
+                      head_sha=head_sha, base_sha=base_sha, is_fork=False, trigger=trigger)
+
+        def work(conn: Connection) -> tuple[ValidationState, bool]:
+            join = _lock_subject_head(conn, self._db.is_sqlite, project_id, subject, head_sha)
+            if join is not None:
+                return join, False
+            row = {**_new_row(values), "status": VALIDATION_COMPLETED, "conclusion": "cancelled", "title": title,
+                   "completed_at": utcnow(), "check_run_settled": True}
+            _INSERT.run(conn, row)
+            return from_rows(ValidationState, [row])[0], True
+
+        return await self._db.write(work)
+
+    async def begin_candidate(self, *, project_id: str, subject: str, subject_ref: str, pr_number: int,
+                              head_sha: str, base_sha: str, trigger: str, then_queue: str) -> ValidationState:
+        """A validation of a commit that exists only in the app's mirror (its own merge queue's candidate):
+        no check run can be made on it, so none is claimed and nothing is left for the recovery (settled
+        from the start); its job (`then_queue`) is queued in the same transaction. `subject_ref` names one
+        try: the same again (a queue job run again after a kill) joins it, whatever its state."""
+        values = dict(project_id=project_id, pr_number=pr_number, subject=subject, subject_ref=subject_ref,
+                      head_sha=head_sha, base_sha=base_sha, is_fork=False, trigger=trigger)
+        found = (select(*_COLUMNS).where(ValidationState.project_id == project_id, ValidationState.subject == subject,
+                                         ValidationState.subject_ref == subject_ref)
+                 .order_by(ValidationState.created_at.desc()).limit(1))
+
+        def work(conn: Connection) -> ValidationState:
+            if not self._db.is_sqlite:
+                conn.execute(_BEGIN_LOCK, {"b_key": begin_lock_key(project_id, subject, subject_ref)})
+            join = next(iter(from_rows(ValidationState, conn.execute(found).mappings())), None)
+            if join is not None:
+                return join
+            row = _new_row(values)
+            row["check_run_settled"] = True
+            _INSERT.run(conn, row)
+            state = from_rows(ValidationState, [row])[0]
+            self._jobs.add(conn, then_queue, args={"validation_id": state.id},
+                           dedupe_key=f"{then_queue}:{state.id}", max_attempts=3)
+            return state
+
+        return await self._db.write(work)
+
+    async def of_subject_ref(self, project_id: str, subject: str, subject_ref: str) -> ValidationState | None:
+        stmt = (select(ValidationState).where(ValidationState.project_id == project_id,
+                                              ValidationState.subject == subject,
+                                              ValidationState.subject_ref == subject_ref)
+                .order_by(ValidationState.created_at.desc()))
+        return await self._db.read(lambda conn: entity(conn, stmt))
+
+    async def latest_of_subject(self, project_id: str, subject: str, head_sha: str) -> ValidationState | None:
+        """The newest validation of this subject's head (a merge group's, say)."""
+        stmt = (select(ValidationState).where(*_of_subject_head(project_id, subject, head_sha))
+                .order_by(ValidationState.created_at.desc()))
+        return await self._db.read(lambda conn: entity(conn, stmt))
 
     async def cancel(self, validation_id: str, *, title: str) -> bool:
         return await self._fenced(validation_id, VALIDATION_ACTIVE + (VALIDATION_WAITING,), {
@@ -258,8 +374,15 @@ class ValidationStore:
 
     async def settle_check_run(self, validation_id: str) -> None:
         """GitHub has been told how this validation ended (or it has no check run): nothing to recover."""
+        if self._settling is not None:
+            await self._settling.submit(validation_id)
+            return
         stmt = update(ValidationState).where(ValidationState.id == validation_id).values(check_run_settled=True)
         await self._db.write(lambda conn: conn.execute(stmt))
+
+    async def _settle_all(self, validation_ids: list[str]) -> list[None]:
+        await self._db.write(lambda conn: _SETTLE_ALL.run(conn, {"b_ids": validation_ids}))
+        return [None] * len(validation_ids)
 
     async def unsettled(self, *, limit: int = 100) -> list[ValidationState]:
         """What a crash may have left, oldest first: active validations without a check run whose claim
@@ -341,7 +464,8 @@ class ValidationStore:
 
     async def latest_for_pr(self, project_id: str, pr_number: int) -> ValidationState | None:
         stmt = (select(ValidationState)
-                .where(ValidationState.project_id == project_id, ValidationState.pr_number == pr_number)
+                .where(ValidationState.project_id == project_id, ValidationState.pr_number == pr_number,
+                       _OF_PR_HEAD)
                 .order_by(ValidationState.created_at.desc()))
         return await self._db.read(lambda conn: entity(conn, stmt))
 
@@ -349,7 +473,7 @@ class ValidationStore:
         """The PR's latest validation completed before `state` was recorded (the PR comment's "Previous")."""
         stmt = (select(ValidationState)
                 .where(ValidationState.project_id == state.project_id, ValidationState.pr_number == state.pr_number,
-                       ValidationState.status == VALIDATION_COMPLETED, ValidationState.id != state.id,
+                       _OF_PR_HEAD, ValidationState.status == VALIDATION_COMPLETED, ValidationState.id != state.id,
                        ValidationState.created_at <= state.created_at)
                 .order_by(ValidationState.created_at.desc()))
         return await self._db.read(lambda conn: entity(conn, stmt))
@@ -357,7 +481,7 @@ class ValidationStore:
     async def latest_for_head(self, project_id: str, head_sha: str, *,
                               pr_number: int | None = None) -> ValidationState | None:
         stmt = (select(ValidationState)
-                .where(ValidationState.project_id == project_id, ValidationState.head_sha == head_sha)
+                .where(ValidationState.project_id == project_id, ValidationState.head_sha == head_sha, _OF_PR_HEAD)
                 .order_by(ValidationState.created_at.desc()))
         if pr_number is not None:
             stmt = stmt.where(ValidationState.pr_number == pr_number)
@@ -372,7 +496,7 @@ class ValidationStore:
         """The PR's validations, newest first, without their `test_results` (left None: large, and
         what lists them does not read them)."""
         stmt = (select(*_LISTED).where(ValidationState.project_id == project_id,
-                                       ValidationState.pr_number == pr_number)
+                                       ValidationState.pr_number == pr_number, _OF_PR_HEAD)
                 .order_by(ValidationState.created_at.desc(), ValidationState.id.desc()).limit(limit))
         return await self._db.read(lambda conn: from_rows(ValidationState, conn.execute(stmt).mappings()))
 
@@ -382,7 +506,7 @@ class ValidationStore:
         found: set[tuple[int, str]] = set()
         for start in range(0, len(head_shas), chunk):
             stmt = (select(ValidationState.pr_number, ValidationState.head_sha).distinct()
-                    .where(ValidationState.project_id == project_id,
+                    .where(ValidationState.project_id == project_id, _OF_PR_HEAD,
                            ValidationState.head_sha.in_(head_shas[start:start + chunk])))
             found.update((number, sha) for number, sha in
                          await self._db.read(lambda conn, stmt=stmt: conn.execute(stmt).all()))
@@ -414,9 +538,17 @@ class ValidationStore:
 
     # the sticky comment
     async def comment_id(self, project_id: str, pr_number: int) -> int | None:
+        if self._comment_ids is not None:
+            return await self._comment_ids.submit((project_id, pr_number))
         stmt = select(PullRequestComment.comment_id).where(PullRequestComment.project_id == project_id,
                                                            PullRequestComment.pr_number == pr_number)
         return await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none())
+
+    async def _read_comment_ids(self, prs: list[tuple[str, int]]) -> list[int | None]:
+        params = pulls_params(prs)
+        found = await self._db.read(lambda conn: {(project, number): comment for project, number, comment
+                                                  in _COMMENT_IDS.run(conn, params).rows})
+        return [found.get(pr) for pr in prs]
 
     async def set_comment_id(self, project_id: str, pr_number: int, comment_id: int) -> None:
         now: datetime = utcnow()
@@ -471,9 +603,37 @@ def may_claim_check_run(validation: ValidationState, claimer: str, *, now: datet
             or (claimed_at is not None and claimed_at < now - stale_after))
 
 
+def _of_subject_head(project_id: str, subject: str, head_sha: str) -> tuple[Any, ...]:
+    return (ValidationState.project_id == project_id, ValidationState.subject == subject,
+            ValidationState.head_sha == head_sha)
+
+
+def _lock_subject_head(conn: Connection, is_sqlite: bool, project_id: str, subject: str,
+                       head_sha: str) -> ValidationState | None:
+    """Take the begin lock of this subject's head (SQLite's BEGIN IMMEDIATE already serializes every
+    begin) and read its newest validation."""
+    if not is_sqlite:
+        conn.execute(_BEGIN_LOCK, {"b_key": begin_lock_key(project_id, subject, head_sha)})
+    found = (select(*_COLUMNS).where(*_of_subject_head(project_id, subject, head_sha))
+             .order_by(ValidationState.created_at.desc()).limit(1))
+    return next(iter(from_rows(ValidationState, conn.execute(found).mappings())), None)
+
+
+def _claim_joined(conn: Connection, join: ValidationState, claimer: str, now: datetime) -> bool:
+    """Claim the creation of the check run of the validation `begin` joined for `claimer`, if
+    `may_claim_check_run` allows it; whether it did (`join` then shows the claim)."""
+    if not may_claim_check_run(join, claimer, now=now):
+        return False
+    if _CLAIM_CHECK_RUN.run(conn, _claim(join.id, claimer, now)).rowcount != 1:
+        return False  # PostgreSQL: another transaction claimed it meanwhile
+    join.check_run_claimed_by, join.check_run_claimed_at = claimer, now
+    return True
+
+
 def _new_row(values: dict[str, Any]) -> dict[str, Any]:
     """Every column of a new validation recorded with `values`."""
     row: dict[str, Any] = {column.key: None for column in _COLUMNS}
+    row["subject"] = SUBJECT_PULL_REQUEST
     row.update(values, id=new_id(), status=VALIDATION_QUEUED, test_results={}, auto_merge_eligible=False,
                check_run_settled=False, created_at=utcnow())
     return row

@@ -37,7 +37,7 @@ import aiohttp
 
 from bot import labels
 from bot.config import Settings
-from bot.events import EventBus, JobWakeup
+from bot.events import AppEvent, EventBus, JobWakeup
 from bot.github.github_app import GitHubApp
 from bot.models import (AGENT_AWAITING_CONFIRMATION, AGENT_FIXING, AGENT_PENDING, AGENT_PLANNING, AGENT_PR_OPEN,
                         AGENT_RUNNING, AGENT_TERMINAL, AGENT_VALIDATING, JOB_AGENT_RUN, AgentRun, Project, utcnow)
@@ -92,6 +92,17 @@ def run_json(run: AgentRun) -> dict[str, Any]:
         "reason": run.reason, "agent_url": handle.get("web_url"), "created_at": when(run.created_at),
         "updated_at": when(run.updated_at), "completed_at": when(run.completed_at),
     }
+
+
+def completions_by_pr(events: list[AppEvent]) -> dict[tuple[str, int], list[AppEvent]]:
+    """The `validation.completed` events this process nudges agent runs after, by (project, PR). Not
+    another process's (it nudges them itself) nor a merge queue's commit's: it is no PR's (its
+    `pr_number` is None, which would select every run without a PR)."""
+    by_pr: dict[tuple[str, int], list[AppEvent]] = {}
+    for event in events:
+        if event.name == "validation.completed" and not event.remote and event.data.get("pr_number") is not None:
+            by_pr.setdefault((event.data["project_id"], event.data["pr_number"]), []).append(event)
+    return by_pr
 
 
 class AgentRunService:
@@ -332,14 +343,20 @@ class AgentRunService:
     async def _listen(self) -> None:
         with self.bus.subscribe() as queue:
             while True:
-                event = await queue.get()
-                if event.name != "validation.completed" or event.remote:  # its own process nudges
-                    continue
-                try:
-                    await self.nudge_pr(event.data["project_id"], event.data["pr_number"],
-                                        validation_id=event.data.get("validation_id"))
-                except Exception:  # noqa: BLE001 - the runs' own polls still look
-                    log.exception("could not nudge agent runs after %s", event.data)
+                events = [await queue.get()]
+                while not queue.empty():  # what came meanwhile: their PRs' runs are read together (one round
+                    events.append(queue.get_nowait())  # trip on PostgreSQL: AgentRunStore.active_for_pr)
+                by_pr = completions_by_pr(events)
+                await asyncio.gather(*(self._nudge_after(completed) for completed in by_pr.values()))
+
+    async def _nudge_after(self, completed: list[AppEvent]) -> None:
+        """Nudge the runs of one PR after each of its validations that completed, in their order."""
+        for event in completed:
+            try:
+                await self.nudge_pr(event.data["project_id"], event.data["pr_number"],
+                                    validation_id=event.data.get("validation_id"))
+            except Exception:  # noqa: BLE001 - the runs' own polls still look
+                log.exception("could not nudge agent runs after %s", event.data)
 
     async def close(self) -> None:
         for timer in self._timers:

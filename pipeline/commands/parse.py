@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("/merge [merge|squash|rebase]",
               "merge now, if the validation of the current head succeeded"),
     "auto-merge": ("/auto-merge on|off", "merge this PR by itself after its next successful validation"),
+    "queue": ("/queue", "add this PR to the merge queue: it is tested on top of the base and the PRs ahead "
+                        "of it, then merged"),
+    "dequeue": ("/dequeue", "take this PR out of the merge queue"),
     "ok-to-test": ("/ok-to-test", "let the current head of a fork PR run (that commit only)"),
     "agent": ("/agent <goal>", "ask the coding agent to work on this PR"),
     "plan": ("/plan confirm|reject", "confirm or reject the agent's plan"),

@@ -95,6 +95,33 @@ def check_state(required: RequiredCheck, check_runs: Iterable[Mapping[str, Any]]
     return "missing"
 
 
+def not_open(pull: PullRequest) -> str | None:
+    """Why the PR cannot be merged whatever else holds (merged, closed, a draft); None when it is open."""
+    if pull.merged:
+        return "the PR is already merged"
+    if pull.state != "open":
+        return "the PR is closed"
+    return "the PR is a draft" if pull.draft else None
+
+
+def required_check_problems(required: RequiredChecks, check_runs: Iterable[Mapping[str, Any]],
+                            statuses: Iterable[Mapping[str, Any]], own_check: RequiredCheck | None) -> list[str]:
+    """Each required check that is not green at the head, in words; `own_check` (the app's) is skipped:
+    the caller judges it."""
+    check_runs, statuses = list(check_runs), list(statuses)
+    problems = []
+    for check in required.checks:
+        if own_check is not None and check.context == own_check.context and check.app_id in (None, own_check.app_id):
+            continue
+        result = check_state(check, check_runs, statuses)
+        if result == "success":
+            continue
+        words = {"pending": "is still pending", "missing": "has not reported on this head"}
+        said = words.get(result) or f"did not pass ({labels.conclusion(result)})"  # "(Action required)"
+        problems.append(f"required check `{check.context}` {said}")
+    return problems
+
+
 @dataclass(frozen=True)
 class MergeDecision:
     allowed: bool
@@ -116,12 +143,8 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
     """
     head = pull.head_sha
     base = pull.base_ref or "the base branch"
-    if pull.merged:
-        return MergeDecision(False, "the PR is already merged")
-    if pull.state != "open":
-        return MergeDecision(False, "the PR is closed")
-    if pull.draft:
-        return MergeDecision(False, "the PR is a draft")
+    if (refusal := not_open(pull)) is not None:
+        return MergeDecision(False, refusal)
     if validation is None or validation.head_sha != head:
         return MergeDecision(False, f"the current head {short_sha(head)} has not been validated (comment `/validate`)")
     if validation.status in ACTIVE_STATUSES:
@@ -139,18 +162,7 @@ def merge_decision(pull: PullRequest, validation: ValidationView | None, *,
     if state == "behind":
         return MergeDecision(False, f"the head branch is behind {base} and branch protection requires it "
                                     "to be up to date; update the branch")
-    check_runs, statuses = list(check_runs), list(statuses)
-    problems = []
-    for check in required.checks:
-        if own_check is not None and check.context == own_check.context \
-                and check.app_id in (None, own_check.app_id):
-            continue  # the validation above succeeded
-        result = check_state(check, check_runs, statuses)
-        if result == "success":
-            continue
-        words = {"pending": "is still pending", "missing": "has not reported on this head"}
-        said = words.get(result) or f"did not pass ({labels.conclusion(result)})"  # "(Action required)"
-        problems.append(f"required check `{check.context}` {said}")
+    problems = required_check_problems(required, check_runs, statuses, own_check)  # own: the validation above
     if problems:
         return MergeDecision(False, "; ".join(problems))
     if pull.mergeable is None or state == "unknown":

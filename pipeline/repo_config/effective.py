@@ -11,9 +11,11 @@ Precedence (per key)
 
 A key set in the file wins even when set to an empty list (`setup: []` runs no setup, even if the
 dashboard has setup commands). `env` is merged per variable: the dashboard's variables, then the file's
-(the file wins for a name set in both). Dashboard values that equal the default (no commands, auto-merge
-off, no timeout) count as "not set". `EffectiveConfig.sources` says where each key came from:
-"pull_request", "repository", "project" or "default" (and `env.NAME` for each variable).
+(the file wins for a name set in both). `merge_queue` is merged per sub-key: file, then project, then
+default (`merge_queue: {batch_size: 4}` leaves `enabled` to the project). Dashboard values that equal the
+default (no commands, auto-merge off, no timeout) count as "not set". `EffectiveConfig.sources` says
+where each key came from: "pull_request", "repository", "project" or "default" (and `env.NAME` for each
+variable, `merge_queue.KEY` for each of the queue's sub-keys).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.repo_config.merge_queue_block import QUEUE_KEYS, MergeQueueKeys, MergeQueueSettings
 from pipeline.repo_config.parse import ProjectSettings, RepoConfig
 from pipeline.repo_config.steps import AnalysisStep, Step, name_steps
 from pipeline.repo_config.ui_block import UiConfig
@@ -44,6 +47,7 @@ class EffectiveConfig:
     env: dict[str, str] = field(default_factory=dict)
     setup_network: bool = True
     delete_branch_after_merge: bool = False
+    merge_queue: MergeQueueSettings = MergeQueueSettings()
     ui: UiConfig | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -79,13 +83,18 @@ def effective_config(repo: RepoConfig | None, project: ProjectSettings, *,
     setup_network = pick("setup_network", repo.setup_network, None, True)
     delete_branch = pick("delete_branch_after_merge", repo.delete_branch_after_merge, None, False)
     ui = pick("ui", repo.ui, None, None)
+    from_file, defaults = repo.merge_queue or MergeQueueKeys(), MergeQueueSettings()
+    merge_queue = MergeQueueSettings(**{
+        name: pick(f"merge_queue.{name}", getattr(from_file, name), getattr(project.merge_queue, name),
+                   getattr(defaults, name))
+        for name in QUEUE_KEYS})
     env, env_sources = _merge_env(repo.env, project.env)
     sources["env"] = "repository" if repo.env is not None else "project" if project.env else "default"
     sources.update(env_sources)
     return EffectiveConfig(setup=setup, validate=validate, analysis=analysis, timeout_minutes=timeout,
                            auto_merge=auto_merge, merge_method=merge_method, cache_key=cache_key, env=env,
                            setup_network=setup_network, delete_branch_after_merge=delete_branch,
-                           ui=ui, sources=sources)
+                           merge_queue=merge_queue, ui=ui, sources=sources)
 
 
 def _merge_env(repo: Mapping[str, str] | None,

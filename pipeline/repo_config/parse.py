@@ -23,6 +23,7 @@ Unknown keys are an error, so a typo such as `timeout:` fails loudly instead of 
 | `env` | mapping `NAME: value` of non-secret variables; names match `[A-Z_][A-Z0-9_]*` | `{}` |
 | `setup_network` | `true`/`false`: whether setup commands may use the network | `true` |
 | `delete_branch_after_merge` | `true`/`false`: delete the PR's head branch after the app merges it (never a fork's) | `false` |
+| `merge_queue` | `true`/`false`, or `{enabled, method, batch_size, max_parallel, flaky_retries}` (see below) | off, `merge`, 1, 3, 1 |
 | `ui` | the UI check: `start`, `url`, `ready_timeout_seconds`, `pages`, `accessibility` (see below) | none |
 
 Details:
@@ -45,6 +46,14 @@ Details:
   command names one (`/merge squash`).
 * `delete_branch_after_merge: true` deletes the head branch once the app has merged the PR (by
   auto-merge, `/merge` or the Merge button). A fork's branch is never touched: it is not ours.
+* `merge_queue` (see pipeline/repo_config/merge_queue_block.py): `enabled` `true`/`false` (`false`; the
+  bare `merge_queue: true` is short for it): the queue is on: `/queue` adds a PR to it, and auto-merge
+  queues a green PR instead of merging it directly; `method` merge, squash, rebase or fast-forward
+  (`merge`; fast-forward pushes the tested commit itself to the base); `batch_size` 1-32 (1): PRs tested
+  together as one candidate; `max_parallel` 1-10 (3): candidates tested at once; `flaky_retries` 0-3
+  (1): automatic re-runs of a failing step before its PR is ejected. Each sub-key has its own
+  precedence: one the file leaves out comes from the project's settings, then the default. Errors name
+  the sub-key as a path: `"merge_queue.batch_size" must be a whole number between 1 and 32, got "0"`.
 * `ui` (see pipeline/repo_config/ui_block.py for an example): `start` (required) is the command that runs the app in
   the sandbox, in the foreground; `url` (required) is where it listens there, `http://` on 127.0.0.1,
   localhost or [::1], no path; `ready_timeout_seconds` 1-600 (60); `accessibility` report (default) or
@@ -70,6 +79,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline.repo_config.merge_queue_block import (QUEUE_BOUNDS, QUEUE_KEYS, QUEUE_METHODS, MergeQueueKeys,
+                                                    queue_value_problem)
 from pipeline.repo_config.nodes import (BOOL_TAG, CONFIG_PATH, INT_TAG, NULL_TAG, STR_TAG, TEXT_TAGS, ConfigFileError,
                                         NodeReader, compose, describe, suggest)
 from pipeline.repo_config.steps import MAX_STEP_NAME, AnalysisStep, Step, name_steps
@@ -86,7 +97,7 @@ ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 
 UI_KEYS = ("start", "url", "ready_timeout_seconds", "pages", "accessibility")
 KEYS = ("setup", "validate", "analysis", "timeout_minutes", "auto_merge", "cache_key", "env",
-        "setup_network", "delete_branch_after_merge", "ui")
+        "setup_network", "delete_branch_after_merge", "merge_queue", "ui")
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,7 @@ class RepoConfig:
     env: Mapping[str, str] | None = None
     setup_network: bool | None = None
     delete_branch_after_merge: bool | None = None
+    merge_queue: MergeQueueKeys | None = None
     ui: UiConfig | None = None
     present_keys: frozenset[str] = frozenset()
 
@@ -119,6 +131,7 @@ class ProjectSettings:
     auto_merge_enabled: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
     timeout_minutes: int | None = None
+    merge_queue: MergeQueueKeys = MergeQueueKeys()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "setup_commands", _clean_commands(self.setup_commands))
@@ -199,12 +212,14 @@ class _Parser(NodeReader):
                      for s, (_, _, fmt, output) in zip(named, specs, strict=True))
 
     def timeout(self, node: yaml.Node, key: str) -> int:
+        return self.whole_number(node, key, 1, MAX_TIMEOUT_MINUTES, unit=" of minutes")
+
+    def whole_number(self, node: yaml.Node, key: str, low: int, high: int, *, unit: str = "") -> int:
         """Decimal digits only (also quoted): YAML 1.1 would read `1:30` as 90 and `0x1e` as 30."""
         if (not isinstance(node, yaml.ScalarNode) or node.tag not in (INT_TAG, STR_TAG)
-                or not re.fullmatch(r"[0-9]+", node.value.strip())
-                or not 1 <= int(node.value) <= MAX_TIMEOUT_MINUTES):
-            raise self.error(f'"{key}" must be a whole number of minutes between 1 and {MAX_TIMEOUT_MINUTES}, '
-                             f"got {describe(node)}", key, node)
+                or not re.fullmatch(r"[0-9]+", node.value.strip()) or not low <= int(node.value) <= high):
+            raise self.error(f'"{key}" must be a whole number{unit} between {low} and {high}, got {describe(node)}',
+                             key, node)
         return int(node.value)
 
     def auto_merge(self, node: yaml.Node, key: str) -> tuple[bool | None, str | None]:
@@ -219,6 +234,26 @@ class _Parser(NodeReader):
                 raise self.error(f'"method" must be merge, squash or rebase, got {describe(fields["method"])}',
                                  key, fields["method"])
         return enabled, method
+
+    def merge_queue(self, node: yaml.Node, key: str) -> MergeQueueKeys:
+        if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG:
+            return MergeQueueKeys(enabled=self.boolean(node, key, f'"{key}"'))
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(f'"{key}" must be true, false or a mapping of {", ".join(QUEUE_KEYS)}, '
+                             f"got {describe(node)}", key, node)
+        values: dict[str, Any] = {}
+        for name, _, value in self.mapping_items(node, key, QUEUE_KEYS, f'"{key}"'):
+            where = f"{key}.{name}"
+            if name == "enabled":
+                values[name] = self.boolean(value, where, f'"{where}"')
+            elif name == "method":
+                method = self.text(value, where, f'"{where}"')
+                if problem := queue_value_problem(name, method):
+                    raise self.error(f"{problem}, got {describe(value)}{suggest(method, QUEUE_METHODS)}", where, value)
+                values[name] = method
+            else:
+                values[name] = self.whole_number(value, where, *QUEUE_BOUNDS[name])
+        return MergeQueueKeys(**values)
 
     def cache_key(self, node: yaml.Node, key: str) -> tuple[str, ...]:
         return tuple(self.relative_path(item, key, f'each glob in "{key}"', glob=True)
@@ -359,7 +394,7 @@ _KEY_PARSERS: dict[str, tuple[str, str | None]] = {
     "setup": ("commands", "[]"), "validate": ("validate", "[]"), "analysis": ("analysis", "[]"),
     "timeout_minutes": ("timeout", "30"), "auto_merge": ("auto_merge", "false"), "cache_key": ("cache_key", "[]"),
     "env": ("env", "{}"), "setup_network": ("setup_network", "true"),
-    "delete_branch_after_merge": ("flag", "false"), "ui": ("ui", None)}
+    "delete_branch_after_merge": ("flag", "false"), "merge_queue": ("merge_queue", "false"), "ui": ("ui", None)}
 
 
 def parse_repo_config(text: str | bytes, *, path: str = CONFIG_PATH) -> RepoConfig:
@@ -433,6 +468,13 @@ timeout_minutes: 20          # for the whole run, 1-360 (default 30)
 auto_merge:                  # off unless set; "/auto-merge on|off" on a pull request overrides it
   enabled: true
   method: squash             # merge (default), squash or rebase
+
+merge_queue:                 # off unless set; "merge_queue: true" turns it on with the defaults
+  enabled: true              # /queue (and auto-merge) queue a PR instead of merging it at once
+  method: merge              # merge (default), squash, rebase or fast-forward
+  batch_size: 4              # PRs tested together, 1-32 (default 1); a failing batch is split
+  max_parallel: 3            # candidates tested at once, 1-10 (default 3)
+  flaky_retries: 1           # re-runs of a failing step before its PR is ejected, 0-3 (default 1)
 
 env:                         # non-secret variables for setup and validate
   PYTHONDONTWRITEBYTECODE: 1

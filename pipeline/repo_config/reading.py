@@ -25,7 +25,7 @@ async def read_repo_config(repo: RepoGitHub, ref: str | None) -> RepoConfig | No
 
 def stored_settings(project: Project) -> dict[str, object]:
     """The project's dashboard settings as stored, by key (PROJECT_DEFAULTS' keys)."""
-    return {key: getattr(project, key) for key in PROJECT_DEFAULTS}
+    return {**{key: getattr(project, key) for key in PROJECT_DEFAULTS}, "merge_queue": project.merge_queue}
 
 
 def project_settings(project: Project) -> ProjectSettings:

@@ -5,8 +5,8 @@ The keys the file and the dashboard share (setup, validate, auto-merge) are reso
 `effective_config` itself, with the project's settings built by `project_settings_of`, the same
 function a validation and a merge use (reading.py), so the page shows exactly what a validation would
 use. The dashboard-only keys (rules, planning, agents) come from the project, or are the default when
-the stored value is the default. The file-only keys (timeout, analysis, ...) come from the file or are
-the default.
+the stored value is the default. The file-only keys (timeout, analysis, the merge queue's sub-keys as
+`merge_queue.KEY`, ...) come from the file or are the default.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.repo_config.effective import effective_config
+from pipeline.repo_config.effective import EffectiveConfig, effective_config
+from pipeline.repo_config.merge_queue_block import QUEUE_KEYS, MergeQueueKeys
 from pipeline.repo_config.parse import ProjectSettings, RepoConfig
 
 FILE = "file"
@@ -33,8 +34,9 @@ PROJECT_DEFAULTS: Mapping[str, Any] = {
 FILE_KEY_OF: Mapping[str, str] = {"setup_commands": "setup", "validate_commands": "validate",
                                   "auto_merge_enabled": "auto_merge"}
 # Keys only the file sets (shown read-only on the page, for the whole picture)
+QUEUE_SETTING_KEYS = tuple(f"merge_queue.{name}" for name in QUEUE_KEYS)
 FILE_ONLY_KEYS = ("timeout_minutes", "merge_method", "delete_branch_after_merge", "setup_network", "analysis",
-                  "cache_key", "env", "ui")
+                  "cache_key", "env", "ui", *QUEUE_SETTING_KEYS)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,19 @@ def project_settings_of(stored: Mapping[str, Any]) -> ProjectSettings:
     """The dashboard settings a validation and a merge merge with the file (`stored`: Project columns)."""
     return ProjectSettings(setup_commands=tuple(stored.get("setup_commands") or ()),
                            validate_commands=tuple(stored.get("validate_commands") or ()),
-                           auto_merge_enabled=bool(stored.get("auto_merge_enabled")))
+                           auto_merge_enabled=bool(stored.get("auto_merge_enabled")),
+                           merge_queue=queue_keys_of(stored.get("merge_queue")))
+
+
+def queue_keys_of(stored: Any) -> MergeQueueKeys:
+    """The project's `merge_queue` settings (Project.merge_queue: a JSON object, or None); a value out of
+    bounds (stored before a bound changed) is not set."""
+    if not isinstance(stored, Mapping):
+        return MergeQueueKeys()
+    try:
+        return MergeQueueKeys(**{key: stored[key] for key in QUEUE_KEYS if stored.get(key) is not None})
+    except (TypeError, ValueError):
+        return MergeQueueKeys()
 
 
 def resolve_settings(file: RepoConfig | None, stored: Mapping[str, Any],
@@ -71,5 +85,13 @@ def resolve_settings(file: RepoConfig | None, stored: Mapping[str, Any],
             resolved[key] = Resolved(default, DEFAULT) if value == default or value is None \
                 else Resolved(value, PROJECT)
     for key in FILE_ONLY_KEYS:
-        resolved[key] = Resolved(getattr(effective, key), _SOURCE_OF_EFFECTIVE[effective.sources[key]])
+        resolved[key] = Resolved(_effective_value(effective, key), _SOURCE_OF_EFFECTIVE[effective.sources[key]])
     return resolved
+
+
+def _effective_value(effective: EffectiveConfig, key: str) -> Any:
+    """`key` of the effective config; a dotted key is a block's sub-key (`merge_queue.batch_size`)."""
+    value: Any = effective
+    for name in key.split("."):
+        value = getattr(value, name)
+    return value

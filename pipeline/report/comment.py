@@ -362,3 +362,15 @@ def fit_comment(body: str, limit: int = COMMENT_LIMIT) -> str:
         comment = _join(items, limit)
     assert comment is not None
     return comment
+
+
+QUEUE_LINE_START, QUEUE_LINE_END = "<!-- codegenapp:queue -->", "<!-- /codegenapp:queue -->"
+
+
+def with_queue_line(body: str, line: str | None) -> str:
+    """The sticky comment `body` with its one merge queue line set to `line` (None: removed), kept at the end."""
+    start = body.find(QUEUE_LINE_START)
+    end = body.find(QUEUE_LINE_END, start)
+    if start != -1 and end != -1:
+        body = (body[:start] + body[end + len(QUEUE_LINE_END):]).rstrip("\n") + "\n"
+    return body if line is None else f"{body.rstrip()}\n\n{QUEUE_LINE_START}{line}{QUEUE_LINE_END}\n"

@@ -4,6 +4,8 @@ PR comment.
 `start` runs in the webhook's job and does only what must be immediate: end older heads' runs, record
 the validation, create its check run `in_progress`, queue the validation job. `run_job` does the work.
 `revalidate` is what a command, a button and the dashboard share: validate a PR's current head again.
+`start_subject` does what `start` does for a commit a merge queue made to merge PRs (a group of
+GitHub's queue): the same pipeline, sandbox and check run, without the PR's comment, buttons or merging.
 
 One head, one check run: its creation is claimed in the database (ValidationStore.begin), made at most
 once on GitHub where an earlier try may have made it (CheckRuns.create_once adopts that one), and what
@@ -30,12 +32,14 @@ from bot import labels
 from bot.events import EventBus, JobWakeup
 from bot.github.check_runs import CheckRuns, Output
 from bot.github.github_app import GitHubApp, RepoGitHub
+from bot.github.repos import Comparison
 from bot.github.types import PullRequest
-from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id,
-                        seconds_between, utcnow)
+from bot.models import (JOB_QUEUED, JOB_RUNNING, JOB_VALIDATE, SUBJECT_PULL_REQUEST, SUBJECT_QUEUE_CANDIDATE,
+                        VALIDATION_ACTIVE, Project, ValidationState, new_id, seconds_between, utcnow)
 from bot.redact import PROCESS_REDACTOR, Redactor
 from bot.store import ClaimedJob, Store
 from bot.store.leases import run_once
+from bot.store.tracked_pulls import PullRecorder
 from bot.store.validations import CHECK_RUN_CLAIM_STALE
 from pipeline.report.annotations import annotation_batches, changed_lines
 from pipeline.report.check_run import (LIVE_TAIL_CHARS, check_run_images, check_run_output, in_progress_output,
@@ -47,6 +51,7 @@ from pipeline.report.text import short_sha
 from pipeline.results import RunOutcome, StepResult
 from pipeline.workspace.checkout import CheckoutResult, Checkouts
 from pipeline.workspace.errors import CheckoutError
+from pipeline.workspace.mirror_compare import mirror_comparison
 from pipeline.workspace.volumes import RunVolumes, Volume, VolumeUnavailable
 from pipeline.merge.service import MergeService
 from pipeline.repo_config.effective import effective_config
@@ -56,7 +61,8 @@ from pipeline.sandbox.sandbox import SandboxUnavailable
 from pipeline.ui_check.check import BrowserSetup
 from pipeline.ui_check.screenshots import publicly_reachable, screenshot_url, screenshots_dir
 from pipeline.validation.buttons import check_run_actions, recovered_actions
-from pipeline.validation.gate import fork_gate
+from pipeline.validation.gate import Gate, fork_gate
+from pipeline.validation.subjects import PullHead, describe, group_gate, merged_pulls, without_secrets_note
 from pipeline.validation.stages import PipelineRunner, RunPlan, planned_steps
 
 log = logging.getLogger(__name__)
@@ -97,8 +103,21 @@ def previous_result(state: ValidationState | None) -> PreviousResult | None:
 def outcome_line(project: str, state: ValidationState, conclusion: str, title: str, seconds: float | None) -> str:
     """The one INFO line of how a validation ended: "acme/widgets#12 at abc1234: Failed in 1m 12s (...)"."""
     took = f" in {labels.duration(seconds)}" if seconds is not None else ""
-    return (f"validation {project}#{state.pr_number} at {short_sha(state.head_sha)}: "
+    what = f"#{state.pr_number}" if of_pr_head(state) else f" {describe(state.subject, state.pr_number)}"
+    return (f"validation {project}{what} at {short_sha(state.head_sha)}: "
             f"{labels.conclusion(conclusion)}{took} ({title})")
+
+
+def of_pr_head(state: ValidationState) -> bool:
+    """Whether the validation is of its PR's own head: only such a one has the PR's comment, its buttons
+    and a merge (a merge queue's commit is none of the PR's heads)."""
+    return state.subject == SUBJECT_PULL_REQUEST
+
+
+def pr_of(state: ValidationState) -> int | None:
+    """The PR the validation's events are about (what follows a PR, an agent run say, reads them); None
+    for a merge queue's commit."""
+    return state.pr_number if of_pr_head(state) else None
 
 
 def running_seconds(state: ValidationState) -> float | None:
@@ -137,6 +156,9 @@ class ValidationService:
         self._recovery: asyncio.Task[None] | None = None
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"[:64]  # of the recovery's lease
         self._pr_locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = weakref.WeakValueDictionary()
+        # Set by the composition root when the merge queue runs: auto-merge of a green head asks it first
+        # (True: the PR entered the queue instead of being merged at once).
+        self.enter_queue: Callable[[Project, ValidationState, RepoConfig | None], Awaitable[bool]] | None = None
 
     def details_url(self, validation_id: str) -> str:
         return f"{self.public_url}/validations/{validation_id}"
@@ -147,17 +169,20 @@ class ValidationService:
     # ---- start (webhook path) ----------------------------------------------------------------------
 
     async def start(self, project: Project, pr: PullRequest, *, trigger: str, restart: bool = False,
-                    claimer: str | None = None, actor: str | None = None) -> ValidationState:
+                    claimer: str | None = None, actor: str | None = None,
+                    record_pull: PullRecorder | None = None) -> ValidationState | None:
         """`claimer`: who asks, for the claim on creating the check run (ValidationStore.begin): the
         delivery id of a webhook-driven start, so that a retried job of that delivery may create it at
-        once; None (other callers) draws a fresh id. `actor`: the login of the person who asked, if any."""
+        once; None (other callers) draws a fresh id. `actor`: the login of the person who asked, if any.
+        `record_pull` (PostgreSQL): the event's record of the PR, written with `begin`'s lock; None is
+        returned when a newer event is recorded (nothing begun)."""
         # One start at a time per PR in this process (a new head's start then finds the check run of
         # the head it supersedes to cancel); across processes, only the holder of the claim taken in
         # `begin` creates the check run.
         lock = self._pr_locks.setdefault((project.id, pr.number), asyncio.Lock())
         async with lock:
             return await self._start(project, pr, trigger=trigger, restart=restart, claimer=claimer or new_id(),
-                                     actor=actor)
+                                     actor=actor, record_pull=record_pull)
 
     async def revalidate(self, project: Project, number: int, *, trigger: str,
                          only_head: str | None = None, actor: str | None = None) -> ValidationState | None:
@@ -174,11 +199,15 @@ class ValidationService:
         return await self.start(project, pull, trigger=trigger, restart=True, actor=actor)
 
     async def _start(self, project: Project, pr: PullRequest, *, trigger: str, restart: bool,
-                     claimer: str, actor: str | None = None) -> ValidationState:
+                     claimer: str, actor: str | None = None,
+                     record_pull: PullRecorder | None = None) -> ValidationState | None:
         # The same head again (a retried job, an event GitHub sent twice) joins the validation under way.
         begun = await self.store.validations.begin(
             project_id=project.id, pr_number=pr.number, head_sha=pr.head_sha, restart=restart, base_sha=pr.base_sha,
-            is_fork=pr.fork, author=pr.author, trigger=trigger, claimer=claimer, triggered_by=actor)
+            is_fork=pr.fork, author=pr.author, trigger=trigger, claimer=claimer, triggered_by=actor,
+            record_pull=record_pull)
+        if begun is None:
+            return None  # `record_pull` found a newer event recorded: the caller decides (handlers/pull_request.py)
         await self.end_superseded(project, pr, begun.ended, restart=restart)
         state = begun.validation
         if state.check_run_id is not None or not begun.claimed:
@@ -186,6 +215,34 @@ class ValidationService:
         # A validation `begin` joined may have had its check run created by an earlier try that never
         # recorded it (killed, or GitHub's answer lost): look for that one first.
         await self._open_check_run(project, state, look_first=not begun.recorded)
+        return state
+
+    async def start_subject(self, project: Project, *, subject: str, subject_ref: str, pr_number: int, head_sha: str,
+                            base_sha: str, trigger: str, claimer: str | None = None) -> ValidationState:
+        """Validate `head_sha`, a commit a merge queue made (`subject`) to merge PRs into `base_sha`, the
+        last of them `pr_number`: a check run on that commit under the app's check name, the same
+        pipeline and sandbox as a PR's, the config read at `base_sha`. The same head again (an event
+        GitHub sent twice) joins its validation, whatever its state (ValidationStore.begin_subject);
+        nothing else ends. `claimer`: as `start`'s."""
+        begun = await self.store.validations.begin_subject(
+            project_id=project.id, subject=subject, subject_ref=subject_ref, pr_number=pr_number, head_sha=head_sha,
+            base_sha=base_sha, trigger=trigger, claimer=claimer or new_id())
+        state = begun.validation
+        if state.check_run_id is None and begun.claimed:
+            await self._open_check_run(project, state, look_first=not begun.recorded)
+        return state
+
+    async def start_candidate(self, project: Project, *, subject_ref: str, pr_number: int, head_sha: str,
+                              base_sha: str, trigger: str) -> ValidationState:
+        """Validate a candidate of the app's own merge queue: `start_subject` without a check run (the
+        commit exists only in the mirror, where the checkout finds it); the queue reports on the PRs.
+        The same `subject_ref` again joins its validation."""
+        state = await self.store.validations.begin_candidate(
+            project_id=project.id, subject=SUBJECT_QUEUE_CANDIDATE, subject_ref=subject_ref, pr_number=pr_number,
+            head_sha=head_sha, base_sha=base_sha, trigger=trigger, then_queue=JOB_VALIDATE)
+        self.wakeup.wake(JOB_VALIDATE)
+        self.bus.publish("validation.started", project_id=project.id, validation_id=state.id, pr_number=None,
+                         head_sha=state.head_sha)
         return state
 
     async def _open_check_run(self, project: Project, state: ValidationState, *, look_first: bool) -> None:
@@ -202,7 +259,7 @@ class ValidationService:
             return
         self.wakeup.wake(JOB_VALIDATE)
         self.bus.publish("validation.started", project_id=project.id, validation_id=state.id,
-                         pr_number=state.pr_number, head_sha=state.head_sha)
+                         pr_number=pr_of(state), head_sha=state.head_sha)
 
     async def end_superseded(self, project: Project, pr: PullRequest, ended: list[ValidationState], *,
                              restart: bool) -> None:
@@ -242,18 +299,19 @@ class ValidationService:
         self.cancel_running(state.id)  # another worker's run notices within CANCEL_POLL_SECONDS
         if state.check_run_id is not None:
             actions = check_run_actions("cancelled", merge_allowed=False,
-                                        agent_configured=self.agent_configured(project))
+                                        agent_configured=self.agent_configured(project)) if of_pr_head(state) else []
             # the reason is a person's words (`/cancel because …`): masked like every other free text
             await self.complete_check_run((await self.masked_repo(project)).check_runs, state.id, state.check_run_id,
                                           "cancelled", _saying(title), actions=actions)
         await self.store.audit.record(
             "validation.cancelled", actor=actor, project_id=project.id, installation_id=project.installation_id,
-            details={"pr": state.pr_number, "head_sha": state.head_sha, "reason": reason, "validation_id": state.id})
+            details={"pr": state.pr_number, "subject": state.subject, "head_sha": state.head_sha, "reason": reason,
+                     "validation_id": state.id})
         log.info("%s", outcome_line(project.name, state, "cancelled", title, running_seconds(state)))
         if state.started_at is not None:
             await self.comment_ended(project, state, title)
         self.bus.publish("validation.completed", project_id=project.id, validation_id=state.id,
-                         pr_number=state.pr_number, head_sha=state.head_sha, conclusion="cancelled")
+                         pr_number=pr_of(state), head_sha=state.head_sha, conclusion="cancelled")
         return True
 
     async def complete_check_run(self, check_runs: CheckRuns, validation_id: str, check_run_id: int, conclusion: str,
@@ -282,7 +340,9 @@ class ValidationService:
                             conclusion: str = "cancelled") -> None:
         """A run that ended without its report (cancelled, its PR closed, found ended by the recovery):
         its comment, which says "Validating…", says so instead. The check run has it already: a failure
-        here is only logged."""
+        here is only logged. A merge queue's commit has no comment."""
+        if not of_pr_head(state):
+            return
         lead = f"{title} · commit `{short_sha(state.head_sha)}` · [details]({self.details_url(state.id)})"
         body = render_not_run_comment(comment_heading(conclusion), lead)
         try:
@@ -355,7 +415,8 @@ class ValidationService:
         runs = ([await check_runs.get(state.check_run_id)] if state.check_run_id is not None
                 else await check_runs.of(state.head_sha, state.id))
         conclusion, output = recovered_output(state, self.details_url(state.id))
-        actions = recovered_actions(state.status, conclusion, agent_configured=self.agent_configured(project))
+        actions = recovered_actions(state.status, conclusion, agent_configured=self.agent_configured(project)) \
+            if of_pr_head(state) else []
         for run in runs:
             if not run.completed:
                 log.info("validation %s ended: completing its check run %d", state.id, run.id)
@@ -460,15 +521,21 @@ class _Validation:
         self.store = service.store
         self.repo_config: RepoConfig | None = None
         self.started = time.monotonic()  # the run's start, for "Running for …" while it goes on
+        self._comparison: Comparison | None = None
 
     async def run(self) -> None:
-        pull = await self.repo.pulls.get(self.state.pr_number)
-        if pull.head_sha != self.state.head_sha:
-            await self.complete_without_run("cancelled", superseded_reason(pull.head_sha))
-            return
+        if of_pr_head(self.state):
+            pull = await self.repo.pulls.get(self.state.pr_number)
+            if pull.head_sha != self.state.head_sha:
+                await self.complete_without_run("cancelled", superseded_reason(pull.head_sha))
+                return
+            config_sha = pull.base_sha
+        else:  # a merge queue's commit: its base is what the PRs are merged into
+            assert self.state.base_sha is not None
+            config_sha = self.state.base_sha
         try:
-            # The repository's config at the PR's BASE: a PR cannot change what runs on it.
-            repo_config = self.repo_config = await read_repo_config(self.repo, pull.base_sha)
+            # The repository's config at the BASE: a PR cannot change what runs on it.
+            repo_config = self.repo_config = await read_repo_config(self.repo, config_sha)
         except ConfigFileError as exc:
             await self.report_config_error(exc)
             return
@@ -477,8 +544,7 @@ class _Validation:
             await self.complete_without_run("neutral", "Nothing to validate", summary=NOTHING_TO_VALIDATE)
             return
 
-        gate = fork_gate(fork=self.state.is_fork, author_role=await self.author_role(),
-                         head_approved=await self.head_approved())
+        gate = await self.gate()
         if not gate.run:
             await self.wait_for_approval(gate.reason)
             return
@@ -491,7 +557,7 @@ class _Validation:
         if checkout is None:
             await self.report(RunOutcome([checkout_step], [], "failure", []), redactor)
             return
-        changed = changed_lines(await self.repo.pulls.files(self.state.pr_number))
+        changed = await self.changed_lines()
         scope = f"{self.project.id}:{'trusted' if gate.with_secrets else 'fork'}"
         service = self.service
         plan = RunPlan(workspace=checkout.workspace, volume=self.volume, config=config,
@@ -503,7 +569,49 @@ class _Validation:
                                            leading_steps=[checkout_step])
         if gate.with_secrets is False and self.state.is_fork:
             outcome.notes.append("fork PR: run without the project's secrets")
+        elif not gate.with_secrets:
+            outcome.notes.append(without_secrets_note(self.state.subject, gate))
         await self.report(outcome, redactor, timeout_minutes=config.timeout_minutes)
+
+    async def gate(self) -> Gate:
+        """Whether the head may run, and with the project's secrets: a PR's by the fork gate, a merge
+        queue's commit by whether all its commits are proven to come from this repository's PRs
+        (`group_gate`)."""
+        if of_pr_head(self.state):
+            return fork_gate(fork=self.state.is_fork, author_role=await self.author_role(),
+                             head_approved=await self.head_approved())
+        comparison = await self.comparison()
+        merged = merged_pulls(self.state.head_sha, comparison.commits) or []
+        pulls = {m.number: await self.pull_head(m.number, m.head) for m in merged}
+        return group_gate(self.state.head_sha, comparison.commits, complete=comparison.complete, pulls=pulls)
+
+    async def pull_head(self, number: int, merged_head: str) -> PullHead | None:
+        """PR `number`'s head now and whether it is a branch of this repository (None: no PR the app
+        recorded or GitHub knows). The app's record answers when it holds `merged_head` as the PR's head;
+        GitHub otherwise."""
+        recorded = await self.store.tracked_pulls.get(self.project.id, number)
+        if recorded is not None and recorded.head_sha == merged_head:
+            return PullHead(recorded.head_sha, same_repository=not recorded.is_fork)
+        pull = await self.repo.pulls.find(number)
+        return None if pull is None else PullHead(pull.head_sha, same_repository=not pull.fork)
+
+    async def comparison(self) -> Comparison:
+        """What a merge queue's commit adds to its base (read once a run)."""
+        if self._comparison is None:
+            assert self.state.base_sha is not None
+            if self.state.subject == SUBJECT_QUEUE_CANDIDATE:  # GitHub has not got the commit: the mirror has
+                self._comparison = await mirror_comparison(self.service.checkouts, self.project.name,
+                                                           self.state.base_sha, self.state.head_sha)
+            else:
+                self._comparison = await self.repo.repos.compare(self.state.base_sha, self.state.head_sha)
+        return self._comparison
+
+    async def changed_lines(self) -> dict[str, set[int]]:
+        """The lines the analysis annotates: the PR's changes, or all that a merge queue's commit adds to
+        its base."""
+        if of_pr_head(self.state):
+            return changed_lines(await self.repo.pulls.files(self.state.pr_number))
+        return changed_lines((await self.comparison()).files)
 
     async def author_role(self) -> str | None:
         if not self.state.is_fork or not self.state.author:
@@ -520,8 +628,10 @@ class _Validation:
         started = time.monotonic()
         try:
             self.volume = await self.service.volumes.create(self.state.id)
+            # a merge queue's commit is on its own ref (`subject_ref`), fetched as the hint
+            on = {"pr_number": self.state.pr_number} if of_pr_head(self.state) else {"ref": self.state.subject_ref}
             result = await self.service.checkouts.checkout(self.project.name, sha=self.state.head_sha, token=token,
-                                                           dest=self.volume.path, pr_number=self.state.pr_number)
+                                                           dest=self.volume.path, **on)
         except (CheckoutError, VolumeUnavailable) as exc:
             return StepResult("checkout", "checkout", "failed", time.monotonic() - started,
                               detail=str(exc), output_tail=str(exc)), None
@@ -588,7 +698,10 @@ class _Validation:
             await self.auto_merge()
 
     def actions(self, conclusion: str, *, merge_allowed: bool = False) -> list[dict[str, str]]:
-        """The completed check run's buttons (handled by handlers/checks.py)."""
+        """The completed check run's buttons (handled by handlers/checks.py); none on a merge queue's
+        commit (its queue runs it again)."""
+        if not of_pr_head(self.state):
+            return []
         return check_run_actions(conclusion, merge_allowed=merge_allowed,
                                  agent_configured=self.service.agent_configured(self.project))
 
@@ -596,7 +709,7 @@ class _Validation:
         """(auto-merge now, show the Merge button) for a completed validation. With auto-merge on
         there is no button: the merge follows at once. A failure to read what decides the button
         costs the button, never the report."""
-        if conclusion != "success":
+        if conclusion != "success" or not of_pr_head(self.state):
             return False, False
         merges = self.service.merges
         settings = await merges.settings(self.project, self.state.pr_number, self.repo_config)
@@ -611,6 +724,9 @@ class _Validation:
 
     async def auto_merge(self) -> None:
         try:
+            enter = self.service.enter_queue
+            if enter is not None and await enter(self.project, self.state, self.repo_config):
+                return  # the queue merges it, tested with what is ahead of it
             await self.service.merges.auto_merge(self.project, self.state)  # its PR and head: never changed
         except Exception:  # the validation is reported; its job must not run again for this
             log.exception("validation %s: auto-merge failed", self.state.id)
@@ -620,11 +736,11 @@ class _Validation:
         log.info("%s", outcome_line(self.project.name, self.state, conclusion, title, seconds))
         await self.store.audit.record("validation.completed", project_id=self.project.id,
                                       installation_id=self.project.installation_id,
-                                      details={"pr": self.state.pr_number, "head_sha": self.state.head_sha,
-                                               "conclusion": conclusion, "title": title,
-                                               "validation_id": self.state.id})
+                                      details={"pr": self.state.pr_number, "subject": self.state.subject,
+                                               "head_sha": self.state.head_sha, "conclusion": conclusion,
+                                               "title": title, "validation_id": self.state.id})
         self.service.bus.publish("validation.completed", project_id=self.project.id, validation_id=self.state.id,
-                                 pr_number=self.state.pr_number, head_sha=self.state.head_sha,
+                                 pr_number=pr_of(self.state), head_sha=self.state.head_sha,
                                  conclusion=conclusion)
 
     async def complete_without_run(self, conclusion: str, reason: str, *, summary: str | None = None) -> None:
@@ -682,11 +798,16 @@ class _Validation:
                 await self.finished("failure", title)
 
     async def upsert_comment(self, body: str | Callable[[], Awaitable[str]], *, only_existing: bool = False) -> None:
-        """The one comment of the app on this PR (ValidationService.write_comment), masked on its way."""
+        """The one comment of the app on this PR (ValidationService.write_comment), masked on its way. A
+        merge queue's commit has none: it is no PR's head."""
+        if not of_pr_head(self.state):
+            return
         await self.service.write_comment(self.repo, self.project.id, self.state.pr_number, body,
                                          only_existing=only_existing)
 
     async def previous(self) -> PreviousResult | None:
+        if not of_pr_head(self.state):
+            return None  # what the PR's comment shows: a merge queue's commit has none
         return previous_result(await self.store.validations.previous_completed(self.state))
 
     async def announce_running(self) -> None:

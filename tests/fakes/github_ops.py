@@ -16,10 +16,10 @@ from typing import Any
 
 from gidgethub import BadRequest
 
-from bot.github.check_runs import CheckRuns, FoundRun
+from bot.github.check_runs import CHECK_NAME, CheckRuns, FoundRun
 from bot.github.comments import Comments
 from bot.github.github_app import AppNotConfigured, RepoGitHub
-from bot.github.repos import Repos
+from bot.github.repos import Comparison, Repos
 from bot.github.types import ListedPull, MergeResult, PullRequest
 
 
@@ -141,6 +141,14 @@ class _Pulls(_Part):
         self.github.merged.append((number, sha, method))
         return MergeResult(sha="m" * 40)
 
+    async def merge_commit(self, number: int) -> str | None:
+        self.github.record("pulls.merge_commit", number)
+        return "m" * 40 if any(merged == number for merged, _, _ in self.github.merged) else None
+
+    async def reviews(self, number: int) -> list[dict[str, Any]]:
+        self.github.record("pulls.reviews", number)
+        return []
+
 
 class _CheckRuns(_Part):
     def masked(self, redactor: Any) -> _CheckRuns:
@@ -159,16 +167,20 @@ class _CheckRuns(_Part):
         self.github.record("check_runs.get", check_run_id)
         return FoundRun(check_run_id, self.github.check_run(check_run_id)["status"] == "completed")
 
-    async def create(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str) -> int:
+    async def create(self, *, head_sha: str, details_url: str, external_id: str, title: str, summary: str,
+                     name: str = CHECK_NAME, actions: Sequence[Mapping[str, str]] | None = None) -> int:
         check_run_id = self.github.next_id()
         self.github.record("check_runs.create", head_sha=head_sha, external_id=external_id, title=title)
         self.github.check_runs[check_run_id] = {"head_sha": head_sha, "status": "in_progress", "title": title,
-                                                "external_id": external_id}
+                                                "external_id": external_id, "name": name, "actions": actions}
         return check_run_id
 
-    async def update(self, check_run_id: int, output: Mapping[str, Any]) -> None:
+    async def update(self, check_run_id: int, output: Mapping[str, Any],
+                     actions: Sequence[Mapping[str, str]] | None = None) -> None:
         self.github.record("check_runs.update", check_run_id)
         self.github.check_run(check_run_id)["title"] = output.get("title")
+        if actions is not None:
+            self.github.check_run(check_run_id)["actions"] = actions
 
     async def complete(self, check_run_id: int, *, conclusion: str, output: Mapping[str, Any],
                        actions: Sequence[Mapping[str, str]] | None = None) -> None:
@@ -209,6 +221,11 @@ class _Comments(_Part):
     async def react(self, comment_id: int, content: str) -> None:
         self.github.record("comments.react", comment_id, content)
 
+    async def body(self, number: int, comment_id: int) -> str | None:
+        self.github.record("comments.body", number, comment_id)
+        found = self.github.comments.get(comment_id)
+        return found[1] if found is not None and found[0] == number else None
+
     async def find(self, number: int, marker: str) -> int | None:
         self.github.record("comments.find", number)
         return next((cid for cid, (pr, body) in self.github.comments.items()
@@ -247,3 +264,11 @@ class _Repos(_Part):
 
     async def delete_branch(self, branch: str) -> None:
         self.github.record("repos.delete_branch", branch)
+
+    async def compare(self, base: str, head: str) -> Comparison:
+        self.github.record("repos.compare", base, head)
+        return Comparison(files=[], commits=[], complete=True)
+
+    async def commit_tree(self, sha: str) -> str:
+        self.github.record("repos.commit_tree", sha)
+        return "t" * 40

@@ -37,6 +37,8 @@ Git and the pull state: ``add_pull`` points ``refs/pull/N/head`` of the base rep
 repository (copied over, like GitHub's fork network). Shas that are no commit (the usual fake ones)
 are left alone. ``add_pull_from_repo`` does the same with shas read from the branches. Commits made
 through a ``GitRepo`` from ``git_repo()`` update the fake's branch state (``GET .../branches/{b}``).
+With a git repository, merging a pull (``PUT .../merge``), ``POST .../merges`` and ref writes act on it
+for real, and a branch that moves has its pulls' mergeability recomputed (``merges.py``, ``refs.py``).
 
 **Where things are.** ``FakeGitHub`` (here) composes one mixin per part; each works on the shared
 state through ``self`` and registers its REST handlers with ``@_handles("METHOD /template")``:
@@ -52,9 +54,15 @@ state through ``self`` and registers its REST handlers with ``@_handles("METHOD 
 - ``auth.py`` - the app's JWT, installation and user tokens, which repositories a principal may see.
 - ``apps.py`` - app, installations, access tokens, manifests, /user endpoints, OAuth and manifest web flows.
 - ``repos.py`` - repository, collaborator permission, contents, branches, protection, git refs.
-- ``pulls.py`` - pull requests; ``check_runs.py`` - check runs, check suites, commit statuses;
-  ``issues.py`` - issue comments, reactions, labels.
+- ``refs.py`` - git refs (get, create, update, delete) and ``block_app_pushes``: branches the App may not
+  push to (pushes declined as GitHub's branch protection does); ``receive_pack.py`` - the declining answer.
+- ``commits.py`` - ``GET .../git/commits/{sha}`` and the commit shapes, read from git.
+- ``pulls.py`` - pull requests; ``reviews.py`` - their reviews (``add_review``); ``merges.py`` - merging
+  pulls (for real in git when the repository has one: ``git_merges.py``), ``POST .../merges``, and the
+  mergeability of pulls when a branch moves; ``check_runs.py`` - check runs, check suites, commit
+  statuses; ``issues.py`` - issue comments, reactions, labels.
 - ``git.py`` - git over smart HTTP and the real repositories of ``git_repo()``.
+- ``compare.py`` - ``GET .../compare/{base}...{head}`` from those repositories.
 - ``inflight.py`` - ``WritesInFlight`` (``fake.writes_in_flight``): installation-token writes in flight at once per
   installation, the most and every overlap; ``write_delay`` holds each write so that concurrent ones overlap.
 - ``meta.py`` - ``GET /meta``: the ``hooks`` ranges webhooks come from (``hook_ranges``).
@@ -72,14 +80,19 @@ from aiohttp import web
 from tests.fakes.github.apps import TOKEN_LIFETIME_S, AppsMixin
 from tests.fakes.github.auth import MAX_JWT_LIFETIME_S, AuthMixin, _public_key_of
 from tests.fakes.github.check_runs import CheckRunsMixin
+from tests.fakes.github.commits import CommitsMixin
+from tests.fakes.github.compare import CompareMixin
 from tests.fakes.github.common import DOCS_URL, Call, Fault, RateLimitBucket, _fake_sha
 from tests.fakes.github.git import GIT_TIMEOUT_S, GitMixin
 from tests.fakes.github.hooks import HooksMixin
 from tests.fakes.github.inflight import Overlap, WritesInFlight
 from tests.fakes.github.issues import IssuesMixin
+from tests.fakes.github.merges import MergesMixin
 from tests.fakes.github.meta import MetaMixin
 from tests.fakes.github.pulls import PullsMixin
+from tests.fakes.github.refs import RefsMixin
 from tests.fakes.github.repos import LEGACY_PERMISSION, ROLES, ReposMixin
+from tests.fakes.github.reviews import ReviewsMixin
 from tests.fakes.github.rest import RestSpec, _parse_operations, _Router, load_rest_spec
 from tests.fakes.github.server import (
     ANONYMOUS_RATE_LIMIT,
@@ -118,12 +131,12 @@ __all__ = [
 ]
 
 
-class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, PullsMixin, CheckRunsMixin, IssuesMixin, GitMixin,
-                 MetaMixin, HooksMixin):
+class FakeGitHub(ServerMixin, AuthMixin, AppsMixin, ReposMixin, RefsMixin, CommitsMixin, PullsMixin, MergesMixin,
+                 ReviewsMixin, CheckRunsMixin, IssuesMixin, GitMixin, MetaMixin, HooksMixin, CompareMixin):
     """See the package docstring. Public state: ``installations``, ``repos``, ``pulls``,
-    ``pull_files``, ``check_runs``, ``comments``, ``reactions``, ``merges``, ``statuses``,
-    ``labels``, ``deleted_refs``, ``tokens``, ``user_tokens``, ``rate_limits``, ``users``, ``hook_ranges``,
-    ``hook_deliveries``, ``redelivery_requests``."""
+    ``pull_files``, ``reviews``, ``check_runs``, ``comments``, ``reactions``, ``merges``, ``statuses``,
+    ``labels``, ``deleted_refs``, ``refused_ref_updates``, ``tokens``, ``user_tokens``, ``rate_limits``,
+    ``users``, ``hook_ranges``, ``hook_deliveries``, ``redelivery_requests``."""
 
     def __init__(
         self,

@@ -1,6 +1,9 @@
 """``GitMixin``: git over smart HTTP (``git http-backend`` as CGI) for the real bare repositories made by
 ``git_repo()``, with GitHub's authentication; see the package docstring. A push updates the fake's
-branches and the heads of open pulls on the pushed branch.
+branches and the heads of open pulls on the pushed branch; a branch that moves (push or ``GitRepo``
+commit) has the mergeability of its pulls recomputed (``_branches_moved``, ``merges.py``); a push to a
+branch the App may not push to is declined (``_declined_push``, ``refs.py``). As on GitHub, the server
+takes forced non-fast-forward pushes (git itself refuses them without ``--force``).
 
 Unlike the resource modules, this one leans on others of the composed ``FakeGitHub``: credentials are
 checked with ``_any_principal``/``_accessible_repo`` (``auth.py``), ``fail_next`` faults are taken with
@@ -115,6 +118,7 @@ class GitMixin(FakeState):
             state.branches.pop(branch, None)
         else:
             state.branches[branch] = sha
+        self._branches_moved(state, {branch})  # merges.py
 
     def _git_after_push(self, key: str) -> None:
         """Sync the fake's branches with the pushed repository, and move open pulls whose head branch moved."""
@@ -122,6 +126,7 @@ class GitMixin(FakeState):
         if state is None or git is None:
             return
         heads = {ref.removeprefix("refs/heads/"): sha for ref, sha in git.refs("refs/heads/").items()}
+        moved = {name for name in heads.keys() | state.branches.keys() if heads.get(name) != state.branches.get(name)}
         state.branches = dict(heads)  # the git repository is the truth once it is pushed to
         for (full, number), pull in self.pulls.items():
             if (
@@ -132,6 +137,7 @@ class GitMixin(FakeState):
                 pull["head"]["sha"] = heads[pull["head"]["ref"]]
                 pull["updated_at"] = _iso(_now())
                 self._git_point_pull_ref(self._repo_state(full), number, state, pull["head"]["sha"])
+        self._branches_moved(state, moved)  # merges.py
 
     async def _serve_git(self, request: web.Request, call: Call, found: re.Match[str]) -> web.StreamResponse:
         service = request.query.get("service") if found["service"] == "info/refs" else found["service"]
@@ -157,6 +163,10 @@ class GitMixin(FakeState):
         if fault is not None:
             return web.Response(status=fault.status, text=_reason(fault.status), headers=fault.headers)
         body = await request.read()
+        if push and request.method == "POST":
+            declined = self._declined_push(call, state, body)  # refs.py
+            if declined is not None:
+                return declined
         owner, name = key.split("/")
         env = git_env(
             {

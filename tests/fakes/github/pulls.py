@@ -1,6 +1,6 @@
 """``PullsMixin``: pull requests: ``add_pull``/``set_pull_files`` and the endpoints to get, list, create,
-update, merge them and update their branch. ``add_pull_from_repo`` (shas from real git repositories) is in
-``git.py``."""
+update them and update their branch. ``add_pull_from_repo`` (shas from real git repositories) is in
+``git.py``; merging them in ``merges.py``, their reviews in ``reviews.py``."""
 
 from __future__ import annotations
 
@@ -263,6 +263,7 @@ class PullsMixin(FakeState):
             body=body.get("body"),
         )
         pull["maintainer_can_modify"] = bool(body.get("maintainer_can_modify", False))
+        self._recompute_mergeability(repo, pull)  # merges.py: at once, where GitHub takes a moment
         return _Reply(201, pull)
 
     @_handles("PATCH /repos/{owner}/{repo}/pulls/{pull_number}")
@@ -274,6 +275,7 @@ class PullsMixin(FakeState):
                     422, "Validation Failed", errors=[{"resource": "PullRequest", "field": "base", "code": "invalid"}]
                 )
             pull["base"] = self._pull_ref(repo, body["base"], repo.branches[body["base"]])
+            self._recompute_mergeability(repo, pull)  # merges.py
         if body.get("state") == "open" and pull["merged"]:
             raise _GitHubError(
                 422,
@@ -294,41 +296,6 @@ class PullsMixin(FakeState):
             pull["closed_at"] = _iso(_now()) if body["state"] == "closed" else None
         pull["updated_at"] = _iso(_now())
         return _Reply(200, pull)
-
-    @_handles("PUT /repos/{owner}/{repo}/pulls/{pull_number}/merge")
-    def _merge_pull(self, request: _Request) -> _Reply:
-        pull, repo = self._pull(request), request.repository
-        body = request.body if isinstance(request.body, dict) else {}
-        if pull["state"] != "open" or pull["mergeable"] is False:
-            raise _GitHubError(405, "Pull Request is not mergeable")
-        if "sha" in body and body["sha"] != pull["head"]["sha"]:
-            raise _GitHubError(409, "Head branch was modified. Review and try the merge again.")
-        sha, now = _fake_sha("merge", repo.full_name, pull["number"], pull["head"]["sha"]), _iso(_now())
-        pull.update(
-            state="closed",
-            merged=True,
-            merged_at=now,
-            closed_at=now,
-            updated_at=now,
-            merge_commit_sha=sha,
-            merged_by=self._bot(),
-            mergeable=None,
-            mergeable_state="unknown",
-        )
-        repo.branches[pull["base"]["ref"]] = sha
-        self.merges.append(
-            {
-                "repository": repo.full_name,
-                "number": pull["number"],
-                "sha": sha,
-                "head_sha": pull["head"]["sha"],
-                "merge_method": body.get("merge_method", "merge"),
-                "commit_title": body.get("commit_title"),
-                "commit_message": body.get("commit_message"),
-                "installation_id": request.principal.installation_id,
-            }
-        )
-        return _Reply(200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"})
 
     @_handles("PUT /repos/{owner}/{repo}/pulls/{pull_number}/update-branch")
     def _update_pull_branch(self, request: _Request) -> _Reply:

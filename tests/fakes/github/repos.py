@@ -1,7 +1,8 @@
-"""``ReposMixin``: a repository and what hangs off it: collaborator permissions, contents, branches,
-branch protection and git refs (the state helpers ``set_permission``, ``set_file``, ``set_branch``,
+"""``ReposMixin``: a repository and what hangs off it: collaborator permissions, contents, branches and
+branch protection (the state helpers ``set_permission``, ``set_file``, ``set_branch``,
 ``set_branch_protection`` and their endpoints). Repositories themselves are created by
-``FakeState.add_repo`` (``state.py``)."""
+``FakeState.add_repo`` (``state.py``); git refs are in ``refs.py``. A branch of a repository with a real
+git repository (``git_repo()``) is served with its commit read from git."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from tests.fakes.github.common import (
     _GitHubError,
     _github_base64,
     _handles,
-    _node_id,
     _Reply,
     _RepoState,
     _Request,
@@ -151,6 +151,9 @@ class ReposMixin(FakeState):
         if not isinstance(commit, dict):
             commit = {}
         commit.update(sha=sha, url=f"{api}/commits/{sha}", html_url=f"{self.base_url}/{repo.full_name}/commit/{sha}")
+        git = self._git_of(repo)
+        if git is not None and git.has_commit(sha):
+            commit = self._commit_dict(repo, git.commit_info(sha))
         protected = name in repo.protections
         branch.update(
             name=name,
@@ -177,34 +180,3 @@ class ReposMixin(FakeState):
         protection["url"] = f"{self.api_url}/repos/{repo.full_name}/branches/{name}/protection"
         protection.update(_copy(repo.protections[name]))
         return _Reply(200, protection)
-
-    @_handles("GET /repos/{owner}/{repo}/git/ref/{ref}")
-    def _get_ref(self, request: _Request) -> _Reply:
-        repo, ref = request.repository, request.params["ref"]
-        branch = _existing_branch(repo, ref, missing=_GitHubError(404, "Not Found"))
-        sha, api = repo.branches[branch], f"{self.api_url}/repos/{repo.full_name}"
-        return _Reply(
-            200,
-            {
-                "ref": f"refs/{ref}",
-                "node_id": _node_id("Ref", int(_fake_sha(repo.full_name, ref)[:8], 16)),
-                "url": f"{api}/git/refs/{ref}",
-                "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
-            },
-        )
-
-    @_handles("DELETE /repos/{owner}/{repo}/git/refs/{ref}")
-    def _delete_ref(self, request: _Request) -> _Reply:
-        repo, ref = request.repository, request.params["ref"]
-        branch = _existing_branch(repo, ref, missing=_GitHubError(422, "Reference does not exist"))
-        del repo.branches[branch]
-        self.deleted_refs.append({"repository": repo.full_name, "ref": f"refs/{ref}"})
-        return _Reply(204)
-
-
-def _existing_branch(repo: Any, ref: str, *, missing: _GitHubError) -> str:
-    """The branch a `heads/...` ref names, or `missing` raised (GitHub answers 404 or 422 by operation)."""
-    branch = ref.removeprefix("heads/")
-    if not ref.startswith("heads/") or branch not in repo.branches:
-        raise missing
-    return branch

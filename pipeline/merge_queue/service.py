@@ -1,0 +1,508 @@
+"""The merge queue's I/O shell around the pure decider (decide.py): one queue per project and base branch,
+stored as one document (bot/store/merge_queue.py), advanced by `JOB_MERGE_QUEUE` jobs.
+
+Events (a `/queue`, a push to a queued PR, its close, ...) are applied and saved at once (`submit`), then
+a job is queued. A job run (`run`), under a lock per queue in this process and compare-and-swap on the
+document across processes, repeats: load; observe what changed outside (the base tip, the verdicts of
+the candidates being tested); apply; `resume` (what was under way: after a kill it is done again) and
+`advance`; SAVE; then perform the actions, whose results are the next round's events. Every action is
+idempotent: a build makes the same commit from the same inputs, a validation of one try of a candidate is
+joined (its `subject_ref`), and a landing is claimed per candidate and PR before its merge request, a claim
+found again looking the merge up instead of sending it twice. So a SIGKILL anywhere resumes, and nothing
+lands twice; nothing lands untested because the decider lands only a passed candidate and this shell
+merges only when the base's real tree is the one the candidate was tested on, pinned to the tested heads.
+
+A candidate's validation has no GitHub check run (its commit exists only in the mirror); the queue
+reports on the PRs instead: a "Merge queue" check run on each queued head (with a Dequeue button) and
+one line in the sticky comment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gidgethub import BadRequest
+
+from bot.events import EventBus, JobWakeup
+from bot.github.github_app import GitHubApp, RepoGitHub
+from bot.github.types import PullRequest
+from bot.models import JOB_MERGE_QUEUE, SUBJECT_QUEUE_CANDIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id
+from bot.store import ClaimedJob, Store
+from pipeline.merge.service import MergeService
+from pipeline.merge_queue.admission import Admission, admission, approvals, required_approvals
+from pipeline.merge_queue.candidates import Built, CandidateBuilder, candidate_ref
+from pipeline.merge_queue.codec import queue_from_document, queue_to_document
+from pipeline.merge_queue.decide import advance, apply, positions, resume
+from pipeline.merge_queue.model import (
+    LANDING, RETRYING, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, Candidate, CandidateBuilt,
+    CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject, Enqueued, Event, HeadPushed, Land, Landed,
+    LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep, Validate,
+)
+from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_output,
+                                         landed_output, position_text, queue_comment_line, queued_output,
+                                         removed_output)
+from pipeline.repo_config.effective import effective_config
+from pipeline.repo_config.merge_queue_block import MergeQueueSettings
+from pipeline.repo_config.parse import ConfigFileError
+from pipeline.repo_config.reading import project_settings, read_repo_config
+from pipeline.report.comment import with_queue_line
+from pipeline.validation.buttons import ACTION_FIX, ACTIONS
+from pipeline.validation.service import ValidationService
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 200
+CANDIDATE_PREFIX = "refs/codegenapp/queue/"
+TAIL_CHARS = 3000
+
+
+def validation_ref(base_ref: str, candidate: Candidate) -> str:
+    """The `subject_ref` of one try of a candidate's validation (a retry is a new try)."""
+    return f"{candidate_ref(base_ref, candidate.id)}-try{candidate.retries_used}"
+
+
+def base_of_validation_ref(subject_ref: str | None) -> str | None:
+    if not subject_ref or not subject_ref.startswith(CANDIDATE_PREFIX):
+        return None
+    return subject_ref.removeprefix(CANDIDATE_PREFIX).rsplit("/", 1)[0]
+
+
+def queue_config(settings: MergeQueueSettings) -> QueueConfig:
+    return QueueConfig(method=settings.method, batch_size=settings.batch_size, max_parallel=settings.max_parallel,
+                       flaky_retries=settings.flaky_retries)
+
+
+def verdict_of(candidate_id: int, state: ValidationState) -> Event | None:
+    """The event of a candidate's validation that ended (None: still running)."""
+    if state.status in VALIDATION_ACTIVE:
+        return None
+    if state.conclusion == "success":
+        return CandidatePassed(candidate_id)
+    steps = (state.test_results or {}).get("steps") or []
+    failed = next((s for s in steps if s.get("status") not in ("passed", "skipped")), None)
+    if failed is not None:
+        return CandidateFailed(candidate_id, str(failed.get("name") or "validation"),
+                               str(failed.get("output_tail") or "")[-TAIL_CHARS:])
+    reason = (state.test_results or {}).get("error") or state.title or state.conclusion or "failed"
+    return CandidateFailed(candidate_id, "validation", str(reason)[-TAIL_CHARS:])
+
+
+class MergeQueueService:
+    def __init__(self, store: Store, github: GitHubApp, bus: EventBus, wakeup: JobWakeup,
+                 validations: ValidationService, merges: MergeService, builder: CandidateBuilder, *,
+                 agent_configured: Callable[[Project], bool], public_url: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.github = github
+        self.bus = bus
+        self.wakeup = wakeup
+        self.validations = validations
+        self.merges = merges
+        self.builder = builder
+        self.agent_configured = agent_configured
+        self.public_url = public_url
+        self.clock = clock
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._shown: dict[tuple[str, int, str], tuple[int, str]] = {}  # (project, pr, head) -> (check run, text)
+        self._listener: asyncio.Task[None] | None = None
+
+    def repo(self, project: Project) -> RepoGitHub:
+        return self.github.repo(project.installation_id, project.name)
+
+    async def settings_at(self, project: Project, repo: RepoGitHub, sha: str | None) -> MergeQueueSettings:
+        """The queue's settings as the base's config file (at `sha`) and the project's settings make them."""
+        try:
+            file = await read_repo_config(repo, sha)
+        except ConfigFileError:
+            file = None
+        return effective_config(file, project_settings(project)).merge_queue
+
+    # ---- entering and leaving ------------------------------------------------------------------
+
+    async def enqueue(self, project: Project, number: int, *, by: str, pull: PullRequest | None = None) -> str | None:
+        """Put the PR in its base's queue; None when it is (or was already) queued, else why not."""
+        repo = self.repo(project)
+        pull = pull or await repo.pulls.get(number)
+        tip = await repo.repos.branch_sha(pull.base_ref)
+        if not (await self.settings_at(project, repo, tip)).enabled:
+            return (f"the merge queue is not enabled for `{pull.base_ref}` (set `merge_queue: true` in "
+                    ".github/codegenapp.yml on the base branch, or in the project's settings)")
+        verdict = await self.admission(repo, pull)
+        if not verdict.allowed:
+            return verdict.reason
+        validated_tree = await self._own_verdict_tree(project, repo, pull)
+        await self.submit(project, pull.base_ref, Enqueued(pull.number, pull.head_sha, by, self.clock(),
+                                                           validated_tree))
+        return None
+
+    async def admission(self, repo: RepoGitHub, pull: PullRequest) -> Admission:
+        """GitHub's own answers on whether branch protection would let the PR merge."""
+        required = await self.merges.required_checks(repo, pull.base_ref)
+        try:
+            protection: dict[str, Any] | None = await repo.repos.protection(pull.base_ref)
+        except BadRequest as exc:
+            if exc.status_code not in (403, 404):
+                raise
+            protection = None
+        needed = required_approvals(protection)
+        approved = 0
+        if needed:
+            dismiss = bool(((protection or {}).get("required_pull_request_reviews") or {}).get("dismiss_stale_reviews"))
+            approved = approvals(await repo.pulls.reviews(pull.number), pull.head_sha, dismiss_stale=dismiss)
+        own = self.merges.own_check()
+        others = [c for c in required.checks if not (c.context == own.context and c.app_id in (None, own.app_id))]
+        check_runs = await repo.check_runs.for_ref(pull.head_sha) if others else []
+        statuses = await repo.check_runs.statuses(pull.head_sha) if others else []
+        return admission(pull, required=required, approvals_needed=needed, approved=approved,
+                         check_runs=check_runs, statuses=statuses, own_check=own)
+
+    async def _own_verdict_tree(self, project: Project, repo: RepoGitHub, pull: PullRequest) -> str | None:
+        """The tree of the PR's head when its own validation passed: the decider reuses that verdict for a
+        candidate of the same tree (the PR is up to date with the base and alone in its batch)."""
+        own = await self.store.validations.latest_for_head(project.id, pull.head_sha, pr_number=pull.number)
+        if own is None or own.conclusion != "success":
+            return None
+        return await repo.repos.commit_tree(pull.head_sha)
+
+    async def enter_after_validation(self, project: Project, state: ValidationState, repo_config: Any) -> bool:
+        """Auto-merge of a green head with the queue enabled: the PR enters the queue instead of merging."""
+        if not effective_config(repo_config, project_settings(project)).merge_queue.enabled:
+            return False
+        refusal = await self.enqueue(project, state.pr_number, by="auto-merge")
+        if refusal is not None:
+            await self.repo(project).comments.create(
+                state.pr_number, f"Auto-merge is on, but the PR was not queued: {refusal}.")
+        return True
+
+    async def submit(self, project: Project, base_ref: str, *events: Event) -> None:
+        """Apply `events` to the queue of `base_ref` and save it, then queue a job to advance it."""
+        while True:
+            stored = await self.store.merge_queues.load(project.id, base_ref)
+            if stored is None:
+                if not any(isinstance(e, Enqueued) for e in events):
+                    return  # no queue: nothing to leave
+                queue, version = await self._new_queue(project, base_ref), 0
+            else:
+                queue, version = queue_from_document(stored.state), stored.version
+            for event in events:
+                queue = apply(queue, event)
+            if await self.store.merge_queues.save(project.id, base_ref, queue_to_document(queue), version=version,
+                                                  active=True):
+                self._saved(project, queue, active=True)
+                await self.kick(project.id, base_ref, f"v{version + 1}")
+                return
+
+    async def leave(self, project: Project, base_ref: str, event: HeadPushed | PullClosed | BaseChanged) -> None:
+        """An event that takes a PR out (a push, a close, a base change), if it is queued."""
+        stored = await self.store.merge_queues.load(project.id, base_ref)
+        if stored is None:
+            return
+        if queue_from_document(stored.state).entry(event.pr) is not None:
+            await self.submit(project, base_ref, event)
+
+    async def dequeue(self, project: Project, number: int, *, reason: str) -> bool:
+        """`/dequeue` (or the Dequeue button): False when the PR is in no queue."""
+        for stored in await self.store.merge_queues.of_project(project.id):
+            if queue_from_document(stored.state).entry(number) is not None:
+                await self.submit(project, stored.base_ref, Dequeued(number, reason))
+                return True
+        return False
+
+    def _saved(self, project: Project, queue: Queue, *, active: bool) -> None:
+        self.bus.publish("merge_queue.updated", project_id=project.id, base_ref=queue.base_ref, active=active,
+                         queued=[e.pr for e in queue.queued()], base_sha=queue.base_sha)
+
+    async def _new_queue(self, project: Project, base_ref: str) -> Queue:
+        repo = self.repo(project)
+        tip = await repo.repos.branch_sha(base_ref)
+        if tip is None:
+            raise LookupError(f"{project.name} has no branch {base_ref}")
+        return Queue(repo=project.name, base_ref=base_ref, base_sha=tip, base_tree=await repo.repos.commit_tree(tip))
+
+    # ---- the job -------------------------------------------------------------------------------
+
+    async def kick(self, project_id: str, base_ref: str, why: str) -> None:
+        """Queue a job to advance the queue (`why` deduplicates it: the same reason queues one job)."""
+        await self.store.jobs.enqueue(JOB_MERGE_QUEUE, args={"project_id": project_id, "base_ref": base_ref},
+                                      dedupe_key=f"{JOB_MERGE_QUEUE}:{project_id}:{base_ref}:{why}"[:255],
+                                      max_attempts=10)
+        self.wakeup.wake(JOB_MERGE_QUEUE)
+
+    async def run_job(self, job: ClaimedJob) -> None:
+        await self.run(job.args["project_id"], job.args["base_ref"])
+
+    async def resume_all(self) -> None:
+        """At start: every queue with something under way goes on (what a killed process left)."""
+        started = new_id()[:8]
+        for project_id, base_ref in await self.store.merge_queues.active():
+            await self.kick(project_id, base_ref, f"start-{started}")
+
+    async def run(self, project_id: str, base_ref: str) -> None:
+        lock = self._locks.setdefault((project_id, base_ref), asyncio.Lock())
+        async with lock:
+            project = await self.store.projects.get_project(project_id)
+            if project is None or project.installation_id is None:
+                return
+            await self._run(project, base_ref)
+
+    async def _run(self, project: Project, base_ref: str) -> None:
+        repo = self.repo(project)
+        pending: list[Event] = []
+        first = True
+        settings: MergeQueueSettings | None = None
+        for _ in range(MAX_ROUNDS):
+            stored = await self.store.merge_queues.load(project.id, base_ref)
+            if stored is None:
+                return
+            queue = queue_from_document(stored.state)
+            if settings is None:
+                settings = await self.settings_at(project, repo, queue.base_sha)
+            config = queue_config(settings)
+            for event in pending + await self._observe(project, repo, queue):
+                queue = apply(queue, event)
+            before = queue
+            actions: list[Action] = list(resume(queue, config)) if first else []
+            queue, decided = advance(queue, config, self.clock())
+            actions += decided
+            active = bool(queue.entries or queue.candidates)
+            if not await self.store.merge_queues.save(project.id, base_ref, queue_to_document(queue),
+                                                      version=stored.version, active=active):
+                continue  # another process saved first: read again, apply the same events again
+            first, pending = False, []
+            await self._show(project, repo, queue)
+            if actions:
+                pending = await self._perform(project, repo, before, queue, config, actions)
+            self._saved(project, queue, active=active)  # once what it decided is done
+            if not pending:
+                return
+        log.error("merge queue of %s %s: still busy after %d rounds; a later job goes on", project.name, base_ref,
+                  MAX_ROUNDS)
+
+    async def _observe(self, project: Project, repo: RepoGitHub, queue: Queue) -> list[Event]:
+        """What changed outside the queue: the base tip, and the candidates' validations that ended."""
+        events: list[Event] = []
+        # While a landing is under way (resumed after a kill, say) the tip it made is ours: `Landed` records it.
+        landing = any(c.status == LANDING for c in queue.candidates)
+        tip = None if landing else await repo.repos.branch_sha(queue.base_ref)
+        if tip is not None and tip != queue.base_sha and tip not in queue.own_tips:
+            events.append(BaseMoved(tip, await repo.repos.commit_tree(tip)))
+        for c in queue.candidates:
+            if c.status in (TESTING, RETRYING):
+                state = await self.store.validations.of_subject_ref(project.id, SUBJECT_QUEUE_CANDIDATE,
+                                                                    validation_ref(queue.base_ref, c))
+                verdict = verdict_of(c.id, state) if state is not None else None
+                if verdict is not None:
+                    events.append(verdict)
+        return events
+
+    # ---- performing the actions ------------------------------------------------------------------
+
+    async def _perform(self, project: Project, repo: RepoGitHub, before: Queue, queue: Queue, config: QueueConfig,
+                       actions: list[Action]) -> list[Event]:
+        events: list[Event] = []
+        for action in actions:
+            if isinstance(action, Build):
+                events.append(await self._build(project, queue.base_ref, action.candidate))
+            elif isinstance(action, (Validate, RetryStep)):
+                c = queue.candidate(action.candidate.id) or action.candidate
+                await self._validate(project, queue.base_ref, c)
+            elif isinstance(action, Cancel):
+                await self._cancel(project, before, action)
+            elif isinstance(action, Land):
+                events += await self._land(project, repo, queue, action)
+            elif isinstance(action, Eject):
+                await self._ejected(project, repo, queue.base_ref, action)
+            elif isinstance(action, Remove):
+                await self._finish_pr(project, repo, queue.base_ref, action.pr, action.head_sha, "neutral",
+                                      removed_output(action.reason), comment=f"Taken out of the merge queue: "
+                                                                             f"{action.reason}.")
+            elif isinstance(action, NoteFlaky):
+                for pr in action.prs:
+                    await repo.comments.create(pr, f"Merge queue: `{action.step}` failed, then passed when run "
+                                                   "again: noted as flaky, not ejected.")
+        return events
+
+    async def _build(self, project: Project, base_ref: str, c: Candidate) -> Event:
+        token = await self.github.installation_token(project.installation_id)  # type: ignore[arg-type]
+        merges = list(zip(c.ahead + c.prs, c.heads, strict=True))
+        result = await self.builder.build(project.name, token=token, base_ref=base_ref, base_sha=c.base_sha,
+                                          merges=merges, ahead=len(c.ahead), ref=candidate_ref(base_ref, c.id))
+        if isinstance(result, Built):
+            return CandidateBuilt(c.id, result.sha, result.tree, result.expected_base_tree)
+        return CandidateConflicted(c.id, result.pr, result.output_tail)
+
+    async def _validate(self, project: Project, base_ref: str, c: Candidate) -> None:
+        assert c.built_sha is not None
+        await self.validations.start_candidate(project, subject_ref=validation_ref(base_ref, c), pr_number=c.prs[-1],
+                                               head_sha=c.built_sha, base_sha=c.base_sha, trigger="merge_queue")
+
+    async def _cancel(self, project: Project, before: Queue, action: Cancel) -> None:
+        c = before.candidate(action.candidate_id)
+        if c is None or c.built_sha is None:
+            return  # never validated
+        state = await self.store.validations.of_subject_ref(project.id, SUBJECT_QUEUE_CANDIDATE,
+                                                            validation_ref(before.base_ref, c))
+        if state is not None and state.status in VALIDATION_ACTIVE:
+            await self.validations.cancel(project, state, reason=action.reason)
+
+    async def _land(self, project: Project, repo: RepoGitHub, queue: Queue, land: Land) -> list[Event]:
+        c = land.candidate
+        if not land.prs:
+            return []
+        if land.method == "fast-forward":
+            refused = await self._fast_forward(project, repo, queue.base_ref, land)
+            if refused is None:
+                assert c.built_sha is not None and c.built_tree is not None
+                for pr, head in zip(land.prs, land.heads, strict=True):
+                    await self._finish_pr(project, repo, queue.base_ref, pr, head, "success",
+                                          landed_output(queue.base_ref, c.built_sha, c.prs), comment=None)
+                return [Landed(c.id, land.prs, c.built_sha, c.built_tree)]
+            for pr in land.prs:
+                await repo.comments.create(pr, f"Merge queue: {refused}; merging it with the `merge` method instead.")
+        method = "merge" if land.method == "fast-forward" else land.method
+        return await self._merge_each(project, repo, queue.base_ref, land, method)
+
+    async def _fast_forward(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land) -> str | None:
+        c = land.candidate
+        assert c.built_sha is not None
+        if await repo.repos.branch_sha(base_ref) == c.built_sha:
+            return None  # pushed before a kill
+        token = await self.github.installation_token(project.installation_id)  # type: ignore[arg-type]
+        refused = await self.builder.push_fast_forward(project.name, token=token, sha=c.built_sha, base_ref=base_ref)
+        if refused is None:
+            for pr in land.prs:
+                await self.store.merge_queues.claim_landing(project.id, f"{base_ref}:{c.id}", pr)
+                await self.store.merge_queues.landed(project.id, f"{base_ref}:{c.id}", pr, c.built_sha)
+        return refused
+
+    async def _merge_each(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land,
+                          method: str) -> list[Event]:
+        """`PUT pulls/{n}/merge` of each PR, pinned to its tested head, in order; each only while the base's
+        tree is the one the candidate expects there."""
+        c = land.candidate
+        key = f"{base_ref}:{c.id}"
+        assert c.built_sha is not None
+        trees = await self.builder.merge_trees(project.name, c.built_sha, len(c.ahead + c.prs))
+        order = c.ahead + c.prs
+        expected = land.expected_tree
+        events: list[Event] = []
+        for pr, head in zip(land.prs, land.heads, strict=True):
+            merged: str | None = None
+            if not await self.store.merge_queues.claim_landing(project.id, key, pr):
+                known = await self.store.merge_queues.landing(project.id, key, pr)
+                merged = (known.merged_sha if known is not None else None) or await repo.pulls.merge_commit(pr)
+            if merged is None:
+                tip = await repo.repos.branch_sha(base_ref)
+                tip_tree = await repo.repos.commit_tree(tip) if tip else None
+                if tip_tree != expected:
+                    events.append(LandRefused(c.id, f"{base_ref} moved to {str(tip)[:7]}, not the tree tested"))
+                    return events
+                try:
+                    result = await repo.pulls.merge(pr, sha=head, method=method)
+                except BadRequest as exc:
+                    message = str(exc.args[0]) if exc.args else str(exc.status_code)
+                    events.append(LandRefused(c.id, f"{exc.status_code} {message}", pr=pr))
+                    return events
+                merged = result.sha or await repo.pulls.merge_commit(pr)
+                if merged is None:
+                    raise RuntimeError(f"#{pr} was merged but GitHub named no merge commit")
+                await self.store.merge_queues.landed(project.id, key, pr, merged)
+            tree = await repo.repos.commit_tree(merged)
+            events.append(Landed(c.id, (pr,), merged, tree))
+            expected = trees[order.index(pr)]
+            await self._finish_pr(project, repo, base_ref, pr, head, "success",
+                                  landed_output(base_ref, merged, c.prs), comment=None)
+        return events
+
+    # ---- what the PRs show -------------------------------------------------------------------------
+
+    async def _ejected(self, project: Project, repo: RepoGitHub, base_ref: str, eject: Eject) -> None:
+        actions = [{"label": ACTIONS[ACTION_FIX][0], "description": ACTIONS[ACTION_FIX][1],
+                    "identifier": ACTION_FIX}] if self.agent_configured(project) else []
+        comment = f"Ejected from the merge queue of `{base_ref}`: {eject.reason}."
+        if eject.output_tail.strip():
+            comment += f"\n\n<details><summary>{eject.failing_step}</summary>\n\n```\n{eject.output_tail[-TAIL_CHARS:]}\n```\n</details>"
+        await self._finish_pr(project, repo, base_ref, eject.pr, eject.head_sha, "failure",
+                              ejected_output(eject.reason, eject.failing_step, eject.output_tail),
+                              comment=comment, actions=actions)
+
+    async def _check_run(self, repo: RepoGitHub, project: Project, base_ref: str, pr: int, head: str,
+                         output: dict[str, str]) -> int:
+        known = self._shown.get((project.id, pr, head))
+        if known is not None:
+            return known[0]
+        external_id = f"merge-queue:{base_ref}:{pr}"
+        for run in await repo.check_runs.for_ref(head):
+            if run.get("name") == QUEUE_CHECK_NAME and run.get("external_id") == external_id \
+                    and run.get("status") != "completed":
+                return int(run["id"])
+        return await repo.check_runs.create(head_sha=head, details_url=self.public_url,
+                                            external_id=external_id, title=output["title"],
+                                            summary=output["summary"], name=QUEUE_CHECK_NAME,
+                                            actions=[DEQUEUE_BUTTON])
+
+    async def _show(self, project: Project, repo: RepoGitHub, queue: Queue) -> None:
+        """Each queued PR's check run and comment line say where it is, when that changed."""
+        for pr, position in positions(queue).items():
+            entry = queue.entry(pr)
+            assert entry is not None
+            text = position_text(position, queue.base_ref)
+            key = (project.id, pr, entry.head_sha)
+            if self._shown.get(key, (0, ""))[1] == text:
+                continue
+            output = queued_output(position, queue.base_ref)
+            run_id = await self._check_run(repo, project, queue.base_ref, pr, entry.head_sha, output)
+            if key in self._shown:
+                await repo.check_runs.update(run_id, output, actions=[DEQUEUE_BUTTON])
+            self._shown[key] = (run_id, text)
+            await self._comment_line(project, repo, pr, queue_comment_line(text))
+
+    async def _finish_pr(self, project: Project, repo: RepoGitHub, base_ref: str, pr: int, head: str,
+                         conclusion: str, output: dict[str, str], *, comment: str | None,
+                         actions: list[dict[str, str]] | None = None) -> None:
+        """The PR left the queue (landed, ejected, removed): its check run completes, its line says so."""
+        run_id = await self._check_run(repo, project, base_ref, pr, head, output)
+        await repo.check_runs.complete(run_id, conclusion=conclusion, output=output, actions=actions or [])
+        self._shown.pop((project.id, pr, head), None)
+        await self._comment_line(project, repo, pr, queue_comment_line(output["title"]))
+        if comment:
+            await repo.comments.create(pr, comment)
+
+    async def _comment_line(self, project: Project, repo: RepoGitHub, pr: int, line: str) -> None:
+        comment_id = await self.store.validations.comment_id(project.id, pr)
+        if comment_id is None:
+            return  # no sticky comment yet: the check run says it
+        body = await repo.comments.body(pr, comment_id)
+        if body is not None and (new := with_queue_line(body, line)) != body:
+            await repo.comments.edit(comment_id, new)
+
+    # ---- listening ---------------------------------------------------------------------------------
+
+    def start_listening(self) -> None:
+        """A candidate's validation that ends advances its queue."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="merge-queue-listener")
+
+    async def _listen(self) -> None:
+        with self.bus.subscribe() as events:
+            while True:
+                event = await events.get()
+                if event.name != "validation.completed" or event.remote or event.data.get("pr_number") is not None:
+                    continue
+                try:
+                    state = await self.store.validations.get(event.data["validation_id"])
+                    base_ref = base_of_validation_ref(state.subject_ref if state else None)
+                    if state is not None and state.subject == SUBJECT_QUEUE_CANDIDATE and base_ref:
+                        await self.kick(state.project_id, base_ref, f"validation-{state.id}")
+                except Exception:  # noqa: BLE001 - the next job of the queue reads the verdict all the same
+                    log.exception("merge queue: could not follow %s", event.data)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+

@@ -1,0 +1,231 @@
+"""The merge queue's page (`/projects/{owner}/{repo}/queue`) and its JSON (`GET /api/v1/projects/{id}/queue`):
+the view decided from a stored queue without I/O, then over real HTTP with queues seeded straight into the
+store (the running queue is not needed): the PRs in order and the candidates in words, the empty state, a
+live update over the WebSocket, who may see it, and the page in Chromium at 1280 and 390 px
+(tests/artifacts/merge-queue-*.png)."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import update
+
+from bot.models import Project
+from dashboard.queue_view import branch_json, branch_queue
+from pipeline.merge_queue.codec import encode
+from pipeline.merge_queue.model import (BUILDING, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED, RETRYING,
+                                        TESTING)
+from tests.api_support import api_token_for
+from tests.browser import logged_in_page, screenshot
+from tests.dashboard_support import Dashboard
+from tests.queue_page_support import BASE_SHA, PULLS, busy_queue, candidate, seed_queue
+from tests.test_human_words import RAW, readable
+
+
+# ---- the view, pure ----------------------------------------------------------------------------------
+
+def test_the_queued_prs_come_in_order_with_their_candidates_state_in_words() -> None:
+    view = branch_queue(busy_queue(), PULLS)
+    rows = [(e.position, e.pr, e.state, e.words, e.tested_with) for e in view.entries]
+    assert rows == [
+        (1, 11, TESTING, "Testing", ()),
+        (2, 12, RETRYING, "Retrying flaky step “pytest”", (11, 13)),
+        (3, 13, RETRYING, "Retrying flaky step “pytest”", (11, 12)),
+        (4, 14, "waiting", "Waiting for a free slot", ()),
+        (None, 15, LEAVING, "Leaving: a new commit (5555555) was pushed to it; /queue it again", ())]
+    assert view.entries[0].title == "Add the health endpoint" and view.entries[0].head == "1111111"
+    assert view.entries[4].title == "" and view.entries[4].author is None  # not tracked: the number alone
+    assert view.candidates[1].ahead_queued == (11,)
+    landed = dataclasses.replace(busy_queue(), entries=busy_queue().entries[1:])  # #11 landed: no longer ahead
+    assert branch_queue(landed, PULLS).candidates[1].ahead_queued == ()
+    assert [(c.id, c.prs, c.ahead, c.base, c.words) for c in view.candidates] == [
+        (1, (11,), (), "bbbbbbb", "Testing"), (2, (12, 13), (11,), "bbbbbbb", "Retrying flaky step “pytest”")]
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"status": BUILDING}, "Building"),
+    ({"status": FAILED, "failing_step": "pytest"}, "Failed at step “pytest”"),
+    ({"status": FAILED, "failing_step": MERGE_STEP, "conflict_pr": 11}, "Merge conflict at #11"),
+    ({"status": PASSED}, "Passed"),
+    ({"status": PASSED, "reused_verdict": True}, "Passed (its own validation reused)"),
+    ({"status": LANDING}, "Landing"),
+    ({"status": LANDING, "landed": (11,)}, "Landing (#11 landed)"),
+    ({"status": OBSOLETE, "obsolete_reason": "main moved to abcdef1: rebuilding on the new tip"},
+     "Being cancelled: main moved to abcdef1: rebuilding on the new tip"),
+])
+def test_each_candidate_state_reads_as_words(changes: dict[str, Any], words: str) -> None:
+    queue = dataclasses.replace(busy_queue(), candidates=(candidate(1, (11,), (), **changes),))
+    [shown] = branch_queue(queue, PULLS).candidates
+    assert shown.words == words and not RAW.search(words)
+
+
+def test_the_json_names_each_entry_and_candidate() -> None:
+    answer = branch_json(branch_queue(busy_queue(), PULLS))
+    assert answer["base_ref"] == "main" and answer["base_sha"] == BASE_SHA
+    assert [(e["position"], e["pr_number"], e["state"]) for e in answer["entries"]] == [
+        (1, 11, "testing"), (2, 12, "retrying"), (3, 13, "retrying"), (4, 14, "waiting"), (None, 15, "leaving")]
+    assert answer["entries"][1]["enqueued_by"] == "auto-merge" and answer["entries"][4]["title"] is None
+    assert answer["candidates"][1] == {
+        "id": 2, "prs": [12, 13], "ahead": [11], "base_sha": BASE_SHA, "state": "retrying",
+        "label": "Retrying flaky step “pytest”", "attempt": 2, "reason": "testing again", "failing_step": "pytest",
+        "flaky_steps": [], "landed": [], "reused_verdict": False,
+        "created_at": answer["candidates"][1]["created_at"]}
+
+
+# ---- over HTTP ---------------------------------------------------------------------------------------
+
+async def turn_queue_on(dash: Dashboard, project: Project) -> None:
+    await dash.services.store.db.write(lambda conn: conn.execute(
+        update(Project).where(Project.id == project.id).values(merge_queue={"enabled": True, "batch_size": 2})))
+
+
+def _text(page: str) -> str:
+    """The page's words as a person reads them in a row (markup dropped, spaces collapsed)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_the_page_shows_each_prs_place_and_what_is_being_tested(dashboard: Dashboard) -> None:
+    project = await seed_queue(dashboard, busy_queue())
+    await turn_queue_on(dashboard, project)
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        status, page = await _get(session, dashboard.url + "/projects/acme/widgets/queue")
+        assert status == 200
+        text = _text(page)
+        assert re.findall(r'<tr data-pr="(\d+)" data-state="(\w+)"', page) == [
+            ("11", "testing"), ("12", "retrying"), ("13", "retrying"), ("14", "waiting"), ("15", "leaving")]
+        for words in ("Into main at bbbbbbb", "Position 1 #11 Add the health endpoint @dev-alice 1111111",
+                      "by auto-merge", "Retrying flaky step “pytest” with #11, #13",
+                      "Waiting for a free slot", "Leaving: a new commit (5555555) was pushed to it; /queue it again",
+                      "#12, #13 on top of #11, built on bbbbbbb", "attempt 2", "testing again",
+                      "Fix the <b>login</b>", "The merge queue is on for this project (project setting)",
+                      "testing up to 2 PRs together and 3 candidates at once"):
+            assert words in text, (words, text)
+        assert re.search(r"1111111 queued 1\dm ago by @mona Testing", text), text
+        assert "<b>login</b>" not in page  # escaped
+        assert not RAW.search(readable(page))
+        status, fragment = await _get(session, dashboard.url + "/projects/acme/widgets/queue/branches")
+        assert status == 200 and "<html" not in fragment and 'data-pr="14"' in fragment
+        # reachable from the project page and its card
+        status, project_page = await _get(session, dashboard.url + "/projects/acme/widgets")
+        assert project_page.count('href="/projects/acme/widgets/queue"') == 2  # the navigation and the card
+
+
+async def test_an_empty_queue_says_how_to_queue_a_pr_and_whether_the_queue_is_on(dashboard: Dashboard) -> None:
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        status, page = await _get(session, dashboard.url + "/projects/acme/widgets/queue")
+        assert status == 200
+        text = _text(page)
+        assert "Nothing is queued." in text and "comment /queue on it" in text
+        assert "The merge queue is off for this project (default)" in text
+        assert "/queue is refused until merge_queue.enabled is set to true" in text
+
+        project = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+        await turn_queue_on(dashboard, project)
+        emptied = dataclasses.replace(busy_queue(), entries=(), candidates=())  # everything landed
+        await seed_queue(dashboard, emptied)
+        status, page = await _get(session, dashboard.url + "/projects/acme/widgets/queue")
+        text = _text(page)
+        assert "Nothing is queued for main." in text and "The merge queue is on" in text
+        assert "a PR whose validation passes joins the queue" in text and "is refused" not in text
+        assert "<table" not in page
+
+
+async def test_a_saved_queue_reaches_the_page_over_the_websocket(dashboard: Dashboard) -> None:
+    project = await seed_queue(dashboard, busy_queue())
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        async with session.ws_connect(dashboard.url + "/api/v1/ws") as ws:
+            landed = dataclasses.replace(busy_queue(), entries=busy_queue().entries[1:4],
+                                         candidates=busy_queue().candidates[1:])
+            assert await dashboard.services.store.merge_queues.save(project.id, "main", encode(landed), version=1,
+                                                                    active=True)
+            # what pipeline/merge_queue/service.py publishes after each save
+            dashboard.services.bus.publish("merge_queue.updated", project_id=project.id, base_ref="main",
+                                           active=True, queued=[12, 13, 14], base_sha=BASE_SHA)
+            message = await ws.receive_json(timeout=10)
+        assert message["event"] == "merge_queue.updated"
+        assert message["data"]["base_ref"] == "main" and message["data"]["repository"] == "acme/widgets"
+        # what live.js then fetches
+        status, fragment = await _get(session, dashboard.url + "/projects/acme/widgets/queue/branches")
+    assert status == 200 and re.findall(r'<tr data-pr="(\d+)"', fragment) == ["12", "13", "14"]
+
+
+async def test_the_queue_is_hidden_from_a_user_who_cannot_see_the_project(dashboard: Dashboard) -> None:
+    project = await seed_queue(dashboard, busy_queue())
+    dashboard.fake.add_installation(2, "other", repos=["thing"])
+    await dashboard.record(2, "other/thing")
+    token = await api_token_for(dashboard.services.store, dashboard.fake, "eve", full_name="other/thing",
+                                role="admin", installation_ids=[2])
+    async with await dashboard.login("eve", installation_ids=[2]) as session:
+        for path in ("/projects/acme/widgets/queue", "/projects/acme/widgets/queue/branches",
+                     f"/api/v1/projects/{project.id}/queue"):
+            status, _ = await _get(session, dashboard.url + path)
+            assert status == 404, path
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as client:
+        status, answer = await _get(client, f"{dashboard.url}/api/v1/projects/{project.id}/queue")
+        assert status == 404 and "no such project" in answer
+    async with aiohttp.ClientSession() as anonymous:
+        status, _ = await _get(anonymous, f"{dashboard.url}/api/v1/projects/{project.id}/queue")
+        assert status == 401
+
+
+# ---- in Chromium ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_the_page_updates_live_and_reads_well_at_1280_and_390(browser, dashboard: Dashboard) -> None:
+    from playwright.async_api import expect
+
+    project = await seed_queue(dashboard, busy_queue())
+    await turn_queue_on(dashboard, project)
+    await dashboard.services.store.projects.update_project(project.id, {"pinned": True})
+    dashboard.fake.approve_oauth_as("alice", installation_ids=[1])
+    page, refused = await logged_in_page(browser, dashboard.url)
+    await page.get_by_role("link", name="See the queue").click()  # from the card of a pinned project
+    await page.wait_for_url(re.compile(r"/projects/acme/widgets/queue$"))
+    await expect(page.get_by_text("live", exact=True)).to_be_visible()
+    await page.evaluate("window.__notReloaded = true")
+    rows = page.locator("table.queue tbody tr")
+    await expect(rows).to_have_count(5)
+    await screenshot(page, "merge-queue-1280")
+
+    # #11 lands: the queue is saved and announced, and the page follows without a reload
+    landed = dataclasses.replace(busy_queue(), entries=busy_queue().entries[1:4],
+                                 candidates=(dataclasses.replace(busy_queue().candidates[1], status=PASSED),))
+    assert await dashboard.services.store.merge_queues.save(project.id, "main", encode(landed), version=1,
+                                                            active=True)
+    dashboard.services.bus.publish("merge_queue.updated", project_id=project.id, base_ref="main", active=True,
+                                   queued=[12, 13, 14], base_sha=BASE_SHA)
+    await expect(rows).to_have_count(3, timeout=10_000)
+    await expect(rows.first.locator('[data-field="queue-state"]')).to_have_text("Passed")
+    assert await page.evaluate("window.__notReloaded") is True
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.reload()
+    await expect(rows).to_have_count(3)
+    await screenshot(page, "merge-queue-390")
+    await expect(page.locator('[data-candidate="2"] .what')).to_have_text("#12, #13, built on bbbbbbb")  # #11 landed
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the queue page scrolls sideways at phone width ({width}px)"
+
+    # everything landed: the page says how to queue a PR
+    emptied = dataclasses.replace(busy_queue(), entries=(), candidates=())
+    assert await dashboard.services.store.merge_queues.save(project.id, "main", encode(emptied), version=2,
+                                                            active=False)
+    dashboard.services.bus.publish("merge_queue.updated", project_id=project.id, base_ref="main", active=False,
+                                   queued=[], base_sha=BASE_SHA)
+    await expect(page.locator('[data-field="queue-empty"]')).to_contain_text("Nothing is queued for main.",
+                                                                              timeout=10_000)
+    await screenshot(page, "merge-queue-empty-390")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.context.close()
+    assert refused == []

@@ -1,0 +1,141 @@
+"""The merge queue shell's pure parts: the queue's document round-trips, who may enter the queue (GitHub's
+own answers on branch protection), what a candidate's validation says to the decider, and the comment line."""
+
+from __future__ import annotations
+
+import json
+
+from bot.github.types import PullRequest
+from bot.models import JOB_VALIDATE, SUBJECT_QUEUE_CANDIDATE, ValidationState
+from bot.store import Store
+from pipeline.merge.decision import RequiredCheck, RequiredChecks
+from pipeline.merge_queue.admission import admission, approvals, required_approvals
+from pipeline.merge_queue.codec import queue_from_document, queue_to_document
+from pipeline.merge_queue.decide import advance, apply
+from pipeline.merge_queue.model import (Candidate, CandidateBuilt, CandidateFailed, CandidatePassed, Enqueued, Entry,
+                                        Queue, QueueConfig)
+from pipeline.merge_queue.service import base_of_validation_ref, validation_ref, verdict_of
+from pipeline.report.comment import with_queue_line
+from tests.check_run_support import project_id  # noqa: F401 (fixture)
+
+
+def pull(**changes: object) -> PullRequest:
+    values: dict[str, object] = dict(repository="acme/widgets", number=7, state="open", head_sha="h" * 40,
+                                     head_ref="feature", base_sha="b" * 40, base_ref="main", fork=False,
+                                     mergeable=True, mergeable_state="clean")
+    values.update(changes)
+    return PullRequest(**values)  # type: ignore[arg-type]
+
+
+# ---- codec -------------------------------------------------------------------------------------------
+
+def test_a_queue_survives_its_document_through_json_with_every_field() -> None:
+    queue = Queue("acme/widgets", "main", "a" * 40, "t" * 40)
+    config = QueueConfig(batch_size=2, max_parallel=2)
+    for pr in (1, 2, 3):
+        queue = apply(queue, Enqueued(pr, f"{pr}" * 40, "mona", 100.0 + pr, validated_tree="v" * 40 if pr == 2 else None))
+    queue, _ = advance(queue, config, 200.0)
+    queue = apply(queue, CandidateBuilt(1, "c" * 40, "d" * 40, "t" * 40))
+    queue, _ = advance(queue, config, 201.0)
+    queue = apply(queue, CandidateFailed(1, "pytest", "boom"))
+    queue, _ = advance(queue, config, 202.0)
+    document = json.loads(json.dumps(queue_to_document(queue)))
+    assert queue_from_document(document) == queue
+    assert isinstance(queue_from_document(document).candidates[0].prs, tuple)
+
+
+def test_a_document_without_a_newer_field_takes_its_default() -> None:
+    entry = Entry(pr=1, head_sha="h" * 40, seq=1, enqueued_at=1.0, enqueued_by="mona")
+    document = queue_to_document(Queue("acme/widgets", "main", "a" * 40, "t" * 40, entries=(entry,)))
+    del document["entries"][0]["validated_tree"], document["own_tips"]
+    decoded = queue_from_document(document)
+    assert decoded.entries[0].validated_tree is None and decoded.own_tips == ()
+
+
+# ---- admission ---------------------------------------------------------------------------------------
+
+def test_a_pr_is_admitted_when_github_would_let_it_merge() -> None:
+    assert admission(pull(), required=RequiredChecks(True), approvals_needed=0, approved=0).allowed
+
+
+def test_a_pr_is_refused_with_githubs_reason() -> None:
+    none = RequiredChecks(True)
+    assert admission(pull(mergeable_state="dirty"), required=none, approvals_needed=0, approved=0).reason == \
+        "the PR has conflicts with main; resolve them and push"
+    assert admission(pull(), required=none, approvals_needed=2, approved=1).reason == \
+        "it is not approved: branch protection requires 2 approving reviews, it has 1"
+    lint = RequiredChecks(True, (RequiredCheck("lint"), RequiredCheck("CodegenApp", 12345)))
+    refused = admission(pull(), required=lint, approvals_needed=0, approved=0,
+                        own_check=RequiredCheck("CodegenApp", 12345))
+    assert refused.reason == "required check `lint` has not reported on this head"  # the app's own check is the queue's to run
+    assert admission(pull(draft=True), required=none, approvals_needed=0, approved=0).reason == "the PR is a draft"
+    assert not admission(pull(state="closed"), required=none, approvals_needed=0, approved=0).allowed
+
+
+def test_approvals_count_each_reviewers_latest_decision() -> None:
+    reviews = [{"user": {"login": "a"}, "state": "APPROVED", "commit_id": "old"},
+               {"user": {"login": "b"}, "state": "APPROVED", "commit_id": "new"},
+               {"user": {"login": "b"}, "state": "COMMENTED", "commit_id": "new"},
+               {"user": {"login": "c"}, "state": "APPROVED", "commit_id": "new"},
+               {"user": {"login": "c"}, "state": "CHANGES_REQUESTED", "commit_id": "new"}]
+    assert approvals(reviews, "new") == 2
+    assert approvals(reviews, "new", dismiss_stale=True) == 1
+    assert required_approvals({"required_pull_request_reviews": {"required_approving_review_count": 2}}) == 2
+    assert required_approvals({}) == 0 and required_approvals(None) == 0
+
+
+# ---- verdicts and refs -------------------------------------------------------------------------------
+
+def _validation(**values: object) -> ValidationState:
+    state = ValidationState()
+    for key, value in {"status": "completed", "conclusion": "failure", "title": "Failed", "test_results": {},
+                       **values}.items():
+        setattr(state, key, value)
+    return state
+
+
+def test_a_candidates_validation_becomes_the_deciders_event() -> None:
+    assert verdict_of(4, _validation(conclusion="success")) == CandidatePassed(4)
+    steps = {"steps": [{"name": "checkout", "status": "passed"},
+                       {"name": "pytest", "status": "failed", "output_tail": "E assert 1 == 2"}]}
+    assert verdict_of(4, _validation(test_results=steps)) == CandidateFailed(4, "pytest", "E assert 1 == 2")
+    assert verdict_of(4, _validation(test_results={"error": "sandbox gone"})) == \
+        CandidateFailed(4, "validation", "sandbox gone")
+    assert verdict_of(4, _validation(status="in_progress", conclusion=None)) is None
+
+
+def test_a_candidates_validation_ref_names_its_base_and_try() -> None:
+    c = Candidate(id=12, prs=(3,), ahead=(), heads=("h" * 40,), base_sha="a" * 40, base_tree="t" * 40,
+                  created_at=1.0, retries_used=1)
+    assert validation_ref("release/2.x", c) == "refs/codegenapp/queue/release/2.x/12-try1"
+    assert base_of_validation_ref(validation_ref("release/2.x", c)) == "release/2.x"
+    assert base_of_validation_ref("refs/heads/gh-readonly-queue/main/pr-1-x") is None
+
+
+def test_the_sticky_comment_has_one_queue_line_replaced_in_place() -> None:
+    body = "<!-- codegenapp:validation -->\n### ✓ Validation passed\n"
+    once = with_queue_line(body, "**Merge queue:** #1")
+    twice = with_queue_line(once, "**Merge queue:** #2")
+    assert twice.count("Merge queue") == 1 and "#2" in twice and twice.startswith(body.rstrip())
+    assert with_queue_line(twice, None).rstrip() == body.rstrip()
+
+
+# ---- a candidate's validation in the store (SQLite and PostgreSQL) -------------------------------------
+
+async def test_a_candidates_validation_is_begun_once_per_try_with_its_job_and_nothing_to_recover(
+        store: Store, project_id: str) -> None:
+    async def begin(ref: str) -> ValidationState:
+        return await store.validations.begin_candidate(
+            project_id=project_id, subject=SUBJECT_QUEUE_CANDIDATE, subject_ref=ref, pr_number=3, head_sha="c" * 40,
+            base_sha="b" * 40, trigger="merge_queue", then_queue=JOB_VALIDATE)
+
+    first = await begin("refs/codegenapp/queue/main/1-try0")
+    assert (await begin("refs/codegenapp/queue/main/1-try0")).id == first.id  # a job run again joins it
+    retry = await begin("refs/codegenapp/queue/main/1-try1")
+    assert retry.id != first.id and first.check_run_settled and first.check_run_id is None
+    assert await store.validations.unsettled() == []  # no check run to create or complete, ever
+    jobs = await store.jobs.claim("test", limit=10, lease_seconds=30, kinds=frozenset({JOB_VALIDATE}))
+    assert sorted(job.args["validation_id"] for job in jobs) == sorted([first.id, retry.id])
+    found = await store.validations.of_subject_ref(project_id, SUBJECT_QUEUE_CANDIDATE,
+                                                   "refs/codegenapp/queue/main/1-try1")
+    assert found is not None and found.id == retry.id
