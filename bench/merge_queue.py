@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.merge_queue.decide import advance, apply  # noqa: E402
+from pipeline.merge_queue.decide import acknowledgement, advance, apply  # noqa: E402
 from pipeline.merge_queue.model import (  # noqa: E402
     Action, BaseMoved, Build, Cancel, Candidate, CandidateBuilt, CandidateFailed, CandidatePassed,
     Dequeued, Eject, Enqueued, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue,
@@ -221,6 +221,9 @@ class Simulation:
             Eject: self.eject, Remove: lambda a: self.out.removed.append(a.pr),
         }
         handler[type(action)](action)
+        done = acknowledgement(action)
+        if done is not None:  # said done, as the shell does once it did it
+            self.at(self.now, lambda: self.deliver(done))
 
     def eject(self, action: Eject) -> None:
         self.out.ejected.append(action.pr)

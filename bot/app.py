@@ -41,6 +41,7 @@ from pipeline.agents.service import AgentRunService
 from pipeline.deliveries.replay import DeliveryReplay
 from pipeline.merge.service import MergeService
 from pipeline.merge_queue.candidates import CandidateBuilder
+from pipeline.merge_queue.restore import CandidateRestorer
 from pipeline.merge_queue.service import MergeQueueService
 from pipeline.deliveries.service import DeliveryLogSweep
 from pipeline.resync.service import Resync
@@ -119,9 +120,11 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         checkouts, merges, volumes=volumes, agent_configured=agents_available.configured,
         public_url=settings.public_url,
         data_dir=settings.data_dir, chromium_path=settings.chromium_path)
-    merge_queues = MergeQueueService(store, github, bus, wakeup, validations, merges, CandidateBuilder(checkouts),
+    candidates = CandidateBuilder(checkouts)
+    merge_queues = MergeQueueService(store, github, bus, wakeup, validations, merges, candidates,
                                      agent_configured=agents_available.configured, public_url=settings.public_url)
     validations.enter_queue = merge_queues.enter_after_validation
+    validations.restore_candidate = CandidateRestorer(store.merge_queues, candidates)
     agent_runs = AgentRunService(store, github, bus, wakeup, http, settings, sandbox=sandbox, checkouts=checkouts,
                                  validations=validations, availability=agents_available)
     worker = pruner = resync = None
@@ -169,6 +172,7 @@ async def build_services(settings: Settings, *, with_worker: bool = True, init: 
         validations.start_recovery()  # what a killed process left of check runs, at start and every minute
         merge_queues.start_listening()  # a candidate's validation that ends advances its queue
         await merge_queues.resume_all()  # what a killed process left under way in the merge queues
+        merge_queues.start_sweeping(settings.merge_queue_sweep_interval)  # a queue whose wake-up was lost
         if resync is not None:
             resync.start()  # open pull requests without a validation of their head: at start, then hourly
     return services

@@ -88,6 +88,7 @@ class Settings:
     github_outage_budget_hours: int = 6  # a job waits out GitHub failing this long after its first failure
     resync_interval: float = 3600.0  # seconds between resyncs of open pull requests (pipeline/resync); 0: off
     resync_max_starts: int = 50  # validations one resync may start at most
+    merge_queue_sweep_interval: float = 60.0  # seconds between jobs for every active merge queue; 0: off
     # How events arrive (pipeline/deliveries): "webhook" (GitHub POSTs them; the App's delivery log is swept
     # at start and every sweep_interval seconds, 0: never) or "poll" (the log is read every poll_interval).
     webhook_mode: str = "webhook"
@@ -373,6 +374,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: Path
         github_outage_budget_hours=_int(values, "GITHUB_OUTAGE_BUDGET_HOURS", 6, problems, minimum=0),
         resync_interval=float(_int(values, "RESYNC_INTERVAL", 3600, problems, minimum=0)),
         resync_max_starts=_int(values, "RESYNC_MAX_STARTS", 50, problems, minimum=1),
+        merge_queue_sweep_interval=float(_int(values, "MERGE_QUEUE_SWEEP_INTERVAL", 60, problems, minimum=0)),
         webhook_mode=_webhook_mode(values, public_url, problems),
         sweep_interval=float(_int(values, "SWEEP_INTERVAL", 300, problems, minimum=0)),
         sweep_first_lookback=float(_int(values, "SWEEP_FIRST_LOOKBACK", 3600, problems, minimum=0)),

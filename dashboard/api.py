@@ -26,6 +26,7 @@ API_REQUESTS_PER_MINUTE gets 429 with `Retry-After` (dashboard/limits.py).
 | `GET /api/v1/projects/{id}/runs[?limit=N]` | the project's runs, newest first (N from 1 to 200, default 50) |
 | `GET /api/v1/projects/{id}/agent-settings`, `PATCH` the same | the project's agent settings |
 | `GET /api/v1/projects/{id}/queue` | each base branch's merge queue: its PRs in order, the candidates under test |
+| `POST /api/v1/projects/{id}/queue/{number}/dequeue` | take PR `number` out of its merge queue, as `/dequeue` does |
 | `GET /api/v1/runs/{id}` | one run (its plan, PR, fix attempts, reason) |
 | `POST /api/v1/runs/{id}/confirm`, `/reject`, `/cancel` | decide on the plan; stop the run (409 when it does not apply) |
 | `GET /api/v1/validation/{id}` | one validation: status, conclusion, steps |
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -45,13 +47,14 @@ from aiohttp import web
 from bot.models import SUBJECT_PULL_REQUEST, AgentRun, Project, ValidationState
 from bot.services import SERVICES, Services
 from dashboard import auth
-from dashboard.merge_queue import branch_queues, queue_settings
+from dashboard.merge_queue import branch_queues, dequeue_pr, queue_settings
 from dashboard.openapi import document
-from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings, refuse_file_keys
+from dashboard.project_settings import LOCAL_NEEDS_COMMAND, parse_settings, refuse_file_keys, with_queue_object
 from dashboard.queue_view import branch_json
 from pipeline.agents.service import AgentRunConflict, AgentRunRefused, AgentRunService, run_json
 from pipeline.agents.backend import BACKENDS, chosen_backend
 from pipeline.deliveries.replay import ReplayRefused, UnknownDelivery
+from pipeline.repo_config.settings_sources import queue_keys_of
 from pipeline.validation.service import NotRevalidated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,7 +67,11 @@ _PROJECTS = re.compile(r"/api/v1/projects(/[0-9a-f]{32})?")
 PROJECT_SETTINGS: dict[str, tuple[type, ...]] = {
     "repository_rules": (str,), "planning_statement": (str,), "agent_command": (str,),
     "setup_commands": (list,), "validate_commands": (list,), "auto_merge_enabled": (bool,),
-    "auto_confirm_plans": (bool,), "agent_backend": (str, type(None)), "max_fix_attempts": (int,)}
+    "auto_confirm_plans": (bool,), "agent_backend": (str, type(None)), "max_fix_attempts": (int,),
+    "merge_queue": (dict,)}
+# The sub-keys of `merge_queue` it takes (each may be null: not set, the default applies)
+QUEUE_SETTINGS: dict[str, tuple[type, ...]] = {"enabled": (bool,), "method": (str,), "batch_size": (int,),
+                                               "max_parallel": (int,), "flaky_retries": (int,)}
 
 
 def add_routes(app: web.Application) -> None:
@@ -76,6 +83,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"/api/v1/projects/{_ID}/agent-run", _api(start_run))
     app.router.add_get(f"/api/v1/projects/{_ID}/runs", _api(list_runs))
     app.router.add_get(f"/api/v1/projects/{_ID}/queue", _api(get_queue))
+    app.router.add_post(f"/api/v1/projects/{_ID}/queue/{{number:[0-9]{{1,9}}}}/dequeue", _api(dequeue))
     app.router.add_get(f"/api/v1/projects/{_ID}/agent-settings", _api(get_agent_settings))
     app.router.add_patch(f"/api/v1/projects/{_ID}/agent-settings", _api(patch_agent_settings))
     app.router.add_get(f"/api/v1/runs/{_ID}", _api(get_run))
@@ -184,7 +192,8 @@ async def project_json(request: web.Request, project: Project) -> dict[str, Any]
             "default_branch": project.default_branch, "private": project.private,
             "installation_id": project.installation_id, "pinned": project.pinned,
             "can_write": bool(access and access.can_write), "can_manage": bool(access and access.can_manage),
-            "settings": {key: getattr(project, key) for key in PROJECT_SETTINGS},
+            "settings": {**{key: getattr(project, key) for key in PROJECT_SETTINGS if key != "merge_queue"},
+                         "merge_queue": asdict(queue_keys_of(project.merge_queue))},
             "created_at": _when(project.created_at), "updated_at": _when(project.updated_at)}
 
 
@@ -197,6 +206,21 @@ async def get_project(request: web.Request) -> web.Response:
     return web.json_response(await project_json(request, await _project(request)))
 
 
+def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
+    return not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+
+
+def _queue_problems(queue: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, value in queue.items():
+        types = QUEUE_SETTINGS.get(name)
+        if types is None:
+            problems.append(f"unknown setting merge_queue.{name!r}")
+        elif value is not None and _wrong_type(value, types):
+            problems.append(f"merge_queue.{name} has the wrong type")
+    return problems
+
+
 def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """The JSON settings as the settings page's form would send them (over the current values), so that
     `project_settings.parse_settings` checks them; or the problems with their JSON types."""
@@ -205,8 +229,10 @@ def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], li
         types = PROJECT_SETTINGS.get(key)
         if types is None:
             problems.append(f"unknown setting {key!r}")
-        elif not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+        elif _wrong_type(value, types):
             problems.append(f"{key} has the wrong type")
+        elif key == "merge_queue":
+            problems += _queue_problems(value)
         elif types == (list,) and not all(isinstance(c, str) and "\n" not in c and "\r" not in c for c in value):
             problems.append(f"{key} must be a list of one-line strings")
         elif key == "agent_backend" and value is not None and value not in BACKENDS:
@@ -219,6 +245,10 @@ def _as_form(project: Project, body: dict[str, Any]) -> tuple[dict[str, str], li
                 validate_commands="\n".join(merged["validate_commands"]),
                 agent_backend=merged["agent_backend"] or "", max_fix_attempts=str(merged["max_fix_attempts"]))
     form.update({key: "on" for key in ("auto_merge_enabled", "auto_confirm_plans") if merged[key]})
+    queue = {**asdict(queue_keys_of(project.merge_queue)), **body.get("merge_queue", {})}
+    form.update({f"merge_queue.{name}": "" if value is None else str(value)
+                 for name, value in queue.items() if name != "enabled"})
+    form.update({"merge_queue.enabled": "on"} if queue["enabled"] else {})
     return form, []
 
 
@@ -234,9 +264,11 @@ async def put_project(request: web.Request) -> web.Response:
         return _error(409, LOCAL_NEEDS_COMMAND)
     if problems or more:
         return _error(400, "; ".join(problems + more))
-    _, refused = await refuse_file_keys(services, project, values, body)
+    submitted = {**body, **{f"merge_queue.{name}": value for name, value in body.get("merge_queue", {}).items()}}
+    _, refused = await refuse_file_keys(services, project, values, submitted)
     if refused:
         return _error(409, "; ".join(refused))
+    values = with_queue_object(values, project.merge_queue)
     changed = sorted(k for k, v in values.items() if getattr(project, k) != v)
     updated = await services.store.projects.update_project(project.id, values)
     if updated is None:
@@ -255,6 +287,19 @@ async def get_queue(request: web.Request) -> web.Response:
     settings = await queue_settings(services, project)
     return web.json_response({"project_id": project.id, "enabled": settings.enabled,
                               "queues": [branch_json(b) for b in await branch_queues(services, project)]})
+
+
+async def dequeue(request: web.Request) -> web.Response:
+    """Take a PR out of its merge queue (needs write access), as `/dequeue` and the page's button do."""
+    services: Services = request.app[SERVICES]
+    project = await _project(request, write=True)
+    number = int(request.match_info["number"])
+    user = await _user(request)
+    if services.merge_queues is None:
+        return _error(503, "the merge queue does not run in this app")
+    if not await dequeue_pr(services, project, number, actor=user.login, source="api"):
+        return _error(404, f"#{number} is not in a merge queue")
+    return web.json_response({"project_id": project.id, "pr_number": number, "status": "dequeued"}, status=202)
 
 
 # ---------------------------------------------------------------- agent runs

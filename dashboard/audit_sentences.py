@@ -251,6 +251,18 @@ def _replayed(e: Event) -> list[Piece]:
             ": it is handled again"]
 
 
+def _dequeued(e: Event) -> list[Piece]:
+    via = {"api": " through the API", "button": " with its check run's Dequeue button"}.get(e.text("source"),
+                                                                                        " from the dashboard")
+    return [_who(e), " took ", _pr(e) or "a pull request", " out of the merge queue", via]
+
+
+def _landed_untested(e: Event) -> list[Piece]:
+    base, merged = e.text("base_ref"), e.text("merged_sha")
+    return ["The merge queue merged ", _pr(e) or "a pull request", f" into {base}" if base else None,
+            f" as {merged[:7]}" if merged else None, ", but not the tree it tested", *_because(e, "why")]
+
+
 def _merged(e: Event) -> list[Piece]:
     base, method = e.text("base"), e.text("method")
     return [_who(e), " merged ", _pr(e) or "a pull request", *_at_sha(e), f" into {base}" if base else None,
@@ -360,6 +372,8 @@ _KINDS: dict[str, Kind] = {
     "auto_merge.set": Kind("Auto-merge turned on or off", "merge", _auto_merge),
     "command.refused": Kind("Command refused", "command", _refused),
     "delivery.replayed": Kind("Delivery replayed", "command", _replayed),
+    "merge_queue.dequeued": Kind("Dequeued from the merge queue", "command", _dequeued),
+    "merge_queue.landed_untested": Kind("Merged, but not the tested tree", "merge", _landed_untested),
     **{f"command.{name}": Kind(f"{usage.split()[0]} command", "command", _command(name))
        for name, (usage, _) in COMMANDS.items()},
     **{f"button.{identifier}": Kind(f"{label} button", "command", _button(identifier))

@@ -9,6 +9,7 @@ from typing import Any
 from bot.models import SUBJECT_MERGE_GROUP, SUBJECT_PULL_REQUEST, SUBJECT_QUEUE_CANDIDATE
 from dashboard.queue_view import STATES as QUEUE_STATES
 from pipeline.agents.backend import BACKENDS
+from pipeline.repo_config.merge_queue_block import QUEUE_BOUNDS, QUEUE_METHODS
 
 VERSION = "1.0.0"
 
@@ -46,6 +47,13 @@ SETTINGS = {
     "agent_backend": _s("string", nullable=True, enum=[*BACKENDS, None]),
     "max_fix_attempts": _s("integer", minimum=0, maximum=20),
 }
+# The project's merge queue settings: null is not set (the repository's file, else the default, applies)
+QUEUE_SETTINGS = {
+    "enabled": _s("boolean", nullable=True), "method": _s("string", nullable=True, enum=[*QUEUE_METHODS, None]),
+    **{name: _s("integer", nullable=True, minimum=low, maximum=high) for name, (low, high) in QUEUE_BOUNDS.items()},
+}
+_QUEUE_NOTE = ("the merge queue's settings (a key set under merge_queue: in the repository's "
+               ".github/codegenapp.yml wins); null: not set")
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _s("string")}),
@@ -56,8 +64,11 @@ SCHEMAS: dict[str, Any] = {
         "can_write": _s("boolean", description="may start and decide agent runs, re-run validations"),
         "can_manage": _s("boolean", description="may change the settings (admin or maintain)"),
         "settings": _ref("ProjectSettings"), "created_at": WHEN, "updated_at": WHEN_OR_NULL}),
-    "ProjectSettings": _obj(SETTINGS),
-    "ProjectSettingsChange": {**_obj(SETTINGS, required=[]), "minProperties": 1,
+    "ProjectSettings": _obj({**SETTINGS, "merge_queue": {**_obj(QUEUE_SETTINGS), "description": _QUEUE_NOTE}}),
+    "ProjectSettingsChange": {**_obj({**SETTINGS, "merge_queue": {**_obj(QUEUE_SETTINGS, required=[]),
+                                                                  "description": _QUEUE_NOTE + "; the sub-keys "
+                                                                  "not sent keep their values"}}, required=[]),
+                              "minProperties": 1,
                               "description": "The settings to change; the others keep their values. Checked "
                                              "as the settings page checks them (e.g. the local backend needs "
                                              "an agent command)."},
@@ -138,6 +149,10 @@ SCHEMAS: dict[str, Any] = {
         "enabled": _s("boolean", description="whether the queue is on (the file at the default branch's head, "
                                              "then the project's settings)"),
         "queues": _s("array", items=_ref("BranchQueue"), description="one per base branch, by name")}),
+    "Dequeued": _obj({
+        "project_id": ID, "pr_number": _s("integer"),
+        "status": _s("string", enum=["dequeued"], description="it is leaving the queue: its check run and "
+                                                              "comment say so once the queue has run")}),
     "DeliveryReplay": _obj({
         "delivery_id": DELIVERY_ID, "job_id": _s("integer", description="the job that handles it again"),
         "status": _s("string", enum=["queued"], description="the job's status"),
@@ -206,6 +221,15 @@ PATHS: dict[str, Any] = {
     "/api/v1/projects/{id}/queue": {
         "get": _op("The project's merge queues, one per base branch: the queued PRs in order and the candidates "
                    "being tested", "the queues", "ProjectQueues", errors=(_HIDDEN,)),
+    },
+    "/api/v1/projects/{id}/queue/{number}/dequeue": {
+        "post": {**_op("Take a pull request out of its merge queue, as /dequeue does (needs write access)",
+                       "the pull request is leaving the queue", "Dequeued", status="202",
+                       errors=(_FORBIDDEN, {"404": _answer("no such project, the user may not see it, or the "
+                                                           "pull request is not in a merge queue")},
+                               {"503": _answer("the merge queue does not run on this app")})),
+                 "parameters": [_PARAM, {"name": "number", "in": "path", "required": True,
+                                         "schema": _s("integer", minimum=0)}]},
     },
     "/api/v1/projects/{id}/agent-settings": {
         "get": _op("The project's agent settings", "the agent settings", "AgentSettings", errors=(_HIDDEN,)),

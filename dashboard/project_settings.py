@@ -1,13 +1,17 @@
 """A project's settings page: each key with the value a run uses and where it comes from (the repository's
 `.github/codegenapp.yml` at the default branch's head, the project's setting, or the default), the form
 (Validation; Agents and merging) and the project's secrets (deleting one asks first). The file is kept
-REPO_FILE_SECONDS per project (Services.repo_files), and the page says how long ago it was read."""
+REPO_FILE_SECONDS per project (Services.repo_files), and the page says how long ago it was read.
+
+The merge queue's sub-keys are form fields named `merge_queue.KEY`, checked with merge_queue_block's
+bounds and stored together in Project.merge_queue (a sub-key at its default is not stored: it reads as
+the default); a sub-key the file sets is shown read-only, like the other keys the file shares."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -23,10 +27,12 @@ from bot.store import InvalidSecret
 from bot.store.projects import MAX_SECRET_BYTES, SECRET_NAME
 from dashboard import auth
 from dashboard.rendering import render, services_of
+from pipeline.repo_config.merge_queue_block import (QUEUE_BOUNDS, QUEUE_METHODS, MergeQueueSettings,
+                                                    queue_value_problem)
 from pipeline.repo_config.parse import ConfigFileError, RepoConfig
 from pipeline.repo_config.reading import CONFIG_PATH, read_repo_config, stored_settings
 from pipeline.repo_config.settings_sources import (FILE_KEY_OF, FILE_ONLY_KEYS, QUEUE_SETTING_KEYS, Resolved,
-                                                   resolve_settings)
+                                                   queue_keys_of, resolve_settings)
 
 MAX_TEXT = 20_000  # repository rules, planning statement, agent command (characters)
 MAX_COMMANDS = 50
@@ -36,16 +42,17 @@ BACKEND_CHOICES = ("", "codegen", "local", "none")  # "" = the default (Codegen 
 LOCAL_NEEDS_COMMAND = "Agent command is needed when the agent backend is local"
 FILE_READ_SECONDS = 5.0  # the page waits this long for GitHub, then shows the project's values
 
+QUEUE_LABELS = {"merge_queue.enabled": "Merge queue", "merge_queue.method": "How the queue lands a PR",
+                "merge_queue.batch_size": "PRs tested together (batch size)",
+                "merge_queue.max_parallel": "Candidates tested at once",
+                "merge_queue.flaky_retries": "Retries of a failing step (flaky)"}
+QUEUE_DEFAULTS = asdict(MergeQueueSettings())  # sub-key -> its default (not stored)
 FIELD_LABELS = {"setup_commands": "Setup commands", "validate_commands": "Validate commands",
-                "auto_merge_enabled": "Auto-merge"}
+                "auto_merge_enabled": "Auto-merge", **QUEUE_LABELS}
 FILE_ONLY_LABELS = {"timeout_minutes": "Timeout", "merge_method": "Merge method",
                     "delete_branch_after_merge": "Delete the branch after merging",
                     "setup_network": "Network during setup", "analysis": "Analysis",
-                    "cache_key": "Setup snapshot key", "env": "Environment variables", "ui": "UI check",
-                    "merge_queue.enabled": "Merge queue", "merge_queue.method": "How the queue lands a PR",
-                    "merge_queue.batch_size": "PRs tested together (batch size)",
-                    "merge_queue.max_parallel": "Candidates tested at once",
-                    "merge_queue.flaky_retries": "Retries of a failing step (flaky)"}
+                    "cache_key": "Setup snapshot key", "env": "Environment variables", "ui": "UI check"}
 MERGE_METHOD_WORDS = {"merge": "merge commit", "squash": "squash and merge", "rebase": "rebase and merge",
                       "fast-forward": "fast-forward to the tested commit"}
 
@@ -87,7 +94,51 @@ def parse_settings(form: Any) -> tuple[dict[str, Any], list[str]]:
         values["max_fix_attempts"] = int(raw)
     if values["agent_backend"] == "local" and not values["agent_command"].strip():
         problems.append(LOCAL_NEEDS_COMMAND)
+    values.update(_queue_values(form, problems))
     return values, problems
+
+
+def _queue_values(form: Any, problems: list[str]) -> dict[str, Any]:
+    """The merge queue's sub-keys from the form (`merge_queue.KEY`): None for one at its default, or
+    left empty; a value out of merge_queue_block's bounds is a problem."""
+    values: dict[str, Any] = {}
+    for key in QUEUE_SETTING_KEYS:
+        name = key.removeprefix("merge_queue.")
+        raw = str(form.get(key, "")).strip()
+        if name == "enabled":
+            value: Any = raw == "on"
+        elif not raw:
+            values[key] = None
+            continue
+        else:
+            value = int(raw) if name in QUEUE_BOUNDS and raw.isascii() and raw.isdigit() and len(raw) < 6 else raw
+        if queue_value_problem(name, value) is not None:
+            if name == "method":
+                problems.append(f"{QUEUE_LABELS[key]} must be one of: {', '.join(QUEUE_METHODS)}, got {raw[:40]!r}")
+            else:
+                low, high = QUEUE_BOUNDS[name]
+                problems.append(f"{QUEUE_LABELS[key]} must be a whole number from {low} to {high}, got {raw[:40]!r}")
+            continue
+        values[key] = None if value == QUEUE_DEFAULTS[name] else value
+    return values
+
+
+def stored_queue_values(stored: Any) -> dict[str, Any]:
+    """Project.merge_queue by `merge_queue.KEY`, as `_queue_values` makes them (None: not set, or the default)."""
+    return {f"merge_queue.{name}": None if value == QUEUE_DEFAULTS[name] else value
+            for name, value in asdict(queue_keys_of(stored)).items()}
+
+
+def with_queue_object(values: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """`values` with the `merge_queue.KEY` values gathered into `merge_queue`, the object Project.merge_queue
+    stores: the stored sub-keys, changed by those given (a key the file sets was taken out: it keeps its
+    stored value); a sub-key at None is left out."""
+    if not any(key in values for key in QUEUE_SETTING_KEYS):
+        return values
+    merged = {**stored_queue_values(stored), **{key: values[key] for key in QUEUE_SETTING_KEYS if key in values}}
+    queue = {key.removeprefix("merge_queue."): value for key, value in merged.items() if value is not None}
+    others = {key: value for key, value in values.items() if key not in QUEUE_SETTING_KEYS}
+    return {**others, "merge_queue": queue or None}
 
 
 def keep_file_keys(values: dict[str, Any], submitted: Mapping[str, Any], stored: Mapping[str, Any],
@@ -109,8 +160,8 @@ async def refuse_file_keys(services: Services, project: Project, values: dict[st
     repo_file = await read_repo_file(services, project)
     stored = stored_settings(project)
     resolved = resolve_settings(repo_file.config, stored)
-    return repo_file, keep_file_keys(values, submitted, stored,
-                                     {key for key in FILE_KEY_OF if resolved[key].from_file})
+    return repo_file, keep_file_keys(values, submitted, {**stored, **stored_queue_values(project.merge_queue)},
+                                     {key for key in (*FILE_KEY_OF, *QUEUE_SETTING_KEYS) if resolved[key].from_file})
 
 
 # ---- the repository's file, as the page shows it ---------------------------------------------------
@@ -224,9 +275,10 @@ async def _settings_view(request: web.Request, project: Project, repo_file: Repo
         sources={key: labels.setting_source(r.source) for key, r in resolved.items()},
         file_text={key: "\n".join(shown_lines(key, resolved[key].value)) for key in FILE_KEY_OF},
         empty_words=EMPTY_WORDS,
-        file_only=file_only_rows(resolved, [key for key in FILE_ONLY_KEYS
-                                            if key not in MERGE_KEYS and key not in QUEUE_SETTING_KEYS]),
-        merge_rows=file_only_rows(resolved, MERGE_KEYS), queue_rows=file_only_rows(resolved, QUEUE_SETTING_KEYS),
+        file_only=file_only_rows(resolved, [key for key in FILE_ONLY_KEYS if key not in MERGE_KEYS]),
+        merge_rows=file_only_rows(resolved, MERGE_KEYS),
+        queue_labels=QUEUE_LABELS, queue_bounds=QUEUE_BOUNDS, queue_methods=QUEUE_METHODS,
+        method_words=MERGE_METHOD_WORDS,
         read_ago=read_ago(repo_file),
         reread_seconds=int(REPO_FILE_SECONDS),
         default_backend="codegen" if codegen else "none",
@@ -256,6 +308,7 @@ async def save_settings(request: web.Request) -> web.Response:
     if problems:
         shown = {k: str(form.get(k, "")).replace("\r\n", "\n") for k in form if k != "csrf_token"}
         return await _settings_view(request, project, repo_file, status=400, problems=problems, form=shown)
+    values = with_queue_object(values, project.merge_queue)
     changed = sorted(k for k, v in values.items() if getattr(project, k) != v)
     await services.store.projects.update_project(project.id, values)
     user = await auth.authenticate(request)

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.merge_queue.decide import positions, prs_named, short
-from pipeline.merge_queue.model import (BUILDING, BUILT, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED,
-                                        RETRYING, TESTING, Candidate, Queue)
+from pipeline.merge_queue.model import (BUILDING, BUILT, DROPPED, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE,
+                                        PASSED, QUEUED, RETRYING, TESTING, Candidate, Queue)
 
 WAITING = "waiting"  # decide.positions: queued, no candidate tests it yet
 # Entry and candidate states as the page and the API name them (css classes, the API's `state`)
@@ -110,15 +110,16 @@ def candidate_words(c: Candidate) -> str:
         return "Passed (its own validation reused)"
     if c.status == LANDING and c.landed:
         return f"Landing ({prs_named(c.landed)} landed)"
-    if c.status == OBSOLETE and c.obsolete_reason:
-        return f"Being cancelled: {plain(c.obsolete_reason)}"
+    if c.status in DROPPED:
+        return f"Being cancelled: {plain(c.obsolete_reason)}" if c.obsolete_reason else _WORDS[OBSOLETE]
     return _WORDS.get(c.status, c.status.replace("_", " ").capitalize())
 
 
 def _candidate_view(c: Candidate, queued: set[int]) -> CandidateView:
     return CandidateView(id=c.id, prs=c.prs, ahead=c.ahead, ahead_queued=tuple(p for p in c.ahead if p in queued),
                          base_sha=c.base_sha, created_at=when(c.created_at),
-                         state=c.status, words=candidate_words(c), attempt=c.attempt, reason=plain(c.reason),
+                         state=OBSOLETE if c.status in DROPPED else c.status, words=candidate_words(c),
+                         attempt=c.attempt, reason=plain(c.reason),
                          failing_step=c.failing_step, flaky_steps=c.flaky_steps, landed=c.landed,
                          reused_verdict=c.reused_verdict)
 
@@ -130,17 +131,17 @@ def branch_queue(queue: Queue, pulls: Mapping[int, PullInfo]) -> BranchQueue:
     placed = positions(queue)
     by_id = {c.id: c for c in queue.candidates}
     entries: list[EntryView] = []
-    for entry in sorted(queue.entries, key=lambda e: (e.state == LEAVING, e.seq)):
+    for entry in sorted(queue.entries, key=lambda e: (e.state != QUEUED, e.seq)):
         pull = pulls.get(entry.pr)
-        at = placed.get(entry.pr)
+        at = placed.get(entry.pr) if entry.state == QUEUED else None  # (queued again: its new entry's)
         covering = by_id.get(at.candidate_id) if at is not None and at.candidate_id is not None else None
-        if entry.state == LEAVING:
+        if entry.state != QUEUED:  # leaving, or ejected or removed and being said so
             state, words = LEAVING, f"Leaving: {plain(entry.leave_reason)}" if entry.leave_reason else _WORDS[LEAVING]
         else:
             state = at.state if at is not None else WAITING
             words = candidate_words(covering) if covering is not None else _WORDS[WAITING]
         entries.append(EntryView(
-            position=at.position if at is not None and entry.state != LEAVING else None, pr=entry.pr,
+            position=at.position if at is not None else None, pr=entry.pr,
             title=pull.title if pull else "", author=pull.author if pull else None, head_sha=entry.head_sha,
             enqueued_at=when(entry.enqueued_at), enqueued_by=entry.enqueued_by, state=state, words=words,
             candidate_id=at.candidate_id if at is not None else None,

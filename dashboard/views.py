@@ -34,6 +34,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/projects/{owner}/{repo}/pulls", projects.pulls_table)
     app.router.add_get("/projects/{owner}/{repo}/queue", merge_queue.queue_page)
     app.router.add_get("/projects/{owner}/{repo}/queue/branches", merge_queue.queue_branches)
+    app.router.add_post("/projects/{owner}/{repo}/queue/{number:[0-9]{1,9}}/dequeue", merge_queue.dequeue)
     app.router.add_get("/projects/{owner}/{repo}/settings", project_settings.settings_page)
     app.router.add_post("/projects/{owner}/{repo}/settings", project_settings.save_settings)
     app.router.add_post("/projects/{owner}/{repo}/secrets", project_settings.save_secret)

@@ -11,7 +11,7 @@ from bot.models import Project
 from handlers.commands import PullRequestActions
 from handlers.context import EventContext
 from handlers.payloads import required
-from pipeline.merge_queue.report import ACTION_DEQUEUE
+from pipeline.merge_queue.report import ACTION_DEQUEUE, pr_of_external_id
 from pipeline.validation.buttons import ACTION_RERUN, ACTIONS
 from pipeline.validation.service import NotRevalidated
 
@@ -91,13 +91,19 @@ async def check_run_requested_action(event: sansio.Event, ctx: EventContext) -> 
         return
     head_sha = required(event, "check_run.head_sha", str)
     pull_requests = check_run.get("pull_requests") or []
-    numbers = await _pr_numbers(ctx, project, head_sha, pull_requests, check_run.get("external_id"))
+    # the "Merge queue" check run names its PR in its external id (GitHub names none on a fork's run)
+    queued = pr_of_external_id(check_run.get("external_id"))
+    numbers = [queued] if queued is not None else \
+        await _pr_numbers(ctx, project, head_sha, pull_requests, check_run.get("external_id"))
     if not numbers:
         return  # no PR to act on (the check run is not one of a PR we know)
     actions = PullRequestActions(ctx, project, numbers[0], sender["login"])
     if identifier == ACTION_DEQUEUE:  # the "Merge queue" check run's button
         if await actions.authorized("use the Dequeue button", button=identifier):
             outcome = await actions.dequeue(f"dequeued by @{sender['login']}")
+            if outcome.ok:
+                await ctx.audit("merge_queue.dequeued", actor=sender["login"], project_id=project.id, pr=numbers[0],
+                                head_sha=head_sha, check_run=check_run.get("id"), source="button")
             if outcome.message:
                 await actions.reply(f"@{sender['login']} {outcome.message}")
         return

@@ -36,6 +36,7 @@ from bot.store.leases import held
 from handlers.context import EventContext
 from handlers.payloads import required
 from pipeline.commands.parse import Command, help_text, parse_commands
+from pipeline.merge_queue.report import ejection_report
 from pipeline.validation.buttons import ACTIONS
 from pipeline.validation.service import NotRevalidated
 
@@ -262,7 +263,8 @@ class PullRequestActions:
         if identifier == "merge":
             outcome = await self.merge(trigger="button.merge", expected_head=check_run.get("head_sha"))
         elif identifier == "fix":
-            outcome = Outcome(*await self.services.agent_runs.fix_button(self.project, self.number, actor=self.actor))
+            outcome = Outcome(*await self.services.agent_runs.fix_button(self.project, self.number, actor=self.actor,
+                                                                         queue_report=ejection_report(check_run)))
         else:
             raise AssertionError(f"button {identifier} is handled in handlers/checks.py")
         if outcome.message:

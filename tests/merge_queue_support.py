@@ -99,10 +99,25 @@ async def stored_queue(bot: Any, repo: QueueRepo) -> Queue:
     return queue_from_document(stored.state)
 
 
-async def until_idle(bot: Any, events: Any, *, timeout: float = 120) -> None:
-    """Wait until the queue of main has nothing queued or running (`events`: a bus subscription made
-    before the queue was started)."""
-    await wait_for(events, "merge_queue.updated", timeout=timeout, base_ref="main", active=False)
+def left_the_queue(fake: FakeGitHub, number: int) -> bool:
+    """PR `number` was queued and has left the queue of main since: its "Merge queue" check runs (one a
+    head it was queued with) are all completed (landed, ejected or taken out)."""
+    runs = [r for r in fake.check_runs.values()
+            if r["name"] == "Merge queue" and r.get("external_id") == f"merge-queue:main:{number}"]
+    return bool(runs) and all(r["status"] == "completed" for r in runs)
+
+
+async def until_idle(bot: Any, events: Any, repo: QueueRepo | None = None, *numbers: int,
+                     timeout: float = 120) -> None:
+    """Wait until each of `numbers` (default: every PR of `repo`) has left the queue of main and the queue
+    has nothing queued or running (`events`: a bus subscription made before the queue was started). Not
+    merely the first idle queue: with PRs queued one after the other, the first may land before the next
+    is queued."""
+    numbers = numbers or (tuple(repo.pulls) if repo is not None else ())
+    async with asyncio.timeout(timeout):
+        while not (all(left_the_queue(repo.fake, n) for n in numbers if repo is not None)
+                   and not await bot.store.merge_queues.active()):
+            await wait_for(events, "merge_queue.updated", timeout=timeout, base_ref="main", active=False)
 
 
 def mirror_tree(bot: Any, sha: str) -> str:
@@ -110,6 +125,13 @@ def mirror_tree(bot: Any, sha: str) -> str:
     mirror = Path(bot.services.settings.data_dir) / "git" / "mirrors" / "acme" / "widgets.git"
     return subprocess.run(["git", "--git-dir", str(mirror), "rev-parse", f"{sha}^{{tree}}"], check=True,
                           capture_output=True, text=True).stdout.strip()
+
+
+def comments_saying(fake: FakeGitHub, opening: str) -> list[str]:
+    """The comments (their hidden marker line left out) that begin with `opening`, oldest first."""
+    bodies = [c["body"].split("\n", 1)[1] if c["body"].startswith("<!--") else c["body"]
+              for c in fake.comments.values()]
+    return [body for body in bodies if body.startswith(opening)]
 
 
 def queue_check_runs(fake: FakeGitHub, head_sha: str) -> list[dict[str, Any]]:

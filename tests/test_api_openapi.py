@@ -18,7 +18,7 @@ from bot.events import wait_for
 from bot.models import SUBJECT_MERGE_GROUP, ValidationState
 from dashboard.api import add_routes
 from dashboard.openapi import document
-from pipeline.merge_queue.codec import encode
+from pipeline.merge_queue.codec import encode, queue_from_document
 from tests.api_support import api_token_for
 from tests.pull_requests import open_pull_request, record_project, seed_validation
 from tests.queue_page_support import busy_queue
@@ -45,6 +45,7 @@ class Checked:
                        valid_body: bool = True) -> tuple[int, Any]:
         template = re.sub(r"/[0-9a-f]{32}(?=/|$)", "/{id}", path.split("?")[0])
         template = re.sub(r"^/api/v1/deliveries/[^/]+", "/api/v1/deliveries/{id}", template)  # a GUID
+        template = re.sub(r"/queue/\d+/", "/queue/{number}/", template)
         operation = self.doc["paths"][template][method.lower()]
         escaped = template.replace("~", "~0").replace("/", "~1")
         base = f"/paths/{escaped}/{method.lower()}"
@@ -135,6 +136,12 @@ async def test_every_route_answers_as_documented(checked, fake_github) -> None:
         "agent_backend": "local", "agent_command": "false", "repository_rules": "Small <b>changes</b>."})
     assert status == 200, changed
     assert changed["settings"]["setup_commands"] == ["test -f app.py", "true"]
+    status, changed = await call("PUT", f"/api/v1/projects/{project.id}", {"merge_queue": {"enabled": True,
+                                                                                           "batch_size": 4}})
+    assert status == 200 and changed["settings"]["merge_queue"]["batch_size"] == 4
+    status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {"merge_queue": {"batch_size": 40}},
+                                 valid_body=False)
+    assert status == 400 and "from 1 to 32" in problem["error"]
     status, problem = await call("PUT", f"/api/v1/projects/{project.id}", {"validate_commands": ["make check"]})
     assert status == 409 and "set in .github/codegenapp.yml" in problem["error"]  # the repository's file wins
     assert changed["settings"]["auto_confirm_plans"] and changed["settings"]["agent_backend"] == "local"
@@ -242,6 +249,20 @@ async def test_the_merge_queue_answers_as_documented(checked, fake_github) -> No
     assert (await call("GET", f"/api/v1/projects/{'0' * 32}/queue"))[0] == 404
     outsider = await api_token_for(bot.store, fake_github, "eve", installation_ids=[])  # sees no installation
     assert (await call("GET", f"/api/v1/projects/{project.id}/queue", token=outsider))[0] == 404
+
+    # dequeuing: write access, and only a queued PR; audited
+    dequeue = f"/api/v1/projects/{project.id}/queue/14/dequeue"
+    assert (await call("POST", dequeue, token=reader))[0] == 403
+    assert (await call("POST", dequeue, token=outsider))[0] == 404
+    status, dequeued = await call("POST", dequeue)
+    assert status == 202 and dequeued == {"project_id": project.id, "pr_number": 14, "status": "dequeued"}
+    entry = queue_from_document((await bot.store.merge_queues.load(project.id, "main")).state).entry(14)
+    assert entry is None or entry.leave_reason == "dequeued from the API by @alice"
+    status, problem = await call("POST", f"/api/v1/projects/{project.id}/queue/99/dequeue")
+    assert status == 404 and "#99 is not in a merge queue" in problem["error"]
+    events = (await bot.store.audit.page(project.id)).events
+    assert [(e.actor, e.details) for e in events if e.action == "merge_queue.dequeued"] == [
+        ("alice", {"pr": 14, "source": "api"})]
 
 
 async def test_every_error_under_the_api_is_json(checked) -> None:

@@ -233,7 +233,7 @@ def test_the_kind_filter_offers_groups_and_kinds_in_words() -> None:
     titles = [title for _, _, kinds in choices for _, title in kinds]
     assert "Merged" in titles and "/validate command" in titles and not any(RAW.search(t) for t in titles)
     assert set(selected_actions("merge")) == {"merge.merged", "merge.failed", "merge.refused",
-                                              "merge.branch_deleted", "auto_merge.set"}
+                                              "merge.branch_deleted", "auto_merge.set", "merge_queue.landed_untested"}
     assert selected_actions("merge-refused") == ["merge.refused"] and selected_actions("") is None
     assert selected_actions("some.new_kind") == ["some.new_kind"]  # a kind this module does not know yet
     values = [value for _, _, kinds in filter_choices(project=False) for value, _ in kinds]

@@ -19,6 +19,7 @@ from bot.services import REPO_FILE_SECONDS
 from dashboard import account, auth
 from dashboard.project_settings import keep_file_keys, shown_lines
 from pipeline.repo_config.effective import effective_config
+from pipeline.repo_config.merge_queue_block import MergeQueueSettings
 from pipeline.repo_config.parse import parse_repo_config
 from pipeline.repo_config.reading import project_settings
 from pipeline.repo_config.settings_sources import (DEFAULT, FILE, FILE_KEY_OF, PROJECT, PROJECT_DEFAULTS,
@@ -197,27 +198,104 @@ async def test_a_key_the_file_sets_is_read_only_and_names_the_file(dashboard) ->
     dashboard.fake.assert_clean()
 
 
-def _queue_rows(page: str) -> dict[str, tuple[str, str]]:
-    """The "Merge queue" list of the settings page: label -> (value, source), as a person reads them."""
-    section = page.split('<h3 id="queue-heading">Merge queue</h3>', 1)[1].split("</dl>", 1)[0]
-    rows = re.findall(r"<dt>([^<]+)</dt>\s*<dd>(.*?)\s*<span class=\"source[^\"]*\">(.*?)</span></dd>", section, re.S)
-    return {label: (value, re.sub(r"<[^>]+>", "", source)) for label, value, source in rows}
+def _control(page: str, key: str) -> str:
+    """The form control (its opening tag) of `key` on the settings page."""
+    found = re.search(rf'<(?:input|select)[^>]*id="{re.escape(key)}"[^>]*>', page, re.S)
+    assert found, f"no control {key}"
+    return found.group(0)
 
 
-async def test_the_merge_queue_settings_show_their_source(dashboard) -> None:
+def _source(page: str, key: str) -> str:
+    found = re.search(rf'id="{re.escape(key)}-source">(.*?)</span>', page, re.S)
+    assert found, f"no source of {key}"
+    return re.sub(r"<[^>]+>", "", found.group(1))
+
+
+def _selected(page: str, key: str) -> str:
+    select = page.split(f'<select id="{key}"', 1)[1].split("</select>", 1)[0]
+    return re.findall(r'<option value="([^"]+)" selected>', select)[0]
+
+
+QUEUE_FORM = {"merge_queue.method": "merge", "merge_queue.batch_size": "1", "merge_queue.max_parallel": "3",
+              "merge_queue.flaky_retries": "1"}  # the queue's fields at their defaults, as the page sends them
+
+
+async def test_the_merge_queue_settings_are_editable_unless_the_file_sets_them(dashboard) -> None:
     dashboard.fake.set_permission("acme/widgets", "alice", "admin")
     dashboard.fake.set_file("acme/widgets", "main", CONFIG,
                             "merge_queue:\n  enabled: true\n  method: fast-forward\n  batch_size: 4\n")
     async with await dashboard.login("alice", installation_ids=[1]) as session:
         page = await _page(session, dashboard.url + SETTINGS)
-    assert _queue_rows(page) == {
-        "Merge queue": ("on", f"set in {CONFIG}"),
-        "How the queue lands a PR": ("fast-forward to the tested commit", f"set in {CONFIG}"),
-        "PRs tested together (batch size)": ("4", f"set in {CONFIG}"),
-        "Candidates tested at once": ("3", "default"),
-        "Retries of a failing step (flaky)": ("1", "default")}
-    assert "merge_queue" not in page.split('id="agents-heading"', 1)[0]  # shown under Agents and merging only
-    assert 'name="merge_queue' not in page  # read-only: the project cannot store it yet
+        assert "merge_queue" not in page.split('id="agents-heading"', 1)[0]  # under Agents and merging only
+        for key in ("merge_queue.enabled", "merge_queue.method", "merge_queue.batch_size"):  # shown, not sent
+            assert "disabled" in _control(page, key) and "name=" not in _control(page, key), key
+            assert _source(page, key) == f"set in {CONFIG}", key
+        assert "checked" in _control(page, "merge_queue.enabled")
+        assert _selected(page, "merge_queue.method") == "fast-forward"
+        assert 'value="4"' in _control(page, "merge_queue.batch_size")
+        for key, shown in (("merge_queue.max_parallel", "3"), ("merge_queue.flaky_retries", "1")):
+            control = _control(page, key)
+            assert f'name="{key}"' in control and f'value="{shown}"' in control and "disabled" not in control
+            assert _source(page, key) == "default"
+        assert 'min="1" max="10"' in _control(page, "merge_queue.max_parallel")
+
+        token = await csrf_of(session, dashboard.url + SETTINGS)
+        form = {"csrf_token": token, "max_fix_attempts": "3", "merge_queue.max_parallel": "5",
+                "merge_queue.flaky_retries": "0"}
+        async with session.post(dashboard.url + SETTINGS, data=form) as response:
+            page = await response.text()
+            assert response.status == 200 and "Settings saved." in page
+        assert _source(page, "merge_queue.max_parallel") == "project setting"
+        assert 'value="5"' in _control(page, "merge_queue.max_parallel")
+        stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+        assert stored.merge_queue == {"max_parallel": 5, "flaky_retries": 0}
+
+        # a key the file sets is refused; a value out of bounds too, saying the bounds; nothing is saved
+        for change, said in (({"merge_queue.batch_size": "8"}, f"PRs tested together (batch size) is set in "
+                                                               f"{CONFIG} on the default branch: change it there"),
+                             ({"merge_queue.max_parallel": "11"}, "Candidates tested at once must be a whole number "
+                                                                  "from 1 to 10, got &#39;11&#39;"),
+                             ({"merge_queue.flaky_retries": "two"}, "Retries of a failing step (flaky) must be a "
+                                                                    "whole number from 0 to 3, got &#39;two&#39;")):
+            async with session.post(dashboard.url + SETTINGS, data={**form, **change}) as response:
+                page = await response.text()
+            assert response.status == 400 and said in page, (change, page)
+    stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    assert stored.merge_queue == {"max_parallel": 5, "flaky_retries": 0}
+    events = (await dashboard.services.store.audit.page(stored.id)).events
+    assert [e.details["changed"] for e in events if e.action == "project.settings.updated"] == [["merge_queue"]]
+
+
+async def test_the_queue_turned_on_in_the_settings_is_what_the_queue_uses(dashboard) -> None:
+    """Without a file, the page turns the queue on: the queue's page says so, and the settings a queue run
+    reads (project_settings, as pipeline/merge_queue/service.py reads them) are those."""
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        page = await _page(session, dashboard.url + SETTINGS)
+        assert "checked" not in _control(page, "merge_queue.enabled")
+        assert _selected(page, "merge_queue.method") == "merge" and _source(page, "merge_queue.method") == "default"
+        token = await csrf_of(session, dashboard.url + SETTINGS)
+        form = {"csrf_token": token, "max_fix_attempts": "3", **QUEUE_FORM, "merge_queue.enabled": "on",
+                "merge_queue.method": "squash", "merge_queue.batch_size": "4"}
+        async with session.post(dashboard.url + SETTINGS, data=form) as response:
+            page = await response.text()
+            assert response.status == 200 and "Settings saved." in page
+        assert "checked" in _control(page, "merge_queue.enabled") and _selected(page, "merge_queue.method") == "squash"
+        stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+        assert stored.merge_queue == {"enabled": True, "method": "squash", "batch_size": 4}
+        assert effective_config(None, project_settings(stored)).merge_queue == MergeQueueSettings(
+            enabled=True, method="squash", batch_size=4)
+        queue_page = await _page(session, dashboard.url + "/projects/acme/widgets/queue")
+        assert "The merge queue is <strong>on</strong> for this project (project setting)" in queue_page
+        assert "testing up to 4 PRs together" in queue_page
+
+        # back to the defaults: nothing is stored, and the page says "default" again
+        async with session.post(dashboard.url + SETTINGS, data={"csrf_token": token, "max_fix_attempts": "3",
+                                                                  **QUEUE_FORM}) as response:
+            page = await response.text()
+        assert _source(page, "merge_queue.enabled") == _source(page, "merge_queue.batch_size") == "default"
+    stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    assert stored.merge_queue is None
 
 
 async def test_without_a_file_project_values_and_defaults_are_shown(dashboard) -> None:
@@ -351,3 +429,34 @@ async def test_the_api_refuses_a_change_the_file_would_override(dashboard) -> No
             assert response.status == 200, await response.text()
     stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
     assert (stored.setup_commands, stored.validate_commands) == (["make deps"], [])
+
+
+async def test_the_api_sets_the_merge_queue_settings_but_not_those_the_file_sets(dashboard) -> None:
+    dashboard.fake.set_permission("acme/widgets", "alice", "admin")
+    dashboard.fake.set_file("acme/widgets", "main", CONFIG, "merge_queue:\n  batch_size: 4\n")
+    project = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    async with await dashboard.login("alice", installation_ids=[1]) as session:
+        headers = {"X-CSRF-Token": await csrf_of(session, dashboard.url + SETTINGS)}
+        url = f"{dashboard.url}/api/v1/projects/{project.id}"
+
+        async def put(body: dict) -> tuple[int, dict]:
+            async with session.put(url, json=body, headers=headers) as response:
+                return response.status, await response.json()
+
+        status, answer = await put({"merge_queue": {"enabled": True, "max_parallel": 2}})
+        assert status == 200, answer
+        assert answer["settings"]["merge_queue"] == {"enabled": True, "method": None, "batch_size": None,
+                                                     "max_parallel": 2, "flaky_retries": None}
+        status, answer = await put({"merge_queue": {"batch_size": 8}})
+        assert status == 409 and f"PRs tested together (batch size) is set in {CONFIG}" in answer["error"], answer
+        status, answer = await put({"merge_queue": {"max_parallel": 20}})
+        assert status == 400 and "Candidates tested at once must be a whole number from 1 to 10" in answer["error"]
+        for wrong in ({"merge_queue": {"bogus": 1}}, {"merge_queue": {"enabled": "yes"}}, {"merge_queue": 3},
+                      {"merge_queue": {"max_parallel": True}}):
+            status, answer = await put(wrong)
+            assert status == 400, (wrong, answer)
+        status, answer = await put({"merge_queue": {"max_parallel": None}, "auto_merge_enabled": True})
+        assert status == 200 and answer["settings"]["merge_queue"]["max_parallel"] is None
+        assert answer["settings"]["merge_queue"]["enabled"] is True  # the sub-keys not sent keep their values
+    stored = await dashboard.services.store.projects.get_project_by_name("acme/widgets")
+    assert stored.merge_queue == {"enabled": True} and stored.auto_merge_enabled

@@ -11,12 +11,12 @@ import random
 import pytest
 
 from bench.merge_queue import Simulation, Workload, items_of, simulate, tree_of
-from pipeline.merge_queue.decide import advance, apply, decide, positions, resume, split_points
+from pipeline.merge_queue.decide import acknowledgement, advance, apply, decide, positions, resume, split_points
 from pipeline.merge_queue.model import (
-    LANDING, PASSED, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, Candidate, CandidateBuilt,
-    CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject, Enqueued, Event, HeadPushed, Land,
-    Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep, ReuseVerdict,
-    StepRetriedPassed, Validate,
+    CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel,
+    CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject,
+    EjectDone, Enqueued, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig,
+    Remove, RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
 )
 
 NOW = 1_000.0
@@ -89,6 +89,8 @@ def drive(queue: Queue, config: QueueConfig, fails: set[frozenset[str]] | set[st
                                else CandidatePassed(c.id), config)
         elif isinstance(action, Land):
             queue, more = land(queue, action, config)
+        elif (done := acknowledgement(action)) is not None:
+            queue, more = step(queue, done, config)
         else:
             more = []
         pending += more
@@ -183,7 +185,8 @@ def test_landing_is_decided_once_per_candidate_and_resumed_after_a_restart() -> 
     assert again == [] and [c.status for c in queue.candidates] == [LANDING]
     [resumed] = resume(queue, QueueConfig(batch_size=2, method="squash"))
     assert isinstance(resumed, Land) and resumed.candidate.id == landing.candidate.id
-    assert resumed.prs == (2,) and resumed.heads == ("head2",) and resumed.method == "squash"
+    # the method it was decided with, though the settings changed since: #1 was merged, #2 must be too
+    assert resumed.prs == (2,) and resumed.heads == ("head2",) and resumed.method == "merge"
     queue, actions = step(queue, Landed(landing.candidate.id, (2,), "m2", tree_of(frozenset({"p1", "p2"}))))
     assert actions == [] and queue.entries == () and queue.candidates == ()
 
@@ -255,7 +258,10 @@ def test_a_push_close_base_change_or_dequeue_removes_the_pr_and_rebuilds_what_co
     assert [(r.pr, r.reason) for r in of(Remove, actions)] == [(2, reason)]
     assert sorted(c.candidate_id for c in of(Cancel, actions)) == ids[1:]
     assert [(b.candidate.ahead, b.candidate.prs) for b in of(Build, actions)] == [((1,), (3,))]
-    assert [e.pr for e in queue.entries] == [1, 3]
+    assert [e.pr for e in queue.queued()] == [1, 3]
+    [removal] = of(Remove, actions)
+    queue, actions = step(queue, RemoveDone(2, removal.seq))
+    assert actions == [] and [e.pr for e in queue.entries] == [1, 3]
 
 
 def test_a_push_of_the_queued_head_itself_or_to_an_unknown_pr_changes_nothing() -> None:
@@ -390,6 +396,60 @@ def test_a_verdict_of_a_cancelled_candidate_is_ignored() -> None:
     queue, _ = step(queue, BaseMoved("pushed", tree_of(frozenset({"hotfix"}))))
     queue, actions = step(queue, CandidatePassed(cid))
     assert actions == [] and not of(Land, actions)
+
+
+# ---- the outbox: ejections, removals and cancels kept until the shell says they were done -------------------
+
+def test_an_ejection_not_acknowledged_is_issued_again_by_resume_and_gone_once_acknowledged() -> None:
+    config = QueueConfig(flaky_retries=0)
+    queue, actions = build_and_test_all(*step(queue_of(1, 2), None, config), config)
+    first = of(Validate, actions)[0].candidate.id
+    queue, actions = step(queue, CandidateFailed(first, "pytest", "E assert"), config)
+    [eject] = of(Eject, actions)
+    assert [e.pr for e in queue.queued()] == [2] and queue.entries[0].state == EJECTED
+    assert 1 not in positions(queue) and positions(queue)[2].position == 1
+    # a crash before the shell said it: the stored queue still has it to say
+    assert of(Eject, resume(queue, config)) == [eject]
+    assert decide(queue, config, NOW) == []  # not decided twice within a run
+    queue, actions = step(queue, EjectDone(1, eject.seq), config)
+    assert actions == [] and [e.pr for e in queue.entries] == [2]
+    assert not of(Eject, resume(queue, config))
+
+
+def test_a_removal_not_acknowledged_is_issued_again_by_resume() -> None:
+    queue, _ = step(queue_of(1, 2), None)
+    queue, actions = step(queue, PullClosed(1))
+    [removal] = of(Remove, actions)
+    assert queue.entries[0].state == REMOVED and queue.entry(1) is None
+    assert of(Remove, resume(queue, SERIAL_BATCHES)) == [removal]
+    queue, _ = step(queue, RemoveDone(1, removal.seq))
+    assert [e.pr for e in queue.entries] == [2] and not of(Remove, resume(queue, SERIAL_BATCHES))
+
+
+def test_a_cancel_not_acknowledged_is_issued_again_by_resume_and_its_verdict_ignored() -> None:
+    queue, actions = build_and_test_all(*step(queue_of(1), None))
+    cid = of(Validate, actions)[0].candidate.id
+    queue, actions = step(queue, BaseMoved("pushed", tree_of(frozenset({"hotfix"}))))
+    [cancel] = of(Cancel, actions)
+    assert queue.candidate(cid).status == CANCELLING
+    assert [b.candidate.prs for b in of(Build, actions)] == [(1,)]  # its slot is free already
+    assert of(Cancel, resume(queue, SERIAL_BATCHES)) == [cancel]
+    queue, actions = step(queue, CandidatePassed(cid))
+    assert actions == [] and queue.candidate(cid).status == CANCELLING
+    queue, actions = step(queue, CancelDone(cid))
+    assert actions == [] and queue.candidate(cid) is None and not of(Cancel, resume(queue, SERIAL_BATCHES))
+
+
+def test_a_pr_queued_again_before_its_ejection_was_said_keeps_both_and_the_acknowledgement_takes_the_old() -> None:
+    config = QueueConfig(flaky_retries=0)
+    queue, actions = build_and_test_all(*step(queue_of(1), None, config), config)
+    queue, actions = step(queue, CandidateFailed(of(Validate, actions)[0].candidate.id, "pytest"), config)
+    [eject] = of(Eject, actions)
+    queue, actions = step(queue, Enqueued(1, "head1", "alice", NOW), config)
+    assert [b.candidate.prs for b in of(Build, actions)] == [(1,)]
+    assert of(Eject, resume(queue, config)) == [eject]
+    queue, _ = step(queue, EjectDone(1, eject.seq), config)
+    assert [(e.pr, e.state) for e in queue.entries] == [(1, "queued")]
 
 
 # ---- positions, config ------------------------------------------------------------------------------------

@@ -15,16 +15,23 @@ import aiohttp
 import pytest
 from sqlalchemy import update
 
-from bot.models import Project
+from bot.events import wait_for
+from bot.models import SUBJECT_QUEUE_CANDIDATE, Project
 from dashboard.queue_view import branch_json, branch_queue
-from pipeline.merge_queue.codec import encode
-from pipeline.merge_queue.model import (BUILDING, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED, RETRYING,
-                                        TESTING)
+from pipeline.merge_queue.codec import encode, queue_from_document
+from pipeline.merge_queue.model import (BUILDING, CANCELLING, EJECTED, FAILED, LANDING, LEAVING, MERGE_STEP,
+                                        OBSOLETE, PASSED, REMOVED, RETRYING, TESTING)
 from tests.api_support import api_token_for
 from tests.browser import logged_in_page, screenshot
-from tests.dashboard_support import Dashboard
+from tests.conftest import WEBHOOK_SECRET, BotUnderTest
+from tests.dashboard_support import Dashboard, csrf_of, start_dashboard
+from tests.merge_queue_support import MAINTAINER, comments_saying, queue_check_runs, queue_repo, until_idle
+from tests.pull_requests import INSTALLATION_ID
 from tests.queue_page_support import BASE_SHA, PULLS, busy_queue, candidate, seed_queue
+from tests.sandbox_support import needs_bwrap
 from tests.test_human_words import RAW, readable
+from tests.test_merge_queue_e2e import SLOW_CANDIDATE
+from tests.webhook_sender import WebhookSender
 
 
 # ---- the view, pure ----------------------------------------------------------------------------------
@@ -62,6 +69,22 @@ def test_each_candidate_state_reads_as_words(changes: dict[str, Any], words: str
     queue = dataclasses.replace(busy_queue(), candidates=(candidate(1, (11,), (), **changes),))
     [shown] = branch_queue(queue, PULLS).candidates
     assert shown.words == words and not RAW.search(words)
+
+
+def test_an_ejection_or_removal_being_said_shows_as_leaving_and_a_cancel_being_done_as_being_cancelled() -> None:
+    busy = busy_queue()
+    ejected = dataclasses.replace(busy.entries[0], state=EJECTED, leave_reason="`pytest` failed on main with it merged")
+    queue = dataclasses.replace(busy, entries=(ejected, *busy.entries[1:4],
+                                               dataclasses.replace(busy.entries[4], state=REMOVED)),
+                                candidates=(dataclasses.replace(busy.candidates[0], status=CANCELLING,
+                                                                obsolete_reason="#11 was ejected"),
+                                            busy.candidates[1]))
+    view = branch_queue(queue, PULLS)
+    assert [(e.position, e.pr, e.state) for e in view.entries] == [
+        (1, 12, RETRYING), (2, 13, RETRYING), (3, 14, "waiting"), (None, 11, LEAVING), (None, 15, LEAVING)]
+    assert view.entries[3].words == "Leaving: pytest failed on main with it merged"
+    assert (view.candidates[0].state, view.candidates[0].words) == (OBSOLETE, "Being cancelled: #11 was ejected")
+    assert view.candidates[1].ahead_queued == ()  # #11 is not queued any more
 
 
 def test_the_json_names_each_entry_and_candidate() -> None:
@@ -178,6 +201,96 @@ async def test_the_queue_is_hidden_from_a_user_who_cannot_see_the_project(dashbo
         assert status == 401
 
 
+# ---- the Dequeue button -------------------------------------------------------------------------------
+
+def _dequeue_buttons(page: str) -> list[str]:
+    return re.findall(r'action="/projects/acme/widgets/queue/(\d+)/dequeue"', page)
+
+
+async def _dequeued_events(dashboard: Dashboard, project: Project) -> list[tuple[str | None, Any]]:
+    events = (await dashboard.services.store.audit.page(project.id)).events
+    return [(e.actor, e.details) for e in events if e.action == "merge_queue.dequeued"]
+
+
+async def test_the_dequeue_button_is_for_writers_and_needs_the_csrf_token(dashboard: Dashboard) -> None:
+    project = await seed_queue(dashboard, busy_queue())
+    dashboard.fake.set_permission("acme/widgets", "mona", "write")
+    queue_url = dashboard.url + "/projects/acme/widgets/queue"
+    async with await dashboard.login("rita", installation_ids=[1]) as reader:  # read access
+        status, page = await _get(reader, queue_url)
+        assert status == 200 and _dequeue_buttons(page) == [] and "Dequeue" not in page
+        token = await csrf_of(reader, dashboard.url + "/account")
+        async with reader.post(queue_url + "/14/dequeue", data={"csrf_token": token},
+                               allow_redirects=False) as response:
+            assert response.status == 403 and "write access" in await response.text()
+    async with await dashboard.login("mona", installation_ids=[1]) as writer:
+        status, page = await _get(writer, queue_url)
+        assert _dequeue_buttons(page) == ["11", "12", "13", "14"]  # not #15: it is leaving already
+        assert 'aria-label="Dequeue #14"' in page
+        for refused in ({}, {"csrf_token": "wrong"}):
+            async with writer.post(queue_url + "/14/dequeue", data=refused, allow_redirects=False) as response:
+                assert response.status == 403 and "CSRF" in await response.text()
+    stored = await dashboard.services.store.merge_queues.load(project.id, "main")
+    assert stored is not None and stored.version == 1  # as seeded: nothing was dequeued
+    assert await _dequeued_events(dashboard, project) == []
+
+
+async def test_the_dequeue_button_takes_the_pr_out_and_is_audited(dashboard: Dashboard) -> None:
+    project = await seed_queue(dashboard, busy_queue())
+    dashboard.fake.set_permission("acme/widgets", "mona", "write")
+    queue_url = dashboard.url + "/projects/acme/widgets/queue"
+    async with await dashboard.login("mona", installation_ids=[1]) as writer:
+        token = await csrf_of(writer, queue_url)
+        async with writer.post(queue_url + "/14/dequeue", data={"csrf_token": token}) as response:
+            page = await response.text()
+        assert response.status == 200 and str(response.url) == queue_url + "?dequeued=14"
+        assert "#14 is being taken out of the merge queue" in _text(page)
+        assert "14" not in _dequeue_buttons(page)  # leaving (or gone, once the queue has run)
+        entry = queue_from_document((await dashboard.services.store.merge_queues.load(project.id, "main")).state) \
+            .entry(14)
+        assert entry is None or (entry.state, entry.leave_reason) == (LEAVING, "dequeued from the dashboard by @mona")
+
+        async with writer.post(queue_url + "/99/dequeue", data={"csrf_token": token}) as response:
+            page = await response.text()
+        assert response.status == 200 and "#99 is not in a merge queue" in _text(page)
+    assert await _dequeued_events(dashboard, project) == [("mona", {"pr": 14, "source": "dashboard"})]
+    async with await dashboard.login("mona", installation_ids=[1]) as writer:
+        status, audit = await _get(writer, dashboard.url + "/projects/acme/widgets/audit")
+    assert "@mona took #14 out of the merge queue from the dashboard" in _text(audit)
+
+
+@needs_bwrap
+@pytest.mark.slow
+async def test_dequeue_from_the_dashboard_says_so_on_the_pr_like_the_command(fake_github, aiohttp_server,
+                                                                              make_settings) -> None:
+    """A real queue (`/queue` delivered as a webhook, a candidate under test): the button goes through the
+    same service as `/dequeue`, so the PR's "Merge queue" check run completes as neutral and a comment
+    says who took it out; the candidate's validation is cancelled."""
+    dash = await start_dashboard(fake_github, aiohttp_server, make_settings)
+    repo = await queue_repo(dash.services.store, fake_github, prs={1: {"one.txt": "1\n"}}, validate=[SLOW_CANDIDATE])
+    async with await dash.login(MAINTAINER, installation_ids=[INSTALLATION_ID]) as session:
+        bot = BotUnderTest(dash.url, dash.services, WebhookSender(session, dash.url, WEBHOOK_SECRET))
+        with dash.services.bus.subscribe() as events:
+            await bot.deliver("issue_comment", repo.comment(1, "/queue"), timeout=30)
+            await wait_for(events, "validation.started", timeout=60)  # the candidate is under test
+            queue_url = f"{dash.url}/projects/{repo.full_name}/queue"
+            token = await csrf_of(session, queue_url)
+            async with session.post(queue_url + "/1/dequeue", data={"csrf_token": token}) as response:
+                assert response.status == 200 and "#1 is being taken out" in _text(await response.text())
+            await until_idle(bot, events, repo)
+        status, page = await _get(session, queue_url)
+    assert status == 200 and 'data-pr="1"' not in page and "Nothing is queued for main." in _text(page)
+    run = queue_check_runs(fake_github, repo.pulls[1].head_sha)[-1]
+    assert (run["status"], run["conclusion"]) == ("completed", "neutral")
+    assert f"dequeued from the dashboard by @{MAINTAINER}" in run["output"]["summary"]
+    said = comments_saying(fake_github, "Taken out of the merge queue")
+    assert said == [f"Taken out of the merge queue: dequeued from the dashboard by @{MAINTAINER}."]
+    candidates = [v for v in await dash.services.store.validations.for_project(repo.project.id, limit=50)
+                  if v.subject == SUBJECT_QUEUE_CANDIDATE]
+    assert candidates and all(v.conclusion == "cancelled" for v in candidates)
+    assert fake_github.merges == []
+
+
 # ---- in Chromium ---------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -188,6 +301,7 @@ async def test_the_page_updates_live_and_reads_well_at_1280_and_390(browser, das
     project = await seed_queue(dashboard, busy_queue())
     await turn_queue_on(dashboard, project)
     await dashboard.services.store.projects.update_project(project.id, {"pinned": True})
+    dashboard.fake.set_permission("acme/widgets", "alice", "write")  # sees the Dequeue buttons
     dashboard.fake.approve_oauth_as("alice", installation_ids=[1])
     page, refused = await logged_in_page(browser, dashboard.url)
     await page.get_by_role("link", name="See the queue").click()  # from the card of a pinned project
@@ -196,6 +310,7 @@ async def test_the_page_updates_live_and_reads_well_at_1280_and_390(browser, das
     await page.evaluate("window.__notReloaded = true")
     rows = page.locator("table.queue tbody tr")
     await expect(rows).to_have_count(5)
+    await expect(page.get_by_role("button", name=re.compile(r"^Dequeue #"))).to_have_count(4)
     await screenshot(page, "merge-queue-1280")
 
     # #11 lands: the queue is saved and announced, and the page follows without a reload
@@ -216,11 +331,26 @@ async def test_the_page_updates_live_and_reads_well_at_1280_and_390(browser, das
     await expect(page.locator('[data-candidate="2"] .what')).to_have_text("#12, #13, built on bbbbbbb")  # #11 landed
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the queue page scrolls sideways at phone width ({width}px)"
+    for number in (12, 13, 14):  # each row's button sits inside its row, within the screen
+        button = await page.get_by_role("button", name=f"Dequeue #{number}").bounding_box()
+        row = await page.locator(f'tr[data-pr="{number}"]').bounding_box()
+        assert button and row and row["y"] <= button["y"] and button["y"] + button["height"] <= row["y"] + row["height"]
+        assert button["x"] >= 0 and button["x"] + button["width"] <= 390
+
+    # Dequeue from the page: the form posts with the CSRF token, the page says so and the row leaves
+    await page.get_by_role("button", name="Dequeue #14").click()
+    await page.wait_for_url(re.compile(r"/queue\?dequeued=14$"))
+    await expect(page.locator('[data-field="dequeued"]')).to_contain_text("#14 is being taken out of the merge queue")
+    await expect(page.locator('tr[data-pr="14"]')).to_have_attribute("data-state", "leaving")
+    await expect(page.get_by_role("button", name="Dequeue #14")).to_have_count(0)
+    await screenshot(page, "merge-queue-dequeued-390")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
 
     # everything landed: the page says how to queue a PR
     emptied = dataclasses.replace(busy_queue(), entries=(), candidates=())
-    assert await dashboard.services.store.merge_queues.save(project.id, "main", encode(emptied), version=2,
-                                                            active=False)
+    dequeued = await dashboard.services.store.merge_queues.load(project.id, "main")
+    assert await dashboard.services.store.merge_queues.save(project.id, "main", encode(emptied),
+                                                            version=dequeued.version, active=False)
     dashboard.services.bus.publish("merge_queue.updated", project_id=project.id, base_ref="main", active=False,
                                    queued=[], base_sha=BASE_SHA)
     await expect(page.locator('[data-field="queue-empty"]')).to_contain_text("Nothing is queued for main.",

@@ -3,18 +3,23 @@ own answers on branch protection), what a candidate's validation says to the dec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE, SUBJECT_QUEUE_CANDIDATE, ValidationState
 from bot.store import Store
 from pipeline.merge.decision import RequiredCheck, RequiredChecks
-from pipeline.merge_queue.admission import admission, approvals, required_approvals
+from pipeline.merge_queue.admission import (admission, approvals, method_refusal, protection_readable,
+                                            required_approvals, strict)
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
 from pipeline.merge_queue.decide import advance, apply
 from pipeline.merge_queue.model import (Candidate, CandidateBuilt, CandidateFailed, CandidatePassed, Enqueued, Entry,
                                         Queue, QueueConfig)
-from pipeline.merge_queue.service import base_of_validation_ref, validation_ref, verdict_of
+from pipeline.merge_queue.report import (ejection_report, landed_output, merge_refused, pr_of_external_id,
+                                         queue_external_id)
+from pipeline.merge_queue.service import (base_of_validation_ref, broken_backoff, could_not_run, validation_ref,
+                                          verdict_of)
 from pipeline.report.comment import with_queue_line
 from tests.check_run_support import project_id  # noqa: F401 (fixture)
 
@@ -72,6 +77,47 @@ def test_a_pr_is_refused_with_githubs_reason() -> None:
     assert not admission(pull(state="closed"), required=none, approvals_needed=0, approved=0).allowed
 
 
+def test_a_pr_github_would_refuse_to_merge_is_refused_at_queue_not_after_its_testing() -> None:
+    none = RequiredChecks(True)
+    blocked = admission(pull(mergeable_state="blocked"), required=none, approvals_needed=0, approved=0,
+                        protection_read=False)
+    assert blocked.reason.startswith("GitHub says branch protection blocks merging it (the app cannot read")
+    assert "cannot read" not in admission(pull(mergeable_state="blocked"), required=none, approvals_needed=0,
+                                          approved=0).reason
+    # "up to date before merging": the PR behind another is refused by GitHub once the one ahead lands
+    behind = admission(pull(), required=none, approvals_needed=0, approved=0, up_to_date=True)
+    assert "up to date with main" in behind.reason and "fast-forward" in behind.reason
+    assert admission(pull(), required=none, approvals_needed=0, approved=0, up_to_date=True,
+                     method="fast-forward").allowed
+    assert strict({"required_status_checks": {"strict": True, "contexts": []}})
+    assert not strict({"required_status_checks": None}) and not strict(None)
+    refused = method_refusal("squash", {"allow_merge_commit": True, "allow_squash_merge": False})
+    assert refused is not None and "does not allow squash merging" in refused
+    assert admission(pull(), required=none, approvals_needed=0, approved=0, method="squash",
+                     method_refused=refused).reason == refused
+    assert method_refusal("merge", {}) is None and method_refusal("fast-forward", {"allow_merge_commit": False}) is None
+    # a 404 that says the branch is not protected tells; a 403 (no permission) or a bare 404 does not
+    assert protection_readable(404, "Branch not protected")
+    assert not protection_readable(403, "Resource not accessible by integration")
+    assert not protection_readable(404, "Not Found")
+
+
+def test_the_queues_check_run_names_its_pr_and_its_texts_say_it_in_words() -> None:
+    assert pr_of_external_id(queue_external_id("release/2.x", 14)) == 14
+    assert pr_of_external_id("7f3e0a") is None and pr_of_external_id(None) is None
+    assert merge_refused(405, "Pull Request is not mergeable") == \
+        ("branch protection or the repository's merge settings do not allow it "
+         "(GitHub said “Pull Request is not mergeable”)")
+    landed = landed_output("main", "a" * 40, 3, (1, 3, 4))["summary"]
+    assert landed == "Merged into `main` as aaaaaaa: the merge queue tested it together with #1, #4."
+    assert "tested it." in landed_output("main", "a" * 40, 3, (3,))["summary"]
+    run = {"name": "Merge queue", "external_id": queue_external_id("main", 2),
+           "output": {"title": "Ejected: pytest failed", "summary": "Taken out … `pytest` failed with #1"}}
+    assert ejection_report(run) == "Taken out … `pytest` failed with #1"
+    assert ejection_report({**run, "name": "CodegenApp"}) is None
+    assert ejection_report({**run, "external_id": "7f3e0a"}) is None
+
+
 def test_approvals_count_each_reviewers_latest_decision() -> None:
     reviews = [{"user": {"login": "a"}, "state": "APPROVED", "commit_id": "old"},
                {"user": {"login": "b"}, "state": "APPROVED", "commit_id": "new"},
@@ -102,6 +148,25 @@ def test_a_candidates_validation_becomes_the_deciders_event() -> None:
     assert verdict_of(4, _validation(test_results={"error": "sandbox gone"})) == \
         CandidateFailed(4, "validation", "sandbox gone")
     assert verdict_of(4, _validation(status="in_progress", conclusion=None)) is None
+    # "Nothing to validate" (no steps configured): the queue only serialises the merges
+    assert verdict_of(4, _validation(conclusion="neutral", title="Nothing to validate")) == CandidatePassed(4)
+
+
+def test_a_validation_that_could_not_run_fails_nobody_and_is_tried_again_later_each_time() -> None:
+    assert could_not_run(_validation(test_results={"error": "the sandbox is not available"})) == \
+        "the sandbox is not available"
+    checkout = {"steps": [{"name": "checkout", "stage": "checkout", "status": "failed",
+                           "output_tail": "fatal: couldn't find remote ref\n"}]}
+    assert could_not_run(_validation(test_results=checkout)) == "the checkout failed: fatal: couldn't find remote ref"
+    assert could_not_run(_validation(conclusion="cancelled", title="Cancelled: from the dashboard")) == \
+        "Cancelled: from the dashboard"
+    failed = {"steps": [{"name": "checkout", "stage": "checkout", "status": "passed"},
+                        {"name": "pytest", "stage": "validate", "status": "failed"}]}
+    assert could_not_run(_validation(test_results=failed)) is None  # the tree failed: its verdict stands
+    assert could_not_run(_validation(conclusion="neutral")) is None
+    candidate = Candidate(1, (7,), (), ("h" * 40,), "b" * 40, "t" * 40, 0.0)
+    waits = [broken_backoff(dataclasses.replace(candidate, attempt=n)) for n in (1, 2, 3, 10)]
+    assert waits == [15.0, 30.0, 60.0, 600.0]
 
 
 def test_a_candidates_validation_ref_names_its_base_and_try() -> None:

@@ -45,3 +45,15 @@ async def test_a_landing_is_claimed_once_and_remembers_its_merge(store: Store, p
     found = await store.merge_queues.landing(project_id, "main:7", 12)
     assert found is not None and found.merged_sha == "a" * 40
     assert await store.merge_queues.landing(project_id, "main:8", 12) is None
+
+
+async def test_a_landing_of_a_long_branch_name_is_claimed_once(store: Store, project_id: str) -> None:
+    # the key holds the branch name: PostgreSQL refuses a value longer than the 64-character column
+    branch = "feature/" + "x" * 72
+    key = f"{branch}:3"
+    assert await store.merge_queues.claim_landing(project_id, key, 12)
+    assert not await store.merge_queues.claim_landing(project_id, key, 12)
+    assert await store.merge_queues.claim_landing(project_id, f"{branch}y:3", 12)  # a longer name: its own key
+    await store.merge_queues.landed(project_id, key, 12, "a" * 40)
+    found = await store.merge_queues.landing(project_id, key, 12)
+    assert found is not None and found.merged_sha == "a" * 40

@@ -13,6 +13,9 @@ from markdown_it import MarkdownIt
 
 from bot.models import AGENT_AWAITING_CONFIRMATION, AGENT_CANCELLED, AGENT_COMPLETED, AGENT_FAILED, AgentRun
 from pipeline.agents.comments import context_comment, outcome_comment, plan_comment
+from pipeline.merge_queue.decide import Position
+from pipeline.merge_queue.report import (ejected_comment, ejected_output, finished_line, landed_output,
+                                         queue_comment_line, queued_output, removed_output)
 from pipeline.report.check_run import check_run_output, in_progress_output, waiting_output
 from pipeline.report.comment import (COMMENT_MARKER, LISTED_FINDINGS, PreviousResult, fit_comment, render_comment,
                                      render_not_run_comment, render_running_comment)
@@ -200,6 +203,68 @@ def test_every_check_run_output_renders_with_a_table_and_words(case: str) -> Non
         assert "pre" in rendered(output["text"])[1].tags
     if case == "running":
         assert "Running for 8m 20s" in readable(output["summary"])
+
+
+QUEUE_TAIL = "collected 3 items\n```\nE   assert 'one' and 'two'\nFAILED test_both.py - <b>not bold</b>\n"
+QUEUE_STEP = "pytest <b>-k both</b>"
+
+
+def queue_outputs() -> dict[str, dict[str, str]]:
+    """The "Merge queue" check run's output in each state a maintainer meets."""
+    return {
+        "queued": queued_output(Position(3, None, (), "waiting"), "main"),
+        "testing": queued_output(Position(2, 7, (12, 13), "testing"), "main"),
+        "passed": queued_output(Position(2, 7, (12,), "passed"), "main"),
+        "landed": landed_output("main", SHA, 14, (12, 14)),
+        "ejected": ejected_output(f"`{QUEUE_STEP}` failed with #12 merged ahead of it", QUEUE_STEP, QUEUE_TAIL),
+        "conflict": ejected_output("it conflicts with #12, ahead of it", "merge", "CONFLICT (add/add): app.py\n"),
+        "removed": removed_output("a new commit (3f2a9c1) was pushed to it; `/queue` it again when it is ready"),
+    }
+
+
+@pytest.mark.parametrize("case", ["queued", "testing", "passed", "landed", "ejected", "conflict", "removed"])
+def test_the_merge_queue_check_run_and_comment_line_read_as_words(case: str) -> None:
+    output = queue_outputs()[case]
+    assert "\n" not in output["title"] and len(output["title"]) <= 255 and "`" not in output["title"]
+    html, structure = rendered(output["summary"])
+    line = finished_line(output["title"]) if case in ("landed", "ejected", "conflict", "removed") else \
+        queue_comment_line(output["summary"].split(".\n")[0])
+    line_html, _ = rendered(line)
+    print(f"--- {case} ---\n{output['title']}\n{html}\n{line_html}")
+    for markdown in (output["title"], output["summary"], line):
+        assert_words_only(markdown)
+    # a PR's position is an ordinal: "#3" would link to PR 3; "#12" is PR 12, tested with it
+    assert not re.search(r"#\d+ in", readable(line)) and readable(line).count("Merge queue") == 1
+    assert "<b>" not in html and "<b>" not in line_html  # a step's name is shown, never markup
+    expected = {"queued": "3rd in line for main: waiting to be tested",
+                "testing": "2nd in line for main: being tested with #12, #13",
+                "passed": "2nd in line for main: passed, lands after the PR ahead of it",
+                "landed": "Merged into main as 3f2a9c1: the merge queue tested it together with #12.",
+                "ejected": "Failing step: pytest <b>-k both</b>",
+                "conflict": "Taken out of the merge queue: it conflicts with #12, ahead of it.",
+                "removed": "Taken out of the merge queue: a new commit (3f2a9c1) was pushed to it; /queue it"}[case]
+    assert expected in readable(output["summary"])
+    if case == "ejected":
+        assert "E   assert 'one' and 'two'\n" in re.search(r"<pre><code[^>]*>(.*?)</code></pre>", html, re.S)[1]
+        assert readable(line).strip() == ("Merge queue: Ejected: pytest <b>-k both</b> failed with #12 merged "
+                                          "ahead of it")
+    if case == "conflict":
+        assert output["title"] == "Ejected: conflicts with #12, ahead of it" and "Failing step" not in html
+
+
+def test_the_ejection_comment_folds_the_whole_tail_and_names_the_step_as_text() -> None:
+    body = ejected_comment("main", f"`{QUEUE_STEP}` failed with #12 merged ahead of it", QUEUE_STEP, QUEUE_TAIL)
+    html, structure = rendered(body)
+    print(html)
+    assert ("details", "summary") in structure.nested and ("details", "pre") in structure.nested
+    summary = re.search(r"<summary>(.*?)</summary>", html, re.S)[1]
+    assert summary == "Output of <code>pytest &lt;b&gt;-k both&lt;/b&gt;</code>"
+    pre = re.search(r"<pre><code[^>]*>(.*?)</code></pre>", html, re.S)[1]
+    assert pre.endswith("```\nE   assert 'one' and 'two'\n"
+                        "FAILED test_both.py - &lt;b&gt;not bold&lt;/b&gt;\n")  # the ``` in it closes nothing
+    assert structure.tags.count("details") == 1 and "b" not in structure.tags
+    assert readable(body).startswith("Ejected from the merge queue of main: pytest <b>-k both</b> failed with #12")
+    assert_words_only(body)
 
 
 def run_of(status: str, **values) -> AgentRun:

@@ -23,6 +23,7 @@ validate:
 timeout_minutes: 20
 auto_merge: {method: squash}
 env: {NODE_ENV: test}
+merge_queue: {batch_size: 4}
 """
 WIDTHS = {"desktop": 1280, "phone": 390}
 
@@ -72,6 +73,12 @@ async def test_settings_show_what_wins_and_ask_before_deleting(browser, dashboar
     await expect(merging.locator("dt:has-text('Merge method') + dd")).to_contain_text(
         "squash and merge set in .github/codegenapp.yml")
     await expect(validation.locator("dt", has_text="Timeout")).to_be_visible()
+    # the merge queue's keys: editable, but the one the file sets
+    batch = merging.get_by_label("PRs tested together (batch size)")
+    assert await batch.is_disabled() and await batch.input_value() == "4"
+    await expect(page.locator("[id='merge_queue.batch_size-source']")).to_have_text("set in .github/codegenapp.yml")
+    for label in ("Merge queue", "How the queue lands a PR", "Candidates tested at once"):
+        assert await merging.get_by_label(label, exact=True).is_enabled(), label
 
     # the agent fields of the chosen backend only
     backend = page.get_by_label("Agent backend")
@@ -105,10 +112,17 @@ async def test_settings_show_what_wins_and_ask_before_deleting(browser, dashboar
     await page.get_by_label("Setup commands").fill("make deps")
     await page.get_by_label("Agent backend").select_option("local")
     await page.get_by_label("Agent command").fill("my-agent --goal-file GOAL")
+    await page.get_by_label("Merge queue", exact=True).check()
+    await page.get_by_label("How the queue lands a PR").select_option("squash")
+    await page.get_by_label("Candidates tested at once").fill("2")
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.get_by_text("Settings saved.")).to_be_visible()
     saved = await store.projects.get_project_by_name("acme/widgets")
     assert (saved.setup_commands, saved.validate_commands, saved.agent_backend) == (["make deps"], [], "local")
+    assert saved.merge_queue == {"enabled": True, "method": "squash", "max_parallel": 2}
+    await expect(page.locator("[id='merge_queue.max_parallel-source']")).to_have_text("project setting")
+    await screenshot(page, "settings-saved-phone")
+    await _no_sideways_scroll(page, "the saved settings page at 390px")
     await context.close()
     assert refused == []
 

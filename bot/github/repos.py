@@ -141,3 +141,9 @@ class Repos:
         """The tree of commit `sha` (GET .../git/commits/{sha})."""
         source = f"GET {self.path}/git/commits/{sha}"
         return str(field(await self.gh.getitem(f"{self.path}/git/commits/{{sha}}", {"sha": sha}), "tree.sha", source))
+
+    async def commit_parents(self, sha: str) -> tuple[str, ...]:
+        """The parents of commit `sha`, first parent first (GET .../git/commits/{sha})."""
+        source = f"GET {self.path}/git/commits/{sha}"
+        answer = await self.gh.getitem(f"{self.path}/git/commits/{{sha}}", {"sha": sha})
+        return tuple(str(field(p, "sha", source)) for p in answer.get("parents") or [])

@@ -12,6 +12,7 @@ the PR's merge is then looked up instead of being sent twice.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,18 @@ from sqlalchemy import select, update
 from bot.db import Database
 from bot.models import MergeQueueLanding, MergeQueueState, utcnow
 from bot.store.sql import entity, upsert_insert
+
+
+KEY_LIMIT = 64  # merge_queue_landings.candidate_key and leases.name
+
+
+def fitting_key(key: str, limit: int = KEY_LIMIT) -> str:
+    """`key` as a column of `limit` characters holds it: itself when it fits, else a digest of it (a key
+    holding a long branch name), so no migration widens the column."""
+    if len(key) <= limit:
+        return key
+    prefix = "sha256:"
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[:limit - len(prefix)]
 
 
 @dataclass(frozen=True)
@@ -71,12 +84,14 @@ class MergeQueueStore:
     async def claim_landing(self, project_id: str, candidate_key: str, pr_number: int) -> bool:
         """Record that `candidate_key` is landing `pr_number`. False: it was recorded before (a landing
         interrupted or done already: look its merge up, never send it again)."""
+        candidate_key = fitting_key(candidate_key)
         stmt = upsert_insert(self._db, MergeQueueLanding).values(
             project_id=project_id, candidate_key=candidate_key, pr_number=pr_number, landed_at=utcnow(),
         ).on_conflict_do_nothing(index_elements=["project_id", "candidate_key", "pr_number"])
         return await self._db.write(lambda conn: conn.execute(stmt).rowcount == 1)
 
     async def landed(self, project_id: str, candidate_key: str, pr_number: int, merged_sha: str) -> None:
+        candidate_key = fitting_key(candidate_key)
         await self._db.write(lambda conn: conn.execute(
             update(MergeQueueLanding)
             .where(MergeQueueLanding.project_id == project_id, MergeQueueLanding.candidate_key == candidate_key,
@@ -84,6 +99,7 @@ class MergeQueueStore:
             .values(merged_sha=merged_sha)))
 
     async def landing(self, project_id: str, candidate_key: str, pr_number: int) -> MergeQueueLanding | None:
+        candidate_key = fitting_key(candidate_key)
         stmt = select(MergeQueueLanding).where(
             MergeQueueLanding.project_id == project_id, MergeQueueLanding.candidate_key == candidate_key,
             MergeQueueLanding.pr_number == pr_number)

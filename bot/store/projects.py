@@ -25,7 +25,7 @@ SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # What the dashboard may change on a project (dashboard/project_settings.py checks the values).
 PROJECT_SETTINGS = frozenset({"repository_rules", "setup_commands", "validate_commands", "auto_merge_enabled",
                               "auto_confirm_plans", "planning_statement", "agent_backend", "agent_command",
-                              "max_fix_attempts", "pinned"})
+                              "max_fix_attempts", "pinned", "merge_queue"})
 MAX_SECRET_BYTES = 64 * 1024
 _PROJECT_COLUMNS = tuple(Project.__table__.c)
 # A project and its secrets, a row a secret (one row of None secret without any).

@@ -16,6 +16,10 @@ MAX_TAIL_CHARS = 3000
 MAX_FAILING_STEPS = 3
 MAX_GOAL_CHARS = 20_000
 MAX_PLAN_CHARS = 50_000
+FIX_GOAL = "Make the failing validation of this pull request pass."
+QUEUE_FIX_GOAL = ("This pull request was taken out of the merge queue: it fails when merged on top of the base "
+                  "branch and the pull requests ahead of it in the queue, though it may pass alone. Change it so "
+                  "that it passes merged with them.")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,18 @@ def fix_context(*, title: str | None, head_sha: str, results: Mapping[str, Any] 
         failing_steps=tuple(failing_step(s) for s in failing),
         error=redact(str(error)) if error else None, attempt=attempt, max_attempts=max_attempts,
         no_change=no_change)
+
+
+def fix_goal(queue_report: str | None = None) -> str:
+    """The goal of a "Fix with agent" run: make the PR's failing validation pass, or, for a PR the merge
+    queue ejected (`queue_report`: what its "Merge queue" check run says: the failing step, the PRs merged
+    ahead of it, the output's tail), make it pass merged with those. The PR's own validation may well pass:
+    the failure is only in the queue's candidate, so the goal carries it."""
+    if not (queue_report or "").strip():
+        return FIX_GOAL
+    assert queue_report is not None
+    report = queue_report.strip()[:MAX_GOAL_CHARS - len(QUEUE_FIX_GOAL) - 100]
+    return f"{QUEUE_FIX_GOAL}\n\nWhat the merge queue reported:\n\n{report}"
 
 
 def _section(title: str, text: str) -> list[str]:

@@ -51,7 +51,7 @@ from pipeline.agents.comments import PrComment, outcome_comment, plan_comment
 from pipeline.agents.local_backend import LocalAgentBackend
 from pipeline.agents.machine import (DEFAULT_TIMING, CallFailed, Cancel, Confirm, Event, Finish, Refuse, Reject,
                                      RunFacts, Timing, Transition, next_step)
-from pipeline.agents.prompts import MAX_GOAL_CHARS
+from pipeline.agents.prompts import MAX_GOAL_CHARS, fix_goal
 from pipeline.agents.step import RunStep, describe_error, is_terminal
 from pipeline.sandbox.sandbox import Sandbox
 from pipeline.validation.service import ValidationService
@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 SOURCES = ("api", "dashboard", "pr_comment", "fix_button")
 MAX_STEPS = 12
 WATCH_SECONDS = 2.0
-FIX_GOAL = "Make the failing validation of this pull request pass."
 _NOT_ENDED = tuple(s for s in (AGENT_PENDING, AGENT_PLANNING, AGENT_AWAITING_CONFIRMATION, AGENT_RUNNING,
                                AGENT_PR_OPEN, AGENT_VALIDATING, AGENT_FIXING))
 
@@ -167,7 +166,7 @@ class AgentRunService:
             raise ValueError(f"source must be one of {SOURCES}")
         goal = (goal or "").strip()
         if not goal and source == "fix_button":
-            goal = FIX_GOAL
+            goal = fix_goal()
         if not goal:
             raise AgentRunRefused("the goal is empty: say what the agent should do")
         if len(goal) > MAX_GOAL_CHARS:
@@ -293,10 +292,13 @@ class AgentRunService:
             return False, f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
         return True, self._started_message(run, project)
 
-    async def fix_button(self, project: Project, pr_number: int, *, actor: str) -> tuple[bool, str]:
-        """The "Fix with agent" button of a failed check run: (started, the reply for the PR)."""
+    async def fix_button(self, project: Project, pr_number: int, *, actor: str,
+                         queue_report: str | None = None) -> tuple[bool, str]:
+        """The "Fix with agent" button of a failed check run: (started, the reply for the PR). On the "Merge
+        queue" check run of an ejected PR, `queue_report` is what that run says (prompts.fix_goal)."""
         try:
-            run = await self.start(project, "", pr_number=pr_number, source="fix_button", requested_by=actor)
+            run = await self.start(project, fix_goal(queue_report), pr_number=pr_number, source="fix_button",
+                                   requested_by=actor)
         except AgentRunRefused as exc:
             return False, f"No agent run was started: {str(exc).removeprefix('no agent run was started: ')}."
         return True, self._started_message(run, project)

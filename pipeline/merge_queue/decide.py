@@ -8,7 +8,8 @@ The shell's loop, per project and base branch, in one transaction per event:
     save(queue); perform(actions)                 # perform: build, test, cancel, land, comment
 
 After a restart, `resume(queue)` gives the actions that were under way (builds, validations,
-landings) to perform again; their events are idempotent here, and landing is keyed by the candidate.
+landings) and those not acknowledged done (ejections, removals, cancels: `EjectDone`, `RemoveDone`,
+`CancelDone`) to perform again; their events are idempotent here, and landing is keyed by the candidate.
 
 The model (Zuul's and Mergify's, with trees as the truth):
 - **Speculative chain.** The queued PRs, in order, are cut into batches of `batch_size`. Each
@@ -48,11 +49,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.merge_queue.model import (
-    BUILDING, BUILT, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED, QUEUED, RETRYING, RUNNING,
-    TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, Candidate, CandidateBuilt, CandidateConflicted,
-    CandidateFailed, CandidatePassed, Dequeued, Eject, Enqueued, Entry, Event, HeadPushed, Land, Landed,
-    LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep, ReuseVerdict, StepRetriedPassed,
-    Validate,
+    BUILDING, BUILT, CANCELLING, DROPPED, EJECTED, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED, QUEUED,
+    REMOVED, RETRYING, RUNNING, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, CancelDone, Candidate,
+    CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject, EjectDone, Enqueued,
+    Entry, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove,
+    RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
 )
 
 OWN_TIPS_KEPT = 64
@@ -90,7 +91,7 @@ def _obsolete(queue: Queue, reason: str, *, containing: int | None = None, in_ba
     """Mark candidates obsolete (`decide` cancels them): those with PR `containing` anywhere in them,
     those with PR `in_batch` in their own batch, or (neither given) all."""
     def hit(c: Candidate) -> bool:
-        if c.status == OBSOLETE or c.id == sparing:
+        if c.status in DROPPED or c.id == sparing:
             return False
         if in_batch is not None:
             return in_batch in c.prs
@@ -100,9 +101,21 @@ def _obsolete(queue: Queue, reason: str, *, containing: int | None = None, in_ba
         for c in queue.candidates))
 
 
+def _forget_builds(queue: Queue, pr: int) -> Queue:
+    return dataclasses.replace(queue, builds_by_pr=tuple(b for b in queue.builds_by_pr if b[0] != pr))
+
+
 def _forget_entry(queue: Queue, pr: int) -> Queue:
-    return dataclasses.replace(queue, entries=tuple(e for e in queue.entries if e.pr != pr),
-                               builds_by_pr=tuple(b for b in queue.builds_by_pr if b[0] != pr))
+    """The PR is out of the queue and nothing is left to say about it (landed, queued again)."""
+    entry = queue.entry(pr)
+    if entry is None:
+        return queue
+    return _forget_builds(dataclasses.replace(queue, entries=tuple(e for e in queue.entries if e is not entry)), pr)
+
+
+def _with_entry(queue: Queue, entry: Entry, **changes: object) -> Queue:
+    return dataclasses.replace(queue, entries=tuple(
+        dataclasses.replace(e, **changes) if e.seq == entry.seq else e for e in queue.entries))
 
 
 def _leave(queue: Queue, pr: int, reason: str) -> Queue:
@@ -111,8 +124,7 @@ def _leave(queue: Queue, pr: int, reason: str) -> Queue:
     if entry is None or entry.state != QUEUED:
         return queue
     queue = _obsolete(queue, f"#{pr} left the queue", containing=pr)
-    return dataclasses.replace(queue, entries=tuple(
-        dataclasses.replace(e, state=LEAVING, leave_reason=reason) if e.pr == pr else e for e in queue.entries))
+    return _with_entry(queue, entry, state=LEAVING, leave_reason=reason)
 
 
 def _landing_candidate_of(queue: Queue, pr: int) -> Candidate | None:
@@ -260,15 +272,41 @@ def _retry_step(queue: Queue, action: RetryStep) -> Queue:
 
 
 def _cancel(queue: Queue, action: Cancel) -> Queue:
-    return _without_candidate(queue, action.candidate_id)
+    c = queue.candidate(action.candidate_id)
+    if c is None or c.status == CANCELLING:
+        return queue
+    return _with_candidate(queue, dataclasses.replace(c, status=CANCELLING, obsolete_reason=action.reason))
+
+
+def _cancel_done(queue: Queue, event: CancelDone) -> Queue:
+    if _candidate_in(queue, event.candidate_id, CANCELLING) is None:
+        return queue
+    return _without_candidate(queue, event.candidate_id)
+
+
+def _entry_numbered(queue: Queue, pr: int, seq: int, state: str) -> Entry | None:
+    return next((e for e in queue.entries if e.pr == pr and e.seq == seq and e.state == state), None)
 
 
 def _eject(queue: Queue, action: Eject) -> Queue:
-    return _forget_entry(_obsolete(queue, f"#{action.pr} was ejected", containing=action.pr), action.pr)
+    entry = _entry_numbered(queue, action.pr, action.seq, QUEUED)
+    if entry is None:
+        return queue
+    queue = _forget_builds(_obsolete(queue, f"#{action.pr} was ejected", containing=action.pr), action.pr)
+    return _with_entry(queue, entry, state=EJECTED, leave_reason=action.reason, failing_step=action.failing_step,
+                       output_tail=action.output_tail, ejected_by=action.candidate_id)
 
 
 def _remove(queue: Queue, action: Remove) -> Queue:
-    return _forget_entry(queue, action.pr)
+    entry = _entry_numbered(queue, action.pr, action.seq, LEAVING)
+    return queue if entry is None else _forget_builds(_with_entry(queue, entry, state=REMOVED), action.pr)
+
+
+def _announced(state: str):
+    def acknowledge(queue: Queue, event: EjectDone | RemoveDone) -> Queue:
+        return dataclasses.replace(queue, entries=tuple(
+            e for e in queue.entries if not (e.pr == event.pr and e.seq == event.seq and e.state == state)))
+    return acknowledge
 
 
 def _note_flaky(queue: Queue, action: NoteFlaky) -> Queue:
@@ -276,14 +314,19 @@ def _note_flaky(queue: Queue, action: NoteFlaky) -> Queue:
     return queue if c is None else _with_candidate(queue, dataclasses.replace(c, flaky_noted=c.flaky_noted + 1))
 
 
+def _land_decided(queue: Queue, action: Land) -> Queue:
+    return _set_status(LANDING, land_method=action.method)(queue, action)
+
+
 _APPLY = {
     Enqueued: _enqueued, Dequeued: _dequeued, HeadPushed: _head_pushed, PullClosed: _pull_closed,
     BaseChanged: _base_changed, BaseMoved: _base_moved, CandidateBuilt: _candidate_built,
     CandidateConflicted: _candidate_conflicted, CandidatePassed: _candidate_passed,
     CandidateFailed: _candidate_failed, StepRetriedPassed: _step_retried_passed, Landed: _landed,
-    LandRefused: _land_refused,
+    LandRefused: _land_refused, EjectDone: _announced(EJECTED), RemoveDone: _announced(REMOVED),
+    CancelDone: _cancel_done,
     Build: _build, Validate: _set_status(TESTING), ReuseVerdict: _set_status(PASSED, reused_verdict=True),
-    RetryStep: _retry_step, Cancel: _cancel, Land: _set_status(LANDING), Eject: _eject, Remove: _remove,
+    RetryStep: _retry_step, Cancel: _cancel, Land: _land_decided, Eject: _eject, Remove: _remove,
     NoteFlaky: _note_flaky,
 }
 
@@ -308,13 +351,13 @@ def failing_length(c: Candidate, own: tuple[int, ...]) -> int:
 
 def decide(queue: Queue, config: QueueConfig, now: float) -> list[Action]:
     """What to do next. Record each action with `apply` before deciding again (`advance` does)."""
-    actions: list[Action] = [Remove(e.pr, e.head_sha, e.leave_reason or "it left the queue")
+    actions: list[Action] = [Remove(e.pr, e.head_sha, e.leave_reason or "it left the queue", e.seq)
                              for e in queue.entries if e.state == LEAVING]
     live: list[Candidate] = []
     for c in queue.candidates:
         if c.status == OBSOLETE:
             actions.append(Cancel(c.id, c.obsolete_reason or "obsolete"))
-        else:
+        elif c.status != CANCELLING:
             live.append(c)
     for failed in [c for c in live if failed_for_good(c, config)]:
         built_on = set(failed.ahead + failed.prs)
@@ -436,7 +479,8 @@ class _ChainWalk:
         else:
             reason = f"`{step}` failed " + (f"with {prs_named(before)} merged ahead of it" if before
                                             else f"on {self.queue.base_ref} with it merged")
-        self.actions.append(Eject(culprit.pr, culprit.head_sha, reason, step, failed.output_tail, failed.id))
+        self.actions.append(Eject(culprit.pr, culprit.head_sha, reason, step, failed.output_tail, failed.id,
+                                  culprit.seq))
 
     def _prs(self, pos: int, length: int) -> list[int]:
         return [e.pr for e in self.order[pos:pos + length]]
@@ -476,10 +520,24 @@ def advance(queue: Queue, config: QueueConfig, now: float) -> tuple[Queue, list[
     raise RuntimeError("merge queue: the deciding does not settle")  # a bug: each round must make progress
 
 
+def unacknowledged(queue: Queue) -> list[Action]:
+    """The ejections, removals and cancels recorded but not acknowledged done (`acknowledgement`)."""
+    actions: list[Action] = []
+    for e in queue.entries:
+        if e.state == EJECTED:
+            actions.append(Eject(e.pr, e.head_sha, e.leave_reason or "it failed", e.failing_step or "validation",
+                                 e.output_tail, e.ejected_by or 0, e.seq))
+        elif e.state == REMOVED:
+            actions.append(Remove(e.pr, e.head_sha, e.leave_reason or "it left the queue", e.seq))
+    actions += [Cancel(c.id, c.obsolete_reason or "obsolete") for c in queue.candidates if c.status == CANCELLING]
+    return actions
+
+
 def resume(queue: Queue, config: QueueConfig) -> list[Action]:
     """The work under way in a stored queue, to start again after a restart (builds, validations and
-    landings; each is idempotent, keyed by its candidate). Everything else `advance` decides."""
-    actions: list[Action] = []
+    landings; each is idempotent, keyed by its candidate), and the ejections, removals and cancels not
+    acknowledged done (the shell makes each harmless to do twice). Everything else `advance` decides."""
+    actions = unacknowledged(queue)
     queued = {e.pr for e in queue.entries if e.state == QUEUED}
     for c in queue.candidates:
         if c.status == BUILDING:
@@ -491,9 +549,20 @@ def resume(queue: Queue, config: QueueConfig) -> list[Action]:
         elif c.status == LANDING:
             own = tuple(pr for pr in c.prs if pr in queued and pr not in c.landed)
             expected = queue.base_tree if c.landed else (c.expected_base_tree or "")
-            actions.append(Land(c, own, tuple(c.head_of(pr) for pr in own), config.method, queue.base_sha,
-                                expected))
+            actions.append(Land(c, own, tuple(c.head_of(pr) for pr in own), c.land_method or config.method,
+                                queue.base_sha, expected))
     return actions
+
+
+def acknowledgement(action: Action) -> Event | None:
+    """The event the shell applies once it did `action`, for those kept until done (None: the others)."""
+    if isinstance(action, Eject):
+        return EjectDone(action.pr, action.seq)
+    if isinstance(action, Remove):
+        return RemoveDone(action.pr, action.seq)
+    if isinstance(action, Cancel):
+        return CancelDone(action.candidate_id)
+    return None
 
 
 @dataclass(frozen=True)
@@ -510,7 +579,7 @@ def positions(queue: Queue) -> dict[int, Position]:
     queued_at = {pr: i for i, pr in enumerate(order)}
     covering: dict[int, Candidate] = {}
     for c in queue.candidates:
-        if c.status == OBSOLETE:
+        if c.status in DROPPED:
             continue
         for pr in pending(c.prs, queued_at):
             if pr not in covering or len(c.prs) > len(covering[pr].prs):

@@ -10,9 +10,11 @@ One `Queue` per project and base branch. Its rows:
 
 Events say what happened (webhooks, the runner's verdicts, the landing's results); actions say what
 the shell must do, and are recorded in the state with `decide.apply` before they are performed, so a
-stored queue knows what is under way. A retest is a `Cancel` of the stale candidate plus a `Build` of a
-new one (its `attempt` counts up, its `reason` says why). A build conflict is its own event
-(`CandidateConflicted`), not a `CandidateBuilt`.
+stored queue knows what is under way. An ejected or removed entry and a cancelled candidate stay (an
+outbox: `EJECTED`, `REMOVED`, `CANCELLING`) until the shell acknowledges the action was done
+(`EjectDone`, `RemoveDone`, `CancelDone`), so a crash in between does not lose it. A retest is a
+`Cancel` of the stale candidate plus a `Build` of a new one (its `attempt` counts up, its `reason` says
+why). A build conflict is its own event (`CandidateConflicted`), not a `CandidateBuilt`.
 
 Times are POSIX seconds passed in by the caller; nothing here reads a clock.
 """
@@ -26,6 +28,11 @@ METHODS = ("merge", "squash", "rebase", "fast-forward")
 # Entry states
 QUEUED = "queued"
 LEAVING = "leaving"  # removed by an event (push, close, base change, /dequeue); the `Remove` action announces it
+# Out of the queue, kept (an outbox) until the shell acknowledges it said so (`RemoveDone`, `EjectDone`);
+# `resume` issues the action again after a crash.
+REMOVED = "removed"  # `Remove` issued
+EJECTED = "ejected"  # `Eject` issued; the entry keeps what the `Eject` says
+GONE = frozenset({REMOVED, EJECTED})
 
 # Candidate statuses
 BUILDING = "building"      # `Build` issued: the shell merges base + ahead + prs in its scratch workspace
@@ -35,7 +42,9 @@ FAILED = "failed"          # a step failed (or the merge conflicted); retried or
 RETRYING = "retrying"      # `RetryStep` issued: the failing step runs again, then the rest
 PASSED = "passed"          # every step passed (or the PR's own verdict was reused)
 LANDING = "landing"        # `Land` issued
-OBSOLETE = "obsolete"      # invalidated by an event; the `Cancel` action drops it
+OBSOLETE = "obsolete"      # invalidated by an event; decided: `Cancel` it
+CANCELLING = "cancelling"  # `Cancel` issued; kept until the shell acknowledges it (`CancelDone`)
+DROPPED = frozenset({OBSOLETE, CANCELLING})
 
 RUNNING = frozenset({BUILDING, BUILT, TESTING, FAILED, RETRYING})  # hold a slot of max_parallel
 MERGE_STEP = "merge"  # the failing step of a candidate whose build conflicted (never retried)
@@ -69,6 +78,10 @@ class Entry:
     validated_tree: str | None = None  # the tree the PR's own passing validation ran on, if known
     state: str = QUEUED
     leave_reason: str | None = None
+    # EJECTED: what its `Eject` says
+    failing_step: str | None = None
+    output_tail: str = ""
+    ejected_by: int | None = None  # the candidate that failed
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class Candidate:
     reused_verdict: bool = False
     landed: tuple[int, ...] = ()    # its PRs landed so far
     obsolete_reason: str | None = None
+    land_method: str | None = None  # the method its `Land` was decided with: resumed with it, not the config's
 
     def head_of(self, pr: int) -> str:
         return self.heads[(self.ahead + self.prs).index(pr)]
@@ -117,7 +131,8 @@ class Queue:
         return tuple(e for e in self.entries if e.state == QUEUED)
 
     def entry(self, pr: int) -> Entry | None:
-        return next((e for e in self.entries if e.pr == pr), None)
+        """The PR's entry in the queue (queued or leaving), not one whose leaving is being announced."""
+        return next((e for e in self.entries if e.pr == pr and e.state not in GONE), None)
 
     def candidate(self, candidate_id: int) -> Candidate | None:
         return next((c for c in self.candidates if c.id == candidate_id), None)
@@ -162,6 +177,25 @@ class BaseChanged:
 class BaseMoved:
     sha: str
     tree: str
+
+
+@dataclass(frozen=True)
+class EjectDone:
+    """The shell announced an `Eject` (check run completed, comment posted)."""
+    pr: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class RemoveDone:
+    pr: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class CancelDone:
+    """The shell stopped the candidate's build or validation (or found none running)."""
+    candidate_id: int
 
 
 @dataclass(frozen=True)
@@ -213,7 +247,8 @@ class LandRefused:
 
 
 Event = (Enqueued | Dequeued | HeadPushed | PullClosed | BaseChanged | BaseMoved | CandidateBuilt
-         | CandidateConflicted | CandidatePassed | CandidateFailed | StepRetriedPassed | Landed | LandRefused)
+         | CandidateConflicted | CandidatePassed | CandidateFailed | StepRetriedPassed | Landed | LandRefused
+         | EjectDone | RemoveDone | CancelDone)
 
 
 # ---- actions: what the shell must do; `apply` records each one it is given ---------------------------
@@ -242,7 +277,7 @@ class RetryStep:
 @dataclass(frozen=True)
 class Cancel:
     candidate_id: int
-    reason: str  # stop its build or validation if one runs; it is dropped either way
+    reason: str  # stop its build or validation if one runs; `CancelDone` drops it either way
 
 
 @dataclass(frozen=True)
@@ -263,6 +298,7 @@ class Eject:
     failing_step: str
     output_tail: str
     candidate_id: int
+    seq: int  # of its entry: `EjectDone(pr, seq)` acknowledges it
 
 
 @dataclass(frozen=True)
@@ -270,6 +306,7 @@ class Remove:
     pr: int
     head_sha: str
     reason: str  # for the comment on the PR
+    seq: int     # of its entry: `RemoveDone(pr, seq)` acknowledges it
 
 
 @dataclass(frozen=True)

@@ -20,30 +20,41 @@ one line in the sticky comment.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from gidgethub import BadRequest
 
 from bot.events import EventBus, JobWakeup
+from bot.github.comments import marker
 from bot.github.github_app import GitHubApp, RepoGitHub
 from bot.github.types import PullRequest
-from bot.models import JOB_MERGE_QUEUE, SUBJECT_QUEUE_CANDIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id
+from bot.models import (JOB_MERGE_QUEUE, SUBJECT_QUEUE_CANDIDATE, VALIDATION_ACTIVE, Project, ValidationState, new_id,
+                        utcnow)
 from bot.store import ClaimedJob, Store
+from bot.store.leases import held, run_once
+from bot.store.merge_queue import fitting_key
 from pipeline.merge.service import MergeService
-from pipeline.merge_queue.admission import Admission, admission, approvals, required_approvals
-from pipeline.merge_queue.candidates import Built, CandidateBuilder, candidate_ref
+from pipeline.merge_queue.admission import (Admission, admission, approvals, method_refusal, protection_readable,
+                                            required_approvals, strict)
+from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
-from pipeline.merge_queue.decide import advance, apply, positions, resume
+from pipeline.merge_queue.decide import acknowledgement, advance, apply, positions, resume, unacknowledged
 from pipeline.merge_queue.model import (
     LANDING, RETRYING, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, Candidate, CandidateBuilt,
     CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject, Enqueued, Event, HeadPushed, Land, Landed,
     LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep, Validate,
 )
-from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_output,
-                                         landed_output, position_text, queue_comment_line, queued_output,
+from pipeline.merge_queue.rebuild import candidate_ref
+from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_comment, ejected_output,
+                                         finished_line, landed_output, landed_untested_output, merge_refused, not_enabled, position_text,
+                                         queue_comment_line, queue_external_id, queued_output, removed_comment,
                                          removed_output)
 from pipeline.repo_config.effective import effective_config
 from pipeline.repo_config.merge_queue_block import MergeQueueSettings
@@ -58,11 +69,28 @@ log = logging.getLogger(__name__)
 MAX_ROUNDS = 200
 CANDIDATE_PREFIX = "refs/codegenapp/queue/"
 TAIL_CHARS = 3000
+# One process at a time advances a queue (the in-process lock is per process): a job that finds the lease
+# taken is queued again this much later, for what the holder may have read before it was saved.
+QUEUE_LEASE_TTL = timedelta(seconds=15)  # a killed holder delays the next process this long at most
+BUSY_RETRY_SECONDS = 5.0
+SWEEP_LEASE = "merge-queue-sweep"
+SWEEP_LEASE_TTL = timedelta(seconds=60)
+BROKEN_BACKOFF_SECONDS = 15.0
+BROKEN_BACKOFF_MAX_SECONDS = 600.0
+
+
+def queue_lease(project_id: str, base_ref: str) -> str:
+    return fitting_key(f"merge-queue:{project_id}:{base_ref}")
 
 
 def validation_ref(base_ref: str, candidate: Candidate) -> str:
     """The `subject_ref` of one try of a candidate's validation (a retry is a new try)."""
     return f"{candidate_ref(base_ref, candidate.id)}-try{candidate.retries_used}"
+
+
+def left_marker(base_ref: str, seq: int) -> str:
+    """The hidden marker of the comment saying why a queue entry left: said once, however often it is tried."""
+    return marker("merge-queue-left", f"{hashlib.sha256(base_ref.encode()).hexdigest()[:12]}-{seq}")
 
 
 def base_of_validation_ref(subject_ref: str | None) -> str | None:
@@ -76,11 +104,34 @@ def queue_config(settings: MergeQueueSettings) -> QueueConfig:
                        flaky_retries=settings.flaky_retries)
 
 
+def could_not_run(state: ValidationState) -> str | None:
+    """Why a candidate's validation that ended says nothing of its tree (the sandbox away, the job died,
+    the checkout failed, someone else cancelled it); None: it ran, its verdict stands."""
+    if state.conclusion in ("success", "neutral"):
+        return None
+    if state.conclusion == "cancelled":
+        return state.title or "it was cancelled"
+    results = state.test_results or {}
+    if results.get("error"):
+        return str(results["error"])
+    steps = results.get("steps") or []
+    failed = next((s for s in steps if s.get("status") not in ("passed", "skipped", "restored")), None)
+    if failed is not None and failed.get("stage") == "checkout":
+        return f"the checkout failed: {str(failed.get('output_tail') or failed.get('detail') or '').strip()[-300:]}"
+    return None
+
+
+def broken_backoff(c: Candidate) -> float:
+    """Seconds to wait, after its validation could not run, before a candidate is built and tried again."""
+    return min(BROKEN_BACKOFF_SECONDS * 2 ** (c.attempt - 1), BROKEN_BACKOFF_MAX_SECONDS)
+
+
 def verdict_of(candidate_id: int, state: ValidationState) -> Event | None:
-    """The event of a candidate's validation that ended (None: still running)."""
+    """The event of a candidate's validation that ended (None: still running). "Nothing to validate" (no
+    steps configured) passes: the queue then only serialises the merges."""
     if state.status in VALIDATION_ACTIVE:
         return None
-    if state.conclusion == "success":
+    if state.conclusion in ("success", "neutral"):
         return CandidatePassed(candidate_id)
     steps = (state.test_results or {}).get("steps") or []
     failed = next((s for s in steps if s.get("status") not in ("passed", "skipped")), None)
@@ -109,6 +160,12 @@ class MergeQueueService:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._shown: dict[tuple[str, int, str], tuple[int, str]] = {}  # (project, pr, head) -> (check run, text)
         self._listener: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"[:64]  # of the queues' leases
+
+    def queue_url(self, project: Project) -> str:
+        """The dashboard's page of the project's queues (a "Merge queue" check run's details link)."""
+        return f"{self.public_url.rstrip('/')}/projects/{project.name}/queue"
 
     def repo(self, project: Project) -> RepoGitHub:
         return self.github.repo(project.installation_id, project.name)
@@ -128,10 +185,10 @@ class MergeQueueService:
         repo = self.repo(project)
         pull = pull or await repo.pulls.get(number)
         tip = await repo.repos.branch_sha(pull.base_ref)
-        if not (await self.settings_at(project, repo, tip)).enabled:
-            return (f"the merge queue is not enabled for `{pull.base_ref}` (set `merge_queue: true` in "
-                    ".github/codegenapp.yml on the base branch, or in the project's settings)")
-        verdict = await self.admission(repo, pull)
+        settings = await self.settings_at(project, repo, tip)
+        if not settings.enabled:
+            return not_enabled(pull.base_ref)
+        verdict = await self.admission(repo, pull, method=settings.method)
         if not verdict.allowed:
             return verdict.reason
         validated_tree = await self._own_verdict_tree(project, repo, pull)
@@ -139,15 +196,18 @@ class MergeQueueService:
                                                            validated_tree))
         return None
 
-    async def admission(self, repo: RepoGitHub, pull: PullRequest) -> Admission:
-        """GitHub's own answers on whether branch protection would let the PR merge."""
+    async def admission(self, repo: RepoGitHub, pull: PullRequest, *, method: str) -> Admission:
+        """GitHub's own answers on whether branch protection and the repository's merge settings would let
+        the PR merge with `method`."""
         required = await self.merges.required_checks(repo, pull.base_ref)
+        readable = True
         try:
             protection: dict[str, Any] | None = await repo.repos.protection(pull.base_ref)
         except BadRequest as exc:
             if exc.status_code not in (403, 404):
                 raise
             protection = None
+            readable = protection_readable(exc.status_code, str(exc.args[0]) if exc.args else "")
         needed = required_approvals(protection)
         approved = 0
         if needed:
@@ -158,7 +218,9 @@ class MergeQueueService:
         check_runs = await repo.check_runs.for_ref(pull.head_sha) if others else []
         statuses = await repo.check_runs.statuses(pull.head_sha) if others else []
         return admission(pull, required=required, approvals_needed=needed, approved=approved,
-                         check_runs=check_runs, statuses=statuses, own_check=own)
+                         check_runs=check_runs, statuses=statuses, own_check=own, protection_read=readable,
+                         up_to_date=strict(protection), method=method,
+                         method_refused=method_refusal(method, await repo.repos.get()))
 
     async def _own_verdict_tree(self, project: Project, repo: RepoGitHub, pull: PullRequest) -> str | None:
         """The tree of the PR's head when its own validation passed: the decider reuses that verdict for a
@@ -225,10 +287,12 @@ class MergeQueueService:
 
     # ---- the job -------------------------------------------------------------------------------
 
-    async def kick(self, project_id: str, base_ref: str, why: str) -> None:
-        """Queue a job to advance the queue (`why` deduplicates it: the same reason queues one job)."""
+    async def kick(self, project_id: str, base_ref: str, why: str, *, after: float = 0.0) -> None:
+        """Queue a job to advance the queue, `after` seconds from now (`why` deduplicates it: the same reason
+        queues one job)."""
         await self.store.jobs.enqueue(JOB_MERGE_QUEUE, args={"project_id": project_id, "base_ref": base_ref},
                                       dedupe_key=f"{JOB_MERGE_QUEUE}:{project_id}:{base_ref}:{why}"[:255],
+                                      run_after=utcnow() + timedelta(seconds=after) if after else None,
                                       max_attempts=10)
         self.wakeup.wake(JOB_MERGE_QUEUE)
 
@@ -247,7 +311,37 @@ class MergeQueueService:
             project = await self.store.projects.get_project(project_id)
             if project is None or project.installation_id is None:
                 return
-            await self._run(project, base_ref)
+            # Under the queue's lease only: another process's run would resume (send again) what this one does.
+            async with held(self.store.leases, queue_lease(project_id, base_ref), self.holder,
+                            ttl=QUEUE_LEASE_TTL) as mine:
+                if mine:
+                    await self._run(project, base_ref)
+                    return
+            bucket = int(self.clock() // BUSY_RETRY_SECONDS)
+            await self.kick(project_id, base_ref, f"busy-{bucket}", after=BUSY_RETRY_SECONDS)
+
+    def start_sweeping(self, interval: float) -> None:
+        """Every `interval` seconds (0: never), a job for each active queue: a queue whose wake-up was lost
+        (an event of another process, a failed kick, a job out of attempts) goes on all the same."""
+        if interval > 0 and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_every(interval), name="merge-queue-sweep")
+
+    async def _sweep_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)  # at start, `resume_all` did it
+            try:
+                await run_once(self.store.leases, SWEEP_LEASE, self.holder, ttl=SWEEP_LEASE_TTL,
+                               work=lambda: self.sweep(interval), doing="merge queue sweep", level=logging.DEBUG)
+            except Exception:  # noqa: BLE001 - the database is away, say: the next round tries again
+                log.exception("merge queue sweep failed")
+
+    async def sweep(self, interval: float) -> int:
+        """A job for each active queue, once per `interval` (the dedupe key's time bucket); how many."""
+        active = await self.store.merge_queues.active()
+        bucket = int(self.clock() // interval)
+        for project_id, base_ref in active:
+            await self.kick(project_id, base_ref, f"sweep-{bucket}")
+        return len(active)
 
     async def _run(self, project: Project, base_ref: str) -> None:
         repo = self.repo(project)
@@ -265,7 +359,8 @@ class MergeQueueService:
             for event in pending + await self._observe(project, repo, queue):
                 queue = apply(queue, event)
             before = queue
-            actions: list[Action] = list(resume(queue, config)) if first else []
+            # what was recorded but not done: after a kill (`resume`), or applied from outside (`_observe`)
+            actions: list[Action] = list(resume(queue, config) if first else unacknowledged(queue))
             queue, decided = advance(queue, config, self.clock())
             actions += decided
             active = bool(queue.entries or queue.candidates)
@@ -282,9 +377,11 @@ class MergeQueueService:
         log.error("merge queue of %s %s: still busy after %d rounds; a later job goes on", project.name, base_ref,
                   MAX_ROUNDS)
 
-    async def _observe(self, project: Project, repo: RepoGitHub, queue: Queue) -> list[Event]:
-        """What changed outside the queue: the base tip, and the candidates' validations that ended."""
-        events: list[Event] = []
+    async def _observe(self, project: Project, repo: RepoGitHub, queue: Queue) -> list[Event | Cancel]:
+        """What changed outside the queue: the base tip, and the candidates' validations that ended. A
+        validation that could not run fails nobody: its candidate is dropped (and so built again) once its
+        backoff has passed."""
+        events: list[Event | Cancel] = []
         # While a landing is under way (resumed after a kill, say) the tip it made is ours: `Landed` records it.
         landing = any(c.status == LANDING for c in queue.candidates)
         tip = None if landing else await repo.repos.branch_sha(queue.base_ref)
@@ -294,9 +391,17 @@ class MergeQueueService:
             if c.status in (TESTING, RETRYING):
                 state = await self.store.validations.of_subject_ref(project.id, SUBJECT_QUEUE_CANDIDATE,
                                                                     validation_ref(queue.base_ref, c))
-                verdict = verdict_of(c.id, state) if state is not None else None
-                if verdict is not None:
-                    events.append(verdict)
+                if state is None or state.status in VALIDATION_ACTIVE:
+                    continue
+                broken = could_not_run(state)
+                if broken is None:
+                    events.append(verdict_of(c.id, state))  # type: ignore[arg-type] - it ended
+                    continue
+                wait = broken_backoff(c) - (self.clock() - (state.completed_at or utcnow()).timestamp())
+                if wait <= 0:
+                    events.append(Cancel(c.id, f"its validation could not run ({broken}): building it again"))
+                else:
+                    await self.kick(project.id, queue.base_ref, f"broken-{c.id}-{c.retries_used}", after=wait)
         return events
 
     # ---- performing the actions ------------------------------------------------------------------
@@ -318,12 +423,14 @@ class MergeQueueService:
                 await self._ejected(project, repo, queue.base_ref, action)
             elif isinstance(action, Remove):
                 await self._finish_pr(project, repo, queue.base_ref, action.pr, action.head_sha, "neutral",
-                                      removed_output(action.reason), comment=f"Taken out of the merge queue: "
-                                                                             f"{action.reason}.")
+                                      removed_output(action.reason), comment=removed_comment(action.reason),
+                                      comment_marker=left_marker(queue.base_ref, action.seq))
             elif isinstance(action, NoteFlaky):
                 for pr in action.prs:
                     await repo.comments.create(pr, f"Merge queue: `{action.step}` failed, then passed when run "
                                                    "again: noted as flaky, not ejected.")
+            if (done := acknowledgement(action)) is not None:
+                events.append(done)  # kept in the queue until now: after a crash `resume` does it again
         return events
 
     async def _build(self, project: Project, base_ref: str, c: Candidate) -> Event:
@@ -359,12 +466,33 @@ class MergeQueueService:
                 assert c.built_sha is not None and c.built_tree is not None
                 for pr, head in zip(land.prs, land.heads, strict=True):
                     await self._finish_pr(project, repo, queue.base_ref, pr, head, "success",
-                                          landed_output(queue.base_ref, c.built_sha, c.prs), comment=None)
+                                          landed_output(queue.base_ref, c.built_sha, pr, c.ahead + c.prs),
+                                          comment=None)
                 return [Landed(c.id, land.prs, c.built_sha, c.built_tree)]
+            tip = await repo.repos.branch_sha(queue.base_ref)
+            if "[rejected]" in refused or (tip and await repo.repos.commit_tree(tip)) != land.expected_tree:
+                # not a fast-forward of the tip (the base moved, or our push landed before a kill and the base
+                # moved since): merged already, or tested again on the new tip; merging would not help
+                if merged := await self._merged_already(project, repo, queue.base_ref, land):
+                    return merged
+                return [LandRefused(c.id, f"{queue.base_ref} moved to {str(tip)[:7]}: {refused}")]
             for pr in land.prs:
                 await repo.comments.create(pr, f"Merge queue: {refused}; merging it with the `merge` method instead.")
         method = "merge" if land.method == "fast-forward" else land.method
         return await self._merge_each(project, repo, queue.base_ref, land, method)
+
+    async def _merged_already(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land) -> list[Event]:
+        """A fast-forward that reached GitHub before a kill: every PR is merged (GitHub says so once its head
+        is in the base). Empty when one is not."""
+        c = land.candidate
+        assert c.built_sha is not None and c.built_tree is not None
+        merges = [await repo.pulls.merge_commit(pr) for pr in land.prs]
+        if not land.prs or None in merges:
+            return []
+        for pr, head in zip(land.prs, land.heads, strict=True):
+            await self._finish_pr(project, repo, base_ref, pr, head, "success",
+                                  landed_output(base_ref, c.built_sha, pr, c.ahead + c.prs), comment=None)
+        return [Landed(c.id, land.prs, c.built_sha, c.built_tree)]
 
     async def _fast_forward(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land) -> str | None:
         c = land.candidate
@@ -392,6 +520,7 @@ class MergeQueueService:
         events: list[Event] = []
         for pr, head in zip(land.prs, land.heads, strict=True):
             merged: str | None = None
+            checked_tip: str | None = None  # the tip whose tree was checked before this process's PUT
             if not await self.store.merge_queues.claim_landing(project.id, key, pr):
                 known = await self.store.merge_queues.landing(project.id, key, pr)
                 merged = (known.merged_sha if known is not None else None) or await repo.pulls.merge_commit(pr)
@@ -401,11 +530,12 @@ class MergeQueueService:
                 if tip_tree != expected:
                     events.append(LandRefused(c.id, f"{base_ref} moved to {str(tip)[:7]}, not the tree tested"))
                     return events
+                checked_tip = tip
                 try:
                     result = await repo.pulls.merge(pr, sha=head, method=method)
                 except BadRequest as exc:
                     message = str(exc.args[0]) if exc.args else str(exc.status_code)
-                    events.append(LandRefused(c.id, f"{exc.status_code} {message}", pr=pr))
+                    events.append(LandRefused(c.id, merge_refused(exc.status_code, message), pr=pr))
                     return events
                 merged = result.sha or await repo.pulls.merge_commit(pr)
                 if merged is None:
@@ -414,33 +544,64 @@ class MergeQueueService:
             tree = await repo.repos.commit_tree(merged)
             events.append(Landed(c.id, (pr,), merged, tree))
             expected = trees[order.index(pr)]
+            untested = await self._untested_landing(repo, merged, tree, expected, checked_tip, method)
+            if untested is not None:
+                await self._landed_untested(project, repo, base_ref, pr, head, merged, untested)
+                continue
             await self._finish_pr(project, repo, base_ref, pr, head, "success",
-                                  landed_output(base_ref, merged, c.prs), comment=None)
+                                  landed_output(base_ref, merged, pr, c.ahead + c.prs), comment=None)
         return events
+
+    @staticmethod
+    async def _untested_landing(repo: RepoGitHub, merged: str, tree: str, expected: str, checked_tip: str | None,
+                                method: str) -> str | None:
+        """Why what a merge made is not what the candidate tested (the PUT has no precondition on the base:
+        a push between the check and the merge lands under it); None: it is."""
+        if checked_tip is not None and method != "rebase":  # a rebase's last commit has the PR's own as parent
+            parents = await repo.repos.commit_parents(merged)
+            if parents[:1] != (checked_tip,):
+                return f"GitHub merged it onto {parents[0][:7] if parents else 'nothing'}, not onto {checked_tip[:7]}"
+        if tree != expected:
+            return "its tree differs from the one tested"
+        return None
+
+    async def _landed_untested(self, project: Project, repo: RepoGitHub, base_ref: str, pr: int, head: str,
+                               merged: str, why: str) -> None:
+        log.warning("merge queue of %s %s: #%d landed as %s, but %s", project.name, base_ref, pr, merged[:7], why)
+        await self.store.audit.record("merge_queue.landed_untested", actor="merge-queue",
+                                      installation_id=project.installation_id, project_id=project.id,
+                                      details={"pr": pr, "base_ref": base_ref, "merged_sha": merged, "why": why})
+        output = landed_untested_output(base_ref, merged, why)
+        await self._finish_pr(project, repo, base_ref, pr, head, "neutral", output,
+                              comment=f"Merge queue: {output['summary']}")
 
     # ---- what the PRs show -------------------------------------------------------------------------
 
     async def _ejected(self, project: Project, repo: RepoGitHub, base_ref: str, eject: Eject) -> None:
         actions = [{"label": ACTIONS[ACTION_FIX][0], "description": ACTIONS[ACTION_FIX][1],
                     "identifier": ACTION_FIX}] if self.agent_configured(project) else []
-        comment = f"Ejected from the merge queue of `{base_ref}`: {eject.reason}."
-        if eject.output_tail.strip():
-            comment += f"\n\n<details><summary>{eject.failing_step}</summary>\n\n```\n{eject.output_tail[-TAIL_CHARS:]}\n```\n</details>"
+        comment = ejected_comment(base_ref, eject.reason, eject.failing_step, eject.output_tail)
         await self._finish_pr(project, repo, base_ref, eject.pr, eject.head_sha, "failure",
                               ejected_output(eject.reason, eject.failing_step, eject.output_tail),
-                              comment=comment, actions=actions)
+                              comment=comment, actions=actions, comment_marker=left_marker(base_ref, eject.seq))
 
     async def _check_run(self, repo: RepoGitHub, project: Project, base_ref: str, pr: int, head: str,
-                         output: dict[str, str]) -> int:
+                         output: dict[str, str], *, finished_too: bool = False) -> int:
+        """The PR's "Merge queue" check run: the one running, else (`finished_too`: to complete it again, as
+        after a crash) the last completed one, else a new one."""
         known = self._shown.get((project.id, pr, head))
         if known is not None:
             return known[0]
-        external_id = f"merge-queue:{base_ref}:{pr}"
-        for run in await repo.check_runs.for_ref(head):
-            if run.get("name") == QUEUE_CHECK_NAME and run.get("external_id") == external_id \
-                    and run.get("status") != "completed":
+        external_id = queue_external_id(base_ref, pr)
+        ours = [run for run in await repo.check_runs.for_ref(head)
+                if run.get("name") == QUEUE_CHECK_NAME and run.get("external_id") == external_id]
+        for run in ours:
+            if run.get("status") != "completed":  # made before a restart: it says what it said then
+                await repo.check_runs.update(int(run["id"]), output, actions=[DEQUEUE_BUTTON])
                 return int(run["id"])
-        return await repo.check_runs.create(head_sha=head, details_url=self.public_url,
+        if finished_too and ours:
+            return max(int(run["id"]) for run in ours)
+        return await repo.check_runs.create(head_sha=head, details_url=self.queue_url(project),
                                             external_id=external_id, title=output["title"],
                                             summary=output["summary"], name=QUEUE_CHECK_NAME,
                                             actions=[DEQUEUE_BUTTON])
@@ -463,13 +624,16 @@ class MergeQueueService:
 
     async def _finish_pr(self, project: Project, repo: RepoGitHub, base_ref: str, pr: int, head: str,
                          conclusion: str, output: dict[str, str], *, comment: str | None,
-                         actions: list[dict[str, str]] | None = None) -> None:
-        """The PR left the queue (landed, ejected, removed): its check run completes, its line says so."""
-        run_id = await self._check_run(repo, project, base_ref, pr, head, output)
+                         actions: list[dict[str, str]] | None = None, comment_marker: str | None = None) -> None:
+        """The PR left the queue (landed, ejected, removed): its check run completes, its line says so, and
+        `comment` (once, by `comment_marker`) says why. Done again after a crash, it adds nothing."""
+        run_id = await self._check_run(repo, project, base_ref, pr, head, output, finished_too=True)
         await repo.check_runs.complete(run_id, conclusion=conclusion, output=output, actions=actions or [])
         self._shown.pop((project.id, pr, head), None)
-        await self._comment_line(project, repo, pr, queue_comment_line(output["title"]))
-        if comment:
+        await self._comment_line(project, repo, pr, finished_line(output["title"]))
+        if comment and comment_marker:  # done again after a crash: said once
+            await repo.comments.post_once(pr, comment_marker, f"{comment_marker}\n{comment}")
+        elif comment:
             await repo.comments.create(pr, comment)
 
     async def _comment_line(self, project: Project, repo: RepoGitHub, pr: int, line: str) -> None:
@@ -502,7 +666,8 @@ class MergeQueueService:
                     log.exception("merge queue: could not follow %s", event.data)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        for task in (self._listener, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 

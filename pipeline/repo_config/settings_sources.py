@@ -5,8 +5,9 @@ The keys the file and the dashboard share (setup, validate, auto-merge) are reso
 `effective_config` itself, with the project's settings built by `project_settings_of`, the same
 function a validation and a merge use (reading.py), so the page shows exactly what a validation would
 use. The dashboard-only keys (rules, planning, agents) come from the project, or are the default when
-the stored value is the default. The file-only keys (timeout, analysis, the merge queue's sub-keys as
-`merge_queue.KEY`, ...) come from the file or are the default.
+the stored value is the default. The merge queue's sub-keys (`merge_queue.KEY`) are resolved by
+`effective_config` too, sub-key by sub-key: the file, then the project's `merge_queue` (Project.merge_queue),
+then the default. The file-only keys (timeout, analysis, ...) come from the file or are the default.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ PROJECT_DEFAULTS: Mapping[str, Any] = {
 # A dashboard setting the file can set too -> the file's key
 FILE_KEY_OF: Mapping[str, str] = {"setup_commands": "setup", "validate_commands": "validate",
                                   "auto_merge_enabled": "auto_merge"}
-# Keys only the file sets (shown read-only on the page, for the whole picture)
+# The merge queue's sub-keys: the file sets them, or the project's `merge_queue` object does
 QUEUE_SETTING_KEYS = tuple(f"merge_queue.{name}" for name in QUEUE_KEYS)
+# Keys only the file sets (shown read-only on the page, for the whole picture)
 FILE_ONLY_KEYS = ("timeout_minutes", "merge_method", "delete_branch_after_merge", "setup_network", "analysis",
-                  "cache_key", "env", "ui", *QUEUE_SETTING_KEYS)
+                  "cache_key", "env", "ui")
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ def queue_keys_of(stored: Any) -> MergeQueueKeys:
 
 def resolve_settings(file: RepoConfig | None, stored: Mapping[str, Any],
                      defaults: Mapping[str, Any] = PROJECT_DEFAULTS) -> dict[str, Resolved]:
-    """Every key of PROJECT_DEFAULTS and FILE_ONLY_KEYS -> its Resolved. `file`: the parsed file (None:
-    no file, or it could not be read); `stored`: the project's settings as stored."""
+    """Every key of PROJECT_DEFAULTS, QUEUE_SETTING_KEYS and FILE_ONLY_KEYS -> its Resolved. `file`: the
+    parsed file (None: no file, or it could not be read); `stored`: the project's settings as stored."""
     effective = effective_config(file, project_settings_of(stored))
     resolved: dict[str, Resolved] = {}
     for key, default in defaults.items():
@@ -84,7 +86,7 @@ def resolve_settings(file: RepoConfig | None, stored: Mapping[str, Any],
             value = stored.get(key, default)
             resolved[key] = Resolved(default, DEFAULT) if value == default or value is None \
                 else Resolved(value, PROJECT)
-    for key in FILE_ONLY_KEYS:
+    for key in (*QUEUE_SETTING_KEYS, *FILE_ONLY_KEYS):
         resolved[key] = Resolved(_effective_value(effective, key), _SOURCE_OF_EFFECTIVE[effective.sources[key]])
     return resolved
 

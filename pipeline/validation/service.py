@@ -125,6 +125,12 @@ def running_seconds(state: ValidationState) -> float | None:
     return None if state.started_at is None else seconds_between(state.started_at, utcnow())
 
 
+def failed_checkout(exc: Exception, started: float) -> StepResult:
+    """The checkout step that failed with `exc` (`started`: its time.monotonic() start)."""
+    return StepResult("checkout", "checkout", "failed", time.monotonic() - started, detail=str(exc),
+                      output_tail=str(exc))
+
+
 class NotRevalidated(Exception):
     """Why a PR's head was not validated again (the PR is gone or closed), in words for its user."""
 
@@ -159,6 +165,9 @@ class ValidationService:
         # Set by the composition root when the merge queue runs: auto-merge of a green head asks it first
         # (True: the PR entered the queue instead of being merged at once).
         self.enter_queue: Callable[[Project, ValidationState, RepoConfig | None], Awaitable[bool]] | None = None
+        # Set likewise: before a queue candidate's run reads the mirror, make sure this host's mirror has its
+        # commit (built by whichever process ran the queue; made again here, or CheckoutError says why not).
+        self.restore_candidate: Callable[[Project, ValidationState, str | None], Awaitable[None]] | None = None
 
     def details_url(self, validation_id: str) -> str:
         return f"{self.public_url}/validations/{validation_id}"
@@ -544,6 +553,8 @@ class _Validation:
             await self.complete_without_run("neutral", "Nothing to validate", summary=NOTHING_TO_VALIDATE)
             return
 
+        if not await self.candidate_in_mirror():
+            return
         gate = await self.gate()
         if not gate.run:
             await self.wait_for_approval(gate.reason)
@@ -623,6 +634,22 @@ class _Validation:
         return self.state.is_fork and await self.store.validations.is_head_approved(
             self.project.id, self.state.pr_number, self.state.head_sha)
 
+    async def candidate_in_mirror(self) -> bool:
+        """A queue candidate's commit in this host's mirror before anything reads it there (its gate, its
+        checkout): built here, or made again (`restore_candidate`). False: it cannot be, and the failed
+        checkout step is reported."""
+        restore = self.service.restore_candidate
+        if self.state.subject != SUBJECT_QUEUE_CANDIDATE or restore is None:
+            return True
+        started = time.monotonic()
+        try:
+            await restore(self.project, self.state,
+                          await self.service.github.installation_token(self.repo.installation_id))
+        except CheckoutError as exc:
+            await self.report(RunOutcome([failed_checkout(exc, started)], [], "failure", []), PROCESS_REDACTOR)
+            return False
+        return True
+
     async def checkout(self) -> tuple[StepResult, CheckoutResult | None]:
         token = await self.service.github.installation_token(self.repo.installation_id)
         started = time.monotonic()
@@ -633,8 +660,7 @@ class _Validation:
             result = await self.service.checkouts.checkout(self.project.name, sha=self.state.head_sha, token=token,
                                                            dest=self.volume.path, **on)
         except (CheckoutError, VolumeUnavailable) as exc:
-            return StepResult("checkout", "checkout", "failed", time.monotonic() - started,
-                              detail=str(exc), output_tail=str(exc)), None
+            return failed_checkout(exc, started), None
         return StepResult("checkout", "checkout", "passed", time.monotonic() - started,
                           detail=short_sha(self.state.head_sha)), result
 

@@ -82,7 +82,8 @@ def _call_matches(call: Call, method: str, path_pattern: str) -> bool:
 @dataclass
 class Hold:
     """Requests held by ``hold_next``: ``arrived`` is set when one comes in; each is answered on
-    ``release()``, or after ``seconds`` when given (a slow GitHub)."""
+    ``release()``, or after ``seconds`` when given (a slow GitHub). ``drop()`` lets a request held
+    ``before_handling`` go without doing it (it never reached GitHub: its sender died first)."""
 
     method: str
     pattern: str
@@ -91,8 +92,13 @@ class Hold:
     seconds: float | None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: bool = False
 
     def release(self) -> None:
+        self.released.set()
+
+    def drop(self) -> None:
+        self.dropped = True
         self.released.set()
 
     async def wait(self) -> None:
@@ -339,6 +345,8 @@ class ServerMixin(FakeState):
             hold = self._take_hold(call)
             if hold is not None and hold.before_handling:
                 await hold.wait()
+                if hold.dropped:
+                    return _Reply(502, {"message": "Server Error"})
             if installation_write and self.write_delay:
                 await asyncio.sleep(self.write_delay)
             reply = self._run_handler(_Request(request, call, route, params, principal, repo))
