@@ -498,6 +498,11 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_claim", "status", "run_after"),
+        # PostgreSQL: a lane's due jobs in claim order, not reading other lanes' (bot/store/jobs.py, migration
+        # 0015). `status` leads although constant: PostgreSQL costs an index's heap reads by its first column's
+        # correlation, and led by `kind` it lost to ix_jobs_claim plus a filter over every other due job.
+        Index("ix_jobs_queued", "status", "kind", "run_after", "id",
+              postgresql_where=text(f"status = '{JOB_QUEUED}'")).ddl_if(dialect="postgresql"),
         UniqueConstraint("dedupe_key", name="uq_jobs_dedupe_key"),
     )
 

@@ -1,13 +1,19 @@
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
+from sqlalchemy.dialects import postgresql
 
 from bot import migrate
 from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import JOB_DEAD, JOB_DONE, JOB_QUEUED, JOB_RUNNING, Job, utcnow
 from bot.store import Store
+from bot.store.jobs import _claim_statement
+from tests.pg import PostgresCluster
+
+WEBHOOKS = frozenset({"webhook"})  # the webhook lane's kinds, as bot/app.py's worker has them
 
 
 async def expire_leases(store: Store) -> None:
@@ -94,6 +100,79 @@ async def test_two_workers_never_claim_the_same_job(store: Store, database_url: 
     assert not set(claimed["a"]) & set(claimed["b"])
     assert len(claimed["a"]) + len(claimed["b"]) == 120
     assert set(claimed["a"]) | set(claimed["b"]) == ids
+
+
+async def test_a_lane_claims_its_own_due_jobs_oldest_first_past_older_jobs_of_other_lanes(store: Store) -> None:
+    now = utcnow()
+    older = [await store.jobs.enqueue("validate", run_after=now - timedelta(minutes=10 - i)) for i in range(5)]
+    webhooks = [await store.jobs.enqueue("webhook", run_after=now - timedelta(seconds=5 - i)) for i in range(4)]
+    await store.jobs.enqueue("webhook", run_after=now + timedelta(hours=1))  # not due yet
+    first = await store.jobs.claim("w", limit=2, lease_seconds=30, kinds=WEBHOOKS)
+    assert [job.id for job in first] == webhooks[:2]
+    rest = await store.jobs.claim("w", limit=5, lease_seconds=30, kinds=WEBHOOKS)
+    assert [job.id for job in rest] == webhooks[2:]
+    background = await store.jobs.claim("w", limit=10, lease_seconds=30, exclude_kinds=WEBHOOKS)
+    assert [job.id for job in background] == older
+
+
+async def test_a_claim_takes_expired_leases_and_due_jobs_oldest_first_never_more_than_its_limit(store: Store) -> None:
+    hours_ago = [utcnow() - timedelta(hours=h) for h in (3, 2, 1.5, 1)]
+    abandoned = [await store.jobs.enqueue("webhook", run_after=hours_ago[i]) for i in (0, 2)]
+    await store.jobs.claim("dead-worker", limit=2, lease_seconds=30, kinds=WEBHOOKS)
+    await expire_leases(store)
+    due = [await store.jobs.enqueue("webhook", run_after=hours_ago[i]) for i in (1, 3, 3)]
+    await store.jobs.enqueue("validate", run_after=hours_ago[0])
+    claimed = await store.jobs.claim("w", limit=3, lease_seconds=30, kinds=WEBHOOKS)
+    assert {job.id: job.attempts for job in claimed} == {abandoned[0]: 2, due[0]: 1, abandoned[1]: 2}
+    counts = await store.jobs.counts()
+    assert (counts[JOB_RUNNING], counts[JOB_QUEUED]) == (3, 3)
+    assert [job.id for job in await store.jobs.claim("w", limit=3, lease_seconds=30, kinds=WEBHOOKS)] == due[1:]
+
+
+async def test_two_workers_of_one_lane_never_claim_the_same_job(store: Store, database_url: str) -> None:
+    ids = {await store.jobs.enqueue("webhook", args={"i": i}) for i in range(60)}
+    others = {await store.jobs.enqueue("validate") for _ in range(30)}
+    other = Store(Database(database_url), Crypto(Crypto.generate_key()))
+    claimed: list[list[int]] = []
+
+    async def drain(s: Store) -> None:
+        while jobs := await s.jobs.claim(f"w{id(s)}", limit=4, lease_seconds=60, kinds=WEBHOOKS):
+            assert len(jobs) <= 4
+            claimed.append([job.id for job in jobs])
+
+    try:
+        await asyncio.gather(drain(store), drain(other), drain(store), drain(other))
+    finally:
+        await other.close()
+    every = [job_id for batch in claimed for job_id in batch]
+    assert sorted(every) == sorted(ids)  # each exactly once
+    assert (await store.jobs.counts())[JOB_QUEUED] == len(others)
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_the_webhook_lane_claims_from_its_own_index(postgres_cluster: PostgresCluster) -> None:
+    """A burst piles up background jobs older than the webhooks: the webhook lane's claim must not read
+    and sort them (as an OR over the two job states made it do) but read its own kind in order."""
+    db = Database(postgres_cluster.create_database())
+    store = Store(db, Crypto(Crypto.generate_key()))
+    try:
+        await migrate.upgrade(db)
+        for i in range(300):
+            await store.jobs.enqueue("validate", run_after=utcnow() - timedelta(minutes=10, seconds=-i))
+        for _ in range(5):
+            await store.jobs.enqueue("webhook")
+        await db.write(lambda conn: conn.exec_driver_sql("ANALYZE jobs"))
+        compiled = _claim_statement(skip_locked=True, kinds=WEBHOOKS).compile(dialect=postgresql.asyncpg.dialect())
+        now = utcnow()
+        given = {"now": now, "limit": 8, "owner": "w", "lease_until": now + timedelta(seconds=30)}
+        values = tuple(given[name] if name in given else compiled.binds[name].effective_value
+                       for name in compiled.positiontup)
+        plan = await db.read(lambda conn: "\n".join(
+            row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, values)))
+    finally:
+        await store.close()
+    reading_due_jobs = plan.partition("CTE due")[2].partition("CTE chosen")[0]
+    assert "ix_jobs_queued" in reading_due_jobs and "ix_jobs_claim" not in reading_due_jobs, plan
 
 
 async def test_migrate_is_idempotent(database_url: str) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (BigInteger, Connection, and_, any_, bindparam, case, func, insert, literal, or_, select, type_coerce,
-                        update)
+from sqlalchemy import (BigInteger, Connection, and_, any_, bindparam, case, func, insert, literal, literal_column, or_,
+                        select, type_coerce, union_all, update)
 from sqlalchemy.dialects import postgresql
 
 from bot.db import Database
@@ -54,26 +54,56 @@ class QueueSummary:
 _CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts, Job.first_failed_at)
 
 
+def _kind_filter(kinds: frozenset[str] | None, exclude_kinds: frozenset[str] | None) -> list[Any]:
+    conditions = []
+    if kinds is not None:
+        conditions.append(any_of(Job.kind, sorted(kinds)))
+    if exclude_kinds:
+        conditions.append(~any_of(Job.kind, sorted(exclude_kinds)))
+    return conditions
+
+
 def _claim_statement(*, skip_locked: bool, kinds: frozenset[str] | None = None,
                      exclude_kinds: frozenset[str] | None = None) -> Any:
     now = bindparam("now")
-    claimable = or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
-                    and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now))
-    if kinds is not None:
-        claimable = and_(claimable, any_of(Job.kind, sorted(kinds)))
-    if exclude_kinds:
-        claimable = and_(claimable, ~any_of(Job.kind, sorted(exclude_kinds)))
-    candidates = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(bindparam("limit"))
+    of_kind = _kind_filter(kinds, exclude_kinds)
+    claimable = and_(or_(and_(Job.status == JOB_QUEUED, Job.run_after <= now),
+                         and_(Job.status == JOB_RUNNING, Job.lease_expires_at < now)), *of_kind)
     if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    # A CTE, not `id IN (subquery)`: PostgreSQL may run an IN-subquery more than once, and with
-    # SKIP LOCKED each run picks other rows, so a claim could take more than `limit` jobs.
-    chosen = candidates.cte("chosen")
+        # The chosen rows are locked, and were checked again as they were locked: nothing to filter. Looked up
+        # as `id = ANY(ARRAY(...))`, by primary key: a join (and a filter) led PostgreSQL, on a young table's
+        # statistics, to scan every job.
+        chosen = _chosen_skip_locked(now, of_kind)
+        which = [Job.id == any_(func.array(select(chosen.c.id).scalar_subquery()))]
+    else:
+        chosen = select(Job.id).where(claimable).order_by(Job.run_after, Job.id).limit(bindparam("limit")).cte("chosen")
+        which = [Job.id == chosen.c.id, claimable]
     return (update(Job)
-            .where(Job.id == chosen.c.id, claimable)
+            .where(*which)
             .values(status=JOB_RUNNING, lease_owner=bindparam("owner"), lease_expires_at=bindparam("lease_until"),
                     attempts=Job.attempts + 1)
             .returning(*_CLAIM_COLUMNS))
+
+
+def _chosen_skip_locked(now: Any, of_kind: list[Any]) -> Any:
+    """PostgreSQL: the jobs to claim, locked, as CTEs (PostgreSQL may run an `id IN (subquery)` more than
+    once, and with SKIP LOCKED each run picks other rows, so a claim could take more than `limit` jobs).
+
+    One locking read per state instead of an OR over both: with the OR, PostgreSQL reads and sorts every
+    due job of every kind (hundreds pile up in a burst) to return a few; without it, a lane of named kinds
+    reads its due jobs in order from ix_jobs_queued (the state is a literal so that the prepared
+    statement's generic plan can use that partial index), and expired leases come from ix_jobs_claim. The
+    oldest `limit` of the two are claimed, as SQLite's single statement does. When some lease expired (a
+    worker died), up to `limit` more rows may be locked than claimed: other claims skip them until this
+    one commits."""
+    def locked(*conditions: Any, name: str) -> Any:
+        return (select(Job.id, Job.run_after).where(*conditions, *of_kind).order_by(Job.run_after, Job.id)
+                .limit(bindparam("limit")).with_for_update(skip_locked=True).cte(name))
+
+    expired = locked(Job.status == literal_column(f"'{JOB_RUNNING}'"), Job.lease_expires_at < now, name="expired")
+    due = locked(Job.status == literal_column(f"'{JOB_QUEUED}'"), Job.run_after <= now, name="due")
+    both = union_all(select(expired), select(due)).subquery("both")
+    return select(both.c.id).order_by(both.c.run_after, both.c.id).limit(bindparam("limit")).cte("chosen")
 
 
 # Built once: constructing statements costs more than running them on the hot path.
@@ -214,10 +244,16 @@ class JobStore:
         and the dead-lettered jobs (an index-only count on ix_jobs_claim: they pile up, and their kind is
         not needed)."""
         now = utcnow()
-        due = and_(Job.status == JOB_QUEUED, Job.run_after <= now)
-        by_kind = (select(Job.kind, Job.status, func.count(), func.sum(case((due, 1), else_=0)),
-                          type_coerce(func.min(case((due, Job.run_after), else_=None)), UTCDateTime()))
-                   .where(Job.status.in_([JOB_QUEUED, JOB_RUNNING])).group_by(Job.kind, Job.status))
+        due = Job.run_after <= now
+        # One part per state: the queued jobs (tens of thousands in a backlog) are then, on PostgreSQL, an
+        # index-only scan of ix_jobs_queued in kind order; the state is a literal for that partial index.
+        queued = (select(Job.kind, Job.status, func.count(), func.sum(case((due, 1), else_=0)),
+                         func.min(case((due, Job.run_after), else_=None)))
+                  .where(Job.status == literal_column(f"'{JOB_QUEUED}'")).group_by(Job.kind, Job.status))
+        running = (select(Job.kind, Job.status, func.count(), literal(0), literal(None, UTCDateTime()))
+                   .where(Job.status == JOB_RUNNING).group_by(Job.kind, Job.status))
+        both = union_all(queued, running).subquery()
+        by_kind = select(*both.c[:4], type_coerce(both.c[4], UTCDateTime()))
         dead = select(func.count()).select_from(Job).where(Job.status == JOB_DEAD)
 
         def work(conn: Connection) -> QueueSummary:
