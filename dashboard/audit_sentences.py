@@ -263,6 +263,18 @@ def _landed_untested(e: Event) -> list[Piece]:
             f" as {merged[:7]}" if merged else None, ", but not the tree it tested", *_because(e, "why")]
 
 
+def _announce_failed(e: Event) -> list[Piece]:
+    base = e.text("base_ref")
+    return ["The merge queue", f" of {base}" if base else None, " could not tell ", _pr(e) or "a pull request",
+            " why it left the queue, and went on", *_because(e, "why")]
+
+
+def _could_not_test(e: Event) -> list[Piece]:
+    base = e.text("base_ref")
+    return ["The merge queue", f" of {base}" if base else None, " could not test ", _pr(e) or "a pull request",
+            " and tries again later", *_because(e, "why")]
+
+
 def _merged(e: Event) -> list[Piece]:
     base, method = e.text("base"), e.text("method")
     return [_who(e), " merged ", _pr(e) or "a pull request", *_at_sha(e), f" into {base}" if base else None,
@@ -374,6 +386,8 @@ _KINDS: dict[str, Kind] = {
     "delivery.replayed": Kind("Delivery replayed", "command", _replayed),
     "merge_queue.dequeued": Kind("Dequeued from the merge queue", "command", _dequeued),
     "merge_queue.landed_untested": Kind("Merged, but not the tested tree", "merge", _landed_untested),
+    "merge_queue.announce_failed": Kind("Merge queue could not tell a PR", "merge", _announce_failed),
+    "merge_queue.could_not_test": Kind("Merge queue could not test", "merge", _could_not_test),
     **{f"command.{name}": Kind(f"{usage.split()[0]} command", "command", _command(name))
        for name, (usage, _) in COMMANDS.items()},
     **{f"button.{identifier}": Kind(f"{label} button", "command", _button(identifier))

@@ -226,6 +226,16 @@ def test_an_unknown_kind_reads_as_words_with_its_links() -> None:
     assert kind_title("cosmic_ray.flipped") == "Cosmic ray flipped"
 
 
+def test_the_merge_queue_giving_up_on_a_pr_and_not_testing_one_read_as_sentences() -> None:
+    said = sentence("merge_queue.announce_failed", "merge-queue",
+                    {"pr": 4, "base_ref": "main", "what": "eject", "why": "403: Resource not accessible"}, WHERE)
+    assert said.text == ("The merge queue of main could not tell #4 why it left the queue, and went on: "
+                         "403: Resource not accessible")
+    said = sentence("merge_queue.could_not_test", "merge-queue",
+                    {"pr": 4, "base_ref": "main", "why": "the sandbox is not available"}, WHERE)
+    assert said.text == "The merge queue of main could not test #4 and tries again later: the sandbox is not available"
+
+
 def test_the_kind_filter_offers_groups_and_kinds_in_words() -> None:
     choices = filter_choices()
     groups = [group for group, _, _ in choices]
@@ -233,7 +243,8 @@ def test_the_kind_filter_offers_groups_and_kinds_in_words() -> None:
     titles = [title for _, _, kinds in choices for _, title in kinds]
     assert "Merged" in titles and "/validate command" in titles and not any(RAW.search(t) for t in titles)
     assert set(selected_actions("merge")) == {"merge.merged", "merge.failed", "merge.refused",
-                                              "merge.branch_deleted", "auto_merge.set", "merge_queue.landed_untested"}
+                                              "merge.branch_deleted", "auto_merge.set", "merge_queue.landed_untested",
+                                              "merge_queue.announce_failed", "merge_queue.could_not_test"}
     assert selected_actions("merge-refused") == ["merge.refused"] and selected_actions("") is None
     assert selected_actions("some.new_kind") == ["some.new_kind"]  # a kind this module does not know yet
     values = [value for _, _, kinds in filter_choices(project=False) for value, _ in kinds]

@@ -11,21 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import JOB_VALIDATE, SUBJECT_QUEUE_CANDIDATE, ValidationState
+from bot.models import JOB_MERGE_QUEUE, JOB_QUEUED, JOB_VALIDATE, SUBJECT_QUEUE_CANDIDATE, ValidationState
 from bot.store import Store
 from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_to_document
-from pipeline.merge_queue.model import TESTING, Candidate, Queue
-from pipeline.merge_queue.rebuild import Rebuild, candidate_of_validation_ref, rebuild_of, rebuilt_mismatch
+from pipeline.merge_queue.decide import advance, apply
+from pipeline.merge_queue.model import (LANDING, TESTING, Build, Candidate, CandidateBuilt, CandidatePassed, Enqueued,
+                                        Land, Queue, QueueConfig)
+from pipeline.merge_queue.rebuild import (Rebuild, candidate_of_validation_ref, candidate_ref, rebuild_of,
+                                          rebuilt_mismatch)
 from pipeline.merge_queue.restore import CandidateRestorer
-from pipeline.merge_queue.service import validation_ref
+from pipeline.merge_queue.service import MergeQueueService, validation_ref
 from pipeline.workspace.checkout import Checkouts
 from pipeline.workspace.errors import CheckoutError
 from pipeline.workspace.volumes import GIB, RunVolumes
 from tests.check_run_support import project_id  # noqa: F401 (fixture: the project octo/one, installation 1)
 from tests.cli_support import worker_process
 from tests.fakes.github import FakeGitHub
-from tests.merge_queue_support import process_running, queue_check_runs, queue_repo
+from tests.merge_queue_support import (MAINTAINER, QueueRepo, comments_saying, process_running, queue_check_runs,
+                                       queue_repo, stored_queue)
+from tests.pull_requests import INSTALLATION_ID
 from tests.sandbox_support import needs_bwrap
 from tests.test_check_run_recovery import app_store, served  # noqa: F401 (fixtures: a served app, its database)
 from tests.test_checkout import git, installation_token
@@ -176,6 +181,71 @@ async def test_a_rebuild_from_tampered_inputs_fails_and_keeps_nothing(
     assert not mirror_has(b, built.sha)
     assert subprocess.run(["git", "--git-dir", str(b.mirror_path(FULL_NAME)), "rev-parse", "--verify", "--quiet",
                            "refs/codegenapp/queue/main/4"], capture_output=True).returncode != 0
+
+
+# ---- landing from a host whose mirror lacks the candidate ------------------------------------------------
+
+async def landing_on_host_b(bot, fake_github: FakeGitHub, tmp_path: Path, method: str, *,
+                            tamper: bool = False) -> tuple[QueueRepo, Built, MergeQueueService]:
+    """PR #1's candidate built (and passed) on host A, its landing recorded in the stored queue; the service
+    of host B, whose mirror (made by an earlier checkout) lacks the candidate. `tamper`: the stored queue
+    says the candidate is another commit (it cannot be made again)."""
+    repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}}, validate=["true"],
+                            queue={"method": method})
+    token = await bot.services.github.installation_token(INSTALLATION_ID)
+    head = repo.pulls[1].head_sha
+    config = QueueConfig(method=method, batch_size=1)
+    queue = apply(Queue(repo.full_name, "main", repo.base_sha, repo.tree(repo.base_sha)),
+                  Enqueued(1, head, MAINTAINER, 0.0))
+    queue, actions = advance(queue, config, 1.0)
+    [c] = [a.candidate for a in actions if isinstance(a, Build)]
+    built = await CandidateBuilder(host(tmp_path, fake_github, "a")).build(
+        repo.full_name, token=token, base_ref="main", base_sha=repo.base_sha, merges=[(1, head)], ahead=0,
+        ref=candidate_ref("main", c.id))
+    assert isinstance(built, Built)
+    built_sha = "f" * 40 if tamper else built.sha
+    queue, _ = advance(apply(queue, CandidateBuilt(c.id, built_sha, built.tree, built.expected_base_tree)), config, 2.0)
+    queue, actions = advance(apply(queue, CandidatePassed(c.id)), config, 3.0)
+    assert [type(a) for a in actions] == [Land]
+    assert await bot.store.merge_queues.save(repo.project.id, "main", queue_to_document(queue), version=0, active=True)
+    b = host(tmp_path, fake_github, "b")
+    await b.checkout(repo.full_name, sha=repo.base_sha, token=token, dest=tmp_path / "ws-b")
+    first = bot.services.merge_queues
+    return repo, built, MergeQueueService(bot.store, bot.services.github, bot.services.bus, bot.services.wakeup,
+                                          bot.services.validations, bot.services.merges, CandidateBuilder(b),
+                                          agent_configured=lambda project: False, public_url=first.public_url)
+
+
+@pytest.mark.parametrize("method", ["fast-forward", "merge"])
+async def test_a_candidate_built_on_one_host_lands_from_another(bot, fake_github: FakeGitHub, tmp_path: Path,
+                                                                method: str) -> None:
+    repo, built, host_b = await landing_on_host_b(bot, fake_github, tmp_path, method)
+
+    await host_b.run(repo.project.id, "main")  # resumes the landing
+
+    assert comments_saying(fake_github, "Merge queue:") == []  # no "refused the push ... merging it instead"
+    if method == "fast-forward":
+        assert repo.main() == built.sha and fake_github.merges == []
+    else:
+        assert [m["number"] for m in fake_github.merges] == [1] and repo.tree("main") == built.tree
+    assert queue_check_runs(fake_github, repo.pulls[1].head_sha)[-1]["conclusion"] == "success"
+    assert await bot.store.merge_queues.active() == []
+
+
+async def test_a_candidate_that_cannot_be_made_again_here_is_landed_later_not_ejected(
+        bot, fake_github: FakeGitHub, tmp_path: Path) -> None:
+    repo, _, host_b = await landing_on_host_b(bot, fake_github, tmp_path, "fast-forward", tamper=True)
+    async def queue_jobs_later() -> int:
+        return sum(row.count - row.ready for row in (await bot.store.jobs.queue_summary()).rows
+                   if (row.kind, row.status) == (JOB_MERGE_QUEUE, JOB_QUEUED))
+
+    assert await queue_jobs_later() == 0
+    await host_b.run(repo.project.id, "main")
+
+    assert repo.main() == repo.base_sha and fake_github.merges == [] and fake_github.comments == {}
+    [c] = (await stored_queue(bot, repo)).candidates
+    assert c.status == LANDING and [e.pr for e in (await stored_queue(bot, repo)).queued()] == [1]
+    assert await queue_jobs_later() == 1  # tried again later
 
 
 # ---- end to end: the candidate's validation runs in a worker with a DATA_DIR of its own -----------------

@@ -30,7 +30,7 @@ def refused_comments(fake_github) -> list[str]:
 async def test_an_ejection_whose_comment_failed_is_said_once_when_the_queue_runs_again(bot, fake_github) -> None:
     repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}},
                             validate=["echo the tests break; exit 1"])
-    fake_github.fail_next("POST", COMMENTS_ON_1, status=422)  # the run performing the ejection raises
+    fake_github.fail_next("POST", COMMENTS_ON_1, status=502)  # GitHub fails once: the ejection is tried again
     with bot.services.bus.subscribe() as events:
         await bot.deliver("issue_comment", repo.comment(1, "/queue"), timeout=30)
         await until_idle(bot, events, repo)  # the worker runs the failed job again
@@ -51,7 +51,7 @@ async def test_a_removal_whose_comment_failed_is_said_once_and_the_cancel_after_
     with bot.services.bus.subscribe() as events:
         await bot.deliver("issue_comment", repo.comment(1, "/queue"), timeout=30)
         await wait_for(events, "validation.started", timeout=30, pr_number=None)
-        fake_github.fail_next("POST", COMMENTS_ON_1, status=422)  # `Remove` raises: the `Cancel` after it waits
+        fake_github.fail_next("POST", COMMENTS_ON_1, status=502)  # `Remove` fails once: tried again
         await bot.deliver("issue_comment", repo.comment(1, "/dequeue"), timeout=30)
         await until_idle(bot, events, repo)
 

@@ -11,10 +11,12 @@ import random
 import pytest
 
 from bench.merge_queue import Simulation, Workload, items_of, simulate, tree_of
-from pipeline.merge_queue.decide import acknowledgement, advance, apply, decide, positions, resume, split_points
+from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, acknowledgement, advance, announcement_failed, apply, decide,
+                                         outbox_last, positions, resume, split_points)
 from pipeline.merge_queue.model import (
-    CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel,
-    CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject,
+    CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build,
+    Cancel, CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed,
+    CouldNotTest, Dequeued, Eject,
     EjectDone, Enqueued, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig,
     Remove, RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
 )
@@ -450,6 +452,53 @@ def test_a_pr_queued_again_before_its_ejection_was_said_keeps_both_and_the_ackno
     assert of(Eject, resume(queue, config)) == [eject]
     queue, _ = step(queue, EjectDone(1, eject.seq), config)
     assert [(e.pr, e.state) for e in queue.entries] == [(1, "queued")]
+
+
+def test_an_ejection_that_keeps_failing_is_done_after_the_builds_behind_it_and_given_up_on() -> None:
+    config = QueueConfig(flaky_retries=0)
+    queue, actions = build_and_test_all(*step(queue_of(1, 2), None, config), config)
+    queue, actions = step(queue, CandidateFailed(of(Validate, actions)[0].candidate.id, "pytest"), config)
+    [eject] = of(Eject, actions)
+    ordered = outbox_last(resume(queue, config))
+    outbox = [acknowledgement(a) is not None for a in ordered]
+    assert eject in ordered and of(Build, ordered) and outbox == sorted(outbox)  # #2's build comes first
+    for _ in range(ANNOUNCE_TRIES - 1):
+        failed = announcement_failed(queue, eject, retryable=True)
+        assert failed == AnnounceFailed(pr=1, seq=eject.seq)
+        queue, _ = step(queue, failed, config)
+    assert queue.entries[0].announce_tries == ANNOUNCE_TRIES - 1
+    assert announcement_failed(queue, eject, retryable=True) == EjectDone(1, eject.seq)  # the last try: given up
+    queue, _ = step(queue, EjectDone(1, eject.seq), config)
+    assert [e.pr for e in queue.entries] == [2]
+
+
+def test_an_announcement_github_refuses_for_good_is_given_up_at_once() -> None:
+    queue, _ = step(queue_of(1, 2), None)
+    queue, actions = step(queue, PullClosed(1))
+    [removal] = of(Remove, actions)
+    assert announcement_failed(queue, removal, retryable=False) == RemoveDone(1, removal.seq)
+    cid = queue.candidates[0].id
+    queue, actions = step(queue, BaseMoved("pushed", tree_of(frozenset({"hotfix"}))))
+    [cancel] = [a for a in of(Cancel, actions) if a.candidate_id != cid]
+    queue, _ = step(queue, announcement_failed(queue, cancel, retryable=True))
+    assert queue.candidate(cancel.candidate_id).announce_tries == 1
+
+
+def test_a_candidate_that_could_not_be_tested_says_why_and_its_rebuild_carries_it() -> None:
+    queue, actions = build_and_test_all(*step(queue_of(1), None))
+    cid = of(Validate, actions)[0].candidate.id
+    queue, actions = step(queue, CouldNotTest(cid, "the sandbox is not available", NOW + 15))
+    assert actions == [] and queue.candidate(cid).status == TESTING
+    assert queue.candidate(cid).reason == "could not be tested: the sandbox is not available; trying again"
+    position = positions(queue)[1]
+    assert (position.could_not_test, position.retry_at) == ("the sandbox is not available", NOW + 15)
+    again, _ = step(queue, CouldNotTest(cid, "the sandbox is not available", NOW + 99))  # seen again: no change
+    assert again == queue
+    queue, actions = step(queue, Cancel(cid, "its validation could not run: building it again"))
+    [rebuilt] = [b.candidate for b in of(Build, actions)]
+    assert rebuilt.reason == "could not be tested: the sandbox is not available; testing again"
+    assert (rebuilt.could_not_test, rebuilt.untested_tries, rebuilt.retry_at) == \
+        ("the sandbox is not available", 1, None)
 
 
 # ---- positions, config ------------------------------------------------------------------------------------

@@ -440,7 +440,13 @@ async def test_a_validation_that_could_not_run_keeps_the_pr_queued_and_is_tried_
         await asyncio.wait_for(service.run(repo.project.id, "main"), 30)  # the broken verdict is read
         queue = await stored_queue(bot, repo)
         assert [e.pr for e in queue.entries] == [1] and [c.status for c in queue.candidates] == ["testing"]
-        assert all(r["status"] != "completed" for r in queue_check_runs(fake_github, repo.pulls[1].head_sha))
+        [run] = queue_check_runs(fake_github, repo.pulls[1].head_sha)
+        assert run["status"] != "completed"
+        # the PR says why it waits, and when it is tried again; the audit log has it once
+        assert "could not be tested: the sandbox is not available" in run["output"]["summary"], run["output"]
+        assert "trying again in 1 min" in run["output"]["summary"]
+        assert [e.action for e in await bot.store.audit.list(project_id=repo.project.id)
+                if e.action.startswith("merge_queue.")] == ["merge_queue.could_not_test"]
         assert not [c for c in fake_github.comments.values() if "Ejected" in c["body"]]
 
         monkeypatch.undo()  # the sandbox is back; its backoff over, the candidate is built again
@@ -450,6 +456,36 @@ async def test_a_validation_that_could_not_run_keeps_the_pr_queued_and_is_tried_
     assert [m["number"] for m in fake_github.merges] == [1]
     broken, passed = await candidate_validations(bot, repo)
     assert "sandbox is not available" in broken.test_results["error"] and passed.conclusion == "success"
+
+
+async def test_an_ejection_github_will_not_let_us_say_does_not_stall_the_prs_behind_it(bot, fake_github) -> None:
+    repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}, 2: {"two.txt": "2\n"}},
+                            validate=["test ! -f one.txt"])
+    fake_github.fail_always("POST", "/repos/acme/widgets/issues/1/comments", status=403)  # a locked PR
+    with bot.services.bus.subscribe() as events:
+        await queued_by_comment(bot, repo, 1, 2)
+        await until_idle(bot, events, repo, 2, timeout=60)
+    assert [m["number"] for m in fake_github.merges] == [2]
+    queue = await stored_queue(bot, repo)
+    assert queue.entries == () and queue.candidates == ()  # #1's ejection was given up on, not kept
+    given_up = [e.details for e in await bot.store.audit.list(project_id=repo.project.id)
+                if e.action == "merge_queue.announce_failed"]
+    assert [(d["pr"], d["what"]) for d in given_up] == [(1, "eject")]
+
+
+async def test_an_invalid_config_file_on_the_base_ejects_nobody_and_says_why(bot, fake_github) -> None:
+    repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}}, validate=["true"])
+    broken = repo.push_to_main({".github/codegenapp.yml": "validate: [unclosed\n"})
+    fake_github.set_file(repo.full_name, broken, ".github/codegenapp.yml", b"validate: [unclosed\n")
+    with bot.services.bus.subscribe() as events:
+        await queued_by_comment(bot, repo, 1)
+        await wait_for(events, "validation.completed", timeout=60, pr_number=None)
+        await asyncio.wait_for(bot.services.merge_queues.run(repo.project.id, "main"), 30)
+    queue = await stored_queue(bot, repo)
+    assert [(e.pr, e.state) for e in queue.entries] == [(1, "queued")]
+    [run] = queue_check_runs(fake_github, repo.pulls[1].head_sha)
+    assert run["status"] != "completed" and not comments_saying(fake_github, "Ejected")
+    assert ".github/codegenapp.yml on the base is invalid" in run["output"]["summary"], run["output"]
 
 
 async def test_a_queue_whose_wake_up_was_lost_goes_on_at_the_next_sweep(start_bot, fake_github) -> None:

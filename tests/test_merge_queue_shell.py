@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 
 from bot.github.types import PullRequest
 from bot.models import JOB_VALIDATE, SUBJECT_QUEUE_CANDIDATE, ValidationState
@@ -18,10 +19,11 @@ from pipeline.merge_queue.model import (Candidate, CandidateBuilt, CandidateFail
                                         Queue, QueueConfig)
 from pipeline.merge_queue.report import (ejection_report, landed_output, merge_refused, pr_of_external_id,
                                          queue_external_id)
-from pipeline.merge_queue.service import (base_of_validation_ref, broken_backoff, could_not_run, validation_ref,
-                                          verdict_of)
+from pipeline.merge_queue.service import (MergeQueueService, base_of_validation_ref, broken_backoff, could_not_run,
+                                          validation_ref, verdict_of)
 from pipeline.report.comment import with_queue_line
 from tests.check_run_support import project_id  # noqa: F401 (fixture)
+from tests.merge_queue_support import queue_check_runs, queue_repo
 
 
 def pull(**changes: object) -> PullRequest:
@@ -52,9 +54,10 @@ def test_a_queue_survives_its_document_through_json_with_every_field() -> None:
 def test_a_document_without_a_newer_field_takes_its_default() -> None:
     entry = Entry(pr=1, head_sha="h" * 40, seq=1, enqueued_at=1.0, enqueued_by="mona")
     document = queue_to_document(Queue("acme/widgets", "main", "a" * 40, "t" * 40, entries=(entry,)))
-    del document["entries"][0]["validated_tree"], document["own_tips"]
+    del document["entries"][0]["validated_tree"], document["own_tips"], document["entries"][0]["announce_tries"]
     decoded = queue_from_document(document)
     assert decoded.entries[0].validated_tree is None and decoded.own_tips == ()
+    assert decoded.entries[0].announce_tries == 0
 
 
 # ---- admission ---------------------------------------------------------------------------------------
@@ -141,15 +144,22 @@ def _validation(**values: object) -> ValidationState:
 
 
 def test_a_candidates_validation_becomes_the_deciders_event() -> None:
-    assert verdict_of(4, _validation(conclusion="success")) == CandidatePassed(4)
+    c = Candidate(4, (7,), (), ("h" * 40,), "b" * 40, "t" * 40, 0.0, built_sha="c" * 40)
+
+    def of(**values: object) -> ValidationState:
+        return _validation(head_sha="c" * 40, **values)
+
+    assert verdict_of(c, of(conclusion="success")) == CandidatePassed(4)
     steps = {"steps": [{"name": "checkout", "status": "passed"},
                        {"name": "pytest", "status": "failed", "output_tail": "E assert 1 == 2"}]}
-    assert verdict_of(4, _validation(test_results=steps)) == CandidateFailed(4, "pytest", "E assert 1 == 2")
-    assert verdict_of(4, _validation(test_results={"error": "sandbox gone"})) == \
-        CandidateFailed(4, "validation", "sandbox gone")
-    assert verdict_of(4, _validation(status="in_progress", conclusion=None)) is None
+    assert verdict_of(c, of(test_results=steps)) == CandidateFailed(4, "pytest", "E assert 1 == 2")
+    assert verdict_of(c, of(test_results={"error": "sandbox gone"})) == CandidateFailed(4, "validation", "sandbox gone")
+    assert verdict_of(c, of(status="in_progress", conclusion=None)) is None
     # "Nothing to validate" (no steps configured): the queue only serialises the merges
-    assert verdict_of(4, _validation(conclusion="neutral", title="Nothing to validate")) == CandidatePassed(4)
+    assert verdict_of(c, of(conclusion="neutral", title="Nothing to validate")) == CandidatePassed(4)
+    # a validation of another commit (an older queue's candidate 4, say) says nothing of this one
+    assert verdict_of(c, _validation(conclusion="success", head_sha="d" * 40)) is None
+    assert verdict_of(c, _validation(test_results=steps, head_sha="d" * 40)) is None
 
 
 def test_a_validation_that_could_not_run_fails_nobody_and_is_tried_again_later_each_time() -> None:
@@ -164,6 +174,9 @@ def test_a_validation_that_could_not_run_fails_nobody_and_is_tried_again_later_e
                         {"name": "pytest", "stage": "validate", "status": "failed"}]}
     assert could_not_run(_validation(test_results=failed)) is None  # the tree failed: its verdict stands
     assert could_not_run(_validation(conclusion="neutral")) is None
+    # the config file read from the base is broken: every PR would fail on it, none is to blame
+    invalid = _validation(title="Invalid .github/codegenapp.yml", test_results={"config_error": "line 3: bad"})
+    assert could_not_run(invalid) == ".github/codegenapp.yml on the base is invalid: line 3: bad"
     candidate = Candidate(1, (7,), (), ("h" * 40,), "b" * 40, "t" * 40, 0.0)
     waits = [broken_backoff(dataclasses.replace(candidate, attempt=n)) for n in (1, 2, 3, 10)]
     assert waits == [15.0, 30.0, 60.0, 600.0]
@@ -204,3 +217,27 @@ async def test_a_candidates_validation_is_begun_once_per_try_with_its_job_and_no
     found = await store.validations.of_subject_ref(project_id, SUBJECT_QUEUE_CANDIDATE,
                                                    "refs/codegenapp/queue/main/1-try1")
     assert found is not None and found.id == retry.id
+
+
+# ---- the service's own parts ----------------------------------------------------------------------------
+
+def test_two_processes_on_hosts_with_long_names_hold_the_queues_leases_as_two(store: Store, monkeypatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 63)  # the longest a host name may be
+
+    def service() -> MergeQueueService:
+        return MergeQueueService(store, None, None, None, None, None, None,  # type: ignore[arg-type]
+                                 agent_configured=lambda project: False, public_url="http://app.example")
+
+    first, second = service(), service()
+    assert first.holder != second.holder and len(first.holder) <= 64
+
+
+async def test_a_landing_found_untested_is_said_once_when_done_again_after_a_crash(bot, fake_github) -> None:
+    repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}}, validate=["true"])
+    service, head = bot.services.merge_queues, repo.pulls[1].head_sha
+    for _ in range(2):  # the second: resumed after a kill before the landing was saved
+        await service._landed_untested(repo.project, service.repo(repo.project), "main", 1, head, "e" * 40,
+                                       "its tree differs from the one tested")
+    said = [c["body"] for c in fake_github.comments.values() if "did not test" in c["body"]]
+    assert len(said) == 1, said
+    assert queue_check_runs(fake_github, head)[-1]["conclusion"] == "neutral"

@@ -10,6 +10,8 @@ The shell's loop, per project and base branch, in one transaction per event:
 After a restart, `resume(queue)` gives the actions that were under way (builds, validations,
 landings) and those not acknowledged done (ejections, removals, cancels: `EjectDone`, `RemoveDone`,
 `CancelDone`) to perform again; their events are idempotent here, and landing is keyed by the candidate.
+The shell performs those outbox actions after the others (`outbox_last`), and one that keeps failing is
+acknowledged all the same after `ANNOUNCE_TRIES` (`announcement_failed`): it must not stall the queue.
 
 The model (Zuul's and Mergify's, with trees as the truth):
 - **Speculative chain.** The queued PRs, in order, are cut into batches of `batch_size`. Each
@@ -49,14 +51,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.merge_queue.model import (
-    BUILDING, BUILT, CANCELLING, DROPPED, EJECTED, FAILED, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED, QUEUED,
-    REMOVED, RETRYING, RUNNING, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, CancelDone, Candidate,
-    CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject, EjectDone, Enqueued,
-    Entry, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove,
-    RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
+    BUILDING, BUILT, CANCELLING, DROPPED, EJECTED, FAILED, GONE, LANDING, LEAVING, MERGE_STEP, OBSOLETE, PASSED,
+    QUEUED, REMOVED, RETRYING, RUNNING, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build, Cancel,
+    CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, CouldNotTest,
+    Dequeued, Eject, EjectDone, Enqueued, Entry, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed,
+    Queue, QueueConfig, Remove, RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
 )
 
 OWN_TIPS_KEPT = 64
+# An outbox action (`Eject`, `Remove`, `Cancel`) that failed this often is acknowledged all the same: one PR
+# GitHub will not let us comment on must not stop the queue behind it.
+ANNOUNCE_TRIES = 5
 ADVANCE_ROUNDS = 1000
 
 
@@ -309,6 +314,24 @@ def _announced(state: str):
     return acknowledge
 
 
+def _announce_failed(queue: Queue, event: AnnounceFailed) -> Queue:
+    if event.candidate_id is not None:
+        c = _candidate_in(queue, event.candidate_id, CANCELLING)
+        return queue if c is None else _with_candidate(queue, dataclasses.replace(
+            c, announce_tries=c.announce_tries + 1))
+    entry = next((e for e in queue.entries if e.pr == event.pr and e.seq == event.seq and e.state in GONE), None)
+    return queue if entry is None else _with_entry(queue, entry, announce_tries=entry.announce_tries + 1)
+
+
+def _could_not_test(queue: Queue, event: CouldNotTest) -> Queue:
+    c = _candidate_in(queue, event.candidate_id, TESTING, RETRYING)
+    if c is None or c.retry_at is not None:
+        return queue
+    return _with_candidate(queue, dataclasses.replace(
+        c, could_not_test=event.reason, retry_at=event.retry_at, untested_tries=c.untested_tries + 1,
+        reason=f"could not be tested: {event.reason}; trying again"))
+
+
 def _note_flaky(queue: Queue, action: NoteFlaky) -> Queue:
     c = queue.candidate(action.candidate_id)
     return queue if c is None else _with_candidate(queue, dataclasses.replace(c, flaky_noted=c.flaky_noted + 1))
@@ -324,7 +347,7 @@ _APPLY = {
     CandidateConflicted: _candidate_conflicted, CandidatePassed: _candidate_passed,
     CandidateFailed: _candidate_failed, StepRetriedPassed: _step_retried_passed, Landed: _landed,
     LandRefused: _land_refused, EjectDone: _announced(EJECTED), RemoveDone: _announced(REMOVED),
-    CancelDone: _cancel_done,
+    CancelDone: _cancel_done, AnnounceFailed: _announce_failed, CouldNotTest: _could_not_test,
     Build: _build, Validate: _set_status(TESTING), ReuseVerdict: _set_status(PASSED, reused_verdict=True),
     RetryStep: _retry_step, Cancel: _cancel, Land: _land_decided, Eject: _eject, Remove: _remove,
     NoteFlaky: _note_flaky,
@@ -489,11 +512,18 @@ class _ChainWalk:
         ahead, own = self.order[:pos], self.order[pos:pos + length]
         runs = self.builds.get(own[0].pr, 0)
         self.builds[own[0].pr] = runs + 1
+        # built again after its validation could not run: it says why until it is tested
+        untested = next((c for c in self.queue.candidates
+                         if c.status in DROPPED and c.could_not_test and c.prs[:1] == (own[0].pr,)), None)
+        if untested is not None and reason is None:
+            reason = f"could not be tested: {untested.could_not_test}; testing again"
         candidate = Candidate(
             id=self.next_id, prs=tuple(e.pr for e in own), ahead=tuple(e.pr for e in ahead),
             heads=tuple(e.head_sha for e in ahead + own), base_sha=self.queue.base_sha,
             base_tree=self.queue.base_tree, created_at=self.now, attempt=runs + 1,
-            reason=reason or ("queued" if runs == 0 else "testing again"))
+            reason=reason or ("queued" if runs == 0 else "testing again"),
+            could_not_test=untested.could_not_test if untested else None,
+            untested_tries=untested.untested_tries if untested else 0)
         self.actions.append(Build(candidate))
         self.next_id += 1
         self.slots -= 1
@@ -554,6 +584,36 @@ def resume(queue: Queue, config: QueueConfig) -> list[Action]:
     return actions
 
 
+def outbox_last(actions: Sequence[Action]) -> list[Action]:
+    """`actions` in the order to perform them: the outbox's (ejections, removals, cancels) after the rest, so
+    one that keeps failing does not hold up the builds and landings of the PRs behind it."""
+    return sorted(actions, key=lambda action: acknowledgement(action) is not None)
+
+
+def announce_tries(queue: Queue, action: Action) -> int:
+    """How often the outbox action failed before."""
+    if isinstance(action, Cancel):
+        c = queue.candidate(action.candidate_id)
+        return c.announce_tries if c is not None else 0
+    if isinstance(action, (Eject, Remove)):
+        entry = next((e for e in queue.entries if e.pr == action.pr and e.seq == action.seq and e.state in GONE), None)
+        return entry.announce_tries if entry is not None else 0
+    return 0
+
+
+def announcement_failed(queue: Queue, action: Action, *, retryable: bool) -> Event:
+    """The event for an outbox action that failed: tried again (`AnnounceFailed`), or, failed for good or
+    `ANNOUNCE_TRIES` times, acknowledged all the same."""
+    done = acknowledgement(action)
+    assert done is not None, action
+    if not retryable or announce_tries(queue, action) + 1 >= ANNOUNCE_TRIES:
+        return done
+    if isinstance(action, Cancel):
+        return AnnounceFailed(candidate_id=action.candidate_id)
+    assert isinstance(action, (Eject, Remove))
+    return AnnounceFailed(pr=action.pr, seq=action.seq)
+
+
 def acknowledgement(action: Action) -> Event | None:
     """The event the shell applies once it did `action`, for those kept until done (None: the others)."""
     if isinstance(action, Eject):
@@ -572,6 +632,8 @@ class Position:
     candidate_id: int | None        # the candidate that tests it, if any
     tested_with: tuple[int, ...]    # the other PRs in that candidate (ahead of it, and its batch)
     state: str                      # "waiting", or the candidate's status
+    could_not_test: str | None = None  # why its candidate's validation (or the one before) could not run
+    retry_at: float | None = None      # when that candidate is built again (None: it was)
 
 
 def positions(queue: Queue) -> dict[int, Position]:
@@ -588,5 +650,6 @@ def positions(queue: Queue) -> dict[int, Position]:
     for i, pr in enumerate(order):
         c = covering.get(pr)
         others = tuple(p for p in pending(c.ahead + c.prs, queued_at) if p != pr) if c else ()
-        result[pr] = Position(i + 1, c.id if c else None, others, c.status if c else "waiting")
+        result[pr] = Position(i + 1, c.id if c else None, others, c.status if c else "waiting",
+                              c.could_not_test if c else None, c.retry_at if c else None)
     return result

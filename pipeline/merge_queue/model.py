@@ -82,6 +82,7 @@ class Entry:
     failing_step: str | None = None
     output_tail: str = ""
     ejected_by: int | None = None  # the candidate that failed
+    announce_tries: int = 0  # EJECTED, REMOVED: its announcement failed this many times (`AnnounceFailed`)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class Candidate:
     landed: tuple[int, ...] = ()    # its PRs landed so far
     obsolete_reason: str | None = None
     land_method: str | None = None  # the method its `Land` was decided with: resumed with it, not the config's
+    could_not_test: str | None = None  # why its validation (or its predecessor's, rebuilt) could not run
+    untested_tries: int = 0         # validations of it and the candidates it was rebuilt from that could not run
+    retry_at: float | None = None   # its validation could not run: it is built again at this time
+    announce_tries: int = 0         # CANCELLING: its cancel failed this many times (`AnnounceFailed`)
 
     def head_of(self, pr: int) -> str:
         return self.heads[(self.ahead + self.prs).index(pr)]
@@ -199,6 +204,24 @@ class CancelDone:
 
 
 @dataclass(frozen=True)
+class AnnounceFailed:
+    """The shell could not do an outbox action (`Eject`, `Remove`, `Cancel`): it is tried again, up to a
+    limit (decide.ANNOUNCE_TRIES)."""
+    pr: int | None = None            # an `Eject` or `Remove`: its entry
+    seq: int | None = None
+    candidate_id: int | None = None  # a `Cancel`
+
+
+@dataclass(frozen=True)
+class CouldNotTest:
+    """The candidate's validation ended without saying anything of its tree (the sandbox away, say): it is
+    built again at `retry_at`."""
+    candidate_id: int
+    reason: str
+    retry_at: float
+
+
+@dataclass(frozen=True)
 class CandidateBuilt:
     candidate_id: int
     sha: str
@@ -248,7 +271,7 @@ class LandRefused:
 
 Event = (Enqueued | Dequeued | HeadPushed | PullClosed | BaseChanged | BaseMoved | CandidateBuilt
          | CandidateConflicted | CandidatePassed | CandidateFailed | StepRetriedPassed | Landed | LandRefused
-         | EjectDone | RemoveDone | CancelDone)
+         | EjectDone | RemoveDone | CancelDone | AnnounceFailed | CouldNotTest)
 
 
 # ---- actions: what the shell must do; `apply` records each one it is given ---------------------------

@@ -6,7 +6,9 @@ step's name, a branch, GitHub's answer) goes in a code span or block, or is esca
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import math
 import re
 from typing import Any
 
@@ -53,7 +55,13 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _state(position: Position) -> str:
+def _state(position: Position, now: float | None, *, markdown: bool) -> str:
+    if position.could_not_test:
+        said = _MARKDOWN_SPECIAL.sub(r"\\\1", position.could_not_test) if markdown else position.could_not_test
+        if position.retry_at is not None and position.state in ("testing", "retrying"):
+            return f"could not be tested: {said}; trying again {_in_minutes(position.retry_at, now)}"
+        return f"{_state(dataclasses.replace(position, could_not_test=None), now, markdown=markdown)} " \
+               f"(the last try could not be tested: {said})"
     if position.state == "passed":
         ahead = position.position - 1
         return "passed, lands next" if not ahead else "passed, lands after the " + \
@@ -62,10 +70,17 @@ def _state(position: Position) -> str:
     return _STATES.get(position.state, position.state).replace("{with}", with_)
 
 
-def position_text(position: Position, base_ref: str) -> str:
+def _in_minutes(at: float, now: float | None) -> str:
+    if now is None:
+        return "soon"
+    minutes = max(1, math.ceil((at - now) / 60))
+    return f"in {minutes} min"
+
+
+def position_text(position: Position, base_ref: str, now: float | None = None) -> str:
     """"2nd in line for `main`: being tested with #12, #13" (Markdown: #12 links to the PR; a position
-    written "#2" would link to PR 2)."""
-    return f"{ordinal(position.position)} in line for {code_span(base_ref)}: {_state(position)}"
+    written "#2" would link to PR 2). `now` (POSIX seconds): to say when an untested candidate is tried again."""
+    return f"{ordinal(position.position)} in line for {code_span(base_ref)}: {_state(position, now, markdown=True)}"
 
 
 def not_enabled(base_ref: str) -> str:
@@ -75,10 +90,11 @@ def not_enabled(base_ref: str) -> str:
             "it, the file wins)")
 
 
-def queued_output(position: Position, base_ref: str) -> dict[str, str]:
-    title = f"{ordinal(position.position)} in line for {base_ref}: {_state(position)}"
+def queued_output(position: Position, base_ref: str, now: float | None = None) -> dict[str, str]:
+    title = f"{ordinal(position.position)} in line for {base_ref}: {_state(position, now, markdown=False)}"
     return {"title": title[:TITLE_LIMIT],
-            "summary": f"{position_text(position, base_ref)}.\n\nComment `/dequeue` or press Dequeue to take it out."}
+            "summary": f"{position_text(position, base_ref, now)}.\n\n"
+                       "Comment `/dequeue` or press Dequeue to take it out."}
 
 
 def _plain(reason: str) -> str:

@@ -5,7 +5,8 @@ a worker on another host, whose mirror lacks the commit (GitHub never had it). T
 again from the inputs the queue's stored document keeps (rebuild.py decides what; candidates.py does the
 git) and validated only if it is the same commit. The validation service calls this through its
 `restore_candidate` hook (the composition root sets it: the merge queue depends on validations, not the
-other way round).
+other way round). Landing needs the commit too (the fast-forward pushes it, a merge compares each merge's
+tree with it): the merge queue's service calls `restore` with the queue in hand before it lands.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bot.models import Project, ValidationState
 from bot.store.merge_queue import MergeQueueStore
 from pipeline.merge_queue.candidates import CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document
+from pipeline.merge_queue.model import Queue
 from pipeline.merge_queue.rebuild import candidate_of_validation_ref, rebuild_of
 from pipeline.workspace.errors import CheckoutError
 
@@ -37,11 +39,22 @@ class CandidateRestorer:
                                 "names no merge queue candidate", reason="missing_commit")
         base_ref, candidate_id = named
         stored = await self.queues.load(project.id, base_ref)
-        plan = rebuild_of(None if stored is None else queue_from_document(stored.state), base_ref, candidate_id,
-                          state.head_sha)
+        queue = None if stored is None else queue_from_document(stored.state)
+        why = await self.restore(project.name, queue, base_ref, candidate_id, state.head_sha, token)
+        if why is not None:
+            raise CheckoutError(why, reason="missing_commit")
+
+    async def restore(self, full_name: str, queue: Queue | None, base_ref: str, candidate_id: int, sha: str,
+                      token: str | None) -> str | None:
+        """Make candidate `candidate_id`'s commit `sha` in this host's mirror from `queue` (the queue of
+        `base_ref`) if it lacks it. None: the mirror has it; else why not (a fetch failing raises
+        CheckoutError)."""
+        if await self.builder.has_commit(full_name, sha):
+            return None
+        plan = rebuild_of(queue, base_ref, candidate_id, sha)
         if isinstance(plan, str):
-            raise CheckoutError(plan, reason="missing_commit")
-        mismatch = await self.builder.rebuild(project.name, token=token, plan=plan)
-        if mismatch is not None:
-            raise CheckoutError(mismatch, reason="missing_commit")
-        log.info("rebuilt %s in this host's mirror: %s", plan.describe(), plan.expected_sha[:12])
+            return plan
+        mismatch = await self.builder.rebuild(full_name, token=token, plan=plan)
+        if mismatch is None:
+            log.info("rebuilt %s in this host's mirror: %s", plan.describe(), plan.expected_sha[:12])
+        return mismatch

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from gidgethub import BadRequest
+from gidgethub import BadRequest, RateLimitExceeded
 
 from bot.events import EventBus, JobWakeup
 from bot.github.comments import marker
@@ -45,24 +45,29 @@ from pipeline.merge_queue.admission import (Admission, admission, approvals, met
                                             required_approvals, strict)
 from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
-from pipeline.merge_queue.decide import acknowledgement, advance, apply, positions, resume, unacknowledged
+from pipeline.merge_queue.decide import (acknowledgement, advance, announcement_failed, apply, outbox_last, positions,
+                                         resume, unacknowledged)
 from pipeline.merge_queue.model import (
-    LANDING, RETRYING, TESTING, Action, BaseChanged, BaseMoved, Build, Cancel, Candidate, CandidateBuilt,
-    CandidateConflicted, CandidateFailed, CandidatePassed, Dequeued, Eject, Enqueued, Event, HeadPushed, Land, Landed,
-    LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep, Validate,
+    LANDING, RETRYING, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build, Cancel, Candidate,
+    CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, CouldNotTest, Dequeued, Eject, Enqueued,
+    Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep,
+    Validate,
 )
 from pipeline.merge_queue.rebuild import candidate_ref
 from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_comment, ejected_output,
                                          finished_line, landed_output, landed_untested_output, merge_refused, not_enabled, position_text,
                                          queue_comment_line, queue_external_id, queued_output, removed_comment,
                                          removed_output)
+from pipeline.merge_queue.restore import CandidateRestorer
 from pipeline.repo_config.effective import effective_config
 from pipeline.repo_config.merge_queue_block import MergeQueueSettings
+from pipeline.repo_config.nodes import CONFIG_PATH
 from pipeline.repo_config.parse import ConfigFileError
 from pipeline.repo_config.reading import project_settings, read_repo_config
 from pipeline.report.comment import with_queue_line
 from pipeline.validation.buttons import ACTION_FIX, ACTIONS
 from pipeline.validation.service import ValidationService
+from pipeline.workspace.errors import CheckoutError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,12 @@ SWEEP_LEASE = "merge-queue-sweep"
 SWEEP_LEASE_TTL = timedelta(seconds=60)
 BROKEN_BACKOFF_SECONDS = 15.0
 BROKEN_BACKOFF_MAX_SECONDS = 600.0
+# A candidate this host's mirror lacks and cannot make now (GitHub away, say): its landing is tried again then.
+LAND_ELSEWHERE_RETRY_SECONDS = 30.0
+UNTESTED_WARN_EVERY = 5  # a candidate that could not be tested: a warning the first time and every so many
+# GitHub's answers to an announcement that trying again will not change (a locked PR, an archived repository,
+# a check run gone)
+FINAL_ANNOUNCE_STATUSES = frozenset({403, 404, 410, 422})
 
 
 def queue_lease(project_id: str, base_ref: str) -> str:
@@ -112,6 +123,8 @@ def could_not_run(state: ValidationState) -> str | None:
     if state.conclusion == "cancelled":
         return state.title or "it was cancelled"
     results = state.test_results or {}
+    if results.get("config_error"):  # read from the base: every PR would fail on it
+        return f"{CONFIG_PATH} on the base is invalid: {results['config_error']}"
     if results.get("error"):
         return str(results["error"])
     steps = results.get("steps") or []
@@ -126,11 +139,13 @@ def broken_backoff(c: Candidate) -> float:
     return min(BROKEN_BACKOFF_SECONDS * 2 ** (c.attempt - 1), BROKEN_BACKOFF_MAX_SECONDS)
 
 
-def verdict_of(candidate_id: int, state: ValidationState) -> Event | None:
-    """The event of a candidate's validation that ended (None: still running). "Nothing to validate" (no
-    steps configured) passes: the queue then only serialises the merges."""
-    if state.status in VALIDATION_ACTIVE:
+def verdict_of(candidate: Candidate, state: ValidationState) -> Event | None:
+    """The event of a candidate's validation that ended (None: still running, or a validation of another
+    commit, as of an older queue's candidate of the same id). "Nothing to validate" (no steps configured)
+    passes: the queue then only serialises the merges."""
+    if state.status in VALIDATION_ACTIVE or state.head_sha != candidate.built_sha:
         return None
+    candidate_id = candidate.id
     if state.conclusion in ("success", "neutral"):
         return CandidatePassed(candidate_id)
     steps = (state.test_results or {}).get("steps") or []
@@ -161,7 +176,9 @@ class MergeQueueService:
         self._shown: dict[tuple[str, int, str], tuple[int, str]] = {}  # (project, pr, head) -> (check run, text)
         self._listener: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"[:64]  # of the queues' leases
+        self.restorer = CandidateRestorer(store.merge_queues, builder)
+        # of the queues' leases; the unique part first: a long hostname is what the cut to 64 drops
+        self.holder = f"{new_id()[:8]}:{os.getpid()}:{socket.gethostname()}"[:64]
 
     def queue_url(self, project: Project) -> str:
         """The dashboard's page of the project's queues (a "Merge queue" check run's details link)."""
@@ -391,12 +408,16 @@ class MergeQueueService:
             if c.status in (TESTING, RETRYING):
                 state = await self.store.validations.of_subject_ref(project.id, SUBJECT_QUEUE_CANDIDATE,
                                                                     validation_ref(queue.base_ref, c))
-                if state is None or state.status in VALIDATION_ACTIVE:
+                if state is None or (verdict := verdict_of(c, state)) is None:
                     continue
                 broken = could_not_run(state)
                 if broken is None:
-                    events.append(verdict_of(c.id, state))  # type: ignore[arg-type] - it ended
+                    events.append(verdict)
                     continue
+                if c.retry_at is None:
+                    retry_at = (state.completed_at or utcnow()).timestamp() + broken_backoff(c)
+                    events.append(CouldNotTest(c.id, broken, retry_at))
+                    await self._could_not_test(project, queue.base_ref, c, broken)
                 wait = broken_backoff(c) - (self.clock() - (state.completed_at or utcnow()).timestamp())
                 if wait <= 0:
                     events.append(Cancel(c.id, f"its validation could not run ({broken}): building it again"))
@@ -404,27 +425,36 @@ class MergeQueueService:
                     await self.kick(project.id, queue.base_ref, f"broken-{c.id}-{c.retries_used}", after=wait)
         return events
 
+    async def _could_not_test(self, project: Project, base_ref: str, c: Candidate, reason: str) -> None:
+        tries = c.untested_tries + 1
+        if tries == 1 or tries % UNTESTED_WARN_EVERY == 0:
+            log.warning("merge queue of %s %s: candidate %d (%s) could not be tested (%d times): %s", project.name,
+                        base_ref, c.id, ", ".join(f"#{pr}" for pr in c.prs), tries, reason)
+        if tries == 1:
+            await self.store.audit.record("merge_queue.could_not_test", actor="merge-queue",
+                                          installation_id=project.installation_id, project_id=project.id,
+                                          details={"pr": c.prs[0], "prs": list(c.prs), "base_ref": base_ref,
+                                                   "why": reason[:500]})
+
     # ---- performing the actions ------------------------------------------------------------------
 
     async def _perform(self, project: Project, repo: RepoGitHub, before: Queue, queue: Queue, config: QueueConfig,
                        actions: list[Action]) -> list[Event]:
         events: list[Event] = []
-        for action in actions:
-            if isinstance(action, Build):
+        for action in outbox_last(actions):
+            if acknowledgement(action) is not None:
+                try:
+                    await self._perform_outbox(project, repo, before, queue, action)
+                except Exception as exc:  # noqa: BLE001 - tried again, or given up on: the queue goes on
+                    events.append(await self._announce_failed(project, queue, action, exc))
+                    continue
+            elif isinstance(action, Build):
                 events.append(await self._build(project, queue.base_ref, action.candidate))
             elif isinstance(action, (Validate, RetryStep)):
                 c = queue.candidate(action.candidate.id) or action.candidate
                 await self._validate(project, queue.base_ref, c)
-            elif isinstance(action, Cancel):
-                await self._cancel(project, before, action)
             elif isinstance(action, Land):
                 events += await self._land(project, repo, queue, action)
-            elif isinstance(action, Eject):
-                await self._ejected(project, repo, queue.base_ref, action)
-            elif isinstance(action, Remove):
-                await self._finish_pr(project, repo, queue.base_ref, action.pr, action.head_sha, "neutral",
-                                      removed_output(action.reason), comment=removed_comment(action.reason),
-                                      comment_marker=left_marker(queue.base_ref, action.seq))
             elif isinstance(action, NoteFlaky):
                 for pr in action.prs:
                     await repo.comments.create(pr, f"Merge queue: `{action.step}` failed, then passed when run "
@@ -432,6 +462,36 @@ class MergeQueueService:
             if (done := acknowledgement(action)) is not None:
                 events.append(done)  # kept in the queue until now: after a crash `resume` does it again
         return events
+
+    async def _perform_outbox(self, project: Project, repo: RepoGitHub, before: Queue, queue: Queue,
+                              action: Action) -> None:
+        if isinstance(action, Cancel):
+            await self._cancel(project, before, action)
+        elif isinstance(action, Eject):
+            await self._ejected(project, repo, queue.base_ref, action)
+        elif isinstance(action, Remove):
+            await self._finish_pr(project, repo, queue.base_ref, action.pr, action.head_sha, "neutral",
+                                  removed_output(action.reason), comment=removed_comment(action.reason),
+                                  comment_marker=left_marker(queue.base_ref, action.seq))
+
+    async def _announce_failed(self, project: Project, queue: Queue, action: Action, exc: Exception) -> Event:
+        """An outbox action failed: tried again in the next round, or (GitHub will not change its answer, or it
+        failed too often) given up on, with a warning and an audit record."""
+        final = (isinstance(exc, BadRequest) and not isinstance(exc, RateLimitExceeded)
+                 and exc.status_code in FINAL_ANNOUNCE_STATUSES and "rate limit" not in str(exc).lower())
+        event = announcement_failed(queue, action, retryable=not final)
+        if isinstance(event, AnnounceFailed):
+            log.info("merge queue of %s %s: %s failed, trying again: %r", project.name, queue.base_ref,
+                     type(action).__name__, exc)
+            return event
+        pr = action.pr if isinstance(action, (Eject, Remove)) else None
+        log.warning("merge queue of %s %s: gave up on the %s of %s: %r", project.name, queue.base_ref,
+                    type(action).__name__, f"#{pr}" if pr else "a candidate", exc)
+        await self.store.audit.record("merge_queue.announce_failed", actor="merge-queue",
+                                      installation_id=project.installation_id, project_id=project.id,
+                                      details={"pr": pr, "base_ref": queue.base_ref,
+                                               "what": type(action).__name__.lower(), "why": str(exc)[:500]})
+        return event
 
     async def _build(self, project: Project, base_ref: str, c: Candidate) -> Event:
         token = await self.github.installation_token(project.installation_id)  # type: ignore[arg-type]
@@ -460,6 +520,14 @@ class MergeQueueService:
         c = land.candidate
         if not land.prs:
             return []
+        if (missing := await self._candidate_here(project, queue, c)) is not None:
+            # no verdict on the PRs: this host cannot make the tested commit now; a later job (maybe on the
+            # host that built it) lands it
+            log.warning("merge queue of %s %s: candidate %d not landed from this host for now: %s", project.name,
+                        queue.base_ref, c.id, missing)
+            bucket = int(self.clock() // LAND_ELSEWHERE_RETRY_SECONDS)
+            await self.kick(project.id, queue.base_ref, f"land-{c.id}-{bucket}", after=LAND_ELSEWHERE_RETRY_SECONDS)
+            return []
         if land.method == "fast-forward":
             refused = await self._fast_forward(project, repo, queue.base_ref, land)
             if refused is None:
@@ -480,6 +548,16 @@ class MergeQueueService:
                 await repo.comments.create(pr, f"Merge queue: {refused}; merging it with the `merge` method instead.")
         method = "merge" if land.method == "fast-forward" else land.method
         return await self._merge_each(project, repo, queue.base_ref, land, method)
+
+    async def _candidate_here(self, project: Project, queue: Queue, c: Candidate) -> str | None:
+        """Make sure this host's mirror has the candidate's commit (the push and the trees need it), made again
+        as it was built if not; None: it has, else why not."""
+        assert c.built_sha is not None
+        token = await self.github.installation_token(project.installation_id)  # type: ignore[arg-type]
+        try:
+            return await self.restorer.restore(project.name, queue, queue.base_ref, c.id, c.built_sha, token)
+        except CheckoutError as exc:
+            return str(exc)
 
     async def _merged_already(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land) -> list[Event]:
         """A fast-forward that reached GitHub before a kill: every PR is merged (GitHub says so once its head
@@ -573,7 +651,8 @@ class MergeQueueService:
                                       details={"pr": pr, "base_ref": base_ref, "merged_sha": merged, "why": why})
         output = landed_untested_output(base_ref, merged, why)
         await self._finish_pr(project, repo, base_ref, pr, head, "neutral", output,
-                              comment=f"Merge queue: {output['summary']}")
+                              comment=f"Merge queue: {output['summary']}",
+                              comment_marker=marker("merge-queue-landed-untested", merged))
 
     # ---- what the PRs show -------------------------------------------------------------------------
 
@@ -611,11 +690,11 @@ class MergeQueueService:
         for pr, position in positions(queue).items():
             entry = queue.entry(pr)
             assert entry is not None
-            text = position_text(position, queue.base_ref)
+            text = position_text(position, queue.base_ref, self.clock())
             key = (project.id, pr, entry.head_sha)
             if self._shown.get(key, (0, ""))[1] == text:
                 continue
-            output = queued_output(position, queue.base_ref)
+            output = queued_output(position, queue.base_ref, self.clock())
             run_id = await self._check_run(repo, project, queue.base_ref, pr, entry.head_sha, output)
             if key in self._shown:
                 await repo.check_runs.update(run_id, output, actions=[DEQUEUE_BUTTON])

@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -225,6 +226,11 @@ class ServerMixin(FakeState):
         if body is None and status not in (204, 304):
             body = {"message": _reason(status), "documentation_url": DOCS_URL}
         self._faults.append(Fault(method.upper(), path_pattern, times, status, dict(headers or {}), body))
+
+    def fail_always(self, method: str, path_pattern: str, *, status: int = 502) -> None:
+        """Every matching request fails with `status` (a locked PR, an archived repository) until
+        ``clear_faults()``."""
+        self.fail_next(method, path_pattern, status=status, times=sys.maxsize)
 
     def rate_limit_next(self, method: str, path_pattern: str, *, retry_after: int = 1, times: int = 1) -> None:
         """GitHub's secondary rate limit: 403, Retry-After, and its message (remaining stays > 0)."""
