@@ -251,7 +251,8 @@ def create_app(settings: Settings, *, with_worker: bool = True,
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        naming = asyncio.create_task(read_app_naming(settings, timeout=APP_NAME_TIMEOUT_SECONDS), name="get-app")  # asked while the services are built
+        # The App's name is asked for while the services are built (the bound read now: tests raise it).
+        naming = asyncio.create_task(read_app_naming(settings, timeout=APP_NAME_TIMEOUT_SECONDS), name="get-app")
         try:
             services = await build_services(settings, with_worker=with_worker)
         except BaseException:

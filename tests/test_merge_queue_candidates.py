@@ -19,9 +19,9 @@ from pipeline.merge_queue.decide import advance, apply
 from pipeline.merge_queue.model import (LANDING, TESTING, Build, Candidate, CandidateBuilt, CandidatePassed, Enqueued,
                                         Land, Queue, QueueConfig)
 from pipeline.merge_queue.rebuild import (Rebuild, candidate_of_validation_ref, candidate_ref, rebuild_of,
-                                          rebuilt_mismatch)
+                                          rebuilt_mismatch, validation_ref)
 from pipeline.merge_queue.restore import CandidateRestorer
-from pipeline.merge_queue.service import MergeQueueService, validation_ref
+from pipeline.merge_queue.service import MergeQueueService
 from pipeline.workspace.checkout import Checkouts
 from pipeline.workspace.errors import CheckoutError
 from pipeline.workspace.volumes import GIB, RunVolumes

@@ -19,8 +19,8 @@ from pipeline.merge_queue.model import (Candidate, CandidateBuilt, CandidateFail
                                         Queue, QueueConfig)
 from pipeline.merge_queue.report import (ejection_report, landed_output, merge_refused, pr_of_external_id,
                                          queue_external_id)
-from pipeline.merge_queue.service import (MergeQueueService, base_of_validation_ref, broken_backoff, could_not_run,
-                                          validation_ref, verdict_of)
+from pipeline.merge_queue.rebuild import candidate_of_validation_ref, validation_ref
+from pipeline.merge_queue.service import MergeQueueService, broken_backoff, could_not_run, verdict_of
 from pipeline.report.comment import with_queue_line
 from tests.check_run_support import project_id  # noqa: F401 (fixture)
 from tests.merge_queue_support import queue_check_runs, queue_repo
@@ -186,8 +186,8 @@ def test_a_candidates_validation_ref_names_its_base_and_try() -> None:
     c = Candidate(id=12, prs=(3,), ahead=(), heads=("h" * 40,), base_sha="a" * 40, base_tree="t" * 40,
                   created_at=1.0, retries_used=1)
     assert validation_ref("release/2.x", c) == "refs/codegenapp/queue/release/2.x/12-try1"
-    assert base_of_validation_ref(validation_ref("release/2.x", c)) == "release/2.x"
-    assert base_of_validation_ref("refs/heads/gh-readonly-queue/main/pr-1-x") is None
+    assert candidate_of_validation_ref(validation_ref("release/2.x", c)) == ("release/2.x", 12)
+    assert candidate_of_validation_ref("refs/heads/gh-readonly-queue/main/pr-1-x") is None
 
 
 def test_the_sticky_comment_has_one_queue_line_replaced_in_place() -> None:

@@ -233,7 +233,8 @@ class JobStore:
 
     async def queued(self, kind: str) -> int:
         """How many jobs of `kind` are due and waiting to be claimed (not running, not retrying later): the
-        queue a job of `kind` queued now waits behind. One COUNT on ix_jobs_claim (status, run_after)."""
+        queue a job of `kind` queued now waits behind. One COUNT on ix_jobs_claim (status, run_after), on
+        PostgreSQL on ix_jobs_queued."""
         stmt = (select(func.count()).select_from(Job)
                 .where(Job.status == JOB_QUEUED, Job.run_after <= utcnow(), Job.kind == kind))
         return await self._db.read(lambda conn: conn.execute(stmt).scalar_one())

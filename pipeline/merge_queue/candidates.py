@@ -107,7 +107,7 @@ class CandidateBuilder:
     async def _merge_all(self, mirror: Mirror, owner: str, name: str, token: str | None, base_ref: str,
                          base_sha: str, merges: list[tuple[int, str]], ahead: int) -> Built | Conflict:
         """Under the mirror's lock: fetch what is missing, then make the merge commits (no ref yet)."""
-        self.checkouts._prepare_root()
+        self.checkouts.prepare_root()
         await self.mirrors.ensure(mirror, owner, name)
         await self._fetch(mirror.path, owner, name, token, base_sha, ref=f"refs/heads/{base_ref}")
         for pr, head in merges:

@@ -7,7 +7,7 @@ stored document keeps them (the base sha, then each PR's head in queue order), a
 the very commit the validation is of.
 
 The refs: a candidate's commit is kept under `candidate_ref`; one try of its validation is named
-`candidate_ref(...)-try{n}` (service.py `validation_ref`), which `candidate_of_validation_ref` reads back.
+`candidate_ref(...)-try{n}` (`validation_ref`), which `candidate_of_validation_ref` reads back.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.merge_queue.model import Queue
+from pipeline.merge_queue.model import Candidate, Queue
 
 QUEUE_REF_PREFIX = "refs/codegenapp/queue"
 _VALIDATION_REF = re.compile(re.escape(QUEUE_REF_PREFIX) + r"/(?P<base>.+)/(?P<id>[0-9]+)-try[0-9]+")
@@ -23,6 +23,11 @@ _VALIDATION_REF = re.compile(re.escape(QUEUE_REF_PREFIX) + r"/(?P<base>.+)/(?P<i
 
 def candidate_ref(base_ref: str, candidate_id: int) -> str:
     return f"{QUEUE_REF_PREFIX}/{base_ref}/{candidate_id}"
+
+
+def validation_ref(base_ref: str, candidate: Candidate) -> str:
+    """The `subject_ref` of one try of a candidate's validation (a retry is a new try)."""
+    return f"{candidate_ref(base_ref, candidate.id)}-try{candidate.retries_used}"
 
 
 def candidate_of_validation_ref(subject_ref: str | None) -> tuple[str, int] | None:

@@ -53,7 +53,7 @@ from pipeline.merge_queue.model import (
     Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep,
     Validate,
 )
-from pipeline.merge_queue.rebuild import candidate_ref
+from pipeline.merge_queue.rebuild import candidate_of_validation_ref, candidate_ref, validation_ref
 from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_comment, ejected_output,
                                          finished_line, landed_output, landed_untested_output, merge_refused, not_enabled, position_text,
                                          queue_comment_line, queue_external_id, queued_output, removed_comment,
@@ -72,7 +72,6 @@ from pipeline.workspace.errors import CheckoutError
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 200
-CANDIDATE_PREFIX = "refs/codegenapp/queue/"
 TAIL_CHARS = 3000
 # One process at a time advances a queue (the in-process lock is per process): a job that finds the lease
 # taken is queued again this much later, for what the holder may have read before it was saved.
@@ -94,20 +93,9 @@ def queue_lease(project_id: str, base_ref: str) -> str:
     return fitting_key(f"merge-queue:{project_id}:{base_ref}")
 
 
-def validation_ref(base_ref: str, candidate: Candidate) -> str:
-    """The `subject_ref` of one try of a candidate's validation (a retry is a new try)."""
-    return f"{candidate_ref(base_ref, candidate.id)}-try{candidate.retries_used}"
-
-
 def left_marker(base_ref: str, seq: int) -> str:
     """The hidden marker of the comment saying why a queue entry left: said once, however often it is tried."""
     return marker("merge-queue-left", f"{hashlib.sha256(base_ref.encode()).hexdigest()[:12]}-{seq}")
-
-
-def base_of_validation_ref(subject_ref: str | None) -> str | None:
-    if not subject_ref or not subject_ref.startswith(CANDIDATE_PREFIX):
-        return None
-    return subject_ref.removeprefix(CANDIDATE_PREFIX).rsplit("/", 1)[0]
 
 
 def queue_config(settings: MergeQueueSettings) -> QueueConfig:
@@ -738,9 +726,9 @@ class MergeQueueService:
                     continue
                 try:
                     state = await self.store.validations.get(event.data["validation_id"])
-                    base_ref = base_of_validation_ref(state.subject_ref if state else None)
-                    if state is not None and state.subject == SUBJECT_QUEUE_CANDIDATE and base_ref:
-                        await self.kick(state.project_id, base_ref, f"validation-{state.id}")
+                    named = candidate_of_validation_ref(state.subject_ref if state else None)
+                    if state is not None and state.subject == SUBJECT_QUEUE_CANDIDATE and named is not None:
+                        await self.kick(state.project_id, named[0], f"validation-{state.id}")
                 except Exception:  # noqa: BLE001 - the next job of the queue reads the verdict all the same
                     log.exception("merge queue: could not follow %s", event.data)
 

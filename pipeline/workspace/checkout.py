@@ -106,7 +106,7 @@ class Checkouts:
         sha = _check_sha(sha)
         if pr_number is not None and (isinstance(pr_number, bool) or not isinstance(pr_number, int) or pr_number < 1):
             raise CheckoutError(f"pr_number must be a positive integer, not {pr_number!r}", reason="invalid")
-        self._prepare_root()
+        self.prepare_root()
         if ref is not None:
             await self._check_ref(ref)
         dest = Path(dest)
@@ -148,7 +148,9 @@ class Checkouts:
 
     # ------------------------------------------------------------------ internals
 
-    def _prepare_root(self) -> None:
+    def prepare_root(self) -> None:
+        """The root's folders made, and what a crash left there cleared (once per object): by checkout, and
+        by whatever else builds in the mirrors (the merge queue's candidates)."""
         if self._prepared:
             return
         for sub in ("mirrors", "home", "trash"):
