@@ -333,3 +333,17 @@ async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelle
     assert run_a["output"]["title"] == "Superseded by 9999999"
     assert await queued_validations(store) == [state_b.id]
     assert state_a.id != state_b.id
+
+
+async def test_jobs_starting_at_once_each_read_and_start_their_own_validation(store: Store, project_id: str) -> None:
+    # PostgreSQL reads and starts the validations of the jobs that start meanwhile in one statement.
+    created = [await store.validations.create(project_id=project_id, pr_number=number, head_sha=f"{number}" * 40)
+               for number in (1, 2, 3)]
+    await store.validations.cancel(created[2].id, title="Cancelled")
+    asked = [created[0].id, "nope", created[1].id, created[2].id]
+    results = await asyncio.gather(*(store.validations.read_then_start(asked_id) for asked_id in asked))
+    assert [(state and state.id, state and state.status, started) for state, started in results] == [
+        (created[0].id, "queued", True), (None, None, False), (created[1].id, "queued", True),
+        (created[2].id, "completed", False)]
+    assert [(await store.validations.get(state.id)).status for state in created] == [
+        "in_progress", "in_progress", "completed"]
