@@ -20,8 +20,8 @@ arrival at the fake GitHub), deliveries/s (first send -> the last in_progress ch
 delivery of each app process, the PostgreSQL server (its processes' CPU from /proc) and this process (the load
 generator and the fake GitHub, which share the machine's cores with the app), both "while sending" (first send
 -> last 202, as bench/ingest.py) and "to the end" (-> every delivery's validation done). Then per layout the
-peak RSS of each process, the issue's targets, and what the measured CPU per delivery of each role says about
-throughput on more cores.
+peak RSS of each process, the issue's targets, what the measured CPU per delivery of each role says about
+throughput on more cores, and the app's GitHub requests per delivery by operation.
 
     .venv/bin/python bench/scale.py [-n 2000] [--n1 300] [--idle 50] [--installations 200]
                                     [--layouts sqlite,pg,pg-2web-1worker]
@@ -45,6 +45,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ from bench.ingest import (free_port, max_writes_per_minute, peak_rss_mb, percent
                           wait_until_healthy)
 from bench.rawload import send_all  # noqa: E402
 from tests.fakes.github import FakeGitHub  # noqa: E402
+from tests.fakes.github.common import Call  # noqa: E402
 from tests.pg import PostgresCluster, server_bin_dir  # noqa: E402
 
 SQLITE_CPU_TARGET_MS = 0.95  # server CPU per delivery at C=32 over 200 installations, one process on SQLite
@@ -553,6 +555,15 @@ def print_summary(measured: dict[str, dict[str, PhaseResult]]) -> None:
               f"{cpu(lambda k: k == 'harness'):>11}")
 
 
+def print_requests(calls: list[Call], deliveries: int) -> None:
+    """The app's requests to GitHub per delivery, by operation: a change in what one delivery costs the app
+    shows here as a count, where its CPU figure moves by no more than the machine's noise."""
+    by_operation = Counter(call.operation or f"{call.method} {call.path}" for call in calls)
+    print(f"    GitHub requests per delivery: {len(calls) / max(deliveries, 1):.2f}")
+    for operation, count in by_operation.most_common():
+        print(f"      {count / max(deliveries, 1):6.2f}  {operation}")
+
+
 async def run_layout(layout: Layout, phases: list[Phase], bench: Bench, key: str, cluster: PostgresCluster | None,
                      sqlite_ms: dict[str, float] | None) -> dict[str, PhaseResult]:
     root = Path(tempfile.mkdtemp(prefix=f"codegenapp-scale-{layout.name}-", dir=os.environ.get("BENCH_DIR")))
@@ -567,7 +578,9 @@ async def run_layout(layout: Layout, phases: list[Phase], bench: Bench, key: str
             results[phase.name] = await bench.run(deployment, phase)
             print_phase(results[phase.name])
         rss = {p.label: peak_rss_mb(p.process.pid) for p in deployment.processes}
-        print_layout(deployment, results, rss, sqlite_ms, bench.fake.calls[calls_before:])
+        calls = bench.fake.calls[calls_before:]
+        print_layout(deployment, results, rss, sqlite_ms, calls)
+        print_requests(calls, sum(result.sent for result in results.values()))
         sys.stdout.flush()
         return results
     finally:
