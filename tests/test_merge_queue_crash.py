@@ -11,6 +11,7 @@ import pytest
 
 from bot.events import wait_for
 from bot.models import SUBJECT_QUEUE_CANDIDATE
+from pipeline.merge_queue import decide
 from tests.merge_queue_support import (comments_saying, queue_check_runs, queue_repo, stored_queue, until_idle,
                                        until_stored_idle)
 from tests.sandbox_support import needs_bwrap
@@ -27,16 +28,21 @@ def refused_comments(fake_github) -> list[str]:
     return [str((call.json or {}).get("body")) for call in fake_github.calls_to("POST", COMMENTS_ON_1) if call.injected]
 
 
-async def test_an_ejection_whose_comment_failed_is_said_once_when_the_queue_runs_again(bot, fake_github) -> None:
+async def test_an_ejection_whose_comment_failed_is_said_once_when_the_queue_runs_again(bot, fake_github,
+                                                                                      monkeypatch) -> None:
+    monkeypatch.setattr(decide, "ANNOUNCE_BACKOFF_SECONDS", 1.0)
     repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}},
                             validate=["echo the tests break; exit 1"])
-    fake_github.fail_next("POST", COMMENTS_ON_1, status=502)  # GitHub fails once: the ejection is tried again
+    # every try of the GitHub client fails: the queue tries the ejection again after its own backoff
+    fake_github.fail_next("POST", COMMENTS_ON_1, status=502, times=4)
     with bot.services.bus.subscribe() as events:
         await bot.deliver("issue_comment", repo.comment(1, "/queue"), timeout=30)
-        await until_idle(bot, events, repo)  # the worker runs the failed job again
+        await until_idle(bot, events, repo)
 
-    [refused] = refused_comments(fake_github)
-    assert "Ejected from the merge queue" in refused
+    *refused_calls, said_again = fake_github.calls_to("POST", COMMENTS_ON_1)
+    assert len(refused_calls) == 4 and said_again.at - refused_calls[-1].at >= 1.0  # not at once
+    refused = refused_comments(fake_github)
+    assert len(refused) == 4 and all("Ejected from the merge queue" in body for body in refused)
     said = comments_saying(fake_github, "Ejected from the merge queue")
     assert len(said) == 1 and "the tests break" in said[0]
     [run] = queue_check_runs(fake_github, repo.pulls[1].head_sha)  # completed again, not made twice

@@ -12,7 +12,7 @@ import pytest
 
 from bench.merge_queue import Simulation, Workload, items_of, simulate, tree_of
 from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, acknowledgement, advance, announcement_failed, apply, decide,
-                                         outbox_last, positions, resume, split_points)
+                                         outbox_last, positions, resume, split_points, unacknowledged)
 from pipeline.merge_queue.model import (
     CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build,
     Cancel, CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed,
@@ -462,12 +462,16 @@ def test_an_ejection_that_keeps_failing_is_done_after_the_builds_behind_it_and_g
     ordered = outbox_last(resume(queue, config))
     outbox = [acknowledgement(a) is not None for a in ordered]
     assert eject in ordered and of(Build, ordered) and outbox == sorted(outbox)  # #2's build comes first
-    for _ in range(ANNOUNCE_TRIES - 1):
-        failed = announcement_failed(queue, eject, retryable=True)
-        assert failed == AnnounceFailed(pr=1, seq=eject.seq)
+    now = NOW
+    for backoff in (30, 60, 120, 240):  # doubling: a GitHub outage of minutes is waited out
+        failed = announcement_failed(queue, eject, retryable=True, now=now)
+        assert failed == AnnounceFailed(pr=1, seq=eject.seq, retry_at=now + backoff)
         queue, _ = step(queue, failed, config)
+        assert eject not in unacknowledged(queue, now + backoff - 1)  # not tried again before its time
+        now += backoff
+        assert eject in unacknowledged(queue, now) and eject in resume(queue, config, now)
     assert queue.entries[0].announce_tries == ANNOUNCE_TRIES - 1
-    assert announcement_failed(queue, eject, retryable=True) == EjectDone(1, eject.seq)  # the last try: given up
+    assert announcement_failed(queue, eject, retryable=True, now=now) == EjectDone(1, eject.seq)  # given up
     queue, _ = step(queue, EjectDone(1, eject.seq), config)
     assert [e.pr for e in queue.entries] == [2]
 
@@ -476,12 +480,13 @@ def test_an_announcement_github_refuses_for_good_is_given_up_at_once() -> None:
     queue, _ = step(queue_of(1, 2), None)
     queue, actions = step(queue, PullClosed(1))
     [removal] = of(Remove, actions)
-    assert announcement_failed(queue, removal, retryable=False) == RemoveDone(1, removal.seq)
+    assert announcement_failed(queue, removal, retryable=False, now=NOW) == RemoveDone(1, removal.seq)
     cid = queue.candidates[0].id
     queue, actions = step(queue, BaseMoved("pushed", tree_of(frozenset({"hotfix"}))))
     [cancel] = [a for a in of(Cancel, actions) if a.candidate_id != cid]
-    queue, _ = step(queue, announcement_failed(queue, cancel, retryable=True))
+    queue, _ = step(queue, announcement_failed(queue, cancel, retryable=True, now=NOW))
     assert queue.candidate(cancel.candidate_id).announce_tries == 1
+    assert cancel not in unacknowledged(queue, NOW + 29) and cancel in unacknowledged(queue, NOW + 30)
 
 
 def test_a_candidate_that_could_not_be_tested_says_why_and_its_rebuild_carries_it() -> None:

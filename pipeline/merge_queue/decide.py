@@ -62,6 +62,10 @@ OWN_TIPS_KEPT = 64
 # An outbox action (`Eject`, `Remove`, `Cancel`) that failed this often is acknowledged all the same: one PR
 # GitHub will not let us comment on must not stop the queue behind it.
 ANNOUNCE_TRIES = 5
+# ... tried again after a backoff that doubles (30 s, 1, 2, 4 min): a GitHub outage of a few minutes is waited out,
+# where tries one after the other would all fail within a second.
+ANNOUNCE_BACKOFF_SECONDS = 30.0
+ANNOUNCE_BACKOFF_MAX_SECONDS = 600.0
 ADVANCE_ROUNDS = 1000
 
 
@@ -318,9 +322,10 @@ def _announce_failed(queue: Queue, event: AnnounceFailed) -> Queue:
     if event.candidate_id is not None:
         c = _candidate_in(queue, event.candidate_id, CANCELLING)
         return queue if c is None else _with_candidate(queue, dataclasses.replace(
-            c, announce_tries=c.announce_tries + 1))
+            c, announce_tries=c.announce_tries + 1, announce_after=event.retry_at))
     entry = next((e for e in queue.entries if e.pr == event.pr and e.seq == event.seq and e.state in GONE), None)
-    return queue if entry is None else _with_entry(queue, entry, announce_tries=entry.announce_tries + 1)
+    return queue if entry is None else _with_entry(queue, entry, announce_tries=entry.announce_tries + 1,
+                                                   announce_after=event.retry_at)
 
 
 def _could_not_test(queue: Queue, event: CouldNotTest) -> Queue:
@@ -550,24 +555,32 @@ def advance(queue: Queue, config: QueueConfig, now: float) -> tuple[Queue, list[
     raise RuntimeError("merge queue: the deciding does not settle")  # a bug: each round must make progress
 
 
-def unacknowledged(queue: Queue) -> list[Action]:
-    """The ejections, removals and cancels recorded but not acknowledged done (`acknowledgement`)."""
+def unacknowledged(queue: Queue, now: float | None = None) -> list[Action]:
+    """The ejections, removals and cancels recorded but not acknowledged done (`acknowledgement`); given
+    `now`, not those whose last try failed and whose backoff has not passed (`AnnounceFailed`)."""
+    def due(announce_after: float | None) -> bool:
+        return now is None or announce_after is None or announce_after <= now
+
     actions: list[Action] = []
     for e in queue.entries:
+        if not due(e.announce_after):
+            continue
         if e.state == EJECTED:
             actions.append(Eject(e.pr, e.head_sha, e.leave_reason or "it failed", e.failing_step or "validation",
                                  e.output_tail, e.ejected_by or 0, e.seq))
         elif e.state == REMOVED:
             actions.append(Remove(e.pr, e.head_sha, e.leave_reason or "it left the queue", e.seq))
-    actions += [Cancel(c.id, c.obsolete_reason or "obsolete") for c in queue.candidates if c.status == CANCELLING]
+    actions += [Cancel(c.id, c.obsolete_reason or "obsolete") for c in queue.candidates
+                if c.status == CANCELLING and due(c.announce_after)]
     return actions
 
 
-def resume(queue: Queue, config: QueueConfig) -> list[Action]:
+def resume(queue: Queue, config: QueueConfig, now: float | None = None) -> list[Action]:
     """The work under way in a stored queue, to start again after a restart (builds, validations and
     landings; each is idempotent, keyed by its candidate), and the ejections, removals and cancels not
-    acknowledged done (the shell makes each harmless to do twice). Everything else `advance` decides."""
-    actions = unacknowledged(queue)
+    acknowledged done (the shell makes each harmless to do twice; given `now`, those due: `unacknowledged`).
+    Everything else `advance` decides."""
+    actions = unacknowledged(queue, now)
     queued = {e.pr for e in queue.entries if e.state == QUEUED}
     for c in queue.candidates:
         if c.status == BUILDING:
@@ -601,17 +614,24 @@ def announce_tries(queue: Queue, action: Action) -> int:
     return 0
 
 
-def announcement_failed(queue: Queue, action: Action, *, retryable: bool) -> Event:
-    """The event for an outbox action that failed: tried again (`AnnounceFailed`), or, failed for good or
-    `ANNOUNCE_TRIES` times, acknowledged all the same."""
+def announce_backoff(tries: int) -> float:
+    """Seconds before an outbox action that failed `tries` times before this failure is tried again."""
+    return min(ANNOUNCE_BACKOFF_SECONDS * 2 ** tries, ANNOUNCE_BACKOFF_MAX_SECONDS)
+
+
+def announcement_failed(queue: Queue, action: Action, *, retryable: bool, now: float) -> Event:
+    """The event for an outbox action that failed: tried again after a backoff (`AnnounceFailed`), or,
+    failed for good or `ANNOUNCE_TRIES` times, acknowledged all the same."""
     done = acknowledgement(action)
     assert done is not None, action
-    if not retryable or announce_tries(queue, action) + 1 >= ANNOUNCE_TRIES:
+    tries = announce_tries(queue, action)
+    if not retryable or tries + 1 >= ANNOUNCE_TRIES:
         return done
+    retry_at = now + announce_backoff(tries)
     if isinstance(action, Cancel):
-        return AnnounceFailed(candidate_id=action.candidate_id)
+        return AnnounceFailed(candidate_id=action.candidate_id, retry_at=retry_at)
     assert isinstance(action, (Eject, Remove))
-    return AnnounceFailed(pr=action.pr, seq=action.seq)
+    return AnnounceFailed(pr=action.pr, seq=action.seq, retry_at=retry_at)
 
 
 def acknowledgement(action: Action) -> Event | None:

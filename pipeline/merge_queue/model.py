@@ -83,6 +83,7 @@ class Entry:
     output_tail: str = ""
     ejected_by: int | None = None  # the candidate that failed
     announce_tries: int = 0  # EJECTED, REMOVED: its announcement failed this many times (`AnnounceFailed`)
+    announce_after: float | None = None  # ... and is not tried again before this time
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Candidate:
     untested_tries: int = 0         # validations of it and the candidates it was rebuilt from that could not run
     retry_at: float | None = None   # its validation could not run: it is built again at this time
     announce_tries: int = 0         # CANCELLING: its cancel failed this many times (`AnnounceFailed`)
+    announce_after: float | None = None  # ... and is not tried again before this time
 
     def head_of(self, pr: int) -> str:
         return self.heads[(self.ahead + self.prs).index(pr)]
@@ -205,11 +207,12 @@ class CancelDone:
 
 @dataclass(frozen=True)
 class AnnounceFailed:
-    """The shell could not do an outbox action (`Eject`, `Remove`, `Cancel`): it is tried again, up to a
-    limit (decide.ANNOUNCE_TRIES)."""
+    """The shell could not do an outbox action (`Eject`, `Remove`, `Cancel`): it is tried again at
+    `retry_at`, up to a limit (decide.ANNOUNCE_TRIES)."""
     pr: int | None = None            # an `Eject` or `Remove`: its entry
     seq: int | None = None
     candidate_id: int | None = None  # a `Cancel`
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True)
