@@ -336,7 +336,7 @@ async def test_a_check_run_created_for_a_head_superseded_meanwhile_ends_cancelle
 
 
 async def test_jobs_starting_at_once_each_read_and_start_their_own_validation(store: Store, project_id: str) -> None:
-    # PostgreSQL reads and starts the validations of the jobs that start meanwhile in one statement.
+    # Each job gets its own row as it was before its start, whatever the others asked meanwhile.
     created = [await store.validations.create(project_id=project_id, pr_number=number, head_sha=f"{number}" * 40)
                for number in (1, 2, 3)]
     await store.validations.cancel(created[2].id, title="Cancelled")

@@ -65,7 +65,6 @@ ANNOUNCE_TRIES = 5
 # ... tried again after a backoff that doubles (30 s, 1, 2, 4 min): a GitHub outage of a few minutes is waited out,
 # where tries one after the other would all fail within a second.
 ANNOUNCE_BACKOFF_SECONDS = 30.0
-ANNOUNCE_BACKOFF_MAX_SECONDS = 600.0
 ADVANCE_ROUNDS = 1000
 
 
@@ -616,7 +615,7 @@ def announce_tries(queue: Queue, action: Action) -> int:
 
 def announce_backoff(tries: int) -> float:
     """Seconds before an outbox action that failed `tries` times before this failure is tried again."""
-    return min(ANNOUNCE_BACKOFF_SECONDS * 2 ** tries, ANNOUNCE_BACKOFF_MAX_SECONDS)
+    return ANNOUNCE_BACKOFF_SECONDS * 2 ** tries
 
 
 def announcement_failed(queue: Queue, action: Action, *, retryable: bool, now: float) -> Event:

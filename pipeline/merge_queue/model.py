@@ -209,10 +209,10 @@ class CancelDone:
 class AnnounceFailed:
     """The shell could not do an outbox action (`Eject`, `Remove`, `Cancel`): it is tried again at
     `retry_at`, up to a limit (decide.ANNOUNCE_TRIES)."""
+    retry_at: float
     pr: int | None = None            # an `Eject` or `Remove`: its entry
     seq: int | None = None
     candidate_id: int | None = None  # a `Cancel`
-    retry_at: float | None = None
 
 
 @dataclass(frozen=True)

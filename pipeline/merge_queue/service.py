@@ -45,8 +45,8 @@ from pipeline.merge_queue.admission import (Admission, admission, approvals, met
                                             required_approvals, strict)
 from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
-from pipeline.merge_queue.decide import (acknowledgement, advance, announce_tries, announcement_failed, apply, outbox_last,
-                                         positions, resume, unacknowledged)
+from pipeline.merge_queue.decide import (acknowledgement, advance, announcement_failed, apply, outbox_last, positions,
+                                         resume, unacknowledged)
 from pipeline.merge_queue.model import (
     LANDING, RETRYING, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build, Cancel, Candidate,
     CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, CouldNotTest, Dequeued, Eject, Enqueued,
@@ -367,7 +367,7 @@ class MergeQueueService:
             # what was recorded but not done: after a kill (`resume`), or applied from outside (`_observe`)
             now = self.clock()
             actions: list[Action] = list(resume(queue, config, now) if first else unacknowledged(queue, now))
-            queue, decided = advance(queue, config, self.clock())
+            queue, decided = advance(queue, config, now)
             actions += decided
             active = bool(queue.entries or queue.candidates)
             if not await self.store.merge_queues.save(project.id, base_ref, queue_to_document(queue),
@@ -468,14 +468,14 @@ class MergeQueueService:
         failed too often) given up on, with a warning and an audit record."""
         final = (isinstance(exc, BadRequest) and not isinstance(exc, RateLimitExceeded)
                  and exc.status_code in FINAL_ANNOUNCE_STATUSES and "rate limit" not in str(exc).lower())
-        event = announcement_failed(queue, action, retryable=not final, now=self.clock())
+        now = self.clock()
+        event = announcement_failed(queue, action, retryable=not final, now=now)
         if isinstance(event, AnnounceFailed):
-            assert event.retry_at is not None
-            wait = max(event.retry_at - self.clock(), 0.0)
+            wait = event.retry_at - now
             log.info("merge queue of %s %s: %s failed, trying again in %.0f s: %r", project.name, queue.base_ref,
                      type(action).__name__, wait, exc)
-            what = f"#{event.pr}-{event.seq}" if event.candidate_id is None else f"c{event.candidate_id}"
-            await self.kick(project.id, queue.base_ref, f"announce-{what}-{announce_tries(queue, action)}", after=wait)
+            # one job wakes the queue then (announcements failing in the same second share it)
+            await self.kick(project.id, queue.base_ref, f"announce-{event.retry_at:.0f}", after=wait)
             return event
         pr = action.pr if isinstance(action, (Eject, Remove)) else None
         log.warning("merge queue of %s %s: gave up on the %s of %s: %r", project.name, queue.base_ref,
