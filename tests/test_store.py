@@ -136,6 +136,21 @@ async def test_audit_log_is_appended(store: Store) -> None:
     assert events[1].details == {"sha": "abc"}
 
 
+async def test_audit_events_recorded_at_once_are_each_kept_whole(store: Store) -> None:
+    """On PostgreSQL the events recorded meanwhile go in one statement: every field of each arrives, in
+    its own row, nested details and empty fields included."""
+    await asyncio.gather(*(store.audit.record(f"action-{n}", actor=None if n % 2 else f"user-{n}",
+                                              installation_id=n or None, project_id="p2", delivery_id=f"d{n}",
+                                              details={"n": n, "nested": {"list": [n, "x"]}, "text": "ü \"q\""})
+                           for n in range(5)))
+    events = sorted(await store.audit.list(project_id="p2"), key=lambda e: e.action)
+    assert [(e.action, e.actor, e.installation_id, e.delivery_id) for e in events] == [
+        (f"action-{n}", None if n % 2 else f"user-{n}", n or None, f"d{n}") for n in range(5)]
+    assert [e.details for e in events] == [{"n": n, "nested": {"list": [n, "x"]}, "text": "ü \"q\""}
+                                           for n in range(5)]
+    assert all(e.at.tzinfo is not None for e in events)
+
+
 def test_plan_begin_ends_other_heads_and_joins_a_running_one_of_this_head() -> None:
     from bot.models import ValidationState
     from bot.store.validations import plan_begin

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from bot.db import Database
 from bot.models import (AGENT_PENDING, AGENT_TERMINAL, JOB_AGENT_RUN, JOB_QUEUED, AgentRun, Job, Project,
                         ValidationState, new_id, utcnow)
 from bot.store.batch import GroupCommit
-from bot.store.sql import entities, entity, pulls_asked, pulls_params
+from bot.store.prepared import Prepared
+from bot.store.sql import any_of, entities, entity, from_rows, pulls_asked, pulls_params
 
 JOB_MAX_ATTEMPTS = 5
 
@@ -43,16 +44,24 @@ def _job_values(run_id: str, *, token: str | None, run_after: datetime) -> dict[
             "max_attempts": JOB_MAX_ATTEMPTS, "run_after": run_after, "created_at": utcnow()}
 
 
+_COLUMNS = tuple(AgentRun.__table__.c)
+_NOT_ENDED = ~any_of(AgentRun.status, AGENT_TERMINAL)
+
+
 def _active_for_prs() -> Any:
     """PostgreSQL: `active_for_pr` of many PRs in one statement (each row says which PR asked for it)."""
     asked = pulls_asked()
-    return (select(AgentRun)
+    return (select(*_COLUMNS)
             .join(asked, and_(AgentRun.project_id == asked.c.project_id, AgentRun.pr_number == asked.c.pr_number))
-            .where(AgentRun.status.not_in(AGENT_TERMINAL))
+            .where(_NOT_ENDED)
             .order_by(AgentRun.created_at.desc()))
 
 
-_ACTIVE_FOR_PRS = _active_for_prs()
+_ACTIVE_FOR_PRS = Prepared(_active_for_prs())
+_ACTIVE_FOR_PR = Prepared(select(*_COLUMNS)
+                          .where(AgentRun.project_id == bindparam("b_project"), AgentRun.pr_number == bindparam("b_pr"),
+                                 _NOT_ENDED)
+                          .order_by(AgentRun.created_at.desc()))
 
 
 class AgentRunStore:
@@ -105,15 +114,12 @@ class AgentRunStore:
     async def active_for_pr(self, project_id: str, pr_number: int) -> list[AgentRun]:
         if self._active is not None:
             return await self._active.submit((project_id, pr_number))
-        stmt = (select(AgentRun)
-                .where(AgentRun.project_id == project_id, AgentRun.pr_number == pr_number,
-                       AgentRun.status.not_in(AGENT_TERMINAL))
-                .order_by(AgentRun.created_at.desc()))
-        return await self._db.read(lambda conn: entities(conn, stmt))
+        params = {"b_project": project_id, "b_pr": pr_number}
+        return await self._db.read(lambda conn: from_rows(AgentRun, _ACTIVE_FOR_PR.run(conn, params).mappings()))
 
     async def _read_active(self, prs: list[tuple[str, int]]) -> list[list[AgentRun]]:
         params = pulls_params(prs)  # each PR once: one asked twice would join its runs twice
-        runs = await self._db.read(lambda conn: entities(conn, _ACTIVE_FOR_PRS.params(params)))
+        runs = await self._db.read(lambda conn: from_rows(AgentRun, _ACTIVE_FOR_PRS.run(conn, params).mappings()))
         return [[run for run in runs if (run.project_id, run.pr_number) == pr] for pr in prs]
 
     async def close(self) -> None:

@@ -15,9 +15,14 @@ from bot.db import Database
 from bot.fleet import LOST_WINDOW
 from bot.models import AuditEvent, WorkerHeartbeat, utcnow
 from bot.store.batch import GroupCommit
-from bot.store.sql import entities, entity, upsert_insert
+from bot.store.prepared import Prepared
+from bot.store.sql import entities, entity, insert_unnested, unnested_params, upsert_insert
 
 PAGE_SIZE = 50
+_INSERT = Prepared(insert(AuditEvent))
+_COLUMNS = ("at", "action", "actor", "installation_id", "project_id", "delivery_id", "details")
+# PostgreSQL: the events recorded meanwhile, in one statement.
+_INSERT_ALL = Prepared(insert_unnested(AuditEvent, _COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -43,12 +48,11 @@ class AuditStore:
         if self._batcher is not None:
             await self._batcher.submit(row)
             return
-        stmt = insert(AuditEvent).values(row)
-        await self._db.write(lambda conn: conn.execute(stmt))
+        await self._db.write(lambda conn: _INSERT.run(conn, row))
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[None]:
-        stmt = insert(AuditEvent).values(rows)  # one statement of many rows, not one a row
-        await self._db.write(lambda conn: conn.execute(stmt))
+        params = unnested_params(AuditEvent, _COLUMNS, rows)
+        await self._db.write(lambda conn: _INSERT_ALL.run(conn, params))
         return [None] * len(rows)
 
     async def close(self) -> None:

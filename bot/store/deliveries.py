@@ -16,10 +16,16 @@ from bot.db import Database
 from bot.models import JOB_DEAD, JOB_QUEUED, JOB_RUNNING, JOB_WEBHOOK, Delivery, Job, utcnow
 from bot.store.batch import GroupCommit
 from bot.store.prepared import Prepared
-from bot.store.sql import upsert_insert
+from bot.store.sql import insert_unnested, unnested_params, upsert_insert
 
 _INSERT_JOB = Prepared(insert(Job).returning(Job.id))
-_INSERT_JOBS = insert(Job).returning(Job.id, Job.delivery_id)
+_DELIVERY_COLUMNS = ("id", "event", "action", "installation_id", "payload", "received_at", "source")
+_JOB_COLUMNS = ("kind", "delivery_id", "args", "dedupe_key", "status", "attempts", "max_attempts", "run_after",
+                "created_at", "lease_owner", "lease_expires_at", "last_error", "finished_at")
+# PostgreSQL: a batch's deliveries (those not known yet) and their jobs, a statement each.
+_INSERT_DELIVERIES = Prepared(insert_unnested(Delivery, _DELIVERY_COLUMNS)
+                              .on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id))
+_INSERT_JOBS = Prepared(insert_unnested(Job, _JOB_COLUMNS).returning(Job.id, Job.delivery_id))
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,6 @@ class DeliveryStore:
         self._recent: LRUCache[str, DeliveryRecord] = LRUCache(maxsize=256)
         self._insert = Prepared(upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"])
                                 .returning(Delivery.id))
-        self._insert_many = upsert_insert(db, Delivery).on_conflict_do_nothing(index_elements=["id"]).returning(
-            Delivery.id)
 
     async def store(self, delivery: IncomingDelivery) -> StoredDelivery:
         return await self._batcher.submit(delivery)
@@ -151,10 +155,13 @@ class DeliveryStore:
         a statement per row costs less than building a statement of many)."""
         rows = [{"id": d.id, "event": d.event, "action": d.action, "installation_id": d.installation_id,
                  "payload": d.payload, "received_at": now, "source": d.source} for d in deliveries]
-        inserted = set(conn.execute(self._insert_many, rows).scalars())
+        inserted = {row[0] for row in _INSERT_DELIVERIES.run(conn, unnested_params(Delivery, _DELIVERY_COLUMNS,
+                                                                                    rows)).rows}
         jobs = [_job_row(d, now) for d in deliveries if d.id in inserted]
-        job_ids = {delivery_id: job_id for job_id, delivery_id in conn.execute(_INSERT_JOBS, jobs)} if jobs else {}
-        return inserted, job_ids
+        if not jobs:
+            return inserted, {}
+        found = _INSERT_JOBS.run(conn, unnested_params(Job, _JOB_COLUMNS, jobs)).rows
+        return inserted, {delivery_id: job_id for job_id, delivery_id in found}
 
     async def get(self, delivery_id: str) -> DeliveryRecord | None:
         # Each delivery is read once by its job: hand the cached copy over and drop it (a retry reads the row).

@@ -19,6 +19,7 @@ from bot.crypto import Crypto
 from bot.db import Database
 from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new_id, utcnow
 from bot.store.batch import GroupCommit
+from bot.store.prepared import Prepared
 from bot.store.sql import entities, entity, from_rows, upsert_insert
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -32,6 +33,11 @@ _PROJECT_COLUMNS = tuple(Project.__table__.c)
 _WITH_SECRETS = (select(*_PROJECT_COLUMNS, ProjectSecret.name.label("secret_name"),
                         ProjectSecret.value_encrypted.label("secret_value"))
                  .outerjoin(ProjectSecret, ProjectSecret.project_id == Project.id))
+_WITH_SECRETS_OF = Prepared(_WITH_SECRETS.where(Project.id == bindparam("b_id")))
+# PostgreSQL: those of several projects at once.
+_WITH_SECRETS_OF_ALL = Prepared(_WITH_SECRETS.where(Project.id == any_(bindparam("b_ids",
+                                                                                 type_=postgresql.ARRAY(String)))))
+_BY_REPO_ID = Prepared(select(*_PROJECT_COLUMNS).where(Project.github_repo_id == bindparam("b_repo")).limit(1))
 # How stale the webhook path's copy of a project may be (another process may archive or rename it;
 # this one forgets its copies at once). Settings are always read fresh where they are used.
 RECENT_PROJECT_SECONDS = 10.0
@@ -195,8 +201,9 @@ class ProjectStore:
         its settings): every pull request event of a busy repository would read the same row."""
         if recent and (found := self._recent_by_repo_id.get(github_repo_id)) is not None:
             return found
-        stmt = select(Project).where(Project.github_repo_id == github_repo_id)
-        project = await self._db.read(lambda conn: entity(conn, stmt))
+        params = {"b_repo": github_repo_id}
+        project = await self._db.read(
+            lambda conn: next(iter(from_rows(Project, _BY_REPO_ID.run(conn, params).mappings())), None))
         if project is not None:
             self._recent_by_repo_id[github_repo_id] = project
         return project
@@ -210,8 +217,8 @@ class ProjectStore:
         if self._with_secrets is not None:
             rows = await self._with_secrets.submit(project_id)
         else:
-            stmt = _WITH_SECRETS.where(Project.id == project_id)
-            rows = await self._db.read(lambda conn: list(conn.execute(stmt).mappings()))
+            params = {"b_id": project_id}
+            rows = await self._db.read(lambda conn: _WITH_SECRETS_OF.run(conn, params).mappings())
         if not rows:
             return None, {}
         secrets = {row["secret_name"]: self._crypto.decrypt(row["secret_value"])
@@ -220,9 +227,8 @@ class ProjectStore:
 
     async def _read_with_secrets(self, project_ids: list[str]) -> list[list[Any]]:
         """PostgreSQL: `project_with_secrets`'s rows of several projects in one statement."""
-        stmt = _WITH_SECRETS.where(Project.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))))
         params = {"b_ids": list(dict.fromkeys(project_ids))}
-        rows = await self._db.read(lambda conn: list(conn.execute(stmt, params).mappings()))
+        rows = await self._db.read(lambda conn: _WITH_SECRETS_OF_ALL.run(conn, params).mappings())
         return [[row for row in rows if row["id"] == project_id] for project_id in project_ids]
 
     async def close(self) -> None:

@@ -1,10 +1,11 @@
 """Small SQL helpers shared by the store modules."""
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Integer, Select, String, bindparam, func, or_, select
+from sqlalchemy import JSON, Connection, Integer, Select, String, Text, bindparam, cast, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import class_mapper
 
@@ -35,6 +36,29 @@ def pulls_params(pulls: Iterable[tuple[str, int]]) -> dict[str, list[Any]]:
     """The parameters of `pulls_asked`: each pull request once."""
     unique = list(dict.fromkeys(pulls))
     return {"b_projects": [project for project, _ in unique], "b_prs": [number for _, number in unique]}
+
+
+def insert_unnested(model: Any, columns: Sequence[str]) -> Any:
+    """PostgreSQL: an INSERT of any number of rows that is one prepared statement: a parameter a column
+    (`b_<column>`, an array of an element a row, from `unnested_params`; a JSON column's as texts), zipped
+    back into rows by `unnest`. (A multi-row VALUES is a new statement for every number of rows: SQLAlchemy
+    compiles it and PostgreSQL parses and plans it each time.)"""
+    table = model.__table__.c
+    values = []
+    for name in columns:
+        if isinstance(table[name].type, JSON):
+            values.append(cast(func.unnest(bindparam(f"b_{name}", type_=postgresql.ARRAY(Text))), JSON).label(name))
+        else:
+            values.append(func.unnest(bindparam(f"b_{name}", type_=postgresql.ARRAY(table[name].type))).label(name))
+    return postgresql.insert(model).from_select(list(columns), select(*values))
+
+
+def unnested_params(model: Any, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of `insert_unnested(model, columns)` for `rows`."""
+    table = model.__table__.c
+    return {f"b_{name}": ([json.dumps(row[name]) for row in rows] if isinstance(table[name].type, JSON)
+                          else [row[name] for row in rows])
+            for name in columns}
 
 
 def entities(conn: Connection, stmt: Select[tuple[E]]) -> list[E]:

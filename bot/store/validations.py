@@ -130,6 +130,25 @@ def _read_then_start() -> Any:
 
 
 _READ_THEN_START = Prepared(_read_then_start())
+_GET = Prepared(select(*_COLUMNS).where(ValidationState.id == bindparam("b_id")))
+_SETTLE = Prepared(update(ValidationState).where(ValidationState.id == bindparam("b_id"))
+                   .values(check_run_settled=True))
+_COMMENT_ID = Prepared(select(PullRequestComment.comment_id)
+                       .where(PullRequestComment.project_id == bindparam("b_project"),
+                              PullRequestComment.pr_number == bindparam("b_pr")))
+# `_fenced` updates, one per set of allowed statuses and of columns written (a handful: start, complete, ...).
+_FENCED: dict[tuple[tuple[str, ...], tuple[str, ...]], Prepared] = {}
+
+
+def _fenced_update(allowed: tuple[str, ...], columns: tuple[str, ...]) -> Prepared:
+    if (prepared := _FENCED.get((allowed, columns))) is None:
+        table = ValidationState.__table__.c
+        prepared = _FENCED[(allowed, columns)] = Prepared(
+            update(ValidationState)
+            .where(ValidationState.id == bindparam("b_id"), any_of(ValidationState.status, allowed))
+            .values({column: bindparam(f"v_{column}", type_=table[column].type) for column in columns})
+            .returning(ValidationState.id))
+    return prepared
 # PostgreSQL: `settle_check_run` and `comment_id` of many validations or PRs at once (one round trip).
 _SETTLE_ALL = Prepared(update(ValidationState)
                        .where(ValidationState.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))))
@@ -377,8 +396,7 @@ class ValidationStore:
         if self._settling is not None:
             await self._settling.submit(validation_id)
             return
-        stmt = update(ValidationState).where(ValidationState.id == validation_id).values(check_run_settled=True)
-        await self._db.write(lambda conn: conn.execute(stmt))
+        await self._db.write(lambda conn: _SETTLE.run(conn, {"b_id": validation_id}))
 
     async def _settle_all(self, validation_ids: list[str]) -> list[None]:
         await self._db.write(lambda conn: _SETTLE_ALL.run(conn, {"b_ids": validation_ids}))
@@ -426,10 +444,9 @@ class ValidationStore:
             "auto_merge_eligible": conclusion == "success"})
 
     async def _fenced(self, validation_id: str, allowed: tuple[str, ...], values: dict[str, Any]) -> bool:
-        stmt = (update(ValidationState)
-                .where(ValidationState.id == validation_id, ValidationState.status.in_(allowed))
-                .values(**values).returning(ValidationState.id))
-        return await self._db.write(lambda conn: conn.execute(stmt).scalar_one_or_none() is not None)
+        statement = _fenced_update(allowed, tuple(values))
+        params = {"b_id": validation_id, **{f"v_{column}": value for column, value in values.items()}}
+        return await self._db.write(lambda conn: bool(statement.run(conn, params).rows))
 
     async def set_plan(self, validation_id: str, planned: list[dict[str, str]]) -> None:
         """The steps the running validation will take ({"name", "stage"} each, in order), recorded as it
@@ -459,8 +476,9 @@ class ValidationStore:
         return await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none() in VALIDATION_ACTIVE)
 
     async def get(self, validation_id: str) -> ValidationState | None:
-        return await self._db.read(lambda conn: entity(conn, select(ValidationState)
-                                                       .where(ValidationState.id == validation_id)))
+        params = {"b_id": validation_id}
+        return await self._db.read(
+            lambda conn: next(iter(from_rows(ValidationState, _GET.run(conn, params).mappings())), None))
 
     async def latest_for_pr(self, project_id: str, pr_number: int) -> ValidationState | None:
         stmt = (select(ValidationState)
@@ -540,9 +558,8 @@ class ValidationStore:
     async def comment_id(self, project_id: str, pr_number: int) -> int | None:
         if self._comment_ids is not None:
             return await self._comment_ids.submit((project_id, pr_number))
-        stmt = select(PullRequestComment.comment_id).where(PullRequestComment.project_id == project_id,
-                                                           PullRequestComment.pr_number == pr_number)
-        return await self._db.read(lambda conn: conn.execute(stmt).scalar_one_or_none())
+        params = {"b_project": project_id, "b_pr": pr_number}
+        return await self._db.read(lambda conn: _COMMENT_ID.run(conn, params).scalar())
 
     async def _read_comment_ids(self, prs: list[tuple[str, int]]) -> list[int | None]:
         params = pulls_params(prs)

@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, func, update
+from sqlalchemy import Float, bindparam, case, func, update
 
 from bot.db import Database
 from bot.models import GitHubWriteLane, utcnow
+from bot.store.prepared import Prepared
 from bot.store.sql import upsert_insert
 
 
@@ -48,9 +49,21 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def _renew_statement(is_sqlite: bool) -> Prepared:
+    """`renew`'s update, its expiry `b_ttl` seconds from the statement's time (SQLite: `b_expires_at`)."""
+    lane = GitHubWriteLane
+    expires_at = (bindparam("b_expires_at", type_=lane.expires_at.type) if is_sqlite else
+                  func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("b_ttl", type_=Float)))
+    return Prepared(update(lane)
+                    .where(lane.installation_id == bindparam("b_installation"), lane.holder == bindparam("b_holder"))
+                    .values(expires_at=expires_at, sent_times=bindparam("b_sent", type_=lane.sent_times.type))
+                    .returning(lane.hold_until))
+
+
 class WriteLaneStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._renew = _renew_statement(db.is_sqlite)
 
     def _expiry(self, ttl: float):  # type: ignore[no-untyped-def]
         """(now, now + ttl) on the database's clock."""
@@ -90,14 +103,14 @@ class WriteLaneStore:
         """Extend `holder`'s lease by `ttl` from now, storing the send times so far (with the owner's
         reservations), and return the hold stored now (a hold another process met and recorded, which this one
         may not have heard of); None if the lane is no longer `holder`'s."""
-        lane = GitHubWriteLane
-        _, expires_at = self._expiry(ttl)
-        stmt = (update(lane).where(lane.installation_id == installation_id, lane.holder == holder)
-                .values(expires_at=expires_at, sent_times=list(sent_times)).returning(lane.hold_until))
+        params = {"b_installation": installation_id, "b_holder": holder, "b_sent": list(sent_times),
+                  "b_ttl": float(ttl)}
+        if self._db.is_sqlite:
+            params["b_expires_at"] = self._expiry(ttl)[1]
 
         def run(conn):  # type: ignore[no-untyped-def]
-            row = conn.execute(stmt).first()
-            return None if row is None else LaneClaim((), _epoch(row.hold_until))
+            row = self._renew.run(conn, params).first()
+            return None if row is None else LaneClaim((), _epoch(row[0]))
 
         return await self._db.write(run, alone=True)
 
