@@ -29,7 +29,9 @@ throughput on more cores, and the app's GitHub requests per delivery by operatio
 To see where the CPU goes: BENCH_PROFILE=/tmp/p (cProfile of each app process, /tmp/p.<its DATA_DIR name>),
 BENCH_WRAP="py-spy record -f raw -o /tmp/s.txt --" (a profiler around the app's processes: one layout at a
 time; the app's CPU is then the profiler's), BENCH_PG_LOG=/tmp/l (PostgreSQL's log of every statement the app
-ran and how long it took, in /tmp/l.<layout>: statements per delivery, and which cost the server most).
+ran and how long it took, in /tmp/l.<layout>: statements per delivery, and which cost the server most),
+BENCH_PG_TABLES=1 (rows inserted and updated per table, how many updates were HOT, and the scans of each index,
+printed at the end of each PostgreSQL layout).
 """
 
 from __future__ import annotations
@@ -260,6 +262,17 @@ async def deploy(layout: Layout, root: Path, fake: FakeGitHub, key: str,
         if migrate.returncode:
             raise RuntimeError(f"codegenapp migrate failed:\n{output.decode(errors='replace')}")
         connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        if os.environ.get("BENCH_PG_TABLES"):
+            async def tables() -> None:
+                for row in await connection.fetch(
+                        "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, idx_scan, seq_scan "
+                        "FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd > 0 ORDER BY n_tup_ins + n_tup_upd DESC"):
+                    print("   ", dict(row))
+                for row in await connection.fetch(
+                        "SELECT relname, indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes "
+                        "ORDER BY relname, indexrelname"):
+                    print("     ", dict(row))
+            closers.append(tables)
         closers.append(connection.close)
         if os.environ.get("BENCH_PG_LOG"):  # BENCH_PG_LOG=/tmp/l: the server's log of every statement and its duration
             await connection.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET log_min_duration_statement = 0")

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from bot.db import Database
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0015"  # the newest revision in migrations/versions
+SCHEMA_HEAD = "0016"  # the newest revision in migrations/versions
 
 
 def alembic_config(connection: Connection | None = None) -> Any:

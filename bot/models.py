@@ -503,6 +503,14 @@ class Job(Base):
         # correlation, and led by `kind` it lost to ix_jobs_claim plus a filter over every other due job.
         Index("ix_jobs_queued", "status", "kind", "run_after", "id",
               postgresql_where=text(f"status = '{JOB_QUEUED}'")).ddl_if(dialect="postgresql"),
+        # PostgreSQL (migration 0016): the background lane's due jobs (every kind but webhooks) in claim order, and
+        # the leases that may have expired. Without them each claim read every queued job to sort them, and
+        # every version of a running job a claim had left in ix_jobs_claim since the last vacuum.
+        Index("ix_jobs_background", "run_after", "id",
+              postgresql_where=text(f"status = '{JOB_QUEUED}' AND kind <> '{JOB_WEBHOOK}'")
+              ).ddl_if(dialect="postgresql"),
+        Index("ix_jobs_leased", "lease_expires_at",
+              postgresql_where=text(f"status = '{JOB_RUNNING}'")).ddl_if(dialect="postgresql"),
         UniqueConstraint("dedupe_key", name="uq_jobs_dedupe_key"),
     )
 

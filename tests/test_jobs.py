@@ -1,8 +1,9 @@
 import asyncio
+import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql
 
 from bot import migrate
@@ -149,30 +150,60 @@ async def test_two_workers_of_one_lane_never_claim_the_same_job(store: Store, da
     assert (await store.jobs.counts())[JOB_QUEUED] == len(others)
 
 
+async def _claim_plan(db: Database, *, kinds: frozenset[str] | None = None,
+                      exclude_kinds: frozenset[str] | None = None) -> dict[str, str]:
+    """PostgreSQL's generic plan of a lane's claim (the one its prepared statement settles on), by CTE."""
+    compiled = _claim_statement(skip_locked=True, kinds=kinds, exclude_kinds=exclude_kinds).compile(
+        dialect=postgresql.asyncpg.dialect())
+    now = utcnow()
+    given = {"now": now, "limit": 8, "owner": "w", "lease_until": now + timedelta(seconds=30)}
+    values = tuple(given[name] if name in given else compiled.binds[name].effective_value
+                   for name in compiled.positiontup)
+
+    def explain(conn: Connection) -> str:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, values))
+
+    plan = await db.write(explain)
+    due = plan.partition("CTE due")[2]
+    return {"expired": plan.partition("CTE expired")[2].partition("CTE due")[0],
+            "due": re.split(r"CTE chosen|InitPlan", due)[0], "plan": plan}
+
+
+async def _burst_left_behind(store: Store, db: Database) -> None:
+    """What a burst leaves: many jobs that ran and ended (their old versions still in the indexes, no vacuum
+    yet), background jobs piled up older than the webhooks, and a few running."""
+    ended = [await store.jobs.enqueue("validate") for _ in range(200)]
+    while claimed := await store.jobs.claim("w0", limit=50, lease_seconds=60, exclude_kinds=WEBHOOKS):
+        await store.jobs.complete_many("w0", [job.id for job in claimed])
+    assert len(ended) == 200
+    for i in range(300):
+        await store.jobs.enqueue("validate", run_after=utcnow() - timedelta(minutes=10, seconds=-i))
+    for _ in range(5):
+        await store.jobs.enqueue("webhook")
+    await store.jobs.claim("w1", limit=3, lease_seconds=60, exclude_kinds=WEBHOOKS)
+    await db.write(lambda conn: conn.exec_driver_sql("ANALYZE jobs"))
+
+
 @pytest.mark.postgres
-async def test_on_postgresql_the_webhook_lane_claims_from_its_own_index(postgres_cluster: PostgresCluster) -> None:
-    """A burst piles up background jobs older than the webhooks: the webhook lane's claim must not read
-    and sort them (as an OR over the two job states made it do) but read its own kind in order."""
+async def test_on_postgresql_each_lane_claims_from_its_own_index(postgres_cluster: PostgresCluster) -> None:
+    """The webhook lane's claim must not read and sort the background jobs (as an OR over the two job states
+    made it do) but read its own kind in order; the background lane must read its due jobs in order, not
+    sort every queued one; and neither may read every running job (and every old version of one) to find
+    the expired leases."""
     db = Database(postgres_cluster.create_database())
     store = Store(db, Crypto(Crypto.generate_key()))
     try:
         await migrate.upgrade(db)
-        for i in range(300):
-            await store.jobs.enqueue("validate", run_after=utcnow() - timedelta(minutes=10, seconds=-i))
-        for _ in range(5):
-            await store.jobs.enqueue("webhook")
-        await db.write(lambda conn: conn.exec_driver_sql("ANALYZE jobs"))
-        compiled = _claim_statement(skip_locked=True, kinds=WEBHOOKS).compile(dialect=postgresql.asyncpg.dialect())
-        now = utcnow()
-        given = {"now": now, "limit": 8, "owner": "w", "lease_until": now + timedelta(seconds=30)}
-        values = tuple(given[name] if name in given else compiled.binds[name].effective_value
-                       for name in compiled.positiontup)
-        plan = await db.read(lambda conn: "\n".join(
-            row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, values)))
+        await _burst_left_behind(store, db)
+        webhooks = await _claim_plan(db, kinds=WEBHOOKS)
+        background = await _claim_plan(db, exclude_kinds=WEBHOOKS)
     finally:
         await store.close()
-    reading_due_jobs = plan.partition("CTE due")[2].partition("CTE chosen")[0]
-    assert "ix_jobs_queued" in reading_due_jobs and "ix_jobs_claim" not in reading_due_jobs, plan
+    assert "ix_jobs_queued" in webhooks["due"] and "ix_jobs_claim" not in webhooks["due"], webhooks["plan"]
+    assert "ix_jobs_background" in background["due"] and "Sort" not in background["due"], background["plan"]
+    for lane in (webhooks, background):
+        assert "ix_jobs_leased" in lane["expired"] and "ix_jobs_claim" not in lane["expired"], lane["plan"]
 
 
 async def test_migrate_is_idempotent(database_url: str) -> None:

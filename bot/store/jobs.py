@@ -8,6 +8,7 @@ cannot overwrite the new owner's result.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,7 @@ class QueueSummary:
     read_at: datetime
 
 
+_KIND = re.compile(r"[a-z_]+")
 _CLAIM_COLUMNS = (Job.id, Job.kind, Job.delivery_id, Job.args, Job.attempts, Job.max_attempts, Job.first_failed_at)
 
 
@@ -58,8 +60,12 @@ def _kind_filter(kinds: frozenset[str] | None, exclude_kinds: frozenset[str] | N
     conditions = []
     if kinds is not None:
         conditions.append(any_of(Job.kind, sorted(kinds)))
-    if exclude_kinds:
-        conditions.append(~any_of(Job.kind, sorted(exclude_kinds)))
+    # The kinds left out are literals, so that a prepared statement's generic plan may use ix_jobs_background
+    # (whose predicate leaves webhooks out) on PostgreSQL. They are the code's own names, never input.
+    for kind in sorted(exclude_kinds or ()):
+        if not _KIND.fullmatch(kind):
+            raise ValueError(f"not a job kind: {kind!r}")
+        conditions.append(Job.kind != literal_column(f"'{kind}'"))
     return conditions
 
 
@@ -91,8 +97,9 @@ def _chosen_skip_locked(now: Any, of_kind: list[Any]) -> Any:
 
     One locking read per state instead of an OR over both: with the OR, PostgreSQL reads and sorts every
     due job of every kind (hundreds pile up in a burst) to return a few; without it, a lane of named kinds
-    reads its due jobs in order from ix_jobs_queued (the state is a literal so that the prepared
-    statement's generic plan can use that partial index), and expired leases come from ix_jobs_claim. The
+    reads its due jobs in order from ix_jobs_queued, the background lane (all kinds but webhooks) from
+    ix_jobs_background, and expired leases come from ix_jobs_leased (the state and the kind left out are
+    literals so that the prepared statement's generic plan can use those partial indexes). The
     oldest `limit` of the two are claimed, as SQLite's single statement does. When some lease expired (a
     worker died), up to `limit` more rows may be locked than claimed: other claims skip them until this
     one commits."""
