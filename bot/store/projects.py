@@ -20,7 +20,7 @@ from bot.db import Database
 from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new_id, utcnow
 from bot.store.batch import GroupCommit
 from bot.store.prepared import Prepared
-from bot.store.sql import entities, entity, from_rows, upsert_insert
+from bot.store.sql import entities, entity, from_rows, upsert_insert, with_scalar_defaults
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # What the dashboard may change on a project (dashboard/project_settings.py checks the values).
@@ -92,6 +92,10 @@ class ProjectStore:
         self._session_epochs: TTLCache[int, int] = TTLCache(maxsize=10_000, ttl=SESSION_EPOCH_SECONDS, timer=clock)
         # PostgreSQL: every validation job reads its project with its secrets; those read meanwhile go in one
         # round trip (SQLite reads in process, one statement each).
+        self._add_installation = Prepared(upsert_insert(db, Installation)
+                                          .on_conflict_do_nothing(index_elements=["id"]))
+        self._add_project = Prepared(upsert_insert(db, Project)
+                                     .on_conflict_do_nothing(index_elements=["github_repo_id"]))
         self._with_secrets: GroupCommit[str, list[Any]] | None = (
             None if db.is_sqlite else GroupCommit(self._read_with_secrets))
 
@@ -102,12 +106,13 @@ class ProjectStore:
                                   "permissions": ref.permissions or {}, "events": ref.events or [],
                                   "suspended_at": ref.suspended_at, "deleted_at": None,
                                   "created_at": utcnow(), "updated_at": utcnow()}
-        stmt = upsert_insert(self._db, Installation).values(values)
-        if only_if_missing:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["id"])
-        else:
-            changing = {k: v for k, v in values.items() if k not in ("id", "created_at")}
-            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=changing)
+        if only_if_missing:  # the first event of each installation a process sees: prepared
+            row = with_scalar_defaults(Installation, values)
+            await self._db.write(lambda conn: self._add_installation.run(conn, row))
+            return
+        changing = {k: v for k, v in values.items() if k not in ("id", "created_at")}
+        stmt = upsert_insert(self._db, Installation).values(values).on_conflict_do_update(index_elements=["id"],
+                                                                                          set_=changing)
         await self._db.write(lambda conn: conn.execute(stmt))
 
     async def mark_installation_deleted(self, installation_id: int) -> list[str]:
@@ -141,26 +146,25 @@ class ProjectStore:
         if not repos:
             return
         now = utcnow()
+        rows = [{"id": new_id(), "installation_id": installation_id, "github_repo_id": repo.id,
+                 "name": repo.full_name, "github_url": f"{self._github_url}/{repo.full_name}",
+                 "private": repo.private, "default_branch": repo.default_branch,
+                 "repository_rules": "", "setup_commands": [], "validate_commands": [],
+                 "auto_merge_enabled": False, "auto_confirm_plans": False, "planning_statement": "",
+                 "pinned": True, "created_at": now, "updated_at": now} for repo in repos]
+        if only_if_missing:  # the first event of each repository a process sees: prepared
+            new_rows = [with_scalar_defaults(Project, row) for row in rows]
+            await self._db.write(lambda conn: self._add_project.run_many(conn, new_rows))
+            return
         statements = []
-        for repo in repos:
-            values: dict[str, Any] = {
-                "id": new_id(), "installation_id": installation_id, "github_repo_id": repo.id,
-                "name": repo.full_name, "github_url": f"{self._github_url}/{repo.full_name}",
-                "private": repo.private, "default_branch": repo.default_branch,
-                "repository_rules": "", "setup_commands": [], "validate_commands": [],
-                "auto_merge_enabled": False, "auto_confirm_plans": False, "planning_statement": "",
-                "pinned": True, "created_at": now, "updated_at": now}
-            stmt = upsert_insert(self._db, Project).values(values)
-            if only_if_missing:
-                stmt = stmt.on_conflict_do_nothing(index_elements=["github_repo_id"])
-            else:
-                changing = {"installation_id": installation_id, "name": repo.full_name,
-                            "github_url": values["github_url"], "private": repo.private,
-                            "archived_at": None, "updated_at": now}
-                if repo.default_branch:
-                    changing["default_branch"] = repo.default_branch
-                stmt = stmt.on_conflict_do_update(index_elements=["github_repo_id"], set_=changing)
-            statements.append(stmt)
+        for repo, values in zip(repos, rows, strict=True):
+            changing = {"installation_id": installation_id, "name": repo.full_name,
+                        "github_url": values["github_url"], "private": repo.private,
+                        "archived_at": None, "updated_at": now}
+            if repo.default_branch:
+                changing["default_branch"] = repo.default_branch
+            statements.append(upsert_insert(self._db, Project).values(values)
+                              .on_conflict_do_update(index_elements=["github_repo_id"], set_=changing))
 
         def work(conn: Connection) -> None:
             for stmt in statements:

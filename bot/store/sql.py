@@ -38,6 +38,16 @@ def pulls_params(pulls: Iterable[tuple[str, int]]) -> dict[str, list[Any]]:
     return {"b_projects": [project for project, _ in unique], "b_prs": [number for _, number in unique]}
 
 
+def with_scalar_defaults(model: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` and the model's plain (not computed) Python-side defaults of the columns it leaves out, which a
+    `Prepared` INSERT must be given."""
+    row = dict(values)
+    for column in model.__table__.c:
+        if column.key not in row and column.default is not None and column.default.is_scalar:
+            row[column.key] = column.default.arg
+    return row
+
+
 def insert_unnested(model: Any, columns: Sequence[str]) -> Any:
     """PostgreSQL: an INSERT of any number of rows that is one prepared statement: a parameter a column
     (`b_<column>`, an array of an element a row, from `unnested_params`; a JSON column's as texts), zipped
