@@ -24,8 +24,9 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Float, bindparam, case, func, update
+from sqlalchemy import BigInteger, Float, String, bindparam, case, func, literal, update
 
 from bot.db import Database
 from bot.models import GitHubWriteLane, utcnow
@@ -49,52 +50,61 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def _renew_statement(is_sqlite: bool) -> Prepared:
-    """`renew`'s update, its expiry `b_ttl` seconds from the statement's time (SQLite: `b_expires_at`)."""
+def _clock(is_sqlite: bool) -> tuple[Any, Any]:
+    """SQL for (now, now + `b_ttl` seconds) on the database's clock; on SQLite the parameters `b_now` and
+    `b_expires_at` (`_clock_params`)."""
     lane = GitHubWriteLane
-    expires_at = (bindparam("b_expires_at", type_=lane.expires_at.type) if is_sqlite else
-                  func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("b_ttl", type_=Float)))
-    return Prepared(update(lane)
-                    .where(lane.installation_id == bindparam("b_installation"), lane.holder == bindparam("b_holder"))
-                    .values(expires_at=expires_at, sent_times=bindparam("b_sent", type_=lane.sent_times.type))
-                    .returning(lane.hold_until))
+    if is_sqlite:
+        return bindparam("b_now", type_=lane.expires_at.type), bindparam("b_expires_at", type_=lane.expires_at.type)
+    return func.clock_timestamp(), func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0,
+                                                                               bindparam("b_ttl", type_=Float))
+
+
+def _clock_params(is_sqlite: bool, ttl: float) -> dict[str, Any]:
+    if not is_sqlite:
+        return {"b_ttl": float(ttl)}
+    now = utcnow()
+    return {"b_now": now, "b_expires_at": now + timedelta(seconds=ttl)}
+
+
+def _statements(db: Database) -> tuple[Prepared, Prepared, Prepared]:
+    """`acquire`'s upsert and its update of the send times, and `renew`'s update, built once."""
+    lane = GitHubWriteLane
+    now, expires_at = _clock(db.is_sqlite)
+    installation, holder = bindparam("b_installation", type_=BigInteger), bindparam("b_holder", type_=String)
+    take = upsert_insert(db, lane).values(installation_id=installation, holder=holder, expires_at=expires_at,
+                                          sent_times=literal([], lane.sent_times.type))
+    take = take.on_conflict_do_update(
+        index_elements=["installation_id"], set_={"holder": holder, "expires_at": expires_at},
+        where=(lane.holder.is_(None)) | (lane.expires_at.is_(None)) | (lane.expires_at < now) | (lane.holder == holder),
+    ).returning(lane.sent_times, lane.hold_until)
+    own = (lane.installation_id == installation, lane.holder == holder)
+    sent = bindparam("b_sent", type_=lane.sent_times.type)
+    reserve = update(lane).where(*own).values(sent_times=sent)
+    renew = update(lane).where(*own).values(expires_at=expires_at, sent_times=sent).returning(lane.hold_until)
+    return Prepared(take), Prepared(reserve), Prepared(renew)
 
 
 class WriteLaneStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._renew = _renew_statement(db.is_sqlite)
-
-    def _expiry(self, ttl: float):  # type: ignore[no-untyped-def]
-        """(now, now + ttl) on the database's clock."""
-        if self._db.is_sqlite:
-            now = utcnow()
-            return now, now + timedelta(seconds=ttl)
-        return func.clock_timestamp(), func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, float(ttl))
+        self._take, self._reserve, self._renew = _statements(db)
 
     async def acquire(self, installation_id: int, holder: str, *, ttl: float,
                       reserved: Sequence[float] = ()) -> LaneClaim | None:
         """Take (or renew) the lane for `ttl` seconds if it is free, expired or `holder`'s own, storing the
         `reserved` send times (epoch) after those it finds; None if another holder's lease runs."""
-        lane = GitHubWriteLane
-        now, expires_at = self._expiry(ttl)
-        stmt = upsert_insert(self._db, lane).values(
-            installation_id=installation_id, holder=holder, expires_at=expires_at, sent_times=[])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["installation_id"], set_={"holder": holder, "expires_at": expires_at},
-            where=(lane.holder.is_(None)) | (lane.expires_at.is_(None)) | (lane.expires_at < now)
-            | (lane.holder == holder),
-        ).returning(lane.sent_times, lane.hold_until)
+        params = {"b_installation": installation_id, "b_holder": holder, **_clock_params(self._db.is_sqlite, ttl)}
 
         def run(conn):  # type: ignore[no-untyped-def]
-            row = conn.execute(stmt).first()
+            row = self._take.run(conn, params).first()
             if row is None:
                 return None
-            stored = list(row.sent_times or ())
+            stored = list(row[0] or ())
             if reserved:
-                conn.execute(update(lane).where(lane.installation_id == installation_id, lane.holder == holder)
-                             .values(sent_times=stored + list(reserved)))
-            return LaneClaim(stored, _epoch(row.hold_until))
+                self._reserve.run(conn, {"b_installation": installation_id, "b_holder": holder,
+                                         "b_sent": stored + list(reserved)})
+            return LaneClaim(stored, _epoch(row[1]))
 
         return await self._db.write(run, alone=True)
 
@@ -104,9 +114,7 @@ class WriteLaneStore:
         reservations), and return the hold stored now (a hold another process met and recorded, which this one
         may not have heard of); None if the lane is no longer `holder`'s."""
         params = {"b_installation": installation_id, "b_holder": holder, "b_sent": list(sent_times),
-                  "b_ttl": float(ttl)}
-        if self._db.is_sqlite:
-            params["b_expires_at"] = self._expiry(ttl)[1]
+                  **_clock_params(self._db.is_sqlite, ttl)}
 
         def run(conn):  # type: ignore[no-untyped-def]
             row = self._renew.run(conn, params).first()
