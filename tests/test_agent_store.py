@@ -88,6 +88,17 @@ async def test_a_users_decision_beats_a_job_holding_the_lease(store: Store) -> N
     assert await runs.active_for_pr(run.project_id, 1) == []
 
 
+async def test_the_active_runs_of_a_pr_leave_out_the_ended_ones(store: Store) -> None:
+    runs = [await new_run(store, origin_pr_number=7) for _ in range(4)]
+    for run, status in zip(runs[1:], ("completed", "failed", "cancelled"), strict=True):
+        assert await store.agent_runs.transition(run.id, expect=("pending",), values={"status": status})
+    assert [r.id for r in await store.agent_runs.active_for_pr(runs[0].project_id, 7)] == [runs[0].id]
+    # PostgreSQL reads the PRs asked at once in one statement: each gets its own runs
+    asked = await asyncio.gather(store.agent_runs.active_for_pr(runs[0].project_id, 7),
+                                 store.agent_runs.active_for_pr(runs[0].project_id, 8))
+    assert [[r.id for r in found] for found in asked] == [[runs[0].id], []]
+
+
 async def test_validations_link_to_their_run_once(store: Store) -> None:
     run = await new_run(store, origin_pr_number=4)
     state = await store.validations.create(project_id=run.project_id, pr_number=4, head_sha="a" * 40)

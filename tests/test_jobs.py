@@ -150,6 +150,17 @@ async def test_two_workers_of_one_lane_never_claim_the_same_job(store: Store, da
     assert (await store.jobs.counts())[JOB_QUEUED] == len(others)
 
 
+async def test_a_lane_leaves_out_any_kind_it_is_told_to(store: Store) -> None:
+    """The kinds a lane leaves out are written into the claim's SQL as literals: quoted as SQL quotes them."""
+    odd = "it's -- a kind"
+    await store.jobs.enqueue(odd)
+    kept = await store.jobs.enqueue("validate")
+    claimed = await store.jobs.claim("w", limit=5, lease_seconds=60, exclude_kinds=frozenset({odd, "webhook"}))
+    assert [job.id for job in claimed] == [kept]
+    assert [job.kind for job in await store.jobs.claim("w", limit=5, lease_seconds=60,
+                                                       kinds=frozenset({odd}))] == [odd]
+
+
 async def _claim_plan(db: Database, *, kinds: frozenset[str] | None = None,
                       exclude_kinds: frozenset[str] | None = None) -> dict[str, str]:
     """PostgreSQL's generic plan of a lane's claim (the one its prepared statement settles on), by CTE."""

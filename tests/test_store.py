@@ -2,8 +2,9 @@ import asyncio
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
-from bot.models import JOB_QUEUED, JOB_RUNNING, Project, ProjectSecret
+from bot.models import JOB_QUEUED, JOB_RUNNING, Project, ProjectSecret, utcnow
 from bot.store import IncomingDelivery, InstallationRef, InvalidSecret, RepoRef, Store
 
 
@@ -88,6 +89,28 @@ async def test_only_if_missing_does_not_overwrite(store: Store) -> None:
     assert (await projects.get_installation(2)).account_login == "real-login"
 
 
+async def test_what_only_if_missing_records_first_is_what_an_upsert_records(store: Store) -> None:
+    """The first event of an installation and repository records them with a prepared insert: the same row,
+    defaults included, as the upsert of the installation events."""
+    projects = store.projects
+    ref = InstallationRef(id=5, account_login="acme", account_type="Organization", permissions={"checks": "write"},
+                          events=["pull_request"])
+    await projects.upsert_installation(ref, only_if_missing=True)
+    await projects.upsert_projects(5, [RepoRef(50, "acme/first", default_branch="trunk")], only_if_missing=True)
+    await projects.upsert_installation(InstallationRef(id=6, **{k: getattr(ref, k) for k in (
+        "account_login", "account_type", "permissions", "events")}))
+    await projects.upsert_projects(6, [RepoRef(60, "acme/second", default_branch="trunk")])
+    first, second = await projects.get_installation(5), await projects.get_installation(6)
+    assert ((first.account_login, first.account_type, first.permissions, first.events, first.deleted_at) ==
+            (second.account_login, second.account_type, second.permissions, second.events, second.deleted_at) ==
+            ("acme", "Organization", {"checks": "write"}, ["pull_request"], None))
+    one, two = await projects.get_project_by_name("acme/first"), await projects.get_project_by_name("acme/second")
+    same = [c.key for c in Project.__table__.c if c.key not in ("id", "installation_id", "github_repo_id", "name",
+                                                                  "github_url", "created_at", "updated_at")]
+    assert [getattr(one, key) for key in same] == [getattr(two, key) for key in same]
+    assert (one.default_branch, one.max_fix_attempts, one.agent_command, one.pinned) == ("trunk", 3, "", True)
+
+
 async def test_a_project_is_read_with_its_secrets_in_one_statement(store: Store) -> None:
     await store.projects.upsert_installation(InstallationRef(id=4, account_login="o"))
     await store.projects.upsert_projects(4, [RepoRef(40, "o/a"), RepoRef(41, "o/b")])
@@ -148,7 +171,33 @@ async def test_audit_events_recorded_at_once_are_each_kept_whole(store: Store) -
         (f"action-{n}", None if n % 2 else f"user-{n}", n or None, f"d{n}") for n in range(5)]
     assert [e.details for e in events] == [{"n": n, "nested": {"list": [n, "x"]}, "text": "ü \"q\""}
                                            for n in range(5)]
-    assert all(e.at.tzinfo is not None for e in events)
+    assert all(abs((e.at - utcnow()).total_seconds()) < 60 for e in events)
+
+
+async def test_an_audit_field_too_long_for_its_column_is_never_cut(store: Store) -> None:
+    """PostgreSQL refuses it (as a single insert would), SQLite keeps it whole: no database stores a cut value."""
+    long_actor = "a" * 300
+    try:
+        await asyncio.gather(store.audit.record("long", actor=long_actor, project_id="p3"),
+                             store.audit.record("short", actor="ok", project_id="p3"))
+    except DBAPIError:
+        assert not store.db.is_sqlite
+    assert "a" * 255 not in [e.actor for e in await store.audit.list(project_id="p3")]
+
+
+async def test_write_lanes_are_taken_refused_renewed_and_handed_over(store: Store) -> None:
+    """The store behind shared pacing (the app uses it on PostgreSQL), on either database."""
+    lanes = store.write_lanes
+    taken = await lanes.acquire(7, "one", ttl=30, reserved=[100.0])
+    assert taken is not None and list(taken.sent_times) == [] and taken.hold_until is None
+    assert await lanes.acquire(7, "two", ttl=30) is None  # its lease runs
+    renewed = await lanes.renew(7, "one", ttl=30, sent_times=[100.0, 101.0])
+    assert renewed is not None and renewed.hold_until is None
+    assert await lanes.renew(7, "two", ttl=30, sent_times=[]) is None  # not its lane
+    await lanes.release(7, "one", sent_times=[100.0, 101.0], hold_until=None)
+    handed = await lanes.acquire(7, "two", ttl=30, reserved=[102.0])
+    assert handed is not None and list(handed.sent_times) == [100.0, 101.0]
+    assert list((await lanes.acquire(7, "two", ttl=30)).sent_times) == [100.0, 101.0, 102.0]
 
 
 def test_plan_begin_ends_other_heads_and_joins_a_running_one_of_this_head() -> None:

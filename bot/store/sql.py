@@ -56,10 +56,14 @@ def insert_unnested(model: Any, columns: Sequence[str]) -> Any:
     table = model.__table__.c
     values = []
     for name in columns:
-        if isinstance(table[name].type, JSON):
+        kind = table[name].type
+        if isinstance(kind, JSON):
             values.append(cast(func.unnest(bindparam(f"b_{name}", type_=postgresql.ARRAY(Text))), JSON).label(name))
-        else:
-            values.append(func.unnest(bindparam(f"b_{name}", type_=postgresql.ARRAY(table[name].type))).label(name))
+            continue
+        if isinstance(kind, String) and kind.length:
+            # `varchar(n)[]` would cut a longer value without a word: the column refuses it, as a VALUES would.
+            kind = String()
+        values.append(func.unnest(bindparam(f"b_{name}", type_=postgresql.ARRAY(kind))).label(name))
     return postgresql.insert(model).from_select(list(columns), select(*values))
 
 

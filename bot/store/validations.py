@@ -149,6 +149,8 @@ def _fenced_update(allowed: tuple[str, ...], columns: tuple[str, ...]) -> Prepar
             .values({column: bindparam(f"v_{column}", type_=table[column].type) for column in columns})
             .returning(ValidationState.id))
     return prepared
+
+
 # PostgreSQL: `settle_check_run` and `comment_id` of many validations or PRs at once (one round trip).
 _SETTLE_ALL = Prepared(update(ValidationState)
                        .where(ValidationState.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String))))

@@ -13,8 +13,9 @@ lock only for its own statement, never inside a group-commit batch of other writ
 
 Lease times are the database's clock (`clock_timestamp()`, the time of the statement, not `now()`, the
 time of its transaction), for setting and comparing expiry alike: the hosts' wall clocks never meet. (On
-SQLite, used only by tests of the store, Python's clock stands in.) The holder's own view of its lease
-runs on its monotonic clock from before the statement, a lower bound of the row's."""
+SQLite, where the app keeps its one process's lanes in memory and never uses this store, Python's clock
+stands in.) The holder's own view of its lease runs on its monotonic clock from before the statement, a
+lower bound of the row's."""
 
 from __future__ import annotations
 
