@@ -11,8 +11,8 @@ import random
 import pytest
 
 from bench.merge_queue import Simulation, Workload, items_of, simulate, tree_of
-from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, acknowledgement, advance, announcement_failed, apply, decide,
-                                         outbox_last, positions, resume, split_points, unacknowledged)
+from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, acknowledgement, advance, announcement_failed, answer_is_final,
+                                         apply, decide, outbox_last, positions, resume, split_points, unacknowledged)
 from pipeline.merge_queue.model import (
     CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build,
     Cancel, CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed,
@@ -554,3 +554,19 @@ def test_random_queues_never_land_a_bad_or_untested_pr_and_keep_queue_order(seed
     assert [last_entry[pr] for pr in landed] == sorted(last_entry[pr] for pr in landed), "queue order"
     final = out.final_queue
     assert final is not None and final.entries == () and final.candidates == ()
+
+
+@pytest.mark.parametrize(("status", "message", "rate_limited", "final"), [
+    (404, "Not Found", False, True),              # the PR or check run is gone
+    (422, "Validation Failed", False, True),
+    (410, "Gone", False, True),
+    (403, "Resource not accessible by integration", False, True),
+    (403, "Resource not accessible", True, False),  # gidgethub saw the rate-limit headers
+    (403, "You have exceeded a secondary rate limit", False, False),  # GitHub said so, without the headers
+    (502, "Bad Gateway", False, False),
+    (500, "", False, False),
+    (429, "Too Many Requests", True, False),
+])
+def test_an_announcement_is_given_up_only_on_an_answer_github_will_not_change(
+        status: int, message: str, rate_limited: bool, final: bool) -> None:
+    assert answer_is_final(status, message, rate_limited=rate_limited) is final

@@ -618,6 +618,17 @@ def announce_backoff(tries: int) -> float:
     return ANNOUNCE_BACKOFF_SECONDS * 2 ** tries
 
 
+# GitHub's answers to an announcement that trying again will not change (a locked PR, an archived repository,
+# a check run gone)
+FINAL_ANNOUNCE_STATUSES = frozenset({403, 404, 410, 422})
+
+
+def answer_is_final(status: int, message: str, *, rate_limited: bool) -> bool:
+    """Whether GitHub's refusal of an announcement (`status`, saying `message`) stays the same if asked again:
+    not while it is a rate limit, which GitHub answers with 403 too, saying so or not."""
+    return status in FINAL_ANNOUNCE_STATUSES and not rate_limited and "rate limit" not in message.lower()
+
+
 def announcement_failed(queue: Queue, action: Action, *, retryable: bool, now: float) -> Event:
     """The event for an outbox action that failed: tried again after a backoff (`AnnounceFailed`), or,
     failed for good or `ANNOUNCE_TRIES` times, acknowledged all the same."""

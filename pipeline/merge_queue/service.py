@@ -45,8 +45,8 @@ from pipeline.merge_queue.admission import (Admission, admission, approvals, met
                                             required_approvals, strict)
 from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
-from pipeline.merge_queue.decide import (acknowledgement, advance, announcement_failed, apply, outbox_last, positions,
-                                         resume, unacknowledged)
+from pipeline.merge_queue.decide import (acknowledgement, advance, announcement_failed, answer_is_final, apply,
+                                         outbox_last, positions, resume, unacknowledged)
 from pipeline.merge_queue.model import (
     LANDING, RETRYING, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build, Cancel, Candidate,
     CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, CouldNotTest, Dequeued, Eject, Enqueued,
@@ -84,9 +84,6 @@ BROKEN_BACKOFF_MAX_SECONDS = 600.0
 # A candidate this host's mirror lacks and cannot make now (GitHub away, say): its landing is tried again then.
 LAND_ELSEWHERE_RETRY_SECONDS = 30.0
 UNTESTED_WARN_EVERY = 5  # a candidate that could not be tested: a warning the first time and every so many
-# GitHub's answers to an announcement that trying again will not change (a locked PR, an archived repository,
-# a check run gone)
-FINAL_ANNOUNCE_STATUSES = frozenset({403, 404, 410, 422})
 
 
 def queue_lease(project_id: str, base_ref: str) -> str:
@@ -466,8 +463,8 @@ class MergeQueueService:
     async def _announce_failed(self, project: Project, queue: Queue, action: Action, exc: Exception) -> Event:
         """An outbox action failed: tried again in the next round, or (GitHub will not change its answer, or it
         failed too often) given up on, with a warning and an audit record."""
-        final = (isinstance(exc, BadRequest) and not isinstance(exc, RateLimitExceeded)
-                 and exc.status_code in FINAL_ANNOUNCE_STATUSES and "rate limit" not in str(exc).lower())
+        final = isinstance(exc, BadRequest) and answer_is_final(
+            exc.status_code, str(exc), rate_limited=isinstance(exc, RateLimitExceeded))
         now = self.clock()
         event = announcement_failed(queue, action, retryable=not final, now=now)
         if isinstance(event, AnnounceFailed):
