@@ -358,7 +358,8 @@ class MergeQueueService:
             if settings is None:
                 settings = await self.settings_at(project, repo, queue.base_sha)
             config = queue_config(settings)
-            for event in pending + await self._observe(project, repo, queue):
+            loaded, observed = queue, await self._observe(project, repo, queue)
+            for event in pending + observed:
                 queue = apply(queue, event)
             before = queue
             # what was recorded but not done: after a kill (`resume`), or applied from outside (`_observe`)
@@ -371,6 +372,9 @@ class MergeQueueService:
                                                       version=stored.version, active=active):
                 continue  # another process saved first: read again, apply the same events again
             first, pending = False, []
+            for event in observed:  # said once: by the round whose save recorded it
+                if isinstance(event, CouldNotTest) and (c := loaded.candidate(event.candidate_id)) is not None:
+                    await self._could_not_test(project, base_ref, c, event.reason)
             await self._show(project, repo, queue)
             if actions:
                 pending = await self._perform(project, repo, before, queue, config, actions)
@@ -402,8 +406,7 @@ class MergeQueueService:
                     continue
                 if c.retry_at is None:
                     retry_at = (state.completed_at or utcnow()).timestamp() + broken_backoff(c)
-                    events.append(CouldNotTest(c.id, broken, retry_at))
-                    await self._could_not_test(project, queue.base_ref, c, broken)
+                    events.append(CouldNotTest(c.id, broken, retry_at))  # reported once saved
                 wait = broken_backoff(c) - (self.clock() - (state.completed_at or utcnow()).timestamp())
                 if wait <= 0:
                     events.append(Cancel(c.id, f"its validation could not run ({broken}): building it again"))
