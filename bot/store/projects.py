@@ -20,7 +20,7 @@ from bot.db import Database
 from bot.models import ApiToken, Installation, Project, ProjectSecret, User, new_id, utcnow
 from bot.store.batch import GroupCommit
 from bot.store.prepared import Prepared
-from bot.store.sql import entities, entity, from_rows, upsert_insert, with_scalar_defaults
+from bot.store.sql import entities, entity, first_from_rows, from_rows, upsert_insert, with_scalar_defaults
 
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # What the dashboard may change on a project (dashboard/project_settings.py checks the values).
@@ -90,12 +90,13 @@ class ProjectStore:
         self._recent_by_repo_id: TTLCache[int, Project] = TTLCache(maxsize=4096, ttl=RECENT_PROJECT_SECONDS,
                                                                   timer=clock)
         self._session_epochs: TTLCache[int, int] = TTLCache(maxsize=10_000, ttl=SESSION_EPOCH_SECONDS, timer=clock)
-        # PostgreSQL: every validation job reads its project with its secrets; those read meanwhile go in one
-        # round trip (SQLite reads in process, one statement each).
+        # The first record of an installation or repository a process sees (`only_if_missing`).
         self._add_installation = Prepared(upsert_insert(db, Installation)
                                           .on_conflict_do_nothing(index_elements=["id"]))
         self._add_project = Prepared(upsert_insert(db, Project)
                                      .on_conflict_do_nothing(index_elements=["github_repo_id"]))
+        # PostgreSQL: every validation job reads its project with its secrets; those read meanwhile go in one
+        # round trip (SQLite reads in process, one statement each).
         self._with_secrets: GroupCommit[str, list[Any]] | None = (
             None if db.is_sqlite else GroupCommit(self._read_with_secrets))
 
@@ -206,8 +207,7 @@ class ProjectStore:
         if recent and (found := self._recent_by_repo_id.get(github_repo_id)) is not None:
             return found
         params = {"b_repo": github_repo_id}
-        project = await self._db.read(
-            lambda conn: next(iter(from_rows(Project, _BY_REPO_ID.run(conn, params).mappings())), None))
+        project = await self._db.read(lambda conn: first_from_rows(Project, _BY_REPO_ID.run(conn, params).mappings()))
         if project is not None:
             self._recent_by_repo_id[github_repo_id] = project
         return project

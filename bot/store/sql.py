@@ -98,6 +98,11 @@ def from_rows(model: type[E], rows: Iterable[Mapping[str, Any]]) -> list[E]:
     return found
 
 
+def first_from_rows(model: type[E], rows: Iterable[Mapping[str, Any]]) -> E | None:
+    """The instance of `model` from the first of `rows` (None: no row)."""
+    return next(iter(from_rows(model, rows)), None)
+
+
 @functools.cache
 def _layout(model: type) -> tuple[Callable[[], Any], tuple[tuple[str, str], ...]]:
     mapper = class_mapper(model)

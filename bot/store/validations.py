@@ -28,7 +28,7 @@ from bot.models import (JOB_QUEUED, SUBJECT_PULL_REQUEST, VALIDATION_ACTIVE, VAL
 from bot.store.batch import GroupCommit
 from bot.store.jobs import JobStore
 from bot.store.prepared import Prepared
-from bot.store.sql import any_of, entities, entity, from_rows, pulls_asked, pulls_params, upsert_insert
+from bot.store.sql import any_of, entities, entity, first_from_rows, from_rows, pulls_asked, pulls_params, upsert_insert
 from bot.store.tracked_pulls import PullRecorder
 
 _COLUMNS = tuple(ValidationState.__table__.c)
@@ -330,7 +330,7 @@ class ValidationStore:
         def work(conn: Connection) -> ValidationState:
             if not self._db.is_sqlite:
                 conn.execute(_BEGIN_LOCK, {"b_key": begin_lock_key(project_id, subject, subject_ref)})
-            join = next(iter(from_rows(ValidationState, conn.execute(found).mappings())), None)
+            join = first_from_rows(ValidationState, conn.execute(found).mappings())
             if join is not None:
                 return join
             row = _new_row(values)
@@ -479,8 +479,7 @@ class ValidationStore:
 
     async def get(self, validation_id: str) -> ValidationState | None:
         params = {"b_id": validation_id}
-        return await self._db.read(
-            lambda conn: next(iter(from_rows(ValidationState, _GET.run(conn, params).mappings())), None))
+        return await self._db.read(lambda conn: first_from_rows(ValidationState, _GET.run(conn, params).mappings()))
 
     async def latest_for_pr(self, project_id: str, pr_number: int) -> ValidationState | None:
         stmt = (select(ValidationState)
@@ -635,7 +634,7 @@ def _lock_subject_head(conn: Connection, is_sqlite: bool, project_id: str, subje
         conn.execute(_BEGIN_LOCK, {"b_key": begin_lock_key(project_id, subject, head_sha)})
     found = (select(*_COLUMNS).where(*_of_subject_head(project_id, subject, head_sha))
              .order_by(ValidationState.created_at.desc()).limit(1))
-    return next(iter(from_rows(ValidationState, conn.execute(found).mappings())), None)
+    return first_from_rows(ValidationState, conn.execute(found).mappings())
 
 
 def _claim_joined(conn: Connection, join: ValidationState, claimer: str, now: datetime) -> bool:

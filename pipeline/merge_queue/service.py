@@ -464,8 +464,9 @@ class MergeQueueService:
                                   comment_marker=left_marker(queue.base_ref, action.seq))
 
     async def _announce_failed(self, project: Project, queue: Queue, action: Action, exc: Exception) -> Event:
-        """An outbox action failed: tried again in the next round, or (GitHub will not change its answer, or it
-        failed too often) given up on, with a warning and an audit record."""
+        """An outbox action failed: tried again once its backoff has passed (a job wakes the queue then), or
+        (GitHub will not change its answer, or it failed too often) given up on, with a warning and an audit
+        record."""
         final = isinstance(exc, BadRequest) and answer_is_final(
             exc.status_code, str(exc), rate_limited=isinstance(exc, RateLimitExceeded))
         now = self.clock()
