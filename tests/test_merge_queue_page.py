@@ -331,11 +331,18 @@ async def test_the_page_updates_live_and_reads_well_at_1280_and_390(browser, das
     await expect(page.locator('[data-candidate="2"] .what')).to_have_text("#12, #13, built on bbbbbbb")  # #11 landed
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the queue page scrolls sideways at phone width ({width}px)"
-    for number in (12, 13, 14):  # each row's button sits inside its row, within the screen
-        button = await page.get_by_role("button", name=f"Dequeue #{number}").bounding_box()
-        row = await page.locator(f'tr[data-pr="{number}"]').bounding_box()
-        assert button and row and row["y"] <= button["y"] and button["y"] + button["height"] <= row["y"] + row["height"]
-        assert button["x"] >= 0 and button["x"] + button["width"] <= 390
+    # Each row's button sits inside its row, within the screen. Read in one go: on connecting, the page
+    # fetches the queue again (what changed while it was away) and swaps the box's rows for identical ones.
+    boxes = await page.evaluate("""numbers => numbers.map(n => {
+        const row = document.querySelector(`tr[data-pr="${n}"]`);
+        const button = row && row.querySelector(`button[aria-label="Dequeue #${n}"]`);
+        return button && [row.getBoundingClientRect().toJSON(), button.getBoundingClientRect().toJSON()];
+    })""", [12, 13, 14])
+    for number, pair in zip((12, 13, 14), boxes, strict=True):
+        assert pair, f"#{number} has no row with its Dequeue button"
+        row, button = pair
+        assert row["y"] <= button["y"] and button["y"] + button["height"] <= row["y"] + row["height"], (number, pair)
+        assert button["x"] >= 0 and button["x"] + button["width"] <= 390, (number, pair)
 
     # Dequeue from the page: the form posts with the CSRF token, the page says so and the row leaves
     await page.get_by_role("button", name="Dequeue #14").click()
