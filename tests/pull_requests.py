@@ -145,10 +145,22 @@ async def validate(bot: Any, scenario: Scenario, action: str = "opened", *, time
     with bot.services.bus.subscribe() as events:
         answer = await bot.webhooks.send("pull_request", scenario.payload(action))
         assert answer.status == 202
-        done = await wait_for(events, "validation.completed", timeout=timeout, head_sha=scenario.head_sha)
+        try:
+            done = await wait_for(events, "validation.completed", timeout=timeout, head_sha=scenario.head_sha)
+        except TimeoutError:
+            raise AssertionError(f"no validation of {scenario.head_sha[:12]} completed within {timeout:g} s; "
+                                 f"where it stood: {_check_runs_of(scenario)}") from None
         if until_job_finished:
             await wait_for(events, "job.finished", timeout=timeout, kind="validate")
     return await bot.store.validations.get(done.data["validation_id"])
+
+
+def _check_runs_of(scenario: Scenario) -> str:
+    """The head's check runs on the fake GitHub as a stalled test reports them: status, title and the
+    end of the live output (the running step's tail)."""
+    runs = [r for r in scenario.fake.check_runs.values() if r["head_sha"] == scenario.head_sha]
+    return "\n".join(f"{r['name']} {r['status']}: {r['output']['title']}\n{(r['output']['text'] or '')[-3000:]}"
+                     for r in runs) or "no check run"
 
 
 def check_run(fake: FakeGitHub, state: Any) -> dict[str, Any]:

@@ -107,6 +107,28 @@ async def test_a_pr_that_breaks_pages_fails_naming_page_step_and_error(bot, fake
     assert "The app's output (last lines):" in text and '"GET /report HTTP/1.1" 500' in text
 
 
+@pytest.mark.slow  # waits out the bounds of the calls into the stuck page (3 s each here)
+@pytest.mark.skipif(not AXE_SCRIPT.exists(), reason="axe-core is not vendored: make install")
+async def test_a_page_whose_script_never_yields_fails_and_the_next_page_is_still_checked(bot, fake_github,
+                                                                                        monkeypatch) -> None:
+    from pipeline.ui_check import check
+
+    monkeypatch.setattr(check, "AXE_SECONDS", 3)
+    monkeypatch.setattr(check, "BROWSER_CALL_SECONDS", 3)
+    stuck = page("Busy", "<h1>Busy</h1>", "addEventListener('load', () => setTimeout(() => { for (;;) {} }, 50));")
+    scenario = open_pull_request(fake_github, config=ui_config("    - /busy\n    - /about\n"),
+                                 base_files=app_files(**{"busy.html": stuck}))
+    state = await validate(bot, scenario)
+    run = check_run(fake_github, state)
+    assert run["conclusion"] == "failure"
+    assert "1 of 2 pages failed: /busy; no accessibility violations (on the 1 of 2 pages checked)" in \
+        run["output"]["summary"]
+    text = run["output"]["text"]
+    assert "✗ /busy — HTTP 200" in text
+    assert "stopped answering: axe-core's accessibility check did not return within 3 s" in text
+    assert "✓ /about — HTTP 200" in text  # the stuck page was closed and the check went on
+
+
 @pytest.mark.slow  # waits out ready_timeout_seconds
 async def test_an_app_that_never_answers_fails_and_is_stopped(bot, fake_github) -> None:
     marker = f"sleep 300.{uuid.uuid4().int % 10**6:06d}"

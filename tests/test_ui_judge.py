@@ -97,6 +97,12 @@ def test_a_passing_step_and_an_unavailable_checker() -> None:
     clean = step_result(UiOutcome(pages=[loaded()]), ORIGIN, enforce=True, duration=1)
     assert (clean.status, clean.detail) == ("passed", "1 page passed; no accessibility violations")
     assert "The app's output" not in clean.output_tail
+    stuck = PageObservation(path="/busy", url="http://127.0.0.1:8080/busy", status=200,
+                            stalled="axe-core's accessibility check did not return within 60 s")
+    partly = step_result(UiOutcome(pages=[loaded(), stuck]), ORIGIN, enforce=False, duration=1)
+    assert (partly.status, partly.detail) == ("failed", "1 of 2 pages failed: /busy; no accessibility violations "
+                                              "(on the 1 of 2 pages checked)")
+    assert "stopped answering: axe-core's accessibility check did not return within 60 s" in partly.output_tail
     unchecked = PageObservation(path="/", url="http://127.0.0.1:8080/", status=200,
                                 accessibility_note="not checked: axe-core is not installed on the app's host")
     result = step_result(UiOutcome(pages=[unchecked], accessibility_note="not checked: ..."), ORIGIN,

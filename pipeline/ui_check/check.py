@@ -68,9 +68,26 @@ PAGE_LOAD_SECONDS = 30
 EXPECT_TEXT_SECONDS = 5
 SETTLE_SECONDS = 2  # after the steps: let late requests and console messages arrive
 READY_POLL_SECONDS = 0.2
+# Every other call into the browser (its driver starting, a context, a page, a script, closing) that has no
+# timeout of its own: one that stalls fails the page or the check, saying which, instead of holding the run
+# until its deadline.
+BROWSER_CALL_SECONDS = 30
+AXE_SECONDS = 60
 OUTPUT_TAIL_CHARS = 4000
 
 Log = Callable[[str], Awaitable[None]]
+
+
+class BrowserStalled(Exception):
+    """A call into the browser did not return within its bound."""
+
+
+async def _within(seconds: float, what: str, awaitable: Awaitable[Any]) -> Any:
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise BrowserStalled(f"{what} did not return within {seconds:g} s") from None
 
 
 @dataclass(frozen=True)
@@ -262,7 +279,13 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
     async with contextlib.AsyncExitStack() as stack:
         outcome.browser_note = isolation.note
         await log_line(isolation.note + "\n")
-        playwright = await stack.enter_async_context(async_playwright())
+        try:
+            playwright = await _within(BROWSER_CALL_SECONDS, "starting Playwright's driver",
+                                       stack.enter_async_context(async_playwright()))
+        except BrowserStalled as exc:
+            outcome.problem = cannot_start(setup.chromium_path, str(exc))
+            log.warning("%s", outcome.problem)
+            return
         try:
             browser = await launch(
                 playwright, isolation,
@@ -276,16 +299,21 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
             log.warning("%s", outcome.problem)
             return
         try:
-            context = await browser.new_context(viewport=VIEWPORT, service_workers="block", accept_downloads=False)
-            await context.route("**/*", _only(origin))
+            context = await _within(BROWSER_CALL_SECONDS, "opening a browser context", browser.new_context(
+                viewport=VIEWPORT, service_workers="block", accept_downloads=False))
+            await _within(BROWSER_CALL_SECONDS, "opening a browser context", context.route("**/*", _only(origin)))
             for page_config in ui.pages:
                 await log_line(f"checking {page_config.path}\n")
                 observation = await _check_page(context, ui, page_config, axe, setup.screenshots_dir)
-                observation.accessibility_note = note
+                observation.accessibility_note = observation.accessibility_note or note
                 outcome.pages.append(observation)
+        except BrowserStalled as exc:
+            checked = f" ({len(outcome.pages)} of {len(ui.pages)} pages checked)" if outcome.pages else ""
+            outcome.problem = f"the UI check stopped, Chromium stalled: {exc}{checked}"
+            log.warning("%s", outcome.problem)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(browser.close())
+            with contextlib.suppress(Exception):  # a browser that does not close goes with the driver
+                await asyncio.wait_for(asyncio.shield(browser.close()), BROWSER_CALL_SECONDS)
 
 
 def _only(origin: Origin) -> Callable[[Any], Awaitable[None]]:
@@ -303,7 +331,7 @@ async def _check_page(context: Any, ui: UiConfig, config: UiPage, axe: str | Non
 
     url = ui.page_url(config)
     seen = PageObservation(path=config.path, url=url)
-    page = await context.new_page()
+    page = await _within(BROWSER_CALL_SECONDS, f"opening a page for {config.path}", context.new_page())
     page.on("console", lambda m: seen.console_errors.append(ConsoleEntry(m.text, (m.location or {}).get("url", "")))
             if m.type == "error" else None)
     page.on("pageerror", lambda e: seen.page_errors.append(_first_line(getattr(e, "message", str(e)))))
@@ -318,19 +346,23 @@ async def _check_page(context: Any, ui: UiConfig, config: UiPage, axe: str | Non
         except PlaywrightError as exc:
             seen.load_error = _first_line(exc.message)
         seen.load_seconds = time.monotonic() - started
-        if seen.load_error is None:
-            seen.failed_step = await _run_steps(page, config)
-            with contextlib.suppress(PlaywrightError):
-                await page.wait_for_load_state("networkidle", timeout=SETTLE_SECONDS * 1000)
-            if axe is not None and (seen.status or 0) < 400:  # an error page's accessibility is noise
-                seen.accessibility = await _accessibility(page, axe)
-                if seen.accessibility is None:
-                    seen.accessibility_note = "not checked: axe-core could not run on this page"
-        if screenshots_dir is not None:
-            seen.screenshot = await _screenshot(page, config.path, screenshots_dir)
+        try:
+            if seen.load_error is None:
+                seen.failed_step = await _run_steps(page, config)
+                with contextlib.suppress(PlaywrightError):
+                    await page.wait_for_load_state("networkidle", timeout=SETTLE_SECONDS * 1000)
+                if axe is not None and (seen.status or 0) < 400:  # an error page's accessibility is noise
+                    seen.accessibility = await _accessibility(page, axe)
+                    if seen.accessibility is None:
+                        seen.accessibility_note = "not checked: axe-core could not run on this page"
+            if screenshots_dir is not None:
+                seen.screenshot = await _screenshot(page, config.path, screenshots_dir)
+        except BrowserStalled as exc:  # the page's own script holds it (an endless loop): the page fails
+            seen.stalled = str(exc)
+            seen.accessibility_note = seen.accessibility_note or "not checked: the page stopped answering"
     finally:
-        with contextlib.suppress(PlaywrightError):
-            await page.close()
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(page.close(), BROWSER_CALL_SECONDS)
     return seen
 
 
@@ -386,15 +418,19 @@ async def _accessibility(page: Any, axe: str) -> list[Violation] | None:
     from playwright.async_api import Error as PlaywrightError
 
     try:
-        # Through the DevTools protocol, not a <script> tag: the page's Content-Security-Policy still
-        # applies to the page itself.
-        await page.evaluate("() => {\n" + axe + "\n}")
-        found = await page.evaluate(_AXE_RUN)
+        found = await _within(AXE_SECONDS, "axe-core's accessibility check", _run_axe(page, axe))
     except PlaywrightError as exc:
         log.warning("axe-core failed on %s: %s", page.url, _first_line(exc.message))
         return None
     return [Violation(rule=str(v["rule"]), impact=str(v["impact"]), help=str(v["help"]), nodes=int(v["nodes"]),
                       help_url=str(v["help_url"])) for v in found]
+
+
+async def _run_axe(page: Any, axe: str) -> Any:
+    # Through the DevTools protocol, not a <script> tag: the page's Content-Security-Policy still
+    # applies to the page itself.
+    await page.evaluate("() => {\n" + axe + "\n}")
+    return await page.evaluate(_AXE_RUN)
 
 
 async def _screenshot(page: Any, path: str, directory: Path) -> Screenshot | None:
@@ -403,7 +439,8 @@ async def _screenshot(page: Any, path: str, directory: Path) -> Screenshot | Non
     directory.mkdir(parents=True, exist_ok=True)
     name = f"{secrets.token_hex(16)}.png"
     try:
-        height = await page.evaluate("() => document.documentElement.scrollHeight")
+        height = await _within(BROWSER_CALL_SECONDS, "measuring the page for its screenshot",
+                               page.evaluate("() => document.documentElement.scrollHeight"))
         clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": max(1, min(int(height), MAX_SCREENSHOT_HEIGHT))}
         data = await page.screenshot(full_page=True, clip=clip, timeout=PAGE_LOAD_SECONDS * 1000)
     except PlaywrightError as exc:

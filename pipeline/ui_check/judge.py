@@ -76,6 +76,7 @@ class PageObservation:
     accessibility: list[Violation] | None = None  # None: not checked
     accessibility_note: str = ""
     screenshot: Screenshot | None = None
+    stalled: str | None = None  # a call into the loaded page that did not return (its script kept it busy)
 
 
 @dataclass
@@ -144,6 +145,8 @@ def page_problems(page: PageObservation, origin: Origin, *, enforce: bool) -> li
         step = page.failed_step
         where = "expect_text" if step.index == 0 else f"step {step.index} ({step.description})"
         problems.append(f"{where}: {step.message}")
+    if page.stalled is not None:
+        problems.append(f"stopped answering: {page.stalled}")
     problems += [f"uncaught error: {e}" for e in page.page_errors[:MAX_LISTED]]
     problems += [f"console error: {_console(e)}" for e in console_errors(page, origin)[:MAX_LISTED]]
     problems += [f"request failed: {r.url} ({r.reason})" for r in failed_requests(page, origin)[:MAX_LISTED]]
@@ -217,10 +220,12 @@ def step_result(outcome: UiOutcome, origin: Origin, *, enforce: bool, duration: 
                           detail=outcome.problem)
     passed, detail = judge(outcome.pages, origin, enforce=enforce)
     counts = accessibility_counts(outcome.pages)
+    checked = sum(p.accessibility is not None for p in outcome.pages)
+    of_checked = f" (on the {checked} of {len(outcome.pages)} pages checked)" if checked < len(outcome.pages) else ""
     if counts:
-        detail += f"; accessibility: {counts}"
-    elif any(p.accessibility is not None for p in outcome.pages):
-        detail += "; no accessibility violations"
+        detail += f"; accessibility: {counts}{of_checked}"
+    elif checked:
+        detail += f"; no accessibility violations{of_checked}"
     elif outcome.accessibility_note:
         detail += "; accessibility not checked"
     text = render(outcome.pages, origin, enforce=enforce)
