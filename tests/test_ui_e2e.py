@@ -25,6 +25,9 @@ pytestmark = [
 ]
 
 PUBLIC_URL = "https://codegenapp.example.com"
+# Above the UI check's own bounds (ready 20 s, launch 30 s, 30 s a page): a run that is slow or stuck
+# completes with the check's own account of it, which the assertions print, instead of a bare timeout.
+UI_RUN_SECONDS = 180
 BROWSER_FLAG = "--proxy-bypass-list=<-loopback>"  # only the UI check's Chromium has it
 PAGES = """\
     - path: /
@@ -52,7 +55,7 @@ async def test_a_passing_pr_gets_screenshots_github_can_show(start_bot, fake_git
     bot = await start_bot(PUBLIC_URL=PUBLIC_URL)
     scenario = open_pull_request(fake_github, config=ui_config(PAGES), base_files=app_files(),
                                  head_files={"about.html": ABOUT.replace("1999", "2001")})
-    state = await validate(bot, scenario)
+    state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "success", run["output"]
     ui = step(state)
@@ -93,7 +96,7 @@ async def test_a_pr_that_breaks_pages_fails_naming_page_step_and_error(bot, fake
               "report.txt": None}
     scenario = open_pull_request(fake_github, config=ui_config(pages, accessibility="enforce"),
                                  base_files=app_files(), head_files=broken)
-    state = await validate(bot, scenario)
+    state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "failure"
     assert run["output"]["title"] == "UI check failed — 2 of 3 steps passed"
@@ -118,7 +121,7 @@ async def test_a_page_whose_script_never_yields_fails_and_the_next_page_is_still
     stuck = page("Busy", "<h1>Busy</h1>", "addEventListener('load', () => setTimeout(() => { for (;;) {} }, 50));")
     scenario = open_pull_request(fake_github, config=ui_config("    - /busy\n    - /about\n"),
                                  base_files=app_files(**{"busy.html": stuck}))
-    state = await validate(bot, scenario)
+    state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "failure"
     assert "1 of 2 pages failed: /busy; no accessibility violations (on the 1 of 2 pages checked)" in \
@@ -135,7 +138,7 @@ async def test_an_app_that_never_answers_fails_and_is_stopped(bot, fake_github) 
     config = ui_config("    - /\n", start=f"echo starting the app; {marker}").replace(
         "ready_timeout_seconds: 20", "ready_timeout_seconds: 2")
     scenario = open_pull_request(fake_github, config=config, base_files=app_files())
-    state = await validate(bot, scenario)
+    state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "failure"
     assert f"the app did not answer at {URL} within 2 s" in run["output"]["text"]
@@ -159,7 +162,7 @@ async def test_the_app_and_its_page_cannot_reach_the_host(bot, fake_github, aioh
     config = ui_config(f"    - path: /reach\n      steps:\n{waits}",
                        extra=f"env:\n  HOST_PORTS: \"{','.join(map(str, ports))}\"\n")
     scenario = open_pull_request(fake_github, config=config, base_files=app_files(**{"reach.html": reach_page(ports)}))
-    state = await validate(bot, scenario)
+    state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "success", run["output"]  # every wait_for "blocked" was met
     assert hits == []
@@ -214,7 +217,7 @@ async def test_a_private_tmpdir_and_a_data_dir_elsewhere_leave_the_browser_worki
         bot = await start_bot(DATA_DIR=f"{elsewhere}/data")
         assert bot.services.browser.describe()["status"] in ("checking", "ok")  # not waited for at start
         scenario = open_pull_request(fake_github, config=ui_config("    - /about\n"), base_files=app_files())
-        state = await validate(bot, scenario)
+        state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
         run = check_run(fake_github, state)
         assert run["conclusion"] == "success", run["output"]
         assert "browser: sandboxed (bubblewrap, uid " in step(state)["output_tail"]
