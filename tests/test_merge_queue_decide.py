@@ -11,13 +11,13 @@ import random
 import pytest
 
 from bench.merge_queue import Simulation, Workload, items_of, simulate, tree_of
-from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, acknowledgement, advance, announcement_failed, answer_is_final,
+from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, LAND_DEFERRALS_BEFORE_RETEST, acknowledgement, advance, announcement_failed, answer_is_final,
                                          apply, decide, outbox_last, positions, resume, split_points, unacknowledged)
 from pipeline.merge_queue.model import (
     CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build,
     Cancel, CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed,
     CouldNotTest, Dequeued, Eject,
-    EjectDone, Enqueued, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig,
+    EjectDone, Enqueued, Event, HeadPushed, Land, LandDeferred, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig,
     Remove, RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
 )
 
@@ -214,6 +214,29 @@ def test_a_refused_landing_retests_or_removes_the_pr_github_refused() -> None:
     queue, actions = step(queue, LandRefused(retest, "Review required", pr=1))
     assert [(r.pr, r.reason) for r in of(Remove, actions)] == [(1, "GitHub refused to merge it: Review required")]
     assert [(b.candidate.ahead, b.candidate.prs) for b in of(Build, actions)] == [((), (2,))]
+
+
+def test_a_landing_no_host_could_make_is_tried_again_then_tested_again() -> None:
+    queue, actions = build_and_test_all(*step(queue_of(1), None))
+    first = of(Validate, actions)[0].candidate.id
+    queue, actions = step(queue, CandidatePassed(first))
+    [landing] = of(Land, actions)
+    why = "the rebuild gave another commit"
+    for tries in range(1, LAND_DEFERRALS_BEFORE_RETEST):  # waits for a host that can: no new action meanwhile
+        queue, actions = step(queue, LandDeferred(first, why))
+        assert actions == [] and queue.candidate(first).status == LANDING
+        assert queue.candidate(first).land_deferrals == tries
+        [again] = resume(queue, SERIAL_BATCHES)  # the next job lands it as decided
+        assert (again.candidate.id, again.prs, again.heads, again.method) == \
+            (landing.candidate.id, landing.prs, landing.heads, landing.method)
+    queue, actions = step(queue, LandDeferred(first, why))
+    assert [b.candidate.prs for b in of(Build, actions)] == [(1,)]  # built and tested again
+    assert queue.candidate(first) is None or queue.candidate(first).status != LANDING
+    [dropped] = of(Cancel, actions)
+    assert dropped.candidate_id == first and dropped.reason.endswith(
+        f"could not make its tested commit, {LAND_DEFERRALS_BEFORE_RETEST} times ({why}): testing again")
+    assert [e.pr for e in queue.entries] == [1]  # still queued: nobody is failed for it
+    assert step(queue, LandDeferred(first, why))[0] == queue  # a late one for the dropped candidate: nothing
 
 
 def test_fast_forward_lands_the_tested_commit() -> None:

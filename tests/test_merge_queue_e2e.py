@@ -469,6 +469,33 @@ async def test_a_validation_that_could_not_run_keeps_the_pr_queued_and_is_tried_
     assert "sandbox is not available" in broken.test_results["error"] and passed.conclusion == "success"
 
 
+async def test_a_landing_this_host_cannot_make_is_tried_later_then_tested_again_and_lands(
+        bot, fake_github, monkeypatch) -> None:
+    from pipeline.merge_queue import decide, service as queue_service
+
+    repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}}, validate=["true"])
+    restorer = bot.services.merge_queues.restorer
+    monkeypatch.setattr(decide, "LAND_DEFERRALS_BEFORE_RETEST", 2)
+    monkeypatch.setattr(queue_service, "LAND_ELSEWHERE_RETRY_SECONDS", 0.2)
+    tries: list[int] = []
+    restore = restorer.restore
+
+    async def not_on_this_host_twice(full_name, queue, base_ref, candidate_id, sha, token):
+        tries.append(candidate_id)  # as when the host that built it is gone and the rebuild here differs
+        if len(tries) <= 2:
+            return f"{sha[:7]} is not in this host's mirror, and made again here it is another commit"
+        return await restore(full_name, queue, base_ref, candidate_id, sha, token)
+
+    monkeypatch.setattr(restorer, "restore", not_on_this_host_twice)
+    with bot.services.bus.subscribe() as events:
+        await queued_by_comment(bot, repo, 1)
+        await until_idle(bot, events, repo)
+    assert tries == [1, 1, 2]  # tried twice, then built again as candidate 2, which landed
+    assert [m["number"] for m in fake_github.merges] == [1]
+    assert [v.conclusion for v in await candidate_validations(bot, repo)] == ["success", "success"]
+    assert queue_check_runs(fake_github, repo.pulls[1].head_sha)[-1]["conclusion"] == "success"
+
+
 async def test_an_ejection_github_will_not_let_us_say_does_not_stall_the_prs_behind_it(bot, fake_github) -> None:
     repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}, 2: {"two.txt": "2\n"}},
                             validate=["test ! -f one.txt"])

@@ -114,6 +114,7 @@ class Candidate:
     could_not_test: str | None = None  # why its validation (or its predecessor's, rebuilt) could not run
     untested_tries: int = 0         # validations of it and the candidates it was rebuilt from that could not run
     retry_at: float | None = None   # its validation could not run: it is built again at this time
+    land_deferrals: int = 0         # LANDING: tries by hosts that could not make its tested commit (`LandDeferred`)
     announce_tries: int = 0         # CANCELLING: its cancel failed this many times (`AnnounceFailed`)
     announce_after: float | None = None  # ... and is not tried again before this time
 
@@ -272,9 +273,17 @@ class LandRefused:
     pr: int | None = None  # a PR GitHub will not merge (it is removed); None: retest the candidate
 
 
+@dataclass(frozen=True)
+class LandDeferred:
+    """The host that took the landing could not make the candidate's tested commit (its builder's mirror
+    has it; the rebuild here did not give the same commit): a later job, maybe on that host, tries again."""
+    candidate_id: int
+    reason: str
+
+
 Event = (Enqueued | Dequeued | HeadPushed | PullClosed | BaseChanged | BaseMoved | CandidateBuilt
          | CandidateConflicted | CandidatePassed | CandidateFailed | StepRetriedPassed | Landed | LandRefused
-         | EjectDone | RemoveDone | CancelDone | AnnounceFailed | CouldNotTest)
+         | LandDeferred | EjectDone | RemoveDone | CancelDone | AnnounceFailed | CouldNotTest)
 
 
 # ---- actions: what the shell must do; `apply` records each one it is given ---------------------------

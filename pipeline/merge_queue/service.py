@@ -45,13 +45,13 @@ from pipeline.merge_queue.admission import (Admission, admission, approvals, met
                                             required_approvals, strict)
 from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
-from pipeline.merge_queue.decide import (acknowledgement, advance, announcement_failed, answer_is_final, apply,
-                                         outbox_last, positions, resume, unacknowledged)
+from pipeline.merge_queue.decide import (LAND_DEFERRALS_BEFORE_RETEST, acknowledgement, advance, announcement_failed,
+                                         answer_is_final, apply, outbox_last, positions, resume, unacknowledged)
 from pipeline.merge_queue.model import (
     LANDING, RETRYING, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build, Cancel, Candidate,
     CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed, CouldNotTest, Dequeued, Eject, Enqueued,
-    Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RetryStep,
-    Validate,
+    Event, HeadPushed, Land, LandDeferred, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove,
+    RetryStep, Validate,
 )
 from pipeline.merge_queue.rebuild import candidate_of_validation_ref, candidate_ref, validation_ref
 from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_comment, ejected_output,
@@ -517,11 +517,12 @@ class MergeQueueService:
         if (missing := await self._candidate_here(project, queue, c)) is not None:
             # no verdict on the PRs: this host cannot make the tested commit now; a later job (maybe on the
             # host that built it) lands it
-            log.warning("merge queue of %s %s: candidate %d not landed from this host for now: %s", project.name,
-                        queue.base_ref, c.id, missing)
+            log.warning("merge queue of %s %s: candidate %d not landed from this host for now (try %d of %d before "
+                        "it is tested again): %s", project.name, queue.base_ref, c.id, c.land_deferrals + 1,
+                        LAND_DEFERRALS_BEFORE_RETEST, missing)
             bucket = int(self.clock() // LAND_ELSEWHERE_RETRY_SECONDS)
             await self.kick(project.id, queue.base_ref, f"land-{c.id}-{bucket}", after=LAND_ELSEWHERE_RETRY_SECONDS)
-            return []
+            return [LandDeferred(c.id, missing)]
         if land.method == "fast-forward":
             refused = await self._fast_forward(project, repo, queue.base_ref, land)
             if refused is None:
