@@ -11,14 +11,15 @@ import random
 import pytest
 
 from bench.merge_queue import Simulation, Workload, items_of, simulate, tree_of
-from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, LAND_DEFERRALS_BEFORE_RETEST, acknowledgement, advance, announcement_failed, answer_is_final,
-                                         apply, decide, outbox_last, positions, resume, split_points, unacknowledged)
+from pipeline.merge_queue.decide import (ANNOUNCE_TRIES, LAND_DEFER_SECONDS, acknowledgement, advance,
+                                         announcement_failed, answer_is_final, apply, decide, outbox_last, positions,
+                                         resume, split_points, unacknowledged)
 from pipeline.merge_queue.model import (
     CANCELLING, EJECTED, LANDING, PASSED, REMOVED, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build,
     Cancel, CancelDone, Candidate, CandidateBuilt, CandidateConflicted, CandidateFailed, CandidatePassed,
-    CouldNotTest, Dequeued, Eject,
-    EjectDone, Enqueued, Event, HeadPushed, Land, LandDeferred, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig,
-    Remove, RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
+    CouldNotTest, Dequeued, Eject, EjectDone, Enqueued, Event, HeadPushed, Land, LandDeferred, Landed, LandRefused,
+    NoteFlaky, PullClosed, Queue, QueueConfig, Remove, RemoveDone, RetryStep, ReuseVerdict, StepRetriedPassed,
+    Validate,
 )
 
 NOW = 1_000.0
@@ -222,21 +223,23 @@ def test_a_landing_no_host_could_make_is_tried_again_then_tested_again() -> None
     queue, actions = step(queue, CandidatePassed(first))
     [landing] = of(Land, actions)
     why = "the rebuild gave another commit"
-    for tries in range(1, LAND_DEFERRALS_BEFORE_RETEST):  # waits for a host that can: no new action meanwhile
-        queue, actions = step(queue, LandDeferred(first, why))
+    for at in (NOW, NOW + 30, NOW + LAND_DEFER_SECONDS - 1):  # waits for a host that can: no new action meanwhile
+        queue, actions = step(queue, LandDeferred(first, why, at))
         assert actions == [] and queue.candidate(first).status == LANDING
-        assert queue.candidate(first).land_deferrals == tries
+        assert queue.candidate(first).land_deferred_since == NOW
         [again] = resume(queue, SERIAL_BATCHES)  # the next job lands it as decided
         assert (again.candidate.id, again.prs, again.heads, again.method) == \
             (landing.candidate.id, landing.prs, landing.heads, landing.method)
-    queue, actions = step(queue, LandDeferred(first, why))
+    begun, actions = step(queue, LandDeferred(first, why, NOW + 3 * LAND_DEFER_SECONDS, started=True))
+    assert actions == [] and begun.candidate(first).status == LANDING  # a PR may be merged: never dropped
+
+    queue, actions = step(queue, LandDeferred(first, why, NOW + LAND_DEFER_SECONDS))
     assert [b.candidate.prs for b in of(Build, actions)] == [(1,)]  # built and tested again
-    assert queue.candidate(first) is None or queue.candidate(first).status != LANDING
     [dropped] = of(Cancel, actions)
-    assert dropped.candidate_id == first and dropped.reason.endswith(
-        f"could not make its tested commit, {LAND_DEFERRALS_BEFORE_RETEST} times ({why}): testing again")
+    assert dropped.candidate_id == first and dropped.reason == (
+        f"for 10 min no host that took its landing could make its tested commit ({why}): testing again")
     assert [e.pr for e in queue.entries] == [1]  # still queued: nobody is failed for it
-    assert step(queue, LandDeferred(first, why))[0] == queue  # a late one for the dropped candidate: nothing
+    assert step(queue, LandDeferred(first, why, NOW + 2 * LAND_DEFER_SECONDS))[0] == queue  # late: nothing
 
 
 def test_fast_forward_lands_the_tested_commit() -> None:

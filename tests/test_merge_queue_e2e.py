@@ -16,6 +16,7 @@ from bot import migrate
 from bot.db import Database
 from bot.events import wait_for
 from bot.models import SUBJECT_QUEUE_CANDIDATE
+from pipeline.merge_queue.rebuild import landing_key
 from pipeline.merge_queue.service import BROKEN_BACKOFF_MAX_SECONDS, MergeQueueService
 from pipeline.report.comment import COMMENT_MARKER
 from pipeline.sandbox.sandbox import SandboxUnavailable
@@ -469,30 +470,34 @@ async def test_a_validation_that_could_not_run_keeps_the_pr_queued_and_is_tried_
     assert "sandbox is not available" in broken.test_results["error"] and passed.conclusion == "success"
 
 
-async def test_a_landing_this_host_cannot_make_is_tried_later_then_tested_again_and_lands(
-        bot, fake_github, monkeypatch) -> None:
+@pytest.mark.parametrize("begun", [False, True], ids=["not-begun", "begun"])
+async def test_a_landing_this_host_cannot_make_is_tested_again_unless_it_may_have_begun(
+        bot, fake_github, monkeypatch, begun: bool) -> None:
     from pipeline.merge_queue import decide, service as queue_service
 
     repo = await queue_repo(bot.store, fake_github, prs={1: {"one.txt": "1\n"}}, validate=["true"])
     restorer = bot.services.merge_queues.restorer
-    monkeypatch.setattr(decide, "LAND_DEFERRALS_BEFORE_RETEST", 2)
+    monkeypatch.setattr(decide, "LAND_DEFER_SECONDS", 0)  # given up on at once, unless it may have begun
     monkeypatch.setattr(queue_service, "LAND_ELSEWHERE_RETRY_SECONDS", 0.2)
+    if begun:  # a landing of #1 was recorded (a process killed before its merge, say)
+        assert await bot.store.merge_queues.claim_landing(repo.project.id, landing_key("main", 1), 1)
     tries: list[int] = []
     restore = restorer.restore
 
-    async def not_on_this_host_twice(full_name, queue, base_ref, candidate_id, sha, token):
+    async def not_on_this_host_at_first(full_name, queue, base_ref, candidate_id, sha, token):
         tries.append(candidate_id)  # as when the host that built it is gone and the rebuild here differs
-        if len(tries) <= 2:
+        if len(tries) == 1:
             return f"{sha[:7]} is not in this host's mirror, and made again here it is another commit"
         return await restore(full_name, queue, base_ref, candidate_id, sha, token)
 
-    monkeypatch.setattr(restorer, "restore", not_on_this_host_twice)
+    monkeypatch.setattr(restorer, "restore", not_on_this_host_at_first)
     with bot.services.bus.subscribe() as events:
         await queued_by_comment(bot, repo, 1)
         await until_idle(bot, events, repo)
-    assert tries == [1, 1, 2]  # tried twice, then built again as candidate 2, which landed
+    # not begun: built again as candidate 2, which lands; begun: candidate 1 waits for a host that can make it
+    assert tries == ([1, 1] if begun else [1, 2])
     assert [m["number"] for m in fake_github.merges] == [1]
-    assert [v.conclusion for v in await candidate_validations(bot, repo)] == ["success", "success"]
+    assert [v.conclusion for v in await candidate_validations(bot, repo)] == ["success"] * (1 if begun else 2)
     assert queue_check_runs(fake_github, repo.pulls[1].head_sha)[-1]["conclusion"] == "success"
 
 

@@ -4,6 +4,8 @@ served by the app. The app is tests/ui_app.py, in a real git repository served b
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import subprocess
 import uuid
@@ -25,8 +27,9 @@ pytestmark = [
 ]
 
 PUBLIC_URL = "https://codegenapp.example.com"
-# Above the UI check's own bounds (ready 20 s, launch 30 s, 30 s a page): a run that is slow or stuck
-# completes with the check's own account of it, which the assertions print, instead of a bare timeout.
+# A run here takes 5-10 s. A stuck one meets one of the UI check's own bounds first (ready 20 s, the driver
+# and the launch 30 s each, a page load 30 s, axe-core 60 s) and completes with the check's account of what
+# stalled, which the assertions print, instead of the test's bare timeout.
 UI_RUN_SECONDS = 180
 BROWSER_FLAG = "--proxy-bypass-list=<-loopback>"  # only the UI check's Chromium has it
 PAGES = """\
@@ -110,26 +113,58 @@ async def test_a_pr_that_breaks_pages_fails_naming_page_step_and_error(bot, fake
     assert "The app's output (last lines):" in text and '"GET /report HTTP/1.1" 500' in text
 
 
-@pytest.mark.slow  # waits out the bounds of the calls into the stuck page (3 s each here)
+@pytest.mark.slow  # waits out axe-core's bound on the stuck page (3 s here)
 @pytest.mark.skipif(not AXE_SCRIPT.exists(), reason="axe-core is not vendored: make install")
 async def test_a_page_whose_script_never_yields_fails_and_the_next_page_is_still_checked(bot, fake_github,
                                                                                         monkeypatch) -> None:
     from pipeline.ui_check import check
 
     monkeypatch.setattr(check, "AXE_SECONDS", 3)
-    monkeypatch.setattr(check, "BROWSER_CALL_SECONDS", 3)
     stuck = page("Busy", "<h1>Busy</h1>", "addEventListener('load', () => setTimeout(() => { for (;;) {} }, 50));")
     scenario = open_pull_request(fake_github, config=ui_config("    - /busy\n    - /about\n"),
                                  base_files=app_files(**{"busy.html": stuck}))
     state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
     run = check_run(fake_github, state)
     assert run["conclusion"] == "failure"
-    assert "1 of 2 pages failed: /busy; no accessibility violations (on the 1 of 2 pages checked)" in \
+    assert "1 of 2 pages failed: /busy; no accessibility violations (axe-core ran on 1 of 2 pages)" in \
         run["output"]["summary"]
     text = run["output"]["text"]
     assert "✗ /busy — HTTP 200" in text
     assert "stopped answering: axe-core's accessibility check did not return within 3 s" in text
     assert "✓ /about — HTTP 200" in text  # the stuck page was closed and the check went on
+
+
+def drivers_of_this_process() -> set[int]:
+    """Playwright drivers (`node ... run-driver`) this test process started and that still run."""
+    from tests.test_sandbox import processes_matching
+
+    def parent(pid: int) -> int | None:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return {pid for pid in processes_matching("run-driver") if parent(pid) == os.getpid()}
+
+
+async def test_a_driver_that_does_not_start_in_time_fails_the_check_and_is_stopped_once_up(
+        bot, fake_github, monkeypatch) -> None:
+    from pipeline.ui_check import check
+    from tests.scale_support import wait_until
+
+    before = drivers_of_this_process()
+    monkeypatch.setattr(check, "BROWSER_CALL_SECONDS", 0.1)  # started (~20 ms), not yet up (~0.5 s)
+    scenario = open_pull_request(fake_github, config=ui_config("    - /about\n"), base_files=app_files())
+    state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
+    run = check_run(fake_github, state)
+    assert run["conclusion"] == "failure"
+    assert "the UI check could not start Playwright's driver: its start did not return within 0.1 s" in \
+        run["output"]["text"]
+
+    async def none_left() -> bool:
+        return not drivers_of_this_process() - before
+
+    await wait_until(none_left, timeout=30, describe=lambda: asyncio.sleep(0, f"left: {drivers_of_this_process()}"))
 
 
 @pytest.mark.slow  # waits out ready_timeout_seconds

@@ -101,8 +101,13 @@ def test_a_passing_step_and_an_unavailable_checker() -> None:
                             stalled="axe-core's accessibility check did not return within 60 s")
     partly = step_result(UiOutcome(pages=[loaded(), stuck]), ORIGIN, enforce=False, duration=1)
     assert (partly.status, partly.detail) == ("failed", "1 of 2 pages failed: /busy; no accessibility violations "
-                                              "(on the 1 of 2 pages checked)")
+                                              "(axe-core ran on 1 of 2 pages)")
     assert "stopped answering: axe-core's accessibility check did not return within 60 s" in partly.output_tail
+    stalled = step_result(UiOutcome(pages=[loaded()], problem="the UI check stopped, Chromium stalled: opening a "
+                                    "page for /about did not return within 30 s (after 1 of 2 pages)"),
+                          ORIGIN, enforce=False, duration=1)
+    assert stalled.status == "failed" and stalled.detail.startswith("the UI check stopped, Chromium stalled")
+    assert "✓ / — HTTP 200" in stalled.output_tail  # the page checked before it is reported too
     unchecked = PageObservation(path="/", url="http://127.0.0.1:8080/", status=200,
                                 accessibility_note="not checked: axe-core is not installed on the app's host")
     result = step_result(UiOutcome(pages=[unchecked], accessibility_note="not checked: ..."), ORIGIN,

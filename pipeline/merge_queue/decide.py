@@ -66,9 +66,9 @@ ANNOUNCE_TRIES = 5
 # where tries one after the other would all fail within a second.
 ANNOUNCE_BACKOFF_SECONDS = 30.0
 ADVANCE_ROUNDS = 1000
-# A landing that the hosts which took it could not make (`LandDeferred`) this often, ~10 min at the shell's
-# 30 s between tries: the host that built the candidate is gone, say. It is built and tested again.
-LAND_DEFERRALS_BEFORE_RETEST = 20
+# A landing that no host which took it could make (`LandDeferred`) for this long: the host that built the
+# candidate is gone, say. It is built and tested again, unless it may have begun (a PR merged already).
+LAND_DEFER_SECONDS = 600.0
 
 
 def short(sha: str) -> str:
@@ -263,12 +263,13 @@ def _land_deferred(queue: Queue, event: LandDeferred) -> Queue:
     c = _candidate_in(queue, event.candidate_id, LANDING)
     if c is None:
         return queue
-    c = dataclasses.replace(c, land_deferrals=c.land_deferrals + 1)
-    if c.land_deferrals >= LAND_DEFERRALS_BEFORE_RETEST:  # what it landed already stays landed (`Landed`)
-        c = dataclasses.replace(c, status=OBSOLETE, obsolete_reason=(
-            f"the hosts that took its landing could not make its tested commit, {c.land_deferrals} times "
-            f"({event.reason}): testing again"))
-    return _with_candidate(queue, c)
+    since = event.at if c.land_deferred_since is None else c.land_deferred_since
+    if event.started or event.at - since < LAND_DEFER_SECONDS:
+        return _with_candidate(queue, dataclasses.replace(c, land_deferred_since=since))
+    # Nothing of it was merged (what `Landed` recorded stays landed): the PRs are built again.
+    return _with_candidate(queue, dataclasses.replace(c, status=OBSOLETE, obsolete_reason=(
+        f"for {(event.at - since) / 60:.0f} min no host that took its landing could make its tested commit "
+        f"({event.reason}): testing again")))
 
 
 def _build(queue: Queue, action: Build) -> Queue:
@@ -365,7 +366,8 @@ _APPLY = {
     BaseChanged: _base_changed, BaseMoved: _base_moved, CandidateBuilt: _candidate_built,
     CandidateConflicted: _candidate_conflicted, CandidatePassed: _candidate_passed,
     CandidateFailed: _candidate_failed, StepRetriedPassed: _step_retried_passed, Landed: _landed,
-    LandRefused: _land_refused, LandDeferred: _land_deferred, EjectDone: _announced(EJECTED), RemoveDone: _announced(REMOVED),
+    LandRefused: _land_refused, LandDeferred: _land_deferred, EjectDone: _announced(EJECTED),
+    RemoveDone: _announced(REMOVED),
     CancelDone: _cancel_done, AnnounceFailed: _announce_failed, CouldNotTest: _could_not_test,
     Build: _build, Validate: _set_status(TESTING), ReuseVerdict: _set_status(PASSED, reused_verdict=True),
     RetryStep: _retry_step, Cancel: _cancel, Land: _land_decided, Eject: _eject, Remove: _remove,

@@ -114,7 +114,7 @@ class Candidate:
     could_not_test: str | None = None  # why its validation (or its predecessor's, rebuilt) could not run
     untested_tries: int = 0         # validations of it and the candidates it was rebuilt from that could not run
     retry_at: float | None = None   # its validation could not run: it is built again at this time
-    land_deferrals: int = 0         # LANDING: tries by hosts that could not make its tested commit (`LandDeferred`)
+    land_deferred_since: float | None = None  # LANDING: when a host first could not make its commit (`LandDeferred`)
     announce_tries: int = 0         # CANCELLING: its cancel failed this many times (`AnnounceFailed`)
     announce_after: float | None = None  # ... and is not tried again before this time
 
@@ -279,6 +279,8 @@ class LandDeferred:
     has it; the rebuild here did not give the same commit): a later job, maybe on that host, tries again."""
     candidate_id: int
     reason: str
+    at: float
+    started: bool = False  # one of its PRs may be merged already (a landing was recorded, or GitHub says so)
 
 
 Event = (Enqueued | Dequeued | HeadPushed | PullClosed | BaseChanged | BaseMoved | CandidateBuilt

@@ -25,6 +25,11 @@ def candidate_ref(base_ref: str, candidate_id: int) -> str:
     return f"{QUEUE_REF_PREFIX}/{base_ref}/{candidate_id}"
 
 
+def landing_key(base_ref: str, candidate_id: int) -> str:
+    """What a candidate's landings are recorded under (MergeQueueStore.claim_landing)."""
+    return f"{base_ref}:{candidate_id}"
+
+
 def validation_ref(base_ref: str, candidate: Candidate) -> str:
     """The `subject_ref` of one try of a candidate's validation (a retry is a new try)."""
     return f"{candidate_ref(base_ref, candidate.id)}-try{candidate.retries_used}"

@@ -45,7 +45,7 @@ from pipeline.merge_queue.admission import (Admission, admission, approvals, met
                                             required_approvals, strict)
 from pipeline.merge_queue.candidates import Built, CandidateBuilder
 from pipeline.merge_queue.codec import queue_from_document, queue_to_document
-from pipeline.merge_queue.decide import (LAND_DEFERRALS_BEFORE_RETEST, acknowledgement, advance, announcement_failed,
+from pipeline.merge_queue.decide import (LAND_DEFER_SECONDS, acknowledgement, advance, announcement_failed,
                                          answer_is_final, apply, outbox_last, positions, resume, unacknowledged)
 from pipeline.merge_queue.model import (
     LANDING, RETRYING, TESTING, Action, AnnounceFailed, BaseChanged, BaseMoved, Build, Cancel, Candidate,
@@ -53,7 +53,7 @@ from pipeline.merge_queue.model import (
     Event, HeadPushed, Land, LandDeferred, Landed, LandRefused, NoteFlaky, PullClosed, Queue, QueueConfig, Remove,
     RetryStep, Validate,
 )
-from pipeline.merge_queue.rebuild import candidate_of_validation_ref, candidate_ref, validation_ref
+from pipeline.merge_queue.rebuild import candidate_of_validation_ref, candidate_ref, landing_key, validation_ref
 from pipeline.merge_queue.report import (DEQUEUE_BUTTON, QUEUE_CHECK_NAME, ejected_comment, ejected_output,
                                          finished_line, landed_output, landed_untested_output, merge_refused, not_enabled, position_text,
                                          queue_comment_line, queue_external_id, queued_output, removed_comment,
@@ -517,12 +517,14 @@ class MergeQueueService:
         if (missing := await self._candidate_here(project, queue, c)) is not None:
             # no verdict on the PRs: this host cannot make the tested commit now; a later job (maybe on the
             # host that built it) lands it
-            log.warning("merge queue of %s %s: candidate %d not landed from this host for now (try %d of %d before "
-                        "it is tested again): %s", project.name, queue.base_ref, c.id, c.land_deferrals + 1,
-                        LAND_DEFERRALS_BEFORE_RETEST, missing)
+            started = await self._landing_started(project, repo, queue.base_ref, land)
+            log.warning("merge queue of %s %s: candidate %d not landed from this host for now (%s): %s", project.name,
+                        queue.base_ref, c.id, "it may have begun landing: only a host that can make it lands it"
+                        if started else f"built and tested again if no host can within {LAND_DEFER_SECONDS / 60:g} min",
+                        missing)
             bucket = int(self.clock() // LAND_ELSEWHERE_RETRY_SECONDS)
             await self.kick(project.id, queue.base_ref, f"land-{c.id}-{bucket}", after=LAND_ELSEWHERE_RETRY_SECONDS)
-            return [LandDeferred(c.id, missing)]
+            return [LandDeferred(c.id, missing, self.clock(), started)]
         if land.method == "fast-forward":
             refused = await self._fast_forward(project, repo, queue.base_ref, land)
             if refused is None:
@@ -543,6 +545,17 @@ class MergeQueueService:
                 await repo.comments.create(pr, f"Merge queue: {refused}; merging it with the `merge` method instead.")
         method = "merge" if land.method == "fast-forward" else land.method
         return await self._merge_each(project, repo, queue.base_ref, land, method)
+
+    async def _landing_started(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land) -> bool:
+        """Whether one of the landing's PRs may be merged already: a landing of it was recorded (before its
+        merge or push), or GitHub says it is merged (a fast-forward pushed before a kill)."""
+        key = landing_key(base_ref, land.candidate.id)
+        for pr in land.prs:
+            if await self.store.merge_queues.landing(project.id, key, pr) is not None:
+                return True
+            if await repo.pulls.merge_commit(pr) is not None:
+                return True
+        return False
 
     async def _candidate_here(self, project: Project, queue: Queue, c: Candidate) -> str | None:
         """Make sure this host's mirror has the candidate's commit (the push and the trees need it), made again
@@ -576,8 +589,8 @@ class MergeQueueService:
         refused = await self.builder.push_fast_forward(project.name, token=token, sha=c.built_sha, base_ref=base_ref)
         if refused is None:
             for pr in land.prs:
-                await self.store.merge_queues.claim_landing(project.id, f"{base_ref}:{c.id}", pr)
-                await self.store.merge_queues.landed(project.id, f"{base_ref}:{c.id}", pr, c.built_sha)
+                await self.store.merge_queues.claim_landing(project.id, landing_key(base_ref, c.id), pr)
+                await self.store.merge_queues.landed(project.id, landing_key(base_ref, c.id), pr, c.built_sha)
         return refused
 
     async def _merge_each(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land,
@@ -585,7 +598,7 @@ class MergeQueueService:
         """`PUT pulls/{n}/merge` of each PR, pinned to its tested head, in order; each only while the base's
         tree is the one the candidate expects there."""
         c = land.candidate
-        key = f"{base_ref}:{c.id}"
+        key = landing_key(base_ref, c.id)
         assert c.built_sha is not None
         trees = await self.builder.merge_trees(project.name, c.built_sha, len(c.ahead + c.prs))
         order = c.ahead + c.prs

@@ -272,7 +272,6 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
     # Playwright is imported where a UI check runs, not at start: the web process that never runs one
     # does not carry it (its peak memory is a benchmark target, bench/README.md).
     from playwright.async_api import Error as PlaywrightError
-    from playwright.async_api import async_playwright
 
     axe, note = axe_source(setup.axe_script)
     outcome.accessibility_note = note
@@ -280,10 +279,9 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
         outcome.browser_note = isolation.note
         await log_line(isolation.note + "\n")
         try:
-            playwright = await _within(BROWSER_CALL_SECONDS, "starting Playwright's driver",
-                                       stack.enter_async_context(async_playwright()))
+            playwright = await _start_driver(stack)
         except BrowserStalled as exc:
-            outcome.problem = cannot_start(setup.chromium_path, str(exc))
+            outcome.problem = f"the UI check could not start Playwright's driver: {exc}"
             log.warning("%s", outcome.problem)
             return
         try:
@@ -308,12 +306,43 @@ async def _check_pages(isolation: BrowserIsolation, ui: UiConfig, origin: Origin
                 observation.accessibility_note = observation.accessibility_note or note
                 outcome.pages.append(observation)
         except BrowserStalled as exc:
-            checked = f" ({len(outcome.pages)} of {len(ui.pages)} pages checked)" if outcome.pages else ""
-            outcome.problem = f"the UI check stopped, Chromium stalled: {exc}{checked}"
+            after = f" (after {len(outcome.pages)} of {len(ui.pages)} pages)" if outcome.pages else ""
+            outcome.problem = f"the UI check stopped, Chromium stalled: {exc}{after}"
             log.warning("%s", outcome.problem)
         finally:
             with contextlib.suppress(Exception):  # a browser that does not close goes with the driver
-                await asyncio.wait_for(asyncio.shield(browser.close()), BROWSER_CALL_SECONDS)
+                await asyncio.wait_for(browser.close(), BROWSER_CALL_SECONDS)
+
+
+_late_stops: set[asyncio.Future[Any]] = set()
+
+
+async def _start_driver(stack: contextlib.AsyncExitStack) -> Any:
+    """Playwright's driver, stopped when `stack` closes; BrowserStalled when it does not start within its
+    bound. Its start is not cancelled half way (that would leave its process running): one given up on (a
+    timeout, the run cancelled) is stopped once it has started."""
+    from playwright.async_api import async_playwright
+
+    manager = async_playwright()
+    starting = asyncio.ensure_future(manager.__aenter__())
+    try:
+        async with asyncio.timeout(BROWSER_CALL_SECONDS):
+            playwright = await asyncio.shield(starting)
+    except BaseException as exc:
+        starting.add_done_callback(lambda task: _stop_late(task, manager))
+        if isinstance(exc, TimeoutError) and not starting.done():
+            raise BrowserStalled(f"its start did not return within {BROWSER_CALL_SECONDS:g} s") from None
+        raise
+    stack.push_async_exit(manager)
+    return playwright
+
+
+def _stop_late(started: asyncio.Future[Any], manager: Any) -> None:
+    if started.cancelled() or started.exception() is not None:
+        return
+    stopping = asyncio.ensure_future(manager.__aexit__(None, None, None))
+    _late_stops.add(stopping)  # kept until done: a task nobody holds may be collected
+    stopping.add_done_callback(_late_stops.discard)
 
 
 def _only(origin: Origin) -> Callable[[Any], Awaitable[None]]:

@@ -5,6 +5,8 @@ Rules, per page:
 * the page loaded, with an HTTP status below 400;
 * every step ran (the first failing step ends the page's flow and is named);
 * no uncaught page error and no console error;
+* the page kept answering: a call into it that does not return in time (its script in an endless loop,
+  say) fails it as "stopped answering";
 * no failed request to the app's own origin: a network error or a status of 400 or more. A failed
   `/favicon.ico` is not an error (browsers ask for it whether the app has one or not), and neither
   is a request to any other origin: those are blocked on purpose (the app under test has no network)
@@ -82,7 +84,7 @@ class PageObservation:
 @dataclass
 class UiOutcome:
     pages: list[PageObservation] = field(default_factory=list)
-    problem: str | None = None  # the app did not answer, or the browser did not start: no page checked
+    problem: str | None = None  # the app did not answer, the browser did not start or stalled: the check failed
     app_output: str = ""  # its output's tail
     accessibility_note: str = ""  # why accessibility was not checked
     browser_note: str = ""  # how the browser was isolated (pipeline/ui_check/check.py browser_isolation)
@@ -215,17 +217,18 @@ def step_result(outcome: UiOutcome, origin: Origin, *, enforce: bool, duration: 
         "\nThe app printed nothing.\n"
     if outcome.browser_note:
         output_section += f"\n{outcome.browser_note}\n"
-    if outcome.problem is not None:
-        return StepResult(STEP_NAME, "ui", "failed", duration, output_tail=f"{outcome.problem}\n{output_section}",
-                          detail=outcome.problem)
+    if outcome.problem is not None:  # with the pages checked before it, if any
+        checked = f"\n{render(outcome.pages, origin, enforce=enforce)}" if outcome.pages else ""
+        return StepResult(STEP_NAME, "ui", "failed", duration,
+                          output_tail=f"{outcome.problem}\n{checked}{output_section}", detail=outcome.problem)
     passed, detail = judge(outcome.pages, origin, enforce=enforce)
     counts = accessibility_counts(outcome.pages)
     checked = sum(p.accessibility is not None for p in outcome.pages)
-    of_checked = f" (on the {checked} of {len(outcome.pages)} pages checked)" if checked < len(outcome.pages) else ""
+    ran_on = f" (axe-core ran on {checked} of {len(outcome.pages)} pages)" if checked < len(outcome.pages) else ""
     if counts:
-        detail += f"; accessibility: {counts}{of_checked}"
+        detail += f"; accessibility: {counts}{ran_on}"
     elif checked:
-        detail += f"; no accessibility violations{of_checked}"
+        detail += f"; no accessibility violations{ran_on}"
     elif outcome.accessibility_note:
         detail += "; accessibility not checked"
     text = render(outcome.pages, origin, enforce=enforce)
