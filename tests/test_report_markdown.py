@@ -215,6 +215,7 @@ def queue_outputs() -> dict[str, dict[str, str]]:
         "queued": queued_output(Position(3, None, (), "waiting"), "main"),
         "testing": queued_output(Position(2, 7, (12, 13), "testing"), "main"),
         "passed": queued_output(Position(2, 7, (12,), "passed"), "main"),
+        "deferred": queued_output(Position(1, 7, (), "landing", land_deferred=True), "main"),
         "landed": landed_output("main", SHA, 14, (12, 14)),
         "ejected": ejected_output(f"`{QUEUE_STEP}` failed with #12 merged ahead of it", QUEUE_STEP, QUEUE_TAIL),
         "conflict": ejected_output("it conflicts with #12, ahead of it", "merge", "CONFLICT (add/add): app.py\n"),
@@ -222,7 +223,8 @@ def queue_outputs() -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["queued", "testing", "passed", "landed", "ejected", "conflict", "removed"])
+@pytest.mark.parametrize("case", ["queued", "testing", "passed", "deferred", "landed", "ejected", "conflict",
+                                  "removed"])
 def test_the_merge_queue_check_run_and_comment_line_read_as_words(case: str) -> None:
     output = queue_outputs()[case]
     assert "\n" not in output["title"] and len(output["title"]) <= 255 and "`" not in output["title"]
@@ -239,6 +241,7 @@ def test_the_merge_queue_check_run_and_comment_line_read_as_words(case: str) -> 
     expected = {"queued": "3rd in line for main: waiting to be tested",
                 "testing": "2nd in line for main: being tested with #12, #13",
                 "passed": "2nd in line for main: passed, lands after the PR ahead of it",
+                "deferred": "1st in line for main: passed, merging once a worker that has the tested commit takes it",
                 "landed": "Merged into main as 3f2a9c1: the merge queue tested it together with #12.",
                 "ejected": "Failing step: pytest <b>-k both</b>",
                 "conflict": "Taken out of the merge queue: it conflicts with #12, ahead of it.",

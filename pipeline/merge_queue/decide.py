@@ -681,6 +681,7 @@ class Position:
     state: str                      # "waiting", or the candidate's status
     could_not_test: str | None = None  # why its candidate's validation (or the one before) could not run
     retry_at: float | None = None      # when that candidate is built again (None: it was)
+    land_deferred: bool = False        # landing, but the hosts that took it could not make its tested commit
 
 
 def positions(queue: Queue) -> dict[int, Position]:
@@ -698,5 +699,6 @@ def positions(queue: Queue) -> dict[int, Position]:
         c = covering.get(pr)
         others = tuple(p for p in pending(c.ahead + c.prs, queued_at) if p != pr) if c else ()
         result[pr] = Position(i + 1, c.id if c else None, others, c.status if c else "waiting",
-                              c.could_not_test if c else None, c.retry_at if c else None)
+                              c.could_not_test if c else None, c.retry_at if c else None,
+                              land_deferred=c is not None and c.land_deferred_since is not None)
     return result
