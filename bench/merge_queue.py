@@ -31,15 +31,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.merge_queue.decide import acknowledgement, advance, apply  # noqa: E402
+from pipeline.merge_queue.decide import acknowledgement, advance, apply, resume  # noqa: E402
 from pipeline.merge_queue.model import (  # noqa: E402
     Action, BaseMoved, Build, Cancel, Candidate, CandidateBuilt, CandidateFailed, CandidatePassed,
-    Dequeued, Eject, Enqueued, Event, HeadPushed, Land, Landed, LandRefused, NoteFlaky, PullClosed, Queue,
-    QueueConfig, Remove, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
+    Dequeued, Eject, Enqueued, Event, HeadPushed, Land, LandDeferred, Landed, LandRefused, NoteFlaky, PullClosed,
+    Queue, QueueConfig, Remove, RetryStep, ReuseVerdict, StepRetriedPassed, Validate,
 )
 
 API_MERGE_MINUTES = 0.05      # one PUT pulls/merge and reading the new tip's tree
 WEBHOOK_DELAY_MINUTES = 0.02  # a push to the base reaches the app this long after it happened
+LAND_AGAIN_MINUTES = 0.5      # a landing this host could not make is tried again by a later job
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Workload:
     interacting: float = 0.0    # share of PRs that break only with the PR queued just before them
     foreign_push_every: float = 0.0  # mean minutes between pushes to the base by someone else; 0: none
     churn: float = 0.0          # share of PRs pushed to, closed or dequeued while queued
+    land_elsewhere: float = 0.0  # chance that a landing's job runs where its commit cannot be made (`LandDeferred`)
     seed: int = 1
 
 
@@ -152,6 +154,7 @@ class Simulation:
         self.failed_by_chance: set[int] = set()  # candidates a spurious failure failed
         self.tokens = itertools.count()
         self.queued_at: dict[int, float] = {}
+        self.decided_as: dict[int, str] = {}  # candidate id -> its status when its `Land` was first decided
         self.out = Outcome()
 
     # -- the clock
@@ -288,6 +291,11 @@ class Simulation:
 
     def land(self, action: Land) -> None:
         c = action.candidate
+        self.decided_as.setdefault(c.id, c.status)
+        if self.rng.random() < self.work.land_elsewhere:  # a later job (on the host that built it) lands it
+            self.at(self.now, lambda: self.deliver(LandDeferred(c.id, "not on this host", self.now * 60)))
+            self.at(self.now + LAND_AGAIN_MINUTES, lambda: self.land_again(c.id))
+            return
         token = next(self.tokens)
         self.jobs[c.id] = token
         expected_sha, start_tree = None, ""
@@ -309,8 +317,8 @@ class Simulation:
             expected_sha = self.tip_sha
             sha, tree = self.tip_sha, tree_of(self.tip_items)
             last = index == len(action.prs) - 1
-            self.out.landings.append(Landing(pr, self.now, c.status, action.expected_tree, start_tree, tree,
-                                             c.built_tree or "", last))
+            self.out.landings.append(Landing(pr, self.now, self.decided_as[c.id], action.expected_tree, start_tree,
+                                             tree, c.built_tree or "", last))
             self.out.merged[pr] = self.now - self.queued_at[pr]
             if self.fails(frozenset({f"p{pr}"})) or self.fails(self.tip_items):
                 self.out.bad_landed.append(pr)
@@ -322,6 +330,12 @@ class Simulation:
             self.deliver(Landed(c.id, (pr,), sha, tree))
 
         self.at(self.now + API_MERGE_MINUTES, lambda: merge(0))
+
+    def land_again(self, candidate_id: int) -> None:
+        """What the next job does: `resume` the landings still under way (this one, unless given up on)."""
+        for action in resume(self.queue, self.config):
+            if isinstance(action, Land) and action.candidate.id == candidate_id:
+                self.land(action)
 
 
 def serial_queue(work: Workload) -> Outcome:

@@ -266,10 +266,14 @@ def _land_deferred(queue: Queue, event: LandDeferred) -> Queue:
     since = event.at if c.land_deferred_since is None else c.land_deferred_since
     if event.started or event.at - since < LAND_DEFER_SECONDS:
         return _with_candidate(queue, dataclasses.replace(c, land_deferred_since=since))
-    # Nothing of it was merged (what `Landed` recorded stays landed): the PRs are built again.
-    return _with_candidate(queue, dataclasses.replace(c, status=OBSOLETE, obsolete_reason=(
-        f"for {(event.at - since) / 60:.0f} min no host that took its landing could make its tested commit "
-        f"({event.reason}): testing again")))
+    # Nothing of it was merged (what `Landed` recorded stays landed): its PRs are built again, and so is every
+    # candidate built on top of it, whose verdict assumed they land as it tested them.
+    reason = (f"for {(event.at - since) / 60:.0f} min no host that took its landing could make its tested commit "
+              f"({event.reason}): testing again")
+    for pr in c.prs:
+        if pr not in c.landed:
+            queue = _obsolete(queue, reason, containing=pr)
+    return queue
 
 
 def _build(queue: Queue, action: Build) -> Queue:
