@@ -111,7 +111,7 @@ def candidate_words(c: Candidate) -> str:
     if c.status == LANDING and c.landed:
         return f"Landing ({prs_named(c.landed)} landed)"
     if c.status == LANDING and c.land_deferred_since is not None:
-        return "Landing, once a worker that has the tested commit takes it"
+        return "Landing: waiting for a worker that has the tested commit"
     if c.status in DROPPED:
         return f"Being cancelled: {plain(c.obsolete_reason)}" if c.obsolete_reason else _WORDS[OBSOLETE]
     return _WORDS.get(c.status, c.status.replace("_", " ").capitalize())

@@ -238,7 +238,7 @@ def test_a_landing_no_host_could_make_is_tried_again_then_tested_again() -> None
     assert [(b.candidate.ahead, b.candidate.prs) for b in of(Build, actions)] == [((), (1,)), ((1,), (2,))]
     assert [c.candidate_id for c in of(Cancel, actions)] == [first, second]
     assert {c.reason for c in of(Cancel, actions)} == {
-        f"for 10 min no host that took its landing could make its tested commit ({why}): testing again"}
+        f"for 10 min no worker that took its landing could make its tested commit ({why}): testing again"}
     assert [e.pr for e in queue.entries] == [1, 2]  # still queued: nobody is failed for it
     assert step(queue, LandDeferred(first, why, NOW + 2 * LAND_DEFER_SECONDS))[0] == queue  # late: nothing
 

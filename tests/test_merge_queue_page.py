@@ -62,7 +62,7 @@ def test_the_queued_prs_come_in_order_with_their_candidates_state_in_words() -> 
     ({"status": PASSED, "reused_verdict": True}, "Passed (its own validation reused)"),
     ({"status": LANDING}, "Landing"),
     ({"status": LANDING, "landed": (11,)}, "Landing (#11 landed)"),
-    ({"status": LANDING, "land_deferred_since": 1_000.0}, "Landing, once a worker that has the tested commit takes it"),
+    ({"status": LANDING, "land_deferred_since": 1_000.0}, "Landing: waiting for a worker that has the tested commit"),
     ({"status": OBSOLETE, "obsolete_reason": "main moved to abcdef1: rebuilding on the new tip"},
      "Being cancelled: main moved to abcdef1: rebuilding on the new tip"),
 ])

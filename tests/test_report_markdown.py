@@ -241,7 +241,8 @@ def test_the_merge_queue_check_run_and_comment_line_read_as_words(case: str) -> 
     expected = {"queued": "3rd in line for main: waiting to be tested",
                 "testing": "2nd in line for main: being tested with #12, #13",
                 "passed": "2nd in line for main: passed, lands after the PR ahead of it",
-                "deferred": "1st in line for main: passed, merging once a worker that has the tested commit takes it",
+                "deferred": "1st in line for main: passed, waiting for a worker that has the tested commit to merge "
+                            "it (tested again if none can)",
                 "landed": "Merged into main as 3f2a9c1: the merge queue tested it together with #12.",
                 "ejected": "Failing step: pytest <b>-k both</b>",
                 "conflict": "Taken out of the merge queue: it conflicts with #12, ahead of it.",

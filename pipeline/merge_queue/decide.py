@@ -268,8 +268,8 @@ def _land_deferred(queue: Queue, event: LandDeferred) -> Queue:
         return _with_candidate(queue, dataclasses.replace(c, land_deferred_since=since))
     # Nothing of it was merged (what `Landed` recorded stays landed): its PRs are built again, and so is every
     # candidate built on top of it, whose verdict assumed they land as it tested them.
-    reason = (f"for {(event.at - since) / 60:.0f} min no host that took its landing could make its tested commit "
-              f"({event.reason}): testing again")
+    reason = (f"for {(event.at - since) / 60:.0f} min no worker that took its landing could make its tested "
+              f"commit ({event.reason}): testing again")
     for pr in c.prs:
         if pr not in c.landed:
             queue = _obsolete(queue, reason, containing=pr)

@@ -67,7 +67,7 @@ def _state(position: Position, now: float | None, *, markdown: bool) -> str:
         return "passed, lands next" if not ahead else "passed, lands after the " + \
             ("PR ahead of it" if ahead == 1 else f"{ahead} PRs ahead of it")
     if position.state == "landing" and position.land_deferred:
-        return "passed, merging once a worker that has the tested commit takes it"
+        return "passed, waiting for a worker that has the tested commit to merge it (tested again if none can)"
     with_ = f" with {prs_named(position.tested_with)}" if position.tested_with else ""
     return _STATES.get(position.state, position.state).replace("{with}", with_)
 

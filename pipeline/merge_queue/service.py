@@ -518,10 +518,10 @@ class MergeQueueService:
             # no verdict on the PRs: this host cannot make the tested commit now; a later job (maybe on the
             # host that built it) lands it
             started = await self._landing_started(project, repo, queue.base_ref, land)
+            then = ("it may have begun landing: only a worker that can make it lands it" if started else
+                    f"built and tested again if no worker can within {LAND_DEFER_SECONDS / 60:g} min")
             log.warning("merge queue of %s %s: candidate %d not landed from this host for now (%s): %s", project.name,
-                        queue.base_ref, c.id, "it may have begun landing: only a host that can make it lands it"
-                        if started else f"built and tested again if no host can within {LAND_DEFER_SECONDS / 60:g} min",
-                        missing)
+                        queue.base_ref, c.id, then, missing)
             bucket = int(self.clock() // LAND_ELSEWHERE_RETRY_SECONDS)
             await self.kick(project.id, queue.base_ref, f"land-{c.id}-{bucket}", after=LAND_ELSEWHERE_RETRY_SECONDS)
             return [LandDeferred(c.id, missing, self.clock(), started)]
@@ -547,13 +547,17 @@ class MergeQueueService:
         return await self._merge_each(project, repo, queue.base_ref, land, method)
 
     async def _landing_started(self, project: Project, repo: RepoGitHub, base_ref: str, land: Land) -> bool:
-        """Whether one of the landing's PRs may be merged already: a landing of it was recorded (before its
-        merge or push), or GitHub says it is merged (a fast-forward pushed before a kill)."""
+        """Whether this landing may have merged one of its PRs already: the base's tip is the tested commit
+        (a fast-forward pushed before a kill; its PRs are recorded after the push), or a PR whose landing
+        was recorded (before its merge) is merged. A recorded landing whose merge never happened (a kill
+        or an error before the PUT) does not count, nor does a PR someone merged by hand."""
+        built = land.candidate.built_sha
+        if built is not None and await repo.repos.branch_sha(base_ref) == built:
+            return True
         key = landing_key(base_ref, land.candidate.id)
         for pr in land.prs:
-            if await self.store.merge_queues.landing(project.id, key, pr) is not None:
-                return True
-            if await repo.pulls.merge_commit(pr) is not None:
+            recorded = await self.store.merge_queues.landing(project.id, key, pr)
+            if recorded is not None and (recorded.merged_sha or await repo.pulls.merge_commit(pr) is not None):
                 return True
         return False
 

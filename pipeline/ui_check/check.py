@@ -326,13 +326,14 @@ async def _start_driver(stack: contextlib.AsyncExitStack) -> Any:
     manager = async_playwright()
     starting = asyncio.ensure_future(manager.__aenter__())
     try:
-        async with asyncio.timeout(BROWSER_CALL_SECONDS):
-            playwright = await asyncio.shield(starting)
-    except BaseException as exc:
+        await asyncio.wait({starting}, timeout=BROWSER_CALL_SECONDS)  # neither cancels nor raises on a timeout
+    except BaseException:  # the run was cancelled
         starting.add_done_callback(lambda task: _stop_late(task, manager))
-        if isinstance(exc, TimeoutError) and not starting.done():
-            raise BrowserStalled(f"its start did not return within {BROWSER_CALL_SECONDS:g} s") from None
         raise
+    if not starting.done():
+        starting.add_done_callback(lambda task: _stop_late(task, manager))
+        raise BrowserStalled(f"its start did not return within {BROWSER_CALL_SECONDS:g} s")
+    playwright = starting.result()  # or its own error
     stack.push_async_exit(manager)
     return playwright
 
