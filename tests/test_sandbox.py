@@ -388,20 +388,26 @@ async def test_cancelling_a_network_run_stops_its_slirp4netns(sandbox: Sandbox, 
     assert own_slirp4netns() == []  # gone before CancelledError reached us
 
 
-def own_slirp4netns() -> list[int]:
-    """This test process's slirp4netns children still running (not zombies)."""
+def own_processes(text: str, *, program: str | None = None) -> list[int]:
+    """This test process's children still running (not zombies) whose command line contains `text` (and
+    whose program is named `program`)."""
     found = []
-    for pid in processes_matching("slirp4netns"):
+    for pid in processes_matching(text):
         try:
-            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            named = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if os.path.basename(program) == b"slirp4netns" and fields.get("PPid", "").strip() == str(os.getpid()) \
-                and not fields.get("State", "").startswith("Z"):
+        if (program is None or os.path.basename(named) == program.encode()) \
+                and fields.get("PPid", "").strip() == str(os.getpid()) and not fields.get("State", "").startswith("Z"):
             found.append(pid)
     return found
+
+
+def own_slirp4netns() -> list[int]:
+    """This test process's slirp4netns children still running (not zombies)."""
+    return own_processes("slirp4netns", program="slirp4netns")
 
 
 # ------------------------------------------------------------------------------------------- limits

@@ -4,8 +4,6 @@ served by the app. The app is tests/ui_app.py, in a real git repository served b
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import subprocess
 import uuid
@@ -134,25 +132,16 @@ async def test_a_page_whose_script_never_yields_fails_and_the_next_page_is_still
     assert "✓ /about — HTTP 200" in text  # the stuck page was closed and the check went on
 
 
-def drivers_of_this_process() -> set[int]:
-    """Playwright drivers (`node ... run-driver`) this test process started and that still run."""
-    from tests.test_sandbox import processes_matching
-
-    def parent(pid: int) -> int | None:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-    return {pid for pid in processes_matching("run-driver") if parent(pid) == os.getpid()}
-
-
 async def test_a_driver_that_does_not_start_in_time_fails_the_check_and_is_stopped_once_up(
         bot, fake_github, monkeypatch) -> None:
     from pipeline.ui_check import check
     from tests.scale_support import wait_until
+    from tests.test_sandbox import own_processes
 
-    before = drivers_of_this_process()
+    def drivers() -> set[int]:  # Playwright's (`node ... run-driver`) that this test process started
+        return set(own_processes("run-driver"))
+
+    before = drivers()
     monkeypatch.setattr(check, "BROWSER_CALL_SECONDS", 0.1)  # started (~20 ms), not yet up (~0.5 s)
     scenario = open_pull_request(fake_github, config=ui_config("    - /about\n"), base_files=app_files())
     state = await validate(bot, scenario, timeout=UI_RUN_SECONDS)
@@ -162,9 +151,12 @@ async def test_a_driver_that_does_not_start_in_time_fails_the_check_and_is_stopp
         run["output"]["text"]
 
     async def none_left() -> bool:
-        return not drivers_of_this_process() - before
+        return not drivers() - before
 
-    await wait_until(none_left, timeout=30, describe=lambda: asyncio.sleep(0, f"left: {drivers_of_this_process()}"))
+    async def left() -> str:
+        return f"left running: {drivers() - before}"
+
+    await wait_until(none_left, timeout=30, describe=left)
 
 
 @pytest.mark.slow  # waits out ready_timeout_seconds

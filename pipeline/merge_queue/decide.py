@@ -67,7 +67,7 @@ ANNOUNCE_TRIES = 5
 ANNOUNCE_BACKOFF_SECONDS = 30.0
 ADVANCE_ROUNDS = 1000
 # A landing that no host which took it could make (`LandDeferred`) for this long: the host that built the
-# candidate is gone, say. It is built and tested again, unless it may have begun (a PR merged already).
+# candidate is gone, say. It is built and tested again, unless it may have merged a PR already (`started`).
 LAND_DEFER_SECONDS = 600.0
 
 

@@ -280,7 +280,7 @@ class LandDeferred:
     candidate_id: int
     reason: str
     at: float
-    started: bool = False  # one of its PRs may be merged already (a landing was recorded, or GitHub says so)
+    started: bool = False  # it may have merged a PR already (the shell's `_landing_started`): never given up on
 
 
 Event = (Enqueued | Dequeued | HeadPushed | PullClosed | BaseChanged | BaseMoved | CandidateBuilt

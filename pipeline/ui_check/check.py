@@ -327,12 +327,11 @@ async def _start_driver(stack: contextlib.AsyncExitStack) -> Any:
     starting = asyncio.ensure_future(manager.__aenter__())
     try:
         await asyncio.wait({starting}, timeout=BROWSER_CALL_SECONDS)  # neither cancels nor raises on a timeout
-    except BaseException:  # the run was cancelled
+        if not starting.done():
+            raise BrowserStalled(f"its start did not return within {BROWSER_CALL_SECONDS:g} s")
+    except BaseException:  # given up on: a timeout, or the run was cancelled
         starting.add_done_callback(lambda task: _stop_late(task, manager))
         raise
-    if not starting.done():
-        starting.add_done_callback(lambda task: _stop_late(task, manager))
-        raise BrowserStalled(f"its start did not return within {BROWSER_CALL_SECONDS:g} s")
     playwright = starting.result()  # or its own error
     stack.push_async_exit(manager)
     return playwright
